@@ -1,0 +1,69 @@
+"""The one exception tree of the project.
+
+Library exceptions (dnspython, httpx, ssl, sqlite) are translated into these types in exactly one
+place each (discovery.py for DNS/HTTPS, cache.py for the store). "No policy published" and
+"could not find out" are different types on purpose: the first may be negatively cached, the
+second must never remove a cached policy (RFC 8461 §3.3).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ResultType(StrEnum):
+    """RFC 8460 §4.3 result types (the strings used in reports)."""
+
+    STARTTLS_NOT_SUPPORTED = "starttls-not-supported"
+    CERTIFICATE_HOST_MISMATCH = "certificate-host-mismatch"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    CERTIFICATE_NOT_TRUSTED = "certificate-not-trusted"
+    VALIDATION_FAILURE = "validation-failure"
+    TLSA_INVALID = "tlsa-invalid"
+    DNSSEC_INVALID = "dnssec-invalid"
+    DANE_REQUIRED = "dane-required"
+    STS_POLICY_FETCH_ERROR = "sts-policy-fetch-error"
+    STS_POLICY_INVALID = "sts-policy-invalid"
+    STS_WEBPKI_INVALID = "sts-webpki-invalid"
+
+
+class MtaStsError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(MtaStsError):
+    """The configuration is invalid; the message names the key and the expected form."""
+
+
+class PolicySyntaxError(MtaStsError):
+    """A policy file (RFC 8461 §3.2) is invalid. `line` is 1-based, 0 for whole-body problems."""
+
+    def __init__(self, reason: str, line: int = 0) -> None:
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line else reason)
+
+
+class DiscoveryError(MtaStsError):
+    """Could not find out whether the domain has a policy (transient or remote failure)."""
+
+    def __init__(self, reason: str, result_type: ResultType = ResultType.STS_POLICY_FETCH_ERROR):
+        self.reason = reason
+        self.result_type = result_type
+        super().__init__(f"{result_type}: {reason}")
+
+
+class DnsLookupError(DiscoveryError):
+    """The `_mta-sts` TXT or MX lookup failed (SERVFAIL, timeout, refused): not an answer."""
+
+
+class PolicyFetchError(DiscoveryError):
+    """The HTTPS policy fetch failed; `result_type` classifies it per RFC 8460."""
+
+
+class NetstringError(MtaStsError):
+    """Malformed socketmap framing; the server closes that connection without replying."""
+
+
+class StoreError(MtaStsError):
+    """The persistent store could not be read or written."""
