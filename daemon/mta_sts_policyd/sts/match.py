@@ -4,12 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mta_sts_policyd.sts._names import to_a_label
+
 
 def mx_matches(pattern: str, host: str) -> bool:
-    """True when `host` satisfies `pattern` (`*.` covers exactly one extra label)."""
-    raise NotImplementedError
+    """True when `host` satisfies `pattern` (`*.` covers exactly one extra label).
+
+    Decision A50: ASCII case-insensitive, one trailing dot on the host ignored, compared as
+    A-labels. Malformed input never raises; it simply does not match.
+    """
+    name = _normalise_host(host)
+    return name is not None and _matches(pattern.lower(), name)
 
 
 def patterns_matching(patterns: Iterable[str], host: str) -> list[str]:
     """The patterns (in order) that `host` satisfies."""
-    raise NotImplementedError
+    name = _normalise_host(host)
+    if name is None:
+        return []
+    return [pattern for pattern in patterns if _matches(pattern.lower(), name)]
+
+
+def _normalise_host(host: str) -> str | None:
+    """Lower-case A-label MX name without its trailing dot, or None if it is not a name."""
+    name = to_a_label(host[:-1] if host.endswith(".") else host)
+    if not name or "*" in name or "" in name.split("."):
+        return None
+    return name
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if not pattern.startswith("*."):
+        return pattern == name
+    suffix = pattern[2:]
+    if not suffix or "*" in suffix:
+        return False
+    _label, dot, rest = name.partition(".")
+    return bool(dot) and rest == suffix
