@@ -13,6 +13,7 @@ _CANDIDATE = re.compile(rb"v=STSv1[ \t]*;")
 _DELIMITER = re.compile(r"[ \t]*;[ \t]*")
 _ID = re.compile(r"[A-Za-z0-9]{1,32}", re.ASCII)
 _EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", re.ASCII)
+_MISSING_ID = "the required field 'id' is missing (field names are case-sensitive)"
 _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+", re.ASCII)
 
 
@@ -49,6 +50,8 @@ def parse_txt_record(text: str) -> TxtRecord | TxtInvalid:
     """
     if not text.isascii():
         return TxtInvalid("the record contains non-ASCII characters")
+    if text.startswith(_VERSION) and not text[len(_VERSION) :].strip(" \t"):
+        return TxtInvalid(_MISSING_ID)
     if not text.startswith(_VERSION) or not _DELIMITER.match(text, len(_VERSION)):
         return TxtInvalid(f"the record does not start with 'v=STSv1' and ';': {show(text)}")
     fields = _DELIMITER.split(text[len(_VERSION) :])[1:]
@@ -69,7 +72,7 @@ def parse_txt_record(text: str) -> TxtRecord | TxtInvalid:
         if name != "id":
             extensions.setdefault(name, value)
     if record_id is None:
-        return TxtInvalid("the required field 'id' is missing (field names are case-sensitive)")
+        return TxtInvalid(_MISSING_ID)
     return TxtRecord(id=record_id, extensions=tuple(extensions.items()))
 
 
