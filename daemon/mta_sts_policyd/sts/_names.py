@@ -52,16 +52,21 @@ def hostname_problem(name: str) -> str | None:
 def to_a_label(name: str) -> str | None:
     """Lower-case A-label form of `name`, or None when it cannot be converted.
 
-    ASCII input is only lower-cased: running it through IDNA would refuse real-world DNS names
-    such as labels with `--` in positions 3-4 that are not `xn--`.
+    Only non-ASCII labels go through IDNA 2008 (after UTS 46 mapping): running ASCII labels
+    through it would refuse real-world DNS names such as `r3---sn-x` (`--` in positions 3-4).
     """
     if name.isascii():
         return name.lower()
     try:
-        return idna.encode(name, uts46=True).decode("ascii").lower()
+        mapped = idna.uts46_remap(name, std3_rules=False, transitional=False)
+        labels = [
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.split(".")
+        ]
     except (UnicodeError, ValueError):
         # idna.IDNAError is a UnicodeError; surrogates and odd input raise its relatives.
         return None
+    return ".".join(labels).lower()
 
 
 def show(text: str, limit: int = 40) -> str:
