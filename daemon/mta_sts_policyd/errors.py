@@ -67,3 +67,11 @@ class NetstringError(MtaStsError):
 
 class StoreError(MtaStsError):
     """The persistent store could not be read or written."""
+
+
+class DatagramError(MtaStsError):
+    """A libtlsrpt datagram (tlsrpt.md §3) is unusable: counted and quarantined, never fatal."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
