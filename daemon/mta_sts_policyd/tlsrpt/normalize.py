@@ -1,0 +1,87 @@
+"""Normalisation of names and failure details before they are counted and reported.
+
+Pure. Applied by the store at ingestion so free-text variants (multi-line EHLO replies, long
+library messages) do not fragment the aggregates (spec §4.2 item 10, §7.3), and again by the
+report builder so every emitted value satisfies the report schema (rows 19, 25-27, 41).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.tlsrpt.model import FailureDetail
+
+MAX_TEXT = 255
+"""Bound for every free-text field (row 41): enough for an error code plus a short message."""
+
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s\"<>\\^`{|}]+")
+_NEEDS_REASON = (ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.VALIDATION_FAILURE)
+
+
+def to_alabel(name: str) -> str:
+    """A-label, lower case, no trailing dot (row 25); a leading `*.` wildcard is kept."""
+    name = name.strip().rstrip(".").lower()
+    if name.isascii():
+        return name
+    labels = name.split(".")
+    out = []
+    for label in labels:
+        if label.isascii():
+            out.append(label)
+            continue
+        try:
+            out.append(label.encode("idna").decode("ascii"))
+        except UnicodeError:
+            out.append("xn--" + label.encode("punycode").decode("ascii"))
+    return ".".join(out)
+
+
+def bound_text(value: str | None, limit: int = MAX_TEXT) -> str | None:
+    """Single line, printable, at most `limit` characters; None for empty."""
+    if value is None:
+        return None
+    line = " ".join(value.split())  # collapses CR/LF/tabs and runs of spaces
+    line = "".join(ch for ch in line if ch.isprintable())
+    return line[:limit] or None
+
+
+def _ip(value: str | None) -> str | None:
+    """Dotted quad or RFC 5952 text (row 26); anything unparsable is left out."""
+    if not value:
+        return None
+    try:
+        return ipaddress.ip_address(value.strip().strip("[]")).compressed
+    except ValueError:
+        return None
+
+
+def _helo(value: str | None) -> str | None:
+    """Postfix passes the whole EHLO reply; keep the first word of the first line."""
+    if not value:
+        return None
+    first = value.strip().splitlines()[0].split() if value.strip() else []
+    return bound_text(first[0]) if first else None
+
+
+def normalize_detail(d: FailureDetail) -> FailureDetail:
+    """Canonical form of one failure detail; idempotent."""
+    reason = bound_text(d.failure_reason_code)
+    info = bound_text(d.additional_information)
+    if info is not None and not _URI.fullmatch(info):
+        # RFC 8460 §4.4 wants a URI here; free text from the MTA goes to the reason code.
+        reason = bound_text(f"{reason}; {info}" if reason else info)
+        info = None
+    if reason is None and d.result_type in _NEEDS_REASON:
+        reason = "unspecified"  # row 19: these result types SHOULD carry a reason code
+    host = bound_text(d.receiving_mx_hostname)
+    return FailureDetail(
+        result_type=d.result_type,
+        sending_mta_ip=_ip(d.sending_mta_ip),
+        receiving_mx_hostname=to_alabel(host) if host else None,
+        receiving_mx_helo=_helo(d.receiving_mx_helo),
+        receiving_ip=_ip(d.receiving_ip),
+        additional_information=info,
+        failure_reason_code=reason,
+    )
