@@ -1,0 +1,380 @@
+"""The brain: RFC 8461 §3.3/§5.1 cache state machine behind every socketmap answer.
+
+Known domains are answered from memory without waiting on the network; DNS and HTTPS work runs
+in per-domain single-flight tasks. Remote failures fail open (NOTFOUND) unless an unexpired
+cached policy applies (A28/A29). "No policy published" is negatively cached for a bounded time;
+"could not find out" never removes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from mta_sts_policyd.cache import CacheEntry, PolicyCache
+from mta_sts_policyd.errors import DnsLookupError, PolicyFetchError, ResultType
+from mta_sts_policyd.lookup_stats import LookupStats
+from mta_sts_policyd.postfix import REPLY_NOTFOUND, render_policy_reply
+from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.sts.model import Mode, TxtAbsent, TxtRecord
+
+if TYPE_CHECKING:
+    from mta_sts_policyd.discovery import FetchResult, TxtLookup
+
+log = logging.getLogger(__name__)
+
+KEY_MEMO_LIMIT = 50_000
+
+
+class DiscoveryLike(Protocol):
+    async def lookup_txt(self, domain: str) -> TxtLookup: ...
+
+    async def fetch_policy(self, domain: str) -> FetchResult: ...
+
+    async def lookup_mx(self, domain: str) -> tuple[str, ...]: ...
+
+
+FailureListener = Callable[[CacheEntry, ResultType, str], None]
+"""Called once per answered lookup while a discovery failure lasts (TLS-RPT, RFC 8461 §6)."""
+
+PolicyListener = Callable[[CacheEntry], None]
+"""Called for every answered lookup of a domain with a valid policy (e.g. testing-mode probes)."""
+
+
+@dataclass(frozen=True)
+class LookupSettings:
+    txt_recheck: float = 60.0
+    cold_wait: float = 3.0
+    negative_ttl: float = 300.0
+    failure_backoff: float = 300.0
+    refresh: bool = True
+    refresh_interval: float = 86400.0
+    refresh_jitter: float = 3600.0
+    refresh_concurrency: int = 20
+    sts_attributes: bool = False
+    exact_wildcards: bool = True
+
+
+class PolicyResolver:
+    """Answers `(map name, key)` with a socketmap reply payload."""
+
+    def __init__(
+        self,
+        discovery: DiscoveryLike,
+        cache: PolicyCache,
+        settings: LookupSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.discovery = discovery
+        self.cache = cache
+        self.settings = settings
+        self.clock = clock
+        self.stats = LookupStats()
+        self.on_failure: FailureListener | None = None
+        self.on_policy: PolicyListener | None = None
+        self._keys: dict[str, str | None] = {}
+        self._negative: dict[str, float] = {}
+        self._inflight: dict[str, asyncio.Task[CacheEntry | None]] = {}
+        self._refresh_slots = asyncio.Semaphore(settings.refresh_concurrency)
+
+    # --- the answer path -------------------------------------------------------------------
+
+    async def answer(self, name: str, key: str) -> bytes:
+        """Reply for one socketmap request; the map name is ignored on purpose (D.53)."""
+        started = time.perf_counter()
+        domain = self._domain(key)
+        if domain is None:
+            self.stats.notfound_key += 1
+            return REPLY_NOTFOUND
+        now = self.clock()
+        entry = self.cache.get(domain)
+        if entry is not None and entry.valid(now):
+            reply = self._answer_cached(entry, now)
+        else:
+            reply = await self._answer_uncached(domain, entry, now)
+        self.stats.observe(time.perf_counter() - started)
+        return reply
+
+    def _domain(self, key: str) -> str | None:
+        try:
+            return self._keys[key]
+        except KeyError:
+            if len(self._keys) >= KEY_MEMO_LIMIT:
+                self._keys.clear()
+            domain = self._keys[key] = policy_domain_for_key(key)
+            return domain
+
+    def _answer_cached(self, entry: CacheEntry, now: float) -> bytes:
+        self.stats.hits += 1
+        entry.last_used = now
+        if now - entry.txt_checked_at >= self.settings.txt_recheck:
+            self._start_discovery(entry.domain)
+        self._notify(entry)
+        self.stats.count_reply(entry)
+        return entry.reply
+
+    async def _answer_uncached(self, domain: str, entry: CacheEntry | None, now: float) -> bytes:
+        self.stats.misses += 1
+        if self._negative.get(domain, 0.0) > now:
+            self.stats.notfound_nopolicy += 1
+            return REPLY_NOTFOUND
+        if entry is None and domain not in self._inflight:
+            entry = await asyncio.to_thread(self.cache.load_from_store, domain)
+            if entry is not None:
+                self.cache.put(entry)
+                if entry.valid(now):
+                    return self._answer_cached(entry, now)
+        task = self._start_discovery(domain)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), self.settings.cold_wait)
+        except TimeoutError:
+            self.stats.notfound_cold += 1
+            return REPLY_NOTFOUND
+        if result is None or result.policy is None:
+            self.stats.notfound_nopolicy += 1
+            if result is not None:
+                self._notify(result)
+            return REPLY_NOTFOUND
+        # A36: a max_age 0 policy applies to the lookup that triggered its fetch only.
+        if not (result.valid(self.clock()) or result.fetched_at >= now):
+            self.stats.notfound_nopolicy += 1
+            return REPLY_NOTFOUND
+        result.last_used = now
+        self._notify(result)
+        self.stats.count_reply(result)
+        return result.reply
+
+    def _notify(self, entry: CacheEntry) -> None:
+        if entry.failure is not None and self.on_failure is not None:
+            self.on_failure(entry, *entry.failure)
+        if entry.policy is not None and self.on_policy is not None:
+            self.on_policy(entry)
+
+    # --- discovery (single flight per domain) -----------------------------------------------
+
+    def _start_discovery(self, domain: str) -> asyncio.Task[CacheEntry | None]:
+        task = self._inflight.get(domain)
+        if task is None:
+            task = asyncio.create_task(self._discover(domain), name=f"discover {domain}")
+            self._inflight[domain] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(domain, None))
+        return task
+
+    async def _discover(self, domain: str) -> CacheEntry | None:
+        """One TXT check and, when needed, one fetch. Never raises: failures are state."""
+        try:
+            return await self._check_txt(domain)
+        except Exception:  # a bug must not poison the single-flight slot
+            log.exception("event=discovery-crashed domain=%s", domain)
+            return self.cache.get(domain)
+
+    async def _check_txt(self, domain: str) -> CacheEntry | None:
+        now = self.clock()
+        entry = self.cache.get(domain)
+        try:
+            lookup = await self.discovery.lookup_txt(domain)
+        except DnsLookupError as exc:
+            log.info("event=txt-lookup-failed domain=%s reason=%r", domain, exc.reason)
+            self.stats.txt_failures += 1
+            if entry is not None:
+                entry.txt_checked_at = now
+            return entry
+        record = lookup.result
+        if not isinstance(record, TxtRecord):
+            return self._no_live_policy(domain, entry, now, lookup)
+        self._negative.pop(domain, None)
+        if entry is None:
+            entry = CacheEntry(domain=domain, last_used=now)
+            self.cache.put(entry)
+        entry.txt_checked_at = now
+        self.cache.mark_dirty(entry)
+        if entry.valid(now) and entry.policy_id == record.id:
+            return entry
+        if entry.failed_id == record.id and now - entry.failed_at < self.settings.failure_backoff:
+            return entry  # A27: at most one attempt per id every failure_backoff seconds
+        return await self._fetch(entry, record.id, now)
+
+    def _no_live_policy(
+        self, domain: str, entry: CacheEntry | None, now: float, lookup: TxtLookup
+    ) -> CacheEntry | None:
+        """A11/A12: no usable TXT record; an unexpired cached policy still applies."""
+        reason = lookup.result.reason if not isinstance(lookup.result, TxtRecord) else ""
+        if not isinstance(lookup.result, TxtAbsent):
+            log.info("event=txt-invalid domain=%s reason=%r", domain, reason)
+        if entry is not None:
+            entry.txt_checked_at = now
+            self.cache.mark_dirty(entry)
+            if entry.valid(now):
+                return entry
+        ttl = min(self.settings.negative_ttl, max(float(lookup.ttl), 30.0))
+        self._negative[domain] = now + ttl
+        if len(self._negative) > KEY_MEMO_LIMIT:
+            self._prune_negative(now)
+        return entry
+
+    def _prune_negative(self, now: float) -> None:
+        self._negative = {d: t for d, t in self._negative.items() if t > now}
+
+    async def _fetch(self, entry: CacheEntry, policy_id: str | None, now: float) -> CacheEntry:
+        try:
+            fetched = await self.discovery.fetch_policy(entry.domain)
+        except PolicyFetchError as exc:
+            self._fetch_failed(entry, policy_id, now, exc)
+            return entry
+        self.stats.fetch_ok += 1
+        policy = fetched.policy
+        entry.policy_id = policy_id if policy_id is not None else entry.policy_id
+        entry.policy = policy
+        entry.fetched_at = now
+        entry.expires_at = now + policy.max_age
+        entry.failed_id, entry.failed_at, entry.failure = None, 0.0, None
+        if policy.mode is Mode.ENFORCE and self._wants_mx(entry):
+            entry.mx_hosts = await self._mx_hosts(entry.domain)
+        self.render(entry)
+        self.cache.put(entry)
+        log.info(
+            "event=policy-fetched domain=%s id=%s mode=%s max_age=%d mx=%s",
+            entry.domain,
+            entry.policy_id,
+            policy.mode,
+            policy.max_age,
+            ",".join(policy.mx),
+        )
+        return entry
+
+    def _fetch_failed(
+        self, entry: CacheEntry, policy_id: str | None, now: float, exc: PolicyFetchError
+    ) -> None:
+        self.stats.count_fetch_failure(exc.result_type)
+        entry.failed_id, entry.failed_at = policy_id, now
+        entry.failure = (exc.result_type, exc.reason)
+        self.cache.mark_dirty(entry)
+        alert = entry.valid(now) and entry.policy is not None and entry.policy.mode is not Mode.NONE
+        log.log(
+            logging.WARNING if alert else logging.INFO,
+            "event=policy-fetch-failed domain=%s id=%s result=%s reason=%r cached_policy=%s",
+            entry.domain,
+            policy_id,
+            exc.result_type,
+            exc.reason,
+            "kept" if entry.valid(now) else "none",
+        )
+
+    def _wants_mx(self, entry: CacheEntry) -> bool:
+        policy = entry.policy
+        return (
+            self.settings.exact_wildcards
+            and policy is not None
+            and any(p.startswith("*.") for p in policy.mx)
+        )
+
+    async def _mx_hosts(self, domain: str) -> tuple[str, ...]:
+        try:
+            return await self.discovery.lookup_mx(domain)
+        except DnsLookupError as exc:
+            log.info("event=mx-lookup-failed domain=%s reason=%r", domain, exc.reason)
+            return ()
+
+    def render(self, entry: CacheEntry) -> None:
+        """Precompute the reply bytes (the answer path only copies them out)."""
+        if entry.policy is None:
+            entry.reply = REPLY_NOTFOUND
+            return
+        entry.reply = render_policy_reply(
+            entry.policy,
+            entry.domain,
+            sts_attributes=self.settings.sts_attributes,
+            mx_hosts=entry.mx_hosts if self._wants_mx(entry) else None,
+        )
+
+    # --- proactive refresh (A42-A44) ---------------------------------------------------------
+
+    def refresh_due(self, entry: CacheEntry, now: float) -> bool:
+        """In use, holding a policy, and older than the refresh interval plus per-domain jitter."""
+        s = self.settings
+        if entry.policy is None or now - entry.last_used > 2 * s.refresh_interval:
+            return False
+        jitter = zlib.crc32(entry.domain.encode()) % max(1, int(s.refresh_jitter) or 1)
+        return now - entry.fetched_at >= s.refresh_interval + jitter and now - entry.failed_at >= (
+            s.failure_backoff
+        )
+
+    async def refresh_once(self) -> int:
+        """Refetch every due policy with bounded concurrency; returns how many were attempted."""
+        now = self.clock()
+        due = [e for e in self.cache.hot_entries() if self.refresh_due(e, now)]
+        await asyncio.gather(*(self._refresh(e) for e in due))
+        return len(due)
+
+    async def _refresh(self, entry: CacheEntry) -> None:
+        async with self._refresh_slots:
+            self.stats.refresh_active += 1
+            self.stats.refresh_peak = max(self.stats.refresh_peak, self.stats.refresh_active)
+            try:
+                await self._refresh_one(entry)
+            finally:
+                self.stats.refresh_active -= 1
+
+    async def _refresh_one(self, entry: CacheEntry) -> None:
+        now = self.clock()
+        policy_id = entry.policy_id
+        try:
+            lookup = await self.discovery.lookup_txt(entry.domain)
+            if isinstance(lookup.result, TxtRecord):
+                policy_id = lookup.result.id
+        except DnsLookupError:
+            pass  # refresh regardless of the TXT record (RFC 8461 §3.3)
+        entry.txt_checked_at = now
+        failures_before = entry.failed_at
+        await self._fetch(entry, policy_id, now)
+        if entry.failed_at != failures_before:
+            self.stats.refresh_failures += 1
+
+    async def run_refresh_loop(self, tick: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(tick)
+            if self.settings.refresh:
+                await self.refresh_once()
+
+    # --- operator actions --------------------------------------------------------------------
+
+    async def refresh_domain(self, domain: str) -> CacheEntry | None:
+        """`cache refresh DOMAIN`: forget back-off and negative state, discover now."""
+        self._negative.pop(domain, None)
+        entry = self.cache.get(domain)
+        if entry is not None:
+            entry.failed_id, entry.failed_at, entry.policy_id = None, 0.0, None
+        return await self._start_discovery(domain)
+
+    def purge(self, domain: str | None) -> int:
+        if domain is None:
+            domains = [e.domain for e in self.cache.hot_entries()]
+            self._negative.clear()
+        else:
+            domains = [domain]
+            self._negative.pop(domain, None)
+        return sum(self.cache.remove(d) for d in domains)
+
+    def rerender_all(self, sts_attributes: bool, exact_wildcards: bool) -> None:
+        """After a reload that changed rendering settings."""
+        from dataclasses import replace
+
+        self.settings = replace(
+            self.settings, sts_attributes=sts_attributes, exact_wildcards=exact_wildcards
+        )
+        for entry in self.cache.hot_entries():
+            self.render(entry)
+
+    async def wait_idle(self) -> None:
+        """Wait for in-flight discoveries (tests, shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+
+
+Answer = Callable[[str, str], Awaitable[bytes]]
