@@ -1,0 +1,187 @@
+"""Report transports: SMTP submission to the local relay and HTTPS POST (RFC 8460 §5.3-§5.4).
+
+Unlike sys4 (spec §4.2 item 2), only a 2xx HTTP answer or an accepted SMTP transaction counts
+as delivered. Errors are classified: `temporary=False` (5xx SMTP reply, refused destination)
+stops retrying that destination, everything else is retried by the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import smtplib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from mta_sts_policyd.errors import MtaStsError
+from mta_sts_policyd.tlsrpt.message import (
+    CONTENT_TYPE_GZIP,
+    DkimSettings,
+    build_message,
+    message_id_for,
+    sign_message,
+)
+from mta_sts_policyd.tlsrpt.record import RuaDestination
+from mta_sts_policyd.tlsrpt.report import ReportDocument
+
+__all__ = ["DeliveryError", "DeliverySettings", "DkimSettings", "NetworkTransport", "Transport"]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(MtaStsError):
+    def __init__(self, reason: str, *, temporary: bool = True) -> None:
+        self.reason = reason
+        self.temporary = temporary
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    envelope_sender: str
+    """MAIL FROM of report mail; bounces go here, not to the daemon's local user."""
+    from_address: str | None = None
+    """Header From; defaults to envelope_sender. Its domain should be the DKIM domain."""
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_timeout: float = 60.0
+    https_timeout: float = 30.0
+    https_verify: bool = True
+    """RFC 8460 §3 lets reporters ignore certificate errors (row 8); default is to verify."""
+    https_ca_file: str | None = None
+    allow_private_destinations: bool = False
+    """https rua resolving to loopback/private addresses are refused unless set (SSRF hygiene)."""
+    send_delay_max: float = 4 * 3600.0
+    retry_window: float = 24 * 3600.0
+    catch_up_days: int = 7
+
+    @property
+    def header_from(self) -> str:
+        return self.from_address or self.envelope_sender
+
+
+class Transport(Protocol):
+    async def deliver(self, doc: ReportDocument, dest: RuaDestination) -> None:
+        """Deliver one report to one destination or raise DeliveryError."""
+
+
+def load_dkim_key(dkim: DkimSettings) -> bytes | None:
+    """The PEM key, or None when unsigned sending is explicitly allowed; else an error."""
+    if dkim.configured:
+        try:
+            return Path(dkim.private_key_path).read_bytes()
+        except OSError as exc:
+            raise DeliveryError(f"cannot read DKIM key: {exc}") from exc
+    if dkim.allow_unsigned:
+        return None
+    raise DeliveryError(
+        "no DKIM key configured and allow_unsigned is off (RFC 8460 §3)", temporary=False
+    )
+
+
+def smtp_submit(message: bytes, sender: str, rcpt: str, settings: DeliverySettings) -> None:
+    """Blocking SMTP transaction; run it in a thread."""
+    try:
+        with smtplib.SMTP(
+            settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout
+        ) as smtp:
+            smtp.sendmail(sender, [rcpt], message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        raise DeliveryError(
+            f"recipient refused: {exc.recipients}", temporary=any(c < 500 for c in codes)
+        ) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise DeliveryError(
+            f"SMTP {exc.smtp_code} {exc.smtp_error!r}", temporary=exc.smtp_code < 500
+        ) from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"SMTP relay {settings.smtp_host}:{settings.smtp_port}: {exc}") from exc
+
+
+def _ssl_context(settings: DeliverySettings) -> ssl.SSLContext:
+    if not settings.https_verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=settings.https_ca_file)
+
+
+async def _check_public(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, 443)
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve {host}: {exc}") from exc
+    for info in infos:
+        addr = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not addr.is_global:
+            raise DeliveryError(f"{host} resolves to non-public {addr}", temporary=False)
+
+
+async def https_post(body: bytes, url: str, settings: DeliverySettings) -> None:
+    """POST application/tlsrpt+gzip (row 36); only 2xx is success (row 37), no redirects."""
+    if not settings.allow_private_destinations:
+        await _check_public(url)
+    try:
+        async with httpx.AsyncClient(
+            verify=_ssl_context(settings), timeout=settings.https_timeout
+        ) as client:
+            resp = await client.post(url, content=body, headers={"Content-Type": CONTENT_TYPE_GZIP})
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"HTTPS {url}: {type(exc).__name__}: {exc}") from exc
+    if not 200 <= resp.status_code < 300:
+        raise DeliveryError(f"HTTPS {url}: status {resp.status_code}")
+
+
+class NetworkTransport:
+    """Mail via the relay (DKIM-signed), HTTPS via httpx."""
+
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        dkim: DkimSettings,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dkim = dkim
+        self._clock = clock
+
+    def render_mail(self, doc: ReportDocument, rcpt: str) -> bytes:
+        """The exact bytes that would be submitted (also used by `report send --outbox`)."""
+        now = self._clock() if self._clock else datetime.now(UTC).timestamp()
+        msg = build_message(
+            doc,
+            from_addr=self.settings.header_from,
+            to_addr=rcpt,
+            date=datetime.fromtimestamp(now, UTC),
+            message_id=message_id_for(doc, rcpt, secrets.token_hex(8)),
+        )
+        key = load_dkim_key(self.dkim)
+        if key is None:
+            log.warning("sending TLS report %s unsigned (allow_unsigned)", doc.report_id)
+            return msg
+        try:
+            return sign_message(msg, self.dkim, key)
+        except Exception as exc:  # dkimpy raises its own types (bad key, parse errors)
+            raise DeliveryError(f"DKIM signing failed: {exc}", temporary=False) from exc
+
+    async def deliver(self, doc: ReportDocument, dest: RuaDestination) -> None:
+        if dest.kind == "https":
+            await https_post(doc.gzip_bytes(), dest.target, self.settings)
+            return
+        message = self.render_mail(doc, dest.target)
+        await asyncio.to_thread(
+            smtp_submit, message, self.settings.envelope_sender, dest.target, self.settings
+        )
