@@ -1,0 +1,127 @@
+"""TLS side of the MX probe: trust contexts, OpenSSL verify-error classification, certificate names.
+
+Chain and expiry are judged by OpenSSL with the same trust store as policy fetches, so the probe
+agrees with what Postfix (also OpenSSL) would decide. Host names are judged here, by RFC 8461
+§4.2 rules (DNS-ID in the SAN only, wildcard only as the whole left-most label), because OpenSSL's
+own host check falls back to the subject CN and accepts partial wildcards.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mta_sts_policyd.errors import ResultType
+
+# OpenSSL X509_V_ERR_* codes that RFC 8460 §4.3.1 gives their own result type.
+_CERT_HAS_EXPIRED = 10
+_HOST_MISMATCH_CODES = frozenset({62, 63, 64})  # HOSTNAME / EMAIL / IP_ADDRESS_MISMATCH
+
+_MAX_REASON_CODE = 120
+"""RFC 8460 §7 (tlsrpt.md row 41): keep failure-reason-code short."""
+
+
+def verifying_context(ca_file: str | None) -> ssl.SSLContext:
+    """Chain + expiry verified by OpenSSL; names are checked by `matches_host` afterwards.
+
+    Without `ca_file` this is the system trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured),
+    as for policy fetches.
+    """
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def peeking_context() -> ssl.SSLContext:
+    """Accepts any certificate: only to read the certificate of an MX that failed verification."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def short_code(text: str) -> str:
+    """A failure-reason-code: one line, bounded length (report content is untrusted input)."""
+    flat = " ".join(text.split())
+    return flat[:_MAX_REASON_CODE]
+
+
+def classify_verify_error(err: ssl.SSLCertVerificationError) -> tuple[ResultType, str]:
+    """Map OpenSSL's verify result to an RFC 8460 result type and a reason code.
+
+    OpenSSL builds the chain before it checks validity dates, so an expired self-signed
+    certificate is reported as not trusted: trust is the more fundamental failure.
+    """
+    code = int(getattr(err, "verify_code", 0) or 0)
+    message = str(getattr(err, "verify_message", "") or err.reason or "verification failed")
+    if code == _CERT_HAS_EXPIRED:
+        return ResultType.CERTIFICATE_EXPIRED, short_code(message)
+    if code in _HOST_MISMATCH_CODES:
+        return ResultType.CERTIFICATE_HOST_MISMATCH, short_code(message)
+    return ResultType.CERTIFICATE_NOT_TRUSTED, short_code(message)
+
+
+def handshake_error_code(err: ssl.SSLError) -> str:
+    """Reason code for a non-certificate handshake failure (alert, protocol version, plain text)."""
+    reason = err.reason or type(err).__name__
+    return short_code(f"tls-handshake-failed: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What the probe reports about the MX's leaf certificate."""
+
+    dns_names: tuple[str, ...]
+    """SAN dNSName entries, lower case, in certificate order."""
+    common_name: str | None
+    not_after: datetime
+    """UTC, timezone-aware."""
+
+
+def inspect_certificate(der: bytes) -> CertInfo:
+    """Parse the DER leaf certificate the MX presented."""
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = cns[0].value if cns else None
+    return CertInfo(
+        dns_names=names,
+        common_name=cn if isinstance(cn, str) else None,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def _name_matches(reference: str, host: str) -> bool:
+    """One DNS-ID against the host (both lower case, no trailing dot)."""
+    reference = reference.rstrip(".")
+    if not reference.startswith("*."):
+        return "*" not in reference and reference == host
+    suffix = reference[2:]
+    if "*" in suffix or "." not in suffix:
+        return False  # partial or nested wildcards and `*.tld` never match
+    label, dot, rest = host.partition(".")
+    return bool(label) and bool(dot) and rest == suffix
+
+
+def matches_host(dns_names: tuple[str, ...], host: str) -> bool:
+    """RFC 8461 §4.2 / RFC 6125: some SAN DNS-ID names `host`; the CN is never consulted."""
+    host = host.rstrip(".").lower()
+    return any(_name_matches(name, host) for name in dns_names)
+
+
+def host_mismatch_reason(info: CertInfo, host: str) -> str:
+    """Human explanation of a certificate-host-mismatch, naming what the certificate covers."""
+    if not info.dns_names:
+        cn = f" (subject CN {info.common_name!r} is not used)" if info.common_name else ""
+        return f"certificate has no DNS subject alternative name{cn}; MX host {host}"
+    shown = ", ".join(info.dns_names[:5]) + (", ..." if len(info.dns_names) > 5 else "")
+    return f"certificate names [{shown}] do not cover MX host {host}"

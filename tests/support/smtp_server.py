@@ -1,0 +1,217 @@
+"""A loopback SMTP server speaking just enough for STARTTLS probes, and certificates for it.
+
+Behaviour is configured per server: banner, EHLO with or without STARTTLS, STARTTLS refusal,
+plain text instead of a TLS handshake, total silence (for timeouts), a delay before the banner
+(for concurrency bounds). The server records what the client did (SNI names, commands, peak
+number of simultaneous connections) so tests can assert on the client's behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ssl
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+@dataclass
+class SmtpBehaviour:
+    tls: ssl.SSLContext | None = None
+    """Server TLS context; None: STARTTLS is not advertised."""
+    advertise_starttls: bool = True
+    banner: str = "220 mx.example.test ESMTP test"
+    ehlo_reply_code: int = 250
+    helo_name: str = "mx.example.test"
+    starttls_reply: str = "220 2.0.0 Ready to start TLS"
+    plaintext_after_starttls: bool = False
+    """Answer STARTTLS with 220 and then send text instead of a TLS ServerHello."""
+    silent: bool = False
+    """Accept the connection and never say anything."""
+    banner_delay: float = 0.0
+
+
+@dataclass
+class SmtpRecord:
+    """What clients did."""
+
+    connections: int = 0
+    active: int = 0
+    peak_active: int = 0
+    commands: list[str] = field(default_factory=list)
+    sni: list[str | None] = field(default_factory=list)
+    tls_established: int = 0
+
+
+class LoopbackSmtpServer:
+    """`async with LoopbackSmtpServer(behaviour) as srv:` then connect to 127.0.0.1:`srv.port`."""
+
+    def __init__(self, behaviour: SmtpBehaviour) -> None:
+        self.behaviour = behaviour
+        self.record = SmtpRecord()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        if behaviour.tls is not None:
+            behaviour.tls.sni_callback = self._on_sni
+
+    def _on_sni(self, _obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        self.record.sni.append(name)
+
+    async def __aenter__(self) -> LoopbackSmtpServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        for task in list(self._handlers):
+            with contextlib.suppress(BaseException):
+                await task
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        rec = self.record
+        rec.connections += 1
+        rec.active += 1
+        rec.peak_active = max(rec.peak_active, rec.active)
+        try:
+            await self._converse(reader, writer)
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            rec.active -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._handlers.discard(task)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        b = self.behaviour
+        if b.silent:
+            await asyncio.sleep(3600)
+        await asyncio.sleep(b.banner_delay)
+        await _send(writer, b.banner)
+        tls_up = False
+        while line := await reader.readline():
+            command = line.decode("ascii", "replace").strip()
+            self.record.commands.append(command)
+            verb = command.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                await _send(writer, *self._ehlo_lines(tls_up))
+            elif verb == "STARTTLS" and b.tls is not None and not tls_up:
+                await _send(writer, b.starttls_reply)
+                if not b.starttls_reply.startswith("220"):
+                    continue
+                if b.plaintext_after_starttls:
+                    await _send(writer, "this is not TLS")
+                    return
+                await writer.start_tls(b.tls)
+                tls_up = True
+                self.record.tls_established += 1
+            elif verb == "QUIT":
+                await _send(writer, "221 2.0.0 Bye")
+                return
+            else:
+                await _send(writer, "502 5.5.2 Command not recognised")
+
+    def _ehlo_lines(self, tls_up: bool) -> list[str]:
+        b = self.behaviour
+        if b.ehlo_reply_code != 250:
+            return [f"{b.ehlo_reply_code} 5.5.1 go away"]
+        keywords = ["PIPELINING", "SIZE 10240000"]
+        if b.tls is not None and b.advertise_starttls and not tls_up:
+            keywords.append("STARTTLS")
+        keywords.append("8BITMIME")
+        lines = [f"250-{b.helo_name} hello"]
+        lines += [f"250-{k}" for k in keywords[:-1]]
+        return [*lines, f"250 {keywords[-1]}"]
+
+
+async def _send(writer: asyncio.StreamWriter, *lines: str) -> None:
+    writer.write(b"".join(line.encode("ascii") + b"\r\n" for line in lines))
+    await writer.drain()
+
+
+def server_context(cert_pem: bytes, key_pem: bytes, chain_pem: bytes = b"") -> ssl.SSLContext:
+    """A server context presenting `cert_pem` (+ `chain_pem`) from PEM bytes."""
+    import tempfile
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:
+        f.write(key_pem + cert_pem + chain_pem)
+        f.flush()
+        ctx.load_cert_chain(f.name)
+    return ctx
+
+
+def trustme_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(ctx)
+    return ctx
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def build_cert(
+    *,
+    common_name: str,
+    dns_names: tuple[str, ...],
+    issuer: trustme.CA | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM) for a leaf signed by `issuer`, or self-signed when issuer is None.
+
+    trustme cannot leave the SAN out or sign a leaf by itself; these tests need both.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    if issuer is None:
+        issuer_name, signing_key = subject, key
+    else:
+        ca_cert = x509.load_pem_x509_certificate(issuer.cert_pem.bytes())
+        issuer_name = ca_cert.subject
+        loaded = serialization.load_pem_private_key(issuer.private_key_pem.bytes(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        signing_key = loaded
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or _now() - dt.timedelta(days=1))
+        .not_valid_after(not_after or _now() + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if dns_names:
+        san = x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names])
+        builder = builder.add_extension(san, critical=False)
+    cert = builder.sign(signing_key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem

@@ -1,0 +1,412 @@
+"""MX STARTTLS probe against loopback SMTP servers: A49-A52, RFC 8460 §4.3 result types (§B)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.probe import MxProber, ProbeResult, normalise_host
+from support.smtp_server import (
+    LoopbackSmtpServer,
+    SmtpBehaviour,
+    SmtpRecord,
+    build_cert,
+    server_context,
+    trustme_context,
+)
+
+MX = "mx.example.test"
+FAST = 2.0  # per-step timeout for servers that answer
+
+
+async def loopback(_host: str) -> list[str]:
+    return ["127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def prober(ca_file: str | None, port: int, **kw: object) -> MxProber:
+    args: dict[str, object] = {
+        "ca_file": ca_file,
+        "timeout": FAST,
+        "port": port,
+        "resolve": loopback,
+        "ehlo_name": "client.example.test",
+    }
+    args.update(kw)
+    return MxProber(**args)  # type: ignore[arg-type]
+
+
+async def probe_with(
+    behaviour: SmtpBehaviour, ca_file: str, **kw: object
+) -> tuple[ProbeResult, SmtpRecord]:
+    async with LoopbackSmtpServer(behaviour) as srv:
+        return await prober(ca_file, srv.port, **kw).probe(MX), srv.record
+
+
+@pytest.fixture
+async def valid_server(ca: trustme.CA) -> AsyncIterator[LoopbackSmtpServer]:
+    tls = trustme_context(ca.issue_cert(MX))
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls)) as srv:
+        yield srv
+
+
+# --- passing MX -----------------------------------------------------------------------------
+
+
+async def test_a51_valid_certificate_passes(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
+    result = await prober(ca_file, valid_server.port).probe(MX)
+    assert result.ok, result.reason
+    assert result.result_type is None and not result.transient
+    assert result.address == "127.0.0.1"
+    assert result.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert MX in result.cert_names
+    assert result.cert_not_after is not None and result.cert_not_after > dt.datetime.now(dt.UTC)
+    assert result.receiving_helo == MX
+    assert result.failure_detail() is None
+
+
+async def test_a51a_sni_is_the_mx_host_name(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
+    await prober(ca_file, valid_server.port).probe(MX.upper() + ".")
+    assert valid_server.record.sni == [MX]
+
+
+async def test_session_ends_with_quit_after_tls(
+    valid_server: LoopbackSmtpServer, ca_file: str
+) -> None:
+    await prober(ca_file, valid_server.port).probe(MX)
+    cmds = valid_server.record.commands
+    assert cmds == ["EHLO client.example.test", "STARTTLS", "QUIT"]
+    assert valid_server.record.tls_established == 1
+
+
+async def test_a51_wildcard_certificate_covers_one_label(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert("*.example.test"))
+    result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
+    assert result.ok, result.reason
+
+
+async def test_trust_store_honours_ssl_cert_file(
+    valid_server: LoopbackSmtpServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)
+    result = await prober(None, valid_server.port).probe(MX)
+    assert result.ok, result.reason
+
+
+async def test_trust_store_without_the_ca_rejects(
+    valid_server: LoopbackSmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    result = await prober(None, valid_server.port).probe(MX)
+    assert result.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
+
+
+# --- certificate failures (RFC 8460 §4.3.1) -------------------------------------------------
+
+
+async def test_a51_wrong_name_is_host_mismatch(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert("other.example.test"))
+    result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
+    assert not result.ok
+    assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH
+    assert result.cert_names == ("other.example.test",)
+    assert "other.example.test" in result.reason and MX in result.reason
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("*.mx.example.test",),  # covers a.mx.example.test, not mx.example.test
+        ("*.test",),  # wildcard over a whole TLD
+        ("m*.example.test",),  # partial wildcard: not a whole left-most label
+        ("example.test",),
+    ],
+)
+async def test_a51_wildcard_rules(ca: trustme.CA, ca_file: str, names: tuple[str, ...]) -> None:
+    cert, key = build_cert(common_name=MX, dns_names=names, issuer=ca)
+    result, _ = await probe_with(SmtpBehaviour(tls=server_context(cert, key)), ca_file)
+    assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH, result.reason
+
+
+async def test_a51_common_name_alone_is_not_enough(ca: trustme.CA, ca_file: str) -> None:
+    cert, key = build_cert(common_name=MX, dns_names=(), issuer=ca)
+    result, _ = await probe_with(SmtpBehaviour(tls=server_context(cert, key)), ca_file)
+    assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH
+    assert result.cert_names == ()
+    assert "CN" in result.reason
+
+
+async def test_a51_expired_certificate(ca: trustme.CA, ca_file: str) -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    leaf = ca.issue_cert(MX, not_before=past - dt.timedelta(days=30), not_after=past)
+    result, record = await probe_with(SmtpBehaviour(tls=trustme_context(leaf)), ca_file)
+    assert result.result_type is ResultType.CERTIFICATE_EXPIRED
+    assert result.failure_reason_code == "certificate has expired"
+    # the certificate was read in a second, non-verifying session for the report
+    assert record.connections == 2
+    assert result.cert_not_after is not None
+    assert abs(result.cert_not_after - past) < dt.timedelta(seconds=5)
+    assert result.cert_names == (MX,)
+
+
+async def test_a51_self_signed_certificate(ca_file: str) -> None:
+    cert, key = build_cert(common_name=MX, dns_names=(MX,))
+    result, _ = await probe_with(SmtpBehaviour(tls=server_context(cert, key)), ca_file)
+    assert result.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
+    assert result.failure_reason_code is not None and "self" in result.failure_reason_code
+    assert result.cert_names == (MX,)
+
+
+async def test_a51_untrusted_issuer(ca_file: str) -> None:
+    foreign = trustme.CA()
+    result, _ = await probe_with(
+        SmtpBehaviour(tls=trustme_context(foreign.issue_cert(MX))), ca_file
+    )
+    assert result.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
+    assert result.failure_reason_code == "unable to get local issuer certificate"
+    detail = result.failure_detail(sending_mta_ip="127.0.0.1")
+    assert detail is not None
+    assert detail.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
+    assert detail.receiving_mx_hostname == MX and detail.receiving_ip == "127.0.0.1"
+    assert detail.receiving_mx_helo == MX
+    assert detail.failure_reason_code == result.failure_reason_code
+
+
+# --- STARTTLS / handshake failures -----------------------------------------------------------
+
+
+async def test_a52_starttls_not_offered(ca_file: str) -> None:
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=None)) as srv:
+        result = await prober(ca_file, srv.port).probe(MX)
+        assert srv.record.commands[-1] == "QUIT"
+    assert result.result_type is ResultType.STARTTLS_NOT_SUPPORTED
+    assert result.failure_reason_code == "starttls-not-offered"
+    assert result.receiving_helo == MX
+
+
+async def test_starttls_refused(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert(MX))
+    behaviour = SmtpBehaviour(tls=tls, starttls_reply="454 4.7.0 TLS not available")
+    result, _ = await probe_with(behaviour, ca_file)
+    assert result.result_type is ResultType.STARTTLS_NOT_SUPPORTED
+    assert "454" in result.reason
+
+
+async def test_ehlo_rejected_means_no_starttls(ca: trustme.CA, ca_file: str) -> None:
+    behaviour = SmtpBehaviour(tls=trustme_context(ca.issue_cert(MX)), ehlo_reply_code=550)
+    result, _ = await probe_with(behaviour, ca_file)
+    assert result.result_type is ResultType.STARTTLS_NOT_SUPPORTED
+
+
+async def test_handshake_failure_is_validation_failure(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert(MX))
+    result, _ = await probe_with(SmtpBehaviour(tls=tls, plaintext_after_starttls=True), ca_file)
+    assert result.result_type is ResultType.VALIDATION_FAILURE
+    assert result.failure_reason_code is not None
+    assert result.failure_reason_code.startswith("tls-handshake-failed")
+
+
+# --- MX patterns (A49, A50) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("patterns", [["*.example.test"], ["other.test", MX.upper()]])
+async def test_a49_mx_matching_a_pattern_passes(
+    valid_server: LoopbackSmtpServer, ca_file: str, patterns: list[str]
+) -> None:
+    result = await prober(ca_file, valid_server.port).probe(MX, patterns)
+    assert result.ok, result.reason
+
+
+@pytest.mark.parametrize("patterns", [["*.other.test"], ["*.mx.example.test"], ["example.test"]])
+async def test_a49_mx_not_in_policy_fails_even_with_good_tls(
+    valid_server: LoopbackSmtpServer, ca_file: str, patterns: list[str]
+) -> None:
+    p = prober(ca_file, valid_server.port)
+    result = await p.probe(MX, patterns)
+    assert result.result_type is ResultType.VALIDATION_FAILURE
+    assert result.failure_reason_code == "mx-host-not-in-policy"
+    assert (await p.probe(MX)).ok  # the cached network verdict itself is unchanged
+
+
+# --- transient: not reportable (RFC 8460 §4.3.4) -------------------------------------------
+
+
+async def test_silent_server_times_out_as_transient(ca_file: str) -> None:
+    async with LoopbackSmtpServer(SmtpBehaviour(silent=True)) as srv:
+        result = await prober(ca_file, srv.port, timeout=0.2).probe(MX)
+    assert not result.ok and result.transient and result.result_type is None
+    assert "timeout waiting for banner" in result.reason
+    assert result.failure_detail() is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_connection_refused_is_transient(ca_file: str) -> None:
+    result = await prober(ca_file, free_port()).probe(MX)
+    assert result.transient
+    assert "connect" in result.reason
+
+
+async def test_banner_refusal_is_transient(ca_file: str) -> None:
+    result, _ = await probe_with(SmtpBehaviour(banner="554 5.3.2 no service"), ca_file)
+    assert result.transient and "554" in result.reason
+
+
+async def test_resolver_failure_and_empty_answer_are_transient(ca_file: str) -> None:
+    async def broken(_host: str) -> list[str]:
+        raise OSError("SERVFAIL")
+
+    async def empty(_host: str) -> list[str]:
+        return []
+
+    assert (await prober(ca_file, 25, resolve=broken).probe(MX)).transient
+    result = await prober(ca_file, 25, resolve=empty).probe(MX)
+    assert result.transient and result.address is None
+
+
+async def test_next_address_is_tried_when_connect_fails(
+    valid_server: LoopbackSmtpServer, ca_file: str
+) -> None:
+    async def two(_host: str) -> list[str]:
+        return ["::1", "127.0.0.1"]  # the server listens on 127.0.0.1 only
+
+    result = await prober(ca_file, valid_server.port, resolve=two).probe(MX)
+    assert result.ok and result.address == "127.0.0.1"
+
+
+# --- concurrency, single flight, cache ---------------------------------------------------------
+
+
+async def test_concurrency_is_bounded(ca_file: str) -> None:
+    async with LoopbackSmtpServer(SmtpBehaviour(banner_delay=0.1)) as srv:
+        p = prober(ca_file, srv.port, concurrency=2)
+        results = await asyncio.gather(*(p.probe(f"mx{i}.example.test") for i in range(6)))
+        assert srv.record.peak_active == 2
+        assert srv.record.connections == 6
+    assert all(r.result_type is ResultType.STARTTLS_NOT_SUPPORTED for r in results)
+
+
+async def test_concurrent_probes_of_one_host_share_a_session(
+    valid_server: LoopbackSmtpServer, ca_file: str
+) -> None:
+    p = prober(ca_file, valid_server.port)
+    results = await asyncio.gather(*(p.probe(MX) for _ in range(5)))
+    assert valid_server.record.connections == 1
+    assert all(r.ok for r in results)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_cache_and_reprobe_interval(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
+    clock = FakeClock()
+    p = prober(ca_file, valid_server.port, clock=clock, reprobe_interval=3600.0)
+    first = await p.probe(MX)
+    assert first.checked_at == clock.now
+    clock.now += 3599
+    assert await p.probe("MX.example.test.") == first  # same cache entry (normalised name)
+    assert valid_server.record.connections == 1
+    clock.now += 2
+    second = await p.probe(MX)
+    assert valid_server.record.connections == 2 and second.checked_at == clock.now
+    await p.probe_fresh(MX)
+    assert valid_server.record.connections == 3
+    assert p.cached(MX) is not None
+
+
+async def test_transient_results_are_retried_sooner(ca_file: str) -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+
+    async def refused(host: str) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    p = prober(ca_file, free_port(), clock=clock, resolve=refused, retry_interval=60.0)
+    assert (await p.probe(MX)).transient
+    clock.now += 59
+    await p.probe(MX)
+    assert len(calls) == 1
+    clock.now += 2
+    await p.probe(MX)
+    assert len(calls) == 2
+
+
+async def test_cache_is_bounded(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
+    p = prober(ca_file, valid_server.port, max_entries=2)
+    for i in range(4):
+        await p.probe(f"mx{i}.example.test")
+    assert p.cached("mx0.example.test") is None
+    assert p.cached("mx3.example.test") is not None
+
+
+async def test_aclose_cancels_running_probes(ca_file: str) -> None:
+    async with LoopbackSmtpServer(SmtpBehaviour(silent=True)) as srv:
+        p = prober(ca_file, srv.port, timeout=30.0)
+        task = asyncio.create_task(p.probe(MX))
+        await asyncio.sleep(0.05)
+        await p.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+# --- result shape -------------------------------------------------------------------------------
+
+
+async def test_to_json_is_serialisable(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert("other.example.test"))
+    result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
+    data = result.to_json()
+    decoded = json.loads(json.dumps(data))
+    assert decoded["result_type"] == "certificate-host-mismatch"
+    assert decoded["ok"] is False and decoded["transient"] is False
+    assert decoded["cert_names"] == ["other.example.test"]
+    assert str(decoded["cert_not_after"]).endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("MX.Example.TEST.", "mx.example.test"),
+        ("bücher.example.test", "xn--bcher-kva.example.test"),
+    ],
+)
+def test_a50_normalise_host(given: str, expected: str) -> None:
+    assert normalise_host(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", ".", "a b.example"])
+def test_normalise_host_rejects(bad: str) -> None:
+    with pytest.raises(ValueError):
+        normalise_host(bad)
