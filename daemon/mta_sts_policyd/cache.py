@@ -255,11 +255,14 @@ class PolicyCache:
     def mark_dirty(self, entry: CacheEntry) -> None:
         self._dirty[entry.domain] = entry
 
-    def remove(self, domain: str) -> bool:
-        found = self._hot.pop(domain, None) is not None
+    def stored_domains(self) -> list[str]:
+        """Domains in the store (worker thread)."""
+        return [] if self.store is None else self.store.keys()
+
+    def remove(self, domain: str) -> None:
+        self._hot.pop(domain, None)
         self._dirty.pop(domain, None)
         self._deleted.add(domain)
-        return found
 
     def hot_entries(self) -> list[CacheEntry]:
         return list(self._hot.values())

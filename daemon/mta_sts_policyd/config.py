@@ -66,6 +66,8 @@ class CacheConfig:
     refresh_interval: float = 86400.0
     refresh_jitter: float = 3600.0
     refresh_concurrency: int = 20
+    memory_entries: int = 20_000
+    """Policies kept in memory (LRU); the rest are answered from the store on disk."""
     max_entries: int = 200_000
     flush_interval: float = 1.0
 
@@ -187,6 +189,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "cache.refresh_jitter": _non_negative,
     "cache.refresh_concurrency": _positive,
     "cache.max_entries": _positive,
+    "cache.memory_entries": _positive,
     "cache.flush_interval": _positive,
     "tlsrpt.socket_mode": _octal_mode,
     "tlsrpt.retention_days": _positive,

@@ -352,14 +352,19 @@ class PolicyResolver:
             entry.failed_id, entry.failed_at, entry.policy_id = None, 0.0, None
         return await self._start_discovery(domain)
 
-    def purge(self, domain: str | None) -> int:
+    async def purge(self, domain: str | None) -> int:
+        """`cache purge [DOMAIN]`: forget one domain or everything, in memory and on disk."""
+        stored = set(await asyncio.to_thread(self.cache.stored_domains))
+        known = {e.domain for e in self.cache.hot_entries()} | stored
         if domain is None:
-            domains = [e.domain for e in self.cache.hot_entries()]
             self._negative.clear()
+            domains = known
         else:
-            domains = [domain]
             self._negative.pop(domain, None)
-        return sum(self.cache.remove(d) for d in domains)
+            domains = {domain} & known
+        for name in domains:
+            self.cache.remove(name)
+        return len(domains)
 
     def rerender_all(self, sts_attributes: bool, exact_wildcards: bool) -> None:
         """After a reload that changed rendering settings."""

@@ -1,0 +1,245 @@
+"""Assembles the running daemon: listeners, resolver, cache flushing, refresh, reload, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd import __version__, sdnotify
+from mta_sts_policyd.cache import PolicyCache, PolicyStore
+from mta_sts_policyd.config import Config, load_config, parse_listen_address, with_overrides
+from mta_sts_policyd.control import ControlServer
+from mta_sts_policyd.discovery import Discovery
+from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.logsetup import setup_logging
+from mta_sts_policyd.lookup import LookupSettings, PolicyResolver
+from mta_sts_policyd.server import SocketmapServer, systemd_listen_sockets
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "policies.sqlite"
+CONTROL_NAME = "control.sock"
+EVICTION_INTERVAL = 3600.0
+
+
+def postfix_version(postconf: str) -> tuple[int, ...] | None:
+    """`postconf -h mail_version` as a tuple, or None when Postfix cannot be asked."""
+    try:
+        out = subprocess.run(
+            [postconf, "-h", "mail_version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parts = out.split("-")[0].split(".")
+    return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else None
+
+
+def decide_sts_attributes(config: Config) -> bool:
+    """C.4.2: the 3.10 attributes break Postfix <= 3.9, so `auto` enables them only when sure."""
+    setting = config.server.sts_attributes
+    if setting != "auto":
+        log.info("event=sts-attributes enabled=%s source=config", setting)
+        return bool(setting)
+    version = postfix_version(config.server.postconf)
+    enabled = version is not None and version >= (3, 10)
+    shown = ".".join(map(str, version)) if version else "unknown"
+    log.info("event=sts-attributes enabled=%s source=postconf postfix_version=%s", enabled, shown)
+    return enabled
+
+
+def lookup_settings(config: Config, sts_attributes: bool) -> LookupSettings:
+    c = config.cache
+    return LookupSettings(
+        txt_recheck=c.txt_recheck,
+        cold_wait=c.cold_wait,
+        negative_ttl=c.negative_ttl,
+        failure_backoff=c.failure_backoff,
+        refresh=c.refresh,
+        refresh_interval=c.refresh_interval,
+        refresh_jitter=c.refresh_jitter,
+        refresh_concurrency=c.refresh_concurrency,
+        sts_attributes=sts_attributes,
+        exact_wildcards=config.server.exact_wildcards,
+    )
+
+
+def make_discovery(config: Config) -> Discovery:
+    d = config.discovery
+    return Discovery(
+        nameservers=d.nameservers,
+        dns_timeout=d.dns_timeout,
+        fetch_timeout=d.fetch_timeout,
+        ca_file=d.ca_file or None,
+        https_port=d.https_port,
+    )
+
+
+@dataclass
+class Daemon:
+    """One running instance; `run()` returns the process exit code."""
+
+    config: Config
+    config_path: Path | None = None
+    cli_listen: list[str] | None = None
+    cli_state_dir: str | None = None
+    clock: Callable[[], float] = time.time
+    resolver: PolicyResolver = field(init=False)
+    server: SocketmapServer = field(init=False)
+    _stop: asyncio.Event = field(init=False)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list, init=False)
+    _closers: list[Callable[[], Any]] = field(default_factory=list, init=False)
+    bound: list[tuple[str, int]] = field(default_factory=list, init=False)
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        config = self.config
+        state_dir = config.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cache.state_dir: cannot create {state_dir}: {exc.strerror} "
+                "(run as root, or pass --state-dir DIR)"
+            ) from None
+        cache = PolicyCache(
+            PolicyStore(state_dir / STORE_NAME),
+            memory_entries=config.cache.memory_entries,
+            max_entries=config.cache.max_entries,
+        )
+        started = time.monotonic()
+        loaded = await asyncio.to_thread(cache.load, self.clock())
+        discovery = make_discovery(config)
+        self._closers.append(discovery.aclose)
+        settings = lookup_settings(config, decide_sts_attributes(config))
+        self.resolver = PolicyResolver(discovery, cache, settings, clock=self.clock)
+        for entry in cache.hot_entries():
+            self.resolver.render(entry)
+        log.info(
+            "event=cache-loaded entries=%d in_memory=%d seconds=%.3f",
+            loaded,
+            len(cache),
+            time.monotonic() - started,
+        )
+        await self._listen()
+        control = ControlServer(self.resolver)
+        await control.start(state_dir / CONTROL_NAME)
+        self._closers.append(control.close)
+        self._spawn(self._flush_loop())
+        self._spawn(self.resolver.run_refresh_loop())
+        self._spawn(self._eviction_loop())
+        self._start_extras()
+
+    def _start_extras(self) -> None:
+        """Metrics and TLS-RPT, each only when configured."""
+        from mta_sts_policyd import extras
+
+        self._closers.extend(extras.start(self.config, self.resolver, self.server))
+
+    async def _listen(self) -> None:
+        s = self.config.server
+        self.server = SocketmapServer(
+            self.resolver.answer, max_connections=s.max_connections, idle_timeout=s.idle_timeout
+        )
+        inherited = systemd_listen_sockets()
+        if inherited:
+            await self.server.adopt_sockets(inherited)
+            log.info("event=listening source=systemd sockets=%d", len(inherited))
+            return
+        for address in s.listen:
+            if address.startswith("unix:"):
+                group = s.unix_group or None
+                await self.server.listen_unix(address[5:], int(s.unix_mode, 8), group)
+                log.info("event=listening address=%s", address)
+                continue
+            host, port = parse_listen_address(address, "server.listen")
+            self.bound.append(await self.server.listen_tcp(host, port))
+            log.info("event=listening address=%s:%d", *self.bound[-1])
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def _flush_loop(self) -> None:
+        cache = self.resolver.cache
+        while True:
+            await asyncio.sleep(self.config.cache.flush_interval)
+            await asyncio.to_thread(cache.write_batch, *cache.take_batch())
+
+    async def _eviction_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EVICTION_INTERVAL)
+            evicted = await asyncio.to_thread(self.resolver.cache.evict_store_overflow)
+            if evicted:
+                log.info("event=store-evicted entries=%d", evicted)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; keep the cache, the listeners and the state dir."""
+        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            fresh = with_overrides(
+                load_config(self.config_path), listen=self.cli_listen, state_dir=self.cli_state_dir
+            )
+        except ConfigError as exc:
+            log.error("event=reload-failed reason=%r keeping the running configuration", str(exc))
+            sdnotify.notify("READY=1")
+            return
+        if fresh.server.listen != self.config.server.listen:
+            log.warning("event=reload-listen-unchanged reason='listeners change only on restart'")
+        setup_logging(fresh.logging.level)
+        settings = lookup_settings(fresh, decide_sts_attributes(fresh))
+        self.resolver.settings = settings
+        self.resolver.rerender_all(settings.sts_attributes, settings.exact_wildcards)
+        self.config = fresh
+        log.info("event=reloaded entries=%d", len(self.resolver.cache))
+        sdnotify.notify("READY=1")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self, deadline: float = 10.0) -> None:
+        sdnotify.notify("STOPPING=1")
+        await self.server.close(drain_deadline=deadline)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for close in reversed(self._closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        cache = self.resolver.cache
+        await asyncio.to_thread(cache.close)
+        log.info("event=stopped entries_flushed=yes")
+
+
+async def serve(daemon: Daemon) -> int:
+    loop = asyncio.get_running_loop()
+    await daemon.start()
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    sdnotify.notify(f"READY=1\nSTATUS=mta-sts-policyd {__version__} serving\nMAINPID={os.getpid()}")
+    log.info("event=ready version=%s pid=%d", __version__, os.getpid())
+    await daemon.wait()
+    log.info("event=stopping")
+    await daemon.stop()
+    return 0
+
+
+def run(daemon: Daemon) -> int:
+    """Blocking entry point for `serve`; uses uvloop when it is installed."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return int(uvloop.run(serve(daemon)))
+    return asyncio.run(serve(daemon))
