@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mta_sts_policyd import __version__, metrics
 from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.lookup_stats import LATENCY_BUCKETS, LookupStats
+from mta_sts_policyd.tlsrpt.collector import CollectorStats
 
 P = metrics.PREFIX
 ALLOWED_LABELS = {"answer", "result", "transport", "version", "le"}
@@ -102,18 +104,19 @@ def test_cache_entries_gauge_set_and_callback() -> None:
     try:
         assert value(P + "cache_entries") == 1234
     finally:
-        metrics.CACHE_ENTRIES._function = None
+        metrics.CACHE_ENTRIES.set_function(None)
 
 
 def test_histogram_bounds_are_inclusive_and_overflow_goes_to_inf() -> None:
     h = metrics.FastHistogram("t_seconds", "t", (0.1, 1.0))
+    full = P + "t_seconds"
     for v in (0.1, 0.5, 1.0, 7.0):
         h.observe(v)
     family = h.family()
     buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
     assert buckets == {"0.1": 1, "1.0": 3, "+Inf": 4}
     sums = {s.name: s.value for s in family.samples if not s.name.endswith("_bucket")}
-    assert sums == {"t_seconds_count": 4, "t_seconds_sum": pytest.approx(8.6)}
+    assert sums == {full + "_count": 4, full + "_sum": pytest.approx(8.6)}
 
 
 def test_answer_buckets_span_10us_to_5s() -> None:
@@ -235,3 +238,83 @@ def test_hot_path_is_cheaper_than_prometheus_client_children() -> None:
     ref_s = min(timeit.repeat(reference, number=n, repeat=5)) / n
     assert ours_s < ref_s / 2, (ours_s, ref_s)
     assert ours_s < 2e-6
+
+
+def test_histogram_bounds_must_increase() -> None:
+    with pytest.raises(ValueError):
+        metrics.FastHistogram("bad", "b", (1.0, 0.5))
+    with pytest.raises(ValueError, match="bounds differ"):
+        metrics.ANSWER_SECONDS.set_function((0.1,), lambda: ([0, 0], 0.0))
+
+
+@pytest.fixture
+def unbind() -> Iterator[None]:
+    yield
+    for vec in (metrics.LOOKUPS, metrics.FETCHES):
+        vec.set_function(None)
+    for counter in (
+        metrics.CACHE_HITS,
+        metrics.CACHE_MISSES,
+        metrics.REFRESH_FAILURES,
+        metrics.TLSRPT_DATAGRAMS_RECEIVED,
+        metrics.TLSRPT_DATAGRAMS_REJECTED,
+        metrics.TLSRPT_EVENTS_STORED,
+    ):
+        counter.set_function(None)
+    metrics.ANSWER_SECONDS.function = None
+
+
+def test_bound_lookup_stats_add_to_direct_increments(unbind: None) -> None:
+    """Lookup keeps its own ints (lookup_stats.py); the scrape adds them to the module's own."""
+    stats = LookupStats()
+    base_enforce = value(P + "lookups_total", answer="enforce")
+    base_hits = value(P + "cache_hits_total")
+    base_count = value(P + "answer_duration_seconds_count")
+    base_le = value(P + "answer_duration_seconds_bucket", le="2.5e-05")
+    metrics.bind_lookup_stats(stats, LATENCY_BUCKETS)
+    stats.enforce += 3
+    stats.hits += 5
+    stats.fetch_ok += 1
+    stats.count_fetch_failure(ResultType.STS_WEBPKI_INVALID)
+    stats.count_fetch_failure(ResultType.VALIDATION_FAILURE)  # undeclared label: not exported
+    stats.observe(2e-5)
+    stats.observe(9.0)
+    metrics.LOOKUP_ENFORCE.inc()
+    assert value(P + "lookups_total", answer="enforce") == base_enforce + 4
+    assert value(P + "cache_hits_total") == base_hits + 5
+    assert value(P + "policy_fetches_total", result="sts-webpki-invalid") >= 1
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            P + "policy_fetches_total", {"result": "validation-failure"}
+        )
+        is None
+    )
+    assert value(P + "answer_duration_seconds_count") == base_count + 2
+    assert value(P + "answer_duration_seconds_bucket", le="2.5e-05") == base_le + 1
+
+
+def test_rebinding_replaces_the_old_lookup(unbind: None) -> None:
+    old, new = LookupStats(), LookupStats()
+    old.misses = 1000
+    metrics.bind_lookup_stats(old, LATENCY_BUCKETS)
+    with_old = value(P + "cache_misses_total")
+    metrics.bind_lookup_stats(new, LATENCY_BUCKETS)
+    assert value(P + "cache_misses_total") == with_old - 1000
+
+
+def test_bound_collector_stats(unbind: None) -> None:
+    stats = CollectorStats(received=10, rejected=1, oversized=2, backlog_dropped=3)
+    stats.events_submitted = 4
+    before = value(P + "tlsrpt_datagrams_rejected_total")
+    metrics.bind_collector_stats(stats)
+    assert value(P + "tlsrpt_datagrams_received_total") >= 10
+    assert value(P + "tlsrpt_datagrams_rejected_total") == before + 6
+    assert value(P + "tlsrpt_events_stored_total") >= 4
+
+
+def test_probe_results_cover_success_failures_and_transient() -> None:
+    declared = set(metrics.PROBES.children)
+    assert {"success", "transient", "certificate-host-mismatch", "starttls-not-supported"} <= (
+        declared
+    )
+    assert not declared & {"sts-policy-fetch-error", "dane-required"}
