@@ -1,0 +1,77 @@
+"""Shared fixtures: loopback DNS and HTTPS servers, a test CA, and a Discovery wired to them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import trustme
+
+from mta_sts_policyd.discovery import Discovery
+from support.dns_server import DnsServer
+from support.https_server import HttpsServer, Site
+
+
+@pytest.fixture(scope="session")
+def trust_ca() -> trustme.CA:
+    """The CA the client side trusts (pass `https_server.ca_pem_path` as `ca_file`)."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    with DnsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def https_server(trust_ca: trustme.CA) -> Iterator[HttpsServer]:
+    with HttpsServer(trust_ca) as server:
+        yield server
+
+
+class StsWorld:
+    """Publish MTA-STS domains on the loopback DNS + HTTPS servers in one call."""
+
+    def __init__(self, dns: DnsServer, https: HttpsServer) -> None:
+        self.dns = dns
+        self.https = https
+
+    def publish(
+        self,
+        domain: str,
+        policy: bytes | str | None,
+        txt: str | None = "v=STSv1; id=1",
+        **site: object,
+    ) -> Site | None:
+        """TXT at `_mta-sts.<domain>`, `mta-sts.<domain>` -> 127.0.0.1, and the policy site."""
+        if txt is not None:
+            self.dns.set_txt(f"_mta-sts.{domain}", txt)
+        self.dns.set_a(f"mta-sts.{domain}", "127.0.0.1")
+        if policy is None:
+            return None
+        return self.https.set_policy(domain, policy, **site)
+
+    def discovery(self, **overrides: object) -> Discovery:
+        """A Discovery using these servers (short timeouts; override any keyword)."""
+        options: dict[str, object] = {
+            "nameservers": [self.dns.nameserver],
+            "dns_timeout": 1.0,
+            "fetch_timeout": 2.0,
+            "ca_file": self.https.ca_pem_path,
+            "https_port": self.https.port,
+        }
+        options.update(overrides)
+        return Discovery(**options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sts_world(dns_server: DnsServer, https_server: HttpsServer) -> StsWorld:
+    return StsWorld(dns_server, https_server)
+
+
+@pytest.fixture
+async def discovery(sts_world: StsWorld) -> AsyncIterator[Discovery]:
+    client = sts_world.discovery()
+    yield client
+    await client.aclose()
