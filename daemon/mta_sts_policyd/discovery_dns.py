@@ -19,6 +19,7 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import idna
 
 from mta_sts_policyd.errors import ConfigError, DnsLookupError
 from mta_sts_policyd.sts import TxtAbsent, TxtResult, select_sts_record
@@ -78,10 +79,14 @@ def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolv
 
 
 def ascii_domain(domain: str) -> str:
-    """Lower-case A-label form without a trailing dot (U-labels are converted with IDNA 2008)."""
+    """Lower-case A-label form without a trailing dot (U-labels: IDNA 2008 with UTS 46 mapping).
+
+    The `idna` package is used directly (httpx depends on it); dnspython's IDNA 2008 support
+    switches itself off when the installed idna is older than it wants.
+    """
     name = domain.strip().rstrip(".")
     if not name.isascii():
-        name = dns.name.from_unicode(name, idna_codec=dns.name.IDNA_2008_Practical).to_text(True)
+        name = idna.encode(name, uts46=True).decode("ascii")
     return name.lower()
 
 
