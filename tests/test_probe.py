@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mta_sts_policyd.errors import ResultType
+from conftest import StsWorld
+from mta_sts_policyd.config import Config, DiscoveryConfig
+from mta_sts_policyd.errors import PolicyFetchError, ResultType
 from mta_sts_policyd.probe import MxProber, ProbeResult, normalise_host
+from mta_sts_policyd.probe_cli import add_probe_parser, probe_command, run_probe
+from mta_sts_policyd.probe_smtp import _read_reply, _Stop
+from mta_sts_policyd.probe_tls import classify_verify_error, matches_host
 from support.smtp_server import (
     LoopbackSmtpServer,
     SmtpBehaviour,
@@ -228,6 +237,28 @@ async def test_handshake_failure_is_validation_failure(ca: trustme.CA, ca_file: 
     assert result.failure_reason_code.startswith("tls-handshake-failed")
 
 
+async def test_tls_handshake_timeout_is_transient(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert(MX))
+    behaviour = SmtpBehaviour(tls=tls, after_starttls="silent")
+    result, _ = await probe_with(behaviour, ca_file, timeout=0.3)
+    assert result.transient and result.reason == "timeout in TLS handshake"
+
+
+async def test_hang_up_after_starttls_is_validation_failure(ca: trustme.CA, ca_file: str) -> None:
+    tls = trustme_context(ca.issue_cert(MX))
+    result, _ = await probe_with(SmtpBehaviour(tls=tls, after_starttls="close"), ca_file)
+    assert result.result_type is ResultType.VALIDATION_FAILURE
+    assert result.failure_reason_code is not None
+    assert result.failure_reason_code.startswith("tls-handshake-failed")
+
+
+async def test_ehlo_deferred_is_transient(ca: trustme.CA, ca_file: str) -> None:
+    behaviour = SmtpBehaviour(tls=trustme_context(ca.issue_cert(MX)), ehlo_reply_code=421)
+    result, record = await probe_with(behaviour, ca_file)
+    assert result.transient and "421" in result.reason
+    assert record.commands[-1] == "QUIT"
+
+
 # --- MX patterns (A49, A50) -------------------------------------------------------------------
 
 
@@ -298,6 +329,15 @@ async def test_next_address_is_tried_when_connect_fails(
 
     result = await prober(ca_file, valid_server.port, resolve=two).probe(MX)
     assert result.ok and result.address == "127.0.0.1"
+
+
+async def test_default_resolver_is_the_system_one(ca: trustme.CA, ca_file: str) -> None:
+    """Without `resolve`, getaddrinfo: `localhost` (hosts file) is loopback only."""
+    tls = trustme_context(ca.issue_cert("localhost"))
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls)) as srv:
+        result = await prober(ca_file, srv.port, resolve=None).probe("localhost")
+    assert result.ok, result.reason
+    assert result.address == "127.0.0.1"
 
 
 # --- concurrency, single flight, cache ---------------------------------------------------------
@@ -410,3 +450,182 @@ def test_a50_normalise_host(given: str, expected: str) -> None:
 def test_normalise_host_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         normalise_host(bad)
+
+
+# --- pure parts: SMTP reply parser, certificate name rules, verify-error mapping ------------
+
+
+async def parse_reply(data: bytes) -> tuple[int, list[str]]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return await _read_reply(reader)
+
+
+reply_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+
+
+@given(
+    code=st.integers(min_value=200, max_value=599),
+    texts=st.lists(reply_text, min_size=1, max_size=8),
+)
+def test_reply_parser_roundtrip(code: int, texts: list[str]) -> None:
+    wire = "".join(f"{code}-{t}\r\n" for t in texts[:-1]) + f"{code} {texts[-1]}\r\n"
+    assert asyncio.run(parse_reply(wire.encode())) == (code, texts)
+
+
+@given(st.binary(max_size=200))
+def test_reply_parser_never_crashes(data: bytes) -> None:
+    """Garbage is a transient failure (_Stop) or an incomplete read, never anything else."""
+    try:
+        code, lines = asyncio.run(parse_reply(data))
+    except (_Stop, asyncio.IncompleteReadError):
+        return
+    assert 0 <= code <= 999 and lines
+
+
+def test_reply_parser_rejects_garbage() -> None:
+    with pytest.raises(_Stop) as info:
+        asyncio.run(parse_reply(b"HTTP/1.1 400 Bad Request\r\n"))
+    assert info.value.session.result_type is None
+    assert "malformed SMTP reply" in info.value.session.reason
+
+
+label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).filter(
+    lambda t: t[0] != "-" and t[-1] != "-"
+)
+domain = st.lists(label, min_size=2, max_size=4).map(".".join)
+
+
+@given(first=label, parent=domain, extra=label)
+def test_a51_wildcard_covers_exactly_one_label(first: str, parent: str, extra: str) -> None:
+    assert matches_host((f"*.{parent}",), f"{first}.{parent}")
+    assert matches_host((f"*.{parent}",), f"{first.upper()}.{parent}.")
+    assert not matches_host((f"*.{parent}",), parent)
+    assert not matches_host((f"*.{parent}",), f"{extra}.{first}.{parent}")
+    assert matches_host((f"{first}.{parent}",), f"{first}.{parent}")
+    assert not matches_host((f"{first}.{parent}",), f"{extra}x.{first}.{parent}")
+
+
+@pytest.mark.parametrize(
+    ("verify_code", "message", "expected"),
+    [
+        (10, "certificate has expired", ResultType.CERTIFICATE_EXPIRED),
+        (62, "hostname mismatch", ResultType.CERTIFICATE_HOST_MISMATCH),
+        (18, "self-signed certificate", ResultType.CERTIFICATE_NOT_TRUSTED),
+        (20, "unable to get local issuer certificate", ResultType.CERTIFICATE_NOT_TRUSTED),
+        (9, "certificate is not yet valid", ResultType.CERTIFICATE_NOT_TRUSTED),
+        (47, "permitted subtree violation", ResultType.CERTIFICATE_NOT_TRUSTED),
+    ],
+)
+def test_verify_error_mapping(verify_code: int, message: str, expected: ResultType) -> None:
+    err = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    err.verify_code = verify_code
+    err.verify_message = message
+    assert classify_verify_error(err) == (expected, message)
+
+
+# --- the `probe` command ---------------------------------------------------------------------
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    common = argparse.ArgumentParser(add_help=False)
+    reader = argparse.ArgumentParser(add_help=False)
+    reader.add_argument("--json", action="store_true")
+    add_probe_parser(sub, common, reader)
+    return parser.parse_args(["probe", *argv])
+
+
+def cli_config(ca_file: str) -> Config:
+    return Config(discovery=DiscoveryConfig(ca_file=ca_file))
+
+
+async def test_cli_pass_json(
+    valid_server: LoopbackSmtpServer, ca_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(MX, "--address", "127.0.0.1", "--port", str(valid_server.port), "--json")
+    assert args.handler is probe_command
+    assert await run_probe(args, cli_config(ca_file)) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["mx_host"] == MX and data["port"] == valid_server.port
+    assert data["mx_patterns"] is None
+
+
+async def test_cli_policy_patterns_fail_text(
+    valid_server: LoopbackSmtpServer, ca_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked: list[str] = []
+
+    async def patterns(domain: str) -> tuple[str, ...]:
+        asked.append(domain)
+        return ("*.other.test",)
+
+    argv = [MX, "--address", "127.0.0.1", "--port", str(valid_server.port)]
+    args = cli_args(*argv, "--policy-domain", "example.test")
+    assert await run_probe(args, cli_config(ca_file), fetch_patterns=patterns) == 1
+    out = capsys.readouterr().out
+    assert asked == ["example.test"]
+    assert out.startswith(f"FAIL {MX} [127.0.0.1]")
+    assert "validation-failure" in out and "*.other.test" in out
+
+
+async def test_cli_policy_fetch_failure_is_tempfail(
+    ca_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def no_policy(domain: str) -> tuple[str, ...]:
+        raise PolicyFetchError(f"https://mta-sts.{domain}/.well-known/mta-sts.txt: 404")
+
+    args = cli_args(MX, "--address", "127.0.0.1", "--policy-domain", "example.test")
+    assert await run_probe(args, cli_config(ca_file), fetch_patterns=no_policy) == 75
+    assert "404" in capsys.readouterr().err
+
+
+async def test_cli_certificate_failure_and_timeout_exit_codes(
+    ca_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=None)) as srv:
+        args = cli_args(MX, "--address", "127.0.0.1", "--port", str(srv.port))
+        assert await run_probe(args, cli_config(ca_file)) == 1
+    assert "starttls-not-supported" in capsys.readouterr().out
+    async with LoopbackSmtpServer(SmtpBehaviour(silent=True)) as srv:
+        argv = [MX, "--address", "127.0.0.1", "--port", str(srv.port), "--timeout", "0.2"]
+        assert await run_probe(cli_args(*argv), cli_config(ca_file)) == 75
+    assert capsys.readouterr().out.startswith("UNKNOWN")
+
+
+def test_cli_bad_host_is_usage_error(ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert probe_command(cli_args("bad host"), cli_config(ca_file)) == 64
+    assert "invalid MX host name" in capsys.readouterr().err
+
+
+POLICY = "version: STSv1\nmode: testing\nmx: {mx}\nmax_age: 86400\n"
+
+
+@pytest.mark.parametrize(("pattern", "exit_code"), [("*.example.test", 0), ("mx.other.test", 1)])
+async def test_cli_end_to_end_with_discovery(
+    sts_world: StsWorld,
+    trust_ca: trustme.CA,
+    capsys: pytest.CaptureFixture[str],
+    pattern: str,
+    exit_code: int,
+) -> None:
+    """A49 through the daemon's own DNS + HTTPS discovery; the MX address from the same DNS."""
+    sts_world.publish("example.test", POLICY.format(mx=pattern))
+    sts_world.dns.set_a(MX, "127.0.0.1")
+    config = Config(
+        discovery=DiscoveryConfig(
+            nameservers=(sts_world.dns.nameserver,),
+            dns_timeout=1.0,
+            fetch_timeout=2.0,
+            ca_file=sts_world.https.ca_pem_path,
+            https_port=sts_world.https.port,
+        )
+    )
+    tls = trustme_context(trust_ca.issue_cert(MX))
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls)) as srv:
+        argv = [MX, "--port", str(srv.port), "--policy-domain", "example.test", "--json"]
+        assert await run_probe(cli_args(*argv), config) == exit_code
+    data = json.loads(capsys.readouterr().out)
+    assert data["mx_patterns"] == [pattern] and data["address"] == "127.0.0.1"

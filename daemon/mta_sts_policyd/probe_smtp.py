@@ -155,6 +155,8 @@ async def _quit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
+    if writer.transport.is_closing():
+        return  # aborted after a failed handshake
     writer.close()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(writer.wait_closed(), _QUIT_TIMEOUT)
@@ -178,7 +180,10 @@ async def _converse(
     try:
         await _handshake(writer, ctx, host, helo, step_timeout)
     except _Stop as stop:
-        return stop.session  # the TLS layer is broken: nothing polite left to say
+        # The TLS layer is broken: nothing polite left to say, and no close to wait for
+        # (the stream never saw the connection made, so wait_closed would only time out).
+        writer.transport.abort()
+        return stop.session
     tls = writer.get_extra_info("ssl_object")
     der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
     version = tls.version() if isinstance(tls, ssl.SSLObject) else None

@@ -33,6 +33,8 @@ class SmtpBehaviour:
     starttls_reply: str = "220 2.0.0 Ready to start TLS"
     plaintext_after_starttls: bool = False
     """Answer STARTTLS with 220 and then send text instead of a TLS ServerHello."""
+    after_starttls: str = "tls"
+    """After `220` to STARTTLS: "tls" handshake, "silent" (never answer), "close" (hang up)."""
     silent: bool = False
     """Accept the connection and never say anything."""
     banner_delay: float = 0.0
@@ -59,6 +61,8 @@ class LoopbackSmtpServer:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stop = asyncio.Event()
         if behaviour.tls is not None:
             behaviour.tls.sni_callback = self._on_sni
 
@@ -78,17 +82,18 @@ class LoopbackSmtpServer:
     ) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(BaseException):
-                await task
+        self._stop.set()  # ends "silent" handlers without cancelling them
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=5.0)
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self._writers.add(writer)
         rec = self.record
         rec.connections += 1
         rec.active += 1
@@ -103,11 +108,13 @@ class LoopbackSmtpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             self._handlers.discard(task)
+            self._writers.discard(writer)
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         b = self.behaviour
         if b.silent:
-            await asyncio.sleep(3600)
+            await self._stop.wait()
+            return
         await asyncio.sleep(b.banner_delay)
         await _send(writer, b.banner)
         tls_up = False
@@ -123,6 +130,10 @@ class LoopbackSmtpServer:
                     continue
                 if b.plaintext_after_starttls:
                     await _send(writer, "this is not TLS")
+                    return
+                if b.after_starttls == "silent":
+                    await self._stop.wait()
+                if b.after_starttls != "tls":
                     return
                 await writer.start_tls(b.tls)
                 tls_up = True
