@@ -318,7 +318,7 @@ class PostfixInstance:
         self.postfix("check")
         cmd = [POSTFIX, "-c", str(self.config_dir), "start"]
         if self.hosts:
-            script = f'mount --bind "$1" /etc/hosts && exec "$2" -c "$3" start'
+            script = 'mount --bind "$1" /etc/hosts && exec "$2" -c "$3" start'
             hosts = str(self.root / "hosts")
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
             cmd += [hosts, POSTFIX, str(self.config_dir)]
