@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import StsWorld
 from mta_sts_policyd.config import Config, DiscoveryConfig
-from mta_sts_policyd.errors import PolicyFetchError, ResultType
+from mta_sts_policyd.errors import ConfigError, PolicyFetchError, ResultType
 from mta_sts_policyd.probe import MxProber, ProbeResult, normalise_host
 from mta_sts_policyd.probe_cli import add_probe_parser, probe_command, run_probe
 from mta_sts_policyd.probe_smtp import _read_reply, _Stop
@@ -446,7 +446,10 @@ def test_a50_normalise_host(given: str, expected: str) -> None:
     assert normalise_host(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["", ".", "a b.example"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", ".", "a b.example", "mx..example", "-mx.example", "mx.example\x00", "a" * 64 + ".test"],
+)
 def test_normalise_host_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         normalise_host(bad)
@@ -629,3 +632,14 @@ async def test_cli_end_to_end_with_discovery(
         assert await run_probe(cli_args(*argv), config) == exit_code
     data = json.loads(capsys.readouterr().out)
     assert data["mx_patterns"] == [pattern] and data["address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("name", ["client\r\nRCPT TO:<x@y>", "bad name", "ümlaut.test"])
+def test_ehlo_name_cannot_inject_commands(name: str) -> None:
+    with pytest.raises(ConfigError):
+        MxProber(ehlo_name=name)
+
+
+def test_unusable_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CA file"):
+        MxProber(ca_file=str(tmp_path / "missing.pem"))

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 
-import idna
-
-from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.errors import ConfigError, ResultType
+from mta_sts_policyd.probe_result import ProbeResult, apply_patterns, normalise_host
 from mta_sts_policyd.probe_smtp import Session, run_session
 from mta_sts_policyd.probe_tls import (
     host_mismatch_reason,
@@ -29,103 +28,24 @@ from mta_sts_policyd.probe_tls import (
     peeking_context,
     verifying_context,
 )
-from mta_sts_policyd.sts.match import mx_matches
-from mta_sts_policyd.tlsrpt.model import FailureDetail
+
+__all__ = [
+    "MAX_ADDRESSES",
+    "MxProber",
+    "ProbeResult",
+    "Resolver",
+    "apply_patterns",
+    "normalise_host",
+]
 
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 MAX_ADDRESSES = 5
 """Addresses tried per MX when connecting fails (Postfix's smtp_mx_address_limit default)."""
 
+_EHLO_NAME = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|\[IPv6:[0-9A-Fa-f:.]+\]", re.ASCII)
+
 _UNTRUSTED = frozenset({ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.CERTIFICATE_EXPIRED})
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """The verdict on one MX host.
-
-    `ok=False` with `result_type=None` is a transient network problem (timeout, refused, 4xx
-    greeting): RFC 8460 §4.3.4 says it need not be reported, so callers must not count it.
-    """
-
-    mx_host: str
-    address: str | None
-    ok: bool
-    result_type: ResultType | None
-    reason: str
-    failure_reason_code: str | None
-    tls_version: str | None
-    cert_not_after: datetime | None
-    cert_names: tuple[str, ...]
-    receiving_helo: str | None
-    checked_at: float
-
-    @property
-    def transient(self) -> bool:
-        """Could not probe: neither a pass nor a reportable failure."""
-        return not self.ok and self.result_type is None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "mx_host": self.mx_host,
-            "address": self.address,
-            "ok": self.ok,
-            "transient": self.transient,
-            "result_type": str(self.result_type) if self.result_type else None,
-            "reason": self.reason,
-            "failure_reason_code": self.failure_reason_code,
-            "tls_version": self.tls_version,
-            "cert_not_after": (
-                self.cert_not_after.isoformat().replace("+00:00", "Z")
-                if self.cert_not_after
-                else None
-            ),
-            "cert_names": list(self.cert_names),
-            "receiving_helo": self.receiving_helo,
-            "checked_at": self.checked_at,
-        }
-
-    def failure_detail(self, sending_mta_ip: str | None = None) -> FailureDetail | None:
-        """The RFC 8460 `failure-details` key for a reportable failure, else None."""
-        if self.ok or self.result_type is None:
-            return None
-        return FailureDetail(
-            result_type=self.result_type,
-            sending_mta_ip=sending_mta_ip,
-            receiving_mx_hostname=self.mx_host,
-            receiving_mx_helo=self.receiving_helo,
-            receiving_ip=self.address,
-            failure_reason_code=self.failure_reason_code,
-        )
-
-
-def normalise_host(mx_host: str) -> str:
-    """A-label, lower case, one trailing dot removed (A50 Decision); ValueError if not a name."""
-    host = mx_host.strip()
-    if host.endswith("."):
-        host = host[:-1]
-    if not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii")
-        except idna.IDNAError as err:
-            raise ValueError(f"invalid MX host name {mx_host!r}: {err}") from None
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"invalid MX host name {mx_host!r}")
-    return host.lower()
-
-
-def apply_patterns(result: ProbeResult, patterns: Sequence[str] | None) -> ProbeResult:
-    """RFC 8461 §4.1 (A49, A50): an MX no pattern covers fails, whatever its TLS looks like."""
-    if patterns is None or any(mx_matches(p, result.mx_host) for p in patterns):
-        return result
-    listed = ", ".join(patterns) or "none"
-    return replace(
-        result,
-        ok=False,
-        result_type=ResultType.VALIDATION_FAILURE,
-        reason=f"MX host {result.mx_host} matches none of the policy's mx patterns ({listed})",
-        failure_reason_code="mx-host-not-in-policy",
-    )
 
 
 def _judge(
@@ -196,6 +116,8 @@ class MxProber:
         self._reprobe = reprobe_interval
         self._retry = min(retry_interval, reprobe_interval)
         self._ehlo = ehlo_name or socket.getfqdn()
+        if not _EHLO_NAME.fullmatch(self._ehlo):
+            raise ConfigError(f"probe EHLO name {self._ehlo!r} is not a host name or address")
         self._port = port
         self._resolve = resolve or self._getaddrinfo
         self._clock = clock

@@ -15,7 +15,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.errors import ConfigError, ResultType
 
 # OpenSSL X509_V_ERR_* codes that RFC 8460 §4.3.1 gives their own result type.
 _CERT_HAS_EXPIRED = 10
@@ -31,7 +31,11 @@ def verifying_context(ca_file: str | None) -> ssl.SSLContext:
     Without `ca_file` this is the system trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured),
     as for policy fetches.
     """
-    ctx = ssl.create_default_context(cafile=ca_file or None)
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"CA file {ca_file!r} is unusable: {exc}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
