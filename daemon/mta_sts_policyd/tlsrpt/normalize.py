@@ -38,6 +38,20 @@ def to_alabel(name: str) -> str:
     return ".".join(out)
 
 
+_HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*")
+
+
+def hostname(value: str | None) -> str | None:
+    """A-label host name (a leading `*.` allowed), or None if `value` is not one."""
+    if not value:
+        return None
+    try:
+        name = to_alabel(value)
+    except UnicodeError:
+        return None
+    return name if len(name) <= 253 and _HOSTNAME.fullmatch(name) else None
+
+
 def bound_text(value: str | None, limit: int = MAX_TEXT) -> str | None:
     """Single line, printable, at most `limit` characters; None for empty."""
     if value is None:
@@ -75,11 +89,10 @@ def normalize_detail(d: FailureDetail) -> FailureDetail:
         info = None
     if reason is None and d.result_type in _NEEDS_REASON:
         reason = "unspecified"  # row 19: these result types SHOULD carry a reason code
-    host = bound_text(d.receiving_mx_hostname)
     return FailureDetail(
         result_type=d.result_type,
         sending_mta_ip=_ip(d.sending_mta_ip),
-        receiving_mx_hostname=to_alabel(host) if host else None,
+        receiving_mx_hostname=hostname(d.receiving_mx_hostname),
         receiving_mx_helo=_helo(d.receiving_mx_helo),
         receiving_ip=_ip(d.receiving_ip),
         additional_information=info,

@@ -128,7 +128,7 @@ def _classify(uri: str, out: list[RuaDestination], unsupported: list[str]) -> No
 def _mailto_addresses(rest: str) -> list[str]:
     """RFC 6068: path = addr-spec list (percent-encoded `,` separates), query ignored."""
     path = rest.split("?", 1)[0]
-    addresses = [unquote(a).strip() for a in path.split(",")]
+    addresses = [a.strip() for a in unquote(path).split(",")]
     if not all(_ADDR.fullmatch(a) for a in addresses):
         return []
     return addresses

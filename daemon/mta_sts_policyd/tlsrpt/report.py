@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from mta_sts_policyd.tlsrpt.model import DomainDay, FailureDetail, PolicyAggregate
-from mta_sts_policyd.tlsrpt.normalize import normalize_detail, to_alabel
+from mta_sts_policyd.tlsrpt.normalize import hostname, normalize_detail, to_alabel
 
 MAX_REPORT_BYTES = 5 * 1024 * 1024
 
@@ -133,14 +133,16 @@ def date_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def policy_json(agg: PolicyAggregate) -> dict[str, Any]:
+def policy_json(agg: PolicyAggregate, report_domain: str) -> dict[str, Any]:
     """One `policies[]` entry; empty optional arrays are omitted (as Google does)."""
     pol: dict[str, Any] = {"policy-type": str(agg.policy.policy_type)}
     if agg.policy.policy_strings:
         pol["policy-string"] = list(agg.policy.policy_strings)
-    pol["policy-domain"] = to_alabel(agg.policy.policy_domain)  # row 25, spec finding 3
-    if agg.policy.mx_hosts:
-        pol["mx-host"] = [to_alabel(m) for m in agg.policy.mx_hosts]
+    # Row 25 and spec finding 3: always present, always an A-label.
+    pol["policy-domain"] = hostname(agg.policy.policy_domain) or report_domain
+    mx_hosts = [h for h in map(hostname, agg.policy.mx_hosts) if h]
+    if mx_hosts:
+        pol["mx-host"] = mx_hosts
     entry: dict[str, Any] = {
         "policy": pol,
         "summary": {
@@ -174,7 +176,7 @@ def report_json(doc: ReportDocument) -> dict[str, Any]:
         "date-range": {"start-datetime": date_time(doc.begin), "end-datetime": date_time(doc.end)},
         "contact-info": doc.contact_info,
         "report-id": doc.report_id,
-        "policies": [policy_json(p) for p in doc.policies],
+        "policies": [policy_json(p, doc.report_domain) for p in doc.policies],
     }
 
 
@@ -246,7 +248,7 @@ def _bounded(doc: ReportDocument, limit: int) -> ReportDocument:
     sizes = {
         (pi, di): len(
             json.dumps(
-                policy_json(PolicyAggregate(p.policy, 0, 0, (dc,)))["failure-details"][0],
+                policy_json(PolicyAggregate(p.policy, 0, 0, (dc,)), "x")["failure-details"][0],
                 ensure_ascii=False,
             )
         )
