@@ -23,12 +23,11 @@ from mta_sts_policyd.probe import MxProber, ProbeResult, normalise_host
 from mta_sts_policyd.probe_cli import add_probe_parser, probe_command, run_probe
 from mta_sts_policyd.probe_smtp import _read_reply, _Stop
 from mta_sts_policyd.probe_tls import classify_verify_error, matches_host
+from support.certs import CertFactory
 from support.smtp_server import (
     LoopbackSmtpServer,
     SmtpBehaviour,
     SmtpRecord,
-    build_cert,
-    server_context,
     trustme_context,
 )
 
@@ -43,6 +42,12 @@ async def loopback(_host: str) -> list[str]:
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
+
+
+@pytest.fixture
+def certs(ca: trustme.CA, tmp_path: Path) -> CertFactory:
+    """Leaves trustme cannot make (no SAN, self-signed, partial wildcards) from the same CA."""
+    return CertFactory(ca, tmp_path)
 
 
 @pytest.fixture
@@ -153,15 +158,14 @@ async def test_a51_wrong_name_is_host_mismatch(ca: trustme.CA, ca_file: str) -> 
         ("example.test",),
     ],
 )
-async def test_a51_wildcard_rules(ca: trustme.CA, ca_file: str, names: tuple[str, ...]) -> None:
-    cert, key = build_cert(common_name=MX, dns_names=names, issuer=ca)
-    result, _ = await probe_with(SmtpBehaviour(tls=server_context(cert, key)), ca_file)
+async def test_a51_wildcard_rules(certs: CertFactory, ca_file: str, names: tuple[str, ...]) -> None:
+    tls = certs.context("valid", names)
+    result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
     assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH, result.reason
 
 
-async def test_a51_common_name_alone_is_not_enough(ca: trustme.CA, ca_file: str) -> None:
-    cert, key = build_cert(common_name=MX, dns_names=(), issuer=ca)
-    result, _ = await probe_with(SmtpBehaviour(tls=server_context(cert, key)), ca_file)
+async def test_a51_common_name_alone_is_not_enough(certs: CertFactory, ca_file: str) -> None:
+    result, _ = await probe_with(SmtpBehaviour(tls=certs.context("cn-only", (MX,))), ca_file)
     assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH
     assert result.cert_names == ()
     assert "CN" in result.reason
@@ -180,9 +184,8 @@ async def test_a51_expired_certificate(ca: trustme.CA, ca_file: str) -> None:
     assert result.cert_names == (MX,)
 
 
-async def test_a51_self_signed_certificate(ca_file: str) -> None:
-    cert, key = build_cert(common_name=MX, dns_names=(MX,))
-    result, _ = await probe_with(SmtpBehaviour(tls=server_context(cert, key)), ca_file)
+async def test_a51_self_signed_certificate(certs: CertFactory, ca_file: str) -> None:
+    result, _ = await probe_with(SmtpBehaviour(tls=certs.context("self-signed", (MX,))), ca_file)
     assert result.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
     assert result.failure_reason_code is not None and "self" in result.failure_reason_code
     assert result.cert_names == (MX,)

@@ -1,25 +1,21 @@
-"""A loopback SMTP server speaking just enough for STARTTLS probes, and certificates for it.
+"""A loopback SMTP server speaking just enough for STARTTLS probes.
 
 Behaviour is configured per server: banner, EHLO with or without STARTTLS, STARTTLS refusal,
 plain text instead of a TLS handshake, total silence (for timeouts), a delay before the banner
 (for concurrency bounds). The server records what the client did (SNI names, commands, peak
 number of simultaneous connections) so tests can assert on the client's behaviour.
+Certificates: `trustme_context()` for trustme leaves, `support.certs.CertFactory` for broken ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import ssl
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -162,67 +158,7 @@ async def _send(writer: asyncio.StreamWriter, *lines: str) -> None:
     await writer.drain()
 
 
-def server_context(cert_pem: bytes, key_pem: bytes, chain_pem: bytes = b"") -> ssl.SSLContext:
-    """A server context presenting `cert_pem` (+ `chain_pem`) from PEM bytes."""
-    import tempfile
-
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:
-        f.write(key_pem + cert_pem + chain_pem)
-        f.flush()
-        ctx.load_cert_chain(f.name)
-    return ctx
-
-
 def trustme_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     leaf.configure_cert(ctx)
     return ctx
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def build_cert(
-    *,
-    common_name: str,
-    dns_names: tuple[str, ...],
-    issuer: trustme.CA | None = None,
-    not_before: dt.datetime | None = None,
-    not_after: dt.datetime | None = None,
-) -> tuple[bytes, bytes]:
-    """(cert PEM, key PEM) for a leaf signed by `issuer`, or self-signed when issuer is None.
-
-    trustme cannot leave the SAN out or sign a leaf by itself; these tests need both.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    if issuer is None:
-        issuer_name, signing_key = subject, key
-    else:
-        ca_cert = x509.load_pem_x509_certificate(issuer.cert_pem.bytes())
-        issuer_name = ca_cert.subject
-        loaded = serialization.load_pem_private_key(issuer.private_key_pem.bytes(), None)
-        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-        signing_key = loaded
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or _now() - dt.timedelta(days=1))
-        .not_valid_after(not_after or _now() + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if dns_names:
-        san = x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names])
-        builder = builder.add_extension(san, critical=False)
-    cert = builder.sign(signing_key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
