@@ -15,7 +15,7 @@ from mta_sts_policyd.discovery import MAX_BODY, Discovery
 from mta_sts_policyd.discovery_https import make_tls_context
 from mta_sts_policyd.errors import PolicyFetchError, ResultType
 from mta_sts_policyd.sts import Mode, TxtRecord
-from support.https_server import HttpsServer
+from support.https_server import HttpsServer, wait_for
 
 D = "example.test"
 HOST = f"mta-sts.{D}"
@@ -131,7 +131,8 @@ async def test_a21_d25_cname_delegation_needs_cert_for_user_domain(
     assert (await discovery.lookup_txt("user.test")).records == ("v=STSv1; id=1",)
     error = await fetch_error(discovery, "user.test")
     assert error.result_type is WEBPKI
-    assert [f.sni for f in https_server.tls_failures] == ["mta-sts.user.test"]
+    assert wait_for(lambda: len(https_server.tls_failures) == 1)
+    assert https_server.tls_failures[0].sni == "mta-sts.user.test"
     assert https_server.request_count("mta-sts.provider.test") == 0
 
 
