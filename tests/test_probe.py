@@ -312,6 +312,11 @@ async def test_banner_refusal_is_transient(ca_file: str) -> None:
     assert result.transient and "554" in result.reason
 
 
+async def test_overlong_reply_line_is_transient(ca_file: str) -> None:
+    result, _ = await probe_with(SmtpBehaviour(banner="220 " + "x" * 5000), ca_file)
+    assert result.transient and result.reason == "SMTP line too long waiting for banner"
+
+
 async def test_resolver_failure_and_empty_answer_are_transient(ca_file: str) -> None:
     async def broken(_host: str) -> list[str]:
         raise OSError("SERVFAIL")

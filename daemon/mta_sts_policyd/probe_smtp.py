@@ -62,9 +62,12 @@ async def _step(what: str, step_timeout: float, aw: Awaitable[_T]) -> _T:
         return await asyncio.wait_for(aw, step_timeout)
     except TimeoutError:
         raise _transient(f"timeout {what}", can_quit=False) from None
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
-        reason = f"connection lost {what}: {err or type(err).__name__}"
-        raise _transient(reason, can_quit=False) from None
+    except asyncio.IncompleteReadError:
+        raise _transient(f"connection closed by the server {what}", can_quit=False) from None
+    except asyncio.LimitOverrunError:
+        raise _transient(f"SMTP line too long {what}", can_quit=False) from None
+    except OSError as err:
+        raise _transient(f"{what} failed: {err}", can_quit=False) from None
 
 
 async def _read_reply(reader: asyncio.StreamReader) -> tuple[int, list[str]]:
