@@ -44,6 +44,7 @@ def test_key_gives_policy_domain(key: str, domain: str) -> None:
         ".example.com",  # A4/D.2/C.2.3: Postfix's parent-domain retry
         ".com",
         ".mail.example.com",
+        "[.example.com]",
         "[192.0.2.1]",  # A3/D.4
         "[192.0.2.1]:25",  # A3/D.4
         "[ipv6:2001:db8::1]",  # A3/D.4: RFC 5321 IPv6 literal

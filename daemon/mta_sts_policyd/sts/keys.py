@@ -24,10 +24,7 @@ def policy_domain_for_key(key: str) -> str | None:
     host = _host_part(key)
     if host is None or _is_ip(host):
         return None
-    if host.endswith("."):
-        host = host[:-1]
-    if not host or host.startswith("."):
-        return None
+    host = host.removesuffix(".")
     domain = to_a_label(host)
     if domain is not None and not host.isascii() and domain.endswith("."):
         domain = domain[:-1]  # a trailing ideographic full stop maps to "." (UTS 46)

@@ -19,10 +19,11 @@ class Mode(StrEnum):
 class Policy:
     """A validated policy file.
 
-    `lines` are the policy's fields in their original order, normalised to `key: value`
-    (the RFC 8460 `policy-string` and Postfix's `{ policy_string = ... }` need them). Only
-    lines that passed validation are kept; ignored duplicates and extensions are excluded
-    from `lines` only if they could not be rendered safely (see postfix.py).
+    `lines` are the fields of the effective policy in their original order, normalised to
+    `key: value` (the RFC 8460 `policy-string` and Postfix's `{ policy_string = ... }` need
+    them): every `mx` and the first occurrence of every other key, values as written.
+    Ignored duplicates are left out; well-formed extensions are kept, and postfix.py drops
+    any line it cannot render safely (D.38).
     """
 
     mode: Mode
