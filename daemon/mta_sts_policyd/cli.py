@@ -159,8 +159,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument("-c", "--config", type=Path, help="config file (TOML)")
     common.add_argument("--state-dir", help="state directory (overrides cache.state_dir)")
     return common
@@ -168,7 +168,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    reader = argparse.ArgumentParser(add_help=False)
+    reader = _Parser(add_help=False)
     reader.add_argument("--json", action="store_true", help="machine-readable output")
     parser = _Parser(prog="mta-sts-policyd", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mta-sts-policyd {__version__}")
@@ -203,9 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _register_extensions(
-    sub: Any, common: argparse.ArgumentParser, reader: argparse.ArgumentParser
-) -> None:
+def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     """Subcommands owned by other modules (TLS-RPT reports, MX probe)."""
 
 

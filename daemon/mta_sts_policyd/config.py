@@ -350,7 +350,8 @@ def with_overrides(
 
 def config_as_dict(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data (for `check-config` and `--json`)."""
-    return _plain(dataclasses.asdict(config))
+    plain: dict[str, Any] = _plain(dataclasses.asdict(config))
+    return plain
 
 
 def _plain(value: Any) -> Any:
