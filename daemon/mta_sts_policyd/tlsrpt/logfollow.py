@@ -192,6 +192,8 @@ class FileFollower:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Fix the starting position now (a first poll), then keep polling in a task."""
+        await self.poll()
         self._task = asyncio.create_task(self._run(), name="maillog-file")
 
     async def stop(self) -> None:
@@ -214,5 +216,5 @@ class FileFollower:
 
     async def _run(self) -> None:
         while True:
-            await self.poll()
             await asyncio.sleep(self.interval)
+            await self.poll()
