@@ -22,7 +22,7 @@ from mta_sts_policyd.errors import ConfigError, PolicyFetchError, ResultType
 from mta_sts_policyd.probe import MxProber, ProbeResult, normalise_host
 from mta_sts_policyd.probe_cli import add_probe_parser, probe_command, run_probe
 from mta_sts_policyd.probe_smtp import _read_reply, _Stop
-from mta_sts_policyd.probe_tls import classify_verify_error, matches_host
+from mta_sts_policyd.probe_tls import classify_verify_error, describe_certificate, matches_host
 from support.certs import CertFactory
 from support.smtp_server import (
     LoopbackSmtpServer,
@@ -651,3 +651,28 @@ def test_ehlo_name_cannot_inject_commands(name: str) -> None:
 def test_unusable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CA file"):
         MxProber(ca_file=str(tmp_path / "missing.pem"))
+
+
+def test_certificate_details_fall_back_to_openssls_decoding() -> None:
+    """A leaf cryptography refuses but OpenSSL verified still yields names and expiry."""
+    decoded = {
+        "subject": ((("commonName", "mx.example.test"),),),
+        "subjectAltName": (("DNS", "MX.example.test"), ("IP Address", "192.0.2.1")),
+        "notAfter": "Jan  5 09:34:43 2030 GMT",
+    }
+    info = describe_certificate(b"not DER", decoded)
+    assert info is not None
+    assert info.dns_names == ("mx.example.test",) and info.common_name == MX
+    assert info.not_after == dt.datetime(2030, 1, 5, 9, 34, 43, tzinfo=dt.UTC)
+    assert describe_certificate(b"not DER", {}) is None
+
+
+async def test_a_crashing_probe_is_logged_and_transient(
+    ca_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def buggy(_host: str) -> list[str]:
+        return [12345]  # type: ignore[list-item]  # not a str: the connect step raises TypeError
+
+    result = await prober(ca_file, free_port(), resolve=buggy).probe(MX)
+    assert result.transient and result.reason == "internal error: TypeError"
+    assert "event=probe-crashed mx=mx.example.test" in caplog.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import ssl
@@ -22,8 +23,8 @@ from mta_sts_policyd.errors import ConfigError, ResultType
 from mta_sts_policyd.probe_result import ProbeResult, apply_patterns, normalise_host
 from mta_sts_policyd.probe_smtp import Session, run_session
 from mta_sts_policyd.probe_tls import (
+    CertInfo,
     host_mismatch_reason,
-    inspect_certificate,
     matches_host,
     peeking_context,
     verifying_context,
@@ -38,6 +39,8 @@ __all__ = [
     "normalise_host",
 ]
 
+log = logging.getLogger(__name__)
+
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 MAX_ADDRESSES = 5
@@ -49,11 +52,10 @@ _UNTRUSTED = frozenset({ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.CERTIFICA
 
 
 def _judge(
-    host: str, address: str, session: Session, peeked: bytes | None, now: float
+    host: str, address: str, session: Session, peeked: CertInfo | None, now: float
 ) -> ProbeResult:
     """Turn a session (and the certificate read on failure) into a verdict."""
-    der = session.cert_der or peeked
-    info = inspect_certificate(der) if der else None
+    info = session.cert or peeked
     result = ProbeResult(
         mx_host=host,
         address=address,
@@ -162,7 +164,11 @@ class MxProber:
 
     async def _probe_and_store(self, host: str) -> ProbeResult:
         async with self._sem:
-            result = await self._probe_network(host)
+            try:
+                result = await self._probe_network(host)
+            except Exception as err:  # a bug must not kill the caller's background loop
+                log.exception("event=probe-crashed mx=%s", host)
+                result = self._transient(host, None, f"internal error: {type(err).__name__}")
         lifetime = self._retry if result.transient else self._reprobe
         self._store(host, _Entry(result, self._clock() + lifetime))
         return result
@@ -193,7 +199,7 @@ class MxProber:
             return self._transient(host, address, session.reason)
         peeked = None
         if session.result_type in _UNTRUSTED:
-            peeked = (await self._session(host, address, self._peek_ctx)).cert_der
+            peeked = (await self._session(host, address, self._peek_ctx)).cert
         return _judge(host, address, session, peeked, self._clock())
 
     def _session(self, host: str, address: str, ctx: ssl.SSLContext) -> Awaitable[Session]:

@@ -15,7 +15,13 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from mta_sts_policyd.errors import ResultType
-from mta_sts_policyd.probe_tls import classify_verify_error, handshake_error_code, short_code
+from mta_sts_policyd.probe_tls import (
+    CertInfo,
+    classify_verify_error,
+    describe_certificate,
+    handshake_error_code,
+    short_code,
+)
 
 _T = TypeVar("_T")
 _MAX_LINE = 4096
@@ -25,14 +31,14 @@ _QUIT_TIMEOUT = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """What one session found out. `cert_der` is the leaf the MX presented, when TLS was up."""
+    """What one session found out. `cert` describes the MX's leaf, when TLS was up."""
 
     ok: bool
     result_type: ResultType | None
     reason: str
     failure_reason_code: str | None = None
     tls_version: str | None = None
-    cert_der: bytes | None = None
+    cert: CertInfo | None = None
     receiving_helo: str | None = None
     connected: bool = True
     """False when no TCP connection was made (the prober then tries the next address)."""
@@ -188,10 +194,12 @@ async def _converse(
         writer.transport.abort()
         return stop.session
     tls = writer.get_extra_info("ssl_object")
-    der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
-    version = tls.version() if isinstance(tls, ssl.SSLObject) else None
+    cert, version = None, None
+    if isinstance(tls, ssl.SSLObject):
+        cert = describe_certificate(tls.getpeercert(binary_form=True), tls.getpeercert() or {})
+        version = tls.version()
     await _quit(reader, writer)
-    return Session(True, None, "TLS established", None, version, der, helo)
+    return Session(True, None, "TLS established", None, version, cert, helo)
 
 
 async def run_session(

@@ -8,9 +8,11 @@ own host check falls back to the subject CN and accepts partial wildcards.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -87,8 +89,30 @@ class CertInfo:
     """UTC, timezone-aware."""
 
 
+def describe_certificate(der: bytes | None, decoded: dict[str, Any]) -> CertInfo | None:
+    """The leaf's names and expiry: parsed with cryptography, else OpenSSL's own decoding.
+
+    cryptography's parser is stricter than OpenSSL's; a certificate OpenSSL verified but
+    cryptography refuses must not turn into a reported failure, so `decoded` (what
+    `getpeercert()` returned; empty when the chain was not verified) is the fallback.
+    """
+    if der:
+        with contextlib.suppress(ValueError):
+            return inspect_certificate(der)
+    if not decoded:
+        return None
+    names = tuple(
+        str(value).lower() for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"
+    )
+    cn = next(
+        (str(v) for rdn in decoded.get("subject", ()) for k, v in rdn if k == "commonName"), None
+    )
+    seconds = ssl.cert_time_to_seconds(str(decoded["notAfter"]))
+    return CertInfo(names, cn, datetime.fromtimestamp(seconds, UTC))
+
+
 def inspect_certificate(der: bytes) -> CertInfo:
-    """Parse the DER leaf certificate the MX presented."""
+    """Parse the DER leaf certificate the MX presented; ValueError if cryptography cannot."""
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
