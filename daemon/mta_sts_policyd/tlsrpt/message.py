@@ -34,6 +34,11 @@ SIGNED_HEADERS = (
 """Row 33: the TLS-Report-* headers must be listed explicitly (dkimpy's default omits them)."""
 
 
+_POLICY = email_policy.SMTP.clone(max_line_length=998)
+"""For serialising only: CRLF; no header folding below RFC 5322's 998 limit, so the RFC filename stays one plain parameter
+(not RFC 2231 continuations, which some report receivers do not decode)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DkimSettings:
     """The key that signs report mail (row 11: d= should be the submitter's domain)."""
@@ -53,7 +58,7 @@ def build_message(
     doc: ReportDocument, *, from_addr: str, to_addr: str, date: datetime, message_id: str
 ) -> bytes:
     """multipart/report; report-type="tlsrpt": text part + gzipped JSON (rows 30-34)."""
-    msg = EmailMessage(policy=email_policy.SMTP)
+    msg = EmailMessage(policy=email_policy.SMTP)  # bodies encoded in 76-char lines
     msg["From"] = from_addr
     msg["To"] = to_addr
     msg["Subject"] = doc.subject
@@ -68,10 +73,12 @@ def build_message(
     msg.add_attachment(
         doc.gzip_bytes(), maintype="application", subtype="tlsrpt+gzip", filename=doc.filename
     )
+    for part in msg.iter_parts():
+        del part["MIME-Version"]  # only the top level carries it
     msg.set_type("multipart/report")
     msg.set_param("report-type", "tlsrpt")
     msg.set_boundary(f"=_tlsrpt_{doc.unique_id}")  # stable output; base64/QP never contain it
-    return msg.as_bytes()
+    return msg.as_bytes(policy=_POLICY)
 
 
 def sign_message(message: bytes, settings: DkimSettings, private_key: bytes) -> bytes:
