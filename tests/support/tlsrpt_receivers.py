@@ -69,7 +69,7 @@ class HttpsReceiver:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 owner.posts.append(
                     Post(self.path, {k.lower(): v for k, v in self.headers.items()}, body)

@@ -35,8 +35,8 @@ SIGNED_HEADERS = (
 
 
 _POLICY = email_policy.SMTP.clone(max_line_length=998)
-"""For serialising only: CRLF; no header folding below RFC 5322's 998 limit, so the RFC filename stays one plain parameter
-(not RFC 2231 continuations, which some report receivers do not decode)."""
+"""For serialising only: CRLF, no header folding below RFC 5322's 998 limit, so the RFC
+filename stays one plain parameter (not RFC 2231 continuations some receivers cannot decode)."""
 
 
 @dataclass(frozen=True, slots=True)
