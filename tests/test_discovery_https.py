@@ -316,6 +316,14 @@ async def test_a29_policy_host_dns_failure_is_fetch_error(
     assert error.result_type is FETCH and "SERVFAIL" in error.reason
 
 
+async def test_policy_host_aaaa_failure_does_not_matter_with_a(
+    sts_world: StsWorld, discovery: Discovery
+) -> None:
+    sts_world.publish(D, POLICY)
+    sts_world.dns.fail(HOST, "servfail", "AAAA")
+    assert (await discovery.fetch_policy(D)).status == 200
+
+
 async def test_policy_host_without_address(sts_world: StsWorld, discovery: Discovery) -> None:
     sts_world.publish(D, POLICY)
     sts_world.dns.remove(HOST)

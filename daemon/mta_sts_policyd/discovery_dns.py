@@ -8,6 +8,7 @@ are answers ("nothing published"); SERVFAIL, REFUSED and timeouts are not.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,16 +123,26 @@ class DnsClient:
         return tuple(h for h in hosts if h not in ("", "."))
 
     async def addresses(self, host: str) -> list[str]:
-        """IPv4 then IPv6 addresses of `host`; [] when it has none."""
-        found: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = await self._query(host, rdtype)
-            except dns.resolver.NXDOMAIN:
-                return []
-            if answer.rrset is not None:
-                found.extend(rd.address for rd in answer.rrset)
+        """IPv4 then IPv6 addresses of `host`, queried together; [] when it has none.
+
+        One family failing (e.g. an AAAA SERVFAIL) does not matter if the other has addresses.
+        """
+        results = await asyncio.gather(
+            self._addresses(host, "A"), self._addresses(host, "AAAA"), return_exceptions=True
+        )
+        found = [address for result in results if isinstance(result, list) for address in result]
+        if not found:
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         return found
+
+    async def _addresses(self, host: str, rdtype: str) -> list[str]:
+        try:
+            answer = await self._query(host, rdtype)
+        except dns.resolver.NXDOMAIN:
+            return []
+        return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
 
     async def _query(self, qname: str, rdtype: str) -> dns.resolver.Answer:
         """Resolve; NXDOMAIN passes through, every other failure becomes DnsLookupError."""

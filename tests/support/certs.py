@@ -8,7 +8,6 @@ is shared by all leaves: signing is then cheap enough for benchmarks with many h
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ssl
 import threading
 from pathlib import Path
@@ -28,6 +27,8 @@ expired; self-signed; untrusted: issued by a CA the client does not trust; cn-on
 no SAN (A18); none: the server aborts the handshake (TLS alert unrecognized_name)."""
 
 _DAY = datetime.timedelta(days=1)
+_MAX_CONTEXTS = 4096
+"""Bound on cached server contexts (benchmarks with 100k host names)."""
 
 
 def parent(host: str) -> str:
@@ -75,11 +76,15 @@ class CertFactory:
         if ctx is not None:
             return ctx
         ctx = self.new_context()
-        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
-        path = self.workdir / f"{digest}.pem"
+        path = self.workdir / f"{threading.get_ident()}-{id(ctx)}.pem"
         path.write_bytes(self.chain_pem(kind, names))
-        ctx.load_cert_chain(path, self._key_path)
+        try:
+            ctx.load_cert_chain(path, self._key_path)  # ssl only loads chains from files
+        finally:
+            path.unlink()
         with self._lock:
+            if len(self._contexts) >= _MAX_CONTEXTS:
+                self._contexts.clear()
             self._contexts[key] = ctx
         return ctx
 
