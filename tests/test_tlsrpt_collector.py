@@ -56,6 +56,11 @@ class ListSink:
     def submit(self, event: SessionEvent) -> None:
         self.events.append(event)
 
+    @property
+    def sessions(self) -> int:
+        """Identical datagrams of one batch window arrive as one event with a count."""
+        return sum(e.count for e in self.events)
+
 
 class GatedSink(ListSink):
     """Blocks the parse thread until opened: lets a test pile datagrams up behind it."""
@@ -110,7 +115,8 @@ def test_thousand_nonblocking_datagrams_are_all_submitted_3_1(sock_path: Path) -
     assert collector.stats.received == 1000
     assert collector.stats.rejected == 0
     expected = [parse_datagram(SAMPLES[i % len(SAMPLES)], 0)[0] for i in range(1000)]
-    assert sorted(map(repr, (_restamp0(e) for e in sink.events))) == sorted(map(repr, expected))
+    got = [_restamp0(e) for e in sink.events for _ in range(e.count)]
+    assert sorted(map(repr, got)) == sorted(map(repr, expected))
     assert collector.stats.events_submitted == 1000
 
 
@@ -122,7 +128,7 @@ def _restamp0(event: SessionEvent) -> SessionEvent:
         event.success,
         event.failures,
         event.tlsrpt_record,
-        event.count,
+        1,
     )
 
 
@@ -145,7 +151,7 @@ def test_bad_datagrams_never_stop_ingestion_and_are_quarantined(
         sender.sendto(SAMPLES[1], str(sock_path))
     wait_for(lambda: collector.stats.processed == 2 * len(bad))
     assert collector.stop(5)
-    assert len(sink.events) == len(bad)
+    assert sink.sessions == len(bad)
     assert collector.stats.rejected == len(bad)
     lines = [json.loads(x) for x in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert [base64.b64decode(x["data_b64"]) for x in lines] == bad
@@ -195,10 +201,10 @@ def test_stop_drains_what_was_received(sock_path: Path, sender: socket.socket) -
     for _ in range(200):
         sender.sendto(SAMPLES[0], str(sock_path))
     wait_for(lambda: collector.stats.received == 200)
-    assert len(sink.events) == 0
+    assert sink.sessions == 0
     threading.Timer(0.2, sink.gate.set).start()
     assert collector.stop(5)
-    assert len(sink.events) == 200
+    assert sink.sessions == 200
     assert not sock_path.exists()
     with pytest.raises(OSError):
         sender.sendto(SAMPLES[0], str(sock_path))
@@ -215,7 +221,7 @@ def test_backlog_is_bounded_while_the_sink_is_stuck(sock_path: Path, sender: soc
     stats = collector.stats
     assert stats.backlog_dropped > 0
     assert stats.processed + stats.backlog_dropped == 300
-    assert len(sink.events) == stats.processed
+    assert sink.sessions == stats.processed
 
 
 def test_sink_errors_are_counted_and_ingestion_goes_on(
@@ -234,7 +240,7 @@ def test_sink_errors_are_counted_and_ingestion_goes_on(
     wait_for(lambda: collector.stats.processed == 12)
     assert collector.stop(5)
     assert collector.stats.sink_errors == 6  # two failure samples x 3
-    assert len(sink.events) == 6
+    assert sink.sessions == 6
 
 
 def test_identical_datagrams_keep_their_own_receive_time(
@@ -277,7 +283,7 @@ def test_stale_socket_is_replaced(sock_path: Path, sender: socket.socket) -> Non
     sink = ListSink()
     collector = started(sock_path, sink)
     sender.sendto(SAMPLES[0], str(sock_path))
-    wait_for(lambda: len(sink.events) == 1)
+    wait_for(lambda: sink.sessions == 1)
     assert collector.stop(5)
 
 
@@ -303,3 +309,37 @@ def test_unknown_group_is_a_config_error(sock_path: Path) -> None:
 def test_quarantine_rejects_a_useless_cap(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Quarantine(tmp_path / "q", 100)
+
+
+def test_identical_datagrams_of_one_window_are_one_event_with_a_count(
+    sock_path: Path, sender: socket.socket
+) -> None:
+    sink = GatedSink()  # holds the parse thread so all 50 land in one window
+    collector = started(sock_path, sink, clock=lambda: 86_400.0 * 20_000 + 5)
+    for _ in range(50):
+        sender.sendto(SAMPLES[0], str(sock_path))
+    sender.sendto(SAMPLES[2], str(sock_path))
+    wait_for(lambda: collector.stats.received == 51)
+    sink.gate.set()
+    assert collector.stop(5)
+    assert sorted(e.count for e in sink.events) in ([1, 1, 49], [1, 50])
+    assert collector.stats.events_submitted == 51
+
+
+def test_identical_datagrams_across_midnight_stay_apart(
+    sock_path: Path, sender: socket.socket
+) -> None:
+    midnight = 86_400.0 * 20_000
+    ticks = iter([midnight - 0.001, midnight - 0.0005, midnight, midnight + 0.001])
+    sink = GatedSink()
+    collector = started(sock_path, sink, clock=lambda: next(ticks))
+    for _ in range(4):
+        sender.sendto(SAMPLES[0], str(sock_path))
+    wait_for(lambda: collector.stats.received == 4)
+    sink.gate.set()
+    assert collector.stop(5)
+    days = {}
+    for event in sink.events:
+        day = int(event.timestamp // 86_400)
+        days[day] = days.get(day, 0) + event.count
+    assert days == {19_999: 2, 20_000: 2}

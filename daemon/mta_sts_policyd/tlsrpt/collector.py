@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 
 from mta_sts_policyd.errors import ConfigError, DatagramError
 from mta_sts_policyd.tlsrpt.datagram import ParsedDatagram, parse_datagram_full
@@ -37,8 +37,8 @@ from mta_sts_policyd.tlsrpt.model import EventSink, SessionEvent
 
 log = logging.getLogger(__name__)
 
-_Batch = tuple[float, list[bytes | tuple[bytes, int]]]
-"""(receive time, items); an item is the datagram, or (head, real size) when it was too big."""
+_Item = tuple[float, bytes | tuple[bytes, int]]
+"""(receive time, datagram), or (receive time, (head, real size)) when it was too big."""
 
 
 @dataclass
@@ -48,6 +48,7 @@ class CollectorStats:
     received: int = 0
     rejected: int = 0
     events_submitted: int = 0
+    """Sessions handed to the sink (sum of SessionEvent.count: identical datagrams are merged)."""
     oversized: int = 0
     backlog_dropped: int = 0
     sink_errors: int = 0
@@ -71,9 +72,14 @@ class Quarantine:
         self._fd: int | None = None
         self._size = 0
 
-    def add(self, at: float, reason: str, data: bytes, size: int | None = None) -> None:
+    def add(
+        self, at: float, reason: str, data: bytes, size: int | None = None, count: int = 1
+    ) -> None:
+        """One line per distinct datagram; `count` says how often it came in one batch window."""
         keep = data[: self.max_bytes // 8]
-        record = {"at": round(at, 3), "reason": reason, "size": size or len(data)}
+        record: dict[str, object] = {"at": round(at, 3), "reason": reason}
+        record["size"] = size or len(data)
+        record["count"] = count
         record["data_b64"] = base64.b64encode(keep).decode("ascii")
         line = (json.dumps(record) + "\n").encode("utf-8")
         try:
@@ -114,6 +120,7 @@ class TlsRptCollector:
         rcvbuf: int = 4 * 1024 * 1024,
         switch_interval: float | None = 0.0005,
         realtime_recv: bool = True,
+        batch_interval: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -127,8 +134,9 @@ class TlsRptCollector:
         self._rcvbuf = rcvbuf
         self._switch_interval = switch_interval
         self._realtime_recv = realtime_recv
+        self._batch_interval = batch_interval
         self._clock = clock
-        self._queue: SimpleQueue[_Batch | None] = SimpleQueue()
+        self._queue: SimpleQueue[_Item | None] = SimpleQueue()
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -216,21 +224,17 @@ class TlsRptCollector:
     # -- receive thread: recv only ----------------------------------------------------------
 
     def _recv_loop(self) -> None:
+        """One blocking recv per datagram, nothing else: no parsing, no polling, no exceptions."""
         assert self._sock is not None
         if self._realtime_recv:
             self.stats.recv_priority = _raise_priority()
-        sock, stats, put = self._sock, self.stats, self._queue.put
-        size = self._max_datagram
+        sock, stats, put, clock = self._sock, self.stats, self._queue.put, self._clock
+        size, limit = self._max_datagram, self._max_backlog
         buf = bytearray(size)
         view = memoryview(buf)
-        nowait = socket.MSG_DONTWAIT | socket.MSG_TRUNC
-        flags = socket.MSG_TRUNC
         while True:
             try:
-                n = sock.recv_into(buf, size, flags)
-            except BlockingIOError:
-                flags = socket.MSG_TRUNC
-                continue
+                n = sock.recv_into(buf, size, socket.MSG_TRUNC)
             except OSError as exc:
                 if self._stopping:
                     return
@@ -238,62 +242,66 @@ class TlsRptCollector:
                 time.sleep(0.01)
                 continue
             if n == 0 and self._stopping:
-                return
-            at = self._clock()
-            items: list[bytes | tuple[bytes, int]] = []
-            append = items.append
-            while True:
-                append(bytes(view[:n]) if n <= size else (bytes(buf), n))
-                if len(items) >= 1024:
-                    break
-                try:
-                    n = sock.recv_into(buf, size, nowait)
-                except (BlockingIOError, OSError):
-                    break
-                if n == 0 and self._stopping:
-                    break
-            stats.received += len(items)
-            pending = stats.received - stats.processed - stats.backlog_dropped
-            if pending > self._max_backlog:
-                stats.backlog_dropped += len(items)
+                return  # shutdown(): the kernel queue is empty
+            stats.received += 1
+            if stats.received - stats.processed - stats.backlog_dropped > limit:
+                stats.backlog_dropped += 1
             else:
-                put((at, items))
-            # After a full batch, poll again without blocking first: keeps the loop in recv.
-            flags = nowait if len(items) >= 1024 else socket.MSG_TRUNC
+                put((clock(), bytes(view[:n]) if n <= size else (bytes(buf), n)))
 
     # -- parse thread: decode, submit, quarantine ---------------------------------------------
 
     def _parse_loop(self) -> None:
-        get = self._queue.get
-        while (batch := get()) is not None:
-            at, items = batch
-            for item in items:
-                try:
-                    self._handle(at, item)
-                except Exception:  # never let one datagram or a sink bug end ingestion
-                    self.stats.sink_errors += 1
-                    log.exception("tlsrpt: event sink failed")
-                self.stats.processed += 1
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        running = True
+        while running:
+            items = [get()]
+            with contextlib.suppress(Empty):
+                while True:
+                    items.append(get_nowait())
+            running = None not in items
+            self._process([i for i in items if i is not None])
+            if running and self._batch_interval > 0:
+                # Waking per datagram costs more CPU than parsing it; a short nap lets the
+                # window fill so identical datagrams are counted once (SessionEvent.count).
+                time.sleep(self._batch_interval)
 
-    def _handle(self, at: float, item: bytes | tuple[bytes, int]) -> None:
-        if type(item) is tuple:
-            head, real = item
-            self.stats.oversized += 1
-            self._reject(at, f"datagram of {real} bytes exceeds {self._max_datagram}", head, real)
-            return
-        assert isinstance(item, bytes)
-        parsed = self._parse_cached(item, at)
+    def _process(self, items: list[_Item]) -> None:
+        """Group identical datagrams of one UTC day, then parse and submit each group once."""
+        groups: dict[tuple[bytes, int], tuple[float, int]] = {}
+        for at, item in items:
+            if type(item) is tuple:
+                head, real = item
+                self.stats.oversized += 1
+                reason = f"datagram of {real} bytes exceeds {self._max_datagram}"
+                self._reject(at, reason, head, real, 1)
+                self.stats.processed += 1
+                continue
+            assert isinstance(item, bytes)
+            key = (item, int(at // 86400))
+            first = groups.get(key)
+            groups[key] = (at, 1) if first is None else (first[0], first[1] + 1)
+        for (data, _), (at, n) in groups.items():
+            try:
+                self._handle(data, at, n)
+            except Exception:  # never let one datagram or a sink bug end ingestion
+                self.stats.sink_errors += n
+                log.exception("tlsrpt: event sink failed")
+            self.stats.processed += n
+
+    def _handle(self, data: bytes, at: float, n: int) -> None:
+        parsed = self._parse_cached(data, at)
         if isinstance(parsed, DatagramError):
-            self._reject(at, parsed.reason, item, len(item))
+            self._reject(at, parsed.reason, data, len(data), n)
             return
         for anomaly in parsed.anomalies:
-            self.stats.anomalies[anomaly] += 1
+            self.stats.anomalies[anomaly] += n
         submit = self._sink.submit
         for event in parsed.events:
-            if event.timestamp != at:
-                event = _restamp(event, at)
+            if event.timestamp != at or n != 1:
+                event = _restamp(event, at, n)
             submit(event)
-            self.stats.events_submitted += 1
+            self.stats.events_submitted += event.count
 
     def _parse_cached(self, data: bytes, at: float) -> ParsedDatagram | DatagramError:
         """Postfix repeats identical datagrams (every success to one MX is the same bytes)."""
@@ -310,16 +318,16 @@ class TlsRptCollector:
             self._cache[data] = result
         return result
 
-    def _reject(self, at: float, reason: str, data: bytes, size: int) -> None:
-        self.stats.rejected += 1
+    def _reject(self, at: float, reason: str, data: bytes, size: int, n: int) -> None:
+        self.stats.rejected += n
         count = self.stats.rejected
-        if count & (count - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding the log
+        if count & (count - 1) == 0 or n > 1:  # 1, 2, 4, 8, ...: visible without flooding
             log.warning("tlsrpt: rejected datagram #%d: %s", count, reason)
         if self._quarantine is not None:
-            self._quarantine.add(at, reason, data, size)
+            self._quarantine.add(at, reason, data, size, n)
 
 
-def _restamp(event: SessionEvent, at: float) -> SessionEvent:
+def _restamp(event: SessionEvent, at: float, n: int) -> SessionEvent:
     return SessionEvent(
         at,
         event.report_domain,
@@ -327,7 +335,7 @@ def _restamp(event: SessionEvent, at: float) -> SessionEvent:
         event.success,
         event.failures,
         event.tlsrpt_record,
-        event.count,
+        event.count * n,
     )
 
 
