@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from mta_sts_policyd.tlsrpt.journalfollow import JournalFollower, journal_record
 from mta_sts_policyd.tlsrpt.logfollow import FileFollower, LogFile
 from mta_sts_policyd.tlsrpt.maillog import MaillogSessions
-from mta_sts_policyd.tlsrpt.model import SessionEvent
+from mta_sts_policyd.tlsrpt.model import PolicyRef, PolicyType, SessionEvent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maillog"
 
@@ -294,3 +295,60 @@ def test_journal_record_decodes_byte_array_messages() -> None:
     assert (record.host, record.program, record.pid) == ("relay", "postfix/smtp", 99)
     assert record.timestamp == 1795435200.0
     assert journal_record({"MESSAGE": "x"}) is None
+
+
+# --- end to end: a real Postfix instance writing its log while we follow it ------------------
+
+
+@pytest.mark.slow
+async def test_real_postfix_log_followed_into_sessions(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from support.postfix_instance import PostfixInstance, Receiver, postfix_available
+
+    if not postfix_available() or shutil.which("unshare") is None:
+        pytest.skip("needs root, the postfix user and unshare")
+    import trustme
+
+    ca = trustme.CA()
+    good = Receiver("mx.good.example.test", ca.issue_cert("mx.good.example.test")).start()
+    bad = Receiver("mx.bad.example.test", ca.issue_cert("other.example.test")).start()
+    hosts = {"mx.good.example.test": "127.0.0.1", "mx.bad.example.test": "127.0.0.1"}
+    pf_root = Path(tempfile.mkdtemp(prefix="pf"))  # tmp_path is not searchable by postfix
+    pf = PostfixInstance(pf_root, hosts=hosts, ca_file=pf_root / "ca.pem")
+    pf.configure()
+    ca.cert_pem.write_to_path(str(pf_root / "ca.pem"))
+    routes = {"good.example.test": good, "bad.example.test": bad}
+    hops = {d: f"[mx.{d}]:{r.port}" for d, r in routes.items()}
+    pf.settings["transport_maps"] = pf.write_table(
+        "transport", {d: f"smtp:{h}" for d, h in hops.items()}
+    )
+    pf.settings["smtp_tls_policy_maps"] = pf.write_table(
+        "tls", {h: f"secure match=mx.{d}" for d, h in hops.items()}
+    )
+    sink = Sink()
+    sts = {"good.example.test", "bad.example.test"}
+
+    def policy_at(domain: str, when: float) -> PolicyRef | None:
+        return PolicyRef(PolicyType.STS, domain) if domain in sts else None
+
+    sessions = MaillogSessions(policy_at, sink)
+    try:
+        await asyncio.to_thread(pf.start)
+        follower = FileFollower(LogFile(pf.maillog, tmp_path / "pos"), sessions, interval=0.05)
+        await follower.start()
+        for domain in routes:
+            await asyncio.to_thread(pf.submit, "s@sender.example.test", f"u@{domain}")
+        await _until(lambda: len(sink.events) >= 2)
+        await follower.stop()
+    finally:
+        await asyncio.to_thread(pf.stop)
+        good.stop()
+        bad.stop()
+        shutil.rmtree(pf_root, ignore_errors=True)
+    got = sorted(
+        (e.report_domain, e.success, [f.result_type.value for f in e.failures]) for e in sink.events
+    )
+    assert got == [
+        ("bad.example.test", False, ["certificate-host-mismatch"]),
+        ("good.example.test", True, []),
+    ]

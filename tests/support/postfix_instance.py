@@ -262,7 +262,11 @@ def _base_main_cf(root: Path, ca_file: Path | None) -> dict[str, str]:
 
 
 class PostfixInstance:
-    """One private Postfix instance under `root` (created if missing)."""
+    """One private Postfix instance under `root` (created if missing).
+
+    Every directory above `root` must be searchable by the postfix user (pytest's `tmp_path`
+    is not: its base is mode 0700; use `tempfile.mkdtemp()`, which is made 0755 here).
+    """
 
     def __init__(
         self,
@@ -322,7 +326,11 @@ class PostfixInstance:
             hosts = str(self.root / "hosts")
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
             cmd += [hosts, POSTFIX, str(self.config_dir)]
-        _run(cmd)
+        try:
+            _run(cmd)
+        except RuntimeError as exc:  # the reason is in the log (e.g. a directory mode)
+            tail = "\n".join(self.log_lines()[-5:])
+            raise RuntimeError(f"{exc}\n{tail}") from None
         self.running = True
         self._wait_listening()
         return self
