@@ -45,7 +45,7 @@ class CacheEntry:
     failed_id: str | None = None
     failed_at: float = 0.0
     failure: tuple[ResultType, str] | None = None
-    """The discovery failure in force (cleared by the next success), for TLS-RPT and `cache show`."""
+    """The discovery failure in force (cleared by the next success); TLS-RPT, `cache show`."""
     mx_hosts: tuple[str, ...] = ()
     reply: bytes = field(default=b"", repr=False)
     """Precomputed socketmap reply payload; rendered when the policy or MX set changes."""
@@ -147,7 +147,9 @@ class PolicyStore:
             try:
                 self.path.rename(aside)
             except OSError as move_exc:
-                raise StoreError(f"{self.path}: corrupt and cannot be moved aside: {move_exc}")
+                raise StoreError(
+                    f"{self.path}: corrupt and cannot be moved aside: {move_exc}"
+                ) from None
             return self._connect()
 
     def _connect(self) -> SqliteDict:

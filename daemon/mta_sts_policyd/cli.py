@@ -132,7 +132,9 @@ def _print_cache_response(command: str, response: dict[str, Any]) -> None:
     elif command == "list":
         for e in response["entries"]:
             failure = f" failure={e['failure']['result_type']}" if e["failure"] else ""
-            print(f"{e['domain']}\tmode={e['mode']}\tid={e['id']}\texpires={e['expires_at']}{failure}")
+            print(
+                f"{e['domain']}\tmode={e['mode']}\tid={e['id']}\texpires={e['expires_at']}{failure}"
+            )
         print(f"{len(response['entries'])} entries in memory")
     elif command == "purge":
         print(f"purged {response['purged']} entries")
@@ -205,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     """Subcommands owned by other modules (TLS-RPT reports, MX probe)."""
+    from mta_sts_policyd.probe_cli import add_probe_parser
+
+    add_probe_parser(sub, common, reader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

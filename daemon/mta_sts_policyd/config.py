@@ -27,7 +27,7 @@ class ServerConfig:
     """The socketmap listener(s) Postfix talks to."""
 
     listen: tuple[str, ...] = ("127.0.0.1:8463",)
-    """`HOST:PORT`, `[IPv6]:PORT` or `unix:/path`; with systemd socket activation this is ignored."""
+    """`HOST:PORT`, `[IPv6]:PORT` or `unix:/path`; ignored under systemd socket activation."""
     unix_mode: str = "0660"
     unix_group: str = ""
     max_connections: int = 1000
@@ -311,7 +311,7 @@ def parse_nameserver(text: str) -> tuple[str, int]:
 
 
 def load_config(path: Path | None) -> Config:
-    """Read the TOML file; a missing default file means all defaults, a missing named file is an error."""
+    """Read TOML: a missing default file means defaults; a missing named file is an error."""
     target = path or DEFAULT_CONFIG_PATH
     try:
         raw = target.read_bytes()

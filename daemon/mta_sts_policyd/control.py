@@ -58,7 +58,7 @@ class ControlServer:
 
     async def start(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
         old = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(self._client, path=str(path))
@@ -72,7 +72,7 @@ class ControlServer:
             await self._server.wait_closed()
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
-                self._path.unlink()
+                os.unlink(self._path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

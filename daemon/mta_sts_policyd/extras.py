@@ -17,7 +17,9 @@ from mta_sts_policyd.server import SocketmapServer
 log = logging.getLogger(__name__)
 
 
-def start(config: Config, resolver: PolicyResolver, server: SocketmapServer) -> list[Callable[[], Any]]:
+def start(
+    config: Config, resolver: PolicyResolver, server: SocketmapServer
+) -> list[Callable[[], Any]]:
     closers: list[Callable[[], Any]] = []
     if config.metrics.listen:
         closers.append(start_metrics(config, resolver))

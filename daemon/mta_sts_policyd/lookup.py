@@ -127,6 +127,7 @@ class PolicyResolver:
         if entry is None and domain not in self._inflight:
             entry = await asyncio.to_thread(self.cache.load_from_store, domain)
             if entry is not None:
+                self.render(entry)
                 self.cache.put(entry)
                 if entry.valid(now):
                     return self._answer_cached(entry, now)
