@@ -163,7 +163,8 @@ def readme() -> str:
 
 
 def readme_policy() -> bytes:
-    block = next(b for b in re.findall(r"```\n(.*?)```", readme(), re.DOTALL) if "STSv1" in b)
+    blocks: list[str] = re.findall(r"```\n(.*?)```", readme(), re.DOTALL)
+    block = next(b for b in blocks if "STSv1" in b)
     return block.replace("\n", "\r\n").encode()
 
 
