@@ -32,10 +32,13 @@ EVICTION_INTERVAL = 3600.0
 
 
 def postfix_version(postconf: str) -> tuple[int, ...] | None:
-    """`postconf -h mail_version` as a tuple, or None when Postfix cannot be asked."""
+    """The installed Postfix's version (`postconf -d -h mail_version`), or None when unknown.
+
+    `-d` reads the compiled-in value, so it works without a main.cf and costs ~10 ms.
+    """
     try:
         out = subprocess.run(
-            [postconf, "-h", "mail_version"], capture_output=True, text=True, timeout=10, check=True
+            [postconf, "-d", "-h", "mail_version"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -115,12 +118,12 @@ class Daemon:
             memory_entries=config.cache.memory_entries,
             max_entries=config.cache.max_entries,
         )
-        started = time.monotonic()
-        loaded = await asyncio.to_thread(cache.load, self.clock())
         discovery = make_discovery(config)
         self._closers.append(discovery.aclose)
         settings = lookup_settings(config, decide_sts_attributes(config))
         self.resolver = PolicyResolver(discovery, cache, settings, clock=self.clock)
+        started = time.monotonic()
+        loaded = await asyncio.to_thread(cache.load, self.clock())
         for entry in cache.hot_entries():
             self.resolver.render(entry)
         log.info(
