@@ -6,8 +6,9 @@ For each receiver and rate, a paced sender in its own process sends the same lib
 datagrams non-blocking (MSG_DONTWAIT, as libtlsrpt does) to a fresh socket. Loss = datagrams the
 sender got EAGAIN for + datagrams accepted but not found in the receiver's SQLite database. CPU
 per datagram = the receiver process's own utime+stime (all threads, incl. its final commit) from
-ready to exit, divided by the datagrams sent. tlsrpt-collectd is installed from the package index
-into bench/.venv-tlsrpt on first use. Results and their reading: bench/tlsrpt_ingest.md.
+ready to exit, divided by the datagrams it stored (what it actually processed).
+tlsrpt-collectd is installed from the package index into bench/.venv-tlsrpt on first use.
+Results and their reading: bench/tlsrpt_ingest.md.
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def corpus(seed: int = 8460) -> tuple[list[bytes], list[float]]:
         if kind == 2:
             mx = f"*.mx.{domain}"
             policy["policy-domain"] = domain
-            policy["policy-string"] = ["version: STSv1", "mode: enforce", f"mx: {mx}", "max_age: 604800"]
+            policy["policy-string"] = [
+                "version: STSv1",
+                "mode: enforce",
+                f"mx: {mx}",
+                "max_age: 604800",
+            ]
             policy["mx-host"] = [mx]
         elif kind == 1:
             policy["policy-domain"] = f"mx1.{domain}"
@@ -133,8 +139,36 @@ def run_ours(path: str, db: str, realtime: bool) -> None:
     drained = collector.stop(30)
     store.close()
     stats = collector.stats
-    print(json.dumps({"drained": drained, "received": stats.received, "rejected": stats.rejected,
-                      "priority": stats.recv_priority, "dropped": store.dropped}), flush=True)
+    print(
+        json.dumps(
+            {
+                "drained": drained,
+                "received": stats.received,
+                "rejected": stats.rejected,
+                "priority": stats.recv_priority,
+                "dropped": store.dropped,
+            }
+        ),
+        flush=True,
+    )
+
+
+def run_floor(path: str) -> None:
+    """Control: a bare Python recv loop in a thread, no parsing, no storage."""
+    import threading
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    count = [0]
+
+    def loop() -> None:
+        while sock.recv(65536):
+            count[0] += 1
+
+    threading.Thread(target=loop, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps({"received": count[0]}), flush=True)
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -167,14 +201,29 @@ def start_receiver(kind: str, tmp: Path) -> subprocess.Popen[str]:
     if kind == "tlsrpt-collectd":
         cfg = tmp / "collectd.cfg"
         cfg.write_text("[tlsrpt_collectd]\n")
-        cmd = [str(COLLECTD), "--config_file", str(cfg), "--storage", f"sqlite://{db}",
-               "--socketname", str(sock), "--pidfilename", "", "--logfilename", str(tmp / "log"),
-               "--log_level", "warning", "--dump_path_for_invalid_datagram", str(tmp / "bad")]
+        cmd = [
+            str(COLLECTD),
+            "--config_file",
+            str(cfg),
+            "--storage",
+            f"sqlite://{db}",
+            "--socketname",
+            str(sock),
+            "--pidfilename",
+            "",
+            "--logfilename",
+            str(tmp / "log"),
+            "--log_level",
+            "warning",
+            "--dump_path_for_invalid_datagram",
+            str(tmp / "bad"),
+        ]
         proc = subprocess.Popen(cmd, text=True, stdout=subprocess.DEVNULL)
         wait_until(lambda: sock.exists() and db.exists())
         time.sleep(0.3)
         return proc
-    args = [sys.executable, __file__, "_ours", str(sock), str(db), kind]
+    role = "_floor" if kind == "recv-floor" else "_ours"
+    args = [sys.executable, __file__, role, str(sock), str(db), kind]
     proc = subprocess.Popen(args, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -183,8 +232,11 @@ def start_receiver(kind: str, tmp: Path) -> subprocess.Popen[str]:
 
 
 def stored(kind: str, db: Path) -> int:
-    sql = ("SELECT COALESCE(SUM(cntrtotal), 0) FROM finalresults" if kind == "tlsrpt-collectd"
-           else "SELECT COALESCE(SUM(successes + failures), 0) FROM agg")
+    sql = (
+        "SELECT COALESCE(SUM(cntrtotal), 0) FROM finalresults"
+        if kind == "tlsrpt-collectd"
+        else "SELECT COALESCE(SUM(successes + failures), 0) FROM agg"
+    )
     with sqlite3.connect(db) as conn:
         return int(conn.execute(sql).fetchone()[0])
 
@@ -211,12 +263,24 @@ def run_one(kind: str, rate: int, seconds: float) -> dict[str, object]:
             assert proc.stdout is not None
             info = json.loads(proc.stdout.read())
         cpu = usage.ru_utime + usage.ru_stime - cpu0
-        kept = stored(kind, tmp / "tlsrpt.sqlite")
+        if kind == "recv-floor":
+            kept = int(info["received"])  # type: ignore[call-overload]
+        else:
+            kept = stored(kind, tmp / "tlsrpt.sqlite")
         sent = int(sender["sent"])
-        return {"receiver": kind, "rate": rate, "sent": sent, "eagain": sender["eagain"],
-                "stored": kept, "loss_pct": 100.0 * (sent - kept) / sent,
-                "cpu_us": 1e6 * cpu / sent, "achieved": sent / float(sender["elapsed"]),
-                "max_lag": sender["max_lag"], "load": load, **info}
+        return {
+            "receiver": kind,
+            "rate": rate,
+            "sent": sent,
+            "eagain": sender["eagain"],
+            "stored": kept,
+            "loss_pct": 100.0 * (sent - kept) / sent,
+            "cpu_us": 1e6 * cpu / max(kept, 1),
+            "achieved": sent / float(sender["elapsed"]),
+            "max_lag": sender["max_lag"],
+            "load": load,
+            **info,
+        }
 
 
 def main() -> None:
@@ -224,7 +288,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s per run (< 1 minute in all)")
     parser.add_argument("--rates", default="2000,5000,10000")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--receivers", default="ours,ours-normal-priority,tlsrpt-collectd")
+    parser.add_argument(
+        "--receivers",
+        default="ours,ours-normal-priority,tlsrpt-collectd",
+        help="comma list; also: recv-floor (bare recv loop, the control for machine noise)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw rows here")
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
@@ -232,16 +300,21 @@ def main() -> None:
     if "tlsrpt-collectd" in receivers:
         ensure_collectd()
     rows = []
-    print("| receiver | rate/s | sent | EAGAIN | stored | loss % | CPU µs/datagram | "
-          "sender rate | sender max lag | load |")
+    print(
+        "| receiver | rate/s | sent | EAGAIN | stored | loss % | CPU µs/stored datagram | "
+        "sender rate | sender max lag | load |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rate in (int(r) for r in args.rates.split(",")):
         for kind in receivers:
             row = run_one(kind, rate, seconds)
             rows.append(row)
-            print(f"| {kind} | {rate} | {row['sent']} | {row['eagain']} | {row['stored']} | "
-                  f"{row['loss_pct']:.3f} | {row['cpu_us']:.1f} | {row['achieved']:.0f} | "
-                  f"{row['max_lag']} | {row['load']:.2f} |", flush=True)
+            print(
+                f"| {kind} | {rate} | {row['sent']} | {row['eagain']} | {row['stored']} | "
+                f"{row['loss_pct']:.3f} | {row['cpu_us']:.1f} | {row['achieved']:.0f} | "
+                f"{row['max_lag']} | {row['load']:.2f} |",
+                flush=True,
+            )
     theirs = {r["rate"]: r["cpu_us"] for r in rows if r["receiver"] == "tlsrpt-collectd"}
     for row in rows:
         if row["receiver"] != "tlsrpt-collectd" and row["rate"] in theirs:
@@ -254,6 +327,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_send":
         run_sender(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_floor":
+        run_floor(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "_ours":
         run_ours(sys.argv[2], sys.argv[3], sys.argv[4] == "ours")
     else:
