@@ -38,7 +38,11 @@ def postfix_version(postconf: str) -> tuple[int, ...] | None:
     """
     try:
         out = subprocess.run(
-            [postconf, "-d", "-h", "mail_version"], capture_output=True, text=True, timeout=10, check=True
+            [postconf, "-d", "-h", "mail_version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
