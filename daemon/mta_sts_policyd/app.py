@@ -143,13 +143,13 @@ class Daemon:
         self._spawn(self._flush_loop())
         self._spawn(self.resolver.run_refresh_loop())
         self._spawn(self._eviction_loop())
-        self._start_extras()
+        await self._start_extras()
 
-    def _start_extras(self) -> None:
+    async def _start_extras(self) -> None:
         """Metrics and TLS-RPT, each only when configured."""
         from mta_sts_policyd import extras
 
-        self._closers.extend(extras.start(self.config, self.resolver, self.server))
+        self._closers.extend(await extras.start(self.config, self.resolver, self.server))
 
     async def _listen(self) -> None:
         s = self.config.server

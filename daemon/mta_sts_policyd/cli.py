@@ -208,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     """Subcommands owned by other modules (TLS-RPT reports, MX probe)."""
     from mta_sts_policyd.probe_cli import add_probe_parser
+    from mta_sts_policyd.tlsrpt import commands as report_commands
 
     add_probe_parser(sub, common, reader)
+    report_commands.register(sub, parents=[common])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
+        if args.command == "report":
+            from mta_sts_policyd.reporting import report_context
+
+            report_result: int = args.handler(args, report_context(config))
+            return report_result
         result: int = args.handler(args, config)
         return result
     except ConfigError as exc:

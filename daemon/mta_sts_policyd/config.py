@@ -131,7 +131,11 @@ class MaillogConfig:
     enabled: bool = False
     path: str = ""
     """A log file (`maillog_file` or syslog's mail log); empty with enabled: the journal."""
-    journal_unit: str = "postfix@-.service"
+    journal_units: tuple[str, ...] = ("postfix*",)
+    exclude_syslog_names: tuple[str, ...] = ("postfix/tlsrpt-out",)
+    """Sessions of the report sender's own transport are not counted (report loops)."""
+    timezone: str = "UTC"
+    """Time zone of RFC 3164 timestamps (they carry none)."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,37 @@ def _check_cross_field(config: Config) -> None:
             raise ConfigError(f"metrics.listen: expected a loopback address, got {host!r}")
     for ns in config.discovery.nameservers:
         parse_nameserver(ns)
+    _check_reporting(config)
+
+
+def _check_reporting(config: Config) -> None:
+    """What sending reports needs, said up front instead of failing at 00:00 UTC."""
+    t = config.tlsrpt
+    if config.maillog.enabled and not t.enabled:
+        raise ConfigError("maillog.enabled: needs tlsrpt.enabled = true (the log feeds reports)")
+    if t.enabled:
+        for key in ("organization_name", "contact_info", "envelope_sender"):
+            if not getattr(t, key):
+                raise ConfigError(f"tlsrpt.{key}: required when tlsrpt.enabled = true")
+        if "@" not in t.contact_info:
+            raise ConfigError(
+                f"tlsrpt.contact_info: expected an e-mail address, got {t.contact_info!r}"
+            )
+        dkim = t.dkim
+        if not (dkim.domain and dkim.selector and dkim.key_file) and not t.allow_unsigned:
+            raise ConfigError(
+                "tlsrpt.dkim: domain, selector and key_file are required to sign report mail "
+                "(RFC 8460 §3); set tlsrpt.allow_unsigned = true to send unsigned reports"
+            )
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(config.maillog.timezone)
+    except (ValueError, KeyError, OSError):
+        raise ConfigError(
+            f"maillog.timezone: expected a time zone name such as UTC or Europe/Berlin, "
+            f"got {config.maillog.timezone!r}"
+        ) from None
 
 
 def parse_listen_address(text: str, key: str) -> tuple[str, int]:

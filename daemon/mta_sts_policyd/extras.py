@@ -17,12 +17,23 @@ from mta_sts_policyd.server import SocketmapServer
 log = logging.getLogger(__name__)
 
 
-def start(
+async def start(
     config: Config, resolver: PolicyResolver, server: SocketmapServer
 ) -> list[Callable[[], Any]]:
     closers: list[Callable[[], Any]] = []
     if config.metrics.listen:
         closers.append(start_metrics(config, resolver))
+    if config.tlsrpt.enabled:
+        from mta_sts_policyd.reporting import Reporting
+
+        reporting = Reporting(config, resolver)
+        await reporting.start()
+        closers.append(reporting.close)
+        log.info(
+            "event=tlsrpt-started socket=%s maillog=%s",
+            config.tlsrpt.socket or "-",
+            config.maillog.enabled,
+        )
     return closers
 
 

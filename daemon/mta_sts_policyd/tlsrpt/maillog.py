@@ -94,9 +94,17 @@ class MaillogSessions:
     """Feeds log lines in, submits one SessionEvent per judged TLS session to `sink`."""
 
     def __init__(
-        self, policy_at: PolicyAt, sink: EventSink, *, tz: dt.tzinfo = dt.UTC, max_procs: int = 4096
+        self,
+        policy_at: PolicyAt,
+        sink: EventSink,
+        *,
+        tz: dt.tzinfo = dt.UTC,
+        max_procs: int = 4096,
+        exclude_syslog_names: tuple[str, ...] = (),
     ) -> None:
         self.policy_at = policy_at
+        self.exclude = tuple(name.rstrip("/") + "/" for name in exclude_syslog_names)
+        """Report loop prevention: the report sender's own transport (`-o syslog_name=...`)."""
         self.sink = sink
         self.tz = tz
         self.max_procs = max_procs
@@ -118,6 +126,9 @@ class MaillogSessions:
         self._handle(line)
 
     def _handle(self, line: LogLine) -> None:
+        if self.exclude and line.program.startswith(self.exclude):
+            self.counters.ignored += 1
+            return
         record = parse_message(line.message)
         if record is None or isinstance(record, Ignored):
             self.counters.ignored += 1
