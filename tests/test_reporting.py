@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import StsWorld
 
+from conftest import StsWorld
 from mta_sts_policyd.app import Daemon
 from mta_sts_policyd.cache import CacheEntry
 from mta_sts_policyd.client import SocketmapClient
@@ -71,7 +71,7 @@ def test_policy_ref_and_failure_event_always_name_the_policy_domain() -> None:
 
 def test_enforce_policy_at_only_inside_the_policy_lifetime() -> None:
     class Resolver:
-        class cache:  # noqa: N801 - stands in for PolicyCache.get
+        class cache:
             @staticmethod
             def get(domain: str) -> CacheEntry | None:
                 return entry if domain == "example.test" else None
