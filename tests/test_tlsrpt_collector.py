@@ -322,7 +322,9 @@ def test_identical_datagrams_of_one_window_are_one_event_with_a_count(
     wait_for(lambda: collector.stats.received == 51)
     sink.gate.set()
     assert collector.stop(5)
-    assert sorted(e.count for e in sink.events) in ([1, 1, 49], [1, 50])
+    # At most: a first window the parse thread took before blocking, the rest, the other sample.
+    assert len(sink.events) <= 3
+    assert sink.sessions == 51
     assert collector.stats.events_submitted == 51
 
 

@@ -4,12 +4,14 @@ Postfix sends with MSG_DONTWAIT, and the kernel queues only net.unix.max_dgram_q
 datagrams per receiving socket, so at 10k datagrams/s any receiver stall over ~1 ms loses data
 (the sender gets EAGAIN; SO_RCVBUF does not help for unix datagrams, it is set anyway). Hence:
 
-* a receive thread that only blocks in recv, drains the socket without blocking and hands whole
-  batches of bytes to a SimpleQueue;
-* a parse thread that decodes (datagram.py), submits to the EventSink (which never blocks on
-  disk) and quarantines what cannot be parsed;
+* a receive thread that only blocks in recv and puts (time, bytes) on a SimpleQueue;
+* a parse thread that wakes every `batch_interval`, merges identical datagrams of one UTC day
+  into one event with a count, decodes (datagram.py), submits to the EventSink (which never
+  blocks on disk) and quarantines what cannot be parsed;
 * a shorter interpreter switch interval (default 0.5 ms instead of 5 ms), because a receive
-  thread waiting for the GIL behind a busy thread is exactly the stall that loses datagrams.
+  thread waiting for the GIL behind a busy thread is exactly the stall that loses datagrams;
+* optionally (`realtime_recv`, needs CAP_SYS_NICE) SCHED_FIFO for the receive thread.
+Measurements: bench/tlsrpt_ingest.md.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class TlsRptCollector:
         max_backlog: int = 100_000,
         rcvbuf: int = 4 * 1024 * 1024,
         switch_interval: float | None = 0.0005,
-        realtime_recv: bool = True,
+        realtime_recv: bool = False,
         batch_interval: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
