@@ -452,3 +452,26 @@ async def test_d49_real_postmap_many_keys_on_one_connection(
         "example.com\tsecure match=mail.example.com servername=hostname",
     ]
     assert events.count("connection_open") == 1
+
+
+def test_runs_on_uvloop(tmp_path: Path) -> None:
+    """uvloop (the `speedups` extra) hands out transports that are not asyncio.Transport."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list[bytes]:
+        srv = SocketmapServer(Answers())
+        addr = await srv.listen_tcp("127.0.0.1", 0)
+        await srv.listen_unix(str(tmp_path / "uv.sock"))
+        reader, writer = await connect(addr)
+        keys = [b"example.com", b"slow.example", b"boom.example"]
+        writer.write(b"".join(encode_netstring(b"postfix " + k) for k in keys))
+        replies = await read_replies(reader, 3)
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "uv.sock"))
+        writer.write(encode_netstring(b"postfix example.com"))
+        replies += await read_replies(reader, 1)
+        await srv.close(drain_deadline=0.5)
+        return replies
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        replies = runner.run(scenario())
+    assert replies == [SECURE, b"OK slow.example", b"NOTFOUND ", SECURE]

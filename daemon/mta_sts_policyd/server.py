@@ -17,7 +17,8 @@ import socket
 import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any
+from types import CoroutineType
+from typing import Any, cast
 
 from mta_sts_policyd.errors import ConfigError, NetstringError
 from mta_sts_policyd.postfix import (
@@ -186,11 +187,12 @@ class _Connection(asyncio.Protocol):
         return lambda: cls(server)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, but not always an asyncio.Transport subclass (uvloop's is not).
+        stream = cast(asyncio.Transport, transport)
         if not self._server._admit(self):
-            transport.abort()
+            stream.abort()
             return
-        self._transport = transport
+        self._transport = stream
         self._last = self._loop.time()
         self._idle_handle = self._loop.call_at(
             self._last + self._server.idle_timeout, self._check_idle
@@ -241,7 +243,7 @@ class _Connection(asyncio.Protocol):
             name, key = parse_request(pending.popleft())
             try:
                 answer = self._server.answer(name, key)
-                if not isinstance(answer, Coroutine):
+                if type(answer) is not CoroutineType and not isinstance(answer, Coroutine):
                     self._wait_for(asyncio.ensure_future(answer), name, key)
                     return
                 waiting = answer.send(None)
