@@ -1,7 +1,7 @@
-"""systemd readiness notification (sd_notify(3)) without libsystemd.
+"""systemd protocols without libsystemd: readiness notification and socket activation.
 
-`Type=notify` / `Type=notify-reload` units read these datagrams; without NOTIFY_SOCKET (not
-started by systemd) every call is a cheap no-op, so callers never need to check.
+`Type=notify` / `Type=notify-reload` units read the sd_notify(3) datagrams; without
+NOTIFY_SOCKET (not started by systemd) every call is a cheap no-op, so callers never check.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+
+SD_LISTEN_FDS_START = 3
 
 
 def notify(state: str) -> bool:
@@ -45,3 +47,20 @@ def stopping() -> bool:
 
 def status(text: str) -> bool:
     return notify(f"STATUS={text}")
+
+
+def systemd_listen_sockets() -> list[socket.socket]:
+    """Sockets passed by systemd socket activation (sd_listen_fds(3)), fds from 3 on.
+
+    The LISTEN_* variables are removed so child processes do not adopt the sockets too.
+    """
+    pid = os.environ.pop("LISTEN_PID", "")
+    count = os.environ.pop("LISTEN_FDS", "")
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if not (pid.isdigit() and count.isdigit()) or int(pid) != os.getpid():
+        return []
+    socks = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)):
+        os.set_inheritable(fd, False)
+        socks.append(socket.socket(fileno=fd))
+    return socks

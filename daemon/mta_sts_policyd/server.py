@@ -29,14 +29,15 @@ from mta_sts_policyd.postfix import (
     encode_netstring,
     parse_request,
 )
+from mta_sts_policyd.sdnotify import systemd_listen_sockets
+
+__all__ = ["AnswerFn", "EventFn", "SocketmapServer", "systemd_listen_sockets"]
 
 AnswerFn = Callable[[str, str], Awaitable[bytes]]
 """(map name, key) -> unframed reply payload."""
 EventFn = Callable[[str], None]
 
 log = logging.getLogger(__name__)
-
-SD_LISTEN_FDS_START = 3
 
 
 class SocketmapServer:
@@ -270,8 +271,8 @@ class _Connection(asyncio.Protocol):
             self._run()
 
     def _reply(self, reply: bytes) -> None:
-        if self._transport is None:
-            return
+        if self._transport is None or self._transport.is_closing():
+            return  # closed for bad framing or idleness: no late reply
         if len(reply) > MAX_REPLY:
             log.error("event=socketmap-reply-too-large bytes=%d replaced=NOTFOUND", len(reply))
             self._server.emit("reply_too_large")
@@ -358,23 +359,6 @@ class _Resumed:
                 waiting = coro.send(sent)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
-
-
-def systemd_listen_sockets() -> list[socket.socket]:
-    """Sockets passed by systemd socket activation (sd_listen_fds(3)), fds from 3 on.
-
-    The LISTEN_* variables are removed so child processes do not adopt the sockets too.
-    """
-    pid = os.environ.pop("LISTEN_PID", "")
-    count = os.environ.pop("LISTEN_FDS", "")
-    os.environ.pop("LISTEN_FDNAMES", None)
-    if not (pid.isdigit() and count.isdigit()) or int(pid) != os.getpid():
-        return []
-    socks = []
-    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)):
-        os.set_inheritable(fd, False)
-        socks.append(socket.socket(fileno=fd))
-    return socks
 
 
 def _group_id(group: str) -> int:
