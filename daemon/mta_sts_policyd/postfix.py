@@ -51,14 +51,22 @@ class NetstringDecoder:
     def __init__(self, max_length: int = MAX_REQUEST) -> None:
         self._max_length = max_length
         self._max_digits = len(str(max_length))
-        self._buf = b""
+        self._buf = bytearray()
         self._error: str | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add bytes; return every payload completed so far (possibly none)."""
+        """Add bytes; return every payload completed so far (possibly none).
+
+        Whole netstrings in `data` are sliced out without copying the input; only an
+        incomplete tail is kept, in a bytearray, so a request that trickles in byte by byte
+        costs linear, not quadratic, time.
+        """
         if self._error is not None:
             raise NetstringError(f"decoder closed after error: {self._error}")
-        buf = self._buf + data if self._buf else data
+        buf: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            buf = self._buf
         out: list[bytes] = []
         pos = 0
         try:
@@ -66,13 +74,16 @@ class NetstringDecoder:
                 colon, end = self._next(buf, pos)
                 if end < 0:
                     break
-                out.append(buf[colon + 1 : end])
+                out.append(bytes(buf[colon + 1 : end]))
                 pos = end + 1
         except NetstringError as exc:
             self._error = str(exc)
-            self._buf = b""
+            self._buf = bytearray()
             raise
-        self._buf = buf[pos:]
+        if buf is self._buf:
+            del self._buf[:pos]
+        else:
+            self._buf = bytearray(buf[pos:])
         return out
 
     @property
@@ -80,7 +91,7 @@ class NetstringDecoder:
         """Bytes of an incomplete netstring held back (0 between requests)."""
         return len(self._buf)
 
-    def _next(self, buf: bytes, pos: int) -> tuple[int, int]:
+    def _next(self, buf: bytes | bytearray, pos: int) -> tuple[int, int]:
         """Indexes of `:` and the closing `,` of the netstring at `pos`; end -1 if incomplete."""
         colon = buf.find(b":", pos, pos + self._max_digits + 1)
         digits = buf[pos:colon] if colon >= 0 else buf[pos : pos + self._max_digits + 1]
