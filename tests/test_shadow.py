@@ -335,6 +335,27 @@ async def test_mx_lookup_failure_is_retried(world: World) -> None:
     assert world.shadow.relabel(event).success
 
 
+async def test_domain_without_mx_waits_the_full_interval(world: World) -> None:
+    """No MX (NODATA or null MX) is an answer, not trouble: no retry every few minutes."""
+    world.dns.set_mx("no-mx.example.test")
+    e = entry("no-mx.example.test")
+    await probed(world, e)
+    world.clock.now += RETRY + 1
+    await probed(world, e)
+    assert world.shadow.stats.rounds == 1
+    event = datagram_event("no-mx.example.test")
+    assert world.shadow.relabel(event) is event
+
+
+async def test_aclose_cancels_running_rounds(world: World) -> None:
+    world.dns.delay(DOMAIN, 5.0)
+    world.shadow.on_policy(entry())
+    await asyncio.sleep(0.05)
+    await world.shadow.aclose()
+    assert world.shadow.pending == 0
+    assert world.shadow.verdicts(DOMAIN) == {}
+
+
 async def test_expired_testing_policy_is_not_applied(world: World) -> None:
     await probed(world, entry(expires=START + HOUR))
     late = datagram_event(at=START + HOUR)
@@ -353,6 +374,19 @@ async def test_relabeling_sink_hands_relabeled_events_on(world: World) -> None:
         PolicyType.STS,
         PolicyType.NO_POLICY_FOUND,
     ]
+
+
+async def test_relabeling_sink_passes_events_through_a_relabel_bug(world: World) -> None:
+    class Broken(TestingShadow):
+        def relabel(self, event: SessionEvent) -> SessionEvent:
+            raise RuntimeError("bug")
+
+    inner = ListSink()
+    event = datagram_event()
+    RelabelingSink(
+        inner, Broken(MxProber(ehlo_name="client.example.test"), lambda _d: asyncio.sleep(0, ()))
+    ).submit(event)
+    assert inner.events == [event]
 
 
 async def test_relabel_from_collector_thread(world: World) -> None:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,10 +33,12 @@ from mta_sts_policyd.shadow_label import (
     as_sts,
     event_mx,
     judged,
+    probe_label,
     refinable,
     refine_detail,
     sts_ref,
     unnamed_verdict,
+    with_results,
 )
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tlsrpt.model import EventSink, PolicyRef, PolicyType, SessionEvent
@@ -115,17 +117,16 @@ class TestingShadow:
             return
         now = self._clock()
         if state is None or state.source is not policy or state.expires_at != entry.expires_at:
-            state = TestingState(policy, sts_ref(domain, policy), entry.expires_at, now)
-            old = self._domains.get(domain)
-            if old is not None:  # keep what was probed; the new patterns decide again
-                state = _with_results(state, old.mx_hosts, old.raw)
-            self._put(domain, state)
+            new = TestingState(policy, sts_ref(domain, policy), entry.expires_at, now)
+            if state is not None:  # keep what was probed; the new patterns decide again
+                new = with_results(new, state.mx_hosts, state.raw)
+            self._put(domain, state := new)
         if state.next_round <= now and domain not in self._running:
             self._running.add(domain)
             self._spawn(self._round(domain), f"testing-shadow {domain}")
 
     def _put(self, domain: str, state: TestingState) -> None:
-        self._domains.pop(domain, None)
+        """Swap in a snapshot (one assignment: a reader on another thread sees old or new)."""
         self._domains[domain] = state
         if len(self._domains) > self._max_domains:
             now = self._clock()
@@ -134,7 +135,7 @@ class TestingShadow:
             while len(self._domains) > self._max_domains:
                 del self._domains[next(iter(self._domains))]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -159,8 +160,8 @@ class TestingShadow:
         if raw is None:
             self._put(domain, replace(state, next_round=self._clock() + self._retry))
             return
-        state = _with_results(state, tuple(raw), raw)
-        unsure = not raw or any(r.transient for r in raw.values())
+        state = with_results(state, tuple(raw), raw)
+        unsure = any(r.transient for r in raw.values())  # no MX at all is an answer too
         next_round = self._clock() + (self._retry if unsure else self._recheck)
         self._put(domain, replace(state, next_round=next_round))
         for verdict in state.verdicts.values():
@@ -183,14 +184,8 @@ class TestingShadow:
         if len(self._counted) >= 10 * self._max_domains:
             self._counted.clear()
         self._counted[result.mx_host] = result.checked_at
-        if result.ok:
-            label = "success"
-        elif result.result_type is None:
-            label = "transient"
-        else:
-            label = result.result_type.value
         with contextlib.suppress(ValueError):  # a result type the metric does not declare
-            metrics.PROBES.labels(label).inc()
+            metrics.PROBES.labels(probe_label(result)).inc()
 
     def _warn_once(self, domain: str, verdict: ProbeResult) -> None:
         day = int(self._clock() // _DAY)
@@ -277,10 +272,7 @@ class TestingShadow:
             self._loop.call_soon_threadsafe(self._start_probe, host)
 
     def _start_probe(self, host: str) -> None:
-        self._spawn(self._probe_quietly(host), f"refine-probe {host}")
-
-    async def _probe_quietly(self, host: str) -> None:
-        await self._probe(host)
+        self._spawn(self._probe(host), f"refine-probe {host}")
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -314,14 +306,6 @@ class TestingShadow:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _with_results(
-    state: TestingState, mx_hosts: tuple[str, ...], raw: Mapping[str, ProbeResult]
-) -> TestingState:
-    patterns = state.policy.mx_hosts
-    verdicts = {host: apply_patterns(result, patterns) for host, result in raw.items()}
-    return replace(state, mx_hosts=mx_hosts, raw=dict(raw), verdicts=verdicts)
 
 
 class RelabelingSink:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from mta_sts_policyd.errors import ResultType
-from mta_sts_policyd.probe_result import ProbeResult, normalise_host
+from mta_sts_policyd.probe_result import ProbeResult, apply_patterns, normalise_host
 from mta_sts_policyd.sts.model import Policy
 from mta_sts_policyd.tlsrpt.model import FailureDetail, PolicyRef, PolicyType, SessionEvent
 
@@ -84,6 +84,13 @@ def unnamed_verdict(state: TestingState) -> ProbeResult | None:
     return None
 
 
+def probe_label(result: ProbeResult) -> str:
+    """The `result` label of metrics.PROBES for a network verdict."""
+    if result.ok:
+        return "success"
+    return "transient" if result.result_type is None else result.result_type.value
+
+
 def as_sts(event: SessionEvent, policy: PolicyRef, verdict: ProbeResult) -> SessionEvent:
     """Relabel a no-policy-found session with the testing policy and the probe's verdict.
 
@@ -131,3 +138,12 @@ def refine_detail(detail: FailureDetail, verdict: ProbeResult | None) -> Failure
         result_type=verdict.result_type,
         failure_reason_code=verdict.failure_reason_code or detail.failure_reason_code,
     )
+
+
+def with_results(
+    state: TestingState, mx_hosts: tuple[str, ...], raw: Mapping[str, ProbeResult]
+) -> TestingState:
+    """`state` with new network verdicts, judged against its policy's patterns."""
+    patterns = state.policy.mx_hosts
+    verdicts = {host: apply_patterns(result, patterns) for host, result in raw.items()}
+    return replace(state, mx_hosts=mx_hosts, raw=dict(raw), verdicts=verdicts)
