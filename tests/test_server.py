@@ -45,6 +45,8 @@ class Answers:
             raise RuntimeError("late bug")
         if key == "huge.example":
             return b"OK " + b"x" * 100_000
+        if key.startswith("big"):
+            return b"OK " + key.encode() + b" " + b"x" * 60_000
         if key == "example.com":
             return SECURE
         return b"NOTFOUND "
@@ -260,6 +262,50 @@ async def test_c1_5_oversized_answer_becomes_notfound(
     addr = await server.listen_tcp("127.0.0.1", 0)
     assert await request(addr, "huge.example") == b"NOTFOUND "
     assert "reply_too_large" in events
+
+
+async def test_client_that_does_not_read_is_paused_not_buffered(server: SocketmapServer) -> None:
+    """Flow control: replies to a pipelining client that stops reading stay bounded."""
+    addr = await server.listen_tcp("127.0.0.1", 0)
+    reader, writer = await connect(addr)
+    keys = [f"big{i}.example".encode() for i in range(300)]  # ~18 MB of replies
+    writer.write(b"".join(encode_netstring(b"postfix " + k) for k in keys))
+    await asyncio.sleep(0.2)
+    (conn,) = server._connections
+    assert conn._write_paused
+    replies = await read_replies(reader, 300)
+    assert [r.split(b" ")[1] for r in replies] == keys
+    writer.close()
+
+
+async def test_cancelled_answer_is_cleaned_up_and_answered_notfound(
+    events: list[str],
+) -> None:
+    cleaned: list[str] = []
+
+    async def answer(name: str, key: str) -> bytes:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append(key)
+        return b"OK never"
+
+    srv = SocketmapServer(answer, on_event=events.append)
+    addr = await srv.listen_tcp("127.0.0.1", 0)
+    reader, writer = await connect(addr)
+    writer.write(encode_netstring(b"postfix stuck.example"))
+    await wait_until(lambda: any(_is_answer_task(t) for t in asyncio.all_tasks()))
+    (task,) = [t for t in asyncio.all_tasks() if _is_answer_task(t)]
+    task.cancel()
+    assert await read_replies(reader, 1) == [b"NOTFOUND "]
+    assert cleaned == ["stuck.example"]
+    assert "answer_error" in events
+    writer.close()
+    await srv.close()
+
+
+def _is_answer_task(task: asyncio.Task[object]) -> bool:
+    return task.get_coro().__qualname__ == "_finish"  # type: ignore[union-attr]
 
 
 async def test_awaitable_that_is_not_a_coroutine(events: list[str]) -> None:
