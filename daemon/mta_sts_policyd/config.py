@@ -122,6 +122,8 @@ class ProbeConfig:
     timeout: float = 30.0
     concurrency: int = 10
     ehlo_name: str = ""
+    port: int = 25
+    """Only for test set-ups: the SMTP port MX hosts are probed on."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "probe.reprobe_interval": _positive,
     "probe.timeout": _positive,
     "probe.concurrency": _positive,
+    "probe.port": _port,
 }
 
 

@@ -60,6 +60,10 @@ class Discovery:
         """MX host names (lower case, no trailing dot) by preference; () when there are none."""
         return await self._dns.mx(_name(domain, DnsLookupError))
 
+    async def lookup_addresses(self, host: str) -> list[str]:
+        """IPv4 then IPv6 addresses of a host (for the MX probe); DnsLookupError on failure."""
+        return await self._dns.addresses(host)
+
     async def fetch_policy(self, domain: str) -> FetchResult:
         """Fetch and validate the policy file of `domain`; PolicyFetchError classifies failures."""
         return await self._fetcher.fetch(_name(domain, PolicyFetchError))

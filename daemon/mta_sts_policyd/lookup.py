@@ -38,6 +38,8 @@ class DiscoveryLike(Protocol):
 
     async def lookup_mx(self, domain: str) -> tuple[str, ...]: ...
 
+    async def lookup_addresses(self, host: str) -> list[str]: ...
+
 
 FailureListener = Callable[[CacheEntry, ResultType, str], None]
 """Called once per answered lookup while a discovery failure lasts (TLS-RPT, RFC 8461 §6)."""

@@ -125,13 +125,13 @@ class Reporting:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
-    async def start(self, wrap_sink: Callable[[EventSink], EventSink] | None = None) -> None:
+    async def start(self) -> None:
         config, state = self.config, self.config.state_dir
         ctx = report_context(config)
         self.store = await asyncio.to_thread(
             TlsRptStore, ctx.store_path, retention_days=config.tlsrpt.retention_days
         )
-        self.sink = wrap_sink(self.store) if wrap_sink else self.store
+        self.sink = self._start_shadow(self.store) if config.probe.enabled else self.store
         self.resolver.on_failure = self._on_discovery_failure
         if config.tlsrpt.socket:
             self._start_collector(Path(config.tlsrpt.socket), state / QUARANTINE_NAME)
@@ -142,6 +142,26 @@ class Reporting:
             self.store, ctx.report, ctx.delivery, transport, txt_lookup=ctx.txt_lookup
         )
         self._tasks.append(asyncio.create_task(sender.run(self._stop)))
+
+    def _start_shadow(self, store: EventSink) -> EventSink:
+        """Testing-mode domains: probe their MX hosts and label their sessions (issue 6)."""
+        from mta_sts_policyd.probe import MxProber
+        from mta_sts_policyd.shadow import RelabelingSink, TestingShadow
+
+        p, discovery = self.config.probe, self.resolver.discovery
+        prober = MxProber(
+            ca_file=self.config.discovery.ca_file or None,
+            timeout=p.timeout,
+            concurrency=p.concurrency,
+            reprobe_interval=p.reprobe_interval,
+            ehlo_name=p.ehlo_name or None,
+            port=p.port,
+            resolve=discovery.lookup_addresses,
+        )
+        shadow = TestingShadow(prober, discovery.lookup_mx, recheck_interval=p.reprobe_interval)
+        self.resolver.on_policy = shadow.on_policy
+        self._closers += [prober.aclose, shadow.aclose]
+        return RelabelingSink(store, shadow)
 
     def _on_discovery_failure(
         self, entry: CacheEntry, result_type: ResultType, reason: str
