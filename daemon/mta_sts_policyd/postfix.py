@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from mta_sts_policyd.errors import NetstringError
+from mta_sts_policyd.sts._names import hostname_problem
 from mta_sts_policyd.sts.match import mx_matches
 from mta_sts_policyd.sts.model import Mode, Policy
 
@@ -22,9 +23,6 @@ MAX_REPLY = 100_000
 REPLY_NOTFOUND = b"NOTFOUND "
 """C.1.4: always with the space; Postfix tolerates its absence, other clients may not."""
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_ALL_NUMERIC_RE = re.compile(r"[0-9.]+")
 _UNSAFE_IN_BRACES_RE = re.compile(r"[{}\x00-\x1f\x7f]")
 
 
@@ -176,7 +174,7 @@ def render_policy_reply(
     core = ["secure", "match=" + ":".join(match_list(patterns, mx_hosts)), "servername=hostname"]
     candidates = [core]
     domain = _valid_hosts([policy_domain])
-    if sts_attributes and domain and _is_valid_hostname(domain[0]):
+    if sts_attributes and domain:
         tlsrpt = [f"policy_type=sts policy_domain={domain[0]}"]
         tlsrpt += [f"mx_host_pattern={p}" for p in patterns]
         strings = [f"{{ policy_string = {x} }}" for x in policy.lines if _line_safe(x)]
@@ -233,13 +231,11 @@ def _valid_hosts(hosts: Iterable[str]) -> list[str]:
 
 
 def _is_domain(name: str) -> bool:
-    """RFC 5321 `Domain` of LDH labels (A32), ASCII only, at most 253 characters."""
-    return name.isascii() and len(name) <= 253 and _DOMAIN_RE.fullmatch(name.lower()) is not None
+    """The policy parser's own host-name grammar (A32): LDH A-labels, no numeric TLD.
 
-
-def _is_valid_hostname(name: str) -> bool:
-    """What Postfix's valid_hostname() demands of `policy_domain=` (C.4.2): not all-numeric."""
-    return _is_domain(name) and _ALL_NUMERIC_RE.fullmatch(name) is None
+    That also satisfies Postfix's valid_hostname() for `policy_domain=` (C.4.2).
+    """
+    return hostname_problem(name) is None
 
 
 def _line_safe(line: str) -> bool:
