@@ -332,3 +332,29 @@ async def test_exact_wildcards_use_mx_names(sts_world: StsWorld, clock: FakeCloc
     sts_world.dns.set_mx("example.test", (10, "a.mx.example.test."), (20, "b.c.mx.example.test."))
     reply = await resolver.answer("postfix", "example.test")
     assert reply == b"OK secure match=a.mx.example.test servername=hostname"
+
+
+async def test_broken_policy_host_does_not_make_every_lookup_wait_on_dns(
+    resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
+) -> None:
+    sts_world.publish("example.test", ENFORCE, status=500)
+    assert await resolver.answer("postfix", "example.test") == NOTFOUND
+    clock.advance(30)
+    assert await resolver.answer("postfix", "example.test") == NOTFOUND
+    assert counts(sts_world) == (1, 1)  # no second TXT query within txt_recheck
+    clock.advance(31)
+    assert await resolver.answer("postfix", "example.test") == NOTFOUND
+    assert counts(sts_world) == (2, 1)  # re-checked; the fetch is still in its A27 back-off
+
+
+async def test_short_max_age_is_refreshed_before_it_expires(
+    resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
+) -> None:
+    sts_world.publish("example.test", ENFORCE.replace("86400", "600"))
+    await resolver.answer("postfix", "example.test")
+    clock.advance(400)
+    assert await resolver.refresh_once() == 0
+    clock.advance(60)  # 460 s >= 0.75 * 600
+    assert await resolver.refresh_once() == 1
+    clock.advance(300)  # 760 s after the first fetch, 300 s after the refresh
+    assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY

@@ -123,7 +123,7 @@ class PolicyResolver:
 
     async def _answer_uncached(self, domain: str, entry: CacheEntry | None, now: float) -> bytes:
         self.stats.misses += 1
-        if self._negative.get(domain, 0.0) > now:
+        if self._negative.get(domain, 0.0) > now or self._recently_failed(entry, now):
             self.stats.notfound_nopolicy += 1
             return REPLY_NOTFOUND
         if entry is None and domain not in self._inflight:
@@ -152,6 +152,14 @@ class PolicyResolver:
         self._notify(result)
         self.stats.count_reply(result)
         return result.reply
+
+    def _recently_failed(self, entry: CacheEntry | None, now: float) -> bool:
+        """No policy and checked within txt_recheck: answer now instead of waiting on DNS again."""
+        return (
+            entry is not None
+            and entry.policy is None
+            and now - entry.txt_checked_at < self.settings.txt_recheck
+        )
 
     def _notify(self, entry: CacheEntry) -> None:
         if entry.failure is not None and self.on_failure is not None:
@@ -198,6 +206,7 @@ class PolicyResolver:
         entry.txt_checked_at = now
         self.cache.mark_dirty(entry)
         if entry.valid(now) and entry.policy_id == record.id:
+            entry.failure = None  # e.g. a failed fetch for an id that was withdrawn again
             return entry
         if entry.failed_id == record.id and now - entry.failed_at < self.settings.failure_backoff:
             return entry  # A27: at most one attempt per id every failure_backoff seconds
@@ -304,9 +313,9 @@ class PolicyResolver:
         if entry.policy is None or now - entry.last_used > 2 * s.refresh_interval:
             return False
         jitter = zlib.crc32(entry.domain.encode()) % max(1, int(s.refresh_jitter) or 1)
-        return now - entry.fetched_at >= s.refresh_interval + jitter and now - entry.failed_at >= (
-            s.failure_backoff
-        )
+        # A policy whose max_age is shorter than the refresh interval is refreshed before expiry.
+        age_limit = min(s.refresh_interval + jitter, 0.75 * entry.policy.max_age)
+        return now - entry.fetched_at >= age_limit and now - entry.failed_at >= s.failure_backoff
 
     async def refresh_once(self) -> int:
         """Refetch every due policy with bounded concurrency; returns how many were attempted."""
