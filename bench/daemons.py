@@ -101,7 +101,12 @@ def write_theirs_config(workdir: Path, **overrides: Any) -> Path:
     """YAML for postfix-mta-sts-resolver: its own port, defaults otherwise (plus `overrides`)."""
     lines = ["host: 127.0.0.1", f"port: {THEIRS_PORT}"]
     if "cache_size" in overrides:
-        lines += ["cache:", "  type: internal", "  options:", f"    cache_size: {overrides['cache_size']}"]
+        lines += [
+            "cache:",
+            "  type: internal",
+            "  options:",
+            f"    cache_size: {overrides['cache_size']}",
+        ]
     if "proactive_interval" in overrides:
         lines += [
             "proactive_policy_fetching:",
@@ -115,12 +120,12 @@ def write_theirs_config(workdir: Path, **overrides: Any) -> Path:
 
 
 def spawn(
-    name: str, argv: list[str], port: int, workdir: Path, cpus: str, env: dict[str, str]
+    name: str, argv: list[str], port: int, workdir: Path, cpus: str | None, env: dict[str, str]
 ) -> Daemon:
     log = workdir / f"{name}.log"
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            ["taskset", "-c", cpus, *argv],
+            pinned(cpus, argv),
             stdout=sink,
             stderr=sink,
             stdin=subprocess.DEVNULL,
@@ -129,12 +134,16 @@ def spawn(
     return Daemon(name, port, process, time.monotonic(), log)
 
 
-def start_ours(workdir: Path, config: Path, cpus: str) -> Daemon:
+def pinned(cpus: str | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+def start_ours(workdir: Path, config: Path, cpus: str | None) -> Daemon:
     argv = [sys.executable, "-c", _OURS_MAIN, "serve", "-c", str(config)]
     return spawn("ours", argv, OURS_PORT, workdir, cpus, {})
 
 
-def start_theirs(workdir: Path, venv: Path, config: Path, ca_pem: str, cpus: str) -> Daemon:
+def start_theirs(workdir: Path, venv: Path, config: Path, ca_pem: str, cpus: str | None) -> Daemon:
     argv = [str(venv / "bin" / "mta-sts-daemon"), "-c", str(config)]
     return spawn("theirs", argv, THEIRS_PORT, workdir, cpus, {"SSL_CERT_FILE": ca_pem})
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import trustme
-
 from tests.support.dns_server import DnsServer, Node, a, txt
 from tests.support.https_server import HttpsServer, Site, _TcpServer
 
@@ -98,7 +97,9 @@ class _Https(HttpsServer):
         with self._gauge:
             self.inflight += 1
             self.peak = max(self.peak, self.inflight)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle/delayed-ACK stall
+        raw.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )  # no 40 ms Nagle/delayed-ACK stall
         try:
             super()._finish(raw, client_address)
         finally:

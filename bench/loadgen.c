@@ -9,7 +9,7 @@
  *   loadgen client HOST PORT CONNS KEYFILE MODE ARG [MAPNAME]
  *     MODE "time": run ARG seconds, cycling through the keys (each connection starts at its
  *                  own offset); MODE "once": every key is sent exactly once, keys dealt round
- *                  robin to the connections (ARG ignored).
+ *                  robin to the connections; MODE "each": every connection sends every key once.
  *   loadgen echo HOST PORT   answers every request with a fixed OK reply, forever.
  */
 #define _GNU_SOURCE
@@ -146,7 +146,7 @@ static double pct(double p) {
 static int run_client(const char *host, int port, int nconn, const char *keyfile, const char *mode,
                       double seconds) {
     load_keys(keyfile);
-    int once = !strcmp(mode, "once");
+    int once = !strcmp(mode, "once"), each = !strcmp(mode, "each");
     int ep = epoll_create1(0);
     conn_t *conns = calloc((size_t)nconn, sizeof *conns);
     int active = 0;
@@ -156,7 +156,7 @@ static int run_client(const char *host, int port, int nconn, const char *keyfile
         conn_t *c = &conns[i];
         c->fd = connect_to(host, port);
         c->step = once ? (size_t)nconn : 1;
-        c->next = once ? (size_t)i : ((size_t)i * nkeys) / (size_t)nconn;
+        c->next = once ? (size_t)i : each ? 0 : ((size_t)i * nkeys) / (size_t)nconn;
         if (once && c->next >= nkeys) {
             c->done = 1;
             continue;
@@ -193,7 +193,7 @@ static int run_client(const char *host, int port, int nconn, const char *keyfile
                 memmove(c->in, c->in + used, c->in_len - used);
                 c->in_len -= used;
                 c->next += c->step;
-                int finished = once ? c->next >= nkeys : t >= deadline;
+                int finished = (once || each) ? c->next >= nkeys : t >= deadline;
                 if (finished) {
                     c->done = 1;
                     active--;
@@ -272,6 +272,7 @@ static int run_echo(const char *host, int port) {
             }
         }
     }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -281,7 +282,7 @@ int main(int argc, char **argv) {
         return run_client(argv[2], atoi(argv[3]), atoi(argv[4]), argv[5], argv[6], atof(argv[7]));
     }
     fprintf(stderr,
-            "usage: loadgen client HOST PORT CONNS KEYFILE time|once SECONDS [MAPNAME]\n"
+            "usage: loadgen client HOST PORT CONNS KEYFILE time|once|each SECONDS [MAPNAME]\n"
             "       loadgen echo HOST PORT\n");
     return 64;
 }

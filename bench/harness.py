@@ -1,0 +1,108 @@
+"""Shared plumbing of the scenarios: the environment, daemon start-up, the load generator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemons import (
+    Daemon,
+    pinned,
+    start_ours,
+    start_theirs,
+    wait_answering,
+    write_ours_config,
+    write_theirs_config,
+)
+from fixtures import Fixtures
+
+NAMES = ("ours", "theirs")
+LOAD_FIELDS = ("qps", "p50_us", "p99_us", "cpu_us_per_answer")
+IDLE_KEY = "[192.0.2.1]"
+"""An address literal: both daemons answer NOTFOUND without any lookup."""
+
+
+@dataclass
+class Env:
+    workdir: Path
+    fixtures: Fixtures
+    loadgen: Path
+    venv: Path
+    quick: bool
+    server_cpus: str | None = None
+    client_cpus: str | None = None
+    """None: no pinning. On small VMs a wake-up across CPUs costs more than sharing one."""
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def start_daemon(
+    env: Env,
+    name: str,
+    *,
+    store: Path | None = None,
+    ours: dict[str, Any] | None = None,
+    theirs: dict[str, Any] | None = None,
+) -> Daemon:
+    """A fresh daemon (ours: a new state dir, seeded from `store` if given), answering."""
+    if name == "ours":
+        state = env.workdir / f"state-{time.monotonic_ns()}"
+        state.mkdir()
+        if store is not None:
+            shutil.copy(store, state / "policies.sqlite")
+        config = write_ours_config(env.workdir, env.fixtures.ca_pem, state, **(ours or {}))
+        daemon = start_ours(env.workdir, config, env.server_cpus)
+    else:
+        config = write_theirs_config(env.workdir, **(theirs or {}))
+        daemon = start_theirs(env.workdir, env.venv, config, env.fixtures.ca_pem, env.server_cpus)
+    daemon.extra["ready_seconds"] = wait_answering(daemon, IDLE_KEY)
+    return daemon
+
+
+def keys_file(env: Env, tag: str, domains: Sequence[str]) -> Path:
+    path = env.workdir / f"keys-{tag}.txt"
+    path.write_text("\n".join(domains) + "\n")
+    return path
+
+
+def run_load(
+    env: Env, daemon: Daemon, keys: Path, conns: int, mode: str, seconds: float = 0.0
+) -> dict[str, Any]:
+    """One load generator run against `daemon`, with the server's CPU over exactly that run."""
+    argv = [str(env.loadgen), "client", "127.0.0.1", str(daemon.port), str(conns), str(keys)]
+    argv = pinned(env.client_cpus, [*argv, mode, str(seconds)])
+    cpu_before = daemon.cpu_seconds()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
+    cpu = daemon.cpu_seconds() - cpu_before
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {out.stderr.strip()} / {daemon.log_tail()}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    result["server_cpu_s"] = round(cpu, 3)
+    answers = result["answers"] or 1
+    result["cpu_us_per_answer"] = round(cpu / answers * 1e6, 2)
+    return result
+
+
+def median_of(runs: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, Any]:
+    return {f: round(statistics.median(r[f] for r in runs), 2) for f in fields}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def domains(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}.bench.test" for i in range(count)]

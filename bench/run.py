@@ -1,0 +1,138 @@
+"""One command: mta-sts-policyd and postfix-mta-sts-resolver side by side (issue 4).
+
+    sudo python3 bench/run.py            # everything (about 15-20 minutes)
+    sudo python3 bench/run.py --quick    # reduced sizes, under 2 minutes
+    sudo python3 bench/run.py --only cached,cold
+
+Installs the incumbent into bench/.venv-incumbent (pip), builds bench/loadgen.c with cc, then
+re-executes itself in a private network namespace where the fixtures own ports 53 and 443.
+Results: bench/results/<timestamp>.json and bench/results/latest.md (the table for README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
+
+import netns  # noqa: E402
+import report  # noqa: E402
+
+INCUMBENT = "postfix-mta-sts-resolver==1.5.1"
+VENV = BENCH / ".venv-incumbent"
+RESULTS = BENCH / "results"
+SCENARIOS = ("ceiling", "cached", "cold", "single_flight", "memory", "refresh")
+
+
+def ensure_incumbent() -> None:
+    if (VENV / "bin" / "mta-sts-daemon").exists():
+        return
+    print(f"installing {INCUMBENT} into {VENV.relative_to(BENCH.parent)}", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", INCUMBENT], check=True)
+
+
+def build_loadgen() -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    binary = RESULTS / "loadgen"
+    source = BENCH / "loadgen.c"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def run(args: argparse.Namespace, loadgen: Path) -> dict[str, Any]:
+    import scenarios
+    from fixtures import start_fixtures
+    from harness import Env
+    from loadgen_ceiling import ceiling
+
+    workdir = Path(tempfile.mkdtemp(prefix="mta-sts-bench-"))
+    netns.setup_namespace(workdir)
+    split = args.pin == "split"
+    fixtures = start_fixtures(str(workdir / "ca.pem"), cpus={1} if split else None)
+    env = Env(workdir, fixtures, loadgen, VENV, args.quick)
+    if split:
+        env.server_cpus, env.client_cpus = "0", "1"
+    chosen = args.only.split(",") if args.only else list(SCENARIOS)
+    if args.quick and not args.only:
+        chosen.remove("refresh")
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "quick": args.quick,
+        "machine": machine(),
+        "pinning": {"server": env.server_cpus, "loadgen": env.client_cpus},
+        "incumbent": INCUMBENT,
+        "ours_uses_uvloop": importlib.util.find_spec("uvloop") is not None,
+        "incumbent_uses_uvloop": any(VENV.glob("lib/python*/site-packages/uvloop")),
+    }
+    steps = {"ceiling": ceiling, **{s: getattr(scenarios, s) for s in SCENARIOS[1:]}}
+    try:
+        for name in chosen:
+            env.log(f"scenario {name}")
+            results[name] = steps[name](env)
+    finally:
+        fixtures.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, under 2 minutes")
+    parser.add_argument(
+        "--pin",
+        choices=("none", "split"),
+        default="none",
+        help="split: server on CPU 0, load generator and fixtures on CPU 1 (default: no pinning)",
+    )
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    args = parser.parse_args()
+    if os.environ.get(netns.MARKER) != "1":
+        ensure_incumbent()
+        build_loadgen()
+    netns.reexec_in_namespace()
+    results = run(args, build_loadgen())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    table = report.markdown(results)
+    (RESULTS / "latest.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The five scenarios of issue 4, each run for both daemons with the same fixtures and load."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness import (
+    LOAD_FIELDS,
+    NAMES,
+    Env,
+    domains,
+    keys_file,
+    median_of,
+    run_load,
+    start_daemon,
+    wait_until,
+)
+from store import make_store
+
+
+def cached(env: Env) -> dict[str, Any]:
+    """1. Answers from the cache, 1 and 20 connections, sequential requests per connection."""
+    count, seconds, runs = (200, 2.0, 2) if env.quick else (1000, 8.0, 5)
+    keys = keys_file(env, "cached", domains("d", count))
+    out: dict[str, Any] = {"domains": count, "seconds_per_run": seconds, "runs": runs}
+    for name in NAMES:
+        daemon = start_daemon(env, name)
+        try:
+            fill = run_load(env, daemon, keys, 20, "once")
+            if fill["ok"] != count:
+                raise RuntimeError(f"{name}: cache fill answered {fill['ok']}/{count} OK")
+            for conns in (1, 20):
+                run_load(env, daemon, keys, conns, "time", 1.0)  # warm-up
+                samples = [run_load(env, daemon, keys, conns, "time", seconds) for _ in range(runs)]
+                bad = [s for s in samples if s["ok"] != s["answers"]]
+                if bad:
+                    raise RuntimeError(f"{name}: non-OK answers in cached load: {bad[0]}")
+                out[f"{name}_c{conns}"] = median_of(samples, LOAD_FIELDS)
+                out[f"{name}_c{conns}_runs"] = samples
+                env.log(f"cached {name} c={conns}: {out[f'{name}_c{conns}']}")
+        finally:
+            daemon.stop()
+    return out
+
+
+def cold(env: Env) -> dict[str, Any]:
+    """2. 200 distinct never-seen domains over 20 connections: time to answer each."""
+    runs = 2 if env.quick else 5
+    out: dict[str, Any] = {"domains": 200, "connections": 20, "runs": runs}
+    for name in NAMES:
+        daemon = start_daemon(env, name)
+        try:
+            samples = []
+            for run in range(runs):
+                keys = keys_file(env, "cold", domains(f"cold{run}-{name}-", 200))
+                sample = run_load(env, daemon, keys, 20, "once")
+                if sample["ok"] != 200:
+                    raise RuntimeError(f"{name}: cold run answered {sample['ok']}/200 OK")
+                samples.append(sample)
+            out[name] = median_of(samples, ("p50_us", "p99_us", "max_us", "cpu_us_per_answer"))
+            out[f"{name}_runs"] = samples
+            env.log(f"cold {name}: {out[name]}")
+        finally:
+            daemon.stop()
+    return out
+
+
+def single_flight(env: Env) -> dict[str, Any]:
+    """3. 30 connections ask for the same never-seen domain at once: HTTPS fetches made."""
+    out: dict[str, Any] = {"connections": 30}
+    for name in NAMES:
+        daemon = start_daemon(env, name)
+        try:
+            runs = []
+            for run in range(2 if env.quick else 3):
+                env.fixtures.reset()
+                keys = keys_file(env, "one", [f"one{run}-{name}.bench.test"])
+                load = run_load(env, daemon, keys, 30, "each")
+                time.sleep(0.5)
+                fetches = env.fixtures.stats()["https_requests"]
+                runs.append({"fetches": fetches, "ok": load["ok"], "p99_us": load["p99_us"]})
+            out[name] = {
+                "fetches": max(r["fetches"] for r in runs),
+                "ok": min(r["ok"] for r in runs),
+            }
+            out[f"{name}_runs"] = runs
+            env.log(f"single-flight {name}: {out[name]}")
+        finally:
+            daemon.stop()
+    return out
+
+
+def memory(env: Env) -> dict[str, Any]:
+    """4. RSS idle and with 10k/100k cached policies; start-up with a 100k-entry store."""
+    out: dict[str, Any] = {}
+    for name in NAMES:
+        daemon = start_daemon(env, name)
+        time.sleep(1 if env.quick else 3)
+        out[f"{name}_idle_mb"] = round(daemon.rss_mb(), 1)
+        daemon.stop()
+    filled = 300 if env.quick else 10_000
+    out["filled_domains"] = filled
+    for name in NAMES:
+        daemon = start_daemon(env, name)
+        try:
+            keys = keys_file(env, "fill", domains("m", filled))
+            started = time.monotonic()
+            fill = run_load(env, daemon, keys, 20, "once")
+            out[f"{name}_fill_seconds"] = round(time.monotonic() - started, 1)
+            time.sleep(2)
+            out[f"{name}_filled_mb"] = round(daemon.rss_mb(), 1)
+            out[f"{name}_filled_ok"] = fill["ok"]
+            env.log(f"memory {name} after {filled} fetched policies: {daemon.rss_mb():.1f} MB")
+        finally:
+            daemon.stop()
+    out.update(store_startup(env))
+    return out
+
+
+def store_startup(env: Env) -> dict[str, Any]:
+    """Ours only: start on a 100k-entry store, answer from it, RSS after touching every entry."""
+    count = 100_000
+    store = make_store(env.workdir / "store-100k.sqlite", domains("s", count))
+    keys = keys_file(env, "store", domains("s", count))
+    startups, out = [], {}
+    for run in range(1 if env.quick else 3):
+        daemon = start_daemon(env, "ours", store=store)
+        try:
+            startups.append(daemon.extra["ready_seconds"])
+            if run == 0:
+                out["ours_100k_store_start_mb"] = round(daemon.rss_mb(), 1)
+                load = run_load(env, daemon, keys, 20, "once")
+                out["ours_100k_touched_ok"] = load["ok"]
+                time.sleep(2)
+                out["ours_100k_mb"] = round(daemon.rss_mb(), 1)
+        finally:
+            daemon.stop()
+    out["ours_100k_startup_s"] = round(sorted(startups)[len(startups) // 2], 3)
+    out["ours_100k_startup_runs"] = startups
+    theirs = start_daemon(env, "theirs")
+    out["theirs_startup_s"] = round(theirs.extra["ready_seconds"], 3)
+    theirs.stop()
+    env.log(f"store start-up: {out}")
+    return out
+
+
+def refresh(env: Env) -> dict[str, Any]:
+    """5. Proactive refresh of 10k cached domains: duration and peak concurrency at the host."""
+    count = 10_000
+    out: dict[str, Any] = {"domains": count}
+    keys = keys_file(env, "refresh", domains("r", count))
+    settings: dict[str, dict[str, Any]] = {
+        "ours": {"ours": {"refresh_interval": 30.0, "refresh_jitter": 0.0}},
+        "theirs": {"theirs": {"proactive_interval": 120, "proactive_grace_ratio": 120.0}},
+    }
+    ticks = {"ours": 60.0, "theirs": 122.0}
+    for name in NAMES:
+        daemon = start_daemon(env, name, **settings[name])
+        try:
+            fill = run_load(env, daemon, keys, 20, "once")
+            env.log(f"refresh {name}: filled {fill['ok']} in {fill['seconds']:.1f}s")
+            tick = ticks[name]
+            while daemon.started + tick - time.monotonic() < 5:
+                tick += ticks[name] if name == "ours" else 120.0
+            time.sleep(max(0.0, daemon.started + tick - 6 - time.monotonic()))
+            run_load(env, daemon, keys, 20, "once")  # in use (ours skips unused entries)
+            env.fixtures.bump_generation()
+            env.fixtures.reset()
+            cpu_before = daemon.cpu_seconds()
+            wait_until(lambda: env.fixtures.stats()["https_requests"] >= count, tick + 300, 0.5)
+            time.sleep(1)
+            stats = env.fixtures.stats()
+            out[name] = {
+                "fetches": stats["https_requests"],
+                "seconds": round(stats["last_request"] - stats["first_request"], 2),
+                "peak_connections": stats["peak_connections"],
+                "server_cpu_s": round(daemon.cpu_seconds() - cpu_before, 2),
+            }
+            env.log(f"refresh {name}: {out[name]}")
+        finally:
+            daemon.stop()
+    return out
