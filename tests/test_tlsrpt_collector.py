@@ -1,10 +1,12 @@
-"""TlsRptCollector on a real unix datagram socket (tlsrpt.md §3.1, §7.1)."""
+"""TlsRptCollector and its receiver process on a real unix datagram socket (tlsrpt.md §3.1)."""
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -15,11 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mta_sts_policyd.errors import ConfigError
-from mta_sts_policyd.tlsrpt.collector import Quarantine, TlsRptCollector
+from mta_sts_policyd.tlsrpt.collector import Quarantine, TlsRptCollector, group_by_day
 from mta_sts_policyd.tlsrpt.datagram import parse_datagram
 from mta_sts_policyd.tlsrpt.model import SessionEvent
+from mta_sts_policyd.tlsrpt.receiver import decode, encode_datagram, encode_notice
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datagrams"
 SAMPLES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.json"))]
@@ -199,27 +204,30 @@ def test_stop_drains_what_was_received(sock_path: Path, sender: socket.socket) -
     sink = GatedSink()
     collector = started(sock_path, sink)
     for _ in range(200):
-        sender.sendto(SAMPLES[0], str(sock_path))
-    wait_for(lambda: collector.stats.received == 200)
+        sender.sendto(SAMPLES[0], str(sock_path))  # blocking: each is queued when it returns
     assert sink.sessions == 0
     threading.Timer(0.2, sink.gate.set).start()
-    assert collector.stop(5)
+    assert collector.stop(10)
     assert sink.sessions == 200
+    assert collector.stats.received == 200
     assert not sock_path.exists()
     with pytest.raises(OSError):
         sender.sendto(SAMPLES[0], str(sock_path))
 
 
 def test_backlog_is_bounded_while_the_sink_is_stuck(sock_path: Path, sender: socket.socket) -> None:
+    """The receiver never blocks on a daemon that fell behind: past the pipe (<= 1 MiB) and
+    max_backlog_bytes it counts and drops, and says so."""
     sink = GatedSink()
-    collector = started(sock_path, sink, max_backlog=20)
+    collector = started(sock_path, sink, max_backlog_bytes=64 * 1024)
+    big = SAMPLES[0] + b" " * 60_000  # valid JSON: trailing white space
     for _ in range(300):
-        sender.sendto(SAMPLES[0], str(sock_path))
-    wait_for(lambda: collector.stats.received == 300)
-    sink.gate.set()
-    assert collector.stop(5)
+        sender.sendto(big, str(sock_path))
+    threading.Timer(0.3, sink.gate.set).start()
+    assert collector.stop(10)
     stats = collector.stats
-    assert stats.backlog_dropped > 0
+    assert stats.backlog_dropped > 200  # at most ~1 MiB pipe + 64 KiB here could wait
+    assert stats.received == 300
     assert stats.processed + stats.backlog_dropped == 300
     assert sink.sessions == stats.processed
 
@@ -243,17 +251,19 @@ def test_sink_errors_are_counted_and_ingestion_goes_on(
     assert sink.sessions == 6
 
 
-def test_identical_datagrams_keep_their_own_receive_time(
-    sock_path: Path, sender: socket.socket
-) -> None:
-    ticks = iter(range(100, 200))
+def test_datagrams_are_stamped_when_received(sock_path: Path, sender: socket.socket) -> None:
     sink = ListSink()
-    collector = started(sock_path, sink, clock=lambda: float(next(ticks)))
+    collector = started(sock_path, sink)
+    stamps = []
     for expected in (1, 2):
+        stamps.append(time.time())
         sender.sendto(SAMPLES[0], str(sock_path))
         wait_for(lambda n=expected: collector.stats.processed == n)  # type: ignore[misc]
+        time.sleep(0.05)
     assert collector.stop(5)
-    assert [e.timestamp for e in sink.events] == [100.0, 101.0]
+    got = [e.timestamp for e in sink.events]
+    assert len(got) == 2
+    assert stamps[0] <= got[0] < stamps[1] <= got[1] < time.time()
 
 
 def test_anomalies_are_counted(sock_path: Path, sender: socket.socket) -> None:
@@ -314,34 +324,159 @@ def test_quarantine_rejects_a_useless_cap(tmp_path: Path) -> None:
 def test_identical_datagrams_of_one_window_are_one_event_with_a_count(
     sock_path: Path, sender: socket.socket
 ) -> None:
-    sink = GatedSink()  # holds the parse thread so all 50 land in one window
-    collector = started(sock_path, sink, clock=lambda: 86_400.0 * 20_000 + 5)
+    sink = ListSink()
+    collector = started(sock_path, sink, batch_interval=0.5)
     for _ in range(50):
         sender.sendto(SAMPLES[0], str(sock_path))
     sender.sendto(SAMPLES[2], str(sock_path))
-    wait_for(lambda: collector.stats.received == 51)
-    sink.gate.set()
+    wait_for(lambda: collector.stats.processed == 51)
     assert collector.stop(5)
-    # At most: a first window the parse thread took before blocking, the rest, the other sample.
-    assert len(sink.events) <= 3
+    # The ingest thread may take a first window before its 0.5 s nap; the rest is one window.
+    assert len(sink.events) <= 4
     assert sink.sessions == 51
     assert collector.stats.events_submitted == 51
 
 
-def test_identical_datagrams_across_midnight_stay_apart(
+def test_identical_datagrams_across_midnight_stay_apart() -> None:
+    midnight = 86_400.0 * 20_000
+    stamps = [midnight - 0.001, midnight - 0.0005, midnight, midnight + 0.001]
+    other = [(midnight + 1, b"other"), (midnight + 2, (b"cut", 9999))]
+    items = [(at, SAMPLES[0]) for at in stamps] + other
+    assert group_by_day(items) == {  # type: ignore[arg-type]
+        (SAMPLES[0], 19_999): (midnight - 0.001, 2),
+        (SAMPLES[0], 20_000): (midnight, 2),
+        (b"other", 20_000): (midnight + 1, 1),
+    }
+
+
+# -- the receiver process -------------------------------------------------------------------
+
+
+def test_receiver_reports_its_scheduling_priority(sock_path: Path) -> None:
+    collector = started(sock_path, ListSink())
+    assert collector.stop(5)
+    assert collector.stats.recv_priority in {"realtime", "nice-10", "normal"}
+    plain = started(sock_path, ListSink(), realtime_recv=False)
+    assert plain.stop(5)
+    assert plain.stats.recv_priority == "normal"
+
+
+def test_a_dead_receiver_is_restarted_and_logged(
+    sock_path: Path, sender: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = ListSink()
+    collector = started(sock_path, sink)
+    try:
+        first = collector.receiver_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: collector.receiver_pid not in (None, first), timeout=10)
+        sender.sendto(SAMPLES[0], str(sock_path))
+        wait_for(lambda: sink.sessions == 1, timeout=10)
+    finally:
+        assert collector.stop(5)
+    assert collector.stats.receiver_restarts == 1
+    assert any(
+        r.levelname == "ERROR" and "receiver exited" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_receiver_ignores_stop_signals_meant_for_the_daemon(
     sock_path: Path, sender: socket.socket
 ) -> None:
-    midnight = 86_400.0 * 20_000
-    ticks = iter([midnight - 0.001, midnight - 0.0005, midnight, midnight + 0.001])
-    sink = GatedSink()
-    collector = started(sock_path, sink, clock=lambda: next(ticks))
-    for _ in range(4):
-        sender.sendto(SAMPLES[0], str(sock_path))
-    wait_for(lambda: collector.stats.received == 4)
-    sink.gate.set()
+    """systemd signals the whole cgroup and Ctrl-C the process group: the daemon's stop()
+    must still drain through the receiver."""
+    sink = ListSink()
+    collector = started(sock_path, sink)
+    pid = collector.receiver_pid
+    assert pid is not None
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(pid, sig)
+    sender.sendto(SAMPLES[0], str(sock_path))
+    wait_for(lambda: sink.sessions == 1)
     assert collector.stop(5)
-    days = {}
-    for event in sink.events:
-        day = int(event.timestamp // 86_400)
-        days[day] = days.get(day, 0) + event.count
-    assert days == {19_999: 2, 20_000: 2}
+    assert collector.stats.receiver_restarts == 0
+
+
+DAEMON = r"""
+import sys, time
+from mta_sts_policyd.tlsrpt.collector import TlsRptCollector
+class Sink:
+    def submit(self, event): pass
+collector = TlsRptCollector(sys.argv[1], Sink())
+collector.start()
+print(collector.receiver_pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_receiver_exits_when_the_daemon_dies(sock_path: Path) -> None:
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", DAEMON, str(sock_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert daemon.stdout is not None
+        pid = int(daemon.stdout.readline())
+        assert _alive(pid)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    wait_for(lambda: not _alive(pid), timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    """Running, i.e. neither gone nor a zombie waiting for whoever adopted it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_receiver_that_cannot_start_is_a_config_error(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with pytest.raises(ConfigError, match="receiver"):
+        TlsRptCollector(sock_path, ListSink()).start()
+    assert not sock_path.exists()
+
+
+# -- the stream between receiver and daemon -------------------------------------------------
+
+RECORDS = st.lists(
+    st.tuples(
+        st.floats(0, 4e9, allow_nan=False),
+        st.binary(max_size=300),
+        st.integers(0, 2**32 - 2),
+    )
+)
+
+
+@given(records=RECORDS, cuts=st.lists(st.integers(0, 20_000), max_size=8))
+def test_stream_decodes_the_same_however_the_pipe_splits_it(
+    records: list[tuple[float, bytes, int]], cuts: list[int]
+) -> None:
+    stream = encode_notice("hello normal") + b"".join(
+        encode_datagram(at, data, max(size, len(data))) for at, data, size in records
+    )
+    buf = bytearray()
+    got: list[tuple[float, bytes, int]] = []
+    notices: list[str] = []
+    for start, stop in itertools.pairwise([0, *sorted(cuts), len(stream)]):
+        buf += stream[start:stop]
+        more, texts = decode(buf)
+        got += more
+        notices += texts
+    assert got == [(at, data, max(size, len(data))) for at, data, size in records]
+    assert notices == ["hello normal"]
+    assert buf == b""
+
+
+def test_a_partial_record_waits_for_the_rest() -> None:
+    record = encode_datagram(1.5, b"abc", 3)
+    buf = bytearray(record[:-1])
+    assert decode(buf) == ([], [])
+    assert buf == record[:-1]
+    buf += record[-1:]
+    assert decode(buf) == ([(1.5, b"abc", 3)], [])

@@ -2,15 +2,14 @@
 
 Postfix sends with MSG_DONTWAIT, and the kernel queues only net.unix.max_dgram_qlen (default 10)
 datagrams per receiving socket, so at 10k datagrams/s any receiver stall over ~1 ms loses data
-(the sender gets EAGAIN; SO_RCVBUF does not help for unix datagrams, it is set anyway). Hence:
+(the sender gets EAGAIN; SO_RCVBUF does not help for unix datagrams, it is set anyway). A recv
+thread inside the daemon stalls exactly so, waiting for the GIL or a CPU. Hence:
 
-* a receive thread that only blocks in recv and puts (time, bytes) on a SimpleQueue;
-* a parse thread that wakes every `batch_interval`, merges identical datagrams of one UTC day
-  into one event with a count, decodes (datagram.py), submits to the EventSink (which never
-  blocks on disk) and quarantines what cannot be parsed;
-* a shorter interpreter switch interval (default 0.5 ms instead of 5 ms), because a receive
-  thread waiting for the GIL behind a busy thread is exactly the stall that loses datagrams;
-* optionally (`realtime_recv`, needs CAP_SYS_NICE) SCHED_FIFO for the receive thread.
+* the daemon binds the socket and hands it to receiver.py, a child process with its own
+  interpreter that only receives and forwards batches over a pipe (optionally SCHED_FIFO);
+* the ingest thread here wakes every `batch_interval`, merges identical datagrams of one UTC
+  day into one event with a count, decodes (datagram.py), submits to the EventSink (which never
+  blocks on disk), quarantines what cannot be parsed, and restarts the receiver if it dies.
 Measurements: bench/tlsrpt_ingest.md.
 """
 
@@ -22,22 +21,26 @@ import grp
 import json
 import logging
 import os
+import select
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty, SimpleQueue
 
 from mta_sts_policyd.errors import ConfigError, DatagramError
+from mta_sts_policyd.tlsrpt import receiver
 from mta_sts_policyd.tlsrpt.datagram import ParsedDatagram, parse_datagram_full
 from mta_sts_policyd.tlsrpt.model import EventSink, SessionEvent
 
 log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 256 * 1024
+"""The receiver also writes to the pipe when this much is waiting (besides every flush_interval)."""
 
 _Item = tuple[float, bytes | tuple[bytes, int]]
 """(receive time, datagram), or (receive time, (head, real size)) when it was too big."""
@@ -53,9 +56,12 @@ class CollectorStats:
     """Sessions handed to the sink (sum of SessionEvent.count: identical datagrams are merged)."""
     oversized: int = 0
     backlog_dropped: int = 0
+    """Dropped by the receiver because the daemon fell `max_backlog_bytes` behind."""
     sink_errors: int = 0
     processed: int = 0
-    recv_priority: str = "normal"
+    recv_priority: str = "unknown"
+    """What the receiver process got: realtime (SCHED_FIFO), nice-10 or normal."""
+    receiver_restarts: int = 0
     anomalies: Counter[str] = field(default_factory=Counter)
 
 
@@ -107,7 +113,13 @@ class Quarantine:
 
 
 class TlsRptCollector:
-    """Serve `smtp_tlsrpt_socket_name`; every parsed policy becomes one SessionEvent in `sink`."""
+    """Serve `smtp_tlsrpt_socket_name`; every parsed policy becomes one SessionEvent in `sink`.
+
+    The daemon binds the socket (mode, group, stale-socket handling) and keeps it; receiver.py,
+    started as a child process with the socket's descriptor, does the recv loop and forwards
+    batches over a pipe; the "tlsrpt-ingest" thread here decodes, parses and submits them, and
+    restarts the receiver (ERROR in the log, `stats.receiver_restarts`) if it ever dies.
+    """
 
     def __init__(
         self,
@@ -118,12 +130,12 @@ class TlsRptCollector:
         group: str | int | None = None,
         quarantine: Quarantine | None = None,
         max_datagram: int = 256 * 1024,
-        max_backlog: int = 100_000,
+        max_backlog_bytes: int = 64 * 1024 * 1024,
         rcvbuf: int = 4 * 1024 * 1024,
-        switch_interval: float | None = 0.0005,
-        realtime_recv: bool = False,
+        realtime_recv: bool = True,
         batch_interval: float = 0.1,
-        clock: Callable[[], float] = time.time,
+        flush_interval: float = 0.005,
+        start_timeout: float = 10.0,
     ) -> None:
         self.path = Path(path)
         self.stats = CollectorStats()
@@ -132,52 +144,63 @@ class TlsRptCollector:
         self._group = group
         self._quarantine = quarantine
         self._max_datagram = max_datagram
-        self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
         self._rcvbuf = rcvbuf
-        self._switch_interval = switch_interval
         self._realtime_recv = realtime_recv
         self._batch_interval = batch_interval
-        self._clock = clock
-        self._queue: SimpleQueue[_Item | None] = SimpleQueue()
+        self._flush_interval = flush_interval
+        self._start_timeout = start_timeout
         self._sock: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: OSError | None = None
         self._cache: dict[bytes, ParsedDatagram | DatagramError] = {}
+
+    @property
+    def receiver_pid(self) -> int | None:
+        """The receiver process now running, if any (for tests and diagnostics)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the socket (replacing a stale one) and start the receive and parse threads."""
+        """Bind the socket (replacing a stale one), start the receiver and the ingest thread."""
         self._sock = self._bind()
-        if self._switch_interval is not None:
-            sys.setswitchinterval(min(sys.getswitchinterval(), self._switch_interval))
-        self._threads = [
-            threading.Thread(target=self._recv_loop, name="tlsrpt-recv", daemon=True),
-            threading.Thread(target=self._parse_loop, name="tlsrpt-parse", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        log.info("tlsrpt collector listening on %s", self.path)
+        self._thread = threading.Thread(target=self._ingest_loop, name="tlsrpt-ingest", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout):
+            log.warning("tlsrpt receiver slow to start; the kernel queues datagrams meanwhile")
+        if self._start_error is not None:
+            self._thread.join()
+            self._sock.close()
+            self._sock = None
+            self._unlink()
+            raise ConfigError(f"tlsrpt receiver not started: {self._start_error}")
+        log.info("tlsrpt collector listening on %s (%s)", self.path, self.stats.recv_priority)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop receiving, process everything already received; True if fully drained in time."""
-        if self._sock is None:
+        if self._sock is None or self._thread is None:
             return True
         deadline = time.monotonic() + timeout
-        self._stopping = True
+        self._stopping.set()
         with contextlib.suppress(OSError):
-            # Wakes the blocked recv; queued datagrams are still returned first, senders get EPIPE.
+            # Wakes the receiver's recv once the queue is empty; senders get EPIPE from now on.
             self._sock.shutdown(socket.SHUT_RD)
-        recv_thread, parse_thread = self._threads
-        recv_thread.join(max(0.0, deadline - time.monotonic()))
-        self._queue.put(None)
-        parse_thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        drained = not self._thread.is_alive()
+        if not drained and self._proc is not None:
+            self._proc.kill()  # stuck: its pipe closes, the ingest thread ends
+            self._thread.join(1.0)
         self._sock.close()
         self._sock = None
         self._unlink()
-        if self._quarantine is not None and not parse_thread.is_alive():
+        if self._quarantine is not None and not self._thread.is_alive():
             self._quarantine.close()
-        return not (recv_thread.is_alive() or parse_thread.is_alive())
+        return drained
 
     def _bind(self) -> socket.socket:
         self._remove_stale()
@@ -223,67 +246,115 @@ class TlsRptCollector:
         except OSError as exc:
             log.warning("tlsrpt socket %s not removed: %s", self.path, exc)
 
-    # -- receive thread: recv only ----------------------------------------------------------
+    # -- the receiver process -------------------------------------------------------------
 
-    def _recv_loop(self) -> None:
-        """One blocking recv per datagram, nothing else: no parsing, no polling, no exceptions."""
+    def _spawn(self) -> int:
+        """Start receiver.py on our socket; return the read end of its pipe."""
         assert self._sock is not None
-        if self._realtime_recv:
-            self.stats.recv_priority = _raise_priority()
-        sock, stats, put, clock = self._sock, self.stats, self._queue.put, self._clock
-        size, limit = self._max_datagram, self._max_backlog
-        buf = bytearray(size)
-        view = memoryview(buf)
+        if not sys.executable:
+            raise OSError("no Python interpreter path (sys.executable) to run the receiver")
+        sock_fd = self._sock.fileno()
+        read_fd, write_fd = os.pipe()  # both close-on-exec: no other child keeps it open
+        try:
+            args = [sys.executable, "-I", "-S", receiver.__file__, str(sock_fd), str(write_fd)]
+            args += [str(os.getpid()), str(self._max_datagram), str(FLUSH_BYTES)]
+            args += [str(self._max_backlog_bytes), repr(self._flush_interval)]
+            args += ["1" if self._realtime_recv else "0"]
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(sock_fd, write_fd),
+            )
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        return read_fd
+
+    def _ingest_loop(self) -> None:
+        """Runs the receiver (this thread spawns it: PR_SET_PDEATHSIG follows the spawning
+        thread) and pumps its stream until stop(); restarts it with back-off if it dies."""
+        failures = 0
         while True:
+            began = time.monotonic()
             try:
-                n = sock.recv_into(buf, size, socket.MSG_TRUNC)
+                read_fd = self._spawn()
             except OSError as exc:
-                if self._stopping:
+                if not self._ready.is_set():
+                    self._start_error = exc
+                    self._ready.set()
                     return
-                log.error("tlsrpt recv on %s: %s", self.path, exc)
-                time.sleep(0.01)
-                continue
-            if n == 0 and self._stopping:
-                return  # shutdown(): the kernel queue is empty
-            stats.received += 1
-            if stats.received - stats.processed - stats.backlog_dropped > limit:
-                stats.backlog_dropped += 1
+                log.error("tlsrpt receiver not restarted: %s", exc)
             else:
-                put((clock(), bytes(view[:n]) if n <= size else (bytes(buf), n)))
+                self._pump(read_fd)
+                code = self._reap()
+                if self._stopping.is_set():
+                    return
+                self.stats.receiver_restarts += 1
+                log.error("tlsrpt receiver exited with status %s; restarting it", code)
+            failures = failures + 1 if time.monotonic() - began < 1.0 else 0
+            if self._stopping.wait(min(5.0, 0.05 * 2**failures)):
+                return
 
-    # -- parse thread: decode, submit, quarantine ---------------------------------------------
+    def _reap(self) -> int | None:
+        assert self._proc is not None
+        try:
+            return self._proc.wait(5.0)
+        except subprocess.TimeoutExpired:  # closed its pipe yet lives on: replace it
+            self._proc.kill()
+            return self._proc.wait()
 
-    def _parse_loop(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        running = True
-        while running:
-            items = [get()]
-            with contextlib.suppress(Empty):
-                while True:
-                    items.append(get_nowait())
-            running = None not in items
-            self._process([i for i in items if i is not None])
-            if running and self._batch_interval > 0:
-                # Waking per datagram costs more CPU than parsing it; a short nap lets the
-                # window fill so identical datagrams are counted once (SessionEvent.count).
-                time.sleep(self._batch_interval)
+    # -- ingest thread: decode, parse, submit, quarantine -------------------------------------
+
+    def _pump(self, read_fd: int) -> None:
+        """Read the receiver's stream until it ends; process it every `batch_interval`.
+
+        Waking per datagram would cost more CPU than parsing it; the nap lets a window fill so
+        identical datagrams are counted once (SessionEvent.count), while the receiver keeps
+        emptying the socket and its batches wait in the pipe.
+        """
+        buf = bytearray()
+        try:
+            while True:
+                select.select([read_fd], [], [])
+                eof = receiver.read_available(read_fd, buf)
+                items = self._decode(buf)
+                if items:
+                    self._process(items)
+                if eof:
+                    return
+                if self._batch_interval > 0:
+                    self._stopping.wait(self._batch_interval)
+        finally:
+            os.close(read_fd)
+
+    def _decode(self, buf: bytearray) -> list[_Item]:
+        records, notices = receiver.decode(buf)
+        for text in notices:
+            self._notice(text)
+        self.stats.received += len(records)
+        return [(at, data if real == len(data) else (data, real)) for at, data, real in records]
+
+    def _notice(self, text: str) -> None:
+        word, _, arg = text.partition(" ")
+        if word == "hello":
+            self.stats.recv_priority = arg
+            self._ready.set()
+        elif word == "dropped":
+            self.stats.received += int(arg)
+            self.stats.backlog_dropped += int(arg)
+            log.warning("tlsrpt: %s datagrams dropped, the daemon fell behind", arg)
 
     def _process(self, items: list[_Item]) -> None:
         """Group identical datagrams of one UTC day, then parse and submit each group once."""
-        groups: dict[tuple[bytes, int], tuple[float, int]] = {}
-        for at, item in items:
-            if type(item) is tuple:
-                head, real = item
-                self.stats.oversized += 1
-                reason = f"datagram of {real} bytes exceeds {self._max_datagram}"
-                self._reject(at, reason, head, real, 1)
-                self.stats.processed += 1
-                continue
-            assert isinstance(item, bytes)
-            key = (item, int(at // 86400))
-            first = groups.get(key)
-            groups[key] = (at, 1) if first is None else (first[0], first[1] + 1)
-        for (data, _), (at, n) in groups.items():
+        for at, (head, real) in oversized(items):
+            self.stats.oversized += 1
+            reason = f"datagram of {real} bytes exceeds {self._max_datagram}"
+            self._reject(at, reason, head, real, 1)
+            self.stats.processed += 1
+        for (data, _), (at, n) in group_by_day(items).items():
             try:
                 self._handle(data, at, n)
             except Exception:  # never let one datagram or a sink bug end ingestion
@@ -329,6 +400,25 @@ class TlsRptCollector:
             self._quarantine.add(at, reason, data, size, n)
 
 
+def oversized(items: list[_Item]) -> list[tuple[float, tuple[bytes, int]]]:
+    """The items cut at max_datagram by the receiver: (time, (head, real size))."""
+    return [(at, item) for at, item in items if type(item) is tuple]
+
+
+def group_by_day(items: list[_Item]) -> dict[tuple[bytes, int], tuple[float, int]]:
+    """Identical datagrams of one UTC day -> (first receive time, how many); oversized skipped.
+
+    Pure, so the midnight split is tested without a clock.
+    """
+    groups: dict[tuple[bytes, int], tuple[float, int]] = {}
+    for at, item in items:
+        if type(item) is bytes:
+            key = (item, int(at // 86400))
+            first = groups.get(key)
+            groups[key] = (at, 1) if first is None else (first[0], first[1] + 1)
+    return groups
+
+
 def _restamp(event: SessionEvent, at: float, n: int) -> SessionEvent:
     return SessionEvent(
         at,
@@ -339,23 +429,3 @@ def _restamp(event: SessionEvent, at: float, n: int) -> SessionEvent:
         event.tlsrpt_record,
         event.count * n,
     )
-
-
-def _raise_priority() -> str:
-    """Let the receive thread preempt ordinary processes (needs CAP_SYS_NICE; else unchanged).
-
-    On a busy MTA the receive thread otherwise waits for a CPU behind TLS handshakes long enough
-    for the 10-datagram kernel queue to overflow. It only ever blocks in recv or copies bytes,
-    so SCHED_FIFO at the lowest real-time priority cannot starve the machine.
-    """
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(1))
-        return "realtime"
-    except (PermissionError, AttributeError, OSError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, -10)
-        return "nice-10"
-    except (PermissionError, OSError):
-        return "normal"
