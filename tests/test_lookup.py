@@ -16,6 +16,7 @@ import pytest
 from conftest import StsWorld
 from mta_sts_policyd.cache import PolicyCache, PolicyStore
 from mta_sts_policyd.lookup import LookupSettings, PolicyResolver
+from support.dns_server import tlsa
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 TESTING = ENFORCE.replace("enforce", "testing")
@@ -358,3 +359,28 @@ async def test_short_max_age_is_refreshed_before_it_expires(
     assert await resolver.refresh_once() == 1
     clock.advance(300)  # 760 s after the first fetch, 300 s after the refresh
     assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY
+
+
+@pytest.mark.parametrize(
+    ("dane_reply", "authenticated", "expected"),
+    [
+        (NOTFOUND, True, NOTFOUND),  # A57/D.44: Postfix's global dane level applies
+        (b"OK dane", True, b"OK dane"),
+        (NOTFOUND, False, ENFORCE_REPLY),  # TLSA not DNSSEC-validated: not DANE-protected
+        (None, True, ENFORCE_REPLY),  # DANE checks off (Postfix does no DANE)
+    ],
+)
+async def test_a57_d44_dane_destination_never_gets_secure(
+    sts_world: StsWorld,
+    clock: FakeClock,
+    dane_reply: bytes | None,
+    authenticated: bool,
+    expected: bytes,
+) -> None:
+    resolver = make_resolver(sts_world, clock, dane_reply=dane_reply)
+    sts_world.publish("example.test", ENFORCE)
+    sts_world.dns.set_mx("example.test", (10, "mail.example.test."))
+    sts_world.dns.set("_25._tcp.mail.example.test", tlsa(3, 1, 1, "ab" * 32))
+    if authenticated:
+        sts_world.dns.authenticated.add("_25._tcp.mail.example.test")
+    assert await resolver.answer("postfix", "example.test") == expected

@@ -22,6 +22,7 @@ from mta_sts_policyd.discovery import Discovery
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.logsetup import setup_logging
 from mta_sts_policyd.lookup import LookupSettings, PolicyResolver
+from mta_sts_policyd.postfix import REPLY_NOTFOUND
 from mta_sts_policyd.server import SocketmapServer, systemd_listen_sockets
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,8 @@ def postfix_version(postconf: str) -> tuple[int, ...] | None:
 
     `-d` reads the compiled-in value, so it works without a main.cf and costs ~10 ms.
     """
-    try:
-        out = subprocess.run(
-            [postconf, "-d", "-h", "mail_version"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    out = postfix_settings_default(postconf, "mail_version")
+    if out is None:
         return None
     parts = out.split("-")[0].split(".")
     return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else None
@@ -63,6 +57,55 @@ def decide_sts_attributes(config: Config) -> bool:
     return enabled
 
 
+DANE_REPLIES: dict[str, bytes | None] = {
+    "off": None,
+    "notfound": REPLY_NOTFOUND,
+    "dane": b"OK dane",
+    "dane-only": b"OK dane-only",
+}
+
+
+def postfix_settings_default(postconf: str, name: str) -> str | None:
+    """A parameter's compiled-in default (`postconf -d -h`): needs no main.cf."""
+    try:
+        return subprocess.run(
+            [postconf, "-d", "-h", name], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def postfix_settings(postconf: str, *names: str) -> list[str] | None:
+    """Values of main.cf parameters (`postconf -h`), or None when Postfix cannot be asked.
+
+    Without a main.cf, postconf fails only after a one-second pause: look for the file first.
+    """
+    directory = postfix_settings_default(postconf, "config_directory")
+    if directory is None or not (Path(directory) / "main.cf").exists():
+        return None
+    try:
+        out = subprocess.run(
+            [postconf, "-h", *names], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.strip() for line in out.splitlines()]
+
+
+def decide_dane(config: Config) -> bytes | None:
+    """A57: with Postfix doing DANE, a DANE destination must keep Postfix's dane level."""
+    mode = config.server.dane
+    if mode == "auto":
+        values = postfix_settings(
+            config.server.postconf, "smtp_tls_security_level", "smtp_dns_support_level"
+        )
+        level, support = values if values and len(values) == 2 else ("", "")
+        postfix_dane = level.lower() in ("dane", "dane-only") and support.lower() == "dnssec"
+        mode = "notfound" if postfix_dane else "off"
+        log.info("event=dane mode=%s source=postconf level=%r dns_support=%r", mode, level, support)
+    return DANE_REPLIES[mode]
+
+
 def lookup_settings(config: Config, sts_attributes: bool) -> LookupSettings:
     c = config.cache
     return LookupSettings(
@@ -76,6 +119,7 @@ def lookup_settings(config: Config, sts_attributes: bool) -> LookupSettings:
         refresh_concurrency=c.refresh_concurrency,
         sts_attributes=sts_attributes,
         exact_wildcards=config.server.exact_wildcards,
+        dane_reply=decide_dane(config),
     )
 
 
@@ -203,7 +247,7 @@ class Daemon:
         setup_logging(fresh.logging.level)
         settings = lookup_settings(fresh, decide_sts_attributes(fresh))
         self.resolver.settings = settings
-        self.resolver.rerender_all(settings.sts_attributes, settings.exact_wildcards)
+        self.resolver.rerender_all()
         self.config = fresh
         log.info("event=reloaded entries=%d", len(self.resolver.cache))
         sdnotify.notify("READY=1")

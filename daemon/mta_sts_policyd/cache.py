@@ -47,6 +47,8 @@ class CacheEntry:
     failure: tuple[ResultType, str] | None = None
     """The discovery failure in force (cleared by the next success); TLS-RPT, `cache show`."""
     mx_hosts: tuple[str, ...] = ()
+    dane: bool = False
+    """An MX host has DNSSEC-validated TLSA records (RFC 8461 §2: DANE takes precedence)."""
     reply: bytes = field(default=b"", repr=False)
     """Precomputed socketmap reply payload; rendered when the policy or MX set changes."""
 
@@ -75,6 +77,7 @@ def entry_to_json(entry: CacheEntry) -> dict[str, Any]:
         "failed_at": entry.failed_at,
         "failure": None if entry.failure is None else [entry.failure[0].value, entry.failure[1]],
         "mx_hosts": list(entry.mx_hosts),
+        "dane": entry.dane,
     }
 
 
@@ -104,6 +107,7 @@ def entry_from_json(domain: str, data: dict[str, Any]) -> CacheEntry:
         failed_at=float(data["failed_at"]),
         failure=None if failure is None else (ResultType(failure[0]), str(failure[1])),
         mx_hosts=tuple(str(h) for h in data["mx_hosts"]),
+        dane=bool(data.get("dane", False)),
     )
 
 

@@ -20,6 +20,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/mta-sts-policyd/config.toml")
 DEFAULT_STATE_DIR = "/var/lib/mta-sts-policyd"
 
 StsAttributes = Literal["auto", True, False]
+DaneMode = Literal["auto", "off", "notfound", "dane", "dane-only"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class ServerConfig:
     idle_timeout: float = 60.0
     sts_attributes: StsAttributes = "auto"
     """Postfix >= 3.10 STS/TLSRPT reply attributes: auto asks `postconf -h mail_version`."""
+    dane: DaneMode = "auto"
+    """DANE wins over MTA-STS (RFC 8461 §2): the reply for an enforce domain whose MX hosts have
+    DNSSEC-validated TLSA records. `notfound` leaves Postfix's own dane level in force; `auto` is
+    `notfound` when Postfix's smtp_tls_security_level is dane/dane-only with dnssec support,
+    else `off` (Postfix does no DANE, so MTA-STS applies)."""
     exact_wildcards: bool = True
     """Render `*.x` patterns as the MX names they match (one label) instead of Postfix's `.x`."""
     postconf: str = "postconf"

@@ -8,6 +8,7 @@ exceptions never leave those two modules: callers see DnsLookupError and PolicyF
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -63,6 +64,15 @@ class Discovery:
     async def lookup_addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of a host (for the MX probe); DnsLookupError on failure."""
         return await self._dns.addresses(host)
+
+    async def dane_protected(self, mx_hosts: Sequence[str]) -> bool:
+        """RFC 8461 §2: any MX with DNSSEC-validated TLSA makes the destination DANE's.
+
+        A failed TLSA lookup counts as "not protected" (MTA-STS then applies, fail-open).
+        """
+        checks = [self._dns.tlsa_authenticated(_name(h, DnsLookupError)) for h in mx_hosts]
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        return any(result is True for result in results)
 
     async def fetch_policy(self, domain: str) -> FetchResult:
         """Fetch and validate the policy file of `domain`; PolicyFetchError classifies failures."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
@@ -76,6 +77,9 @@ def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolv
     resolver.timeout = min(timeout, 2.0)
     resolver.use_edns(0, 0, _EDNS_PAYLOAD)
     resolver.search = []
+    # RFC 6840 §5.7: AD in the query asks a validating resolver to say whether the answer was
+    # DNSSEC-validated (used for DANE precedence, RFC 8461 §2); harmless for other queries.
+    resolver.flags = dns.flags.RD | dns.flags.AD
     return resolver
 
 
@@ -121,6 +125,14 @@ class DnsClient:
         ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
         hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
         return tuple(h for h in hosts if h not in ("", "."))
+
+    async def tlsa_authenticated(self, host: str, port: int = 25) -> bool:
+        """True when `_PORT._tcp.HOST` has TLSA records the resolver validated (AD bit)."""
+        try:
+            answer = await self._query(f"_{port}._tcp.{host}", "TLSA")
+        except dns.resolver.NXDOMAIN:
+            return False
+        return answer.rrset is not None and bool(answer.response.flags & dns.flags.AD)
 
     async def addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of `host`, queried together; [] when it has none.

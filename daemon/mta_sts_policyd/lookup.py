@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,6 +40,8 @@ class DiscoveryLike(Protocol):
 
     async def lookup_addresses(self, host: str) -> list[str]: ...
 
+    async def dane_protected(self, mx_hosts: Sequence[str]) -> bool: ...
+
 
 FailureListener = Callable[[CacheEntry, ResultType, str], None]
 """Called once per answered lookup while a discovery failure lasts (TLS-RPT, RFC 8461 §6)."""
@@ -60,6 +62,8 @@ class LookupSettings:
     refresh_concurrency: int = 20
     sts_attributes: bool = False
     exact_wildcards: bool = True
+    dane_reply: bytes | None = None
+    """Reply for DANE-protected enforce domains; None: DANE is not checked."""
 
 
 class PolicyResolver:
@@ -246,8 +250,11 @@ class PolicyResolver:
         entry.fetched_at = now
         entry.expires_at = now + policy.max_age
         entry.failed_id, entry.failed_at, entry.failure = None, 0.0, None
-        if policy.mode is Mode.ENFORCE and self._wants_mx(entry):
+        if policy.mode is Mode.ENFORCE and (self._wants_mx(entry) or self.settings.dane_reply):
             entry.mx_hosts = await self._mx_hosts(entry.domain)
+        entry.dane = False
+        if policy.mode is Mode.ENFORCE and self.settings.dane_reply and entry.mx_hosts:
+            entry.dane = await self.discovery.dane_protected(entry.mx_hosts)
         self.render(entry)
         self.cache.put(entry)
         log.info(
@@ -297,6 +304,9 @@ class PolicyResolver:
         """Precompute the reply bytes (the answer path only copies them out)."""
         if entry.policy is None:
             entry.reply = REPLY_NOTFOUND
+            return
+        if entry.dane and self.settings.dane_reply and entry.policy.mode is Mode.ENFORCE:
+            entry.reply = self.settings.dane_reply  # never `secure` for a DANE destination
             return
         entry.reply = render_policy_reply(
             entry.policy,
@@ -378,13 +388,8 @@ class PolicyResolver:
             self.cache.remove(name)
         return len(domains)
 
-    def rerender_all(self, sts_attributes: bool, exact_wildcards: bool) -> None:
+    def rerender_all(self) -> None:
         """After a reload that changed rendering settings."""
-        from dataclasses import replace
-
-        self.settings = replace(
-            self.settings, sts_attributes=sts_attributes, exact_wildcards=exact_wildcards
-        )
         for entry in self.cache.hot_entries():
             self.render(entry)
 

@@ -79,6 +79,12 @@ def aaaa(address: str, ttl: int = 300) -> Record:
     return Record(dns.rdatatype.AAAA, rd, ttl)
 
 
+def tlsa(usage: int, selector: int, mtype: int, digest_hex: str, ttl: int = 300) -> Record:
+    """A TLSA RR (RFC 6698), e.g. tlsa(3, 1, 1, "ab" * 32) for DANE-EE SPKI SHA-256."""
+    rd = dns.rdata.from_text(_IN, dns.rdatatype.TLSA, f"{usage} {selector} {mtype} {digest_hex}")
+    return Record(dns.rdatatype.TLSA, rd, ttl)
+
+
 def _absolute(name: str) -> dns.name.Name:
     return dns.name.from_text(name.rstrip(".") + ".") if name not in ("", ".") else _ROOT
 
@@ -122,6 +128,8 @@ class DnsServer:
         self.record_queries = record_queries
         self._zone: dict[str, list[Record]] = {}
         self._failures: dict[tuple[str, dns.rdatatype.RdataType | None], Failure] = {}
+        self.authenticated: set[str] = set()
+        """Names answered with the AD bit (DNSSEC-validated), e.g. "_25._tcp.mx.example"."""
         self._delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -328,6 +336,9 @@ class DnsServer:
     ) -> bytes | None:
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
+        with self._lock:
+            if name in self.authenticated:  # plays a validating resolver for this name
+                response.flags |= dns.flags.AD
         outcome = self._resolve(name, rdtype, response)
         if outcome == "drop":
             return None
