@@ -20,11 +20,13 @@ import random
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-tlsrpt"
@@ -134,7 +136,7 @@ def run_ours(path: str, db: str, realtime: bool) -> None:
     store = TlsRptStore(db)
     collector = TlsRptCollector(path, store, realtime_recv=realtime)
     collector.start()
-    print("ready", flush=True)
+    print("ready", collector.receiver_pid, flush=True)
     sys.stdin.readline()
     drained = collector.stop(30)
     store.close()
@@ -146,6 +148,8 @@ def run_ours(path: str, db: str, realtime: bool) -> None:
                 "received": stats.received,
                 "rejected": stats.rejected,
                 "priority": stats.recv_priority,
+                "restarts": stats.receiver_restarts,
+                "backlog_dropped": stats.backlog_dropped,
                 "dropped": store.dropped,
             }
         ),
@@ -196,7 +200,8 @@ def wait_until(condition: object, timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
-def start_receiver(kind: str, tmp: Path) -> subprocess.Popen[str]:
+def start_receiver(kind: str, tmp: Path) -> tuple[subprocess.Popen[str], int | None]:
+    """The receiver, and the pid of our collector's receiver process (None for the others)."""
     sock, db = tmp / "tlsrpt.sock", tmp / "tlsrpt.sqlite"
     if kind == "tlsrpt-collectd":
         cfg = tmp / "collectd.cfg"
@@ -221,14 +226,15 @@ def start_receiver(kind: str, tmp: Path) -> subprocess.Popen[str]:
         proc = subprocess.Popen(cmd, text=True, stdout=subprocess.DEVNULL)
         wait_until(lambda: sock.exists() and db.exists())
         time.sleep(0.3)
-        return proc
+        return proc, None
     role = "_floor" if kind == "recv-floor" else "_ours"
     args = [sys.executable, __file__, role, str(sock), str(db), kind]
     proc = subprocess.Popen(args, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
+    word, *pid = proc.stdout.readline().split()
+    if word != "ready":
         raise RuntimeError("our collector did not start")
-    return proc
+    return proc, int(pid[0]) if pid else None
 
 
 def stored(kind: str, db: Path) -> int:
@@ -245,11 +251,15 @@ def run_one(kind: str, rate: int, seconds: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="tlsrpt-bench-") as name:
         tmp = Path(name)
         load = os.getloadavg()[0]
-        proc = start_receiver(kind, tmp)
-        cpu0 = proc_cpu(proc.pid)
+        proc, child = start_receiver(kind, tmp)
+        # Both our processes count: wait4's rusage includes the receiver, which our collector
+        # reaps at stop; their start-up (before "ready") does not.
+        recv0 = proc_cpu(child) if child else 0.0
+        cpu0 = proc_cpu(proc.pid) + recv0
         cmd = [sys.executable, __file__, "_send", str(tmp / "tlsrpt.sock"), str(rate), str(seconds)]
         sender = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
         time.sleep(0.5)
+        recv_cpu = proc_cpu(child) - recv0 if child else 0.0
         if kind == "tlsrpt-collectd":
             proc.send_signal(signal.SIGTERM)
             info: dict[str, object] = {}
@@ -276,6 +286,7 @@ def run_one(kind: str, rate: int, seconds: float) -> dict[str, object]:
             "stored": kept,
             "loss_pct": 100.0 * (sent - kept) / sent,
             "cpu_us": 1e6 * cpu / max(kept, 1),
+            "recv_cpu_us": 1e6 * recv_cpu / max(kept, 1),
             "achieved": sent / float(sender["elapsed"]),
             "max_lag": sender["max_lag"],
             "load": load,
@@ -283,11 +294,45 @@ def run_one(kind: str, rate: int, seconds: float) -> dict[str, object]:
         }
 
 
+COLUMNS = (
+    "| receiver | rate/s | sent | EAGAIN | stored | loss % | CPU µs/datagram (receiver proc) "
+    "| sender rate | max lag | load |"
+)
+
+
+def table_row(row: dict[str, Any]) -> str:
+    recv = f" ({row['recv_cpu_us']:.1f})" if row.get("recv_cpu_us") else ""
+    return (
+        f"| {row['receiver']} | {row['rate']} | {row['sent']} | {row['eagain']} | "
+        f"{row['stored']} | {row['loss_pct']:.3f} | {row['cpu_us']:.1f}{recv} | "
+        f"{row['achieved']:.0f} | {row['max_lag']} | {row['load']:.2f} |"
+    )
+
+
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per receiver and rate, the run with the median loss; CPU and load are medians too."""
+    out = []
+    keys = dict.fromkeys((r["receiver"], r["rate"]) for r in rows)
+    for kind, rate in keys:
+        runs = sorted(
+            (r for r in rows if (r["receiver"], r["rate"]) == (kind, rate)),
+            key=lambda r: r["loss_pct"],
+        )
+        mid = dict(runs[len(runs) // 2])
+        for field in ("cpu_us", "recv_cpu_us", "load"):
+            mid[field] = statistics.median(float(r.get(field, 0.0)) for r in runs)
+        mid["runs"] = len(runs)
+        mid["loss_all"] = [round(r["loss_pct"], 3) for r in rows if r in runs]
+        out.append(mid)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="3 s per run (< 1 minute in all)")
     parser.add_argument("--rates", default="2000,5000,10000")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=1, help="runs per receiver and rate")
     parser.add_argument(
         "--receivers",
         default="ours,ours-normal-priority,tlsrpt-collectd",
@@ -300,28 +345,27 @@ def main() -> None:
     if "tlsrpt-collectd" in receivers:
         ensure_collectd()
     rows = []
-    print(
-        "| receiver | rate/s | sent | EAGAIN | stored | loss % | CPU µs/stored datagram | "
-        "sender rate | sender max lag | load |"
-    )
+    print(COLUMNS)
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for rate in (int(r) for r in args.rates.split(",")):
-        for kind in receivers:
-            row = run_one(kind, rate, seconds)
-            rows.append(row)
-            print(
-                f"| {kind} | {rate} | {row['sent']} | {row['eagain']} | {row['stored']} | "
-                f"{row['loss_pct']:.3f} | {row['cpu_us']:.1f} | {row['achieved']:.0f} | "
-                f"{row['max_lag']} | {row['load']:.2f} |",
-                flush=True,
-            )
-    theirs = {r["rate"]: r["cpu_us"] for r in rows if r["receiver"] == "tlsrpt-collectd"}
-    for row in rows:
+    for _ in range(args.runs):
+        for rate in (int(r) for r in args.rates.split(",")):
+            for kind in receivers:  # interleaved, so machine load hits every receiver alike
+                rows.append(run_one(kind, rate, seconds))
+                print(table_row(rows[-1]), flush=True)
+    summary = medians(rows)
+    if args.runs > 1:
+        print(f"\nmedian of {args.runs} runs (loss of each run in brackets)\n")
+        print(COLUMNS)
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for row in summary:
+            print(table_row(row), row["loss_all"])
+    theirs = {r["rate"]: r["cpu_us"] for r in summary if r["receiver"] == "tlsrpt-collectd"}
+    for row in summary:
         if row["receiver"] != "tlsrpt-collectd" and row["rate"] in theirs:
-            ratio = float(row["cpu_us"]) / float(theirs[row["rate"]])  # type: ignore[arg-type]
+            ratio = float(row["cpu_us"]) / float(theirs[row["rate"]])
             print(f"CPU ratio {row['receiver']} / tlsrpt-collectd at {row['rate']}/s: {ratio:.2f}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"runs": rows, "median": summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import time
 
 HEADER = struct.Struct("<IId")
 NOTICE = 0xFFFFFFFF
+SCHED_ATTR = struct.Struct("IIQiI")
+"""struct sched_attr up to sched_priority; sched_runtime, deadline, period, util_min/max follow."""
 RDHUP = getattr(select, "POLLRDHUP", 0x2000)
 IDLE_CHECK = 1.0
 """Seconds between parent-alive checks while idle (PR_SET_PDEATHSIG is the fast path)."""
@@ -47,21 +49,49 @@ def encode_notice(text: str) -> bytes:
 
 
 def raise_priority(realtime: bool) -> str:
-    """SCHED_FIFO at the lowest real-time priority when permitted (root, CAP_SYS_NICE or
-    RLIMIT_RTPRIO >= 1); else unchanged. The loop only blocks in recv or copies bytes, so it
-    cannot starve the machine, and it then preempts ordinary processes within microseconds."""
-    if not realtime:
-        return "normal"
+    """Be scheduled within microseconds of a datagram's arrival, as far as permitted.
+
+    `realtime`: SCHED_FIFO at the lowest real-time priority (root, CAP_SYS_NICE or
+    RLIMIT_RTPRIO >= 1), else nice -10 (CAP_SYS_NICE or RLIMIT_NICE). The loop only blocks in
+    recv or copies bytes, so it cannot starve the machine. Always, unprivileged: a 0.1 ms EEVDF
+    slice (Linux >= 6.12), which lets the woken receiver preempt a CPU-bound task sooner.
+    """
+    got = []
+    if realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            return "realtime"
+        except (AttributeError, OSError):
+            pass
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, -10)
+            got.append("nice-10")
+        except OSError:
+            pass
+    if _short_slice(100_000):
+        got.append("slice")
+    return "+".join(got) or "normal"
+
+
+def _short_slice(nanoseconds: int) -> bool:
+    """sched_setattr(2) with sched_runtime for SCHED_OTHER; True if the kernel kept it."""
+    numbers = {"x86_64": (314, 315), "aarch64": (274, 275)}.get(os.uname().machine)
+    if numbers is None:
+        return False
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-        return "realtime"
-    except (AttributeError, OSError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-        return "nice-10"
-    except OSError:
-        return "normal"
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = SCHED_ATTR.pack(SCHED_ATTR.size + 32, 0, 0, os.getpriority(os.PRIO_PROCESS, 0), 0)
+        attr += struct.pack("QQQII", nanoseconds, 0, 0, 0, 0)
+        if libc.syscall(numbers[0], 0, ctypes.c_char_p(attr), 0) != 0:
+            return False
+        out = ctypes.create_string_buffer(SCHED_ATTR.size + 32)
+        if libc.syscall(numbers[1], 0, out, len(out), 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return bool(struct.unpack_from("Q", out.raw, SCHED_ATTR.size)[0] == nanoseconds)
 
 
 def die_with_parent(parent: int) -> None:
