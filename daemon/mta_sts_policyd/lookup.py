@@ -158,10 +158,15 @@ class PolicyResolver:
         return result.reply
 
     def _recently_failed(self, entry: CacheEntry | None, now: float) -> bool:
-        """No policy and checked within txt_recheck: answer now instead of waiting on DNS again."""
+        """No policy and checked within txt_recheck: answer now instead of waiting on DNS again.
+
+        Not while a discovery is in flight: its first fetch sets txt_checked_at before the policy
+        arrives, and concurrent first lookups must wait for it (D.50, D.51).
+        """
         return (
             entry is not None
             and entry.policy is None
+            and entry.domain not in self._inflight
             and now - entry.txt_checked_at < self.settings.txt_recheck
         )
 
