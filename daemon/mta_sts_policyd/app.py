@@ -273,9 +273,17 @@ class Daemon:
         log.info("event=stopped entries_flushed=yes")
 
 
+EXIT_TEMPFAIL = 75
+
+
 async def serve(daemon: Daemon) -> int:
     loop = asyncio.get_running_loop()
-    await daemon.start()
+    try:
+        await daemon.start()
+    except OSError as exc:
+        # e.g. the address is still held by the previous instance: one line, and 75 (retry).
+        log.error("event=start-failed reason=%r", str(exc))
+        return EXIT_TEMPFAIL
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)

@@ -98,9 +98,12 @@ class ControlServer:
             entries = sorted(cache.hot_entries(), key=lambda e: e.domain)
             return {"ok": True, "entries": [entry_summary(e) for e in entries]}
         if command == "show" and domain:
-            entry = cache.get(domain) or await asyncio.to_thread(cache.load_from_store, domain)
+            entry = cache.get(domain)
             if entry is None:
-                return {"ok": False, "error": f"{domain} is not in the cache", "missing": True}
+                entry = await asyncio.to_thread(cache.load_from_store, domain)
+                if entry is None:
+                    return {"ok": False, "error": f"{domain} is not in the cache", "missing": True}
+                self.resolver.render(entry)  # store rows carry no reply bytes
             return {"ok": True, "entry": entry_details(entry)}
         if command == "purge":
             return {"ok": True, "purged": await self.resolver.purge(domain)}
