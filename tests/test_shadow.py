@@ -13,7 +13,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,9 +330,11 @@ async def test_mx_lookup_failure_is_retried(world: World) -> None:
     event = datagram_event("broken.example.test")
     assert world.shadow.relabel(event) is event
     world.clock.now += RETRY + 1
+    world.dns.remove("broken.example.test")  # the failure too
     world.dns.set_mx("broken.example.test", (10, MX1))
     await probed(world, e)
-    assert world.shadow.relabel(event).success
+    relabeled = world.shadow.relabel(event)
+    assert relabeled.policy.policy_type is PolicyType.STS and relabeled.success
 
 
 async def test_domain_without_mx_waits_the_full_interval(world: World) -> None:
@@ -493,3 +495,195 @@ async def test_refine_ignores_stale_verdicts(world: World) -> None:
     assert (
         world.shadow.relabel(late).failures[0].result_type is ResultType.CERTIFICATE_HOST_MISMATCH
     )
+
+
+# --- holding sessions until the domain's probe round ends (issue 6 §3) ---------------------------
+
+SLOW = 0.4
+"""DNS delay of a slow MX lookup: the round runs that long (the discovery timeout is 1 s)."""
+
+
+async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def bad_first(w: World, delay: float = SLOW) -> CacheEntry:
+    """A testing domain whose primary MX would fail; its MX lookup takes `delay`."""
+    w.dns.set_mx("bad-first.example.test", (5, MX2), (10, MX1))
+    w.dns.delay("bad-first.example.test", delay)
+    return entry("bad-first.example.test")
+
+
+async def test_session_during_first_round_waits_for_its_verdict(world: World) -> None:
+    """The e2e race: lookup starts the round, the delivery's session arrives before it ends."""
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    world.shadow.on_policy(bad_first(world))
+    sink.submit(datagram_event("bad-first.example.test"))  # success datagram, no MX named
+    assert inner.events == [] and sink.held == 1
+    await world.shadow.join()
+    (event,) = inner.events
+    assert event.policy.policy_type is PolicyType.STS and not event.success
+    assert event.failures[0].result_type is ResultType.CERTIFICATE_HOST_MISMATCH
+    assert sink.held == 0 and sink.stats.held == sink.stats.released == 1
+
+
+async def test_session_from_collector_thread_waits_for_its_verdict(world: World) -> None:
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    world.shadow.on_policy(entry())
+    await asyncio.to_thread(sink.submit, datagram_event())
+    assert inner.events == [] and sink.held == 1
+    await world.shadow.join()
+    (event,) = inner.events
+    assert event.policy.policy_type is PolicyType.STS and event.success
+
+
+async def test_sessions_racing_the_round_end_are_never_stranded(world: World) -> None:
+    """A thread submits while the round ends: each session relabelled once, none left held."""
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    world.shadow.on_policy(bad_first(world, 0.1))
+    sent = 0
+
+    def flood() -> None:
+        nonlocal sent
+        stop = time.monotonic() + 0.3
+        while time.monotonic() < stop:
+            sink.submit(datagram_event("bad-first.example.test"))
+            sent += 1
+            time.sleep(0.0005)
+
+    await asyncio.gather(asyncio.to_thread(flood), world.shadow.join())
+    await until(lambda: len(inner.events) == sent, 1.0)
+    assert sink.held == 0 and sink.stats.held > 0
+    assert {(e.policy.policy_type, e.success) for e in inner.events} == {(PolicyType.STS, False)}
+
+
+async def test_non_testing_sessions_never_wait(world: World) -> None:
+    """Enforce, none and unknown domains, sts failures and decided sessions pass at once."""
+    world.dns.set_mx("none.example.test", (10, MX1))
+    await probed(world, entry())  # DOMAIN judged: its sessions are decided
+    world.shadow.on_policy(entry("none.example.test", policy(Mode.NONE)))
+    world.shadow.on_policy(entry("enforce.example.test", policy(Mode.ENFORCE)))
+    world.shadow.on_policy(bad_first(world))  # a round is running meanwhile
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    events = [
+        datagram_event("none.example.test"),
+        datagram_event("enforce.example.test"),
+        datagram_event("unknown.example.test"),
+        sts_failure(MX1, ResultType.CERTIFICATE_EXPIRED),
+        datagram_event(DOMAIN),
+    ]
+    for event in events:
+        sink.submit(event)
+    assert len(inner.events) == len(events) and sink.held == 0 and sink.stats.held == 0
+    assert inner.events[-1].policy.policy_type is PolicyType.STS
+
+
+async def test_per_domain_and_global_caps_hand_on_unchanged(world: World) -> None:
+    world.dns.set_mx("second.example.test", (10, MX1))
+    world.dns.delay("second.example.test", SLOW)
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow, max_per_domain=2, max_held=3)
+    world.shadow.on_policy(bad_first(world))
+    world.shadow.on_policy(entry("second.example.test"))
+    first = [datagram_event("bad-first.example.test") for _ in range(3)]
+    second = [datagram_event("second.example.test") for _ in range(2)]
+    for event in first + second:
+        sink.submit(event)
+    assert inner.events == [first[2], second[1]]  # per-domain cap, then global cap
+    assert all(e.policy.policy_type is PolicyType.NO_POLICY_FOUND for e in inner.events)
+    assert sink.held == 3 and sink.stats.overflow == 2
+    await world.shadow.join()
+    assert len(inner.events) == 5 and sink.held == 0
+    assert [e.policy.policy_type for e in inner.events[2:]] == [PolicyType.STS] * 3
+
+
+async def test_max_hold_hands_on_unchanged_before_the_round_ends(world: World) -> None:
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow, max_hold=0.05)
+    world.shadow.on_policy(bad_first(world, 0.6))
+    event = datagram_event("bad-first.example.test")
+    sink.submit(event)
+    await until(lambda: bool(inner.events), 0.5)
+    assert world.shadow.pending == 1  # the round has not ended: expired, not released
+    assert inner.events == [event] and sink.stats.expired == 1 and sink.held == 0
+    await world.shadow.join()
+    assert inner.events == [event]  # handed on once
+
+
+async def test_aclose_flushes_held_sessions_unchanged(world: World) -> None:
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow, close_grace=0.05)
+    world.shadow.on_policy(bad_first(world, 0.6))
+    event = datagram_event("bad-first.example.test")
+    sink.submit(event)
+    await sink.aclose()
+    assert inner.events == [event] and sink.stats.flushed == 1 and sink.held == 0
+    late = datagram_event("bad-first.example.test")
+    sink.submit(late)  # closed: nothing waits any more
+    assert inner.events == [event, late]
+    await world.shadow.join()
+    assert inner.events == [event, late]
+
+
+async def test_aclose_gives_the_running_round_its_grace(world: World) -> None:
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow, close_grace=5.0)
+    world.shadow.on_policy(bad_first(world))
+    sink.submit(datagram_event("bad-first.example.test"))
+    started = time.monotonic()
+    await sink.aclose()
+    assert time.monotonic() - started < 2.0
+    (event,) = inner.events
+    assert event.policy.policy_type is PolicyType.STS and not event.success
+    assert sink.stats.released == 1 and sink.stats.flushed == 0
+
+
+async def test_shadow_aclose_releases_held_sessions_of_cancelled_rounds(world: World) -> None:
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    world.shadow.on_policy(bad_first(world, 0.6))
+    event = datagram_event("bad-first.example.test")
+    sink.submit(event)
+    await asyncio.sleep(0.05)
+    await world.shadow.aclose()
+    assert inner.events == [event] and sink.held == 0
+
+
+async def test_due_round_is_started_for_a_waiting_session(world: World) -> None:
+    """After a failed MX lookup the retry is due; a session starts it and gets its verdict."""
+    world.dns.fail("broken.example.test", "servfail", "MX")
+    await probed(world, entry("broken.example.test"))
+    world.clock.now += RETRY + 1
+    world.dns.remove("broken.example.test")  # the failure too
+    world.dns.set_mx("broken.example.test", (10, MX1))
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    sink.submit(datagram_event("broken.example.test", at=world.clock.now))
+    assert inner.events == [] and sink.held == 1
+    await asyncio.sleep(0)  # the loop picks up the request
+    await world.shadow.join()
+    assert world.shadow.stats.rounds == 2
+    (event,) = inner.events
+    assert event.policy.policy_type is PolicyType.STS and event.success
+
+
+async def test_request_for_a_round_no_longer_due_releases_at_once(world: World) -> None:
+    """The domain switched to enforce before the requested round started: nothing to wait for."""
+    world.dns.set_mx("down-only.example.test", (10, DOWN))
+    await probed(world, entry("down-only.example.test"))
+    world.clock.now += RETRY + 1
+    inner = ListSink()
+    sink = RelabelingSink(inner, world.shadow)
+    event = datagram_event("down-only.example.test", at=world.clock.now)
+    sink.submit(event)
+    assert sink.held == 1
+    world.shadow.on_policy(entry("down-only.example.test", policy(Mode.ENFORCE)))
+    await until(lambda: bool(inner.events), 1.0)
+    assert inner.events == [event] and sink.held == 0 and world.shadow.stats.rounds == 1

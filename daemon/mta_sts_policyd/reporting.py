@@ -160,8 +160,12 @@ class Reporting:
         )
         shadow = TestingShadow(prober, discovery.lookup_mx, recheck_interval=p.reprobe_interval)
         self.resolver.on_policy = shadow.on_policy
-        self._closers += [prober.aclose, shadow.aclose]
-        return RelabelingSink(store, shadow)
+        # Sessions wait at most 2 probe timeouts for their domain's round (issue 6 §3).
+        sink = RelabelingSink(store, shadow, max_hold=2 * p.timeout)
+        # Closers run in reverse: producers stop, held sessions reach the store (before
+        # store.close), then rounds are cancelled.
+        self._closers += [prober.aclose, shadow.aclose, sink.aclose]
+        return sink
 
     def _on_discovery_failure(
         self, entry: CacheEntry, result_type: ResultType, reason: str

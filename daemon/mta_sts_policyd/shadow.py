@@ -10,8 +10,10 @@ For `sts` failures that only say `validation-failure` (the mail log of Postfix <
 says more), the cached probe verdict of the named MX supplies the precise result type.
 
 Threads: `on_policy` runs on the event loop (the socketmap answer path: a dict lookup and two
-comparisons when nothing is due). `relabel` may run on the TLS-RPT collector's thread; it only
-reads immutable `TestingState` snapshots and hands probe requests to the loop thread-safely.
+comparisons when nothing is due). `relabel` and `round_pending` may run on the TLS-RPT
+collector's thread; they only read immutable `TestingState` snapshots and hand probe requests
+to the loop thread-safely. A round ends in this order: new state swapped in, the domain leaves
+`_running`, round listeners called (shadow_sink.py relies on it to never strand a held event).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,10 +42,18 @@ from mta_sts_policyd.shadow_label import (
     unnamed_verdict,
     with_results,
 )
+from mta_sts_policyd.shadow_sink import HoldStats, RelabelingSink
 from mta_sts_policyd.sts.model import Mode
-from mta_sts_policyd.tlsrpt.model import EventSink, PolicyRef, PolicyType, SessionEvent
+from mta_sts_policyd.tlsrpt.model import PolicyRef, PolicyType, SessionEvent
 
-__all__ = ["MAX_MX", "RelabelingSink", "ShadowStats", "TestingShadow", "TestingState"]
+__all__ = [
+    "MAX_MX",
+    "HoldStats",
+    "RelabelingSink",
+    "ShadowStats",
+    "TestingShadow",
+    "TestingState",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,7 @@ class TestingShadow:
         self._counted: dict[str, float] = {}
         self._warned: set[tuple[str, str]] = set()
         self._warned_day = -1
+        self._listeners: list[Callable[[str], None]] = []
         self.stats = ShadowStats()
 
     # --- the answer path ----------------------------------------------------------------------
@@ -145,15 +156,22 @@ class TestingShadow:
     async def _round(self, domain: str) -> None:
         """MX lookup, then every MX probed (the prober bounds concurrency and caches per MX)."""
         self.stats.rounds += 1
-        raw: dict[str, ProbeResult] | None = None
+        try:
+            self._finish(domain, await self._lookup_and_probe(domain))
+        finally:  # after the new state is in (module docstring), also when cancelled
+            self._running.discard(domain)
+            self._round_done(domain)
+
+    async def _lookup_and_probe(self, domain: str) -> Mapping[str, ProbeResult] | None:
         try:
             hosts = tuple(dict.fromkeys(await self._lookup_mx(domain)))[:MAX_MX]
             results = await asyncio.gather(*(self._probe(h) for h in hosts))
-            raw = {r.mx_host: r for r in results if r is not None}
         except Exception as exc:  # DNS trouble: try again after retry_interval
             log.info("event=testing-mx-lookup-failed domain=%s reason=%r", domain, str(exc))
-        finally:
-            self._running.discard(domain)
+            return None
+        return {r.mx_host: r for r in results if r is not None}
+
+    def _finish(self, domain: str, raw: Mapping[str, ProbeResult] | None) -> None:
         state = self._domains.get(domain)
         if state is None:
             return  # no longer a testing domain
@@ -167,6 +185,13 @@ class TestingShadow:
         for verdict in state.verdicts.values():
             if judged(verdict) is not None and not verdict.ok:
                 self._warn_once(domain, verdict)
+
+    def _round_done(self, domain: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(domain)
+            except Exception:  # one listener's bug must not stop the others
+                log.exception("event=round-listener-crashed domain=%s", domain)
 
     async def _probe(self, host: str) -> ProbeResult | None:
         try:
@@ -274,6 +299,49 @@ class TestingShadow:
     def _start_probe(self, host: str) -> None:
         self._spawn(self._probe(host), f"refine-probe {host}")
 
+    # --- waiting for a round (any thread) -----------------------------------------------------
+
+    def add_round_listener(self, listener: Callable[[str], None]) -> None:
+        """`listener(domain)` is called on the loop whenever a probe round of `domain` ends."""
+        self._listeners.append(listener)
+
+    def round_pending(self, event: SessionEvent) -> bool:
+        """Would a probe round (running, or due and not started) bring `event` a verdict?
+
+        Only for no-policy-found sessions of a testing domain whose policy was live then;
+        everything else never waits. Any thread.
+        """
+        if event.policy.policy_type is not PolicyType.NO_POLICY_FOUND:
+            return False
+        domain = event.report_domain
+        state = self._domains.get(domain)
+        if state is None or state.expires_at <= event.timestamp:
+            return False
+        return domain in self._running or state.next_round <= self._clock()
+
+    def request_round(self, domain: str) -> bool:
+        """Start a due round of `domain` soon; round listeners hear of it either way (any thread).
+
+        False when the loop is closing (no listener will be called).
+        """
+        if domain in self._running:
+            return True
+        try:
+            self._loop.call_soon_threadsafe(self._kick, domain)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _kick(self, domain: str) -> None:
+        state = self._domains.get(domain)
+        if domain in self._running:
+            return  # its end calls the listeners
+        if state is not None and state.next_round <= self._clock():
+            self._running.add(domain)
+            self._spawn(self._round(domain), f"testing-shadow {domain}")
+            return
+        self._round_done(domain)  # nothing due (any more): whoever waits, stop waiting
+
     # --- helpers ------------------------------------------------------------------------------
 
     def testing_policy(self, domain: str, at: float) -> PolicyRef | None:
@@ -306,18 +374,3 @@ class TestingShadow:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class RelabelingSink:
-    """EventSink wrapper: every event passes `TestingShadow.relabel` before the inner sink."""
-
-    def __init__(self, inner: EventSink, shadow: TestingShadow) -> None:
-        self.inner = inner
-        self.shadow = shadow
-
-    def submit(self, event: SessionEvent) -> None:
-        try:
-            event = self.shadow.relabel(event)
-        except Exception:  # a relabeling bug must not lose the session
-            log.exception("event=relabel-crashed domain=%s", event.report_domain)
-        self.inner.submit(event)
