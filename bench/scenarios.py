@@ -155,13 +155,14 @@ def refresh(env: Env) -> dict[str, Any]:
         "theirs": {"theirs": {"proactive_interval": 120, "proactive_grace_ratio": 120.0}},
     }
     ticks = {"ours": 60.0, "theirs": 122.0}
+    margins = {"ours": 30.0 + 6, "theirs": 6.0}  # ours: every entry older than refresh_interval
     for name in NAMES:
         daemon = start_daemon(env, name, **settings[name])
         try:
             fill = run_load(env, daemon, keys, 20, "once")
             env.log(f"refresh {name}: filled {fill['ok']} in {fill['seconds']:.1f}s")
             tick = ticks[name]
-            while daemon.started + tick - time.monotonic() < 5:
+            while daemon.started + tick - time.monotonic() < margins[name]:
                 tick += ticks[name] if name == "ours" else 120.0
             time.sleep(max(0.0, daemon.started + tick - 6 - time.monotonic()))
             run_load(env, daemon, keys, 20, "once")  # in use (ours skips unused entries)
