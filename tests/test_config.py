@@ -372,7 +372,7 @@ def config_data(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(config_data())
 def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
     try:

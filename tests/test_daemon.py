@@ -30,8 +30,10 @@ from mta_sts_policyd.postfix import NetstringDecoder, encode_netstring
 from support.daemon_process import (
     POSTMAP,
     DaemonProcess,
+    free_port,
     postfix_config_dir,
     postmap,
+    wait_until,
 )
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
@@ -174,16 +176,35 @@ def test_sigterm_flushes_every_entry_and_exits_0_in_time(
     assert isinstance(policy, dict) and policy["mx"] == ["mx.other.test"]
 
 
+async def test_sigterm_drains_an_answer_in_flight(daemon: DaemonProcess, world: StsWorld) -> None:
+    """SIGTERM during a first fetch (policy host answers after 1 s): the reply still arrives."""
+    site = world.https.site_for("mta-sts.example.test")
+    assert site is not None
+    site.delay = 1.0
+    await asyncio.to_thread(daemon.start)
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    writer.write(encode_netstring(b"postfix example.test"))
+    await asyncio.to_thread(wait_until, lambda: world.https.request_count("mta-sts.example.test"))
+    daemon.send(signal.SIGTERM)
+    assert await exchange(reader, writer, None) == ENFORCE_REPLY
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed
+    assert await asyncio.to_thread(daemon.stop) == 0
+    assert "example.test" in stored_rows(daemon.store_path)
+
+
 def test_sighup_reload_switches_on_sts_attributes_keeping_the_cache(
     daemon: DaemonProcess, world: StsWorld
 ) -> None:
     """C.4.2: sts_attributes false -> true by SIGHUP; cached replies are re-rendered, no refetch."""
     daemon.start()
     assert daemon.query("example.test") == ENFORCE_REPLY
-    daemon.write_config(server={"sts_attributes": True})
+    old_address = daemon.address
+    daemon.port = free_port()  # a listener change needs a restart: warned about, not applied
+    daemon.write_config(server={"sts_attributes": True, "listen": [daemon.address]})
     daemon.send(signal.SIGHUP)
     daemon.wait_for_log("event=reloaded entries=1")
-    assert daemon.query("example.test") == ENFORCE_REPLY + STS_ATTRIBUTES
+    assert "level=WARNING logger=mta_sts_policyd.app event=reload-listen-unchanged" in daemon.log()
+    assert daemon.query("example.test", address=old_address) == ENFORCE_REPLY + STS_ATTRIBUTES
     assert fetches(world) == 1
     assert daemon.proc is not None and daemon.proc.poll() is None
 
@@ -282,8 +303,12 @@ def test_sd_notify_ready_reloading_stopping(daemon: DaemonProcess, short_dir: Pa
 # --- connections (C.1.6, C.1.8) -------------------------------------------------------------------
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> bytes:
-    writer.write(encode_netstring(f"postfix {key}".encode()))
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str | None
+) -> bytes:
+    """Send one request (None: already sent) and read its reply."""
+    if key is not None:
+        writer.write(encode_netstring(f"postfix {key}".encode()))
     decoder = NetstringDecoder(max_length=200_000)
     while True:
         data = await asyncio.wait_for(reader.read(65536), 10)
