@@ -7,7 +7,9 @@ through the system resolver, receivers listen on port 25. Three recipient domain
 - enforce.test (enforce, MX with a valid certificate): 2 messages, delivered, Verified TLS.
 - testing.test (testing, MX with a certificate for another name): 2 messages. The daemon answers
   NOTFOUND (C.5), so Postfix delivers at `may`; the shadow probe finds the name mismatch and the
-  report labels the sessions `sts` with the testing policy (issue 6 §3).
+  report labels the sessions `sts` with the testing policy (issue 6 §3). The MX answers the
+  probe seconds late, so both sessions reach the daemon while the domain's first probe round
+  (started by the very lookup of the first delivery) still runs: they wait for its verdict.
 - expired.test (enforce, MX with an expired certificate): 1 message, deferred by Postfix.
 
 The daemon reads the outcomes from Postfix's maillog_file (C.6), is stopped with SIGTERM (the
@@ -191,6 +193,9 @@ def test_testing_domain_sessions_labeled_sts_with_the_probe_failure(
     assert _details(entries) == {
         ("certificate-host-mismatch", "mx.testing.test", "127.0.0.3"): 2,
     }
+    log = world["daemon_log"]
+    assert "event=testing-sessions-released domain=testing.test sessions=" in log  # they waited
+    assert "event=testing-hold-expired" not in log
     warning = "event=testing-mx-would-fail domain=testing.test mx=mx.testing.test"
     assert world["daemon_log"].count(warning) == 1  # once per domain, MX and day
     assert "result=certificate-host-mismatch" in world["daemon_log"]

@@ -147,6 +147,8 @@ class RelabelingSink:
             waiting = self._held.pop(domain, [])
             self._count -= len(waiting)
             self.stats.released += len(waiting)
+        if waiting:  # once per round at most: sessions that would have been mislabelled
+            log.info("event=testing-sessions-released domain=%s sessions=%d", domain, len(waiting))
         self._hand_on(event for _, event in waiting)
         self._check_drained()
 

@@ -17,6 +17,7 @@ The result file holds the day's reports (`report show --json`) and the evidence 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -34,7 +35,7 @@ from typing import Any
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .daemon_process import DaemonProcess
 from .dns_server import DnsServer
@@ -43,6 +44,11 @@ from .postfix_instance import PostfixInstance, _Collect, expired_cert
 
 SENDER = "sender@sender.example.test"
 RESULT_NAME = "result.json"
+PROBE_EHLO = "probe.sender.example.test"
+PROBE_DELAY = 1.5
+"""Receivers answer the daemon's probe (known by its EHLO name) this late, at each EHLO: the
+probe round of testing.test ends seconds after Postfix's sessions are in the log, so those
+sessions must wait for the round's verdict (issue 6 §3) instead of racing it."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,23 @@ def publish(dns: DnsServer, https: HttpsServer) -> None:
         https.set_policy(d.name, d.policy)
 
 
+class _SlowForProbe(_Collect):
+    """Keeps every message; delays the EHLO reply to the daemon's probe (PROBE_DELAY)."""
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if hostname == PROBE_EHLO:
+            await asyncio.sleep(PROBE_DELAY)
+        return responses
+
+
 class _StartTlsController(Controller):
     """aiosmtpd on ADDRESS:25 offering STARTTLS with one certificate."""
 
@@ -152,7 +175,7 @@ def daemon_settings(maillog: Path) -> dict[str, dict[str, Any]]:
             "allow_unsigned": True,
         },
         "maillog": {"enabled": True, "path": str(maillog), "timezone": "UTC"},
-        "probe": {"enabled": True, "timeout": 5.0, "port": 25},
+        "probe": {"enabled": True, "timeout": 5.0, "port": 25, "ehlo_name": PROBE_EHLO},
     }
 
 
@@ -166,17 +189,6 @@ def postfix_instance(root: Path, ca_file: Path, socketmap: str) -> PostfixInstan
         "smtp_connection_cache_on_demand": "no",
     }
     return PostfixInstance(root, overrides, ca_file=ca_file)
-
-
-def prime_testing(pf: PostfixInstance, daemon: DaemonProcess, domain: str) -> None:
-    """Postfix's own socketmap client asks once, and the shadow probe round completes.
-
-    Without this the first session to a testing domain races the probe the lookup starts.
-    """
-    table = pf.settings["smtp_tls_policy_maps"]
-    cmd = ["postmap", "-c", str(pf.config_dir), "-q", domain, table]
-    subprocess.run(cmd, capture_output=True, check=False, timeout=30)
-    daemon.wait_for_log(rf"event=testing-mx-would-fail domain={domain}", timeout=20)
 
 
 def deliver(pf: PostfixInstance) -> dict[str, list[str]]:
@@ -212,7 +224,7 @@ def today() -> dt.date:
 # --- the run -------------------------------------------------------------------------------
 
 
-def run(workdir: Path, prime: bool) -> dict[str, Any]:
+def run(workdir: Path) -> dict[str, Any]:
     """Build the world under `workdir`, deliver, stop the daemon, read the day's reports."""
     setup_namespace(workdir)
     os.environ["TZ"] = "UTC"  # Postfix imports TZ: log timestamps in UTC (maillog.timezone)
@@ -224,7 +236,7 @@ def run(workdir: Path, prime: bool) -> dict[str, Any]:
         dns = stack.enter_context(Port53Dns())
         https = stack.enter_context(HttpsServer(ca))
         publish(dns, https)
-        handlers = {d.name: _Collect() for d in DOMAINS}
+        handlers = {d.name: _SlowForProbe() for d in DOMAINS}
         for d in DOMAINS:
             stack.callback(start_receiver(ca, d, handlers[d.name]).stop)
         daemon = stack.enter_context(DaemonProcess.for_servers(dns, https))
@@ -236,8 +248,6 @@ def run(workdir: Path, prime: bool) -> dict[str, Any]:
         daemon.start()
         first_day = today()
         try:
-            if prime:
-                prime_testing(pf, daemon, "testing.test")
             result["statuses"] = deliver(pf)
         finally:
             result["daemon_exit"] = daemon.stop()  # SIGTERM: the store is flushed
@@ -250,12 +260,12 @@ def run(workdir: Path, prime: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    """argv: WORKDIR [--no-prime]; writes WORKDIR/result.json (with `error` on failure)."""
+    """argv: WORKDIR; writes WORKDIR/result.json (with `error` on failure)."""
     workdir = Path(sys.argv[1])
     started = time.monotonic()
     result: dict[str, Any] = {}
     try:
-        result = run(workdir, prime="--no-prime" not in sys.argv[2:])
+        result = run(workdir)
     except BaseException:
         result["error"] = traceback.format_exc()
         raise
