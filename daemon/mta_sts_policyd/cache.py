@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -92,7 +93,7 @@ def entry_from_json(domain: str, data: dict[str, Any]) -> CacheEntry:
             mode=Mode(raw["mode"]),
             max_age=int(raw["max_age"]),
             mx=tuple(str(m) for m in raw["mx"]),
-            lines=tuple(str(line) for line in raw["lines"]),
+            lines=tuple(sys.intern(str(line)) for line in raw["lines"]),
         )
     failure = data["failure"]
     return CacheEntry(
@@ -132,6 +133,7 @@ class PolicyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._read: sqlite3.Connection | None = None
         self._db = self._open()
 
     def _open(self) -> SqliteDict:
@@ -167,23 +169,35 @@ class PolicyStore:
             outer_stack=False,
         )
 
-    def load_all(self) -> Iterator[CacheEntry]:
-        """Every readable entry; unreadable rows are logged and skipped (never fatal)."""
+    def _reader(self) -> sqlite3.Connection:
+        """A plain read connection: reads skip sqlitedict's queue thread (WAL: no blocking)."""
+        if self._read is None:
+            self._read = sqlite3.connect(self.path, check_same_thread=False)
+        return self._read
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
         with self._lock:
-            rows = list(self._db.items())
-        for domain, data in rows:
+            return list(self._reader().execute(sql, args))
+
+    def load_recent(self, limit: int) -> Iterator[CacheEntry]:
+        """The `limit` most recently used entries, newest first; bad rows are logged, skipped."""
+        rows = self._rows(
+            'SELECT key, value FROM "policies" '
+            "ORDER BY json_extract(value, '$.last_used') DESC LIMIT ?",
+            (limit,),
+        )
+        for domain, raw in rows:
             try:
-                yield entry_from_json(domain, data)
+                yield entry_from_json(domain, json.loads(raw))
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("event=store-row-skipped domain=%s reason=%r", domain, str(exc))
 
     def get(self, domain: str) -> CacheEntry | None:
-        with self._lock:
-            data = self._db.get(domain)
-        if data is None:
+        rows = self._rows('SELECT key, value FROM "policies" WHERE key = ?', (domain,))
+        if not rows:
             return None
         try:
-            return entry_from_json(domain, data)
+            return entry_from_json(domain, json.loads(rows[0][1]))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -193,27 +207,44 @@ class PolicyStore:
             for entry in entries:
                 self._db[entry.domain] = entry_to_json(entry)
             for domain in deletions:
-                self._db.pop(domain, None)
+                self._db.conn.execute('DELETE FROM "policies" WHERE key = ?', (domain,))
             self._db.commit()
 
-    def keys(self) -> list[str]:
+    def evict_oldest(self, keep: int) -> int:
+        """Delete the least recently used rows beyond `keep`; returns how many."""
+        excess = len(self) - keep
+        if excess <= 0:
+            return 0
         with self._lock:
-            return list(self._db.keys())
+            self._db.conn.execute(
+                'DELETE FROM "policies" WHERE key IN (SELECT key FROM "policies" '
+                "ORDER BY json_extract(value, '$.last_used') ASC LIMIT ?)",
+                (excess,),
+            )
+            self._db.commit()
+        return excess
+
+    def keys(self) -> list[str]:
+        return [row[0] for row in self._rows('SELECT key FROM "policies"')]
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._db)
+            (count,) = self._reader().execute('SELECT count(*) FROM "policies"').fetchone()
+        return int(count)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._read is not None:
+                self._read.close()
+                self._read = None
 
 
 class PolicyCache:
     """Hot set + store. All methods run on the event loop thread except `flush`/`load_*`."""
 
     def __init__(
-        self, store: PolicyStore | None, *, memory_entries: int = 20_000, max_entries: int = 200_000
+        self, store: PolicyStore | None, *, memory_entries: int = 5_000, max_entries: int = 200_000
     ) -> None:
         self.store = store
         self.memory_entries = memory_entries
@@ -221,20 +252,22 @@ class PolicyCache:
         self._hot: OrderedDict[str, CacheEntry] = OrderedDict()
         self._dirty: dict[str, CacheEntry] = {}
         self._deleted: set[str] = set()
-        self._disk_count = 0
 
     def load(self, now: float) -> int:
-        """Read the store at start: promote the most recently used entries, evict past the bound."""
+        """Read the store at start: the most recently used entries go into memory.
+
+        Only the hot set is decoded (SQL orders by last use), so start-up time and peak memory
+        do not grow with the store; the rest is read on demand. Returns the stored count.
+        """
         if self.store is None:
             return 0
-        entries = sorted(self.store.load_all(), key=lambda e: e.last_used, reverse=True)
-        self._disk_count = len(entries)
-        for entry in entries[: self.memory_entries]:
+        total = len(self.store)
+        if total > self.max_entries:
+            self.store.evict_oldest(self.max_entries)
+        recent = list(self.store.load_recent(self.memory_entries))
+        for entry in reversed(recent):  # LRU order: oldest first
             self._hot[entry.domain] = entry
-        self._hot = OrderedDict(reversed(self._hot.items()))  # LRU order: oldest first
-        for entry in entries[self.max_entries :]:
-            self._deleted.add(entry.domain)
-        return len(entries)
+        return min(total, self.max_entries)
 
     def get(self, domain: str) -> CacheEntry | None:
         """Memory only (the answer path). Marks the entry most recently used."""
@@ -297,12 +330,7 @@ class PolicyCache:
 
     def evict_store_overflow(self) -> int:
         """Drop the least recently used stored domains beyond `max_entries` (worker thread)."""
-        if self.store is None or len(self.store) <= self.max_entries:
-            return 0
-        entries = sorted(self.store.load_all(), key=lambda e: e.last_used)
-        victims = [e.domain for e in entries[: len(entries) - self.max_entries]]
-        self.store.write([], victims)
-        return len(victims)
+        return 0 if self.store is None else self.store.evict_oldest(self.max_entries)
 
     def close(self) -> None:
         if self.store is not None:

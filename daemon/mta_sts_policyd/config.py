@@ -72,8 +72,9 @@ class CacheConfig:
     refresh_interval: float = 86400.0
     refresh_jitter: float = 3600.0
     refresh_concurrency: int = 20
-    memory_entries: int = 20_000
-    """Policies kept in memory (LRU); the rest are answered from the store on disk."""
+    memory_entries: int = 5_000
+    """Policies kept in memory (LRU, ~1.5 KB each); the rest are answered from the store on
+    disk (a local read, never the network)."""
     max_entries: int = 200_000
     flush_interval: float = 1.0
 

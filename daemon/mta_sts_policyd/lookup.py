@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KEY_MEMO_LIMIT = 50_000
+KEY_MEMO_LIMIT = 10_000
 
 
 class DiscoveryLike(Protocol):
@@ -127,8 +127,12 @@ class PolicyResolver:
 
     async def _answer_uncached(self, domain: str, entry: CacheEntry | None, now: float) -> bytes:
         self.stats.misses += 1
-        if self._negative.get(domain, 0.0) > now or self._recently_failed(entry, now):
+        if self._negative.get(domain, 0.0) > now:
             self.stats.notfound_nopolicy += 1
+            return REPLY_NOTFOUND
+        if entry is not None and self._recently_failed(entry, now):
+            self.stats.notfound_nopolicy += 1
+            self._notify(entry)  # the failure lasts: it counts for this lookup too (RFC 8461 §6)
             return REPLY_NOTFOUND
         if entry is None and domain not in self._inflight:
             entry = await asyncio.to_thread(self.cache.load_from_store, domain)
