@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import timeit
 from collections.abc import Iterator
 
 import httpx
@@ -11,7 +10,7 @@ import prometheus_client
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from mta_sts_policyd import __version__, metrics
@@ -212,32 +211,6 @@ def test_close_stops_listening() -> None:
     srv.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
-
-
-def test_hot_path_is_cheaper_than_prometheus_client_children() -> None:
-    """The per-answer recording (lookup class, cache hit, latency) must stay well under the
-    ~7 µs per cached answer budget; compared on this machine with prometheus-client's own
-    Counter/Histogram, which cost ~2 µs for the same three calls."""
-    registry = CollectorRegistry()
-    ref_lookup = Counter("r", "r", ["answer"], registry=registry).labels("enforce")
-    ref_hits = Counter("h", "h", registry=registry)
-    ref_hist = Histogram("l", "l", registry=registry, buckets=metrics.ANSWER_BUCKETS)
-
-    def ours() -> None:
-        metrics.LOOKUP_ENFORCE.inc()
-        metrics.CACHE_HITS.inc()
-        metrics.ANSWER_SECONDS.observe(3e-5)
-
-    def reference() -> None:
-        ref_lookup.inc()
-        ref_hits.inc()
-        ref_hist.observe(3e-5)
-
-    n = 20_000
-    ours_s = min(timeit.repeat(ours, number=n, repeat=5)) / n
-    ref_s = min(timeit.repeat(reference, number=n, repeat=5)) / n
-    assert ours_s < ref_s / 2, (ours_s, ref_s)
-    assert ours_s < 2e-6
 
 
 def test_histogram_bounds_must_increase() -> None:
