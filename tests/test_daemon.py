@@ -184,7 +184,7 @@ async def test_sigterm_drains_an_answer_in_flight(daemon: DaemonProcess, world: 
     await asyncio.to_thread(daemon.start)
     reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
     writer.write(encode_netstring(b"postfix example.test"))
-    await asyncio.to_thread(wait_until, lambda: world.https.request_count("mta-sts.example.test"))
+    assert await asyncio.to_thread(wait_until, lambda: fetches(world) > 0)
     daemon.send(signal.SIGTERM)
     assert await exchange(reader, writer, None) == ENFORCE_REPLY
     assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed
