@@ -192,8 +192,8 @@ class TlsRptCollector:
             self._sock.shutdown(socket.SHUT_RD)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         drained = not self._thread.is_alive()
-        if not drained and self._proc is not None:
-            self._proc.kill()  # stuck: its pipe closes, the ingest thread ends
+        if not drained:
+            self._kill_receiver()  # stuck: its pipe closes, the ingest thread ends
             self._thread.join(1.0)
         self._sock.close()
         self._sock = None
@@ -288,8 +288,16 @@ class TlsRptCollector:
                     return
                 log.error("tlsrpt receiver not restarted: %s", exc)
             else:
-                self._pump(read_fd)
+                try:
+                    self._pump(read_fd)
+                except Exception:  # a bug here must not end ingestion for good
+                    log.exception("tlsrpt ingest failed; restarting the receiver")
+                    self._kill_receiver()
                 code = self._reap()
+                if not self._ready.is_set():  # it never said hello: it cannot run at all
+                    self._start_error = OSError(f"receiver exited with status {code}")
+                    self._ready.set()
+                    return
                 if self._stopping.is_set():
                     return
                 self.stats.receiver_restarts += 1
@@ -297,6 +305,11 @@ class TlsRptCollector:
             failures = failures + 1 if time.monotonic() - began < 1.0 else 0
             if self._stopping.wait(min(5.0, 0.05 * 2**failures)):
                 return
+
+    def _kill_receiver(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
 
     def _reap(self) -> int | None:
         assert self._proc is not None
@@ -316,9 +329,11 @@ class TlsRptCollector:
         emptying the socket and its batches wait in the pipe.
         """
         buf = bytearray()
+        readable = select.poll()  # not select(): the daemon may hold more than 1024 fds
+        readable.register(read_fd, select.POLLIN)
         try:
             while True:
-                select.select([read_fd], [], [])
+                readable.poll()
                 eof = receiver.read_available(read_fd, buf)
                 items = self._decode(buf)
                 if items:
