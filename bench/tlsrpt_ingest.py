@@ -5,8 +5,8 @@
 For each receiver and rate, a paced sender in its own process sends the same libtlsrpt-format
 datagrams non-blocking (MSG_DONTWAIT, as libtlsrpt does) to a fresh socket. Loss = datagrams the
 sender got EAGAIN for + datagrams accepted but not found in the receiver's SQLite database. CPU
-per datagram = the receiver process's own utime+stime (all threads, incl. its final commit) from
-ready to exit, divided by the datagrams it stored (what it actually processed).
+per datagram = utime+stime of the receiver's processes (ours: the collector and its receiver
+child; all threads, incl. the final commit) from ready to exit, divided by the datagrams stored.
 tlsrpt-collectd is installed from the package index into bench/.venv-tlsrpt on first use.
 Results and their reading: bench/tlsrpt_ingest.md.
 """
@@ -128,7 +128,8 @@ def run_sender(path: str, rate: float, seconds: float) -> None:
 
 
 def run_ours(path: str, db: str, realtime: bool) -> None:
-    """Our collector feeding the real TlsRptStore, until a line arrives on stdin."""
+    """Our collector (and its receiver process) feeding the real TlsRptStore, until a line
+    arrives on stdin."""
     sys.path.insert(0, str(HERE.parent / "daemon"))
     from mta_sts_policyd.tlsrpt.collector import TlsRptCollector
     from mta_sts_policyd.tlsrpt.store import TlsRptStore
