@@ -107,15 +107,23 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 def cmd_cache(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.app import CONTROL_NAME
     from mta_sts_policyd.control import control_request
+    from mta_sts_policyd.sts.keys import policy_domain_for_key
 
     request: dict[str, Any] = {"command": args.cache_command}
     if getattr(args, "domain", None):
+        if policy_domain_for_key(args.domain) is None:
+            print(f"cache: {args.domain!r} cannot have a policy (parent-domain key, IP literal "
+                  "or invalid name)", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
         request["domain"] = args.domain
     path = Path(config.cache.state_dir) / CONTROL_NAME
     try:
         response = control_request(path, request)
     except OSError as exc:
         print(f"cache: the daemon is not reachable at {path}: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    except ValueError:
+        print(f"cache: the daemon at {path} closed without an answer", file=sys.stderr)
         return EXIT_TEMPFAIL
     if args.json:
         _print_json(response)

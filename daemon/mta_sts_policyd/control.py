@@ -76,11 +76,11 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
             try:
+                line = await reader.readline()
                 request = json.loads(line[:MAX_REQUEST])
                 response = await self.handle(request)
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError) as exc:  # incl. a line over the stream limit
                 response = {"ok": False, "error": f"bad request: {exc}"}
             writer.write(json.dumps(response).encode() + b"\n")
             await writer.drain()
