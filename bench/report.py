@@ -158,7 +158,7 @@ def _rows(r: dict[str, Any]) -> list[Row]:
         )
         rows.append(
             (
-                "5. refresh 10k: peak concurrent fetches",
+                "5. refresh 10k: peak open connections at the host",
                 f["ours"]["peak_connections"],
                 f["theirs"]["peak_connections"],
                 "",
