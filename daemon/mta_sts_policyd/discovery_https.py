@@ -20,6 +20,7 @@ import httpcore
 import httpx
 
 from mta_sts_policyd.discovery_dns import DnsClient
+from mta_sts_policyd.https_stream import open_stream
 from mta_sts_policyd.errors import (
     ConfigError,
     DnsLookupError,
@@ -84,7 +85,6 @@ class _ResolvingBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, dns_client: DnsClient, port: int) -> None:
         self._dns = dns_client
         self._port = port
-        self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -103,9 +103,7 @@ class _ResolvingBackend(httpcore.AsyncNetworkBackend):
         problems = []
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
-                    address, self._port, timeout, local_address, socket_options
-                )
+                return await open_stream(address, self._port, timeout)
             except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
                 where = f"[{address}]" if ":" in address else address
                 problems.append(f"{where}:{self._port}: {exc or type(exc).__name__}")
@@ -120,7 +118,7 @@ class _ResolvingBackend(httpcore.AsyncNetworkBackend):
         raise httpcore.ConnectError("policy hosts are never reached over UNIX sockets")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class _ResponseStream(httpx.AsyncByteStream):
