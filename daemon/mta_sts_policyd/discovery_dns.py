@@ -8,7 +8,6 @@ are answers ("nothing published"); SERVFAIL, REFUSED and timeouts are not.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,19 +134,23 @@ class DnsClient:
         return answer.rrset is not None and bool(answer.response.flags & dns.flags.AD)
 
     async def addresses(self, host: str) -> list[str]:
-        """IPv4 then IPv6 addresses of `host`, queried together; [] when it has none.
+        """IPv4 addresses of `host`, else its IPv6 addresses; [] when it has none.
 
-        One family failing (e.g. an AAAA SERVFAIL) does not matter if the other has addresses.
+        AAAA is asked only when there is no A record: one query instead of two for the usual
+        policy host or MX, at the price of a second round trip for IPv6-only hosts. A failed A
+        query still lets AAAA answer; when both fail, the A failure is raised.
         """
-        results = await asyncio.gather(
-            self._addresses(host, "A"), self._addresses(host, "AAAA"), return_exceptions=True
-        )
-        found = [address for result in results if isinstance(result, list) for address in result]
-        if not found:
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-        return found
+        try:
+            found = await self._addresses(host, "A")
+        except DnsLookupError as v4_error:
+            try:
+                v6 = await self._addresses(host, "AAAA")
+            except DnsLookupError:
+                raise v4_error from None
+            if not v6:
+                raise
+            return v6
+        return found or await self._addresses(host, "AAAA")
 
     async def _addresses(self, host: str, rdtype: str) -> list[str]:
         try:

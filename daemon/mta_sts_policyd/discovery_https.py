@@ -20,7 +20,6 @@ import httpcore
 import httpx
 
 from mta_sts_policyd.discovery_dns import DnsClient
-from mta_sts_policyd.https_stream import open_stream
 from mta_sts_policyd.errors import (
     ConfigError,
     DnsLookupError,
@@ -28,6 +27,7 @@ from mta_sts_policyd.errors import (
     PolicySyntaxError,
     ResultType,
 )
+from mta_sts_policyd.https_stream import open_stream
 from mta_sts_policyd.sts import Policy, parse_policy
 
 POLICY_PATH = "/.well-known/mta-sts.txt"

@@ -9,6 +9,7 @@ raised as httpcore's types with the original exception chained, so discovery's c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from typing import Any
@@ -16,7 +17,11 @@ from typing import Any
 import httpcore
 
 
-async def open_stream(address: str, port: int, timeout: float | None) -> AsyncioStream:
+async def open_stream(
+    address: str,
+    port: int,
+    timeout: float | None,  # noqa: ASYNC109 (httpcore passes per-call timeouts)
+) -> AsyncioStream:
     """TCP connection to `address` (an IP literal), as an httpcore stream."""
     try:
         async with asyncio.timeout(timeout):
@@ -59,10 +64,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def aclose(self) -> None:
         self._writer.close()
-        try:
+        with contextlib.suppress(OSError, ssl.SSLError):  # the peer is gone: nothing to report
             await self._writer.wait_closed()
-        except (OSError, ssl.SSLError):
-            pass  # the peer is gone already; nothing to report on close
 
     async def start_tls(
         self,
