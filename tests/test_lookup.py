@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import StsWorld
-from mta_sts_policyd.cache import PolicyCache, PolicyStore
+from mta_sts_policyd.cache import CacheEntry, PolicyCache, PolicyStore, StoredFilter
 from mta_sts_policyd.lookup import LookupSettings, PolicyResolver
 from support.dns_server import tlsa
 
@@ -384,3 +384,35 @@ async def test_a57_d44_dane_destination_never_gets_secure(
     if authenticated:
         sts_world.dns.authenticated.add("_25._tcp.mail.example.test")
     assert await resolver.answer("postfix", "example.test") == expected
+
+
+def test_stored_filter_has_no_false_negatives() -> None:
+    stored = StoredFilter()
+    names = [f"d{i}.example" for i in range(20_000)]
+    for name in names:
+        stored.add(name)
+    assert all(name in stored for name in names)
+    false_positives = sum(f"x{i}.example" in stored for i in range(20_000))
+    assert false_positives < 100  # ~0.3 % expected at 100k; far fewer at 20k
+
+
+async def test_cold_lookup_of_a_never_stored_domain_skips_the_disk(
+    sts_world: StsWorld, clock: FakeClock, tmp_path: Path
+) -> None:
+    resolver = make_resolver(sts_world, clock, store=tmp_path / "p.sqlite", memory_entries=1)
+    reads: list[str] = []
+    original = resolver.cache.load_from_store
+
+    def counting(domain: str) -> CacheEntry | None:
+        reads.append(domain)
+        return original(domain)
+
+    resolver.cache.load_from_store = counting  # type: ignore[method-assign]
+    for domain in ("a.test", "b.test"):
+        sts_world.publish(domain, ENFORCE)
+        await resolver.answer("postfix", domain)
+    assert reads == []  # neither was ever stored: no disk read, no thread hop
+    resolver.cache.write_batch(*resolver.cache.take_batch())
+    assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY  # evicted from memory
+    assert reads == ["a.test"]
+    resolver.cache.close()

@@ -224,7 +224,7 @@ class PolicyStore:
             self._db.commit()
         return excess
 
-    def keys(self) -> list[str]:
+    def domains(self) -> list[str]:
         return [row[0] for row in self._rows('SELECT key FROM "policies"')]
 
     def __len__(self) -> int:
@@ -240,6 +240,29 @@ class PolicyStore:
                 self._read = None
 
 
+class StoredFilter:
+    """A Bloom filter of the domains the store holds: a miss for a never-seen domain (the
+    common cold lookup) skips the disk read and its thread hop. 256 KiB; ~0.3 % false
+    positives at 100k domains (a false positive only costs the read it would have made)."""
+
+    BITS = 1 << 21
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+
+    def _positions(self, domain: str) -> tuple[int, int, int]:
+        h = hash(domain) & 0xFFFFFFFFFFFFFFFF
+        mask = self.BITS - 1
+        return h & mask, (h >> 21) & mask, (h >> 42) & mask
+
+    def add(self, domain: str) -> None:
+        for bit in self._positions(domain):
+            self._bits[bit >> 3] |= 1 << (bit & 7)
+
+    def __contains__(self, domain: str) -> bool:
+        return all(self._bits[bit >> 3] & (1 << (bit & 7)) for bit in self._positions(domain))
+
+
 class PolicyCache:
     """Hot set + store. All methods run on the event loop thread except `flush`/`load_*`."""
 
@@ -252,6 +275,7 @@ class PolicyCache:
         self._hot: OrderedDict[str, CacheEntry] = OrderedDict()
         self._dirty: dict[str, CacheEntry] = {}
         self._deleted: set[str] = set()
+        self._stored = StoredFilter()
 
     def load(self, now: float) -> int:
         """Read the store at start: the most recently used entries go into memory.
@@ -264,6 +288,8 @@ class PolicyCache:
         total = len(self.store)
         if total > self.max_entries:
             self.store.evict_oldest(self.max_entries)
+        for domain in self.store.domains():
+            self._stored.add(domain)
         recent = list(self.store.load_recent(self.memory_entries))
         for entry in reversed(recent):  # LRU order: oldest first
             self._hot[entry.domain] = entry
@@ -275,6 +301,10 @@ class PolicyCache:
         if entry is not None:
             self._hot.move_to_end(domain)
         return entry
+
+    def maybe_stored(self, domain: str) -> bool:
+        """False when the store certainly does not hold `domain` (no need to read it)."""
+        return self.store is not None and domain in self._stored and domain not in self._deleted
 
     def load_from_store(self, domain: str) -> CacheEntry | None:
         """Disk read for a domain not in the hot set; call from a worker thread."""
@@ -288,15 +318,17 @@ class PolicyCache:
         self._hot.move_to_end(entry.domain)
         self._dirty[entry.domain] = entry
         self._deleted.discard(entry.domain)
+        self._stored.add(entry.domain)
         while len(self._hot) > self.memory_entries:
             self._hot.popitem(last=False)
 
     def mark_dirty(self, entry: CacheEntry) -> None:
         self._dirty[entry.domain] = entry
+        self._stored.add(entry.domain)
 
     def stored_domains(self) -> list[str]:
         """Domains in the store (worker thread)."""
-        return [] if self.store is None else self.store.keys()
+        return [] if self.store is None else self.store.domains()
 
     def remove(self, domain: str) -> None:
         self._hot.pop(domain, None)

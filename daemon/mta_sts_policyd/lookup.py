@@ -134,7 +134,7 @@ class PolicyResolver:
             self.stats.notfound_nopolicy += 1
             self._notify(entry)  # the failure lasts: it counts for this lookup too (RFC 8461 §6)
             return REPLY_NOTFOUND
-        if entry is None and domain not in self._inflight:
+        if entry is None and domain not in self._inflight and self.cache.maybe_stored(domain):
             entry = await asyncio.to_thread(self.cache.load_from_store, domain)
             if entry is not None:
                 self.render(entry)
