@@ -416,3 +416,24 @@ async def test_cold_lookup_of_a_never_stored_domain_skips_the_disk(
     assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY  # evicted from memory
     assert reads == ["a.test"]
     resolver.cache.close()
+
+
+async def test_background_rechecks_share_the_refresh_bound(
+    sts_world: StsWorld, clock: FakeClock
+) -> None:
+    resolver = make_resolver(sts_world, clock, refresh_concurrency=2)
+    domains = [f"d{i}.test" for i in range(6)]
+    for d in domains:
+        sts_world.publish(d, ENFORCE)
+        await resolver.answer("postfix", d)
+    for d in domains:  # every id changes; the new policies are slow to fetch
+        sts_world.publish(d, ENFORCE, txt="v=STSv1; id=2", delay=0.1)
+    clock.advance(61)
+    for d in domains:
+        assert await resolver.answer("postfix", d) == ENFORCE_REPLY  # never waits
+    peak = 0
+    while resolver._inflight:
+        peak = max(peak, 2 - resolver._refresh_slots._value)
+        await asyncio.sleep(0.01)
+    assert peak == 2
+    assert all(resolver.cache.get(d).policy_id == "2" for d in domains)  # type: ignore[union-attr]

@@ -120,7 +120,7 @@ class PolicyResolver:
         self.stats.hits += 1
         entry.last_used = now
         if now - entry.txt_checked_at >= self.settings.txt_recheck:
-            self._start_discovery(entry.domain)
+            self._start_discovery(entry.domain, background=True)
         self._notify(entry)
         self.stats.count_reply(entry)
         return entry.reply
@@ -182,13 +182,23 @@ class PolicyResolver:
 
     # --- discovery (single flight per domain) -----------------------------------------------
 
-    def _start_discovery(self, domain: str) -> asyncio.Task[CacheEntry | None]:
+    def _start_discovery(
+        self, domain: str, *, background: bool = False
+    ) -> asyncio.Task[CacheEntry | None]:
+        """Single flight per domain. Background re-checks (the domain has a valid policy, no
+        one waits) share the refresh concurrency bound, so a burst of new TXT ids cannot open
+        thousands of fetches at once; cold lookups, which Postfix waits for, are not queued."""
         task = self._inflight.get(domain)
         if task is None:
-            task = asyncio.create_task(self._discover(domain), name=f"discover {domain}")
+            work = self._discover_bounded(domain) if background else self._discover(domain)
+            task = asyncio.create_task(work, name=f"discover {domain}")
             self._inflight[domain] = task
             task.add_done_callback(lambda _t: self._inflight.pop(domain, None))
         return task
+
+    async def _discover_bounded(self, domain: str) -> CacheEntry | None:
+        async with self._refresh_slots:
+            return await self._discover(domain)
 
     async def _discover(self, domain: str) -> CacheEntry | None:
         """One TXT check and, when needed, one fetch. Never raises: failures are state."""
