@@ -5,9 +5,7 @@ from __future__ import annotations
 import socket
 
 from mta_sts_policyd.errors import NetstringError
-from mta_sts_policyd.postfix import NetstringDecoder, encode_netstring
-
-MAX_REPLY = 100_000
+from mta_sts_policyd.postfix import MAX_REPLY, NetstringDecoder, encode_netstring
 
 
 class SocketmapClient:

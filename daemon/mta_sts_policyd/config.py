@@ -219,7 +219,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 def _describe(tp: Any) -> str:
     if get_origin(tp) is Literal:
-        return "one of " + ", ".join(_toml_value(a) for a in get_args(tp))
+        return "one of " + ", ".join(toml_value(a) for a in get_args(tp))
     if get_origin(tp) is tuple:
         return f"a list of {_describe(get_args(tp)[0])}s"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
@@ -414,7 +414,7 @@ def render_toml(config: Config) -> str:
     def emit(table: str, data: Mapping[str, Any]) -> None:
         scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
         lines.append(f"[{table}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
         lines.append("")
         for k, v in data.items():
             if isinstance(v, dict):
@@ -425,13 +425,14 @@ def render_toml(config: Config) -> str:
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One TOML value (bool, number, string, list of those); tests write configs with it too."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return _toml_string(str(value))
 
 

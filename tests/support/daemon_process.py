@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mta_sts_policyd.client import SocketmapClient
+from mta_sts_policyd.config import toml_value
 
 DAEMON_SRC = Path(__file__).resolve().parents[2] / "daemon"
 COMMAND = (sys.executable, "-m", "mta_sts_policyd.cli")
@@ -43,19 +44,9 @@ def toml_text(sections: Sections) -> str:
     lines: list[str] = []
     for table, values in sections.items():
         lines.append(f"[{table}]")
-        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
         lines.append("")
     return "\n".join(lines)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def merge(base: Sections, extra: Sections) -> dict[str, dict[str, Any]]:
