@@ -1,243 +1,24 @@
-"""Policy cache: a bounded in-memory hot set over a persistent sqlitedict store.
+"""Policy cache: a bounded in-memory hot set over the persistent store (policy_store.py).
 
 Why two tiers: 100k cached policies as Python objects cost more memory than the whole daemon may
 use (RSS target 60 MB), while an MTA looks up a far smaller working set. The hot set (LRU,
 `memory_entries`) answers from memory; entries only on disk are read off the event loop and
 promoted. Writes are batched (write-behind) and flushed every `flush_interval` and at shutdown.
-Values are JSON (never pickle). A corrupt store is moved aside and the daemon starts empty.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sqlite3
-import sys
-import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from sqlitedict import SqliteDict
+from mta_sts_policyd.cache_entry import CacheEntry, entry_from_json, entry_to_json
+from mta_sts_policyd.policy_store import PolicyStore
 
-from mta_sts_policyd.errors import ResultType, StoreError
-from mta_sts_policyd.sts.model import Mode, Policy
+__all__ = ["CacheEntry", "PolicyCache", "PolicyStore", "StoredFilter", "entry_from_json",
+           "entry_to_json"]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-STORE_FORMAT = 1
-
-
-@dataclass(slots=True, eq=False)
-class CacheEntry:
-    """What the daemon knows about one policy domain (RFC 8461 §5.1 state)."""
-
-    domain: str
-    policy_id: str | None = None
-    policy: Policy | None = None
-    fetched_at: float = 0.0
-    """Last successful HTTPS fetch; the lifetime counts from here (A38)."""
-    expires_at: float = 0.0
-    txt_checked_at: float = 0.0
-    last_used: float = 0.0
-    failed_id: str | None = None
-    failed_at: float = 0.0
-    failure: tuple[ResultType, str] | None = None
-    """The discovery failure in force (cleared by the next success); TLS-RPT, `cache show`."""
-    mx_hosts: tuple[str, ...] = ()
-    dane: bool = False
-    """An MX host has DNSSEC-validated TLSA records (RFC 8461 §2: DANE takes precedence)."""
-    reply: bytes = field(default=b"", repr=False)
-    """Precomputed socketmap reply payload; rendered when the policy or MX set changes."""
-
-    def valid(self, now: float) -> bool:
-        return self.policy is not None and now < self.expires_at
-
-
-def entry_to_json(entry: CacheEntry) -> dict[str, Any]:
-    policy = entry.policy
-    return {
-        "v": STORE_FORMAT,
-        "id": entry.policy_id,
-        "policy": None
-        if policy is None
-        else {
-            "mode": policy.mode.value,
-            "max_age": policy.max_age,
-            "mx": list(policy.mx),
-            "lines": list(policy.lines),
-        },
-        "fetched_at": entry.fetched_at,
-        "expires_at": entry.expires_at,
-        "txt_checked_at": entry.txt_checked_at,
-        "last_used": entry.last_used,
-        "failed_id": entry.failed_id,
-        "failed_at": entry.failed_at,
-        "failure": None if entry.failure is None else [entry.failure[0].value, entry.failure[1]],
-        "mx_hosts": list(entry.mx_hosts),
-        "dane": entry.dane,
-    }
-
-
-def entry_from_json(domain: str, data: dict[str, Any]) -> CacheEntry:
-    """Rebuild an entry; raise ValueError/KeyError/TypeError on anything malformed."""
-    if data.get("v") != STORE_FORMAT:
-        raise ValueError(f"unknown store format {data.get('v')!r}")
-    raw = data["policy"]
-    policy = None
-    if raw is not None:
-        policy = Policy(
-            mode=Mode(raw["mode"]),
-            max_age=int(raw["max_age"]),
-            mx=tuple(str(m) for m in raw["mx"]),
-            lines=tuple(sys.intern(str(line)) for line in raw["lines"]),
-        )
-    failure = data["failure"]
-    return CacheEntry(
-        domain=domain,
-        policy_id=data["id"],
-        policy=policy,
-        fetched_at=float(data["fetched_at"]),
-        expires_at=float(data["expires_at"]),
-        txt_checked_at=float(data["txt_checked_at"]),
-        last_used=float(data["last_used"]),
-        failed_id=data["failed_id"],
-        failed_at=float(data["failed_at"]),
-        failure=None if failure is None else (ResultType(failure[0]), str(failure[1])),
-        mx_hosts=tuple(str(h) for h in data["mx_hosts"]),
-        dane=bool(data.get("dane", False)),
-    )
-
-
-def _check_sqlite(path: Path) -> None:
-    """Raise sqlite3.DatabaseError for a damaged file (before sqlitedict's thread sees it)."""
-    conn = sqlite3.connect(path)
-    try:
-        (result,) = conn.execute("PRAGMA quick_check").fetchone()
-        if result != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {result}")
-    finally:
-        conn.close()
-
-
-def _encode(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-class PolicyStore:
-    """The persistent tier: sqlitedict, JSON-encoded, autocommit off, written in batches."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._read: sqlite3.Connection | None = None
-        self._db = self._open()
-
-    def _open(self) -> SqliteDict:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if self.path.exists():
-                _check_sqlite(self.path)
-            return self._connect()
-        except (sqlite3.DatabaseError, RuntimeError, OSError) as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{os.getpid()}")
-            log.error(
-                "event=store-corrupt path=%s moved_to=%s reason=%r starting with an empty cache",
-                self.path,
-                aside,
-                str(exc),
-            )
-            try:
-                self.path.rename(aside)
-            except OSError as move_exc:
-                raise StoreError(
-                    f"{self.path}: corrupt and cannot be moved aside: {move_exc}"
-                ) from None
-            return self._connect()
-
-    def _connect(self) -> SqliteDict:
-        return SqliteDict(
-            str(self.path),
-            tablename="policies",
-            encode=_encode,
-            decode=json.loads,
-            autocommit=False,
-            journal_mode="WAL",
-            outer_stack=False,
-        )
-
-    def _reader(self) -> sqlite3.Connection:
-        """A plain read connection: reads skip sqlitedict's queue thread (WAL: no blocking)."""
-        if self._read is None:
-            self._read = sqlite3.connect(self.path, check_same_thread=False)
-        return self._read
-
-    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
-        with self._lock:
-            return list(self._reader().execute(sql, args))
-
-    def load_recent(self, limit: int) -> Iterator[CacheEntry]:
-        """The `limit` most recently used entries, newest first; bad rows are logged, skipped."""
-        rows = self._rows(
-            'SELECT key, value FROM "policies" '
-            "ORDER BY json_extract(value, '$.last_used') DESC LIMIT ?",
-            (limit,),
-        )
-        for domain, raw in rows:
-            try:
-                yield entry_from_json(domain, json.loads(raw))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("event=store-row-skipped domain=%s reason=%r", domain, str(exc))
-
-    def get(self, domain: str) -> CacheEntry | None:
-        rows = self._rows('SELECT key, value FROM "policies" WHERE key = ?', (domain,))
-        if not rows:
-            return None
-        try:
-            return entry_from_json(domain, json.loads(rows[0][1]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def write(self, entries: list[CacheEntry], deletions: list[str]) -> None:
-        """One transaction for a batch of changes."""
-        with self._lock:
-            for entry in entries:
-                self._db[entry.domain] = entry_to_json(entry)
-            for domain in deletions:
-                self._db.conn.execute('DELETE FROM "policies" WHERE key = ?', (domain,))
-            self._db.commit()
-
-    def evict_oldest(self, keep: int) -> int:
-        """Delete the least recently used rows beyond `keep`; returns how many."""
-        excess = len(self) - keep
-        if excess <= 0:
-            return 0
-        with self._lock:
-            self._db.conn.execute(
-                'DELETE FROM "policies" WHERE key IN (SELECT key FROM "policies" '
-                "ORDER BY json_extract(value, '$.last_used') ASC LIMIT ?)",
-                (excess,),
-            )
-            self._db.commit()
-        return excess
-
-    def domains(self) -> list[str]:
-        return [row[0] for row in self._rows('SELECT key FROM "policies"')]
-
-    def __len__(self) -> int:
-        with self._lock:
-            (count,) = self._reader().execute('SELECT count(*) FROM "policies"').fetchone()
-        return int(count)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-            if self._read is not None:
-                self._read.close()
-                self._read = None
 
 
 class StoredFilter:
