@@ -11,62 +11,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from mta_sts_policyd.cache import CacheEntry, PolicyCache
-from mta_sts_policyd.errors import DnsLookupError, PolicyFetchError, ResultType
+from mta_sts_policyd.errors import DnsLookupError, PolicyFetchError
 from mta_sts_policyd.lookup_stats import LookupStats
+from mta_sts_policyd.lookup_types import (
+    DiscoveryLike,
+    FailureListener,
+    LookupSettings,
+    PolicyListener,
+)
 from mta_sts_policyd.postfix import REPLY_NOTFOUND, render_policy_reply
+from mta_sts_policyd.refresh import ProactiveRefresh
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode, TxtAbsent, TxtRecord
 
 if TYPE_CHECKING:
-    from mta_sts_policyd.discovery import FetchResult, TxtLookup
+    from mta_sts_policyd.discovery import TxtLookup
+
+__all__ = ["DiscoveryLike", "LookupSettings", "PolicyResolver"]
 
 log = logging.getLogger(__name__)
 
 KEY_MEMO_LIMIT = 10_000
 
 
-class DiscoveryLike(Protocol):
-    async def lookup_txt(self, domain: str) -> TxtLookup: ...
-
-    async def fetch_policy(self, domain: str) -> FetchResult: ...
-
-    async def lookup_mx(self, domain: str) -> tuple[str, ...]: ...
-
-    async def lookup_addresses(self, host: str) -> list[str]: ...
-
-    async def dane_protected(self, mx_hosts: Sequence[str]) -> bool: ...
-
-
-FailureListener = Callable[[CacheEntry, ResultType, str], None]
-"""Called once per answered lookup while a discovery failure lasts (TLS-RPT, RFC 8461 §6)."""
-
-PolicyListener = Callable[[CacheEntry], None]
-"""Called for every answered lookup of a domain with a valid policy (e.g. testing-mode probes)."""
-
-
-@dataclass(frozen=True)
-class LookupSettings:
-    txt_recheck: float = 60.0
-    cold_wait: float = 3.0
-    negative_ttl: float = 300.0
-    failure_backoff: float = 300.0
-    refresh: bool = True
-    refresh_interval: float = 86400.0
-    refresh_jitter: float = 3600.0
-    refresh_concurrency: int = 20
-    sts_attributes: bool = False
-    exact_wildcards: bool = True
-    dane_reply: bytes | None = None
-    """Reply for DANE-protected enforce domains; None: DANE is not checked."""
-
-
-class PolicyResolver:
+class PolicyResolver(ProactiveRefresh):
     """Answers `(map name, key)` with a socketmap reply payload."""
 
     def __init__(
@@ -333,55 +305,6 @@ class PolicyResolver:
             sts_attributes=self.settings.sts_attributes,
             mx_hosts=entry.mx_hosts if self._wants_mx(entry) else None,
         )
-
-    # --- proactive refresh (A42-A44) ---------------------------------------------------------
-
-    def refresh_due(self, entry: CacheEntry, now: float) -> bool:
-        """In use, holding a policy, and older than the refresh interval plus per-domain jitter."""
-        s = self.settings
-        if entry.policy is None or now - entry.last_used > 2 * s.refresh_interval:
-            return False
-        jitter = zlib.crc32(entry.domain.encode()) % max(1, int(s.refresh_jitter) or 1)
-        # A policy whose max_age is shorter than the refresh interval is refreshed before expiry.
-        age_limit = min(s.refresh_interval + jitter, 0.75 * entry.policy.max_age)
-        return now - entry.fetched_at >= age_limit and now - entry.failed_at >= s.failure_backoff
-
-    async def refresh_once(self) -> int:
-        """Refetch every due policy with bounded concurrency; returns how many were attempted."""
-        now = self.clock()
-        due = [e for e in self.cache.hot_entries() if self.refresh_due(e, now)]
-        await asyncio.gather(*(self._refresh(e) for e in due))
-        return len(due)
-
-    async def _refresh(self, entry: CacheEntry) -> None:
-        async with self._refresh_slots:
-            self.stats.refresh_active += 1
-            self.stats.refresh_peak = max(self.stats.refresh_peak, self.stats.refresh_active)
-            try:
-                await self._refresh_one(entry)
-            finally:
-                self.stats.refresh_active -= 1
-
-    async def _refresh_one(self, entry: CacheEntry) -> None:
-        now = self.clock()
-        policy_id = entry.policy_id
-        try:
-            lookup = await self.discovery.lookup_txt(entry.domain)
-            if isinstance(lookup.result, TxtRecord):
-                policy_id = lookup.result.id
-        except DnsLookupError:
-            pass  # refresh regardless of the TXT record (RFC 8461 §3.3)
-        entry.txt_checked_at = now
-        failures_before = entry.failed_at
-        await self._fetch(entry, policy_id, now)
-        if entry.failed_at != failures_before:
-            self.stats.refresh_failures += 1
-
-    async def run_refresh_loop(self, tick: float = 60.0) -> None:
-        while True:
-            await asyncio.sleep(tick)
-            if self.settings.refresh:
-                await self.refresh_once()
 
     # --- operator actions --------------------------------------------------------------------
 
