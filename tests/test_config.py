@@ -28,6 +28,7 @@ from mta_sts_policyd.config import (
     render_toml,
     with_overrides,
 )
+from mta_sts_policyd.config_toml import toml_value
 from mta_sts_policyd.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "postfix-examples" / "config.toml"
@@ -89,7 +90,7 @@ def test_wrong_type_names_the_key_and_the_expected_form(path: str, tp: Any) -> N
     message = config_error(nested(path, wrong_type_value(tp)))
     assert message.startswith(f"{path}: expected ")
     if get_origin(tp) is Literal:
-        assert all(config_module.toml_value(a) in message for a in get_args(tp))
+        assert all(toml_value(a) in message for a in get_args(tp))
 
 
 @pytest.mark.parametrize(("path", "tp"), LEAF_KEYS, ids=[p for p, _ in LEAF_KEYS])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mta_sts_policyd.client import SocketmapClient
-from mta_sts_policyd.config import toml_value
+from mta_sts_policyd.config_toml import toml_value
 
 DAEMON_SRC = Path(__file__).resolve().parents[2] / "daemon"
 COMMAND = (sys.executable, "-m", "mta_sts_policyd.cli")
