@@ -15,27 +15,25 @@ Measurements: bench/tlsrpt_ingest.md.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import grp
-import json
 import logging
 import os
 import select
 import socket
-import stat
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mta_sts_policyd.errors import ConfigError, DatagramError
 from mta_sts_policyd.tlsrpt import receiver
 from mta_sts_policyd.tlsrpt.datagram import ParsedDatagram, parse_datagram_full
 from mta_sts_policyd.tlsrpt.model import EventSink, SessionEvent
+from mta_sts_policyd.tlsrpt.quarantine import CollectorStats, Quarantine
+from mta_sts_policyd.tlsrpt.socketfile import bind_datagram_socket, unlink_socket
+
+__all__ = ["CollectorStats", "Quarantine", "TlsRptCollector", "group_by_day", "oversized"]
 
 log = logging.getLogger(__name__)
 
@@ -44,72 +42,6 @@ FLUSH_BYTES = 256 * 1024
 
 _Item = tuple[float, bytes | tuple[bytes, int]]
 """(receive time, datagram), or (receive time, (head, real size)) when it was too big."""
-
-
-@dataclass
-class CollectorStats:
-    """Counters for metrics. Each field has a single writer thread, so reads need no lock."""
-
-    received: int = 0
-    rejected: int = 0
-    events_submitted: int = 0
-    """Sessions handed to the sink (sum of SessionEvent.count: identical datagrams are merged)."""
-    oversized: int = 0
-    backlog_dropped: int = 0
-    """Dropped by the receiver because the daemon fell `max_backlog_bytes` behind."""
-    sink_errors: int = 0
-    processed: int = 0
-    recv_priority: str = "unknown"
-    """What the receiver process got: realtime (SCHED_FIFO), nice-10 or normal."""
-    receiver_restarts: int = 0
-    anomalies: Counter[str] = field(default_factory=Counter)
-
-
-class Quarantine:
-    """Append-only JSON-lines file of rejected datagrams, at most `max_bytes` on disk in total.
-
-    Two generations (`path` and `path.1`) of max_bytes/2 each: when the current file would grow
-    past half the cap it replaces the old generation. Write errors are logged, never raised.
-    """
-
-    def __init__(self, path: str | Path, max_bytes: int = 10 * 1024 * 1024) -> None:
-        if max_bytes < 4096:
-            raise ConfigError("tlsrpt quarantine max_bytes must be at least 4096")
-        self.path = Path(path)
-        self.max_bytes = max_bytes
-        self._fd: int | None = None
-        self._size = 0
-
-    def add(
-        self, at: float, reason: str, data: bytes, size: int | None = None, count: int = 1
-    ) -> None:
-        """One line per distinct datagram; `count` says how often it came in one batch window."""
-        keep = data[: self.max_bytes // 8]
-        record: dict[str, object] = {"at": round(at, 3), "reason": reason}
-        record["size"] = size or len(data)
-        record["count"] = count
-        record["data_b64"] = base64.b64encode(keep).decode("ascii")
-        line = (json.dumps(record) + "\n").encode("utf-8")
-        try:
-            if self._fd is None or self._size + len(line) > self.max_bytes // 2:
-                self._rotate()
-            assert self._fd is not None
-            self._size += os.write(self._fd, line)
-        except OSError as exc:
-            log.warning("tlsrpt quarantine %s: %s", self.path, exc)
-
-    def _rotate(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._size = os.fstat(self._fd).st_size
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class TlsRptCollector:
@@ -203,48 +135,10 @@ class TlsRptCollector:
         return drained
 
     def _bind(self) -> socket.socket:
-        self._remove_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
-            sock.bind(str(self.path))
-            os.chmod(self.path, self._mode)
-            if self._group is not None:
-                gid = (
-                    self._group
-                    if isinstance(self._group, int)
-                    else grp.getgrnam(self._group).gr_gid
-                )
-                os.chown(self.path, -1, gid)
-        except (OSError, KeyError) as exc:
-            sock.close()
-            self._unlink()
-            raise ConfigError(f"tlsrpt socket {self.path}: {exc}") from exc
-        return sock
-
-    def _remove_stale(self) -> None:
-        """Remove a socket file nobody listens on; refuse to touch anything else."""
-        try:
-            info = self.path.lstat()
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(info.st_mode):
-            raise ConfigError(f"tlsrpt socket {self.path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            probe.connect(str(self.path))
-        except OSError:
-            self.path.unlink(missing_ok=True)
-            return
-        finally:
-            probe.close()
-        raise ConfigError(f"tlsrpt socket {self.path} is in use by another process")
+        return bind_datagram_socket(self.path, self._mode, self._group, self._rcvbuf)
 
     def _unlink(self) -> None:
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("tlsrpt socket %s not removed: %s", self.path, exc)
+        unlink_socket(self.path)
 
     # -- the receiver process -------------------------------------------------------------
 
