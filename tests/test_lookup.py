@@ -437,3 +437,36 @@ async def test_background_rechecks_share_the_refresh_bound(
         await asyncio.sleep(0.01)
     assert peak == 2
     assert all(resolver.cache.get(d).policy_id == "2" for d in domains)  # type: ignore[union-attr]
+
+
+async def test_restart_burst_queues_at_most_background_limit_rechecks(
+    sts_world: StsWorld, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mta_sts_policyd.lookup as lookup_module
+
+    monkeypatch.setattr(lookup_module, "BACKGROUND_LIMIT", 3)
+    resolver = make_resolver(sts_world, clock, refresh_concurrency=1)
+    domains = [f"d{i}.test" for i in range(10)]
+    for d in domains:
+        sts_world.publish(d, ENFORCE)
+        await resolver.answer("postfix", d)
+        sts_world.dns.delay(f"_mta-sts.{d}", 0.2)
+    clock.advance(61)  # every domain's TXT re-check is due at once
+    for d in domains:
+        assert await resolver.answer("postfix", d) == ENFORCE_REPLY
+    assert len(resolver._inflight) == 3  # no task per domain beyond the limit
+    await resolver.wait_idle()
+
+
+async def test_promotion_from_the_store_writes_nothing_back(
+    sts_world: StsWorld, clock: FakeClock, tmp_path: Path
+) -> None:
+    resolver = make_resolver(sts_world, clock, store=tmp_path / "p.sqlite", memory_entries=1)
+    for domain in ("a.test", "b.test"):
+        sts_world.publish(domain, ENFORCE)
+        await resolver.answer("postfix", domain)
+    resolver.cache.write_batch(*resolver.cache.take_batch())
+    assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY  # read from disk
+    entries, deletions = resolver.cache.take_batch()
+    assert (entries, deletions) == ([], [])
+    resolver.cache.close()

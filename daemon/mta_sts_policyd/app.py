@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 STORE_NAME = "policies.sqlite"
 CONTROL_NAME = "control.sock"
 EVICTION_INTERVAL = 3600.0
+M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc
 
 
 def postfix_version(postconf: str) -> tuple[int, ...] | None:
@@ -295,8 +297,16 @@ async def serve(daemon: Daemon) -> int:
     return 0
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread (store, sqlitedict, to_thread workers) its own malloc arena, and
+    memory freed there stays in RSS; two arenas are plenty for this daemon. glibc only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
+
+
 def run(daemon: Daemon) -> int:
     """Blocking entry point for `serve`; uses uvloop when it is installed."""
+    limit_malloc_arenas()
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -93,12 +93,14 @@ class PolicyCache:
             return None
         return self.store.get(domain)
 
-    def put(self, entry: CacheEntry) -> None:
-        """Insert or update (marks it for the next flush); evicts the LRU hot entry if full."""
+    def put(self, entry: CacheEntry, *, dirty: bool = True) -> None:
+        """Insert or update (marked for the next flush unless it was just read from the store);
+        evicts the least recently used hot entry if full."""
         self._hot[entry.domain] = entry
         self._hot.move_to_end(entry.domain)
-        self._dirty[entry.domain] = entry
-        self._deleted.discard(entry.domain)
+        if dirty:
+            self._dirty[entry.domain] = entry
+            self._deleted.discard(entry.domain)
         self._stored.add(entry.domain)
         while len(self._hot) > self.memory_entries:
             self._hot.popitem(last=False)
@@ -109,7 +111,7 @@ class PolicyCache:
 
     def stored_domains(self) -> list[str]:
         """Domains in the store (worker thread)."""
-        return [] if self.store is None else self.store.domains()
+        return [] if self.store is None else list(self.store.domains())
 
     def remove(self, domain: str) -> None:
         self._hot.pop(domain, None)

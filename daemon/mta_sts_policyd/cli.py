@@ -176,7 +176,13 @@ def _common() -> _Parser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+EXTENSION_COMMANDS = ("report", "probe")
+_CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands; `report` and `probe` (which import dkimpy, cryptography and the SMTP
+    stack) only when `command` is one of them or unknown, so `serve` stays lean in memory."""
     common = _common()
     reader = _Parser(add_help=False)
     reader.add_argument("--json", action="store_true", help="machine-readable output")
@@ -209,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", parents=[common, reader], help="validate and print config")
     p.set_defaults(handler=cmd_check_config)
-    _register_extensions(sub, common, reader)
+    if command is None or command in EXTENSION_COMMANDS:
+        _register_extensions(sub, common, reader)
     return parser
 
 
@@ -223,9 +230,11 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(command if command in _CORE_COMMANDS else None)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_list)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE

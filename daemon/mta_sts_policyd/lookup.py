@@ -36,6 +36,9 @@ __all__ = ["DiscoveryLike", "LookupSettings", "PolicyResolver"]
 log = logging.getLogger(__name__)
 
 KEY_MEMO_LIMIT = 10_000
+BACKGROUND_LIMIT = 1_000
+"""Queued background re-checks at most; beyond it a due re-check waits for a later lookup
+(after a restart on a large store every domain is due at once: no task per domain)."""
 
 
 class PolicyResolver(ProactiveRefresh):
@@ -59,6 +62,7 @@ class PolicyResolver(ProactiveRefresh):
         self._keys: dict[str, str | None] = {}
         self._negative: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[CacheEntry | None]] = {}
+        self._background = 0
         self._refresh_slots = asyncio.Semaphore(settings.refresh_concurrency)
 
     # --- the answer path -------------------------------------------------------------------
@@ -91,7 +95,10 @@ class PolicyResolver(ProactiveRefresh):
     def _answer_cached(self, entry: CacheEntry, now: float) -> bytes:
         self.stats.hits += 1
         entry.last_used = now
-        if now - entry.txt_checked_at >= self.settings.txt_recheck:
+        if (
+            now - entry.txt_checked_at >= self.settings.txt_recheck
+            and self._background < BACKGROUND_LIMIT
+        ):
             self._start_discovery(entry.domain, background=True)
         self._notify(entry)
         self.stats.count_reply(entry)
@@ -110,7 +117,7 @@ class PolicyResolver(ProactiveRefresh):
             entry = await asyncio.to_thread(self.cache.load_from_store, domain)
             if entry is not None:
                 self.render(entry)
-                self.cache.put(entry)
+                self.cache.put(entry, dirty=False)  # unchanged: no write back
                 if entry.valid(now):
                     return self._answer_cached(entry, now)
         task = self._start_discovery(domain)
@@ -164,6 +171,9 @@ class PolicyResolver(ProactiveRefresh):
         if task is None:
             work = self._discover_bounded(domain) if background else self._discover(domain)
             task = asyncio.create_task(work, name=f"discover {domain}")
+            if background:  # counted from creation: a burst in one loop turn sees it
+                self._background += 1
+                task.add_done_callback(self._background_done)
             self._inflight[domain] = task
             task.add_done_callback(lambda _t: self._inflight.pop(domain, None))
         return task
@@ -171,6 +181,9 @@ class PolicyResolver(ProactiveRefresh):
     async def _discover_bounded(self, domain: str) -> CacheEntry | None:
         async with self._refresh_slots:
             return await self._discover(domain)
+
+    def _background_done(self, _task: asyncio.Task[CacheEntry | None]) -> None:
+        self._background -= 1
 
     async def _discover(self, domain: str) -> CacheEntry | None:
         """One TXT check and, when needed, one fetch. Never raises: failures are state."""

@@ -24,6 +24,13 @@ from mta_sts_policyd.errors import StoreError
 
 log = logging.getLogger(__name__)
 
+LAST_USED = "json_extract(value, '$.last_used')"
+LAST_USED_INDEX = f'CREATE INDEX IF NOT EXISTS "policies_last_used" ON "policies" ({LAST_USED})'
+"""Start-up reads the hot set and eviction the oldest rows by this index, not by a full scan."""
+CACHE_SIZE_PRAGMA = "PRAGMA cache_size = -1024"
+"""1 MiB of page cache per connection (sqlite's default is ~8 MiB): the hot set lives in our
+own memory, the OS page cache holds the file, and RSS is the operator's budget."""
+
 
 def _check_sqlite(path: Path) -> None:
     """Raise sqlite3.DatabaseError for a damaged file (before sqlitedict's thread sees it)."""
@@ -46,6 +53,9 @@ class PolicyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        """Serialises writes (sqlitedict connection)."""
+        self._read_lock = threading.Lock()
+        """Serialises reads (plain connection); WAL lets them run beside a write."""
         self._read: sqlite3.Connection | None = None
         self._db = self._open()
 
@@ -72,7 +82,7 @@ class PolicyStore:
             return self._connect()
 
     def _connect(self) -> SqliteDict:
-        return SqliteDict(
+        db = SqliteDict(
             str(self.path),
             tablename="policies",
             encode=_encode,
@@ -81,22 +91,26 @@ class PolicyStore:
             journal_mode="WAL",
             outer_stack=False,
         )
+        db.conn.execute(CACHE_SIZE_PRAGMA)
+        db.conn.execute(LAST_USED_INDEX)
+        db.commit()
+        return db
 
     def _reader(self) -> sqlite3.Connection:
         """A plain read connection: reads skip sqlitedict's queue thread (WAL: no blocking)."""
         if self._read is None:
             self._read = sqlite3.connect(self.path, check_same_thread=False)
+            self._read.execute(CACHE_SIZE_PRAGMA)
         return self._read
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
-        with self._lock:
+        with self._read_lock:
             return list(self._reader().execute(sql, args))
 
     def load_recent(self, limit: int) -> Iterator[CacheEntry]:
         """The `limit` most recently used entries, newest first; bad rows are logged, skipped."""
         rows = self._rows(
-            'SELECT key, value FROM "policies" '
-            "ORDER BY json_extract(value, '$.last_used') DESC LIMIT ?",
+            f'SELECT key, value FROM "policies" ORDER BY {LAST_USED} DESC LIMIT ?',
             (limit,),
         )
         for domain, raw in rows:
@@ -130,23 +144,27 @@ class PolicyStore:
             return 0
         with self._lock:
             self._db.conn.execute(
-                'DELETE FROM "policies" WHERE key IN (SELECT key FROM "policies" '
-                "ORDER BY json_extract(value, '$.last_used') ASC LIMIT ?)",
+                'DELETE FROM "policies" WHERE key IN '
+                f'(SELECT key FROM "policies" ORDER BY {LAST_USED} ASC LIMIT ?)',
                 (excess,),
             )
             self._db.commit()
         return excess
 
-    def domains(self) -> list[str]:
-        return [row[0] for row in self._rows('SELECT key FROM "policies"')]
+    def domains(self) -> Iterator[str]:
+        """Every stored domain, streamed (no list of 100k names at start-up)."""
+        with self._read_lock:
+            cursor = self._reader().execute('SELECT key FROM "policies"')
+            while rows := cursor.fetchmany(4096):
+                yield from (row[0] for row in rows)
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._read_lock:
             (count,) = self._reader().execute('SELECT count(*) FROM "policies"').fetchone()
         return int(count)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
             if self._read is not None:
                 self._read.close()
