@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from mta_sts_policyd import metrics
 from mta_sts_policyd.tlsrpt.deliver import DeliveryError, DeliverySettings, NetworkTransport
 from mta_sts_policyd.tlsrpt.jobs import DestState, JobBook, JobState
 from mta_sts_policyd.tlsrpt.message import DkimSettings
@@ -256,10 +257,23 @@ async def test_end_to_end_https_500_then_mail_accepted(store: TlsRptStore, tmp_p
         sender = ReportSender(
             store, REPORT, settings, transport, clock=Clock(MIDNIGHT + 10), rng=random.Random(3)
         )
+        before = _report_counts()
         await sender.tick()
         assert len(https.posts) == 1 and len(smtp.sink.messages) == 1
+    after = _report_counts()  # issue 5 §9: reports sent / failed by transport
+    assert after["failed-https"] - before["failed-https"] == 1
+    assert after["sent-mail"] - before["sent-mail"] == 1
+    assert after["sent-https"] == before["sent-https"]
     (job,) = JobBook(store).jobs(DAY)
     assert job.state == JobState.DELIVERED
     dests = {d.destination: d.state for d in JobBook(store).destinations(job)}
     assert dests[https.url()] == DestState.FAILED
     assert dests["mailto:a@company-y.example"] == DestState.SENT
+
+
+def _report_counts() -> dict[str, float]:
+    return {
+        f"{kind}-{transport}": family.labels(transport).read()
+        for kind, family in (("sent", metrics.REPORTS_SENT), ("failed", metrics.REPORTS_FAILED))
+        for transport in ("mail", "https")
+    }

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
+from mta_sts_policyd import metrics
 from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.tlsrpt.deliver import DeliveryError, DeliverySettings, Transport
 from mta_sts_policyd.tlsrpt.jobs import DestState, Job, JobBook, JobState
@@ -151,11 +152,13 @@ class ReportSender:
             try:
                 await self.transport.deliver(doc, dest)
             except DeliveryError as exc:
+                _count(dest, delivered=False)
                 state = DestState.PENDING if exc.temporary else DestState.FAILED
                 await asyncio.to_thread(self.book.mark, job, name, state, self.clock(), exc.reason)
                 errors.append(f"{name}: {exc.reason}")
                 log.warning("TLS report %s to %s failed: %s", doc.report_id, name, exc.reason)
                 continue
+            _count(dest, delivered=True)
             await asyncio.to_thread(self.book.mark, job, name, DestState.SENT, self.clock())
             log.info("TLS report %s delivered to %s", doc.report_id, name)
             # Row 7: one accepting destination is enough; finish() closes the others.
@@ -178,3 +181,10 @@ class ReportSender:
         due = min(now + backoff(max(job.attempts, 1), self.rng), end)
         await asyncio.to_thread(self.book.reschedule, job, due, now, error)
         return JobState.SCHEDULED
+
+
+def _count(dest: RuaDestination, *, delivered: bool) -> None:
+    """Reports sent / failed by transport (metrics; mail or https)."""
+    transport = "mail" if dest.kind == "mailto" else "https"
+    family = metrics.REPORTS_SENT if delivered else metrics.REPORTS_FAILED
+    family.labels(transport).inc()
