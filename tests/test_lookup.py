@@ -57,6 +57,18 @@ def make_resolver(
     )
 
 
+async def a_test_evicted_to_disk(
+    world: StsWorld, clock: FakeClock, tmp_path: Path
+) -> PolicyResolver:
+    """A one-entry hot set: a.test then b.test fetched and flushed, so a.test is on disk only."""
+    resolver = make_resolver(world, clock, store=tmp_path / "p.sqlite", memory_entries=1)
+    for domain in ("a.test", "b.test"):
+        world.publish(domain, ENFORCE)
+        await resolver.answer("postfix", domain)
+    resolver.cache.write_batch(*resolver.cache.take_batch())
+    return resolver
+
+
 @pytest.fixture
 async def resolver(sts_world: StsWorld, clock: FakeClock) -> AsyncIterator[PolicyResolver]:
     r = make_resolver(sts_world, clock)
@@ -256,11 +268,7 @@ async def test_restart_restores_cache_without_network(
 async def test_disk_tier_answers_evicted_domains_without_network(
     sts_world: StsWorld, clock: FakeClock, tmp_path: Path
 ) -> None:
-    resolver = make_resolver(sts_world, clock, store=tmp_path / "p.sqlite", memory_entries=1)
-    for domain in ("a.test", "b.test"):
-        sts_world.publish(domain, ENFORCE)
-        await resolver.answer("postfix", domain)
-    resolver.cache.write_batch(*resolver.cache.take_batch())
+    resolver = await a_test_evicted_to_disk(sts_world, clock, tmp_path)
     assert resolver.cache.get("a.test") is None  # evicted from memory
     assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY
     assert counts(sts_world, "a.test") == (1, 1)
@@ -461,11 +469,7 @@ async def test_restart_burst_queues_at_most_background_limit_rechecks(
 async def test_promotion_from_the_store_writes_nothing_back(
     sts_world: StsWorld, clock: FakeClock, tmp_path: Path
 ) -> None:
-    resolver = make_resolver(sts_world, clock, store=tmp_path / "p.sqlite", memory_entries=1)
-    for domain in ("a.test", "b.test"):
-        sts_world.publish(domain, ENFORCE)
-        await resolver.answer("postfix", domain)
-    resolver.cache.write_batch(*resolver.cache.take_batch())
+    resolver = await a_test_evicted_to_disk(sts_world, clock, tmp_path)
     assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY  # read from disk
     entries, deletions = resolver.cache.take_batch()
     assert (entries, deletions) == ([], [])

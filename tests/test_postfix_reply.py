@@ -17,22 +17,11 @@ from mta_sts_policyd.postfix import (
     valid_mx_patterns,
 )
 from mta_sts_policyd.sts.model import Mode, Policy
+from support.rfc_examples import RFC_8461_EXAMPLE_POLICY
 
 GOLDEN = Path(__file__).parent / "golden" / "replies.json"
 
-RFC_EXAMPLE = Policy(
-    mode=Mode.ENFORCE,
-    max_age=604800,
-    mx=("mail.example.com", "*.example.net", "backupmx.example.com"),
-    lines=(
-        "version: STSv1",
-        "mode: enforce",
-        "mx: mail.example.com",
-        "mx: *.example.net",
-        "mx: backupmx.example.com",
-        "max_age: 604800",
-    ),
-)
+RFC_EXAMPLE = RFC_8461_EXAMPLE_POLICY
 
 
 def enforce(*mx: str, extra: tuple[str, ...] = ()) -> Policy:
