@@ -381,3 +381,24 @@ def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
     except ConfigError:
         reject()  # cross-key rules (e.g. tlsrpt.enabled needs its sender settings)
     assert roundtrip(config) == config
+
+
+def test_reload_names_exactly_the_keys_that_need_a_restart() -> None:
+    from mta_sts_policyd.app import restart_only_changes
+
+    old = Config()
+    replace = dataclasses.replace
+    new = replace(
+        old,
+        server=replace(old.server, listen=("127.0.0.1:1",), sts_attributes=True),
+        cache=replace(old.cache, txt_recheck=30.0, memory_entries=10),
+        discovery=replace(old.discovery, nameservers=("127.0.0.1:53",)),
+        logging=replace(old.logging, level="DEBUG"),
+        tlsrpt=replace(old.tlsrpt, retention_days=7),
+    )
+    assert restart_only_changes(old, new) == [
+        "server.listen",
+        "cache.memory_entries",
+        "tlsrpt.retention_days",
+    ]
+    assert restart_only_changes(old, old) == []

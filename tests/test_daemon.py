@@ -203,7 +203,7 @@ def test_sighup_reload_switches_on_sts_attributes_keeping_the_cache(
     daemon.write_config(server={"sts_attributes": True, "listen": [daemon.address]})
     daemon.send(signal.SIGHUP)
     daemon.wait_for_log("event=reloaded entries=1")
-    assert "level=WARNING logger=mta_sts_policyd.app event=reload-listen-unchanged" in daemon.log()
+    assert "event=reload-needs-restart keys=server.listen " in daemon.log()
     assert daemon.query("example.test", address=old_address) == ENFORCE_REPLY + STS_ATTRIBUTES
     assert fetches(world) == 1
     assert daemon.proc is not None and daemon.proc.poll() is None

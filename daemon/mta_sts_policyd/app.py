@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -244,15 +245,32 @@ class Daemon:
             log.error("event=reload-failed reason=%r keeping the running configuration", str(exc))
             sdnotify.notify("READY=1")
             return
-        if fresh.server.listen != self.config.server.listen:
-            log.warning("event=reload-listen-unchanged reason='listeners change only on restart'")
+        pending = restart_only_changes(self.config, fresh)
+        if pending:
+            log.warning(
+                "event=reload-needs-restart keys=%s reason='these take effect on restart'",
+                ",".join(pending),
+            )
         setup_logging(fresh.logging.level)
+        if fresh.discovery != self.config.discovery:
+            self._swap_discovery(make_discovery(fresh))
         settings = lookup_settings(fresh, decide_sts_attributes(fresh))
         self.resolver.settings = settings
         self.resolver.rerender_all()
         self.config = fresh
         log.info("event=reloaded entries=%d", len(self.resolver.cache))
         sdnotify.notify("READY=1")
+
+    def _swap_discovery(self, fresh: Discovery) -> None:
+        """New resolver/HTTPS settings for every later discovery; fetches already running finish
+        on the old client, which is closed once they cannot need it any more."""
+        old = self.resolver.discovery
+        self.resolver.discovery = fresh
+        self._closers.append(fresh.aclose)
+        grace = self.config.discovery.fetch_timeout + self.config.discovery.dns_timeout
+        if isinstance(old, Discovery):
+            self._spawn(_close_later(old, grace))
+        log.info("event=discovery-reconfigured")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -276,6 +294,37 @@ class Daemon:
 
 
 EXIT_TEMPFAIL = 75
+
+
+RELOADABLE = {
+    "logging": None,
+    "discovery": None,
+    "cache": ("txt_recheck", "cold_wait", "negative_ttl", "failure_backoff", "refresh",
+              "refresh_interval", "refresh_jitter", "refresh_concurrency"),
+    "server": ("sts_attributes", "dane", "exact_wildcards", "postconf"),
+}  # fmt: skip
+"""Sections (None: all of it) and keys a SIGHUP applies; everything else needs a restart."""
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """Dotted keys that differ between two configs but only take effect on restart."""
+    changed: list[str] = []
+    for section in dataclasses.fields(old):
+        before, after = getattr(old, section.name), getattr(new, section.name)
+        reloadable = RELOADABLE.get(section.name, ())
+        if before == after or (section.name in RELOADABLE and reloadable is None):
+            continue
+        for key in dataclasses.fields(before):
+            if key.name not in (reloadable or ()) and (
+                getattr(before, key.name) != getattr(after, key.name)
+            ):
+                changed.append(f"{section.name}.{key.name}")
+    return changed
+
+
+async def _close_later(discovery: Discovery, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await discovery.aclose()
 
 
 async def serve(daemon: Daemon) -> int:
