@@ -487,3 +487,13 @@ def test_a_partial_record_waits_for_the_rest() -> None:
     assert buf == record[:-1]
     buf += record[-1:]
     assert decode(buf) == ([(1.5, b"abc", 3)], [])
+
+
+def test_socket_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "mta-sts-policyd" / "tlsrpt.sock"
+    collector = TlsRptCollector(path, ListSink())
+    collector.start()
+    try:
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+    finally:
+        collector.stop()

@@ -21,6 +21,10 @@ log = logging.getLogger("mta_sts_policyd.tlsrpt.collector")
 def bind_datagram_socket(
     path: Path, mode: int, group: str | int | None, rcvbuf: int
 ) -> socket.socket:
+    try:  # systemd's RuntimeDirectory= makes it; without systemd the daemon does
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"tlsrpt socket {path}: cannot create its directory: {exc}") from exc
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
