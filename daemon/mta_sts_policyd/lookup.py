@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mta_sts_policyd.cache import CacheEntry, PolicyCache
@@ -352,6 +352,3 @@ class PolicyResolver(ProactiveRefresh):
         """Wait for in-flight discoveries (tests, shutdown)."""
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
-
-
-Answer = Callable[[str, str], Awaitable[bytes]]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -236,7 +236,7 @@ def _policy_order(p: PolicyAggregate) -> tuple[str, str, tuple[str, ...], tuple[
 def _bounded(doc: ReportDocument, limit: int) -> ReportDocument:
     body = render_json(doc)
     if len(body) <= limit:
-        return _with_json(doc, body, 0)
+        return replace(doc, dropped_details=0, _json=body)
     # Rank every detail by (count, position); drop from the smallest until it fits.
     ranked = sorted(
         (
@@ -267,7 +267,7 @@ def _bounded(doc: ReportDocument, limit: int) -> ReportDocument:
         trimmed = _without(doc, drop)
         body = render_json(trimmed)
         if len(body) <= limit or len(drop) == len(ranked):
-            return _with_json(trimmed, body, len(drop))
+            return replace(trimmed, dropped_details=len(drop), _json=body)
         for _, npi, ndi in ranked:  # estimate was short (separators): drop one more
             if (-npi, -ndi) not in drop:
                 drop.add((-npi, -ndi))
@@ -284,33 +284,4 @@ def _without(doc: ReportDocument, drop: set[tuple[int, int]]) -> ReportDocument:
         )
         for pi, p in enumerate(doc.policies)
     )
-    return _replace(doc, policies, len(drop))
-
-
-def _replace(
-    doc: ReportDocument, policies: tuple[PolicyAggregate, ...], dropped: int
-) -> ReportDocument:
-    return ReportDocument(
-        doc.day,
-        doc.report_domain,
-        doc.tlsrpt_record,
-        doc.organization_name,
-        doc.contact_info,
-        doc.submitter,
-        policies,
-        dropped,
-    )
-
-
-def _with_json(doc: ReportDocument, body: bytes, dropped: int) -> ReportDocument:
-    return ReportDocument(
-        doc.day,
-        doc.report_domain,
-        doc.tlsrpt_record,
-        doc.organization_name,
-        doc.contact_info,
-        doc.submitter,
-        doc.policies,
-        dropped,
-        body,
-    )
+    return replace(doc, policies=policies, dropped_details=len(drop))
