@@ -201,7 +201,10 @@ class Daemon:
     async def _listen(self) -> None:
         s = self.config.server
         self.server = SocketmapServer(
-            self.resolver.answer, max_connections=s.max_connections, idle_timeout=s.idle_timeout
+            self.resolver.answer,
+            max_connections=s.max_connections,
+            idle_timeout=s.idle_timeout,
+            fast_reply=self.resolver.memo.reply,
         )
         inherited = systemd_listen_sockets()
         if inherited:

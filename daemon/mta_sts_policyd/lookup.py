@@ -25,6 +25,7 @@ from mta_sts_policyd.lookup_types import (
 )
 from mta_sts_policyd.postfix import REPLY_NOTFOUND, render_policy_reply
 from mta_sts_policyd.refresh import ProactiveRefresh
+from mta_sts_policyd.reply_memo import ReplyMemo
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode, TxtAbsent, TxtRecord
 
@@ -57,6 +58,7 @@ class PolicyResolver(ProactiveRefresh):
         self.settings = settings
         self.clock = clock
         self.stats = LookupStats()
+        self.memo = ReplyMemo(cache, self.stats, clock, settings.txt_recheck)
         self.on_failure: FailureListener | None = None
         self.on_policy: PolicyListener | None = None
         self._keys: dict[str, str | None] = {}
@@ -78,6 +80,7 @@ class PolicyResolver(ProactiveRefresh):
         entry = self.cache.get(domain)
         if entry is not None and entry.valid(now):
             reply = self._answer_cached(entry, now)
+            self.memo.learn(name, key, entry)
         else:
             reply = await self._answer_uncached(domain, entry, now)
         self.stats.observe(time.perf_counter() - started)
@@ -344,7 +347,9 @@ class PolicyResolver(ProactiveRefresh):
         return len(domains)
 
     def rerender_all(self) -> None:
-        """After a reload that changed rendering settings."""
+        """After a reload that changed rendering settings (or the TXT re-check interval)."""
+        self.memo.txt_recheck = self.settings.txt_recheck
+        self.memo.clear()
         for entry in self.cache.hot_entries():
             self.render(entry)
 

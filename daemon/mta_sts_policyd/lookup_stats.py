@@ -38,10 +38,18 @@ class LookupStats:
     refresh_peak: int = 0
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
+    memo_hits: int = 0
+    """Answers written by the reply memo (also in `hits`); in the histogram's lowest bucket."""
 
     def observe(self, seconds: float) -> None:
         self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
+
+    def latency(self) -> tuple[list[int], float]:
+        """Histogram counts and sum; memo answers (untimed, far below 10 µs) in the first bucket."""
+        counts = list(self.latency_counts)
+        counts[0] += self.memo_hits
+        return counts, self.latency_sum
 
     def count_reply(self, entry: CacheEntry) -> None:
         policy = entry.policy

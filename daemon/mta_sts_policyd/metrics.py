@@ -200,6 +200,7 @@ REPORTS_FAILED_HTTPS = REPORTS_FAILED.labels("https")
 
 CACHE_HITS = FastCounter()
 CACHE_MISSES = FastCounter()
+MEMO_HITS = FastCounter()
 REFRESH_FAILURES = FastCounter()
 TLSRPT_DATAGRAMS_RECEIVED = FastCounter()
 TLSRPT_DATAGRAMS_REJECTED = FastCounter()
@@ -213,6 +214,11 @@ ANSWER_SECONDS = FastHistogram(
 _SCALARS = (
     Scalar("cache_hits", "Lookups answered from the policy cache.", CACHE_HITS),
     Scalar("cache_misses", "Lookups the policy cache could not answer.", CACHE_MISSES),
+    Scalar(
+        "reply_memo_hits",
+        "Cache hits written straight from the reply memo (repeat requests, enforce domains).",
+        MEMO_HITS,
+    ),
     Scalar("refresh_failures", "Failed background policy refreshes.", REFRESH_FAILURES),
     Scalar("tlsrpt_datagrams_received", "libtlsrpt datagrams received.", TLSRPT_DATAGRAMS_RECEIVED),
     Scalar("tlsrpt_datagrams_rejected", "libtlsrpt datagrams refused.", TLSRPT_DATAGRAMS_REJECTED),
@@ -239,10 +245,11 @@ class LookupStatsSource(Protocol):
     fetch_ok: int
     fetch_failures: dict[str, int]
     refresh_failures: int
-    latency_counts: list[int]
-    latency_sum: float
+    memo_hits: int
 
     def answers_by_class(self) -> dict[str, int]: ...
+
+    def latency(self) -> tuple[list[int], float]: ...
 
 
 def bind_lookup_stats(stats: LookupStatsSource, bounds: Sequence[float]) -> None:
@@ -250,9 +257,10 @@ def bind_lookup_stats(stats: LookupStatsSource, bounds: Sequence[float]) -> None
     LOOKUPS.set_function(stats.answers_by_class)
     CACHE_HITS.set_function(lambda: stats.hits)
     CACHE_MISSES.set_function(lambda: stats.misses)
+    MEMO_HITS.set_function(lambda: stats.memo_hits)
     REFRESH_FAILURES.set_function(lambda: stats.refresh_failures)
     FETCHES.set_function(lambda: {"ok": stats.fetch_ok, **stats.fetch_failures})
-    ANSWER_SECONDS.set_function(bounds, lambda: (stats.latency_counts, stats.latency_sum))
+    ANSWER_SECONDS.set_function(bounds, stats.latency)
 
 
 class CollectorStatsSource(Protocol):

@@ -22,7 +22,7 @@ from mta_sts_policyd.postfix import (
     MAX_REQUEST,
 )
 from mta_sts_policyd.sdnotify import systemd_listen_sockets
-from mta_sts_policyd.server_connection import Connection
+from mta_sts_policyd.server_connection import Connection, FastReplyFn
 
 __all__ = ["AnswerFn", "EventFn", "SocketmapServer", "systemd_listen_sockets"]
 
@@ -49,8 +49,10 @@ class SocketmapServer:
         idle_timeout: float = 60.0,
         max_request: int = MAX_REQUEST,
         on_event: EventFn | None = None,
+        fast_reply: FastReplyFn | None = None,
     ) -> None:
         self.answer = answer
+        self.fast_reply = fast_reply
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_request = max_request

@@ -25,11 +25,16 @@ from mta_sts_policyd.postfix import (
 log = logging.getLogger("mta_sts_policyd.server")
 
 
+FastReplyFn = Callable[[bytes], "bytes | None"]
+"""Raw request (one whole netstring) -> framed reply, or None for the full path (ReplyMemo)."""
+
+
 class ServerSide(Protocol):
     """What a connection needs from its server (server.SocketmapServer)."""
 
     max_request: int
     idle_timeout: float
+    fast_reply: FastReplyFn | None
 
     def answer(self, name: str, key: str) -> Awaitable[bytes]: ...
 
@@ -47,6 +52,7 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_closing",
         "_decoder",
+        "_fast_reply",
         "_idle_handle",
         "_last",
         "_loop",
@@ -60,6 +66,7 @@ class Connection(asyncio.Protocol):
         self._server = server
         self._loop = asyncio.get_running_loop()
         self._decoder = NetstringDecoder(server.max_request)
+        self._fast_reply = server.fast_reply
         self._pending: deque[bytes] = deque()
         self._transport: asyncio.Transport | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
@@ -97,6 +104,17 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self._last = self._loop.time()
+        if (
+            self._fast_reply is not None
+            and not self._busy
+            and not self._pending
+            and not self._write_paused
+            and not self._decoder.buffered
+        ):
+            framed = self._fast_reply(data)
+            if framed is not None and self._transport is not None:
+                self._transport.write(framed)
+                return
         try:
             requests = self._decoder.feed(data)
         except NetstringError as exc:

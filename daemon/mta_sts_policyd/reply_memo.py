@@ -1,0 +1,98 @@
+"""Request bytes -> framed reply, for repeat questions about an enforce domain in the hot set.
+
+Why: for a cached answer, the Python path (netstring decoding, key parsing, the resolver's
+state machine, one coroutine) cost as much CPU as the `recv` and `send` around it. Postfix asks
+byte-identical questions again and again, so the framed reply for those exact bytes can be
+written straight from `data_received`.
+
+A memo entry is used only while it gives exactly what the full path would: the domain's hot-set
+entry is still the same object with the same reply bytes, no discovery failure is in force
+(those are counted per lookup for TLS-RPT), and neither expiry nor the TXT re-check is due.
+Otherwise the entry is dropped and the full path answers (and learns again). A hit keeps the
+side effects of a cached answer: LRU position, `last_used`, the hit and enforce counters. In
+the latency histogram a memo answer counts in the lowest bucket: it takes well under 1 µs and
+is not timed (timing it cost a quarter of the memo's own time).
+
+Only `enforce` answers are learnt: `testing` domains feed the shadow prober on every answer,
+and NOTFOUND answers are cheap on the full path and change more often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mta_sts_policyd.cache import CacheEntry, PolicyCache
+from mta_sts_policyd.lookup_stats import LookupStats
+from mta_sts_policyd.postfix import encode_netstring, parse_request
+from mta_sts_policyd.sts.model import Mode
+
+MEMO_LIMIT = 20_000
+"""Distinct request byte strings remembered (several map names or spellings per domain)."""
+
+_Memo = tuple[CacheEntry, bytes, bytes, float]
+"""(hot-set entry, its reply when learnt, framed reply, clock time its TXT re-check is due)."""
+
+
+class ReplyMemo:
+    """Owned by the resolver (it learns); read by each connection (`reply`)."""
+
+    __slots__ = ("_cache", "_clock", "_memo", "_stats", "txt_recheck")
+
+    def __init__(
+        self,
+        cache: PolicyCache,
+        stats: LookupStats,
+        clock: Callable[[], float],
+        txt_recheck: float,
+    ) -> None:
+        self._cache = cache
+        self._stats = stats
+        self._clock = clock
+        self._memo: dict[bytes, _Memo] = {}
+        self.txt_recheck = txt_recheck
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def reply(self, request: bytes) -> bytes | None:
+        """The framed reply for a raw request (one whole netstring), or None: use the full path."""
+        hit = self._memo.get(request)
+        if hit is None:
+            return None
+        entry, reply, framed, recheck_at = hit
+        now = self._clock()
+        if (
+            now >= recheck_at
+            or now >= entry.expires_at  # read live: a refetch may shorten it in place
+            or entry.reply is not reply
+            or entry.failure is not None
+            or self._cache.get(entry.domain) is not entry  # also the LRU touch of a hit
+        ):
+            del self._memo[request]
+            return None
+        entry.last_used = now
+        stats = self._stats
+        stats.hits += 1
+        stats.enforce += 1
+        stats.memo_hits += 1
+        return framed
+
+    def learn(self, name: str, key: str, entry: CacheEntry) -> None:
+        """Remember the answer just given from `entry` for the request `name SP key`."""
+        policy = entry.policy
+        if policy is None or policy.mode is not Mode.ENFORCE or entry.failure is not None:
+            return
+        payload = f"{name} {key}".encode()
+        if parse_request(payload) != (name, key):
+            return  # not what the client sent (it had invalid UTF-8): never matches anyway
+        recheck_at = entry.txt_checked_at + self.txt_recheck
+        if self._clock() >= min(recheck_at, entry.expires_at):
+            return
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()
+        framed = encode_netstring(entry.reply)
+        self._memo[encode_netstring(payload)] = (entry, entry.reply, framed, recheck_at)
+
+    def clear(self) -> None:
+        """Settings changed (reload): learn everything again."""
+        self._memo.clear()
