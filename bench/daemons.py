@@ -8,6 +8,8 @@ Observation comes from the kernel's accounting of the server process itself: uti
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,18 @@ OURS_PORT = 8463
 THEIRS_PORT = 8461
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, all its threads, from /proc/PID/stat."""
+    user, system = process_cpu_split(pid)
+    return user + system
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) in seconds: user space (Python, event loop) vs kernel (system calls)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 @dataclass
 class Daemon:
     name: str
@@ -32,6 +46,7 @@ class Daemon:
     started: float
     log: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    profiler: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -43,8 +58,7 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process, all threads (the kernel's own accounting)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu_seconds(self.pid)
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -55,7 +69,22 @@ class Daemon:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def attach_profiler(self, output: Path) -> None:
+        """py-spy samples this process until stop() (raw collapsed stacks, 250 Hz, native off)."""
+        py_spy = shutil.which("py-spy")
+        if py_spy is None:
+            raise RuntimeError("--profile needs py-spy on PATH (pip install py-spy)")
+        argv = [py_spy, "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw"]
+        self.profiler = subprocess.Popen(
+            [*argv, "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(0.5)  # attached before the load starts
+
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            self.profiler.wait(30)
+            self.profiler = None
         if self.alive():
             self.process.terminate()
             try:

@@ -12,20 +12,29 @@ requests and the peak number of connections open at once (the fetch concurrency 
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import trustme
+from tests.support.certs import CertFactory
 from tests.support.dns_server import DnsServer, Node, a, txt
-from tests.support.https_server import HttpsServer, Site, _TcpServer
+from tests.support.https_server import Site
 
 SUFFIX = ".bench.test"
+_POLICY_PATH = "/.well-known/mta-sts.txt"
+_WIRE_CACHE = 500_000
 MAX_AGE = 86400 * 7
 
 
@@ -57,9 +66,19 @@ class _World:
 
 
 class _Dns(DnsServer):
+    """The test DNS server on a fixed port, answering repeated questions from a wire cache.
+
+    A benchmark asks the same few question shapes hundreds of thousands of times; building each
+    reply through dnspython cost the fixture ~1 ms of CPU per cold domain on the cores the daemons
+    share. The cache key is the query minus its ID (flags, question and EDNS included) plus the
+    TXT generation, so a bumped id is never answered from an old reply.
+    """
+
     def __init__(self, port: int, world: _World) -> None:
         super().__init__(zone_callback=world.zone, record_queries=False)
         self.port = port
+        self.world = world
+        self._wire: dict[tuple[int, bytes], bytes] = {}
 
     def start(self) -> None:
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -72,63 +91,160 @@ class _Dns(DnsServer):
         self._thread = threading.Thread(target=self._serve, name="bench-dns", daemon=True)
         self._thread.start()
 
+    def _handle(
+        self,
+        data: bytes,
+        transport: Literal["udp", "tcp"],
+        send: Callable[[bytes], None],
+        sync: bool = False,
+    ) -> None:
+        key = (self.world.generation, data[2:])
+        cached = self._wire.get(key)
+        if cached is not None:
+            send(data[:2] + cached)
+            return
+        replies: list[bytes] = []
+        super()._handle(data, transport, replies.append, sync=True)
+        if replies:
+            if len(self._wire) >= _WIRE_CACHE:
+                self._wire.clear()
+            self._wire[key] = replies[0][2:]
+            send(replies[0])
 
-class _Https(HttpsServer):
-    """HttpsServer on a fixed port that tracks connection concurrency and request times."""
 
-    def __init__(self, ca: trustme.CA, port: int, world: _World) -> None:
-        super().__init__(ca, site_callback=world.site)
-        self.fixed_port = port
-        self.inflight = 0
-        self.peak = 0
-        self.total = 0
-        self.first = 0.0
-        self.last = 0.0
-        self._gauge = threading.Lock()
+class _PolicyHost:
+    """HTTPS on a fixed port for every `mta-sts.X.bench.test`: one asyncio loop, minimal HTTP/1.1.
+
+    The tests' HTTPS server (a thread and http.server per connection, a certificate minted on
+    first contact) cost more CPU per fetch than the daemons under test. Here certificates can be
+    minted before a scenario (`prepare`), the handshake and the reply run on one event loop, and
+    every connection is closed after one response, as a policy host may do. Counts requests, the
+    first/last request time and the peak number of open TLS connections.
+    """
+
+    def __init__(self, ca: trustme.CA, port: int, world: _World, workdir: Path) -> None:
+        self.port = port
+        self.world = world
+        self.certs = CertFactory(ca, workdir)
+        self.inflight = self.peak = self.total = 0
+        self.first = self.last = 0.0
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bench-https")
+        self._thread.daemon = True
+        default = self.certs.new_context()
+        chain = workdir / "default.pem"
+        chain.write_bytes(self.certs.chain_pem("valid", ("localhost",)))
+        default.load_cert_chain(chain, workdir / "leaf.key")
+        default.sni_callback = self._on_sni
+        self._server = asyncio.run_coroutine_threadsafe(self._listen(default), self._loop)
+
+    async def _listen(self, context: ssl.SSLContext) -> asyncio.Server:
+        return await self._loop.create_server(
+            lambda: _PolicyConnection(self), "127.0.0.1", self.port, ssl=context, backlog=1024
+        )
 
     def start(self) -> None:
-        self._server = _TcpServer(self, (self.host, self.fixed_port))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
         self._thread.start()
+        self._server.result(30)
 
-    def _finish(self, raw: socket.socket, client_address: Any) -> None:
-        with self._gauge:
-            self.inflight += 1
-            self.peak = max(self.peak, self.inflight)
-        raw.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-        )  # no 40 ms Nagle/delayed-ACK stall
-        try:
-            super()._finish(raw, client_address)
-        finally:
-            with self._gauge:
-                self.inflight -= 1
+    def prepare(self, hosts: list[str]) -> None:
+        for host in hosts:
+            self.certs.context("valid", (host,))
 
-    def _serve(self, handler: Any) -> None:
+    def _on_sni(self, sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        if server_name is None or self.world.site(server_name) is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        sock.context = self.certs.context("valid", (server_name,))
+        return None
+
+    def response(self, head: bytes) -> bytes:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        fields = (line.partition(":") for line in lines[1:])
+        host = next((v.strip() for k, _, v in fields if k.strip().lower() == "host"), "")
+        host = host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+        site = self.world.site(host)
+        ok = site is not None and len(parts) == 3 and parts[:2] == ["GET", _POLICY_PATH]
+        body = site.body if ok and site is not None else b"not found\n"
+        status = "200 OK" if ok else "404 Not Found"
         now = time.monotonic()
-        with self._gauge:
-            self.total += 1
-            self.first = self.first or now
-            self.last = now
-        super()._serve(handler)
-        with self._lock:
-            self.requests.clear()  # keep memory flat over 100k fetches; counts stay
+        self.total += 1
+        self.first = self.first or now
+        self.last = now
+        return (
+            f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+
+    def opened(self) -> None:
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+
+    def closed(self) -> None:
+        self.inflight -= 1
 
     def stats(self) -> dict[str, Any]:
-        with self._gauge:
-            return {
+        return self._call(
+            lambda: {
                 "https_requests": self.total,
                 "peak_connections": self.peak,
                 "first_request": self.first,
                 "last_request": self.last,
             }
+        )
 
     def reset_stats(self) -> None:
-        with self._gauge:
+        def reset() -> None:
             self.peak, self.total, self.first, self.last = self.inflight, 0, 0.0, 0.0
-        self.reset()
+
+        self._call(reset)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the server's loop, so counters are read and reset between callbacks."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+class _PolicyConnection(asyncio.Protocol):
+    """One TLS connection: read the request head, answer, close."""
+
+    def __init__(self, host: _PolicyHost) -> None:
+        self.host = host
+        self.buffer = b""
+        self.transport: Any = None  # uvloop's SSL transport is not an asyncio.Transport subclass
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.host.opened()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        head, found, _ = self.buffer.partition(b"\r\n\r\n")
+        if not found:
+            if len(self.buffer) > 16384:
+                self.transport.close()
+            return
+        self.transport.write(self.host.response(head))
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.host.closed()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 @dataclass
@@ -150,6 +266,11 @@ class Fixtures:
     def reset(self) -> None:
         self.call("reset")
 
+    def prepare(self, domains: list[str]) -> None:
+        """Mint the policy hosts' certificates now, outside the measured run."""
+        self.pipe.send(("prepare", [f"mta-sts.{d}" for d in domains]))
+        self.pipe.recv()
+
     def bump_generation(self) -> None:
         """Change every TXT id, so that a refresh really refetches (the incumbent checks ids)."""
         self.call("bump")
@@ -165,11 +286,17 @@ def _child(pipe: multiprocessing.connection.Connection, ca_pem: str, cpus: set[i
     world = _World()
     ca = trustme.CA()
     ca.cert_pem.write_to_path(ca_pem)
-    with _Dns(53, world) as _dns, _Https(ca, 443, world) as https:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-certs-"))
+    https = _PolicyHost(ca, 443, world, workdir)
+    with _Dns(53, world):
+        https.start()
         pipe.send("ready")
         while True:
             command = pipe.recv()
-            if command == "stats":
+            if isinstance(command, tuple) and command[0] == "prepare":
+                https.prepare(command[1])
+                pipe.send("ok")
+            elif command == "stats":
                 pipe.send(https.stats())
             elif command == "reset":
                 https.reset_stats()
@@ -178,6 +305,8 @@ def _child(pipe: multiprocessing.connection.Connection, ca_pem: str, cpus: set[i
                 world.generation += 1
                 pipe.send("ok")
             elif command == "stop":
+                https.close()
+                shutil.rmtree(workdir, ignore_errors=True)
                 pipe.send("ok")
                 return
 

@@ -15,6 +15,8 @@ from typing import Any
 from daemons import (
     Daemon,
     pinned,
+    process_cpu_seconds,
+    process_cpu_split,
     start_ours,
     start_theirs,
     wait_answering,
@@ -24,7 +26,14 @@ from daemons import (
 from fixtures import Fixtures
 
 NAMES = ("ours", "theirs")
-LOAD_FIELDS = ("qps", "p50_us", "p99_us", "cpu_us_per_answer")
+LOAD_FIELDS = (
+    "qps",
+    "p50_us",
+    "p99_us",
+    "cpu_us_per_answer",
+    "user_us_per_answer",
+    "system_us_per_answer",
+)
 IDLE_KEY = "[192.0.2.1]"
 """An address literal: both daemons answer NOTFOUND without any lookup."""
 
@@ -39,6 +48,8 @@ class Env:
     server_cpus: str | None = None
     client_cpus: str | None = None
     """None: no pinning. On small VMs a wake-up across CPUs costs more than sharing one."""
+    profile_dir: Path | None = None
+    """When set, py-spy samples our daemon in every scenario and writes one file per start."""
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -64,6 +75,9 @@ def start_daemon(
         config = write_theirs_config(env.workdir, **(theirs or {}))
         daemon = start_theirs(env.workdir, env.venv, config, env.fixtures.ca_pem, env.server_cpus)
     daemon.extra["ready_seconds"] = wait_answering(daemon, IDLE_KEY)
+    if env.profile_dir is not None and name == "ours":
+        env.profile_dir.mkdir(parents=True, exist_ok=True)
+        daemon.attach_profiler(env.profile_dir / f"ours-{time.strftime('%H%M%S')}.txt")
     return daemon
 
 
@@ -79,15 +93,22 @@ def run_load(
     """One load generator run against `daemon`, with the server's CPU over exactly that run."""
     argv = [str(env.loadgen), "client", "127.0.0.1", str(daemon.port), str(conns), str(keys)]
     argv = pinned(env.client_cpus, [*argv, mode, str(seconds)])
-    cpu_before = daemon.cpu_seconds()
+    fixtures_pid = env.fixtures.process.pid or 0
+    user0, sys0 = process_cpu_split(daemon.pid)
+    fixtures_before = process_cpu_seconds(fixtures_pid)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
-    cpu = daemon.cpu_seconds() - cpu_before
+    user1, sys1 = process_cpu_split(daemon.pid)
+    cpu = (user1 - user0) + (sys1 - sys0)
+    fixtures_cpu = process_cpu_seconds(fixtures_pid) - fixtures_before
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr.strip()} / {daemon.log_tail()}")
     result: dict[str, Any] = json.loads(out.stdout)
     result["server_cpu_s"] = round(cpu, 3)
     answers = result["answers"] or 1
     result["cpu_us_per_answer"] = round(cpu / answers * 1e6, 2)
+    result["user_us_per_answer"] = round((user1 - user0) / answers * 1e6, 2)
+    result["system_us_per_answer"] = round((sys1 - sys0) / answers * 1e6, 2)
+    result["fixtures_cpu_us_per_answer"] = round(fixtures_cpu / answers * 1e6, 2)
     return result
 
 

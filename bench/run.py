@@ -85,6 +85,7 @@ def run(args: argparse.Namespace, loadgen: Path) -> dict[str, Any]:
     split = args.pin == "split"
     fixtures = start_fixtures(str(workdir / "ca.pem"), cpus={1} if split else None)
     env = Env(workdir, fixtures, loadgen, VENV, args.quick)
+    env.profile_dir = Path(args.profile).resolve() if args.profile else None
     if split:
         env.server_cpus, env.client_cpus = "0", "1"
     chosen = args.only.split(",") if args.only else list(SCENARIOS)
@@ -118,6 +119,9 @@ def main() -> int:
         choices=("none", "split"),
         default="none",
         help="split: server on CPU 0, load generator and fixtures on CPU 1 (default: no pinning)",
+    )
+    parser.add_argument(
+        "--profile", metavar="DIR", help="sample our daemon with py-spy into DIR (slows it down)"
     )
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     args = parser.parse_args()
