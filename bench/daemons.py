@@ -71,9 +71,10 @@ class Daemon:
 
     def attach_profiler(self, output: Path) -> None:
         """py-spy samples this process until stop() (raw collapsed stacks, 250 Hz, native off)."""
-        py_spy = shutil.which("py-spy")
+        beside = Path(sys.executable).parent / "py-spy"  # bench/.venv-ours has it
+        py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
         if py_spy is None:
-            raise RuntimeError("--profile needs py-spy on PATH (pip install py-spy)")
+            raise RuntimeError("--profile needs py-spy (pip install py-spy)")
         argv = [py_spy, "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw"]
         self.profiler = subprocess.Popen(
             [*argv, "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -32,6 +32,10 @@ import report  # noqa: E402
 
 INCUMBENT = "postfix-mta-sts-resolver==1.5.1"
 VENV = BENCH / ".venv-incumbent"
+OURS_VENV = BENCH / ".venv-ours"
+OURS_EXTRAS = "[speedups]"
+BENCH_REQUIREMENTS = ("trustme", "py-spy")
+"""What the orchestrator and fixtures import besides the daemon's own dependencies."""
 RESULTS = BENCH / "results"
 SCENARIOS = ("ceiling", "cached", "cold", "single_flight", "memory", "refresh")
 
@@ -42,6 +46,26 @@ def ensure_incumbent() -> None:
     print(f"installing {INCUMBENT} into {VENV.relative_to(BENCH.parent)}", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", INCUMBENT], check=True)
+
+
+def ensure_ours() -> None:
+    """Run under bench/.venv-ours: this checkout installed as users get it (uvloop included).
+
+    Re-executes run.py with that interpreter, so the daemon, the fixtures and the orchestrator
+    all use exactly the dependencies pip resolves for the project, not whatever the machine's
+    Python happens to have.
+    """
+    python = OURS_VENV / "bin" / "python"
+    if Path(sys.prefix).resolve() == OURS_VENV.resolve():
+        return
+    if not python.exists():
+        print(f"installing this checkout into {OURS_VENV.relative_to(BENCH.parent)}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(OURS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+        spec = f"{BENCH.parent}{OURS_EXTRAS}"
+        pip = [str(python), "-m", "pip", "install", "-q", "-e", spec, *BENCH_REQUIREMENTS]
+        subprocess.run(pip, check=True)
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
 def build_loadgen() -> Path:
@@ -126,6 +150,7 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     args = parser.parse_args()
     if os.environ.get(netns.MARKER) != "1":
+        ensure_ours()
         ensure_incumbent()
         build_loadgen()
     netns.reexec_in_namespace()

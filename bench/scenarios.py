@@ -66,6 +66,8 @@ def cold(env: Env) -> dict[str, Any]:
                 "max_us",
                 "cpu_us_per_answer",
                 "fixtures_cpu_us_per_answer",
+                "user_us_per_answer",
+                "system_us_per_answer",
             )
             out[name] = median_of(samples, fields)
             out[f"{name}_runs"] = samples

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import socket
 import ssl
+import sys
 import time
 
 import pytest
@@ -51,6 +53,26 @@ async def test_a16_url_host_and_result(
     assert result.policy.mode is Mode.ENFORCE and result.policy.mx == ("mail.example.test",)
     [request] = https_server.requests
     assert (request.method, request.path, request.host) == ("GET", "/.well-known/mta-sts.txt", HOST)
+
+
+async def test_a_fetch_does_not_search_for_missing_modules(
+    sts_world: StsWorld, discovery: Discovery
+) -> None:
+    """httpcore imports sniffio inside every lock: without it each import searches sys.path."""
+    sts_world.publish(D, POLICY)
+    await discovery.fetch_policy(D)
+    searches: list[str] = []
+
+    class Spy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *_: object) -> None:
+            searches.append(name)
+
+    sys.meta_path.insert(0, Spy())
+    try:
+        await discovery.fetch_policy(D)
+    finally:
+        sys.meta_path.pop(0)
+    assert searches == []
 
 
 async def test_a16_d7_idn_domain_in_a_label_form(
