@@ -244,17 +244,20 @@ def test_bound_lookup_stats_add_to_direct_increments(unbind: None) -> None:
     base_hits = value(P + "cache_hits_total")
     base_count = value(P + "answer_duration_seconds_count")
     base_le = value(P + "answer_duration_seconds_bucket", le="2.5e-05")
+    base_memo = value(P + "reply_memo_hits_total")
     metrics.bind_lookup_stats(stats, LATENCY_BUCKETS)
     stats.enforce += 3
     stats.hits += 5
+    stats.memo_hits += 7  # enforce answers from the cache, in the lowest latency bucket
     stats.fetch_ok += 1
     stats.count_fetch_failure(ResultType.STS_WEBPKI_INVALID)
     stats.count_fetch_failure(ResultType.VALIDATION_FAILURE)  # undeclared label: not exported
     stats.observe(2e-5)
     stats.observe(9.0)
     metrics.LOOKUP_ENFORCE.inc()
-    assert value(P + "lookups_total", answer="enforce") == base_enforce + 4
-    assert value(P + "cache_hits_total") == base_hits + 5
+    assert value(P + "lookups_total", answer="enforce") == base_enforce + 4 + 7
+    assert value(P + "cache_hits_total") == base_hits + 5 + 7
+    assert value(P + "reply_memo_hits_total") == base_memo + 7
     assert value(P + "policy_fetches_total", result="sts-webpki-invalid") >= 1
     assert (
         metrics.REGISTRY.get_sample_value(
@@ -262,8 +265,8 @@ def test_bound_lookup_stats_add_to_direct_increments(unbind: None) -> None:
         )
         is None
     )
-    assert value(P + "answer_duration_seconds_count") == base_count + 2
-    assert value(P + "answer_duration_seconds_bucket", le="2.5e-05") == base_le + 1
+    assert value(P + "answer_duration_seconds_count") == base_count + 2 + 7
+    assert value(P + "answer_duration_seconds_bucket", le="2.5e-05") == base_le + 1 + 7
 
 
 def test_rebinding_replaces_the_old_lookup(unbind: None) -> None:

@@ -55,7 +55,7 @@ async def test_repeat_request_answered_from_memo_with_cache_hit_side_effects(
     sts_world.publish("example.test", ENFORCE)
     assert await learnt(resolver) == encode_netstring(ENFORCE_REPLY)
     stats = resolver.stats
-    assert (stats.hits, stats.enforce, stats.memo_hits) == (2, 3, 1)
+    assert (stats.cache_hits(), stats.answers_by_class()["enforce"], stats.memo_hits) == (2, 3, 1)
     clock.advance(5)
     assert resolver.memo.reply(RAW) == encode_netstring(ENFORCE_REPLY)
     entry = resolver.cache.get("example.test")

@@ -1,9 +1,10 @@
 """The DNS half of discovery: `_mta-sts` TXT, MX and policy-host addresses (RFC 8461 §3.1, §4).
 
-All DNS goes through one dnspython async resolver, configured from /etc/resolv.conf or from
-explicit `nameservers`, so the policy host is resolved by the same servers as the TXT record.
-dnspython exceptions are translated to DnsLookupError here and nowhere else: NXDOMAIN and NODATA
-are answers ("nothing published"); SERVFAIL, REFUSED and timeouts are not.
+All DNS goes to the same servers, configured from /etc/resolv.conf (parsed by dnspython's
+Resolver) or from explicit `nameservers`, so the policy host is resolved by the same servers as
+the TXT record. Questions travel through dns_transport.py; dnspython exceptions end there or
+here: NXDOMAIN and NODATA are answers ("nothing published"); SERVFAIL, REFUSED and timeouts are
+DnsLookupError.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import dns.exception
 import dns.flags
-import dns.message
-import dns.name
 import dns.nameserver
+import dns.rcode
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 import idna
 
+from mta_sts_policyd.dns_transport import DnsTransport, Nameserver
 from mta_sts_policyd.errors import ConfigError, DnsLookupError
 from mta_sts_policyd.sts import TxtAbsent, TxtResult, select_sts_record
 
@@ -94,31 +96,56 @@ def ascii_domain(domain: str) -> str:
     return name.lower()
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One question's outcome: the final rrset of the CNAME chain (None for NODATA/NXDOMAIN)."""
+
+    rrset: dns.rrset.RRset | None
+    ttl: int
+    """Smallest TTL along the chain, or the negative-caching TTL (SOA minimum) without data."""
+    nxdomain: bool
+    authenticated: bool
+    """The resolver set AD: it validated the answer with DNSSEC."""
+
+
+def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
+    """The transport asking the resolver's configured servers with its timeouts and flags."""
+    servers = [
+        Nameserver(ns.address, ns.port)
+        for ns in resolver.nameservers
+        if isinstance(ns, dns.nameserver.Do53Nameserver)
+    ]
+    if not servers:
+        raise ConfigError("no plain DNS (port 53 style) nameserver configured")
+    return DnsTransport(
+        servers,
+        lifetime=resolver.lifetime,
+        attempt_timeout=resolver.timeout,
+        payload=_EDNS_PAYLOAD,
+        flags=int(resolver.flags or dns.flags.RD),
+    )
+
+
 class DnsClient:
-    """The three queries discovery needs, with dnspython errors translated."""
+    """The queries discovery needs, over DnsTransport; dnspython errors never leave it."""
 
     def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
-        self._resolver = resolver
+        self._transport = transport_for(resolver)
 
     async def txt(self, domain: str) -> TxtLookup:
         qname = f"_mta-sts.{domain}"
-        try:
-            answer = await self._query(qname, "TXT")
-        except dns.resolver.NXDOMAIN as exc:
-            return TxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), _nx_ttl(exc), ())
-        ttl = int(answer.chaining_result.minimum_ttl)
+        answer = await self._query(qname, dns.rdatatype.TXT)
+        if answer.nxdomain:
+            return TxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), answer.ttl, ())
         if answer.rrset is None:
-            return TxtLookup(TxtAbsent(f"{qname} has no TXT record"), ttl, ())
+            return TxtLookup(TxtAbsent(f"{qname} has no TXT record"), answer.ttl, ())
         rrs = [tuple(rd.strings) for rd in answer.rrset]
         joined = tuple(b"".join(strings).decode("ascii", "backslashreplace") for strings in rrs)
-        return TxtLookup(select_sts_record(rrs), ttl, joined)
+        return TxtLookup(select_sts_record(rrs), answer.ttl, joined)
 
     async def mx(self, domain: str) -> tuple[str, ...]:
         """MX host names by preference; () for NXDOMAIN, NODATA and a null MX (RFC 7505)."""
-        try:
-            answer = await self._query(domain, "MX")
-        except dns.resolver.NXDOMAIN:
-            return ()
+        answer = await self._query(domain, dns.rdatatype.MX)
         if answer.rrset is None:
             return ()
         ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
@@ -127,11 +154,8 @@ class DnsClient:
 
     async def tlsa_authenticated(self, host: str, port: int = 25) -> bool:
         """True when `_PORT._tcp.HOST` has TLSA records the resolver validated (AD bit)."""
-        try:
-            answer = await self._query(f"_{port}._tcp.{host}", "TLSA")
-        except dns.resolver.NXDOMAIN:
-            return False
-        return answer.rrset is not None and bool(answer.response.flags & dns.flags.AD)
+        answer = await self._query(f"_{port}._tcp.{host}", dns.rdatatype.TLSA)
+        return answer.rrset is not None and answer.authenticated
 
     async def addresses(self, host: str) -> list[str]:
         """IPv4 addresses of `host`, else its IPv6 addresses; [] when it has none.
@@ -141,53 +165,31 @@ class DnsClient:
         query still lets AAAA answer; when both fail, the A failure is raised.
         """
         try:
-            found = await self._addresses(host, "A")
+            found = await self._addresses(host, dns.rdatatype.A)
         except DnsLookupError as v4_error:
             try:
-                v6 = await self._addresses(host, "AAAA")
+                v6 = await self._addresses(host, dns.rdatatype.AAAA)
             except DnsLookupError:
                 raise v4_error from None
             if not v6:
                 raise
             return v6
-        return found or await self._addresses(host, "AAAA")
+        return found or await self._addresses(host, dns.rdatatype.AAAA)
 
-    async def _addresses(self, host: str, rdtype: str) -> list[str]:
-        try:
-            answer = await self._query(host, rdtype)
-        except dns.resolver.NXDOMAIN:
-            return []
+    async def _addresses(self, host: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
+        answer = await self._query(host, rdtype)
         return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
 
-    async def _query(self, qname: str, rdtype: str) -> dns.resolver.Answer:
-        """Resolve; NXDOMAIN passes through, every other failure becomes DnsLookupError."""
+    async def _query(self, qname: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
+        """Ask; follow the CNAME chain inside the reply. Failures become DnsLookupError."""
+        reply = await self._transport.ask(qname, rdtype)
         try:
-            return await self._resolver.resolve(
-                qname, rdtype, search=False, raise_on_no_answer=False
-            )
-        except dns.resolver.NXDOMAIN:
-            raise
-        except dns.exception.Timeout:
-            timeout = self._resolver.lifetime
-            raise DnsLookupError(f"{qname} {rdtype}: no DNS answer within {timeout:g} s") from None
-        except dns.resolver.NoNameservers as exc:
-            raise DnsLookupError(f"{qname} {rdtype}: {_server_errors(exc)}") from None
-        except (dns.exception.DNSException, ValueError) as exc:
-            raise DnsLookupError(f"{qname} {rdtype}: {exc}") from None
-
-
-def _server_errors(exc: dns.resolver.NoNameservers) -> str:
-    """Say "Do53:127.0.0.1@53 answered SERVFAIL" for each server tried."""
-    parts = [f"{error[0]} answered {error[3]}" for error in exc.kwargs.get("errors") or []]
-    return "; ".join(parts) or "no nameserver gave a usable answer"
-
-
-def _nx_ttl(exc: dns.resolver.NXDOMAIN) -> int:
-    """The negative-caching TTL of an NXDOMAIN answer (SOA minimum), 0 when unknown."""
-    responses: dict[dns.name.Name, dns.message.QueryMessage] = exc.kwargs.get("responses") or {}
-    for response in responses.values():
-        try:
-            return int(response.resolve_chaining().minimum_ttl)
-        except dns.exception.DNSException:
-            continue
-    return 0
+            chain = reply.resolve_chaining()
+        except dns.exception.DNSException as exc:
+            raise DnsLookupError(f"{qname} {rdtype.name}: {exc}") from None
+        return _Answer(
+            rrset=chain.answer,
+            ttl=int(chain.minimum_ttl),
+            nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
+            authenticated=bool(reply.flags & dns.flags.AD),
+        )

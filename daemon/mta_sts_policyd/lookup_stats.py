@@ -39,11 +39,16 @@ class LookupStats:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
     memo_hits: int = 0
-    """Answers written by the reply memo (also in `hits`); in the histogram's lowest bucket."""
+    """Answers written by the reply memo: enforce answers from the cache, counted only here
+    (one increment on that path) and added to hits, enforce and the lowest latency bucket on
+    export."""
 
     def observe(self, seconds: float) -> None:
         self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
+
+    def cache_hits(self) -> int:
+        return self.hits + self.memo_hits
 
     def latency(self) -> tuple[list[int], float]:
         """Histogram counts and sum; memo answers (untimed, far below 10 µs) in the first bucket."""
@@ -67,7 +72,7 @@ class LookupStats:
 
     def answers_by_class(self) -> dict[str, int]:
         return {
-            "enforce": self.enforce,
+            "enforce": self.enforce + self.memo_hits,
             "notfound-testing": self.notfound_testing,
             "notfound-none": self.notfound_none,
             "notfound-nopolicy": self.notfound_nopolicy,

@@ -240,7 +240,6 @@ def fetch_counter(result: ResultType | None) -> FastCounter:
 class LookupStatsSource(Protocol):
     """What `bind_lookup_stats` reads (lookup_stats.LookupStats has these)."""
 
-    hits: int
     misses: int
     fetch_ok: int
     fetch_failures: dict[str, int]
@@ -249,13 +248,15 @@ class LookupStatsSource(Protocol):
 
     def answers_by_class(self) -> dict[str, int]: ...
 
+    def cache_hits(self) -> int: ...
+
     def latency(self) -> tuple[list[int], float]: ...
 
 
 def bind_lookup_stats(stats: LookupStatsSource, bounds: Sequence[float]) -> None:
     """Export a Lookup's own counters (rebinding replaces the previous Lookup)."""
     LOOKUPS.set_function(stats.answers_by_class)
-    CACHE_HITS.set_function(lambda: stats.hits)
+    CACHE_HITS.set_function(stats.cache_hits)
     CACHE_MISSES.set_function(lambda: stats.misses)
     MEMO_HITS.set_function(lambda: stats.memo_hits)
     REFRESH_FAILURES.set_function(lambda: stats.refresh_failures)
