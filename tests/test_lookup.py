@@ -16,6 +16,8 @@ import pytest
 from conftest import StsWorld
 from mta_sts_policyd.cache import CacheEntry, PolicyCache, PolicyStore, StoredFilter
 from mta_sts_policyd.lookup import LookupSettings, PolicyResolver
+from mta_sts_policyd.policy_store import RefreshFacts
+from mta_sts_policyd.sts.policy import parse_policy
 from support.dns_server import tlsa
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
@@ -275,6 +277,47 @@ async def test_disk_tier_answers_evicted_domains_without_network(
     resolver.cache.close()
 
 
+async def test_a42_policy_in_use_but_pushed_out_of_memory_is_refreshed_too(
+    sts_world: StsWorld, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A domain in use can be only in the store (the memory set holds the most recent few);
+    the daily refresh covers it as well, and one no longer in use is left alone."""
+    resolver = await a_test_evicted_to_disk(sts_world, clock, tmp_path)  # a: disk, b: memory
+    clock.advance(3600)
+    assert await resolver.answer("postfix", "b.test") == ENFORCE_REPLY  # b is in use
+    assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY  # a back, b pushed out
+    await resolver.wait_idle()  # their TXT re-checks
+    resolver.cache.write_batch(*resolver.cache.take_batch())
+    stored = resolver.cache.load_from_store("b.test")
+    assert stored is not None and stored.last_used == clock()  # the store knows b is in use
+    clock.advance(86400 + 3600)  # refresh interval plus the largest jitter
+    assert await resolver.refresh_once() == 2
+    assert counts(sts_world, "a.test")[1] == counts(sts_world, "b.test")[1] == 2
+    resolver.cache.write_batch(*resolver.cache.take_batch())
+    stored = resolver.cache.load_from_store("b.test")
+    assert stored is not None and stored.fetched_at == clock()
+    clock.advance(3 * 86400)  # nobody asked for either since: no longer in use
+    assert await resolver.refresh_once() == 0
+    resolver.cache.close()
+
+
+def test_store_learns_last_use_without_a_rewrite_and_lists_policies_in_use(
+    tmp_path: Path,
+) -> None:
+    store = PolicyStore(tmp_path / "p.sqlite")
+    policy = parse_policy(ENFORCE.encode())
+    used = CacheEntry("a.test", "1", policy, fetched_at=T0, expires_at=T0 + 86400, last_used=T0)
+    idle = CacheEntry("b.test", "1", policy, fetched_at=T0, expires_at=T0 + 86400, last_used=T0)
+    store.write([used, idle], [])
+    store.write([], [], {"a.test": T0 + 10, "gone.test": T0 + 10})  # unknown keys: no row made
+    store.write([], [], {"a.test": T0 + 5})  # an older time never moves it back
+    entry = store.get("a.test")
+    assert entry is not None and entry.last_used == T0 + 10 and entry.policy == policy
+    assert store.get("gone.test") is None
+    assert list(store.used_since(T0 + 1)) == [RefreshFacts("a.test", T0 + 10, T0, 0.0, 86400)]
+    store.close()
+
+
 def test_corrupt_store_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "policies.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
@@ -471,6 +514,7 @@ async def test_promotion_from_the_store_writes_nothing_back(
 ) -> None:
     resolver = await a_test_evicted_to_disk(sts_world, clock, tmp_path)
     assert await resolver.answer("postfix", "a.test") == ENFORCE_REPLY  # read from disk
-    entries, deletions = resolver.cache.take_batch()
+    entries, deletions, touched = resolver.cache.take_batch()
     assert (entries, deletions) == ([], [])
+    assert touched == {"b.test": T0}  # pushed out: only its last use is written back
     resolver.cache.close()

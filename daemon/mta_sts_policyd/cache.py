@@ -13,7 +13,7 @@ import sqlite3
 from collections import OrderedDict
 
 from mta_sts_policyd.cache_entry import CacheEntry, entry_from_json, entry_to_json
-from mta_sts_policyd.policy_store import PolicyStore
+from mta_sts_policyd.policy_store import PolicyStore, RefreshFacts
 
 __all__ = ["CacheEntry", "PolicyCache", "PolicyStore", "StoredFilter", "entry_from_json",
            "entry_to_json"]  # fmt: skip
@@ -56,6 +56,8 @@ class PolicyCache:
         self._hot: OrderedDict[str, CacheEntry] = OrderedDict()
         self._dirty: dict[str, CacheEntry] = {}
         self._deleted: set[str] = set()
+        self._touched: dict[str, float] = {}
+        """last_used of entries pushed out of memory: only that field is written back."""
         self._stored = StoredFilter()
 
     def load(self, now: float) -> int:
@@ -103,11 +105,21 @@ class PolicyCache:
             self._deleted.discard(entry.domain)
         self._stored.add(entry.domain)
         while len(self._hot) > self.memory_entries:
-            self._hot.popitem(last=False)
+            _, evicted = self._hot.popitem(last=False)
+            if self.store is not None and evicted.domain not in self._dirty:
+                # The store learns it is in use (refresh, store eviction) without a rewrite.
+                self._touched[evicted.domain] = evicted.last_used
 
     def mark_dirty(self, entry: CacheEntry) -> None:
         self._dirty[entry.domain] = entry
         self._stored.add(entry.domain)
+
+    def stored_in_use(self, since: float) -> list[RefreshFacts]:
+        """Stored policies used at or after `since` that are not in memory (worker thread)."""
+        if self.store is None:
+            return []
+        hot = self._hot
+        return [facts for facts in self.store.used_since(since) if facts.domain not in hot]
 
     def stored_domains(self) -> list[str]:
         """Domains in the store (worker thread)."""
@@ -124,24 +136,35 @@ class PolicyCache:
     def __len__(self) -> int:
         return len(self._hot)
 
-    def take_batch(self) -> tuple[list[CacheEntry], list[str]]:
-        """Changes since the last flush (event loop thread); hand them to `write_batch`."""
+    def take_batch(self) -> tuple[list[CacheEntry], list[str], dict[str, float]]:
+        """Changes since the last flush (event loop thread); hand them to `write_batch`:
+        whole entries, deletions, and last_used times of entries no longer in memory."""
         entries, deletions = list(self._dirty.values()), sorted(self._deleted)
+        touched = {d: t for d, t in self._touched.items() if d not in self._dirty}
         self._dirty.clear()
         self._deleted.clear()
-        return entries, deletions
+        self._touched = {}
+        return entries, deletions, touched
 
-    def write_batch(self, entries: list[CacheEntry], deletions: list[str]) -> None:
+    def write_batch(
+        self,
+        entries: list[CacheEntry],
+        deletions: list[str],
+        touched: dict[str, float] | None = None,
+    ) -> None:
         """Persist a batch (worker thread). Failures are logged; the batch is retried later."""
-        if self.store is None or not (entries or deletions):
+        touched = touched or {}
+        if self.store is None or not (entries or deletions or touched):
             return
         try:
-            self.store.write(entries, deletions)
+            self.store.write(entries, deletions, touched)
         except (sqlite3.Error, RuntimeError, OSError) as exc:
             log.error("event=store-write-failed entries=%d reason=%r", len(entries), str(exc))
             for entry in entries:
                 self._dirty.setdefault(entry.domain, entry)
             self._deleted.update(deletions)
+            for domain, last_used in touched.items():
+                self._touched.setdefault(domain, last_used)
 
     def evict_store_overflow(self) -> int:
         """Drop the least recently used stored domains beyond `max_entries` (worker thread)."""

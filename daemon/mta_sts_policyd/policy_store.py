@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlitedict import SqliteDict
 
@@ -30,6 +30,16 @@ LAST_USED_INDEX = f'CREATE INDEX IF NOT EXISTS "policies_last_used" ON "policies
 CACHE_SIZE_PRAGMA = "PRAGMA cache_size = -1024"
 """1 MiB of page cache per connection (sqlite's default is ~8 MiB): the hot set lives in our
 own memory, the OS page cache holds the file, and RSS is the operator's budget."""
+
+
+class RefreshFacts(NamedTuple):
+    """The fields of a stored entry that decide whether a refresh is due (refresh.py)."""
+
+    domain: str
+    last_used: float
+    fetched_at: float
+    failed_at: float
+    max_age: int
 
 
 def _check_sqlite(path: Path) -> None:
@@ -119,6 +129,24 @@ class PolicyStore:
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("event=store-row-skipped domain=%s reason=%r", domain, str(exc))
 
+    def used_since(self, since: float) -> Iterator[RefreshFacts]:
+        """What the refresh rule needs of every stored policy used at or after `since`.
+
+        Light tuples, streamed through the last_used index: a refresh pass over a large store
+        must not decode (or hold) every entry at once.
+        """
+        sql = (
+            f"SELECT key, {LAST_USED}, json_extract(value, '$.fetched_at'),"
+            " json_extract(value, '$.failed_at'), json_extract(value, '$.policy.max_age')"
+            f' FROM "policies" WHERE {LAST_USED} >= ?'
+        )
+        with self._read_lock:
+            cursor = self._reader().execute(sql, (since,))
+            while rows := cursor.fetchmany(4096):
+                for domain, last_used, fetched_at, failed_at, max_age in rows:
+                    if isinstance(max_age, int) and None not in (last_used, fetched_at, failed_at):
+                        yield RefreshFacts(domain, last_used, fetched_at, failed_at, max_age)
+
     def get(self, domain: str) -> CacheEntry | None:
         rows = self._rows('SELECT key, value FROM "policies" WHERE key = ?', (domain,))
         if not rows:
@@ -128,11 +156,22 @@ class PolicyStore:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def write(self, entries: list[CacheEntry], deletions: list[str]) -> None:
-        """One transaction for a batch of changes."""
+    def write(
+        self,
+        entries: list[CacheEntry],
+        deletions: list[str],
+        touched: dict[str, float] | None = None,
+    ) -> None:
+        """One transaction for a batch of changes; `touched` updates only last_used."""
         with self._lock:
             for entry in entries:
                 self._db[entry.domain] = entry_to_json(entry)
+            if touched:
+                self._db.conn.executemany(
+                    "UPDATE \"policies\" SET value = json_set(value, '$.last_used', ?)"
+                    " WHERE key = ? AND json_extract(value, '$.last_used') < ?",
+                    [(t, domain, t) for domain, t in touched.items()],
+                )
             for domain in deletions:
                 self._db.conn.execute('DELETE FROM "policies" WHERE key = ?', (domain,))
             self._db.commit()

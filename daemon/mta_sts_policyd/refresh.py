@@ -15,6 +15,7 @@ from mta_sts_policyd.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.lookup_stats import LookupStats
 from mta_sts_policyd.lookup_types import DiscoveryLike, LookupSettings
+from mta_sts_policyd.policy_store import RefreshFacts
 from mta_sts_policyd.sts.model import TxtRecord
 
 
@@ -31,20 +32,50 @@ class ProactiveRefresh:
 
     def refresh_due(self, entry: CacheEntry, now: float) -> bool:
         """In use, holding a policy, and older than the refresh interval plus per-domain jitter."""
-        s = self.settings
-        if entry.policy is None or now - entry.last_used > 2 * s.refresh_interval:
+        if entry.policy is None:
             return False
-        jitter = zlib.crc32(entry.domain.encode()) % max(1, int(s.refresh_jitter) or 1)
+        facts = RefreshFacts(
+            entry.domain, entry.last_used, entry.fetched_at, entry.failed_at, entry.policy.max_age
+        )
+        return self._due(facts, now)
+
+    def _due(self, facts: RefreshFacts, now: float) -> bool:
+        s = self.settings
+        if now - facts.last_used > 2 * s.refresh_interval:
+            return False
+        jitter = zlib.crc32(facts.domain.encode()) % max(1, int(s.refresh_jitter) or 1)
         # A policy whose max_age is shorter than the refresh interval is refreshed before expiry.
-        age_limit = min(s.refresh_interval + jitter, 0.75 * entry.policy.max_age)
-        return now - entry.fetched_at >= age_limit and now - entry.failed_at >= s.failure_backoff
+        age_limit = min(s.refresh_interval + jitter, 0.75 * facts.max_age)
+        return now - facts.fetched_at >= age_limit and now - facts.failed_at >= s.failure_backoff
 
     async def refresh_once(self) -> int:
-        """Refetch every due policy with bounded concurrency; returns how many were attempted."""
+        """Refetch every due policy in use, in memory or only in the store (a domain in use can
+        be pushed out of the memory set by others); bounded concurrency. Returns how many."""
         now = self.clock()
-        due = [e for e in self.cache.hot_entries() if self.refresh_due(e, now)]
-        await asyncio.gather(*(self._refresh(e) for e in due))
+        due: list[CacheEntry | str] = [
+            e for e in self.cache.hot_entries() if self.refresh_due(e, now)
+        ]
+        since = now - 2 * self.settings.refresh_interval
+        stored = await asyncio.to_thread(self.cache.stored_in_use, since)
+        due += [facts.domain for facts in stored if self._due(facts, now)]
+        pending = iter(due)  # shared by the workers: no task per domain for a large store
+
+        async def worker() -> None:
+            for item in pending:
+                entry = item if isinstance(item, CacheEntry) else await self._stored_entry(item)
+                if entry is not None:
+                    await self._refresh(entry)
+
+        width = max(1, min(self.settings.refresh_concurrency, len(due)))
+        await asyncio.gather(*(worker() for _ in range(width)))
         return len(due)
+
+    async def _stored_entry(self, domain: str) -> CacheEntry | None:
+        """The entry to refresh for a domain that was only in the store when the pass began."""
+        entry = self.cache.get(domain)  # answered (and promoted) meanwhile
+        if entry is None:
+            entry = await asyncio.to_thread(self.cache.load_from_store, domain)
+        return entry if entry is not None and entry.policy is not None else None
 
     async def _refresh(self, entry: CacheEntry) -> None:
         async with self._refresh_slots:
