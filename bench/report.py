@@ -56,6 +56,17 @@ def _rows(r: dict[str, Any]) -> list[Row]:
                     (lambda a, b: a <= b / 4) if n == 20 else None,
                 )
             )
+            for part in ("user", "system"):
+                if f"{part}_us_per_answer" in o:
+                    rows.append(
+                        (
+                            f"1. cached, {n} conn: of which {part} µs/answer",
+                            o[f"{part}_us_per_answer"],
+                            t[f"{part}_us_per_answer"],
+                            "",
+                            None,
+                        )
+                    )
     k = r.get("cold")
     if k:
         rows.append(
@@ -85,6 +96,16 @@ def _rows(r: dict[str, Any]) -> list[Row]:
                 None,
             )
         )
+        if "fixtures_cpu_us_per_answer" in k["ours"]:
+            rows.append(
+                (
+                    "2. 200 cold domains: fixtures' CPU µs/answer (DNS + HTTPS, same cores)",
+                    k["ours"]["fixtures_cpu_us_per_answer"],
+                    k["theirs"]["fixtures_cpu_us_per_answer"],
+                    "",
+                    None,
+                )
+            )
     s = r.get("single_flight")
     if s:
         rows.append(
@@ -187,7 +208,8 @@ def _rows(r: dict[str, Any]) -> list[Row]:
 
 
 def _ceiling(conns: int, run: dict[str, Any]) -> str:
-    return f"{conns} conn {run['qps']:,.0f} answers/s, p99 {run['p99_us']:.0f} µs"
+    text = f"{conns} conn {run['qps']:,.0f} answers/s, p99 {run['p99_us']:.0f} µs"
+    return text + f", echo server CPU {run['cpu_us_per_answer']:.1f} µs/answer"
 
 
 def _pinning(pin: dict[str, Any]) -> str:
@@ -218,6 +240,14 @@ def markdown(r: dict[str, Any]) -> str:
             )
         cells = [label, _fmt(ours), _fmt(theirs), _ratio(ours, theirs), target, met]
         lines.append("| " + " | ".join(cells) + " |")
+    floor = (r.get("cold") or {}).get("tls_floor")
+    if floor:
+        lines += [
+            "",
+            "Cold-lookup floor (a bare TLS GET per new domain on uvloop against the same fixture, "
+            f"no DNS, no HTTP library; bench/tls_floor.py): {floor['cpu_us_per_fetch']:,.0f} µs "
+            "of CPU per fetch.",
+        ]
     ceiling = r.get("ceiling")
     if ceiling:
         lines += [

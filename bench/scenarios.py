@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -74,7 +78,20 @@ def cold(env: Env) -> dict[str, Any]:
             env.log(f"cold {name}: {out[name]}")
         finally:
             daemon.stop()
+    out["tls_floor"] = tls_floor(env, 200 * runs)
+    env.log(f"cold floor: {out['tls_floor']}")
     return out
+
+
+def tls_floor(env: Env, count: int) -> dict[str, Any]:
+    """CPU of a bare TLS GET per new domain (tls_floor.py): what no Python daemon goes below."""
+    names = domains("floor-", count)
+    env.fixtures.prepare(names)
+    script = Path(__file__).with_name("tls_floor.py")
+    argv = [sys.executable, str(script), env.fixtures.ca_pem, "443", "20", *names]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def single_flight(env: Env) -> dict[str, Any]:

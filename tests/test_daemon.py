@@ -367,3 +367,17 @@ async def test_d48_malformed_netstring_closes_only_that_connection(daemon: Daemo
         assert await exchange(good_r, good_w, "example.test") == ENFORCE_REPLY
     good_w.close()
     assert await asyncio.to_thread(daemon.query, "example.test") == ENFORCE_REPLY
+
+
+def test_startup_heap_is_kept_out_of_later_collections() -> None:
+    """Full collections walking the start-up heap stalled every answer in flight (cold p99)."""
+    import gc
+
+    from mta_sts_policyd.app import freeze_startup_heap
+
+    before = gc.get_freeze_count()
+    freeze_startup_heap()
+    try:
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

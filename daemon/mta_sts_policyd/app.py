@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -338,6 +339,7 @@ async def serve(daemon: Daemon) -> int:
         # e.g. the address is still held by the previous instance: one line, and 75 (retry).
         log.error("event=start-failed reason=%r", str(exc))
         return EXIT_TEMPFAIL
+    freeze_startup_heap()
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
@@ -347,6 +349,18 @@ async def serve(daemon: Daemon) -> int:
     log.info("event=stopping")
     await daemon.stop()
     return 0
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, the hot set) out of every later cyclic collection.
+
+    Measured in the cold benchmark: full collections walking that heap took 20-30 ms, and every
+    answer in flight waited that long (the p99 of cold lookups). Frozen objects are still freed
+    by reference counting; only cycles among them would stay, and start-up leaves none to speak
+    of.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
