@@ -78,6 +78,12 @@ class PolicyCache:
             self._hot[entry.domain] = entry
         return min(total, self.max_entries)
 
+    @property
+    def hot_set(self) -> OrderedDict[str, CacheEntry]:
+        """The memory tier in LRU order (the same object for the cache's life). For the reply
+        memo, which checks and touches entries without a method call; others use get/put."""
+        return self._hot
+
     def get(self, domain: str) -> CacheEntry | None:
         """Memory only (the answer path). Marks the entry most recently used."""
         entry = self._hot.get(domain)

@@ -36,7 +36,7 @@ _Memo = tuple[CacheEntry, bytes, bytes, float]
 class ReplyMemo:
     """Owned by the resolver (it learns); read by each connection (`reply`)."""
 
-    __slots__ = ("_cache", "_clock", "_memo", "_stats", "txt_recheck")
+    __slots__ = ("_clock", "_hot", "_memo", "_stats", "txt_recheck")
 
     def __init__(
         self,
@@ -45,7 +45,7 @@ class ReplyMemo:
         clock: Callable[[], float],
         txt_recheck: float,
     ) -> None:
-        self._cache = cache
+        self._hot = cache.hot_set
         self._stats = stats
         self._clock = clock
         self._memo: dict[bytes, _Memo] = {}
@@ -61,15 +61,18 @@ class ReplyMemo:
             return None
         entry, reply, framed, recheck_at = hit
         now = self._clock()
+        hot = self._hot
+        domain = entry.domain
         if (
             now >= recheck_at
             or now >= entry.expires_at  # read live: a refetch may shorten it in place
             or entry.reply is not reply
             or entry.failure is not None
-            or self._cache.get(entry.domain) is not entry  # also the LRU touch of a hit
+            or hot.get(domain) is not entry
         ):
             del self._memo[request]
             return None
+        hot.move_to_end(domain)  # the LRU touch PolicyCache.get would do
         entry.last_used = now
         self._stats.memo_hits += 1  # also a cache hit and an enforce answer (lookup_stats)
         return framed

@@ -56,6 +56,7 @@ class Connection(asyncio.Protocol):
         "_idle_handle",
         "_last",
         "_loop",
+        "_partial",
         "_pending",
         "_server",
         "_transport",
@@ -74,6 +75,8 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._write_paused = False
         self._last = 0.0
+        self._partial = False
+        """The decoder holds the start of a request: the next bytes are not a whole one."""
 
     @classmethod
     def factory(cls, server: ServerSide) -> Callable[[], Connection]:
@@ -109,7 +112,7 @@ class Connection(asyncio.Protocol):
             and not self._busy
             and not self._pending
             and not self._write_paused
-            and not self._decoder.buffered
+            and not self._partial
         ):
             framed = self._fast_reply(data)
             if framed is not None and self._transport is not None:
@@ -117,6 +120,7 @@ class Connection(asyncio.Protocol):
                 return
         try:
             requests = self._decoder.feed(data)
+            self._partial = self._decoder.buffered > 0
         except NetstringError as exc:
             log.warning("event=socketmap-malformed reason=%r peer=%s", str(exc), self._peer())
             self._server.emit("malformed")
