@@ -9,6 +9,7 @@ socketmap server for ordering (C.1.6) and pipelining (D.49).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -21,7 +22,7 @@ from mta_sts_policyd.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.lookup import PolicyResolver
 from mta_sts_policyd.lookup_stats import LookupStats
 from mta_sts_policyd.postfix import encode_netstring
-from mta_sts_policyd.reply_memo import MEMO_LIMIT, ReplyMemo
+from mta_sts_policyd.reply_memo import MIN_MEMO_LIMIT, ReplyMemo
 from mta_sts_policyd.server import SocketmapServer
 from mta_sts_policyd.sts.policy import parse_policy
 from test_lookup import ENFORCE, ENFORCE_REPLY, NONE, NOTFOUND, TESTING, FakeClock, make_resolver
@@ -234,15 +235,22 @@ def test_memo_answer_is_always_what_the_cache_would_answer_without_due_work(
         assert framed == encode_netstring(entry.reply)
 
 
-def test_memo_is_bounded() -> None:
+@pytest.mark.parametrize("memory_entries", [10, 3000])
+def test_memo_is_bounded_by_the_memory_set_and_pins_no_entry(memory_entries: int) -> None:
     clock = FakeClock()
-    cache = PolicyCache(None, memory_entries=MEMO_LIMIT + 10)
+    cache = PolicyCache(None, memory_entries=memory_entries)
     memo = ReplyMemo(cache, LookupStats(), clock, txt_recheck=60.0)
-    for i in range(MEMO_LIMIT + 5):
+    limit = max(MIN_MEMO_LIMIT, memory_entries)
+    first = entry_at(clock.now)
+    cache.put(first)
+    references = sys.getrefcount(first)
+    memo.learn("postfix", first.domain, first)
+    assert sys.getrefcount(first) == references  # the memo holds its reply, not the entry
+    for i in range(limit + 5):
         entry = replace(entry_at(clock.now), domain=f"d{i}.test")
-        cache.put(entry)
+        cache.put(entry)  # pushes `first` out of the memory set
         memo.learn("postfix", f"d{i}.test", entry)
-    assert 0 < len(memo) <= MEMO_LIMIT
+    assert 0 < len(memo) <= limit
 
 
 def test_a_key_the_client_could_not_have_sent_is_not_learnt() -> None:

@@ -6,7 +6,7 @@ byte-identical questions again and again, so the framed reply for those exact by
 written straight from `data_received`.
 
 A memo entry is used only while it gives exactly what the full path would: the domain's hot-set
-entry is still the same object with the same reply bytes, no discovery failure is in force
+entry still holds the same policy and reply objects, no discovery failure is in force
 (those are counted per lookup for TLS-RPT), and neither expiry nor the TXT re-check is due.
 Otherwise the entry is dropped and the full path answers (and learns again). A hit keeps the
 side effects of a cached answer: LRU position, `last_used`, the hit and enforce counters. In
@@ -24,19 +24,21 @@ from collections.abc import Callable
 from mta_sts_policyd.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.lookup_stats import LookupStats
 from mta_sts_policyd.postfix import encode_netstring, parse_request
-from mta_sts_policyd.sts.model import Mode
+from mta_sts_policyd.sts.model import Mode, Policy
 
-MEMO_LIMIT = 20_000
-"""Distinct request byte strings remembered (several map names or spellings per domain)."""
+MIN_MEMO_LIMIT = 1_000
+"""Request byte strings remembered: the memory set's size, at least this many. A request for a
+domain outside the memory set never matches, so more would only keep stale replies alive."""
 
-_Memo = tuple[CacheEntry, bytes, bytes, float]
-"""(hot-set entry, its reply when learnt, framed reply, clock time its TXT re-check is due)."""
+_Memo = tuple[str, Policy, bytes, bytes, float]
+"""(domain, the entry's policy and reply when learnt, framed reply, when its TXT re-check is due).
+The entry itself is not held: one pushed out of the memory set must be freed, not pinned here."""
 
 
 class ReplyMemo:
     """Owned by the resolver (it learns); read by each connection (`reply`)."""
 
-    __slots__ = ("_clock", "_hot", "_memo", "_stats", "txt_recheck")
+    __slots__ = ("_clock", "_hot", "_limit", "_memo", "_stats", "txt_recheck")
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class ReplyMemo:
         txt_recheck: float,
     ) -> None:
         self._hot = cache.hot_set
+        self._limit = max(MIN_MEMO_LIMIT, cache.memory_entries)
         self._stats = stats
         self._clock = clock
         self._memo: dict[bytes, _Memo] = {}
@@ -59,16 +62,17 @@ class ReplyMemo:
         hit = self._memo.get(request)
         if hit is None:
             return None
-        entry, reply, framed, recheck_at = hit
+        domain, policy, reply, framed, recheck_at = hit
         now = self._clock()
         hot = self._hot
-        domain = entry.domain
+        entry = hot.get(domain)
         if (
-            now >= recheck_at
+            entry is None
+            or entry.reply is not reply  # re-rendered, refetched or replaced since
+            or entry.policy is not policy
+            or now >= recheck_at
             or now >= entry.expires_at  # read live: a refetch may shorten it in place
-            or entry.reply is not reply
             or entry.failure is not None
-            or hot.get(domain) is not entry
         ):
             del self._memo[request]
             return None
@@ -88,10 +92,16 @@ class ReplyMemo:
         recheck_at = entry.txt_checked_at + self.txt_recheck
         if self._clock() >= min(recheck_at, entry.expires_at):
             return
-        if len(self._memo) >= MEMO_LIMIT:
+        if len(self._memo) >= self._limit:
             self._memo.clear()
         framed = encode_netstring(entry.reply)
-        self._memo[encode_netstring(payload)] = (entry, entry.reply, framed, recheck_at)
+        self._memo[encode_netstring(payload)] = (
+            entry.domain,
+            policy,
+            entry.reply,
+            framed,
+            recheck_at,
+        )
 
     def clear(self) -> None:
         """Settings changed (reload): learn everything again."""
