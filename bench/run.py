@@ -1,6 +1,6 @@
 """One command: mta-sts-policyd and postfix-mta-sts-resolver side by side (issue 4).
 
-    sudo python3 bench/run.py            # everything (about 15-20 minutes)
+    sudo python3 bench/run.py            # everything (about 10-15 minutes)
     sudo python3 bench/run.py --quick    # reduced sizes, under 2 minutes
     sudo python3 bench/run.py --only cached,cold
 
