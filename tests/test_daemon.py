@@ -381,3 +381,31 @@ def test_startup_heap_is_kept_out_of_later_collections() -> None:
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
+
+
+def test_repeat_requests_are_answered_by_the_reply_memo(world: StsWorld) -> None:
+    """The running daemon wires the memo into its connections: same bytes, same answer,
+    counted as memo hits (and cache hits) on the metrics endpoint."""
+    import urllib.request
+
+    from mta_sts_policyd.client import SocketmapClient
+
+    metrics_port = free_port()
+    settings = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
+    with DaemonProcess.for_servers(world.dns, world.https, settings) as process:
+        process.start()
+        with SocketmapClient(process.address, timeout=10) as client:
+            replies = [client.query("example.test") for _ in range(4)]
+        assert replies == [ENFORCE_REPLY] * 4
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(("mta_sts_policyd_reply_memo_hits_total", "mta_sts_policyd_cache_hits"))
+    }
+    # The first answer fetched, the second taught the memo, the last two came from it.
+    assert values["mta_sts_policyd_reply_memo_hits_total"] == 2
+    assert values["mta_sts_policyd_cache_hits_total"] == 3
+    assert fetches(world) == 1
