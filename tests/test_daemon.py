@@ -369,20 +369,6 @@ async def test_d48_malformed_netstring_closes_only_that_connection(daemon: Daemo
     assert await asyncio.to_thread(daemon.query, "example.test") == ENFORCE_REPLY
 
 
-def test_startup_heap_is_kept_out_of_later_collections() -> None:
-    """Full collections walking the start-up heap stalled every answer in flight (cold p99)."""
-    import gc
-
-    from mta_sts_policyd.app import freeze_startup_heap
-
-    before = gc.get_freeze_count()
-    freeze_startup_heap()
-    try:
-        assert gc.get_freeze_count() > before
-    finally:
-        gc.unfreeze()
-
-
 def test_repeat_requests_are_answered_by_the_reply_memo(world: StsWorld) -> None:
     """The running daemon wires the memo into its connections: same bytes, same answer,
     counted as memo hits (and cache hits) on the metrics endpoint."""

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
-import gc
 import logging
 import os
 import signal
@@ -26,6 +24,11 @@ from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.logsetup import setup_logging
 from mta_sts_policyd.lookup import LookupSettings, PolicyResolver
 from mta_sts_policyd.postfix import REPLY_NOTFOUND
+from mta_sts_policyd.process_memory import (
+    freeze_startup_heap,
+    limit_malloc_arenas,
+    release_free_memory,
+)
 from mta_sts_policyd.server import SocketmapServer, systemd_listen_sockets
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,6 @@ log = logging.getLogger(__name__)
 STORE_NAME = "policies.sqlite"
 CONTROL_NAME = "control.sock"
 EVICTION_INTERVAL = 3600.0
-M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc
 BULK_WRITE = 1000
 """Rows in one flush from which freed memory is handed back to the OS afterwards."""
 
@@ -354,32 +356,6 @@ async def serve(daemon: Daemon) -> int:
     log.info("event=stopping")
     await daemon.stop()
     return 0
-
-
-def freeze_startup_heap() -> None:
-    """Keep what start-up built (modules, the hot set) out of every later cyclic collection.
-
-    Measured in the cold benchmark: full collections walking that heap took 20-30 ms, and every
-    answer in flight waited that long (the p99 of cold lookups). Frozen objects are still freed
-    by reference counting; only cycles among them would stay, and start-up leaves none to speak
-    of.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def release_free_memory() -> None:
-    """After bulk work (thousands of store rows in one flush), hand freed heap pages back to
-    the OS: glibc keeps them otherwise, and RSS stays at the peak. glibc only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread (store, sqlitedict, to_thread workers) its own malloc arena, and
-    memory freed there stays in RSS; two arenas are plenty for this daemon. glibc only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
 
 
 def run(daemon: Daemon) -> int:
