@@ -21,7 +21,7 @@ from conftest import StsWorld
 from mta_sts_policyd.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.lookup import PolicyResolver
 from mta_sts_policyd.lookup_stats import LookupStats
-from mta_sts_policyd.postfix import encode_netstring
+from mta_sts_policyd.postfix import MAX_REPLY, encode_netstring
 from mta_sts_policyd.reply_memo import MIN_MEMO_LIMIT, ReplyMemo
 from mta_sts_policyd.server import SocketmapServer
 from mta_sts_policyd.sts.policy import parse_policy
@@ -251,6 +251,16 @@ def test_memo_is_bounded_by_the_memory_set_and_pins_no_entry(memory_entries: int
         cache.put(entry)  # pushes `first` out of the memory set
         memo.learn("postfix", f"d{i}.test", entry)
     assert 0 < len(memo) <= limit
+
+
+def test_c5_oversized_reply_is_not_learnt_so_the_connection_can_replace_it() -> None:
+    clock = FakeClock()
+    cache = PolicyCache(None)
+    memo = ReplyMemo(cache, LookupStats(), clock, txt_recheck=60.0)
+    entry = entry_at(clock.now, reply=b"OK secure match=" + b"m" * MAX_REPLY)
+    cache.put(entry)
+    memo.learn("postfix", "example.test", entry)
+    assert len(memo) == 0
 
 
 def test_a_key_the_client_could_not_have_sent_is_not_learnt() -> None:

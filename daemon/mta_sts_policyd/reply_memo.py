@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from mta_sts_policyd.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.lookup_stats import LookupStats
-from mta_sts_policyd.postfix import encode_netstring, parse_request
+from mta_sts_policyd.postfix import MAX_REPLY, encode_netstring, parse_request
 from mta_sts_policyd.sts.model import Mode, Policy
 
 MIN_MEMO_LIMIT = 1_000
@@ -86,6 +86,8 @@ class ReplyMemo:
         policy = entry.policy
         if policy is None or policy.mode is not Mode.ENFORCE or entry.failure is not None:
             return
+        if len(entry.reply) > MAX_REPLY:
+            return  # the connection replaces it with NOTFOUND (C.5); that path must see it
         payload = f"{name} {key}".encode()
         if parse_request(payload) != (name, key):
             return  # not what the client sent (it had invalid UTF-8): never matches anyway
