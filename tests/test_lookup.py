@@ -314,7 +314,14 @@ def test_store_learns_last_use_without_a_rewrite_and_lists_policies_in_use(
     entry = store.get("a.test")
     assert entry is not None and entry.last_used == T0 + 10 and entry.policy == policy
     assert store.get("gone.test") is None
-    assert list(store.used_since(T0 + 1)) == [RefreshFacts("a.test", T0 + 10, T0, 0.0, 86400)]
+    candidates = store.refresh_candidates(T0 + 1, now=T0 + 86400, interval=86400)
+    assert list(candidates) == [RefreshFacts("a.test", T0 + 10, T0, 0.0, 86400)]
+    assert list(store.refresh_candidates(T0 + 1, now=T0 + 3600, interval=86400)) == []  # fresh
+    short = parse_policy(ENFORCE.replace("86400", "3600").encode())  # due at 3/4 of max_age
+    brief = CacheEntry("c.test", "1", short, fetched_at=T0, expires_at=T0 + 3600, last_used=T0 + 9)
+    store.write([brief], [])
+    assert [f.domain for f in store.refresh_candidates(T0 + 1, T0 + 2000, 86400)] == []
+    assert [f.domain for f in store.refresh_candidates(T0 + 1, T0 + 2700, 86400)] == ["c.test"]
     store.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import OrderedDict
+from collections.abc import Callable
 
 from mta_sts_policyd.cache_entry import CacheEntry, entry_from_json, entry_to_json
 from mta_sts_policyd.policy_store import PolicyStore, RefreshFacts
@@ -120,12 +121,16 @@ class PolicyCache:
         self._dirty[entry.domain] = entry
         self._stored.add(entry.domain)
 
-    def stored_in_use(self, since: float) -> list[RefreshFacts]:
-        """Stored policies used at or after `since` that are not in memory (worker thread)."""
+    def stored_due(
+        self, since: float, now: float, interval: float, due: Callable[[RefreshFacts], bool]
+    ) -> list[str]:
+        """Domains only in the store, used since `since`, whose refresh is `due` (worker thread).
+        Only the due names are kept: a pass over 100k stored policies must not hold them."""
         if self.store is None:
             return []
         hot = self._hot
-        return [facts for facts in self.store.used_since(since) if facts.domain not in hot]
+        candidates = self.store.refresh_candidates(since, now, interval)
+        return [f.domain for f in candidates if f.domain not in hot and due(f)]
 
     def stored_domains(self) -> list[str]:
         """Domains in the store (worker thread)."""

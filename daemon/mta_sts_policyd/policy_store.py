@@ -129,23 +129,30 @@ class PolicyStore:
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("event=store-row-skipped domain=%s reason=%r", domain, str(exc))
 
-    def used_since(self, since: float) -> Iterator[RefreshFacts]:
-        """What the refresh rule needs of every stored policy used at or after `since`.
-
-        Light tuples, streamed through the last_used index: a refresh pass over a large store
-        must not decode (or hold) every entry at once.
-        """
+    def refresh_candidates(
+        self, since: float, now: float, interval: float
+    ) -> Iterator[RefreshFacts]:
+        """Stored policies used at or after `since` and fetched long enough ago that a refresh
+        may be due (older than `interval`, or than 3/4 of a shorter max_age); the caller
+        applies the exact rule. Streamed through the last_used index and filtered in SQLite, so
+        a pass over a large store neither decodes nor holds its entries."""
+        max_age = "json_extract(value, '$.policy.max_age')"
         sql = (
             f"SELECT key, {LAST_USED}, json_extract(value, '$.fetched_at'),"
-            " json_extract(value, '$.failed_at'), json_extract(value, '$.policy.max_age')"
+            f" json_extract(value, '$.failed_at'), {max_age}"
             f' FROM "policies" WHERE {LAST_USED} >= ?'
+            f" AND json_extract(value, '$.fetched_at') <= ? - min(?, 0.75 * {max_age})"
         )
         with self._read_lock:
-            cursor = self._reader().execute(sql, (since,))
+            cursor = self._reader().execute(sql, (since, now, interval))
             while rows := cursor.fetchmany(4096):
-                for domain, last_used, fetched_at, failed_at, max_age in rows:
-                    if isinstance(max_age, int) and None not in (last_used, fetched_at, failed_at):
-                        yield RefreshFacts(domain, last_used, fetched_at, failed_at, max_age)
+                for domain, last_used, fetched_at, failed_at, max_age_s in rows:
+                    if isinstance(max_age_s, int) and None not in (
+                        last_used,
+                        fetched_at,
+                        failed_at,
+                    ):
+                        yield RefreshFacts(domain, last_used, fetched_at, failed_at, max_age_s)
 
     def get(self, domain: str) -> CacheEntry | None:
         rows = self._rows('SELECT key, value FROM "policies" WHERE key = ?', (domain,))

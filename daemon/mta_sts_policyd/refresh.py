@@ -55,9 +55,10 @@ class ProactiveRefresh:
         due: list[CacheEntry | str] = [
             e for e in self.cache.hot_entries() if self.refresh_due(e, now)
         ]
-        since = now - 2 * self.settings.refresh_interval
-        stored = await asyncio.to_thread(self.cache.stored_in_use, since)
-        due += [facts.domain for facts in stored if self._due(facts, now)]
+        interval = self.settings.refresh_interval
+        due += await asyncio.to_thread(
+            self.cache.stored_due, now - 2 * interval, now, interval, lambda f: self._due(f, now)
+        )
         pending = iter(due)  # shared by the workers: no task per domain for a large store
 
         async def worker() -> None:
