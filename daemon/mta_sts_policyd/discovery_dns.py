@@ -65,7 +65,10 @@ def parse_nameserver(spec: str) -> tuple[str, int]:
 
 
 def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolver.Resolver:
-    """A resolver using `nameservers` (or the system configuration when empty)."""
+    """The servers and timeouts to use: `nameservers`, or the system configuration when empty.
+
+    Only a configuration holder (dnspython parses resolv.conf): questions go through
+    transport_for(...), never through the Resolver itself."""
     try:
         resolver = dns.asyncresolver.Resolver(configure=not nameservers)
     except dns.resolver.NoResolverConfiguration as exc:
@@ -76,11 +79,6 @@ def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolv
         ]
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)
-    resolver.use_edns(0, 0, _EDNS_PAYLOAD)
-    resolver.search = []
-    # RFC 6840 §5.7: AD in the query asks a validating resolver to say whether the answer was
-    # DNSSEC-validated (used for DANE precedence, RFC 8461 §2); harmless for other queries.
-    resolver.flags = dns.flags.RD | dns.flags.AD
     return resolver
 
 
@@ -109,7 +107,7 @@ class _Answer:
 
 
 def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
-    """The transport asking the resolver's configured servers with its timeouts and flags."""
+    """The transport asking the resolver's configured servers with its timeouts."""
     servers = [
         Nameserver(ns.address, ns.port)
         for ns in resolver.nameservers
@@ -122,7 +120,9 @@ def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
         lifetime=resolver.lifetime,
         attempt_timeout=resolver.timeout,
         payload=_EDNS_PAYLOAD,
-        flags=int(resolver.flags or dns.flags.RD),
+        # RFC 6840 §5.7: AD in the query asks a validating resolver to say whether the answer
+        # was DNSSEC-validated (DANE precedence, RFC 8461 §2); harmless for other queries.
+        flags=dns.flags.RD | dns.flags.AD,
     )
 
 
@@ -142,6 +142,11 @@ class DnsClient:
         rrs = [tuple(rd.strings) for rd in answer.rrset]
         joined = tuple(b"".join(strings).decode("ascii", "backslashreplace") for strings in rrs)
         return TxtLookup(select_sts_record(rrs), answer.ttl, joined)
+
+    async def txt_strings(self, name: str) -> list[list[bytes]]:
+        """Every TXT RR of `name` as its character-strings; [] for NXDOMAIN and NODATA."""
+        answer = await self._query(name, dns.rdatatype.TXT)
+        return [] if answer.rrset is None else [list(rd.strings) for rd in answer.rrset]
 
     async def mx(self, domain: str) -> tuple[str, ...]:
         """MX host names by preference; () for NXDOMAIN, NODATA and a null MX (RFC 7505)."""
