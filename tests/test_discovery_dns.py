@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import dns.asyncresolver
 import pytest
 
 from mta_sts_policyd.discovery import Discovery
-from mta_sts_policyd.discovery_dns import parse_nameserver
+from mta_sts_policyd.discovery_dns import DnsClient, parse_nameserver
 from mta_sts_policyd.errors import ConfigError, DiscoveryError, DnsLookupError
 from mta_sts_policyd.sts import TxtAbsent, TxtInvalid, TxtRecord
 from support.dns_server import DnsServer
@@ -215,3 +217,14 @@ def test_nameserver_bad_forms(spec: str) -> None:
 def test_bad_timeouts_rejected() -> None:
     with pytest.raises(ConfigError):
         Discovery(nameservers=["127.0.0.1"], dns_timeout=0)
+
+
+async def test_servers_from_resolv_conf_are_used(dns_server: DnsServer, tmp_path: Path) -> None:
+    """With no `nameservers` the system configuration applies: dnspython hands its servers over
+    as address strings (on the resolver's port), not as nameserver objects."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\nnameserver https://doh.invalid/dns-query\n")
+    resolver = dns.asyncresolver.Resolver(filename=str(conf))
+    resolver.port = dns_server.address[1]
+    dns_server.set_txt(Q, "v=STSv1; id=conf")
+    assert (await DnsClient(resolver).txt(D)).result == TxtRecord(id="conf")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.inet
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
@@ -107,11 +108,16 @@ class _Answer:
 
 
 def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
-    """The transport asking the resolver's configured servers with its timeouts."""
+    """The transport asking the resolver's configured servers with its timeouts.
+
+    Servers read from resolv.conf arrive as address strings (on the resolver's port), explicit
+    ones as Do53Nameserver objects; DoH/DoT entries are not used.
+    """
     servers = [
-        Nameserver(ns.address, ns.port)
+        Nameserver(ns, resolver.port) if isinstance(ns, str) else Nameserver(ns.address, ns.port)
         for ns in resolver.nameservers
         if isinstance(ns, dns.nameserver.Do53Nameserver)
+        or (isinstance(ns, str) and dns.inet.is_address(ns))
     ]
     if not servers:
         raise ConfigError("no plain DNS (port 53 style) nameserver configured")
