@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.client import SocketmapClient
+from mta_sts_policyd.postfix.client import SocketmapClient
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_OURS_MAIN = "import sys; from mta_sts_policyd.cli import main; sys.exit(main(sys.argv[1:]))"
+_OURS_MAIN = "import sys; from mta_sts_policyd.cli.main import main; sys.exit(main(sys.argv[1:]))"
 OURS_PORT = 8463
 THEIRS_PORT = 8461
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixtures import MAX_AGE
-from mta_sts_policyd.cache import CacheEntry, PolicyStore
+from mta_sts_policyd.policy.cache import CacheEntry, PolicyStore
 from mta_sts_policyd.sts.model import Mode, Policy
 
 

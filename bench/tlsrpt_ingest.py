@@ -131,8 +131,8 @@ def run_ours(path: str, db: str, realtime: bool) -> None:
     """Our collector (and its receiver process) feeding the real TlsRptStore, until a line
     arrives on stdin."""
     sys.path.insert(0, str(HERE.parent / "daemon"))
-    from mta_sts_policyd.tlsrpt.collector import TlsRptCollector
-    from mta_sts_policyd.tlsrpt.store import TlsRptStore
+    from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
+    from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 
     store = TlsRptStore(db)
     collector = TlsRptCollector(path, store, realtime_recv=realtime)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import trustme
 
-from mta_sts_policyd.discovery import Discovery
+from mta_sts_policyd.discovery.client import Discovery
 from support.dns_server import DnsServer
 from support.https_server import HttpsServer, Site
 

@@ -6,3 +6,9 @@ or as `tests.support.<module>` from the repository root (benchmarks).
 - https_server.HttpsServer: policy hosts over HTTPS with trustme certificates (thread).
 - certs.CertFactory: good and deliberately broken leaf certificates.
 """
+
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+"""tests/: fixtures/, golden/ and schema/ live here, whichever folder a test module is in."""
+REPO_ROOT = TESTS_DIR.parent

@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from mta_sts_policyd.client import SocketmapClient
-from mta_sts_policyd.config_toml import toml_value
+from mta_sts_policyd.config.toml_schema import toml_value
+from mta_sts_policyd.postfix.client import SocketmapClient
 
 DAEMON_SRC = Path(__file__).resolve().parents[2] / "daemon"
-COMMAND = (sys.executable, "-m", "mta_sts_policyd.cli")
+COMMAND = (sys.executable, "-m", "mta_sts_policyd.cli.main")
 """The console script's code, run by this interpreter (no dependence on PATH)."""
 
 Sections = Mapping[str, Mapping[str, Any]]
@@ -142,7 +142,7 @@ class DaemonProcess:
         pass_fds: Sequence[int] = (),
         wait: bool = True,
     ) -> None:
-        """Run `[wrapper...] python -m mta_sts_policyd.cli serve -c CONFIG [extra_args]`."""
+        """Run `[wrapper...] python -m mta_sts_policyd.cli.main serve -c CONFIG [extra_args]`."""
         if self.proc is not None and self.proc.poll() is None:
             raise DaemonError("the daemon is already running")
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0

@@ -1,0 +1,154 @@
+"""`mta-sts-policyd probe MX-HOST`: an operator's one-off STARTTLS check of an MX host.
+
+Exit codes follow cli.py: 0 pass, 1 fail (a reportable RFC 8460 failure), 64 usage,
+75 could not probe (timeout, refused, policy fetch failed: nothing was decided).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import MtaStsError
+from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
+from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver, normalise_host
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
+
+PatternSource = Callable[[str], Awaitable[Sequence[str]]]
+"""Policy domain -> its `mx` patterns; raises MtaStsError when the policy cannot be had."""
+
+
+def add_probe_parser(
+    sub: Any, common: argparse.ArgumentParser, reader: argparse.ArgumentParser
+) -> None:
+    """Register the `probe` subcommand (called from cli.py's extension hook)."""
+    p = sub.add_parser(
+        "probe", parents=[common, reader], help="check an MX host's STARTTLS and certificate"
+    )
+    p.add_argument("mx_host", metavar="MX-HOST", help="MX host name (as in the MX record)")
+    p.add_argument(
+        "--policy-domain",
+        metavar="DOMAIN",
+        help="also check MX-HOST against the mx patterns of DOMAIN's MTA-STS policy",
+    )
+    p.add_argument("--port", type=int, default=25, help="SMTP port (default 25)")
+    p.add_argument(
+        "--address", metavar="IP", help="connect to this address instead of resolving MX-HOST"
+    )
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="per-step timeout (default probe.timeout)"
+    )
+    p.set_defaults(handler=probe_command)
+
+
+def probe_command(
+    args: argparse.Namespace, config: Config, *, fetch_patterns: PatternSource | None = None
+) -> int:
+    """Probe one MX and print the verdict; `fetch_patterns` replaces policy discovery in tests."""
+    return asyncio.run(run_probe(args, config, fetch_patterns=fetch_patterns))
+
+
+async def run_probe(
+    args: argparse.Namespace, config: Config, *, fetch_patterns: PatternSource | None = None
+) -> int:
+    """The body of `probe_command`, for callers that already run an event loop."""
+    try:
+        host = normalise_host(args.mx_host)
+    except ValueError as err:
+        print(f"probe: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    source = fetch_patterns or _discovery_patterns(config)
+    patterns: Sequence[str] | None = None
+    if args.policy_domain:
+        try:
+            patterns = tuple(await source(args.policy_domain))
+        except MtaStsError as err:
+            print(
+                f"probe: could not get the policy of {args.policy_domain}: {err}", file=sys.stderr
+            )
+            return EXIT_TEMPFAIL
+    prober = _prober(args, config)
+    result = await prober.probe_fresh(host, patterns)
+    if args.json:
+        data = result.to_json()
+        data.update(policy_domain=args.policy_domain, mx_patterns=_listed(patterns), port=args.port)
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render_text(result, args.port, args.policy_domain, patterns))
+    if result.ok:
+        return EXIT_PASS
+    return EXIT_TEMPFAIL if result.transient else EXIT_FAIL
+
+
+def _listed(patterns: Sequence[str] | None) -> list[str] | None:
+    return None if patterns is None else list(patterns)
+
+
+def _prober(args: argparse.Namespace, config: Config) -> MxProber:
+    if args.address:
+        fixed = [str(args.address)]
+
+        async def resolve_fixed(_host: str) -> list[str]:
+            return fixed
+
+        resolve: Resolver = resolve_fixed
+    else:
+        d = config.discovery
+        resolve = DnsClient(make_resolver(d.nameservers, d.dns_timeout)).addresses
+    return MxProber(
+        ca_file=config.discovery.ca_file or None,
+        timeout=args.timeout or config.probe.timeout,
+        concurrency=1,
+        ehlo_name=config.probe.ehlo_name or None,
+        port=args.port,
+        resolve=resolve,
+    )
+
+
+def _discovery_patterns(config: Config) -> PatternSource:
+    """The daemon's own discovery: same DNS, HTTPS limits and trust store as `serve`."""
+
+    async def fetch(domain: str) -> Sequence[str]:
+        from mta_sts_policyd.service.daemon import make_discovery
+
+        discovery = make_discovery(config)
+        try:
+            fetched = await discovery.fetch_policy(domain)
+        finally:
+            await discovery.aclose()
+        return fetched.policy.mx
+
+    return fetch
+
+
+def render_text(
+    result: ProbeResult, port: int, policy_domain: str | None, patterns: Sequence[str] | None
+) -> str:
+    """A few lines for a human: verdict first, then what was seen."""
+    where = f"{result.mx_host} [{result.address or '-'}]:{port}"
+    if result.ok:
+        head = f"PASS {where}: {result.reason}"
+    elif result.transient:
+        head = f"UNKNOWN {where}: could not probe: {result.reason}"
+    else:
+        head = f"FAIL {where}: {result.result_type}: {result.reason}"
+    lines = [head]
+    if result.cert_names or result.cert_not_after:
+        until = result.cert_not_after.isoformat() if result.cert_not_after else "?"
+        names = ", ".join(result.cert_names) or "(no DNS names)"
+        lines.append(f"  certificate: {names}; not after {until}")
+    if result.tls_version:
+        lines.append(f"  tls: {result.tls_version}")
+    if result.receiving_helo:
+        lines.append(f"  ehlo: {result.receiving_helo}")
+    if policy_domain is not None:
+        lines.append(f"  policy {policy_domain}: mx {', '.join(patterns or ()) or '(none)'}")
+    if result.failure_reason_code:
+        lines.append(f"  failure-reason-code: {result.failure_reason_code}")
+    return "\n".join(lines)

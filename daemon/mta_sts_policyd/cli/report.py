@@ -1,0 +1,260 @@
+"""`report list|show|send|status`: the operator's view of TLS-RPT data and delivery.
+
+Each handler is `(args, ctx) -> exit code`: 0 ok, 1 nothing found, 75 (EX_TEMPFAIL) when a send
+failed temporarily. cli.py calls `register(subparsers)` and dispatches `args.handler(args, ctx)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any, TextIO
+
+from mta_sts_policyd.errors import DnsLookupError, MtaStsError
+from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport, Transport
+from mta_sts_policyd.tlsrpt.message import DkimSettings
+from mta_sts_policyd.tlsrpt.record import (
+    RecordSyntaxError,
+    TlsRptRecord,
+    TxtLookup,
+    fetch_tlsrpt_record,
+    parse_tlsrpt_record,
+)
+from mta_sts_policyd.tlsrpt.report import ReportDocument, ReportSettings, build_report
+from mta_sts_policyd.tlsrpt.sender import ReportSender
+from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
+from mta_sts_policyd.tlsrpt.store.ledger import Job, JobBook, JobState
+
+EX_OK, EX_NOTFOUND, EX_TEMPFAIL = 0, 1, 75
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the handlers need; cli.py fills it from the loaded config."""
+
+    store_path: Path
+    report: ReportSettings
+    delivery: DeliverySettings
+    dkim: DkimSettings
+    retention_days: int = 31
+    txt_lookup: TxtLookup | None = None
+    """`_smtp._tls` resolver for records not supplied by the producer (dnstxt.txt_lookup)."""
+    out: TextIO | None = None
+
+
+Handler = Callable[[argparse.Namespace, ReportContext], int]
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add `report` with its four subcommands; each sets `handler` on the namespace."""
+    report = subparsers.add_parser("report", parents=list(parents), help="TLS-RPT reports")
+    sub = report.add_subparsers(dest="report_command", required=True, metavar="COMMAND")
+    specs: list[tuple[str, str, Handler]] = [
+        ("list", "days and domains with collected data", cmd_list),
+        ("show", "the report JSON for a day", cmd_show),
+        ("send", "build and send (or write) the reports of a day now", cmd_send),
+        ("status", "delivery state of reports", cmd_status),
+    ]
+    for name, help_text, handler in specs:
+        p = sub.add_parser(name, parents=list(parents), help=help_text)
+        p.set_defaults(handler=handler)
+        day_required = name in ("show", "send")
+        p.add_argument("--day", type=_day, required=day_required, help="UTC day, YYYY-MM-DD")
+        if name != "list":
+            p.add_argument("--domain", help="only this report domain")
+        if name == "send":
+            p.add_argument("--outbox", type=Path, help="write .eml/.json.gz here, send nothing")
+        else:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _out(ctx: ReportContext) -> TextIO:
+    return ctx.out or sys.stdout
+
+
+def _open(ctx: ReportContext) -> TlsRptStore | None:
+    if not ctx.store_path.exists():
+        return None
+    return TlsRptStore(ctx.store_path, retention_days=ctx.retention_days)
+
+
+def cmd_list(args: argparse.Namespace, ctx: ReportContext) -> int:
+    store = _open(ctx)
+    if store is None:
+        return EX_NOTFOUND
+    with store:
+        rows = store.counts(args.day)
+    out = _out(ctx)
+    if args.json:
+        json.dump(
+            [
+                {
+                    "day": r.day.isoformat(),
+                    "domain": r.report_domain,
+                    "tlsrpt-record": r.tlsrpt_record,
+                    "policies": r.policies,
+                    "successful": r.successes,
+                    "failed": r.failures,
+                }
+                for r in rows
+            ],
+            out,
+        )
+        out.write("\n")
+    for r in [] if args.json else rows:
+        out.write(
+            f"{r.day} {r.report_domain} ok={r.successes} failed={r.failures} "
+            f"policies={r.policies} record={r.tlsrpt_record or '-'}\n"
+        )
+    return EX_OK if rows else EX_NOTFOUND
+
+
+def _documents(
+    store: TlsRptStore, ctx: ReportContext, day: date, domain: str | None
+) -> list[ReportDocument]:
+    return [build_report(dd, ctx.report) for dd in store.domain_days(day, domain)]
+
+
+def cmd_show(args: argparse.Namespace, ctx: ReportContext) -> int:
+    store = _open(ctx)
+    if store is None:
+        return EX_NOTFOUND
+    with store:
+        docs = _documents(store, ctx, args.day, args.domain)
+    out = _out(ctx)
+    reports = [json.loads(d.json_bytes) for d in docs]
+    if args.json:
+        json.dump(reports, out)
+        out.write("\n")
+    else:
+        for doc, rep in zip(docs, reports, strict=True):
+            out.write(f"# {doc.filename}\n{json.dumps(rep, indent=2, ensure_ascii=False)}\n")
+    return EX_OK if docs else EX_NOTFOUND
+
+
+def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
+    store = _open(ctx)
+    if store is None:
+        return EX_NOTFOUND
+    with store:
+        book = JobBook(store)
+        jobs = [
+            j for j in book.jobs(args.day) if args.domain is None or j.report_domain == args.domain
+        ]
+        rows = [(j, book.destinations(j)) for j in jobs]
+    out = _out(ctx)
+    if args.json:
+        json.dump(
+            [
+                {
+                    "day": j.day.isoformat(),
+                    "domain": j.report_domain,
+                    "state": j.state,
+                    "due": j.due,
+                    "attempts": j.attempts,
+                    "report-id": j.report_id,
+                    "last-error": j.last_error,
+                    "destinations": [
+                        {
+                            "destination": d.destination,
+                            "state": d.state,
+                            "attempts": d.attempts,
+                            "last-error": d.last_error,
+                        }
+                        for d in dests
+                    ],
+                }
+                for j, dests in rows
+            ],
+            out,
+        )
+        out.write("\n")
+    for j, dests in [] if args.json else rows:
+        out.write(
+            f"{j.day} {j.report_domain} {j.state} attempts={j.attempts} "
+            f"error={j.last_error or '-'}\n"
+        )
+        for d in dests:
+            out.write(f"    {d.destination} {d.state} attempts={d.attempts}\n")
+    return EX_OK if rows else EX_NOTFOUND
+
+
+def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
+    store = _open(ctx)
+    if store is None:
+        return EX_NOTFOUND
+    with store:
+        try:
+            if args.outbox is not None:
+                return _write_outbox(store, ctx, args)
+            return asyncio.run(_send_now(store, ctx, args))
+        except MtaStsError as exc:
+            _out(ctx).write(f"error: {exc}\n")
+            return EX_TEMPFAIL
+
+
+async def _send_now(store: TlsRptStore, ctx: ReportContext, args: argparse.Namespace) -> int:
+    """Send immediately through the same job state the daemon uses (no duplicates)."""
+    transport: Transport = NetworkTransport(ctx.delivery, ctx.dkim)
+    sender = ReportSender(store, ctx.report, ctx.delivery, transport, txt_lookup=ctx.txt_lookup)
+    book = JobBook(store)
+    now = sender.clock()
+    docs = store.domain_days(args.day, args.domain)
+    worst = EX_NOTFOUND if not docs else EX_OK
+    for dd in docs:
+        book.create(Job(dd.day, dd.report_domain, dd.tlsrpt_record, JobState.SCHEDULED, now), now)
+        job = book.get(dd.day, dd.report_domain, dd.tlsrpt_record)
+        assert job is not None
+        state = job.state if job.state != JobState.SCHEDULED else await sender.attempt(job)
+        _out(ctx).write(f"{dd.day} {dd.report_domain}: {state}\n")
+        if state == JobState.SCHEDULED:
+            worst = EX_TEMPFAIL
+    return worst
+
+
+def _write_outbox(store: TlsRptStore, ctx: ReportContext, args: argparse.Namespace) -> int:
+    """The exact .json.gz and, per mailto destination, the exact (signed if possible) .eml."""
+    outbox: Path = args.outbox
+    outbox.mkdir(parents=True, exist_ok=True)
+    dkim = ctx.dkim if ctx.dkim.configured else replace(ctx.dkim, allow_unsigned=True)
+    transport = NetworkTransport(ctx.delivery, dkim)
+    docs = _documents(store, ctx, args.day, args.domain)
+    for doc in docs:
+        (outbox / doc.filename).write_bytes(doc.gzip_bytes())
+        record = asyncio.run(_record(doc, ctx.txt_lookup))
+        mailtos = [d for d in (record.destinations if record else ()) if d.kind == "mailto"]
+        for n, dest in enumerate(mailtos, 1):
+            eml = outbox / f"{doc.filename.removesuffix('.json.gz')}.{n}.eml"
+            eml.write_bytes(transport.render_mail(doc, dest.target))
+        _out(ctx).write(
+            f"{doc.report_domain}: {doc.filename} "
+            f"({len(mailtos)} message(s), record={doc.tlsrpt_record or '-'})\n"
+        )
+    return EX_OK if docs else EX_NOTFOUND
+
+
+async def _record(doc: ReportDocument, lookup: TxtLookup | None) -> TlsRptRecord | None:
+    if doc.tlsrpt_record is not None:
+        try:
+            return parse_tlsrpt_record(doc.tlsrpt_record)
+        except RecordSyntaxError:
+            return None
+    if lookup is None:
+        return None
+    try:
+        return await fetch_tlsrpt_record(doc.report_domain, lookup)
+    except DnsLookupError:
+        return None

@@ -1,0 +1,103 @@
+"""The network side of RFC 8461: `_mta-sts` TXT and MX lookups, and the HTTPS policy fetch.
+
+One `Discovery` per daemon. It owns the resolver (system configuration or explicit
+`nameservers`) and the HTTPS client; the policy host is resolved through the same resolver.
+The work is split between discovery_dns (dnspython) and discovery_https (httpx); library
+exceptions never leave those two modules: callers see DnsLookupError and PolicyFetchError only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+
+import dns.exception
+
+from mta_sts_policyd import __version__
+from mta_sts_policyd.discovery.policy_fetch import MAX_BODY, MAX_TIMEOUT, FetchResult, PolicyFetcher
+from mta_sts_policyd.errors import ConfigError, DiscoveryError, DnsLookupError, PolicyFetchError
+from mta_sts_policyd.net.dns_client import DnsClient, TxtLookup, ascii_domain, make_resolver
+
+__all__ = ["MAX_BODY", "MAX_TIMEOUT", "Discovery", "FetchResult", "TxtLookup"]
+
+DEFAULT_USER_AGENT = f"mta-sts-policyd/{__version__}"
+
+
+class Discovery:
+    """DNS and HTTPS discovery of MTA-STS policies with the RFC 8461 limits."""
+
+    def __init__(
+        self,
+        *,
+        nameservers: Sequence[str] = (),
+        dns_timeout: float = 5.0,
+        fetch_timeout: float = 10.0,
+        ca_file: str | None = None,
+        https_port: int = 443,
+        user_agent: str = DEFAULT_USER_AGENT,
+    ) -> None:
+        if dns_timeout <= 0 or fetch_timeout <= 0:
+            raise ConfigError("dns_timeout and fetch_timeout must be positive")
+        if not 0 < https_port < 65536:
+            raise ConfigError(f"https_port {https_port} out of range")
+        self._dns = DnsClient(make_resolver(nameservers, dns_timeout))
+        self._fetcher = PolicyFetcher(
+            self._dns,
+            timeout=fetch_timeout,
+            ca_file=ca_file,
+            https_port=https_port,
+            user_agent=user_agent,
+        )
+
+    async def lookup_txt(self, domain: str) -> TxtLookup:
+        """The `_mta-sts` TXT record of `domain`, CNAMEs followed (A5-A11).
+
+        NXDOMAIN/NODATA -> result TxtAbsent; SERVFAIL, REFUSED, timeout -> DnsLookupError.
+        """
+        return await self._dns.txt(_name(domain, DnsLookupError))
+
+    async def lookup_mx(self, domain: str) -> tuple[str, ...]:
+        """MX host names (lower case, no trailing dot) by preference; () when there are none."""
+        return await self._dns.mx(_name(domain, DnsLookupError))
+
+    async def lookup_addresses(self, host: str) -> list[str]:
+        """IPv4 then IPv6 addresses of a host (for the MX probe); DnsLookupError on failure."""
+        return await self._dns.addresses(host)
+
+    async def dane_protected(self, mx_hosts: Sequence[str]) -> bool:
+        """RFC 8461 §2: any MX with DNSSEC-validated TLSA makes the destination DANE's.
+
+        A failed TLSA lookup counts as "not protected" (MTA-STS then applies, fail-open).
+        """
+        checks = [self._dns.tlsa_authenticated(_name(h, DnsLookupError)) for h in mx_hosts]
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        return any(result is True for result in results)
+
+    async def fetch_policy(self, domain: str) -> FetchResult:
+        """Fetch and validate the policy file of `domain`; PolicyFetchError classifies failures."""
+        return await self._fetcher.fetch(_name(domain, PolicyFetchError))
+
+    async def aclose(self) -> None:
+        await self._fetcher.aclose()
+
+    async def __aenter__(self) -> Discovery:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _name(domain: str, error: type[DiscoveryError]) -> str:
+    try:
+        name = ascii_domain(domain)
+    except (dns.exception.DNSException, UnicodeError) as exc:
+        raise error(f"invalid domain name {domain!r}: {exc}") from None
+    if not name or name.startswith(".") or ".." in name:
+        raise error(f"invalid domain name {domain!r}")
+    return name

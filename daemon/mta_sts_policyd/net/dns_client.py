@@ -1,0 +1,206 @@
+"""The DNS half of discovery: `_mta-sts` TXT, MX and policy-host addresses (RFC 8461 §3.1, §4).
+
+All DNS goes to the same servers, configured from /etc/resolv.conf (parsed by dnspython's
+Resolver) or from explicit `nameservers`, so the policy host is resolved by the same servers as
+the TXT record. Questions travel through dns_transport.py; dnspython exceptions end there or
+here: NXDOMAIN and NODATA are answers ("nothing published"); SERVFAIL, REFUSED and timeouts are
+DnsLookupError.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.inet
+import dns.nameserver
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import dns.rrset
+import idna
+
+from mta_sts_policyd.errors import ConfigError, DnsLookupError
+from mta_sts_policyd.net.dns_transport import DnsTransport, Nameserver
+from mta_sts_policyd.sts import TxtAbsent, TxtResult, select_sts_record
+
+_EDNS_PAYLOAD = 1232
+"""The DNS-flag-day UDP payload size: larger answers are retried over TCP."""
+
+
+@dataclass(frozen=True)
+class TxtLookup:
+    """The outcome of the `_mta-sts` TXT query.
+
+    `ttl` is the smallest TTL along the answer (CNAMEs included) or the negative-caching TTL;
+    `records` are all TXT RRs with their strings joined, kept only to explain decisions.
+    """
+
+    result: TxtResult
+    ttl: int
+    records: tuple[str, ...]
+
+
+def parse_nameserver(spec: str) -> tuple[str, int]:
+    """Parse "IP", "IP:PORT", "IPv6", "[IPv6]" or "[IPv6]:PORT" -> (address, port)."""
+    host, port = spec.strip(), "53"
+    if host.startswith("["):
+        host, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"nameserver {spec!r}: expected [IPv6]:PORT")
+        port = rest[1:] or port
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"nameserver {spec!r}: expected IP, IP:PORT or [IPv6]:PORT") from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"nameserver {spec!r}: port out of range")
+    return address, number
+
+
+def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolver.Resolver:
+    """The servers and timeouts to use: `nameservers`, or the system configuration when empty.
+
+    Only a configuration holder (dnspython parses resolv.conf): questions go through
+    transport_for(...), never through the Resolver itself."""
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+    except dns.resolver.NoResolverConfiguration as exc:
+        raise ConfigError(f"no usable system DNS configuration: {exc}") from None
+    if nameservers:
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(*parse_nameserver(spec)) for spec in nameservers
+        ]
+    resolver.lifetime = timeout
+    resolver.timeout = min(timeout, 2.0)
+    return resolver
+
+
+def ascii_domain(domain: str) -> str:
+    """Lower-case A-label form without a trailing dot (U-labels: IDNA 2008 with UTS 46 mapping).
+
+    The `idna` package is used directly (httpx depends on it); dnspython's IDNA 2008 support
+    switches itself off when the installed idna is older than it wants.
+    """
+    name = domain.strip().rstrip(".")
+    if not name.isascii():
+        name = idna.encode(name, uts46=True).decode("ascii")
+    return name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One question's outcome: the final rrset of the CNAME chain (None for NODATA/NXDOMAIN)."""
+
+    rrset: dns.rrset.RRset | None
+    ttl: int
+    """Smallest TTL along the chain, or the negative-caching TTL (SOA minimum) without data."""
+    nxdomain: bool
+    authenticated: bool
+    """The resolver set AD: it validated the answer with DNSSEC."""
+
+
+def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
+    """The transport asking the resolver's configured servers with its timeouts.
+
+    Servers read from resolv.conf arrive as address strings (on the resolver's port), explicit
+    ones as Do53Nameserver objects; DoH/DoT entries are not used.
+    """
+    servers = [
+        Nameserver(ns, resolver.port) if isinstance(ns, str) else Nameserver(ns.address, ns.port)
+        for ns in resolver.nameservers
+        if isinstance(ns, dns.nameserver.Do53Nameserver)
+        or (isinstance(ns, str) and dns.inet.is_address(ns))
+    ]
+    if not servers:
+        raise ConfigError("no plain DNS (port 53 style) nameserver configured")
+    return DnsTransport(
+        servers,
+        lifetime=resolver.lifetime,
+        attempt_timeout=resolver.timeout,
+        payload=_EDNS_PAYLOAD,
+        # RFC 6840 §5.7: AD in the query asks a validating resolver to say whether the answer
+        # was DNSSEC-validated (DANE precedence, RFC 8461 §2); harmless for other queries.
+        flags=dns.flags.RD | dns.flags.AD,
+    )
+
+
+class DnsClient:
+    """The queries discovery needs, over DnsTransport; dnspython errors never leave it."""
+
+    def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
+        self._transport = transport_for(resolver)
+
+    async def txt(self, domain: str) -> TxtLookup:
+        qname = f"_mta-sts.{domain}"
+        answer = await self._query(qname, dns.rdatatype.TXT)
+        if answer.nxdomain:
+            return TxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), answer.ttl, ())
+        if answer.rrset is None:
+            return TxtLookup(TxtAbsent(f"{qname} has no TXT record"), answer.ttl, ())
+        rrs = [tuple(rd.strings) for rd in answer.rrset]
+        joined = tuple(b"".join(strings).decode("ascii", "backslashreplace") for strings in rrs)
+        return TxtLookup(select_sts_record(rrs), answer.ttl, joined)
+
+    async def txt_strings(self, name: str) -> list[list[bytes]]:
+        """Every TXT RR of `name` as its character-strings; [] for NXDOMAIN and NODATA."""
+        answer = await self._query(name, dns.rdatatype.TXT)
+        return [] if answer.rrset is None else [list(rd.strings) for rd in answer.rrset]
+
+    async def mx(self, domain: str) -> tuple[str, ...]:
+        """MX host names by preference; () for NXDOMAIN, NODATA and a null MX (RFC 7505)."""
+        answer = await self._query(domain, dns.rdatatype.MX)
+        if answer.rrset is None:
+            return ()
+        ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
+        hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
+        return tuple(h for h in hosts if h not in ("", "."))
+
+    async def tlsa_authenticated(self, host: str, port: int = 25) -> bool:
+        """True when `_PORT._tcp.HOST` has TLSA records the resolver validated (AD bit)."""
+        answer = await self._query(f"_{port}._tcp.{host}", dns.rdatatype.TLSA)
+        return answer.rrset is not None and answer.authenticated
+
+    async def addresses(self, host: str) -> list[str]:
+        """IPv4 addresses of `host`, else its IPv6 addresses; [] when it has none.
+
+        AAAA is asked only when there is no A record: one query instead of two for the usual
+        policy host or MX, at the price of a second round trip for IPv6-only hosts. A failed A
+        query still lets AAAA answer; when both fail, the A failure is raised.
+        """
+        try:
+            found = await self._addresses(host, dns.rdatatype.A)
+        except DnsLookupError as v4_error:
+            try:
+                v6 = await self._addresses(host, dns.rdatatype.AAAA)
+            except DnsLookupError:
+                raise v4_error from None
+            if not v6:
+                raise
+            return v6
+        return found or await self._addresses(host, dns.rdatatype.AAAA)
+
+    async def _addresses(self, host: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
+        answer = await self._query(host, rdtype)
+        return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
+
+    async def _query(self, qname: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
+        """Ask; follow the CNAME chain inside the reply. Failures become DnsLookupError."""
+        reply = await self._transport.ask(qname, rdtype)
+        try:
+            chain = reply.resolve_chaining()
+        except dns.exception.DNSException as exc:
+            raise DnsLookupError(f"{qname} {rdtype.name}: {exc}") from None
+        return _Answer(
+            rrset=chain.answer,
+            ttl=int(chain.minimum_ttl),
+            nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
+            authenticated=bool(reply.flags & dns.flags.AD),
+        )

@@ -1,0 +1,175 @@
+"""Asyncio socketmap server: Postfix smtp(8) processes ask, `answer` replies (spec C.1.6-C.1.8).
+
+One `asyncio.Protocol` per connection (cheaper per request than streams). Requests on one
+connection are answered strictly in order. The answer coroutine is first driven inline: a
+cached answer that never suspends costs no Task and no extra loop iteration; only an answer
+that really waits (a first fetch) continues in a Task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+
+from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.net.systemd import systemd_listen_sockets
+from mta_sts_policyd.postfix.connection import Connection, FastReplyFn
+from mta_sts_policyd.postfix.socketmap import (
+    MAX_REQUEST,
+)
+
+__all__ = ["AnswerFn", "EventFn", "SocketmapServer", "systemd_listen_sockets"]
+
+AnswerFn = Callable[[str, str], Awaitable[bytes]]
+"""(map name, key) -> unframed reply payload."""
+EventFn = Callable[[str], None]
+
+log = logging.getLogger(__name__)
+
+
+class SocketmapServer:
+    """Listeners plus the set of live connections; `close` drains in-flight answers.
+
+    Events passed to `on_event`: connection_open, connection_close, connection_rejected
+    (over `max_connections`), malformed (framing error, connection closed without a reply,
+    D.48), idle_timeout, answer_error (answered NOTFOUND, D.60), reply_too_large.
+    """
+
+    def __init__(
+        self,
+        answer: AnswerFn,
+        *,
+        max_connections: int = 1000,
+        idle_timeout: float = 60.0,
+        max_request: int = MAX_REQUEST,
+        on_event: EventFn | None = None,
+        fast_reply: FastReplyFn | None = None,
+    ) -> None:
+        self.answer = answer
+        self.fast_reply = fast_reply
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_request = max_request
+        self.rejected_connections = 0
+        self._on_event = on_event
+        self._servers: list[asyncio.AbstractServer] = []
+        self._unix_paths: list[tuple[str, int]] = []
+        self._connections: set[Connection] = set()
+        self._closing = False
+        self._drained: asyncio.Event | None = None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def emit(self, event: str) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on host:port (port 0 picks one); return the bound address."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Connection.factory(self), host, port)
+        self._servers.append(server)
+        address = server.sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    async def listen_unix(self, path: str, mode: int = 0o660, group: str | None = None) -> None:
+        """Listen on a UNIX socket; mode and group are set before listen(), so no window."""
+        gid = _group_id(group) if group else -1
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, mode)
+            if gid >= 0:
+                os.chown(path, -1, gid)
+            loop = asyncio.get_running_loop()
+            server = await loop.create_unix_server(Connection.factory(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._servers.append(server)
+        self._unix_paths.append((path, os.stat(path).st_ino))
+
+    async def adopt_sockets(self, socks: list[socket.socket]) -> None:
+        """Serve inherited sockets: listening ones (Accept=no) and connected ones (Accept=yes)."""
+        loop = asyncio.get_running_loop()
+        factory = Connection.factory(self)
+        for sock in socks:
+            if sock.type != socket.SOCK_STREAM:
+                raise ConfigError(f"inherited fd {sock.fileno()} is not a stream socket")
+            if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                await loop.connect_accepted_socket(factory, sock)
+            elif sock.family == socket.AF_UNIX:
+                self._servers.append(await loop.create_unix_server(factory, sock=sock))
+            else:
+                self._servers.append(await loop.create_server(factory, sock=sock))
+
+    async def close(self, drain_deadline: float = 5.0) -> None:
+        """Stop accepting; let in-flight answers finish until the deadline; then cut the rest."""
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        self._drained = asyncio.Event()
+        for conn in list(self._connections):
+            conn.shutdown()
+        if self._connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), drain_deadline)
+        for conn in list(self._connections):
+            conn.kill()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        for path, inode in self._unix_paths:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+        self._unix_paths.clear()
+
+    def _admit(self, conn: Connection) -> bool:
+        if self._closing or len(self._connections) >= self.max_connections:
+            self.rejected_connections += 1
+            self.emit("connection_rejected")
+            return False
+        self._connections.add(conn)
+        self.emit("connection_open")
+        return True
+
+    def _forget(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        self.emit("connection_close")
+        if self._drained is not None and not self._connections:
+            self._drained.set()
+
+
+def _group_id(group: str) -> int:
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"unix socket group {group!r} does not exist") from None
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a dead daemon; refuse to steal a live one's."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # bind() will fail with EADDRINUSE and say so
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise OSError(f"{path}: another process is listening on it")
+    finally:
+        probe.close()

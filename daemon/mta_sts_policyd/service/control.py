@@ -1,0 +1,129 @@
+"""Operator control channel: a root-only unix socket for `cache list|show|purge|refresh`.
+
+Why not the socketmap port: socketmap is unauthenticated (A63); cache changes need a channel
+that file permissions protect. One JSON request per line, one JSON response per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd.policy.cache import CacheEntry
+from mta_sts_policyd.policy.resolver import PolicyResolver
+from mta_sts_policyd.sts.keys import policy_domain_for_key
+
+MAX_REQUEST = 4096
+
+
+def entry_summary(entry: CacheEntry) -> dict[str, Any]:
+    policy = entry.policy
+    return {
+        "domain": entry.domain,
+        "mode": policy.mode.value if policy else None,
+        "id": entry.policy_id,
+        "fetched_at": entry.fetched_at or None,
+        "expires_at": entry.expires_at or None,
+        "txt_checked_at": entry.txt_checked_at or None,
+        "last_used": entry.last_used or None,
+        "failure": None if entry.failure is None else {
+            "result_type": entry.failure[0].value, "reason": entry.failure[1],
+        },
+    }  # fmt: skip
+
+
+def entry_details(entry: CacheEntry) -> dict[str, Any]:
+    details = entry_summary(entry)
+    policy = entry.policy
+    details.update(
+        max_age=policy.max_age if policy else None,
+        mx=list(policy.mx) if policy else [],
+        policy_lines=list(policy.lines) if policy else [],
+        mx_hosts=list(entry.mx_hosts),
+        reply=entry.reply.decode("utf-8", "replace"),
+    )
+    return details
+
+
+class ControlServer:
+    def __init__(self, resolver: PolicyResolver) -> None:
+        self.resolver = resolver
+        self._server: asyncio.AbstractServer | None = None
+        self._path: Path | None = None
+
+    async def start(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._client, path=str(path))
+        finally:
+            os.umask(old)
+        self._path = path
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                line = await reader.readline()
+                request = json.loads(line[:MAX_REQUEST])
+                response = await self.handle(request)
+            except (ValueError, TypeError, KeyError) as exc:  # incl. a line over the stream limit
+                response = {"ok": False, "error": f"bad request: {exc}"}
+            writer.write(json.dumps(response).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request["command"]
+        raw = request.get("domain")
+        domain = policy_domain_for_key(raw) if raw else None
+        if raw and domain is None:
+            return {"ok": False, "error": f"{raw!r} is not a domain that can have a policy"}
+        cache = self.resolver.cache
+        if command == "list":
+            entries = sorted(cache.hot_entries(), key=lambda e: e.domain)
+            return {"ok": True, "entries": [entry_summary(e) for e in entries]}
+        if command == "show" and domain:
+            entry = cache.get(domain)
+            if entry is None:
+                entry = await asyncio.to_thread(cache.load_from_store, domain)
+                if entry is None:
+                    return {"ok": False, "error": f"{domain} is not in the cache", "missing": True}
+                self.resolver.render(entry)  # store rows carry no reply bytes
+            return {"ok": True, "entry": entry_details(entry)}
+        if command == "purge":
+            return {"ok": True, "purged": await self.resolver.purge(domain)}
+        if command == "refresh" and domain:
+            entry = await self.resolver.refresh_domain(domain)
+            return {"ok": True, "entry": entry_details(entry) if entry else None}
+        return {"ok": False, "error": f"unknown command {command!r} or missing domain"}
+
+
+def control_request(path: Path, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """Client side (the CLI): one request, one response; OSError when the daemon is not running."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    result: dict[str, Any] = json.loads(data)
+    return result

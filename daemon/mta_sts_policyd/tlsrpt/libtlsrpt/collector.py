@@ -1,0 +1,340 @@
+"""Drop-in for tlsrpt-collectd: receive libtlsrpt datagrams on a unix DATAGRAM socket.
+
+Postfix sends with MSG_DONTWAIT, and the kernel queues only net.unix.max_dgram_qlen (default 10)
+datagrams per receiving socket, so at 10k datagrams/s any receiver stall over ~1 ms loses data
+(the sender gets EAGAIN; SO_RCVBUF does not help for unix datagrams, it is set anyway). A recv
+thread inside the daemon stalls exactly so, waiting for the GIL or a CPU. Hence:
+
+* the daemon binds the socket and hands it to receiver.py, a child process with its own
+  interpreter that only receives and forwards batches over a pipe (optionally SCHED_FIFO);
+* the ingest thread here wakes every `batch_interval`, merges identical datagrams of one UTC
+  day into one event with a count, decodes (datagram.py), submits to the EventSink (which never
+  blocks on disk), quarantines what cannot be parsed, and restarts the receiver if it dies.
+Measurements: bench/tlsrpt_ingest.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mta_sts_policyd.errors import ConfigError, DatagramError
+from mta_sts_policyd.net.unix_socket import bind_datagram_socket, unlink_socket
+from mta_sts_policyd.tlsrpt.libtlsrpt import receiver
+from mta_sts_policyd.tlsrpt.libtlsrpt.datagram import ParsedDatagram, parse_datagram_full
+from mta_sts_policyd.tlsrpt.libtlsrpt.quarantine import CollectorStats, Quarantine
+from mta_sts_policyd.tlsrpt.model import EventSink, SessionEvent
+
+__all__ = ["CollectorStats", "Quarantine", "TlsRptCollector", "group_by_day", "oversized"]
+
+log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 256 * 1024
+"""The receiver also writes to the pipe when this much is waiting (besides every flush_interval)."""
+
+_Item = tuple[float, bytes | tuple[bytes, int]]
+"""(receive time, datagram), or (receive time, (head, real size)) when it was too big."""
+
+
+class TlsRptCollector:
+    """Serve `smtp_tlsrpt_socket_name`; every parsed policy becomes one SessionEvent in `sink`.
+
+    The daemon binds the socket (mode, group, stale-socket handling) and keeps it; receiver.py,
+    started as a child process with the socket's descriptor, does the recv loop and forwards
+    batches over a pipe; the "tlsrpt-ingest" thread here decodes, parses and submits them, and
+    restarts the receiver (ERROR in the log, `stats.receiver_restarts`) if it ever dies.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sink: EventSink,
+        *,
+        mode: int = 0o660,
+        group: str | int | None = None,
+        quarantine: Quarantine | None = None,
+        max_datagram: int = 256 * 1024,
+        max_backlog_bytes: int = 64 * 1024 * 1024,
+        rcvbuf: int = 4 * 1024 * 1024,
+        realtime_recv: bool = True,
+        batch_interval: float = 0.1,
+        flush_interval: float = 0.005,
+        start_timeout: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.stats = CollectorStats()
+        self._sink = sink
+        self._mode = mode
+        self._group = group
+        self._quarantine = quarantine
+        self._max_datagram = max_datagram
+        self._max_backlog_bytes = max_backlog_bytes
+        self._rcvbuf = rcvbuf
+        self._realtime_recv = realtime_recv
+        self._batch_interval = batch_interval
+        self._flush_interval = flush_interval
+        self._start_timeout = start_timeout
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: OSError | None = None
+        self._cache: dict[bytes, ParsedDatagram | DatagramError] = {}
+
+    @property
+    def receiver_pid(self) -> int | None:
+        """The receiver process now running, if any (for tests and diagnostics)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the socket (replacing a stale one), start the receiver and the ingest thread."""
+        self._sock = self._bind()
+        self._thread = threading.Thread(target=self._ingest_loop, name="tlsrpt-ingest", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout):
+            log.warning("tlsrpt receiver slow to start; the kernel queues datagrams meanwhile")
+        if self._start_error is not None:
+            self._thread.join()
+            self._sock.close()
+            self._sock = None
+            self._unlink()
+            raise ConfigError(f"tlsrpt receiver not started: {self._start_error}")
+        log.info("tlsrpt collector listening on %s (%s)", self.path, self.stats.recv_priority)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop receiving, process everything already received; True if fully drained in time."""
+        if self._sock is None or self._thread is None:
+            return True
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            # Wakes the receiver's recv once the queue is empty; senders get EPIPE from now on.
+            self._sock.shutdown(socket.SHUT_RD)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        drained = not self._thread.is_alive()
+        if not drained:
+            self._kill_receiver()  # stuck: its pipe closes, the ingest thread ends
+            self._thread.join(1.0)
+        self._sock.close()
+        self._sock = None
+        self._unlink()
+        if self._quarantine is not None and not self._thread.is_alive():
+            self._quarantine.close()
+        return drained
+
+    def _bind(self) -> socket.socket:
+        return bind_datagram_socket(self.path, self._mode, self._group, self._rcvbuf)
+
+    def _unlink(self) -> None:
+        unlink_socket(self.path)
+
+    # -- the receiver process -------------------------------------------------------------
+
+    def _spawn(self) -> int:
+        """Start receiver.py on our socket; return the read end of its pipe."""
+        assert self._sock is not None
+        if not sys.executable:
+            raise OSError("no Python interpreter path (sys.executable) to run the receiver")
+        sock_fd = self._sock.fileno()
+        read_fd, write_fd = os.pipe()  # both close-on-exec: no other child keeps it open
+        try:
+            args = [sys.executable, "-I", "-S", receiver.__file__, str(sock_fd), str(write_fd)]
+            args += [str(os.getpid()), str(self._max_datagram), str(FLUSH_BYTES)]
+            args += [str(self._max_backlog_bytes), repr(self._flush_interval)]
+            args += ["1" if self._realtime_recv else "0"]
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(sock_fd, write_fd),
+            )
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        return read_fd
+
+    def _ingest_loop(self) -> None:
+        """Runs the receiver (this thread spawns it: PR_SET_PDEATHSIG follows the spawning
+        thread) and pumps its stream until stop(); restarts it with back-off if it dies."""
+        failures = 0
+        while True:
+            began = time.monotonic()
+            try:
+                read_fd = self._spawn()
+            except OSError as exc:
+                if not self._ready.is_set():
+                    self._start_error = exc
+                    self._ready.set()
+                    return
+                log.error("tlsrpt receiver not restarted: %s", exc)
+            else:
+                try:
+                    self._pump(read_fd)
+                except Exception:  # a bug here must not end ingestion for good
+                    log.exception("tlsrpt ingest failed; restarting the receiver")
+                    self._kill_receiver()
+                code = self._reap()
+                if not self._ready.is_set():  # it never said hello: it cannot run at all
+                    self._start_error = OSError(f"receiver exited with status {code}")
+                    self._ready.set()
+                    return
+                if self._stopping.is_set():
+                    return
+                self.stats.receiver_restarts += 1
+                log.error("tlsrpt receiver exited with status %s; restarting it", code)
+            failures = failures + 1 if time.monotonic() - began < 1.0 else 0
+            if self._stopping.wait(min(5.0, 0.05 * 2**failures)):
+                return
+
+    def _kill_receiver(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+
+    def _reap(self) -> int | None:
+        assert self._proc is not None
+        try:
+            return self._proc.wait(5.0)
+        except subprocess.TimeoutExpired:  # closed its pipe yet lives on: replace it
+            self._proc.kill()
+            return self._proc.wait()
+
+    # -- ingest thread: decode, parse, submit, quarantine -------------------------------------
+
+    def _pump(self, read_fd: int) -> None:
+        """Read the receiver's stream until it ends; process it every `batch_interval`.
+
+        Waking per datagram would cost more CPU than parsing it; the nap lets a window fill so
+        identical datagrams are counted once (SessionEvent.count), while the receiver keeps
+        emptying the socket and its batches wait in the pipe.
+        """
+        buf = bytearray()
+        readable = select.poll()  # not select(): the daemon may hold more than 1024 fds
+        readable.register(read_fd, select.POLLIN)
+        try:
+            while True:
+                readable.poll()
+                eof = receiver.read_available(read_fd, buf)
+                items = self._decode(buf)
+                if items:
+                    self._process(items)
+                if eof:
+                    return
+                if self._batch_interval > 0:
+                    self._stopping.wait(self._batch_interval)
+        finally:
+            os.close(read_fd)
+
+    def _decode(self, buf: bytearray) -> list[_Item]:
+        records, notices = receiver.decode(buf)
+        for text in notices:
+            self._notice(text)
+        self.stats.received += len(records)
+        return [(at, data if real == len(data) else (data, real)) for at, data, real in records]
+
+    def _notice(self, text: str) -> None:
+        word, _, arg = text.partition(" ")
+        if word == "hello":
+            self.stats.recv_priority = arg
+            self._ready.set()
+        elif word == "dropped":
+            self.stats.received += int(arg)
+            self.stats.backlog_dropped += int(arg)
+            log.warning("tlsrpt: %s datagrams dropped, the daemon fell behind", arg)
+
+    def _process(self, items: list[_Item]) -> None:
+        """Group identical datagrams of one UTC day, then parse and submit each group once."""
+        for at, (head, real) in oversized(items):
+            self.stats.oversized += 1
+            reason = f"datagram of {real} bytes exceeds {self._max_datagram}"
+            self._reject(at, reason, head, real, 1)
+            self.stats.processed += 1
+        for (data, _), (at, n) in group_by_day(items).items():
+            try:
+                self._handle(data, at, n)
+            except Exception:  # never let one datagram or a sink bug end ingestion
+                self.stats.sink_errors += n
+                log.exception("tlsrpt: event sink failed")
+            self.stats.processed += n
+
+    def _handle(self, data: bytes, at: float, n: int) -> None:
+        parsed = self._parse_cached(data, at)
+        if isinstance(parsed, DatagramError):
+            self._reject(at, parsed.reason, data, len(data), n)
+            return
+        for anomaly in parsed.anomalies:
+            self.stats.anomalies[anomaly] += n
+        submit = self._sink.submit
+        for event in parsed.events:
+            if event.timestamp != at or n != 1:
+                event = _restamp(event, at, n)
+            submit(event)
+            self.stats.events_submitted += event.count
+
+    def _parse_cached(self, data: bytes, at: float) -> ParsedDatagram | DatagramError:
+        """Postfix repeats identical datagrams (every success to one MX is the same bytes)."""
+        hit = self._cache.get(data)
+        if hit is not None:
+            return hit
+        try:
+            result: ParsedDatagram | DatagramError = parse_datagram_full(data, at)
+        except DatagramError as exc:
+            result = exc
+        if len(data) <= 4096:
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[data] = result
+        return result
+
+    def _reject(self, at: float, reason: str, data: bytes, size: int, n: int) -> None:
+        self.stats.rejected += n
+        count = self.stats.rejected
+        if count & (count - 1) == 0 or n > 1:  # 1, 2, 4, 8, ...: visible without flooding
+            log.warning("tlsrpt: rejected datagram #%d: %s", count, reason)
+        if self._quarantine is not None:
+            self._quarantine.add(at, reason, data, size, n)
+
+
+def oversized(items: list[_Item]) -> list[tuple[float, tuple[bytes, int]]]:
+    """The items cut at max_datagram by the receiver: (time, (head, real size))."""
+    return [(at, item) for at, item in items if type(item) is tuple]
+
+
+def group_by_day(items: list[_Item]) -> dict[tuple[bytes, int], tuple[float, int]]:
+    """Identical datagrams of one UTC day -> (first receive time, how many); oversized skipped.
+
+    Pure, so the midnight split is tested without a clock.
+    """
+    groups: dict[tuple[bytes, int], tuple[float, int]] = {}
+    for at, item in items:
+        if type(item) is bytes:
+            key = (item, int(at // 86400))
+            first = groups.get(key)
+            groups[key] = (at, 1) if first is None else (first[0], first[1] + 1)
+    return groups
+
+
+def _restamp(event: SessionEvent, at: float, n: int) -> SessionEvent:
+    return SessionEvent(
+        at,
+        event.report_domain,
+        event.policy,
+        event.success,
+        event.failures,
+        event.tlsrpt_record,
+        event.count * n,
+    )

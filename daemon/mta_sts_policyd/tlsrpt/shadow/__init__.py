@@ -1,0 +1,1 @@
+"""`testing`-mode domains checked in shadow by the probe, and their sessions relabelled."""

@@ -1,0 +1,1 @@
+"""Daily TLS-RPT aggregates and the report delivery ledger, in one SQLite file."""

@@ -1,0 +1,306 @@
+"""Daily TLS-RPT aggregates in SQLite, fed by producers at up to ~10,000 events/s.
+
+`submit()` only appends to a deque (O(1), thread-safe, no disk). A background thread drains the
+deque every `flush_interval` seconds, aggregates in memory and commits one transaction, so a
+`close()` (SIGTERM path) loses nothing and `kill -9` loses at most one flush window.
+Delivery state lives in the same file (see jobs.py) so sending and counting share one truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from mta_sts_policyd.errors import StoreError
+from mta_sts_policyd.tlsrpt.model import DomainDay, SessionEvent
+from mta_sts_policyd.tlsrpt.store import codec
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agg(
+    id INTEGER PRIMARY KEY, day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL,
+    policy TEXT NOT NULL, successes INTEGER NOT NULL, failures INTEGER NOT NULL,
+    UNIQUE(day, domain, record, policy));
+CREATE TABLE IF NOT EXISTS detail(
+    agg_id INTEGER NOT NULL, detail TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY(agg_id, detail));
+CREATE TABLE IF NOT EXISTS job(
+    day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL, report_id TEXT,
+    state TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt REAL, last_error TEXT, updated REAL,
+    PRIMARY KEY(day, domain, record));
+CREATE TABLE IF NOT EXISTS destination(
+    day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL, destination TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated REAL,
+    PRIMARY KEY(day, domain, record, destination));
+"""
+_UPSERT_AGG = """
+INSERT INTO agg(day, domain, record, policy, successes, failures) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT(day, domain, record, policy) DO UPDATE SET
+    successes = successes + excluded.successes, failures = failures + excluded.failures
+RETURNING id"""
+_UPSERT_DETAIL = """
+INSERT INTO detail(agg_id, detail, count) VALUES (?, ?, ?)
+ON CONFLICT(agg_id, detail) DO UPDATE SET count = count + excluded.count"""
+
+AggKey = tuple[str, str, str, str]  # day, domain, record ('' = unknown), canonical policy
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """One row of `report list`."""
+
+    day: date
+    report_domain: str
+    tlsrpt_record: str | None
+    policies: int
+    successes: int
+    failures: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    successes: int = 0
+    failures: int = 0
+    details: dict[str, int] | None = None
+
+
+class TlsRptStore:
+    """The EventSink of the daemon plus the read/delivery-state API of the reporter."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        flush_interval: float = 1.0,
+        retention_days: int = 31,
+        max_buffered: int = 1_000_000,
+    ) -> None:
+        self.path = Path(path)
+        self.flush_interval = flush_interval
+        self.retention_days = retention_days
+        self.max_buffered = max_buffered
+        self.dropped = 0
+        """Events refused because the buffer was full (the disk could not keep up)."""
+        self.moved_aside: Path | None = None
+        self._buffer: deque[SessionEvent] = deque()
+        self._pending: dict[AggKey, _Pending] = {}
+        self._db_lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._conn = self._open()
+        self._thread = threading.Thread(target=self._run, name="tlsrpt-store", daemon=True)
+        self._thread.start()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.OperationalError as exc:  # permissions, missing directory, locked
+            raise StoreError(f"cannot open TLS-RPT store {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # not a database / malformed: keep it for forensics
+            self.moved_aside = _move_aside(self.path)
+            log.error(
+                "TLS-RPT store %s is corrupt (%s); moved to %s, starting empty",
+                self.path,
+                exc,
+                self.moved_aside,
+            )
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as again:
+                raise StoreError(f"cannot recreate TLS-RPT store {self.path}: {again}") from again
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {row}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Exclusive use of the connection inside one transaction (jobs.py builds on this)."""
+        with self._db_lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- ingestion ---------------------------------------------------------------------------
+
+    def submit(self, event: SessionEvent) -> None:
+        """O(1), never touches disk; safe from any thread."""
+        if len(self._buffer) >= self.max_buffered:
+            self.dropped += 1
+            return
+        self._buffer.append(event)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except StoreError as exc:  # keep the aggregate in memory and try again later
+                log.error("%s", exc)
+
+    def flush(self) -> int:
+        """Drain the buffer and commit; returns the number of events written."""
+        with self._flush_lock:
+            n = self._drain()
+            if self._pending:
+                self._commit()
+            return n
+
+    def _drain(self) -> int:
+        n = 0
+        buf = self._buffer
+        while True:
+            try:
+                event = buf.popleft()
+            except IndexError:
+                return n
+            n += 1
+            self._add(event)
+
+    def _add(self, event: SessionEvent) -> None:
+        key = codec.agg_key(event)
+        slot = self._pending.get(key)
+        if slot is None:
+            slot = self._pending[key] = _Pending()
+        if event.success:
+            slot.successes += event.count
+        else:
+            slot.failures += event.count
+        if event.failures:
+            if slot.details is None:
+                slot.details = {}
+            for detail in event.failures:
+                dkey = codec.detail_json(detail)
+                slot.details[dkey] = slot.details.get(dkey, 0) + event.count
+
+    def _commit(self) -> None:
+        try:
+            with self.transaction() as conn:
+                for (day, domain, record, policy), slot in self._pending.items():
+                    (agg_id,) = conn.execute(
+                        _UPSERT_AGG, (day, domain, record, policy, slot.successes, slot.failures)
+                    ).fetchone()
+                    for dkey, count in (slot.details or {}).items():
+                        conn.execute(_UPSERT_DETAIL, (agg_id, dkey, count))
+        except sqlite3.Error as exc:
+            raise StoreError(f"TLS-RPT store commit failed: {exc}") from exc
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Stop the writer and flush everything still buffered (the SIGTERM path)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+        with self._db_lock:
+            self._conn.close()
+
+    def __enter__(self) -> TlsRptStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def days(self) -> list[date]:
+        with self._db_lock:
+            rows = self._conn.execute("SELECT DISTINCT day FROM agg ORDER BY day").fetchall()
+        return [date.fromisoformat(r[0]) for r in rows]
+
+    def domain_days(self, day: date, domain: str | None = None) -> list[DomainDay]:
+        """One DomainDay per (report domain, TLSRPT record) of `day`, sorted."""
+        sql = "SELECT id, domain, record, policy, successes, failures FROM agg WHERE day = ?"
+        args: tuple[str, ...] = (day.isoformat(),)
+        if domain is not None:
+            sql += " AND domain = ?"
+            args += (codec.domain_key(domain),)
+        with self._db_lock:
+            aggs = self._conn.execute(sql + " ORDER BY domain, record, policy", args).fetchall()
+            details = {
+                agg_id: self._conn.execute(
+                    "SELECT detail, count FROM detail WHERE agg_id = ? ORDER BY detail", (agg_id,)
+                ).fetchall()
+                for agg_id, *_ in aggs
+            }
+        return codec.group_domain_days(day, aggs, details)
+
+    def counts(self, day: date | None = None) -> list[DayCount]:
+        sql = (
+            "SELECT day, domain, record, COUNT(*), SUM(successes), SUM(failures) FROM agg "
+            "{} GROUP BY day, domain, record ORDER BY day, domain, record"
+        )
+        where, args = ("", ()) if day is None else ("WHERE day = ?", (day.isoformat(),))
+        with self._db_lock:
+            rows = self._conn.execute(sql.format(where), args).fetchall()
+        return [
+            DayCount(date.fromisoformat(d), dom, rec or None, n, s, f)
+            for d, dom, rec, n, s, f in rows
+        ]
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, today: date) -> list[date]:
+        """Delete days older than retention_days unless a report for them is still unresolved."""
+        cutoff = (today - timedelta(days=self.retention_days)).isoformat()
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT day FROM agg WHERE day < ? AND day NOT IN "
+                "(SELECT day FROM job WHERE state = 'scheduled')",
+                (cutoff,),
+            ).fetchall()
+            days = [r[0] for r in rows]
+            for d in days:
+                conn.execute(
+                    "DELETE FROM detail WHERE agg_id IN (SELECT id FROM agg WHERE day = ?)", (d,)
+                )
+                for table in ("agg", "job", "destination"):
+                    conn.execute(f"DELETE FROM {table} WHERE day = ?", (d,))
+        return [date.fromisoformat(d) for d in days]
+
+
+def utc_day(timestamp: float) -> date:
+    return datetime.fromtimestamp(timestamp, UTC).date()
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the corrupt file (and its WAL/SHM) to `<name>.corrupt[.N]`; never delete it."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt.{n}")
+    path.rename(target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    return target

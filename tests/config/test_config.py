@@ -1,0 +1,405 @@
+"""config.py: every key validated with an error that names it; defaults; files; TOML round trip.
+
+Issue 3 item 5: an empty file (or none) runs; an unknown key or a bad value is an error naming the
+key and the expected form; `check-config` prints the effective config (render_toml), which must
+read back as the same Config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import pytest
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
+
+from mta_sts_policyd.config import settings as config_module
+from mta_sts_policyd.config.settings import (
+    Config,
+    config_as_dict,
+    config_from_mapping,
+    load_config,
+    parse_listen_address,
+    parse_nameserver,
+    render_toml,
+    with_overrides,
+)
+from mta_sts_policyd.config.toml_schema import toml_value
+from mta_sts_policyd.errors import ConfigError
+from support import REPO_ROOT
+
+SAMPLE = REPO_ROOT / "postfix-examples" / "config.toml"
+
+
+def all_keys(cls: Any = Config, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, type) for every leaf key of the config, nested tables included."""
+    keys: list[tuple[str, Any]] = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(all_keys(hints[f.name], path))
+        else:
+            keys.append((path, hints[f.name]))
+    return keys
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    """ "a.b.c", v -> {"a": {"b": {"c": v}}}."""
+    data: dict[str, Any] = {}
+    node = data
+    *tables, key = path.split(".")
+    for table in tables:
+        node = node.setdefault(table, {})
+    node[key] = value
+    return data
+
+
+def wrong_type_value(tp: Any) -> Any:
+    """A TOML value of the wrong type for `tp`."""
+    if get_origin(tp) is Literal:
+        return "maybe"
+    if get_origin(tp) is tuple:
+        return "not-a-list"
+    return {bool: "yes", int: "12", float: "1.5s", str: 5}[tp]
+
+
+def config_error(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data)
+    return str(info.value)
+
+
+# --- every key ----------------------------------------------------------------------------------
+
+LEAF_KEYS = all_keys()
+
+
+def test_all_keys_found() -> None:
+    """The walk below reaches nested tables too (tlsrpt.dkim), so no key escapes the tests."""
+    names = {path for path, _ in LEAF_KEYS}
+    assert {"server.listen", "cache.cold_wait", "tlsrpt.dkim.key_file", "maillog.path"} <= names
+    assert len(names) == len(LEAF_KEYS) > 50
+
+
+@pytest.mark.parametrize(("path", "tp"), LEAF_KEYS, ids=[p for p, _ in LEAF_KEYS])
+def test_wrong_type_names_the_key_and_the_expected_form(path: str, tp: Any) -> None:
+    message = config_error(nested(path, wrong_type_value(tp)))
+    assert message.startswith(f"{path}: expected ")
+    if get_origin(tp) is Literal:
+        assert all(toml_value(a) in message for a in get_args(tp))
+
+
+@pytest.mark.parametrize(("path", "tp"), LEAF_KEYS, ids=[p for p, _ in LEAF_KEYS])
+def test_unknown_key_next_to_each_key_is_named(path: str, tp: Any) -> None:
+    table, _, key = path.rpartition(".")
+    message = config_error(nested(f"{table}.{key}_typo", 1))
+    assert message.startswith(f"{table}.{key}_typo: unknown key")
+    assert key in message  # the known keys are listed
+
+
+@pytest.mark.parametrize(
+    ("path", "tp"),
+    [(p, t) for p, t in LEAF_KEYS if t in (int, float) and p not in ("cache.cold_wait",)],
+    ids=[p for p, t in LEAF_KEYS if t in (int, float) and p != "cache.cold_wait"],
+)
+def test_booleans_are_not_numbers(path: str, tp: Any) -> None:
+    assert config_error(nested(path, True)).startswith(f"{path}: expected ")
+
+
+BAD_VALUES: dict[str, list[Any]] = {
+    "server.unix_mode": ["660x", "0999", "1777", ""],
+    "server.max_connections": [0, -1],
+    "server.idle_timeout": [0, -0.5],
+    "discovery.dns_timeout": [0],
+    "discovery.fetch_timeout": [0, 60.5, 600],
+    "discovery.https_port": [0, 65536, -443],
+    "cache.txt_recheck": [0],
+    "cache.cold_wait": [-1],
+    "cache.negative_ttl": [-1],
+    "cache.failure_backoff": [-0.1],
+    "cache.refresh_interval": [0],
+    "cache.refresh_jitter": [-1],
+    "cache.refresh_concurrency": [0],
+    "cache.max_entries": [0],
+    "cache.memory_entries": [-5],
+    "cache.flush_interval": [0],
+    "tlsrpt.socket_mode": ["rw-rw----", "8"],
+    "tlsrpt.retention_days": [0],
+    "tlsrpt.max_report_bytes": [0],
+    "tlsrpt.send_delay_max": [-1],
+    "tlsrpt.retry_window": [0],
+    "tlsrpt.https_timeout": [0],
+    "probe.reprobe_interval": [0],
+    "probe.timeout": [-1],
+    "probe.concurrency": [0],
+    "probe.port": [0, 65536],
+    "server.listen": [[], ["8463"], ["localhost"], ["unix:relative/path"], ["[::1]:99999"]],
+    "metrics.listen": ["0.0.0.0:9463", "192.0.2.1:9463", "9463"],
+    "discovery.nameservers": [["dns.example"], ["127.0.0.1:0"], ["[::1]"], ["[::1]:x"]],
+    "logging.level": ["info", "TRACE"],
+    "server.sts_attributes": ["true", 1, "yes"],
+}
+
+
+def test_bad_value_table_covers_every_value_check() -> None:
+    assert set(config_module._CHECKS) <= set(BAD_VALUES)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(p, v) for p, values in BAD_VALUES.items() for v in values],
+    ids=[f"{p}={v!r}" for p, values in BAD_VALUES.items() for v in values],
+)
+def test_bad_value_names_the_key(path: str, value: Any) -> None:
+    message = config_error(nested(path, value))
+    assert message.startswith(path)
+    assert "expected" in message
+    if not (isinstance(value, list) and not value):
+        shown = str(value[0] if isinstance(value, list) else value)
+        assert shown.rsplit(":", 1)[0] in message  # the value (or its host part) is quoted
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("server.unix_mode", "0600"),
+        ("server.listen", ["[::1]:8463", "unix:/run/x.sock", "127.0.0.1:0"]),
+        ("server.sts_attributes", True),
+        ("server.sts_attributes", False),
+        ("discovery.fetch_timeout", 60),
+        ("discovery.nameservers", ["127.0.0.1", "127.0.0.1:5353", "[::1]:53", "::1"]),
+        ("cache.cold_wait", 0),
+        ("metrics.listen", "[::1]:9463"),
+        ("metrics.listen", "localhost:9463"),
+        ("logging.level", "DEBUG"),
+    ],
+)
+def test_good_values_are_taken(path: str, value: Any) -> None:
+    built = config_as_dict(config_from_mapping(nested(path, value)))
+    table, _, key = path.rpartition(".")
+    got = built[table][key]
+    assert got == value
+    assert type(got) is type(value) or (isinstance(value, int) and isinstance(got, float))
+
+
+def test_integers_are_taken_for_floats_as_floats() -> None:
+    config = config_from_mapping({"discovery": {"dns_timeout": 1}, "cache": {"cold_wait": 2}})
+    assert config.discovery.dns_timeout == 1.0 and type(config.discovery.dns_timeout) is float
+    assert type(config.cache.cold_wait) is float
+
+
+def test_list_element_errors_name_the_index() -> None:
+    assert config_error({"server": {"listen": ["127.0.0.1:1", 2]}}).startswith("server.listen[1]:")
+    assert config_error({"discovery": {"nameservers": [53]}}).startswith("discovery.nameservers[0]")
+
+
+def test_a_section_that_is_not_a_table() -> None:
+    assert config_error({"server": "127.0.0.1:8463"}).startswith("server: expected a table")
+    assert config_error({"tlsrpt": {"dkim": "x"}}).startswith("tlsrpt.dkim: expected a table")
+    assert config_error({"srever": {}}).startswith("srever: unknown key (known keys here: cache,")
+
+
+def test_parse_helpers() -> None:
+    assert parse_listen_address("[::1]:8463", "k") == ("::1", 8463)
+    assert parse_listen_address("unix:/run/p.sock", "k") == ("unix", 0)
+    assert parse_nameserver("[::1]:5353") == ("::1", 5353)
+    assert parse_nameserver("192.0.2.53") == ("192.0.2.53", 53)
+    with pytest.raises(ConfigError, match=r"^--flag: expected HOST:PORT"):
+        parse_listen_address("nope", "--flag")
+
+
+# --- files and overrides ---------------------------------------------------------------------
+
+
+def test_empty_file_runs_on_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("# nothing set\n")
+    assert load_config(path) == Config()
+    assert Config().server.listen == ("127.0.0.1:8463",)
+
+
+def test_no_file_at_the_default_path_runs_on_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    assert load_config(None) == Config()
+
+
+def test_the_default_path_is_read_when_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[cache]\ncold_wait = 1\n")
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", path)
+    assert load_config(None).cache.cold_wait == 1.0
+
+
+def test_a_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match=f"^{path}: no such file$"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"[server\n", "not valid TOML"),
+        (b"listen = \xff\n", "not valid TOML"),
+        (b'[server]\nlisten = "127.0.0.1:8463"\n', "server.listen: expected a list"),
+        (b"[cache]\nstate_dir = 1\n", "cache.state_dir: expected a string, got 1"),
+    ],
+)
+def test_file_errors_name_the_file_and_the_problem(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert expected in str(info.value)
+
+
+def test_an_unreadable_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)  # a directory
+
+
+def test_command_line_overrides() -> None:
+    config = with_overrides(Config(), listen=["127.0.0.1:1", "unix:/x"], state_dir="/srv/state")
+    assert config.server.listen == ("127.0.0.1:1", "unix:/x")
+    assert config.state_dir == Path("/srv/state")
+    assert config.discovery == Config().discovery
+    assert with_overrides(Config()) == Config()
+    with pytest.raises(ConfigError, match=r"^--listen: "):
+        with_overrides(Config(), listen=["8463"])
+
+
+def test_the_sample_file_is_the_defaults() -> None:
+    assert load_config(SAMPLE) == Config()
+
+
+# --- render_toml / config_as_dict --------------------------------------------------------------
+
+
+def roundtrip(config: Config) -> Config:
+    return config_from_mapping(tomllib.loads(render_toml(config)))
+
+
+def test_render_toml_of_defaults_and_sample_reparses() -> None:
+    assert roundtrip(Config()) == Config()
+    text = render_toml(load_config(SAMPLE))
+    assert "[tlsrpt.dkim]" in text and '[server]\nlisten = ["127.0.0.1:8463"]' in text
+
+
+def test_config_as_dict_is_json() -> None:
+    data = config_as_dict(Config())
+    assert json.loads(json.dumps(data)) == data
+    assert data["server"]["listen"] == ["127.0.0.1:8463"]
+    assert data["tlsrpt"]["dkim"] == {"domain": "", "selector": "", "key_file": ""}
+
+
+def test_render_toml_escapes_strings() -> None:
+    """Control characters (a TOML "\\n" escape, say) must come back as they went in."""
+    config = config_from_mapping(
+        {"tlsrpt": {"organization_name": 'Ex "Q" \\ Ltd\n\t\x00\x7f', "contact_info": "é ☃"}}
+    )
+    assert roundtrip(config) == config
+
+
+_OCTAL = st.integers(0, 0o777).map(lambda m: f"{m:04o}")
+_PORT = st.integers(0, 65535)
+_V4 = st.ip_addresses(v=4).map(str)
+_V6 = st.ip_addresses(v=6).map(str)
+_LISTEN = st.one_of(
+    st.tuples(_V4, _PORT).map(lambda t: f"{t[0]}:{t[1]}"),
+    st.tuples(_V6, _PORT).map(lambda t: f"[{t[0]}]:{t[1]}"),
+    st.from_regex(r"\Aunix:/[a-z0-9/._-]{1,30}\Z"),
+)
+_NAMESERVER = st.one_of(
+    _V4,
+    st.tuples(_V4, st.integers(1, 65535)).map(lambda t: f"{t[0]}:{t[1]}"),
+    st.tuples(_V6, st.integers(1, 65535)).map(lambda t: f"[{t[0]}]:{t[1]}"),
+)
+_POSITIVE_FLOAT = st.floats(min_value=1e-3, max_value=1e12, allow_nan=False)
+_SPECIAL: dict[str, st.SearchStrategy[Any]] = {
+    "server.listen": st.lists(_LISTEN, min_size=1, max_size=3),
+    "server.unix_mode": _OCTAL,
+    "tlsrpt.socket_mode": _OCTAL,
+    "discovery.nameservers": st.lists(_NAMESERVER, max_size=3),
+    "discovery.fetch_timeout": st.floats(min_value=1e-3, max_value=60),
+    "discovery.https_port": st.integers(1, 65535),
+    "metrics.listen": st.sampled_from(["", "127.0.0.1:9463", "[::1]:0", "localhost:1"]),
+    "maillog.timezone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
+    "tlsrpt.contact_info": st.emails(),
+}
+
+
+def value_strategy(path: str, tp: Any) -> st.SearchStrategy[Any]:
+    if path in _SPECIAL:
+        return _SPECIAL[path]
+    if get_origin(tp) is Literal:
+        return st.sampled_from(get_args(tp))
+    if get_origin(tp) is tuple:
+        return st.lists(value_strategy("", get_args(tp)[0]), max_size=3)
+    return {
+        bool: st.booleans(),
+        int: st.integers(1, 2**53),
+        float: _POSITIVE_FLOAT,
+        str: st.text(max_size=20),
+    }[tp]
+
+
+@st.composite
+def config_data(draw: st.DrawFn) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for path, tp in LEAF_KEYS:
+        if draw(st.booleans()):
+            value = draw(value_strategy(path, tp))
+            merged = nested(path, value)
+            table = merged
+            node = data
+            while True:
+                ((name, sub),) = table.items()
+                if not isinstance(sub, dict):
+                    node[name] = sub
+                    break
+                node = node.setdefault(name, {})
+                table = sub
+    return data
+
+
+@settings(max_examples=100, deadline=None)
+@given(config_data())
+def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
+    try:
+        config = config_from_mapping(data)
+    except ConfigError:
+        reject()  # cross-key rules (e.g. tlsrpt.enabled needs its sender settings)
+    assert roundtrip(config) == config
+
+
+def test_reload_names_exactly_the_keys_that_need_a_restart() -> None:
+    from mta_sts_policyd.service.daemon import restart_only_changes
+
+    old = Config()
+    replace = dataclasses.replace
+    new = replace(
+        old,
+        server=replace(old.server, listen=("127.0.0.1:1",), sts_attributes=True),
+        cache=replace(old.cache, txt_recheck=30.0, memory_entries=10),
+        discovery=replace(old.discovery, nameservers=("127.0.0.1:53",)),
+        logging=replace(old.logging, level="DEBUG"),
+        tlsrpt=replace(old.tlsrpt, retention_days=7),
+    )
+    assert restart_only_changes(old, new) == [
+        "server.listen",
+        "cache.memory_entries",
+        "tlsrpt.retention_days",
+    ]
+    assert restart_only_changes(old, old) == []

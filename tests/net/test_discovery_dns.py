@@ -1,0 +1,230 @@
+"""discovery: `_mta-sts` TXT and MX lookups via loopback DNS (A5-A11, D.1, D.8-D.14, D.43)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dns.asyncresolver
+import pytest
+
+from mta_sts_policyd.discovery.client import Discovery
+from mta_sts_policyd.errors import ConfigError, DiscoveryError, DnsLookupError
+from mta_sts_policyd.net.dns_client import DnsClient, parse_nameserver
+from mta_sts_policyd.sts import TxtAbsent, TxtInvalid, TxtRecord
+from support.dns_server import DnsServer
+
+D = "example.test"
+Q = f"_mta-sts.{D}"
+
+
+async def test_a5_queries_exact_name_once(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_txt(Q, "v=STSv1; id=abc")
+    result = await discovery.lookup_txt(D)
+    assert result.result == TxtRecord(id="abc")
+    assert result.records == ("v=STSv1; id=abc",)
+    assert dns_server.query_count(Q, "TXT") == 1
+    assert [q.name for q in dns_server.queries] == [Q]
+
+
+async def test_a7_d12_multi_string_rr_concatenated(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    dns_server.set_txt(Q, ("v=STSv1; id=20", "26"))
+    result = await discovery.lookup_txt(D)
+    assert result.result == TxtRecord(id="2026")
+    assert result.records == ("v=STSv1; id=2026",)
+
+
+async def test_a8_cname_chain_followed_with_smallest_ttl(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    dns_server.set_cname("_mta-sts.user.test", "_mta-sts.hop.test", ttl=120)
+    dns_server.set_cname("_mta-sts.hop.test", "_mta-sts.provider.test", ttl=50)
+    dns_server.set_txt("_mta-sts.provider.test", "v=STSv1; id=prov1", ttl=300)
+    result = await discovery.lookup_txt("user.test")
+    assert result.result == TxtRecord(id="prov1")
+    assert result.ttl == 50
+    assert dns_server.query_count("_mta-sts.user.test", "TXT") == 1
+
+
+async def test_positive_ttl_is_the_rrset_ttl(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_txt(Q, "v=STSv1; id=1", ttl=1234)
+    assert (await discovery.lookup_txt(D)).ttl == 1234
+
+
+async def test_a9_d9_spf_record_beside_sts_record(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    dns_server.set_txt(Q, "v=spf1 -all", "v=STSv1; id=A1")
+    result = await discovery.lookup_txt(D)
+    assert result.result == TxtRecord(id="A1")
+    assert sorted(result.records) == ["v=STSv1; id=A1", "v=spf1 -all"]
+
+
+async def test_d1_nxdomain_is_absent_with_negative_ttl(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    dns_server.negative_ttl = 42
+    result = await discovery.lookup_txt(D)
+    assert isinstance(result.result, TxtAbsent)
+    assert "NXDOMAIN" in result.result.reason
+    assert result.ttl == 42
+    assert result.records == ()
+
+
+async def test_d1_nodata_is_absent(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_a(Q, "127.0.0.1")
+    result = await discovery.lookup_txt(D)
+    assert isinstance(result.result, TxtAbsent)
+    assert result.ttl == dns_server.negative_ttl
+
+
+async def test_d1_cname_to_nxdomain_is_absent(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_cname(Q, "_mta-sts.gone.test")
+    assert isinstance((await discovery.lookup_txt(D)).result, TxtAbsent)
+
+
+async def test_a11_d8_two_sts_records_no_live_policy(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    dns_server.set_txt(Q, "v=STSv1; id=one", "v=STSv1; id=two")
+    result = await discovery.lookup_txt(D)
+    assert isinstance(result.result, TxtInvalid)
+    assert len(result.records) == 2
+
+
+@pytest.mark.parametrize("record", ["v=STSv1; id=abc-1", "v=STSv1; id=" + "a" * 33])
+async def test_d10_invalid_id(discovery: Discovery, dns_server: DnsServer, record: str) -> None:
+    dns_server.set_txt(Q, record)
+    assert isinstance((await discovery.lookup_txt(D)).result, TxtInvalid)
+
+
+async def test_d11_missing_id(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_txt(Q, "v=STSv1;")
+    assert isinstance((await discovery.lookup_txt(D)).result, TxtInvalid)
+    dns_server.set_txt(Q, "v=STSv1")  # not even a candidate without ";" (Decision A9)
+    assert not isinstance((await discovery.lookup_txt(D)).result, TxtRecord)
+
+
+async def test_d13_extension_ignored(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_txt(Q, "v=STSv1; id=X; ext=1")
+    assert (await discovery.lookup_txt(D)).result == TxtRecord(id="X", extensions=(("ext", "1"),))
+
+
+async def test_d14_space_before_semicolon(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_txt(Q, "v=STSv1 ; id=X")
+    result = (await discovery.lookup_txt(D)).result
+    assert isinstance(result, TxtRecord) and result.id == "X"
+
+
+async def test_a6_non_ascii_bytes_reach_the_parser(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    dns_server.set_txt(Q, b"v=STSv1; id=abc\xc3\xa9")
+    result = await discovery.lookup_txt(D)
+    assert isinstance(result.result, TxtInvalid)
+    assert result.records == ("v=STSv1; id=abc\\xc3\\xa9",)
+
+
+async def test_large_rrset_retried_over_tcp(discovery: Discovery, dns_server: DnsServer) -> None:
+    fillers = [f"filler-{i}-" + "x" * 200 for i in range(10)]
+    dns_server.set_txt(Q, *fillers, "v=STSv1; id=big")
+    assert (await discovery.lookup_txt(D)).result == TxtRecord(id="big")
+    assert {q.transport for q in dns_server.queries} == {"udp", "tcp"}
+
+
+@pytest.mark.parametrize("failure", ["servfail", "refused"])
+async def test_d43_server_failure_raises(
+    discovery: Discovery, dns_server: DnsServer, failure: str
+) -> None:
+    dns_server.fail(Q, failure)  # type: ignore[arg-type]
+    with pytest.raises(DnsLookupError) as info:
+        await discovery.lookup_txt(D)
+    assert failure.upper() in info.value.reason
+    assert Q in info.value.reason
+
+
+async def test_d43_silence_times_out(dns_server: DnsServer) -> None:
+    dns_server.fail(Q, "drop")
+    async with Discovery(nameservers=[dns_server.nameserver], dns_timeout=0.3) as client:
+        start = time.monotonic()
+        with pytest.raises(DnsLookupError, match=r"no DNS answer within 0\.3 s"):
+            await client.lookup_txt(D)
+        assert time.monotonic() - start < 2.0
+
+
+async def test_d43_failure_is_not_absence(discovery: Discovery, dns_server: DnsServer) -> None:
+    """A29: "could not find out" must be an exception, never TxtAbsent (the cache relies on it)."""
+    dns_server.fail(Q, "servfail")
+    with pytest.raises(DiscoveryError):
+        await discovery.lookup_txt(D)
+
+
+async def test_d7_idn_sent_as_a_label(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_txt("_mta-sts.xn--bcher-kva.test", "v=STSv1; id=idn")
+    assert (await discovery.lookup_txt("xn--bcher-kva.test")).result == TxtRecord(id="idn")
+    assert (await discovery.lookup_txt("Bücher.test.")).result == TxtRecord(id="idn")
+    assert {q.name for q in dns_server.queries} == {"_mta-sts.xn--bcher-kva.test"}
+
+
+async def test_invalid_domain_name_raises(discovery: Discovery) -> None:
+    with pytest.raises(DnsLookupError):
+        await discovery.lookup_txt("a..b")
+    with pytest.raises(DnsLookupError):
+        await discovery.lookup_txt("x" * 64 + ".test")
+
+
+async def test_mx_in_preference_order(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.set_mx(D, (20, "B.Example.TEST."), (10, "mx1.example.test"), (30, "c.other.test"))
+    assert await discovery.lookup_mx(D) == ("mx1.example.test", "b.example.test", "c.other.test")
+
+
+async def test_mx_absent_or_null(discovery: Discovery, dns_server: DnsServer) -> None:
+    assert await discovery.lookup_mx("nowhere.test") == ()
+    dns_server.set_a("nodata.test", "127.0.0.1")
+    assert await discovery.lookup_mx("nodata.test") == ()
+    dns_server.set_mx("null.test", (0, "."))
+    assert await discovery.lookup_mx("null.test") == ()
+
+
+async def test_mx_failure_raises(discovery: Discovery, dns_server: DnsServer) -> None:
+    dns_server.fail(D, "servfail", "MX")
+    with pytest.raises(DnsLookupError):
+        await discovery.lookup_mx(D)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("::1", ("::1", 53)),
+        ("[::1]", ("::1", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+    ],
+)
+def test_nameserver_forms(spec: str, expected: tuple[str, int]) -> None:
+    assert parse_nameserver(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["localhost", "127.0.0.1:0", "[::1", "[::1]x", "1.2.3.4:dns"])
+def test_nameserver_bad_forms(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_nameserver(spec)
+
+
+def test_bad_timeouts_rejected() -> None:
+    with pytest.raises(ConfigError):
+        Discovery(nameservers=["127.0.0.1"], dns_timeout=0)
+
+
+async def test_servers_from_resolv_conf_are_used(dns_server: DnsServer, tmp_path: Path) -> None:
+    """With no `nameservers` the system configuration applies: dnspython hands its servers over
+    as address strings (on the resolver's port), not as nameserver objects."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\nnameserver https://doh.invalid/dns-query\n")
+    resolver = dns.asyncresolver.Resolver(filename=str(conf))
+    resolver.port = dns_server.address[1]
+    dns_server.set_txt(Q, "v=STSv1; id=conf")
+    assert (await DnsClient(resolver).txt(D)).result == TxtRecord(id="conf")

@@ -1,0 +1,223 @@
+"""The operator control channel (control.py): one JSON request per line on a root-only unix socket.
+
+In-process ControlServer over a real unix socket, with a real PolicyResolver against the loopback
+DNS/HTTPS servers and a real store. The CLI side (`cache ...` exit codes and output) is in
+test_cli.py; this file covers the protocol and what each command does to memory and disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import StsWorld
+from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
+from mta_sts_policyd.policy.resolver import LookupSettings, PolicyResolver
+from mta_sts_policyd.service.control import ControlServer, control_request
+
+ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
+ENFORCE_REPLY = b"OK secure match=mail.example.test servername=hostname"
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer."""
+    path = Path(tempfile.mkdtemp(prefix="mtasts-c-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Setup:
+    def __init__(self, resolver: PolicyResolver, control: ControlServer, path: Path) -> None:
+        self.resolver = resolver
+        self.control = control
+        self.path = path
+
+    async def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(control_request, self.path, request, 10.0)
+
+    async def raw(self, line: bytes) -> bytes:
+        """Send bytes as they are; return everything the server sends before closing."""
+
+        def go() -> bytes:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(str(self.path))
+                sock.sendall(line)
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+
+        return await asyncio.to_thread(go)
+
+    def flush(self) -> None:
+        cache = self.resolver.cache
+        cache.write_batch(*cache.take_batch())
+
+    def stored(self) -> list[str]:
+        return self.resolver.cache.stored_domains()
+
+
+@pytest.fixture
+async def setup(sts_world: StsWorld, short_dir: Path) -> AsyncIterator[Setup]:
+    sts_world.publish("example.test", ENFORCE)
+    sts_world.publish("other.test", ENFORCE.replace("mail.example.test", "mx.other.test"))
+    cache = PolicyCache(PolicyStore(short_dir / "policies.sqlite"), memory_entries=1)
+    settings = LookupSettings(cold_wait=2.0, exact_wildcards=False)
+    resolver = PolicyResolver(sts_world.discovery(), cache, settings)
+    control = ControlServer(resolver)
+    path = short_dir / "control.sock"
+    await control.start(path)
+    yield Setup(resolver, control, path)
+    await control.close()
+    await resolver.wait_idle()
+    cache.close()
+
+
+async def test_socket_is_owner_only_and_removed_on_close(setup: Setup) -> None:
+    """A63: socketmap is unauthenticated; cache changes need a channel file modes protect."""
+    assert stat.S_ISSOCK(setup.path.stat().st_mode)
+    assert stat.S_IMODE(setup.path.stat().st_mode) == 0o600
+    await setup.control.close()
+    assert not setup.path.exists()
+    with pytest.raises(FileNotFoundError):
+        await setup.ask({"command": "list"})
+
+
+async def test_a_stale_socket_file_is_replaced(sts_world: StsWorld, short_dir: Path) -> None:
+    path = short_dir / "control.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: what a killed daemon leaves
+    resolver = PolicyResolver(sts_world.discovery(), PolicyCache(None), LookupSettings())
+    control = ControlServer(resolver)
+    await control.start(path)
+    try:
+        assert await asyncio.to_thread(control_request, path, {"command": "list"}) == {
+            "ok": True,
+            "entries": [],
+        }
+    finally:
+        await control.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json\n",
+        b'{"domain": "example.test"}\n',  # no command
+        b'["list"]\n',
+        b'"list"\n',
+        b'{"command": "list", "pad": "' + b"x" * 5000 + b'"}\n',  # over the request cap
+    ],
+)
+async def test_bad_requests_get_an_error_reply(setup: Setup, line: bytes) -> None:
+    reply = await setup.raw(line)
+    assert reply.endswith(b"\n") and reply.count(b"\n") == 1
+    answer = json.loads(reply)
+    assert answer["ok"] is False
+    assert answer["error"].startswith("bad request")
+
+
+async def test_one_request_per_connection(setup: Setup) -> None:
+    reply = await setup.raw(b'{"command": "list"}\n{"command": "purge"}\n')
+    assert [json.loads(line) for line in reply.splitlines()] == [{"ok": True, "entries": []}]
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        ({"command": "frobnicate"}, "unknown command 'frobnicate' or missing domain"),
+        ({"command": "show"}, "unknown command 'show' or missing domain"),
+        ({"command": "refresh"}, "unknown command 'refresh' or missing domain"),
+        ({"command": "show", "domain": ".example.test"}, "is not a domain that can have a policy"),
+        ({"command": "purge", "domain": "[192.0.2.1]"}, "is not a domain that can have a policy"),
+    ],
+)
+async def test_wrong_commands_and_keys(setup: Setup, request_: dict[str, Any], error: str) -> None:
+    answer = await setup.ask(request_)
+    assert answer["ok"] is False
+    assert error in answer["error"]
+    assert "missing" not in answer  # only "not in the cache" means exit 1 in the CLI
+
+
+async def test_show_reads_a_domain_evicted_from_memory_from_the_store(setup: Setup) -> None:
+    """memory_entries = 1: the older domain lives on disk only, and show still finds it."""
+    resolver = setup.resolver
+    assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY
+    setup.flush()
+    assert (await resolver.answer("postfix", "other.test")).startswith(b"OK secure")
+    assert [e.domain for e in resolver.cache.hot_entries()] == ["other.test"]
+    listed = await setup.ask({"command": "list"})
+    assert [e["domain"] for e in listed["entries"]] == ["other.test"]  # memory only
+    shown = await setup.ask({"command": "show", "domain": "Example.Test."})
+    assert shown["ok"] is True
+    assert shown["entry"]["domain"] == "example.test"
+    assert shown["entry"]["reply"] == ENFORCE_REPLY.decode()  # what Postfix would get
+    assert [e.domain for e in resolver.cache.hot_entries()] == ["other.test"]
+
+
+async def test_purge_removes_from_memory_and_disk(setup: Setup) -> None:
+    resolver = setup.resolver
+    await resolver.answer("postfix", "example.test")
+    setup.flush()
+    await resolver.answer("postfix", "other.test")  # example.test is now on disk only
+    setup.flush()
+    assert sorted(setup.stored()) == ["example.test", "other.test"]
+    assert await setup.ask({"command": "purge", "domain": "example.test"}) == {
+        "ok": True,
+        "purged": 1,
+    }
+    setup.flush()
+    assert setup.stored() == ["other.test"]
+    missing = await setup.ask({"command": "show", "domain": "example.test"})
+    assert missing == {"ok": False, "error": "example.test is not in the cache", "missing": True}
+    assert await setup.ask({"command": "purge", "domain": "unknown.test"}) == {
+        "ok": True,
+        "purged": 0,
+    }
+    assert await setup.ask({"command": "purge"}) == {"ok": True, "purged": 1}
+    setup.flush()
+    assert setup.stored() == []
+
+
+async def test_refresh_discovers_now_past_back_off(setup: Setup, sts_world: StsWorld) -> None:
+    """A27 back-off is for automatic retries; an operator's refresh goes to the network at once."""
+    site = sts_world.https.site_for("mta-sts.example.test")
+    assert site is not None
+    site.status = 500
+    assert await setup.resolver.answer("postfix", "example.test") == b"NOTFOUND "
+    shown = await setup.ask({"command": "show", "domain": "example.test"})
+    assert shown["entry"]["failure"]["result_type"] == "sts-policy-fetch-error"
+    site.status = 200
+    refreshed = await setup.ask({"command": "refresh", "domain": "example.test"})
+    assert refreshed["ok"] is True
+    assert refreshed["entry"]["mode"] == "enforce" and refreshed["entry"]["failure"] is None
+    assert refreshed["entry"]["reply"] == ENFORCE_REPLY.decode()
+    assert sts_world.https.request_count("mta-sts.example.test") == 2
+    assert await setup.resolver.answer("postfix", "example.test") == ENFORCE_REPLY
+
+
+async def test_refresh_of_a_domain_without_policy(setup: Setup) -> None:
+    assert await setup.ask({"command": "refresh", "domain": "nothing.test"}) == {
+        "ok": True,
+        "entry": None,
+    }
+
+
+async def test_concurrent_clients(setup: Setup) -> None:
+    await setup.resolver.answer("postfix", "example.test")
+    answers = await asyncio.gather(
+        *(setup.ask({"command": "show", "domain": "example.test"}) for _ in range(20))
+    )
+    assert all(a["ok"] and a["entry"]["id"] == "1" for a in answers)

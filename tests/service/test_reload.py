@@ -1,0 +1,56 @@
+"""SIGHUP re-applies [discovery]: later lookups use the new nameservers (in-process daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import trustme
+
+from mta_sts_policyd.config.settings import load_config
+from mta_sts_policyd.postfix.client import SocketmapClient
+from mta_sts_policyd.service.daemon import Daemon
+from support.dns_server import DnsServer
+from support.https_server import HttpsServer
+
+POLICY = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
+
+
+def write_config(path: Path, nameserver: str, https: HttpsServer, state: Path) -> None:
+    path.write_text(
+        f'[server]\nlisten = ["127.0.0.1:0"]\nsts_attributes = false\ndane = "off"\n'
+        f'[discovery]\nnameservers = ["{nameserver}"]\nca_file = "{https.ca_pem_path}"\n'
+        f"https_port = {https.port}\ndns_timeout = 1.0\n"
+        f'[cache]\nstate_dir = "{state}"\n'
+    )
+
+
+def ask(address: str, key: str) -> bytes:
+    with SocketmapClient(address) as client:
+        return client.query(key)
+
+
+async def test_sighup_switches_nameservers(tmp_path: Path, trust_ca: trustme.CA) -> None:
+    with DnsServer() as old_dns, DnsServer() as new_dns, HttpsServer(trust_ca) as https:
+        new_dns.set_txt("_mta-sts.example.test", "v=STSv1; id=1")
+        new_dns.set_a("mta-sts.example.test", "127.0.0.1")
+        https.set_policy("example.test", POLICY)
+        config_path = tmp_path / "config.toml"
+        write_config(config_path, old_dns.nameserver, https, tmp_path / "state")
+        daemon = Daemon(load_config(config_path), config_path=config_path)
+        await daemon.start()
+        try:
+            host, port = daemon.bound[0]
+            address = f"{host}:{port}"
+            assert await asyncio.to_thread(ask, address, "example.test") == b"NOTFOUND "
+            write_config(config_path, new_dns.nameserver, https, tmp_path / "state")
+            daemon.reload()
+            new_dns.set_txt("_mta-sts.other.test", "v=STSv1; id=1")
+            new_dns.set_a("mta-sts.other.test", "127.0.0.1")
+            https.set_policy("other.test", POLICY)
+            reply = await asyncio.to_thread(ask, address, "other.test")
+            assert reply.startswith(b"OK secure match=mail.example.test")
+            assert new_dns.query_count("_mta-sts.other.test") == 1
+            assert old_dns.query_count("_mta-sts.other.test") == 0
+        finally:
+            await daemon.stop()
