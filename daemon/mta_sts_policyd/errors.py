@@ -35,6 +35,10 @@ class ConfigError(MtaStsError):
     """The configuration is invalid; the message names the key and the expected form."""
 
 
+class InvalidName(MtaStsError, ValueError):
+    """A host or domain name that cannot be written as an A-label host name; says why."""
+
+
 class PolicySyntaxError(MtaStsError):
     """A policy file (RFC 8461 §3.2) is invalid. `line` is 1-based, 0 for whole-body problems."""
 

@@ -20,7 +20,7 @@ from conftest import StsWorld
 from mta_sts_policyd.cli.probe import add_probe_parser, probe_command, run_probe
 from mta_sts_policyd.config.settings import Config, DiscoveryConfig
 from mta_sts_policyd.errors import ConfigError, PolicyFetchError, ResultType
-from mta_sts_policyd.probe.prober import MxProber, ProbeResult, normalise_host
+from mta_sts_policyd.probe.prober import MxProber, ProbeResult
 from mta_sts_policyd.probe.smtp import _read_reply, _Stop
 from mta_sts_policyd.probe.tls import classify_verify_error, describe_certificate, matches_host
 from support.certs import CertFactory
@@ -441,26 +441,6 @@ async def test_to_json_is_serialisable(ca: trustme.CA, ca_file: str) -> None:
     assert decoded["ok"] is False and decoded["transient"] is False
     assert decoded["cert_names"] == ["other.example.test"]
     assert str(decoded["cert_not_after"]).endswith("Z")
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("MX.Example.TEST.", "mx.example.test"),
-        ("bücher.example.test", "xn--bcher-kva.example.test"),
-    ],
-)
-def test_a50_normalise_host(given: str, expected: str) -> None:
-    assert normalise_host(given) == expected
-
-
-@pytest.mark.parametrize(
-    "bad",
-    ["", ".", "a b.example", "mx..example", "-mx.example", "mx.example\x00", "a" * 64 + ".test"],
-)
-def test_normalise_host_rejects(bad: str) -> None:
-    with pytest.raises(ValueError):
-        normalise_host(bad)
 
 
 # --- pure parts: SMTP reply parser, certificate name rules, verify-error mapping ------------

@@ -21,7 +21,7 @@ from mta_sts_policyd.sts import (
     policy_domain_for_key,
     select_sts_record,
 )
-from mta_sts_policyd.sts._names import hostname_problem
+from mta_sts_policyd.sts.names import hostname_problem
 
 # --- building blocks ---
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import gzip
 import json
 import os
@@ -14,12 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.tlsrpt.message import build_message
 from mta_sts_policyd.tlsrpt.model import (
     DomainDay,
     FailureDetail,
     PolicyAggregate,
     PolicyRef,
     PolicyType,
+    SessionEvent,
 )
 from mta_sts_policyd.tlsrpt.report import ReportSettings, build_report
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
@@ -93,6 +97,41 @@ def test_idn_domain_is_a_label_everywhere(tmp_path: Path) -> None:
     detail = json.loads(body)["policies"][0]["failure-details"][0]
     assert detail["receiving-ip"] == "2001:db8::25"  # row 26: RFC 5952 text
     assert detail["sending-mta-ip"] == "2001:db8::1"
+
+
+def test_report_for_strasse_de_goes_to_its_idna2008_a_label(tmp_path: Path) -> None:
+    """RFC 8460 §4.4 / RFC 8461 §3.2: `straße.de` is `xn--strae-oqa.de` in every place a report
+    names it. IDNA 2003 (Python's `idna` codec) would say `strasse.de`, another domain whose
+    `_smtp._tls` record would then receive this domain's report."""
+    policy = PolicyRef(PolicyType.STS, "straße.de", ("mode: enforce",), ("mx.straße.de",))
+    failure = FailureDetail(ResultType.CERTIFICATE_EXPIRED, receiving_mx_hostname="mx.straße.de")
+    ts = datetime(2026, 11, 21, 12, tzinfo=UTC).timestamp()
+    with TlsRptStore(tmp_path / "r.db") as store:
+        store.submit(SessionEvent(ts, "Straße.de.", policy, False, (failure,)))
+        store.flush()
+        (doc,) = [build_report(dd, SETTINGS) for dd in store.domain_days(DAY)]
+    a_label = "xn--strae-oqa.de"
+    report = json.loads(doc.json_bytes)["policies"][0]
+    assert doc.report_domain == a_label
+    assert report["policy"]["policy-domain"] == a_label
+    assert report["policy"]["mx-host"] == [f"mx.{a_label}"]
+    assert report["failure-details"][0]["receiving-mx-hostname"] == f"mx.{a_label}"
+    assert doc.filename.startswith(f"sender.example!{a_label}!")
+    assert doc.subject.startswith(f"Report Domain: {a_label} Submitter: sender.example ")
+    mail = email.message_from_bytes(
+        build_message(
+            doc,
+            from_addr="noreply@sender.example",
+            to_addr=f"tlsrpt@{a_label}",
+            date=datetime(2026, 11, 22, tzinfo=UTC),
+            message_id="<idn.1@sender.example>",
+        ),
+        policy=email.policy.default,
+    )
+    assert mail["Subject"] == doc.subject and mail["TLS-Report-Domain"] == a_label
+    (attachment,) = [p for p in mail.walk() if p.get_filename()]
+    assert attachment.get_filename() == doc.filename
+    assert "strasse" not in doc.json_bytes.decode() + doc.filename + doc.subject
 
 
 def test_date_range_covers_one_utc_day_and_filename_matches() -> None:

@@ -16,7 +16,8 @@ from typing import Any
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import MtaStsError
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
-from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver, normalise_host
+from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver
+from mta_sts_policyd.sts.names import host_name
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
 
@@ -59,9 +60,9 @@ async def run_probe(
 ) -> int:
     """The body of `probe_command`, for callers that already run an event loop."""
     try:
-        host = normalise_host(args.mx_host)
+        host = host_name(args.mx_host.strip())
     except ValueError as err:
-        print(f"probe: {err}", file=sys.stderr)
+        print(f"probe: invalid MX host name: {err}", file=sys.stderr)
         return EXIT_USAGE
     source = fetch_patterns or _discovery_patterns(config)
     patterns: Sequence[str] | None = None

@@ -12,12 +12,17 @@ import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 
-import dns.exception
-
 from mta_sts_policyd import __version__
 from mta_sts_policyd.discovery.policy_fetch import MAX_BODY, MAX_TIMEOUT, FetchResult, PolicyFetcher
-from mta_sts_policyd.errors import ConfigError, DiscoveryError, DnsLookupError, PolicyFetchError
-from mta_sts_policyd.net.dns_client import DnsClient, TxtLookup, ascii_domain, make_resolver
+from mta_sts_policyd.errors import (
+    ConfigError,
+    DiscoveryError,
+    DnsLookupError,
+    InvalidName,
+    PolicyFetchError,
+)
+from mta_sts_policyd.net.dns_client import DnsClient, TxtLookup, make_resolver
+from mta_sts_policyd.sts.names import to_a_label
 
 __all__ = ["MAX_BODY", "MAX_TIMEOUT", "Discovery", "FetchResult", "TxtLookup"]
 
@@ -94,9 +99,10 @@ class Discovery:
 
 
 def _name(domain: str, error: type[DiscoveryError]) -> str:
+    """The A-label form of a domain to ask about (surrounding space and trailing dots dropped)."""
     try:
-        name = ascii_domain(domain)
-    except (dns.exception.DNSException, UnicodeError) as exc:
+        name = to_a_label(domain.strip().rstrip("."))
+    except InvalidName as exc:
         raise error(f"invalid domain name {domain!r}: {exc}") from None
     if not name or name.startswith(".") or ".." in name:
         raise error(f"invalid domain name {domain!r}")

@@ -22,7 +22,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
-import idna
 
 from mta_sts_policyd.errors import ConfigError, DnsLookupError
 from mta_sts_policyd.net.dns_transport import DnsTransport, Nameserver
@@ -81,18 +80,6 @@ def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolv
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)
     return resolver
-
-
-def ascii_domain(domain: str) -> str:
-    """Lower-case A-label form without a trailing dot (U-labels: IDNA 2008 with UTS 46 mapping).
-
-    The `idna` package is used directly (httpx depends on it); dnspython's IDNA 2008 support
-    switches itself off when the installed idna is older than it wants.
-    """
-    name = domain.strip().rstrip(".")
-    if not name.isascii():
-        name = idna.encode(name, uts46=True).decode("ascii")
-    return name.lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from mta_sts_policyd.postfix.socketmap import MAX_REPLY, REPLY_NOTFOUND, reply_ok
-from mta_sts_policyd.sts._names import hostname_problem
 from mta_sts_policyd.sts.match import mx_matches
 from mta_sts_policyd.sts.model import Mode, Policy
+from mta_sts_policyd.sts.names import hostname_problem
 
 _UNSAFE_IN_BRACES_RE = re.compile(r"[{}\x00-\x1f\x7f]")
 

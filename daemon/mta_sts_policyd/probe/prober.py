@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mta_sts_policyd.errors import ConfigError, ResultType
-from mta_sts_policyd.probe.result import ProbeResult, apply_patterns, normalise_host
+from mta_sts_policyd.probe.result import ProbeResult, apply_patterns
 from mta_sts_policyd.probe.smtp import Session, run_session
 from mta_sts_policyd.probe.tls import (
     CertInfo,
@@ -29,6 +29,7 @@ from mta_sts_policyd.probe.tls import (
     peeking_context,
     verifying_context,
 )
+from mta_sts_policyd.sts.names import host_name
 
 __all__ = [
     "MAX_ADDRESSES",
@@ -36,7 +37,6 @@ __all__ = [
     "ProbeResult",
     "Resolver",
     "apply_patterns",
-    "normalise_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class MxProber:
 
     async def probe(self, mx_host: str, patterns: Sequence[str] | None = None) -> ProbeResult:
         """Cached verdict; re-probed after `reprobe_interval` (transient: `retry_interval`)."""
-        host = normalise_host(mx_host)
+        host = host_name(mx_host)
         entry = self._cache.get(host)
         if entry is not None and entry.expires > self._clock():
             return apply_patterns(entry.result, patterns)
@@ -137,11 +137,11 @@ class MxProber:
 
     async def probe_fresh(self, mx_host: str, patterns: Sequence[str] | None = None) -> ProbeResult:
         """Ignore the cache (joins a probe of the same host already running); refreshes it."""
-        return apply_patterns(await self._shared(normalise_host(mx_host)), patterns)
+        return apply_patterns(await self._shared(host_name(mx_host)), patterns)
 
     def cached(self, mx_host: str) -> ProbeResult | None:
         """The last network verdict for `mx_host`, even if due for a re-probe; no I/O."""
-        entry = self._cache.get(normalise_host(mx_host))
+        entry = self._cache.get(host_name(mx_host))
         return entry.result if entry else None
 
     async def aclose(self) -> None:

@@ -1,23 +1,17 @@
-"""The probe's verdict type and the pure steps around it (host names, policy patterns).
+"""The probe's verdict type and the pure step after it (the policy's mx patterns).
 
 No I/O: the prober (probe.py) produces these; the CLI, the TLS-RPT store and tests consume them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import idna
-
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.sts.match import mx_matches
 from mta_sts_policyd.tlsrpt.model import FailureDetail
-
-_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
-"""One label of a host name (`_` tolerated like Postfix does); it becomes the TLS SNI."""
 
 
 @dataclass(frozen=True)
@@ -77,22 +71,6 @@ class ProbeResult:
             receiving_ip=self.address,
             failure_reason_code=self.failure_reason_code,
         )
-
-
-def normalise_host(mx_host: str) -> str:
-    """A-label, lower case, one trailing dot removed (A50 Decision); ValueError if not a name."""
-    host = mx_host.strip()
-    if host.endswith("."):
-        host = host[:-1]
-    if not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii")
-        except idna.IDNAError as err:
-            raise ValueError(f"invalid MX host name {mx_host!r}: {err}") from None
-    host = host.lower()
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise ValueError(f"invalid MX host name {mx_host!r}")
-    return host
 
 
 def apply_patterns(result: ProbeResult, patterns: Sequence[str] | None) -> ProbeResult:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from mta_sts_policyd.sts._names import hostname_problem, to_a_label
+from mta_sts_policyd.errors import InvalidName
+from mta_sts_policyd.sts.names import hostname_problem, to_a_label
 
 _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
 """A port number or service name after the last ':' (`:587`, `:smtp`, `:submission`)."""
@@ -25,10 +26,13 @@ def policy_domain_for_key(key: str) -> str | None:
     if host is None or _is_ip(host):
         return None
     host = host.removesuffix(".")
-    domain = to_a_label(host)
-    if domain is not None and not host.isascii() and domain.endswith("."):
+    try:
+        domain = to_a_label(host)
+    except InvalidName:
+        return None
+    if not host.isascii() and domain.endswith("."):
         domain = domain[:-1]  # a trailing ideographic full stop maps to "." (UTS 46)
-    if domain is None or hostname_problem(domain) is not None or "." not in domain:
+    if hostname_problem(domain) is not None or "." not in domain:
         return None
     return domain
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mta_sts_policyd.sts._names import to_a_label
+from mta_sts_policyd.errors import InvalidName
+from mta_sts_policyd.sts.names import host_name
 
 
 def mx_matches(pattern: str, host: str) -> bool:
@@ -26,11 +27,11 @@ def patterns_matching(patterns: Iterable[str], host: str) -> list[str]:
 
 
 def _normalise_host(host: str) -> str | None:
-    """Lower-case A-label MX name without its trailing dot, or None if it is not a name."""
-    name = to_a_label(host[:-1] if host.endswith(".") else host)
-    if not name or "*" in name or "" in name.split("."):
+    """Lower-case A-label MX name without its trailing dot, or None if it is not a host name."""
+    try:
+        return host_name(host)
+    except InvalidName:
         return None
-    return name
 
 
 def _matches(pattern: str, name: str) -> bool:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mta_sts_policyd.errors import PolicySyntaxError
-from mta_sts_policyd.sts._names import hostname_problem, show
 from mta_sts_policyd.sts.model import MAX_AGE_LIMIT, Mode, Policy
+from mta_sts_policyd.sts.names import hostname_problem, show
 
 _WSP = " \t"
 _BOM = b"\xef\xbb\xbf"

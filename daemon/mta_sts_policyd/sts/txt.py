@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from mta_sts_policyd.sts._names import show
 from mta_sts_policyd.sts.model import TxtAbsent, TxtInvalid, TxtRecord, TxtResult
+from mta_sts_policyd.sts.names import show
 
 _VERSION = "v=STSv1"
 _CANDIDATE = re.compile(rb"v=STSv1[ \t]*;")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.errors import InvalidName, ResultType
+from mta_sts_policyd.sts.names import to_a_label
 from mta_sts_policyd.tlsrpt.model import FailureDetail
 
 MAX_TEXT = 255
@@ -20,22 +21,20 @@ _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s\"<>\\^`{|}]+")
 _NEEDS_REASON = (ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.VALIDATION_FAILURE)
 
 
-def to_alabel(name: str) -> str:
-    """A-label, lower case, no trailing dot (row 25); a leading `*.` wildcard is kept."""
-    name = name.strip().rstrip(".").lower()
-    if name.isascii():
-        return name
-    labels = name.split(".")
-    out = []
-    for label in labels:
-        if label.isascii():
-            out.append(label)
-            continue
-        try:
-            out.append(label.encode("idna").decode("ascii"))
-        except UnicodeError:
-            out.append("xn--" + label.encode("punycode").decode("ascii"))
-    return ".".join(out)
+def report_name(name: str) -> str:
+    """A name as a report writes it (RFC 8460 §4.4): A-label, lower case, no trailing dot.
+
+    The A-label comes from sts.names.to_a_label, the converter discovery and the probe use, so
+    a report goes to the same domain whose policy was applied. A leading `*.` wildcard is kept.
+    Names reach the store already checked (datagram, mail log and probe parsers); one that
+    still has no A-label form is kept lower-case as given rather than guessed at, and the
+    report schema checks drop it where a host name is required.
+    """
+    name = name.strip().rstrip(".")
+    try:
+        return to_a_label(name)
+    except InvalidName:
+        return name.lower()
 
 
 _HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
@@ -45,10 +44,7 @@ def hostname(value: str | None) -> str | None:
     """A-label host name (a leading `*.` allowed), or None if `value` is not one."""
     if not value:
         return None
-    try:
-        name = to_alabel(value)
-    except UnicodeError:
-        return None
+    name = report_name(value)
     return name if len(name) <= 253 and _HOSTNAME.fullmatch(name) else None
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from mta_sts_policyd.tlsrpt.model import DomainDay, FailureDetail, PolicyAggregate
-from mta_sts_policyd.tlsrpt.normalize import hostname, normalize_detail, to_alabel
+from mta_sts_policyd.tlsrpt.normalize import hostname, normalize_detail, report_name
 
 MAX_REPORT_BYTES = 5 * 1024 * 1024
 
@@ -39,14 +39,14 @@ class ReportSettings:
         local, at, domain = self.contact_info.rpartition("@")
         if not at or not local or "." not in domain or " " in self.contact_info:
             raise ValueError(f"contact_info {self.contact_info!r} is not an e-mail address")
-        if self.submitter is not None and to_alabel(self.submitter) != self.submitter_domain:
+        if self.submitter is not None and report_name(self.submitter) != self.submitter_domain:
             raise ValueError("submitter must equal the domain of contact_info (RFC 8460 §5.3)")
         if not self.organization_name.strip():
             raise ValueError("organization_name must not be empty")
 
     @property
     def submitter_domain(self) -> str:
-        return to_alabel(self.contact_info.rpartition("@")[2])
+        return report_name(self.contact_info.rpartition("@")[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ def build_report(dd: DomainDay, settings: ReportSettings) -> ReportDocument:
     )
     doc = ReportDocument(
         day=dd.day,
-        report_domain=to_alabel(dd.report_domain),
+        report_domain=report_name(dd.report_domain),
         tlsrpt_record=dd.tlsrpt_record,
         organization_name=settings.organization_name,
         contact_info=settings.contact_info,

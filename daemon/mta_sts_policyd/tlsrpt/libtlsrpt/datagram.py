@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-import idna
-
-from mta_sts_policyd.errors import DatagramError, ResultType
+from mta_sts_policyd.errors import DatagramError, InvalidName, ResultType
+from mta_sts_policyd.sts.names import host_name
 from mta_sts_policyd.tlsrpt.model import FailureDetail, PolicyRef, PolicyType, SessionEvent
 
 MAX_TEXT = 256
@@ -52,8 +50,6 @@ RESULT_CODES = {
     305: ResultType.DNSSEC_INVALID,
     306: ResultType.DANE_REQUIRED,
 }
-
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 
 
 class Anomaly(StrEnum):
@@ -250,20 +246,11 @@ def _cut(value: str) -> str:
 @lru_cache(maxsize=4096)
 def _domain(value: str, path: str) -> str:
     """Lower case, one trailing dot stripped, A-label (RFC 8460 §4.4); `*.` kept for mx patterns."""
-    name = value.lower()
-    if name.endswith("."):
-        name = name[:-1]
-    prefix = ""
-    if name.startswith("*."):
-        prefix, name = "*.", name[2:]
-    if not name.isascii():
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError, ValueError):
-            raise DatagramError(f"{path}: not a valid domain name") from None
-    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
-        raise DatagramError(f"{path}: not a valid domain name")
-    return prefix + name
+    prefix, name = ("*.", value[2:]) if value.startswith("*.") else ("", value)
+    try:
+        return prefix + host_name(name)
+    except InvalidName as exc:
+        raise DatagramError(f"{path}: not a valid domain name ({exc})") from None
 
 
 def _hostname_or_text(value: str | None) -> str | None:

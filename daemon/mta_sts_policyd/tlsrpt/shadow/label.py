@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from mta_sts_policyd.errors import ResultType
-from mta_sts_policyd.probe.result import ProbeResult, apply_patterns, normalise_host
+from mta_sts_policyd.probe.result import ProbeResult, apply_patterns
 from mta_sts_policyd.sts.model import Policy
+from mta_sts_policyd.sts.names import host_name
 from mta_sts_policyd.tlsrpt.model import FailureDetail, PolicyRef, PolicyType, SessionEvent
 
 
@@ -63,7 +64,7 @@ def safe_host(name: str | None) -> str | None:
     if not name:
         return None
     try:
-        return normalise_host(name)
+        return host_name(name)
     except ValueError:
         return None
 

@@ -20,7 +20,7 @@ from mta_sts_policyd.tlsrpt.model import (
     PolicyType,
     SessionEvent,
 )
-from mta_sts_policyd.tlsrpt.normalize import normalize_detail, to_alabel
+from mta_sts_policyd.tlsrpt.normalize import normalize_detail, report_name
 
 _DETAIL_FIELDS = (
     ("s", "sending_mta_ip"),
@@ -40,7 +40,7 @@ def _dumps(value: object) -> str:
 # the collector): encoding each once instead of per event is ~20 % of the ingest CPU.
 @lru_cache(maxsize=4096)
 def domain_key(domain: str) -> str:
-    return to_alabel(domain)
+    return report_name(domain)
 
 
 @lru_cache(maxsize=4096)
@@ -49,9 +49,9 @@ def policy_json(policy: PolicyRef, report_domain: str) -> str:
     return _dumps(
         {
             "t": str(policy.policy_type),
-            "d": to_alabel(policy.policy_domain or report_domain),
+            "d": report_name(policy.policy_domain or report_domain),
             "s": list(policy.policy_strings),
-            "m": [to_alabel(m) for m in policy.mx_hosts],
+            "m": [report_name(m) for m in policy.mx_hosts],
         }
     )
 
