@@ -9,7 +9,8 @@ import io
 import json
 from pathlib import Path
 
-from mta_sts_policyd.cli.report import ReportContext, register
+from mta_sts_policyd.cli.report import register
+from mta_sts_policyd.tlsrpt.context import ReportContext
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
 from mta_sts_policyd.tlsrpt.message import DkimSettings
 from mta_sts_policyd.tlsrpt.report import ReportSettings

@@ -23,6 +23,7 @@ from mta_sts_policyd.errors import ConfigError, PolicyFetchError, ResultType
 from mta_sts_policyd.probe.prober import MxProber, ProbeResult
 from mta_sts_policyd.probe.smtp import _read_reply, _Stop
 from mta_sts_policyd.probe.tls import classify_verify_error, describe_certificate, matches_host
+from mta_sts_policyd.tlsrpt.shadow.label import probe_failure_detail
 from support.certs import CertFactory
 from support.smtp_server import (
     LoopbackSmtpServer,
@@ -95,7 +96,7 @@ async def test_a51_valid_certificate_passes(valid_server: LoopbackSmtpServer, ca
     assert MX in result.cert_names
     assert result.cert_not_after is not None and result.cert_not_after > dt.datetime.now(dt.UTC)
     assert result.receiving_helo == MX
-    assert result.failure_detail() is None
+    assert probe_failure_detail(result) is None
 
 
 async def test_a51a_sni_is_the_mx_host_name(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
@@ -198,7 +199,7 @@ async def test_a51_untrusted_issuer(ca_file: str) -> None:
     )
     assert result.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
     assert result.failure_reason_code == "unable to get local issuer certificate"
-    detail = result.failure_detail(sending_mta_ip="127.0.0.1")
+    detail = probe_failure_detail(result, sending_mta_ip="127.0.0.1")
     assert detail is not None
     assert detail.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
     assert detail.receiving_mx_hostname == MX and detail.receiving_ip == "127.0.0.1"
@@ -292,7 +293,7 @@ async def test_silent_server_times_out_as_transient(ca_file: str) -> None:
         result = await prober(ca_file, srv.port, timeout=0.2).probe(MX)
     assert not result.ok and result.transient and result.result_type is None
     assert "timeout waiting for banner" in result.reason
-    assert result.failure_detail() is None
+    assert probe_failure_detail(result) is None
 
 
 def free_port() -> int:

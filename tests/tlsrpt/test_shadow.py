@@ -28,7 +28,8 @@ from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.sts.model import Mode, Policy
 from mta_sts_policyd.tlsrpt.libtlsrpt.datagram import parse_datagram
 from mta_sts_policyd.tlsrpt.model import FailureDetail, PolicyRef, PolicyType, SessionEvent
-from mta_sts_policyd.tlsrpt.shadow.checker import RelabelingSink, TestingShadow
+from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
+from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
 from support.certs import CertFactory
 from support.dns_server import DnsServer
 from support.smtp_server import LoopbackSmtpServer, SmtpBehaviour

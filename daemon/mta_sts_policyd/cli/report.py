@@ -11,14 +11,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
 from mta_sts_policyd.errors import DnsLookupError, MtaStsError
-from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport, Transport
-from mta_sts_policyd.tlsrpt.message import DkimSettings
+from mta_sts_policyd.tlsrpt.context import ReportContext
+from mta_sts_policyd.tlsrpt.deliver import NetworkTransport, Transport
 from mta_sts_policyd.tlsrpt.record import (
     RecordSyntaxError,
     TlsRptRecord,
@@ -26,26 +26,12 @@ from mta_sts_policyd.tlsrpt.record import (
     fetch_tlsrpt_record,
     parse_tlsrpt_record,
 )
-from mta_sts_policyd.tlsrpt.report import ReportDocument, ReportSettings, build_report
+from mta_sts_policyd.tlsrpt.report import ReportDocument, build_report
 from mta_sts_policyd.tlsrpt.sender import ReportSender
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from mta_sts_policyd.tlsrpt.store.ledger import Job, JobBook, JobState
 
 EX_OK, EX_NOTFOUND, EX_TEMPFAIL = 0, 1, 75
-
-
-@dataclass(frozen=True)
-class ReportContext:
-    """What the handlers need; cli.py fills it from the loaded config."""
-
-    store_path: Path
-    report: ReportSettings
-    delivery: DeliverySettings
-    dkim: DkimSettings
-    retention_days: int = 31
-    txt_lookup: TxtLookup | None = None
-    """`_smtp._tls` resolver for records not supplied by the producer (dnstxt.txt_lookup)."""
-    out: TextIO | None = None
 
 
 Handler = Callable[[argparse.Namespace, ReportContext], int]

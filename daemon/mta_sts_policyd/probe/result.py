@@ -1,6 +1,8 @@
 """The probe's verdict type and the pure step after it (the policy's mx patterns).
 
-No I/O: the prober (probe.py) produces these; the CLI, the TLS-RPT store and tests consume them.
+No I/O: the prober (probe.py) produces these; the CLI, the TLS-RPT shadow and tests consume
+them. Turning a verdict into an RFC 8460 failure detail is TLS-RPT's job (tlsrpt/shadow/label.py):
+the probe knows nothing of reporting.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from datetime import datetime
 
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.sts.match import mx_matches
-from mta_sts_policyd.tlsrpt.model import FailureDetail
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,6 @@ class ProbeResult:
             "receiving_helo": self.receiving_helo,
             "checked_at": self.checked_at,
         }
-
-    def failure_detail(self, sending_mta_ip: str | None = None) -> FailureDetail | None:
-        """The RFC 8460 `failure-details` key for a reportable failure, else None."""
-        if self.ok or self.result_type is None:
-            return None
-        return FailureDetail(
-            result_type=self.result_type,
-            sending_mta_ip=sending_mta_ip,
-            receiving_mx_hostname=self.mx_host,
-            receiving_mx_helo=self.receiving_helo,
-            receiving_ip=self.address,
-            failure_reason_code=self.failure_reason_code,
-        )
 
 
 def apply_patterns(result: ProbeResult, patterns: Sequence[str] | None) -> ProbeResult:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mta_sts_policyd.cli.report import ReportContext
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import ConfigError, ResultType
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.sts.model import Mode
+from mta_sts_policyd.tlsrpt.context import ReportContext
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, DkimSettings, NetworkTransport
 from mta_sts_policyd.tlsrpt.model import (
     EventSink,
@@ -146,7 +146,8 @@ class Reporting:
     def _start_shadow(self, store: EventSink) -> EventSink:
         """Testing-mode domains: probe their MX hosts and label their sessions (issue 6)."""
         from mta_sts_policyd.probe.prober import MxProber
-        from mta_sts_policyd.tlsrpt.shadow.checker import RelabelingSink, TestingShadow
+        from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
+        from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
 
         p, discovery = self.config.probe, self.resolver.discovery
         prober = MxProber(

@@ -44,16 +44,8 @@ from mta_sts_policyd.tlsrpt.shadow.label import (
     unnamed_verdict,
     with_results,
 )
-from mta_sts_policyd.tlsrpt.shadow.sink import HoldStats, RelabelingSink
 
-__all__ = [
-    "MAX_MX",
-    "HoldStats",
-    "RelabelingSink",
-    "ShadowStats",
-    "TestingShadow",
-    "TestingState",
-]
+__all__ = ["MAX_MX", "ShadowStats", "TestingShadow", "TestingState"]
 
 log = logging.getLogger(__name__)
 

@@ -105,9 +105,25 @@ def as_sts(event: SessionEvent, policy: PolicyRef, verdict: ProbeResult) -> Sess
     return replace(event, policy=policy, success=False, failures=(detail,))
 
 
+def probe_failure_detail(
+    verdict: ProbeResult, sending_mta_ip: str | None = None
+) -> FailureDetail | None:
+    """The RFC 8460 `failure-details` key of a reportable probe failure, else None."""
+    if verdict.ok or verdict.result_type is None:
+        return None
+    return FailureDetail(
+        result_type=verdict.result_type,
+        sending_mta_ip=sending_mta_ip,
+        receiving_mx_hostname=verdict.mx_host,
+        receiving_mx_helo=verdict.receiving_helo,
+        receiving_ip=verdict.address,
+        failure_reason_code=verdict.failure_reason_code,
+    )
+
+
 def probe_detail(verdict: ProbeResult, event: SessionEvent) -> FailureDetail:
     """The probe's failure detail, with the addresses the session itself reported for that MX."""
-    detail = verdict.failure_detail()
+    detail = probe_failure_detail(verdict)
     assert detail is not None, "probe_detail needs a reportable failure"
     for own in event.failures:
         if safe_host(own.receiving_mx_hostname) == verdict.mx_host:

@@ -23,17 +23,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mta_sts_policyd.tlsrpt.model import EventSink, SessionEvent
 
-if TYPE_CHECKING:
-    from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
-
-__all__ = ["HoldStats", "RelabelingSink"]
+__all__ = ["HoldStats", "Relabeler", "RelabelingSink"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +52,19 @@ class HoldStats:
     """Handed on by `close`."""
 
 
+class Relabeler(Protocol):
+    """What the sink needs of the shadow (checker.py's `TestingShadow`): declared here so the
+    sink does not import the shadow that is built around it."""
+
+    def relabel(self, event: SessionEvent) -> SessionEvent: ...
+
+    def round_pending(self, event: SessionEvent) -> bool: ...
+
+    def request_round(self, domain: str) -> bool: ...
+
+    def add_round_listener(self, listener: Callable[[str], None]) -> None: ...
+
+
 class _Outcome(Enum):
     HELD = "held"
     ENDED = "ended"  # the round ended meanwhile: relabel again
@@ -68,7 +78,7 @@ class RelabelingSink:
     def __init__(
         self,
         inner: EventSink,
-        shadow: TestingShadow,
+        shadow: Relabeler,
         *,
         max_hold: float = 60.0,
         max_per_domain: int = 1_000,
