@@ -148,3 +148,25 @@ async def test_replies_with_a_wrong_id_or_garbage_are_ignored() -> None:
 async def test_a_name_dnspython_cannot_encode_is_a_lookup_error() -> None:
     with pytest.raises(DnsLookupError, match="TXT"):
         await transport(("127.0.0.1", 53)).ask("a" * 64 + ".test", TXT)  # label over 63 octets
+
+
+@pytest.mark.fault
+async def test_tcp_closed_without_answer_falls_back_to_the_next_server(
+    dns_server: DnsServer, second_server: DnsServer
+) -> None:
+    """A resolver at its TCP limit truncates over UDP, then closes TCP without an answer:
+    dnspython raises EOFError, which must end only that server's turn (issue 11, items 2-3)."""
+    dns_server.fail(Q, "tc-then-close")
+    second_server.set_txt(Q, "v=STSv1; id=2")
+    reply = await transport(dns_server.address, second_server.address).ask(Q, TXT)
+    assert strings(reply) == [b"v=STSv1; id=2"]
+    assert [q.transport for q in dns_server.queries] == ["udp", "tcp"]
+
+
+@pytest.mark.fault
+async def test_tcp_closed_without_answer_everywhere_is_a_lookup_error(
+    dns_server: DnsServer,
+) -> None:
+    dns_server.fail(Q, "tc-then-close")
+    with pytest.raises(DnsLookupError, match="TCP retry after truncation: EOFError"):
+        await transport(dns_server.address).ask(Q, TXT)

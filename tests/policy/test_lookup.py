@@ -467,8 +467,8 @@ async def test_background_rechecks_share_the_refresh_bound(
     for d in domains:
         assert await resolver.answer("postfix", d) == ENFORCE_REPLY  # never waits
     peak = 0
-    while resolver._inflight:
-        peak = max(peak, 2 - resolver._refresh_slots._value)
+    while any(resolver.updates.in_flight(d) for d in domains):
+        peak = max(peak, 2 - resolver.updates.refresh_slots._value)
         await asyncio.sleep(0.01)
     assert peak == 2
     assert all(resolver.cache.get(d).policy_id == "2" for d in domains)  # type: ignore[union-attr]
@@ -477,9 +477,9 @@ async def test_background_rechecks_share_the_refresh_bound(
 async def test_restart_burst_queues_at_most_background_limit_rechecks(
     sts_world: StsWorld, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mta_sts_policyd.policy.resolver as lookup_module
+    import mta_sts_policyd.policy.update as update_module
 
-    monkeypatch.setattr(lookup_module, "BACKGROUND_LIMIT", 3)
+    monkeypatch.setattr(update_module, "BACKGROUND_LIMIT", 3)
     resolver = make_resolver(sts_world, clock, refresh_concurrency=1)
     domains = [f"d{i}.test" for i in range(10)]
     for d in domains:
@@ -489,7 +489,7 @@ async def test_restart_burst_queues_at_most_background_limit_rechecks(
     clock.advance(61)  # every domain's TXT re-check is due at once
     for d in domains:
         assert await resolver.answer("postfix", d) == ENFORCE_REPLY
-    assert len(resolver._inflight) == 3  # no task per domain beyond the limit
+    assert sum(resolver.updates.in_flight(d) for d in domains) == 3  # no task per domain beyond
     await resolver.wait_idle()
 
 

@@ -12,7 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mta_sts_policyd.errors import NetstringError
-from mta_sts_policyd.postfix.policy_reply import render_policy_reply, valid_mx_patterns
+from mta_sts_policyd.postfix.policy_reply import (
+    NO_MX_MATCH,
+    render_policy_reply,
+    valid_mx_patterns,
+)
 from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND, NetstringDecoder, encode_netstring
 from mta_sts_policyd.sts.match import mx_matches
 from mta_sts_policyd.sts.model import Mode, Policy
@@ -201,10 +205,14 @@ def test_c2_4_c5_rendered_replies_parse_as_postfix_would(
 def _check_match_entries(entries: list[str], valid: list[str], hosts: list[str] | None) -> None:
     """Every entry is a hostname or `.hostname` and is justified by a validated pattern (C.3)."""
     assert len(entries) == len(set(entries))
+    if entries == [NO_MX_MATCH]:
+        assert hosts is not None  # MX data, and none of it matched: refuse (RFC 8461 §4.1)
+        return
     for entry in entries:
         name = entry[1:] if entry.startswith(".") else entry
         assert HOSTNAME_RE.fullmatch(name), entry
         if entry.startswith("."):
+            assert hosts is None  # the any-depth form only without MX data (issue 11, 1a)
             assert "*" + entry in valid
         elif entry not in valid:
             assert hosts is not None

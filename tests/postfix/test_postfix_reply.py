@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from mta_sts_policyd.postfix.policy_reply import match_list, render_policy_reply, valid_mx_patterns
+from mta_sts_policyd.postfix.policy_reply import (
+    NO_MX_MATCH,
+    match_list,
+    render_policy_reply,
+    valid_mx_patterns,
+)
 from mta_sts_policyd.postfix.socketmap import (
     REPLY_NOTFOUND,
     reply_ok,
@@ -159,11 +164,30 @@ def test_d40_d41_deeper_and_bare_names_are_not_wildcard_hits() -> None:
     assert reply == b"OK secure match=mx1.example.net servername=hostname"
 
 
-def test_wildcard_matching_no_mx_falls_back_to_dot_pattern() -> None:
+def test_wildcard_without_mx_data_falls_back_to_dot_pattern() -> None:
+    policy = enforce("mail.example.com", "*.example.net")
+    reply = render_policy_reply(policy, "example.com", sts_attributes=False, mx_hosts=None)
+    assert reply == b"OK secure match=mail.example.com:.example.net servername=hostname"
+
+
+@pytest.mark.fault
+def test_wildcard_matching_no_mx_adds_nothing_with_mx_data() -> None:
+    """Issue 11 item 1a: MX data exists, the wildcard matches none of it (the only MX is two
+    labels deep): never the any-depth `.example.net`, which would let that MX in."""
     policy = enforce("mail.example.com", "*.example.net")
     for hosts in ([], ["mail.example.com"], ["a.b.example.net"]):
         reply = render_policy_reply(policy, "example.com", sts_attributes=False, mx_hosts=hosts)
-        assert reply == b"OK secure match=mail.example.com:.example.net servername=hostname"
+        assert reply == b"OK secure match=mail.example.com servername=hostname"
+
+
+@pytest.mark.fault
+def test_no_mx_matching_any_pattern_refuses_every_certificate() -> None:
+    reply = render_policy_reply(
+        enforce("*.mx.example.net"), "example.net", sts_attributes=False,
+        mx_hosts=["a.b.mx.example.net"],
+    )  # fmt: skip
+    assert reply == f"OK secure match={NO_MX_MATCH} servername=hostname".encode()
+    assert NO_MX_MATCH.endswith(".invalid")  # RFC 6761: no CA issues names under it
 
 
 def test_mx_hosts_keep_exact_patterns_and_dedupe() -> None:

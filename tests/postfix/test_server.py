@@ -224,6 +224,16 @@ async def test_c1_5_oversized_answer_becomes_notfound(
     assert "reply_too_large" in events
 
 
+@pytest.mark.fault
+async def test_empty_answer_is_never_sent_as_an_empty_payload(
+    server: SocketmapServer, events: list[str]
+) -> None:
+    """Issue 11 item 2: `0:,` makes Postfix report "socketmap server unknown error" and defer."""
+    addr = await server.listen_tcp("127.0.0.1", 0)
+    assert await request(addr, "empty.example") == b"NOTFOUND "
+    assert "answer_error" in events
+
+
 async def test_client_that_does_not_read_is_paused_not_buffered(server: SocketmapServer) -> None:
     """Flow control: replies to a pipelining client that stops reading stay bounded."""
     addr = await server.listen_tcp("127.0.0.1", 0)

@@ -37,8 +37,10 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rrset
 
-Failure = Literal["nxdomain", "servfail", "refused", "drop"]
-"""What a failing name does: NXDOMAIN, SERVFAIL, REFUSED, or no reply at all ("drop")."""
+Failure = Literal["nxdomain", "servfail", "refused", "drop", "tc-then-close"]
+"""What a failing name does: NXDOMAIN, SERVFAIL, REFUSED, no reply at all ("drop"), or a
+truncated UDP reply followed by a TCP connection closed without an answer ("tc-then-close": a
+resolver at its TCP limit)."""
 
 _IN = dns.rdataclass.IN
 _MAX_CHAIN = 16
@@ -293,7 +295,8 @@ class DnsServer:
                     with contextlib.suppress(OSError):
                         conn.sendall(struct.pack("!H", len(wire)) + wire)
 
-                self._handle(data, "tcp", send, sync=True)
+                if self._handle(data, "tcp", send, sync=True) == "close":
+                    return
 
     def _handle(
         self,
@@ -301,18 +304,26 @@ class DnsServer:
         transport: Literal["udp", "tcp"],
         send: Callable[[bytes], None],
         sync: bool = False,
-    ) -> None:
+    ) -> Literal["close"] | None:
+        """Answer one query; "close" asks the TCP loop to hang up without answering."""
         try:
             query = dns.message.from_wire(data)
             question = query.question[0]
         except (dns.exception.DNSException, IndexError):
-            return
+            return None
         name = _key(question.name.to_text())
         rdtype = dns.rdatatype.RdataType(question.rdtype)
         self._record(name, rdtype, transport)
+        if self._node(name, rdtype) == "tc-then-close":
+            if transport == "tcp":
+                return "close"
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.RA | dns.flags.TC
+            send(truncated.to_wire())
+            return None
         wire = self._respond(query, name, rdtype, transport)
         if wire is None:
-            return
+            return None
         delay = self._delays.get(name, 0.0)
         if delay <= 0:
             send(wire)
@@ -323,6 +334,7 @@ class DnsServer:
             timer = threading.Timer(delay, send, args=(wire,))
             timer.daemon = True
             timer.start()
+        return None
 
     def _record(self, name: str, rdtype: dns.rdatatype.RdataType, transport: str) -> None:
         rtype = dns.rdatatype.to_text(rdtype)

@@ -21,10 +21,10 @@ from mta_sts_policyd.errors import (
     InvalidName,
     PolicyFetchError,
 )
-from mta_sts_policyd.net.dns_client import DnsClient, TxtLookup, make_resolver
+from mta_sts_policyd.net.dns_client import DnsClient, MxLookup, TxtLookup, make_resolver
 from mta_sts_policyd.sts.names import to_a_label
 
-__all__ = ["MAX_BODY", "MAX_TIMEOUT", "Discovery", "FetchResult", "TxtLookup"]
+__all__ = ["MAX_BODY", "MAX_TIMEOUT", "Discovery", "FetchResult", "MxLookup", "TxtLookup"]
 
 DEFAULT_USER_AGENT = f"mta-sts-policyd/{__version__}"
 
@@ -65,6 +65,10 @@ class Discovery:
     async def lookup_mx(self, domain: str) -> tuple[str, ...]:
         """MX host names (lower case, no trailing dot) by preference; () when there are none."""
         return await self._dns.mx(_name(domain, DnsLookupError))
+
+    async def lookup_mx_ttl(self, domain: str) -> MxLookup:
+        """MX host names with the TTL of the answer (exact wildcards re-read them when it ends)."""
+        return await self._dns.mx_lookup(_name(domain, DnsLookupError))
 
     async def lookup_addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of a host (for the MX probe); DnsLookupError on failure."""

@@ -44,6 +44,14 @@ class TxtLookup:
     records: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class MxLookup:
+    """MX host names by preference (() when there are none) and the answer's smallest TTL."""
+
+    hosts: tuple[str, ...]
+    ttl: int
+
+
 def parse_nameserver(spec: str) -> tuple[str, int]:
     """Parse "IP", "IP:PORT", "IPv6", "[IPv6]" or "[IPv6]:PORT" -> (address, port)."""
     host, port = spec.strip(), "53"
@@ -143,12 +151,16 @@ class DnsClient:
 
     async def mx(self, domain: str) -> tuple[str, ...]:
         """MX host names by preference; () for NXDOMAIN, NODATA and a null MX (RFC 7505)."""
+        return (await self.mx_lookup(domain)).hosts
+
+    async def mx_lookup(self, domain: str) -> MxLookup:
+        """MX host names by preference with the answer's TTL (how long they may be relied on)."""
         answer = await self._query(domain, dns.rdatatype.MX)
         if answer.rrset is None:
-            return ()
+            return MxLookup((), answer.ttl)
         ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
         hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
-        return tuple(h for h in hosts if h not in ("", "."))
+        return MxLookup(tuple(h for h in hosts if h not in ("", ".")), answer.ttl)
 
     async def tlsa_authenticated(self, host: str, port: int = 25) -> bool:
         """True when `_PORT._tcp.HOST` has TLSA records the resolver validated (AD bit)."""

@@ -8,7 +8,9 @@ reply; this module only moves bytes, on a fresh socket per query so the kernel p
 source port (with dnspython's random ID, the spoofing defence of RFC 5452).
 
 Semantics kept from the Resolver: servers are tried in order; a server that answers SERVFAIL,
-REFUSED or anything but NOERROR/NXDOMAIN is not asked again for this question; a silent server
+REFUSED or anything but NOERROR/NXDOMAIN, or whose exchange fails in any other way (unreachable,
+TCP closed without an answer, a reply dnspython cannot use), is not asked again for this
+question; `ask` is the one place where such errors become DnsLookupError; a silent server
 is retried in the next round until `lifetime` is spent; a reply with TC set is asked again over
 TCP; replies with the wrong ID or question are ignored.
 """
@@ -86,8 +88,8 @@ class DnsTransport:
                     )
                 except TimeoutError:
                     continue  # silent: ask it again next round
-                except OSError as exc:
-                    errors.append(f"{server} unreachable ({exc.strerror or exc})")
+                except Exception as exc:  # the one place DNS I/O errors end
+                    errors.append(f"{server} failed ({_describe(exc)})")
                     candidates.remove(server)
                     continue
                 rcode = reply.rcode()
@@ -137,9 +139,29 @@ class DnsTransport:
     async def _tcp(
         self, query: dns.message.Message, server: Nameserver, budget: float
     ) -> dns.message.Message:
+        """The TCP retry after truncation. Any failure but a timeout (dnspython raises EOFError
+        when the server closes without answering, DNSException, OSError, ...) ends this server's
+        turn in `ask`, which goes on with the next one."""
         try:
             return await dns.asyncquery.tcp(query, server.address, budget, server.port)
         except dns.exception.Timeout:
             raise TimeoutError from None
-        except dns.exception.DNSException as exc:
-            raise OSError(f"TCP retry after truncation failed: {exc}") from None
+        except Exception as exc:  # translated in ask
+            raise _TcpFailed(exc) from exc
+
+
+class _TcpFailed(Exception):
+    """The TCP retry failed; says so in the reason."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"TCP retry after truncation: {_describe(cause)}")
+
+
+def _describe(exc: BaseException) -> str:
+    """A reason naming what failed even when the library's message is empty (EOFError())."""
+    if isinstance(exc, _TcpFailed):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"unreachable: {exc.strerror}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -29,6 +29,10 @@ class CacheEntry:
     failure: tuple[ResultType, str] | None = None
     """The discovery failure in force (cleared by the next success); TLS-RPT, `cache show`."""
     mx_hosts: tuple[str, ...] = ()
+    mx_checked_at: float = 0.0
+    """When `mx_hosts` was read from DNS; 0.0: no MX data (never asked, or the lookup failed)."""
+    mx_ttl: float = 0.0
+    """The TTL of that MX answer: exact wildcards re-read the MX set when it has run out."""
     dane: bool = False
     """An MX host has DNSSEC-validated TLSA records (RFC 8461 §2: DANE takes precedence)."""
     reply: bytes = field(default=b"", repr=False)
@@ -59,6 +63,8 @@ def entry_to_json(entry: CacheEntry) -> dict[str, Any]:
         "failed_at": entry.failed_at,
         "failure": None if entry.failure is None else [entry.failure[0].value, entry.failure[1]],
         "mx_hosts": list(entry.mx_hosts),
+        "mx_checked_at": entry.mx_checked_at,
+        "mx_ttl": entry.mx_ttl,
         "dane": entry.dane,
     }
 
@@ -89,5 +95,7 @@ def entry_from_json(domain: str, data: dict[str, Any]) -> CacheEntry:
         failed_at=float(data["failed_at"]),
         failure=None if failure is None else (ResultType(failure[0]), str(failure[1])),
         mx_hosts=tuple(str(h) for h in data["mx_hosts"]),
+        mx_checked_at=float(data.get("mx_checked_at", 0.0)),
+        mx_ttl=float(data.get("mx_ttl", 0.0)),
         dane=bool(data.get("dane", False)),
     )

@@ -1,4 +1,4 @@
-"""Proactive refresh (RFC 8461 §3.3, §10.2; spec A42-A44) as a mixin of PolicyResolver.
+"""Proactive refresh (RFC 8461 §3.3, §10.2): a collaborator of PolicyResolver over the update path.
 
 Every cached policy in use is refetched about daily (per-domain jitter, bounded concurrency),
 before expiry for short max_age values, regardless of the TXT record; failures of non-`none`
@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
 
 from mta_sts_policyd.errors import DnsLookupError
-from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache
-from mta_sts_policyd.policy.stats import LookupStats
+from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.store.sqlite import RefreshFacts
-from mta_sts_policyd.policy.types import DiscoveryLike, LookupSettings
+from mta_sts_policyd.policy.types import ResolverContext
+from mta_sts_policyd.policy.update import PolicyUpdater
 from mta_sts_policyd.sts.model import TxtRecord
 
 
 class ProactiveRefresh:
-    discovery: DiscoveryLike
-    cache: PolicyCache
-    settings: LookupSettings
-    clock: Callable[[], float]
-    stats: LookupStats
-    _refresh_slots: asyncio.Semaphore
+    """Finds the policies in use that are due and refetches them through the update path."""
 
-    async def _fetch(self, entry: CacheEntry, policy_id: str | None, now: float) -> CacheEntry:
-        raise NotImplementedError  # provided by PolicyResolver
+    def __init__(self, ctx: ResolverContext, updater: PolicyUpdater) -> None:
+        self._ctx = ctx
+        self._updater = updater
 
     def refresh_due(self, entry: CacheEntry, now: float) -> bool:
         """In use, holding a policy, and older than the refresh interval plus per-domain jitter."""
@@ -40,7 +35,7 @@ class ProactiveRefresh:
         return self._due(facts, now)
 
     def _due(self, facts: RefreshFacts, now: float) -> bool:
-        s = self.settings
+        s = self._ctx.settings
         if now - facts.last_used > 2 * s.refresh_interval:
             return False
         jitter = zlib.crc32(facts.domain.encode()) % max(1, int(s.refresh_jitter) or 1)
@@ -51,13 +46,14 @@ class ProactiveRefresh:
     async def refresh_once(self) -> int:
         """Refetch every due policy in use, in memory or only in the store (a domain in use can
         be pushed out of the memory set by others); bounded concurrency. Returns how many."""
-        now = self.clock()
+        ctx = self._ctx
+        now = ctx.clock()
         due: list[CacheEntry | str] = [
-            e for e in self.cache.hot_entries() if self.refresh_due(e, now)
+            e for e in ctx.cache.hot_entries() if self.refresh_due(e, now)
         ]
-        interval = self.settings.refresh_interval
+        interval = ctx.settings.refresh_interval
         due += await asyncio.to_thread(
-            self.cache.stored_due, now - 2 * interval, now, interval, lambda f: self._due(f, now)
+            ctx.cache.stored_due, now - 2 * interval, now, interval, lambda f: self._due(f, now)
         )
         pending = iter(due)  # shared by the workers: no task per domain for a large store
 
@@ -67,43 +63,47 @@ class ProactiveRefresh:
                 if entry is not None:
                     await self._refresh(entry)
 
-        width = max(1, min(self.settings.refresh_concurrency, len(due)))
+        width = max(1, min(ctx.settings.refresh_concurrency, len(due)))
         await asyncio.gather(*(worker() for _ in range(width)))
         return len(due)
 
     async def _stored_entry(self, domain: str) -> CacheEntry | None:
         """The entry to refresh for a domain that was only in the store when the pass began."""
-        entry = self.cache.get(domain)  # answered (and promoted) meanwhile
+        cache = self._ctx.cache
+        entry = cache.get(domain)  # answered (and promoted) meanwhile
         if entry is None:
-            entry = await asyncio.to_thread(self.cache.load_from_store, domain)
+            entry = await asyncio.to_thread(cache.load_from_store, domain)
+            if entry is not None:
+                self._updater.render(entry)  # store rows carry no reply bytes
         return entry if entry is not None and entry.policy is not None else None
 
     async def _refresh(self, entry: CacheEntry) -> None:
-        async with self._refresh_slots:
-            self.stats.refresh_active += 1
-            self.stats.refresh_peak = max(self.stats.refresh_peak, self.stats.refresh_active)
+        stats = self._ctx.stats
+        async with self._updater.refresh_slots:
+            stats.refresh_active += 1
+            stats.refresh_peak = max(stats.refresh_peak, stats.refresh_active)
             try:
                 await self._refresh_one(entry)
             finally:
-                self.stats.refresh_active -= 1
+                stats.refresh_active -= 1
 
     async def _refresh_one(self, entry: CacheEntry) -> None:
-        now = self.clock()
+        now = self._ctx.clock()
         policy_id = entry.policy_id
         try:
-            lookup = await self.discovery.lookup_txt(entry.domain)
+            lookup = await self._ctx.discovery.lookup_txt(entry.domain)
             if isinstance(lookup.result, TxtRecord):
                 policy_id = lookup.result.id
         except DnsLookupError:
             pass  # refresh regardless of the TXT record (RFC 8461 §3.3)
         entry.txt_checked_at = now
         failures_before = entry.failed_at
-        await self._fetch(entry, policy_id, now)
+        await self._updater.fetch(entry, policy_id, now)
         if entry.failed_at != failures_before:
-            self.stats.refresh_failures += 1
+            self._ctx.stats.refresh_failures += 1
 
-    async def run_refresh_loop(self, tick: float = 60.0) -> None:
+    async def run(self, tick: float = 60.0) -> None:
         while True:
             await asyncio.sleep(tick)
-            if self.settings.refresh:
+            if self._ctx.settings.refresh:
                 await self.refresh_once()

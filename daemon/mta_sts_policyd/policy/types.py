@@ -1,17 +1,19 @@
-"""The resolver's settings and the interfaces it depends on (kept apart so tests and the
-refresh mixin can name them without the whole state machine)."""
+"""The resolver's settings, the interfaces it depends on, and the context its parts share
+(kept apart so the answer path, the update path and the refresh can name them without each
+other)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from mta_sts_policyd.errors import ResultType
-from mta_sts_policyd.policy.cache import CacheEntry
+from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache
+from mta_sts_policyd.policy.stats import LookupStats
 
 if TYPE_CHECKING:
-    from mta_sts_policyd.discovery.client import FetchResult, TxtLookup
+    from mta_sts_policyd.discovery.client import FetchResult, MxLookup, TxtLookup
 
 
 class DiscoveryLike(Protocol):
@@ -20,6 +22,8 @@ class DiscoveryLike(Protocol):
     async def fetch_policy(self, domain: str) -> FetchResult: ...
 
     async def lookup_mx(self, domain: str) -> tuple[str, ...]: ...
+
+    async def lookup_mx_ttl(self, domain: str) -> MxLookup: ...
 
     async def lookup_addresses(self, host: str) -> list[str]: ...
 
@@ -47,3 +51,15 @@ class LookupSettings:
     exact_wildcards: bool = True
     dane_reply: bytes | None = None
     """Reply for DANE-protected enforce domains; None: DANE is not checked."""
+
+
+@dataclass
+class ResolverContext:
+    """What the answer path, the update path and the proactive refresh share. `settings` and
+    `discovery` are replaced in place on reload, so every part sees the new ones at once."""
+
+    discovery: DiscoveryLike
+    cache: PolicyCache
+    settings: LookupSettings
+    clock: Callable[[], float]
+    stats: LookupStats = field(default_factory=LookupStats)

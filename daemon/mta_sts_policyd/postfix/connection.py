@@ -184,6 +184,10 @@ class Connection(asyncio.Protocol):
             log.error("event=socketmap-reply-too-large bytes=%d replaced=NOTFOUND", len(reply))
             self._server.emit("reply_too_large")
             reply = REPLY_NOTFOUND
+        elif not reply:  # `0:,` is "socketmap server unknown error" to Postfix: it defers
+            log.error("event=socketmap-reply-empty replaced=NOTFOUND")
+            self._server.emit("answer_error")
+            reply = REPLY_NOTFOUND
         self._transport.write(encode_netstring(reply))
 
     def _failed(self, name: str, key: str, exc: BaseException | None = None) -> bytes:

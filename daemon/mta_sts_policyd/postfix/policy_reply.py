@@ -16,6 +16,9 @@ from mta_sts_policyd.sts.model import Mode, Policy
 from mta_sts_policyd.sts.names import hostname_problem
 
 _UNSAFE_IN_BRACES_RE = re.compile(r"[{}\x00-\x1f\x7f]")
+NO_MX_MATCH = "no-mx-host-matches-the-policy.invalid"
+"""The `match=` entry when none of the domain's MX hosts matches its policy: `.invalid` is
+reserved (RFC 6761 §6.4), so no certificate a CA issues can name it."""
 
 
 def render_policy_reply(
@@ -59,25 +62,25 @@ def render_policy_reply(
 def match_list(patterns: Sequence[str], mx_hosts: Sequence[str] | None) -> list[str]:
     """Postfix `match=` entries for patterns from `valid_mx_patterns`, in order, deduplicated.
 
-    Without MX names, `*.x` becomes `.x` (C.3: one or more labels, looser than the RFC). With
-    them, `*.x` becomes the MX names it matches under RFC 8461 §4.1 (exactly one label), sorted
-    so DNS answer order does not change the bytes. A wildcard matching none of them falls back
-    to `.x`, exactly what the reply says without MX names: an empty or stale MX set then costs
-    precision, not mail. Caveat: a new MX under `x` that appeared after `mx_hosts` was resolved
-    is deferred unless its certificate also names a listed host, so callers must pass MX names
-    no older than their DNS TTL.
+    Without MX data (`mx_hosts` None: not looked up, or the lookup failed), `*.x` becomes `.x`
+    (C.3: one or more labels, looser than the RFC; fail-open). With MX data, `*.x` becomes the
+    MX names it matches under RFC 8461 §4.1 (exactly one label), sorted so DNS answer order does
+    not change the bytes, and a wildcard matching none of them adds nothing: an MX host two
+    labels deep is refused (§4.1), as the RFC wants, instead of being let in by `.x`. When no
+    entry is left at all, the list is `NO_MX_MATCH`, a name no certificate can carry, so Postfix
+    defers (enforce) rather than reading an empty `match=` as its default. Callers must pass MX
+    names no older than their DNS TTL: a new MX under `x` is accepted only once they list it.
     """
     hosts = None if mx_hosts is None else _valid_hosts(mx_hosts)
     out: dict[str, None] = {}
     for pattern in patterns:
         if not pattern.startswith("*."):
             out[pattern] = None
-            continue
-        hits = sorted(h for h in hosts or () if mx_matches(pattern, h))
-        if not hits:
-            hits = [pattern[1:]]
-        out.update(dict.fromkeys(hits))
-    return list(out)
+        elif hosts is None:
+            out[pattern[1:]] = None
+        else:
+            out.update(dict.fromkeys(sorted(h for h in hosts if mx_matches(pattern, h))))
+    return list(out) or [NO_MX_MATCH]
 
 
 def valid_mx_patterns(patterns: Iterable[str]) -> list[str]:
