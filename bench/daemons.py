@@ -22,6 +22,8 @@ from mta_sts_policyd.postfix.client import SocketmapClient
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _OURS_MAIN = "import sys; from mta_sts_policyd.cli.main import main; sys.exit(main(sys.argv[1:]))"
+_NO_UVLOOP = "import sys; sys.modules['uvloop'] = None; "
+"""Prefix for `_OURS_MAIN`: uvloop's import fails, so `serve` runs on plain asyncio."""
 OURS_PORT = 8463
 THEIRS_PORT = 8461
 
@@ -168,13 +170,19 @@ def pinned(cpus: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else argv
 
 
-def start_ours(workdir: Path, config: Path, cpus: str | None) -> Daemon:
-    argv = [sys.executable, "-c", _OURS_MAIN, "serve", "-c", str(config)]
+def start_ours(workdir: Path, config: Path, cpus: str | None, uvloop: bool = True) -> Daemon:
+    main = _OURS_MAIN if uvloop else _NO_UVLOOP + _OURS_MAIN
+    argv = [sys.executable, "-c", main, "serve", "-c", str(config)]
     return spawn("ours", argv, OURS_PORT, workdir, cpus, {})
 
 
-def start_theirs(workdir: Path, venv: Path, config: Path, ca_pem: str, cpus: str | None) -> Daemon:
+def start_theirs(
+    workdir: Path, venv: Path, config: Path, ca_pem: str, cpus: str | None, uvloop: bool = False
+) -> Daemon:
+    """The incumbent; on plain asyncio unless `uvloop` (its venv has its `uvloop` extra)."""
     argv = [str(venv / "bin" / "mta-sts-daemon"), "-c", str(config)]
+    if not uvloop:
+        argv.append("--disable-uvloop")
     return spawn("theirs", argv, THEIRS_PORT, workdir, cpus, {"SSL_CERT_FILE": ca_pem})
 
 

@@ -33,6 +33,10 @@ from tests.support.dns_server import DnsServer, Node, a, txt
 from tests.support.https_server import Site
 
 SUFFIX = ".bench.test"
+NO_POLICY_PREFIX = "nopol"
+"""Domains `nopol*.bench.test` exist but publish no `_mta-sts` record (NXDOMAIN there)."""
+DIRECT_PORT = 4443
+"""The policy host without the delay relay in front (the relay takes 443 in the rtt scenario)."""
 _POLICY_PATH = "/.well-known/mta-sts.txt"
 _WIRE_CACHE = 500_000
 MAX_AGE = 86400 * 7
@@ -52,6 +56,10 @@ class _World:
 
     def zone(self, name: str) -> Node | None:
         if not name.endswith(SUFFIX):
+            return None
+        if name.startswith(f"_mta-sts.{NO_POLICY_PREFIX}") or name.startswith(
+            f"mta-sts.{NO_POLICY_PREFIX}"
+        ):
             return None
         if name.startswith("_mta-sts."):
             return [txt(f"v=STSv1; id=gen{self.generation};", ttl=60)]
@@ -79,6 +87,9 @@ class _Dns(DnsServer):
         self.port = port
         self.world = world
         self._wire: dict[tuple[int, bytes], bytes] = {}
+        self.rtt = 0.0
+        """Seconds every reply waits (the rtt scenario: one round trip per question)."""
+        self.no_policy_queries = 0
 
     def start(self) -> None:
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -98,6 +109,10 @@ class _Dns(DnsServer):
         send: Callable[[bytes], None],
         sync: bool = False,
     ) -> None:
+        if NO_POLICY_PREFIX.encode() in data[12:]:
+            self.no_policy_queries += 1
+        if self.rtt > 0:
+            send = self._delayed(send, sync)
         key = (self.world.generation, data[2:])
         cached = self._wire.get(key)
         if cached is not None:
@@ -110,6 +125,82 @@ class _Dns(DnsServer):
                 self._wire.clear()
             self._wire[key] = replies[0][2:]
             send(replies[0])
+
+    def _delayed(self, send: Callable[[bytes], None], sync: bool) -> Callable[[bytes], None]:
+        """`send` after one round trip: a timer for UDP, a wait in the TCP connection's thread."""
+        rtt = self.rtt
+
+        def later(wire: bytes) -> None:
+            if sync:
+                time.sleep(rtt)
+                send(wire)
+                return
+            timer = threading.Timer(rtt, send, args=(wire,))
+            timer.daemon = True
+            timer.start()
+
+        return later
+
+
+class _DelayRelay:
+    """TCP relay in front of the policy host: every chunk waits half a round trip each way.
+
+    This kernel has no netem, so the delay is added in user space. The client's TCP handshake
+    with the relay completes at once on loopback, so the first client chunk is held until one
+    whole round trip after the connection was accepted plus the half for its own way: the
+    server sees it when it would have after a real SYN/SYN-ACK exchange.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rtt: float) -> None:
+        self.loop = loop
+        self.rtt = rtt
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted = self.loop.time()
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", DIRECT_PORT)
+        except OSError:
+            writer.close()
+            return
+        half = self.rtt / 2
+        first_due = accepted + self.rtt + half
+        await asyncio.gather(
+            self._pump(reader, up_writer, half, first_due),
+            self._pump(up_reader, writer, half, 0.0),
+            return_exceptions=True,
+        )
+
+    async def _pump(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        half: float,
+        not_before: float,
+    ) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                wait = due - self.loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not chunk:
+                    dst.close()
+                    return
+                dst.write(chunk)
+                await dst.drain()
+
+        task = asyncio.ensure_future(deliver())
+        try:
+            while True:
+                chunk = await src.read(65536)
+                queue.put_nowait((max(self.loop.time() + half, not_before), chunk))
+                if not chunk:
+                    break
+        except OSError:
+            queue.put_nowait((self.loop.time(), b""))
+        await task
 
 
 class _PolicyHost:
@@ -136,16 +227,38 @@ class _PolicyHost:
         chain.write_bytes(self.certs.chain_pem("valid", ("localhost",)))
         default.load_cert_chain(chain, workdir / "leaf.key")
         default.sni_callback = self._on_sni
-        self._server = asyncio.run_coroutine_threadsafe(self._listen(default), self._loop)
+        self._context = default
+        self._server = asyncio.run_coroutine_threadsafe(self._listen(self.port), self._loop)
+        self._direct = asyncio.run_coroutine_threadsafe(self._listen(DIRECT_PORT), self._loop)
+        self._relay: asyncio.Server | None = None
 
-    async def _listen(self, context: ssl.SSLContext) -> asyncio.Server:
+    async def _listen(self, port: int) -> asyncio.Server:
         return await self._loop.create_server(
-            lambda: _PolicyConnection(self), "127.0.0.1", self.port, ssl=context, backlog=1024
+            lambda: _PolicyConnection(self), "127.0.0.1", port, ssl=self._context, backlog=1024
         )
 
     def start(self) -> None:
         self._thread.start()
-        self._server.result(30)
+        self._listening = self._server.result(30)
+        self._direct.result(30)
+
+    def set_rtt(self, rtt: float) -> None:
+        """rtt > 0: port 443 becomes the delay relay in front of DIRECT_PORT; 0: direct again."""
+
+        async def swap() -> None:
+            current = self._relay or self._listening
+            current.close()
+            await current.wait_closed()
+            if rtt > 0:
+                relay = _DelayRelay(self._loop, rtt)
+                self._relay = await asyncio.start_server(
+                    relay.handle, "127.0.0.1", self.port, backlog=1024
+                )
+            else:
+                self._relay = None
+                self._listening = await self._listen(self.port)
+
+        asyncio.run_coroutine_threadsafe(swap(), self._loop).result(30)
 
     def prepare(self, hosts: list[str]) -> None:
         for host in hosts:
@@ -271,6 +384,16 @@ class Fixtures:
         self.pipe.send(("prepare", [f"mta-sts.{d}" for d in domains]))
         self.pipe.recv()
 
+    def set_rtt(self, seconds: float) -> None:
+        """Delay DNS replies by `seconds` and relay HTTPS with half of it each way (0: off)."""
+        self.pipe.send(("rtt", seconds))
+        self.pipe.recv()
+
+    def no_policy_queries(self) -> int:
+        """DNS questions about `nopol*` names since the fixtures started."""
+        count: int = self.call("nopol")
+        return count
+
     def bump_generation(self) -> None:
         """Change every TXT id, so that a refresh really refetches (the incumbent checks ids)."""
         self.call("bump")
@@ -288,7 +411,7 @@ def _child(pipe: multiprocessing.connection.Connection, ca_pem: str, cpus: set[i
     ca.cert_pem.write_to_path(ca_pem)
     workdir = Path(tempfile.mkdtemp(prefix="bench-certs-"))
     https = _PolicyHost(ca, 443, world, workdir)
-    with _Dns(53, world):
+    with _Dns(53, world) as dns:
         https.start()
         pipe.send("ready")
         while True:
@@ -296,6 +419,12 @@ def _child(pipe: multiprocessing.connection.Connection, ca_pem: str, cpus: set[i
             if isinstance(command, tuple) and command[0] == "prepare":
                 https.prepare(command[1])
                 pipe.send("ok")
+            elif isinstance(command, tuple) and command[0] == "rtt":
+                dns.rtt = command[1]
+                https.set_rtt(command[1])
+                pipe.send("ok")
+            elif command == "nopol":
+                pipe.send(dns.no_policy_queries)
             elif command == "stats":
                 pipe.send(https.stats())
             elif command == "reset":

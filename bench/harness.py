@@ -48,6 +48,8 @@ class Env:
     server_cpus: str | None = None
     client_cpus: str | None = None
     """None: no pinning. On small VMs a wake-up across CPUs costs more than sharing one."""
+    rtt_ms: float = 40.0
+    """Round-trip time of the rtt scenario's delayed DNS and HTTPS."""
     profile_dir: Path | None = None
     """When set, py-spy samples our daemon in every scenario and writes one file per start."""
 
@@ -62,18 +64,25 @@ def start_daemon(
     store: Path | None = None,
     ours: dict[str, Any] | None = None,
     theirs: dict[str, Any] | None = None,
+    uvloop: bool | None = None,
 ) -> Daemon:
-    """A fresh daemon (ours: a new state dir, seeded from `store` if given), answering."""
+    """A fresh daemon (ours: a new state dir, seeded from `store` if given), answering.
+
+    `uvloop` None: each daemon's default set-up in these benchmarks (ours on uvloop, the
+    incumbent on plain asyncio, as published before); True/False forces the event loop.
+    """
     if name == "ours":
         state = env.workdir / f"state-{time.monotonic_ns()}"
         state.mkdir()
         if store is not None:
             shutil.copy(store, state / "policies.sqlite")
         config = write_ours_config(env.workdir, env.fixtures.ca_pem, state, **(ours or {}))
-        daemon = start_ours(env.workdir, config, env.server_cpus)
+        daemon = start_ours(env.workdir, config, env.server_cpus, uvloop is not False)
     else:
         config = write_theirs_config(env.workdir, **(theirs or {}))
-        daemon = start_theirs(env.workdir, env.venv, config, env.fixtures.ca_pem, env.server_cpus)
+        daemon = start_theirs(
+            env.workdir, env.venv, config, env.fixtures.ca_pem, env.server_cpus, uvloop is True
+        )
     daemon.extra["ready_seconds"] = wait_answering(daemon, IDLE_KEY)
     if env.profile_dir is not None and name == "ours":
         env.profile_dir.mkdir(parents=True, exist_ok=True)

@@ -204,7 +204,81 @@ def _rows(r: dict[str, Any]) -> list[Row]:
                 None,
             )
         )
+    rows.extend(_rtt_rows(r.get("rtt")))
+    rows.extend(_loop_rows(r.get("loops")))
     return rows
+
+
+def _rtt_rows(t: dict[str, Any] | None) -> list[Row]:
+    """Scenario 6: cold answers with a round-trip time on DNS and HTTPS (issue 17 targets)."""
+    if not t:
+        return []
+    o, i, ms = t["ours"], t["theirs"], t["rtt_ms"]
+    head = f"6. 200 cold domains, 20 conn, RTT {ms:g} ms"
+    return [
+        (f"{head}: p50 ms", o["p50_us"] / 1000, i["p50_us"] / 1000, "", None),
+        (f"{head}: p99 ms", o["p99_us"] / 1000, i["p99_us"] / 1000, "≤ 0.8", _at_most(0.8)),
+        (
+            f"{head}: p50 round trips",
+            o["p50_round_trips"],
+            i["p50_round_trips"],
+            "ours ≤ 5",
+            lambda a, b: a <= 5,
+        ),
+        (f"{head}: p99 round trips", o["p99_round_trips"], i["p99_round_trips"], "", None),
+        (
+            f"6. 20 cold domains, 1 conn, RTT {ms:g} ms: p50 round trips",
+            o["sequential_p50_round_trips"],
+            i["sequential_p50_round_trips"],
+            "",
+            None,
+        ),
+        (
+            "6. no-policy domain: DNS queries each",
+            o["no_policy_dns_queries_per_domain"],
+            i["no_policy_dns_queries_per_domain"],
+            "",
+            None,
+        ),
+        ("6. no-policy domain: p50 ms", o["no_policy_p50_ms"], i["no_policy_p50_ms"], "", None),
+    ]
+
+
+def _loop_rows(lp: dict[str, Any] | None) -> list[Row]:
+    """Scenario 7: cached CPU per answer on each event loop, and as a multiple of the C echo's."""
+    if not lp:
+        return []
+    echo = lp["echo"]["cpu_us_per_answer"] or 1.0
+    rows: list[Row] = []
+    for loop in ("asyncio", "uvloop"):
+        o, i = lp[f"ours_{loop}"], lp[f"theirs_{loop}"]
+        head = f"7. cached, 20 conn, both on {loop}"
+        rows.append(
+            (
+                f"{head}: server CPU µs/answer",
+                o["cpu_us_per_answer"],
+                i["cpu_us_per_answer"],
+                "",
+                None,
+            )
+        )
+        rows.append(
+            (
+                f"{head}: CPU / C echo's ({echo:.1f} µs)",
+                round(o["cpu_us_per_answer"] / echo, 2),
+                round(i["cpu_us_per_answer"] / echo, 2),
+                "ours ≤ 1.5",
+                lambda a, b: a <= 1.5,
+            )
+        )
+        rows.append(
+            (f"{head}: p99 µs", o["p99_us"], i["p99_us"], "ours < 1000", lambda a, b: a < 1000)
+        )
+    return rows
+
+
+def _at_most(ratio: float) -> Any:
+    return lambda a, b: a <= b * ratio
 
 
 def _ceiling(conns: int, run: dict[str, Any]) -> str:
@@ -227,7 +301,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"load average at start {' '.join(m['loadavg_at_start'])}; " + _pinning(r["pinning"]),
         "",
         f"Event loop: ours {'uvloop' if r.get('ours_uses_uvloop') else 'asyncio'}, incumbent "
-        f"{'uvloop' if r.get('incumbent_uses_uvloop') else 'asyncio (installed without uvloop)'}.",
+        f"{'uvloop' if r.get('incumbent_uses_uvloop') else 'asyncio (--disable-uvloop)'}"
+        " (scenario 7 runs both on each).",
         "",
         "| scenario / metric | ours | incumbent 1.5.1 | ours/theirs | target | met |",
         "|---|---:|---:|---:|---|---|",

@@ -31,21 +31,24 @@ import netns  # noqa: E402
 import report  # noqa: E402
 
 INCUMBENT = "postfix-mta-sts-resolver==1.5.1"
+INCUMBENT_EXTRA = "[uvloop]"
+"""Its recommended extra; the daemon runs with --disable-uvloop except in the `loops` scenario."""
 VENV = BENCH / ".venv-incumbent"
 OURS_VENV = BENCH / ".venv-ours"
 OURS_EXTRAS = "[speedups]"
 BENCH_REQUIREMENTS = ("trustme", "py-spy")
 """What the orchestrator and fixtures import besides the daemon's own dependencies."""
 RESULTS = BENCH / "results"
-SCENARIOS = ("ceiling", "cached", "cold", "single_flight", "memory", "refresh")
+SCENARIOS = ("ceiling", "cached", "cold", "single_flight", "memory", "refresh", "rtt", "loops")
 
 
 def ensure_incumbent() -> None:
-    if (VENV / "bin" / "mta-sts-daemon").exists():
+    if any(VENV.glob("lib/python*/site-packages/uvloop")):
         return
     print(f"installing {INCUMBENT} into {VENV.relative_to(BENCH.parent)}", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", INCUMBENT], check=True)
+    package = INCUMBENT.replace("==", INCUMBENT_EXTRA + "==")
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", package], check=True)
 
 
 def ensure_ours() -> None:
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace, loadgen: Path) -> dict[str, Any]:
     fixtures = start_fixtures(str(workdir / "ca.pem"), cpus={1} if split else None)
     env = Env(workdir, fixtures, loadgen, VENV, args.quick)
     env.profile_dir = Path(args.profile).resolve() if args.profile else None
+    env.rtt_ms = args.rtt_ms
     if split:
         env.server_cpus, env.client_cpus = "0", "1"
     chosen = args.only.split(",") if args.only else list(SCENARIOS)
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace, loadgen: Path) -> dict[str, Any]:
         "pinning": {"server": env.server_cpus, "loadgen": env.client_cpus},
         "incumbent": INCUMBENT,
         "ours_uses_uvloop": importlib.util.find_spec("uvloop") is not None,
-        "incumbent_uses_uvloop": any(VENV.glob("lib/python*/site-packages/uvloop")),
+        "incumbent_uses_uvloop": False,  # --disable-uvloop outside the `loops` scenario
     }
     steps = {"ceiling": ceiling, **{s: getattr(scenarios, s) for s in SCENARIOS[1:]}}
     try:
@@ -148,6 +152,9 @@ def main() -> int:
         "--profile", metavar="DIR", help="sample our daemon with py-spy into DIR (slows it down)"
     )
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument(
+        "--rtt-ms", type=float, default=40.0, help="round-trip time of the rtt scenario (ms)"
+    )
     args = parser.parse_args()
     if os.environ.get(netns.MARKER) != "1":
         ensure_ours()

@@ -20,6 +20,7 @@ from harness import (
     start_daemon,
     wait_until,
 )
+from loadgen_ceiling import ceiling
 from store import make_store
 
 
@@ -210,4 +211,100 @@ def refresh(env: Env) -> dict[str, Any]:
             env.log(f"refresh {name}: {out[name]}")
         finally:
             daemon.stop()
+    return out
+
+
+def rtt(env: Env) -> dict[str, Any]:
+    """Cold answers with a real round-trip time: DNS replies and HTTPS chunks delayed.
+
+    200 never-seen domains over 20 connections, as scenario 2, but every DNS reply waits one
+    round trip and the policy host sits behind a relay that delays each chunk by half of it in
+    each direction (and the TCP handshake by one). On loopback without delay a cold lookup is
+    CPU-bound; here it is bound by round trips, which is what a first delivery waits for.
+    Time to answer divided by the round-trip time is the number of round trips per cold answer.
+    Then 50 domains without a policy: the DNS questions each costs (speculative work).
+    """
+    seconds = env.rtt_ms / 1000
+    runs = 2 if env.quick else 3
+    out: dict[str, Any] = {"rtt_ms": env.rtt_ms, "domains": 200, "connections": 20, "runs": runs}
+    env.fixtures.set_rtt(seconds)
+    try:
+        for name in NAMES:
+            daemon = start_daemon(env, name)
+            try:
+                samples = []
+                for run in range(runs):
+                    names = domains(f"rtt{run}-{name}-", 200)
+                    env.fixtures.prepare(names)
+                    sample = run_load(env, daemon, keys_file(env, "rtt", names), 20, "once")
+                    if sample["ok"] != 200:
+                        raise RuntimeError(f"{name}: rtt run answered {sample['ok']}/200 OK")
+                    samples.append(sample)
+                summary = median_of(samples, ("p50_us", "p99_us", "max_us"))
+                summary["p50_round_trips"] = round(summary["p50_us"] / 1000 / env.rtt_ms, 2)
+                summary["p99_round_trips"] = round(summary["p99_us"] / 1000 / env.rtt_ms, 2)
+                summary.update(_one_at_a_time(env, daemon, name))
+                summary.update(_no_policy_cost(env, daemon, name))
+                out[name] = summary
+                out[f"{name}_runs"] = samples
+                env.log(f"rtt {name}: {summary}")
+            finally:
+                daemon.stop()
+    finally:
+        env.fixtures.set_rtt(0.0)
+    return out
+
+
+def _one_at_a_time(env: Env, daemon: Any, name: str) -> dict[str, Any]:
+    """20 cold domains on one connection: round trips without CPU queueing behind 19 others."""
+    names = domains(f"seq-{name}-", 20)
+    env.fixtures.prepare(names)
+    sample = run_load(env, daemon, keys_file(env, "seq", names), 1, "once")
+    if sample["ok"] != len(names):
+        raise RuntimeError(f"{name}: sequential rtt run answered {sample['ok']}/20 OK")
+    return {
+        "sequential_p50_ms": round(sample["p50_us"] / 1000, 1),
+        "sequential_p50_round_trips": round(sample["p50_us"] / 1000 / env.rtt_ms, 2),
+    }
+
+
+def _no_policy_cost(env: Env, daemon: Any, name: str) -> dict[str, Any]:
+    """DNS questions per never-seen domain that has no `_mta-sts` record, and its p50."""
+    count = 50
+    names = domains(f"nopol-{name}-", count)
+    before = env.fixtures.no_policy_queries()
+    sample = run_load(env, daemon, keys_file(env, "nopol", names), 10, "once")
+    time.sleep(2 * env.rtt_ms / 1000 + 0.5)  # questions still in flight are counted too
+    if sample["notfound"] != count:
+        raise RuntimeError(f"{name}: no-policy run answered {sample['notfound']}/{count} NOTFOUND")
+    queries = env.fixtures.no_policy_queries() - before
+    return {
+        "no_policy_dns_queries_per_domain": round(queries / count, 2),
+        "no_policy_p50_ms": round(sample["p50_us"] / 1000, 1),
+    }
+
+
+def loops(env: Env) -> dict[str, Any]:
+    """7. Cached answers, 20 connections, with both daemons on plain asyncio and on uvloop.
+
+    Same keys, same load generator, and the C echo server's CPU per answer measured in the same
+    run: the floor of one read and one write per request, whatever the server is written in.
+    """
+    count, seconds, runs = (200, 2.0, 2) if env.quick else (1000, 5.0, 3)
+    keys = keys_file(env, "loops", domains("d", count))
+    out: dict[str, Any] = {"echo": ceiling(env)["c20"]}
+    for name in NAMES:
+        for uvloop in (False, True):
+            daemon = start_daemon(env, name, uvloop=uvloop)
+            try:
+                if run_load(env, daemon, keys, 20, "once")["ok"] != count:
+                    raise RuntimeError(f"{name}: cache fill failed")
+                run_load(env, daemon, keys, 20, "time", 1.0)  # warm-up
+                samples = [run_load(env, daemon, keys, 20, "time", seconds) for _ in range(runs)]
+                label = f"{name}_{'uvloop' if uvloop else 'asyncio'}"
+                out[label] = median_of(samples, LOAD_FIELDS)
+                out[f"{label}_runs"] = samples
+                env.log(f"loops {label}: {out[label]}")
+            finally:
+                daemon.stop()
     return out
