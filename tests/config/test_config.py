@@ -385,7 +385,7 @@ def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
 
 
 def test_reload_names_exactly_the_keys_that_need_a_restart() -> None:
-    from mta_sts_policyd.service.daemon import restart_only_changes
+    from mta_sts_policyd.service.reload import restart_only_changes
 
     old = Config()
     replace = dataclasses.replace

@@ -47,14 +47,11 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.service.daemon import Daemon, run
-    from mta_sts_policyd.service.logsetup import setup_logging
+    from mta_sts_policyd.service.run import run_daemon
 
-    setup_logging(config.logging.level)
-    daemon = Daemon(
+    return run_daemon(
         config, config_path=args.config, cli_listen=args.listen, cli_state_dir=args.state_dir
     )
-    return run(daemon)
 
 
 def _daemon_address(config: Config, override: str | None) -> str:
@@ -84,14 +81,14 @@ def cmd_query(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.service.daemon import decide_sts_attributes, make_discovery
+    from mta_sts_policyd.service import composition
     from mta_sts_policyd.tools.resolve import explain
 
     async def go() -> int:
-        discovery = make_discovery(config)
+        discovery = composition.make_discovery(config)
         try:
             result = await explain(
-                discovery, args.domain, sts_attributes=decide_sts_attributes(config)
+                discovery, args.domain, sts_attributes=composition.decide_sts_attributes(config)
             )
         finally:
             await discovery.aclose()
@@ -105,8 +102,8 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.service.composition import control_socket_path
     from mta_sts_policyd.service.control import control_request
-    from mta_sts_policyd.service.daemon import CONTROL_NAME
     from mta_sts_policyd.sts.keys import policy_domain_for_key
 
     request: dict[str, Any] = {"command": args.cache_command}
@@ -116,7 +113,7 @@ def cmd_cache(args: argparse.Namespace, config: Config) -> int:
                   "or invalid name)", file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
         request["domain"] = args.domain
-    path = Path(config.cache.state_dir) / CONTROL_NAME
+    path = control_socket_path(config)
     try:
         response = control_request(path, request)
     except OSError as exc:
@@ -249,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         if args.command == "report":
-            from mta_sts_policyd.service.reporting import report_context
+            from mta_sts_policyd.service.composition import report_context
 
             report_result: int = args.handler(args, report_context(config))
             return report_result

@@ -15,8 +15,8 @@ from typing import Any
 
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import MtaStsError
-from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver
+from mta_sts_policyd.service import composition
 from mta_sts_policyd.sts.names import host_name
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
@@ -100,15 +100,9 @@ def _prober(args: argparse.Namespace, config: Config) -> MxProber:
 
         resolve: Resolver = resolve_fixed
     else:
-        d = config.discovery
-        resolve = DnsClient(make_resolver(d.nameservers, d.dns_timeout)).addresses
-    return MxProber(
-        ca_file=config.discovery.ca_file or None,
-        timeout=args.timeout or config.probe.timeout,
-        concurrency=1,
-        ehlo_name=config.probe.ehlo_name or None,
-        port=args.port,
-        resolve=resolve,
+        resolve = composition.address_lookup(config)
+    return composition.make_prober(
+        config, resolve, port=args.port, timeout=args.timeout, one_off=True
     )
 
 
@@ -116,9 +110,7 @@ def _discovery_patterns(config: Config) -> PatternSource:
     """The daemon's own discovery: same DNS, HTTPS limits and trust store as `serve`."""
 
     async def fetch(domain: str) -> Sequence[str]:
-        from mta_sts_policyd.service.daemon import make_discovery
-
-        discovery = make_discovery(config)
+        discovery = composition.make_discovery(config)
         try:
             fetched = await discovery.fetch_policy(domain)
         finally:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from mta_sts_policyd.errors import DnsLookupError, MtaStsError
 from mta_sts_policyd.tlsrpt.context import ReportContext
-from mta_sts_policyd.tlsrpt.deliver import NetworkTransport, Transport
+from mta_sts_policyd.tlsrpt.deliver import NetworkTransport
 from mta_sts_policyd.tlsrpt.record import (
     RecordSyntaxError,
     TlsRptRecord,
@@ -27,7 +27,6 @@ from mta_sts_policyd.tlsrpt.record import (
     parse_tlsrpt_record,
 )
 from mta_sts_policyd.tlsrpt.report import ReportDocument, build_report
-from mta_sts_policyd.tlsrpt.sender import ReportSender
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from mta_sts_policyd.tlsrpt.store.ledger import Job, JobBook, JobState
 
@@ -74,7 +73,7 @@ def _out(ctx: ReportContext) -> TextIO:
 def _open(ctx: ReportContext) -> TlsRptStore | None:
     if not ctx.store_path.exists():
         return None
-    return TlsRptStore(ctx.store_path, retention_days=ctx.retention_days)
+    return ctx.open_store()
 
 
 def cmd_list(args: argparse.Namespace, ctx: ReportContext) -> int:
@@ -194,8 +193,7 @@ def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
 
 async def _send_now(store: TlsRptStore, ctx: ReportContext, args: argparse.Namespace) -> int:
     """Send immediately through the same job state the daemon uses (no duplicates)."""
-    transport: Transport = NetworkTransport(ctx.delivery, ctx.dkim)
-    sender = ReportSender(store, ctx.report, ctx.delivery, transport, txt_lookup=ctx.txt_lookup)
+    sender = ctx.sender(store)
     book = JobBook(store)
     now = sender.clock()
     docs = store.domain_days(args.day, args.domain)

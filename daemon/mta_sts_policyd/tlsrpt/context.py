@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
+from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport
 from mta_sts_policyd.tlsrpt.message import DkimSettings
 from mta_sts_policyd.tlsrpt.record import TxtLookup
 from mta_sts_policyd.tlsrpt.report import ReportSettings
+from mta_sts_policyd.tlsrpt.sender import ReportSender
+from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 
 
 @dataclass(frozen=True)
@@ -29,3 +31,14 @@ class ReportContext:
     """`_smtp._tls` resolver for records not supplied by the producer (record_lookup.py)."""
     out: TextIO | None = None
     """Where the `report` commands print (None: standard output)."""
+
+    def open_store(self) -> TlsRptStore:
+        """The aggregates store (created when missing); blocking, call it off the loop."""
+        return TlsRptStore(self.store_path, retention_days=self.retention_days)
+
+    def sender(self, store: TlsRptStore) -> ReportSender:
+        """The report sender over the network (mail with DKIM, HTTPS), as the daemon runs it."""
+        transport = NetworkTransport(self.delivery, self.dkim)
+        return ReportSender(
+            store, self.report, self.delivery, transport, txt_lookup=self.txt_lookup
+        )

@@ -1,0 +1,296 @@
+"""The composition root: the one place where the configuration becomes objects.
+
+The running daemon (daemon.py, optional.py, reporting.py) and the CLI commands (`serve`,
+`resolve`, `probe`, `report`, `cache`) take their parts from here, so a setting means the same
+in each, and no other module reads a config section to build something. The parts themselves
+receive plain settings and never see the `Config` (pyproject's import contracts check that).
+
+The TLS-RPT and probe stacks (dkimpy, cryptography, smtplib) are imported inside their
+builders: `serve` without TLS-RPT never loads them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mta_sts_policyd.config.settings import Config, parse_listen_address
+from mta_sts_policyd.discovery.client import Discovery
+from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
+from mta_sts_policyd.policy.resolver import LookupSettings, PolicyResolver
+from mta_sts_policyd.policy.stats import LATENCY_BUCKETS
+from mta_sts_policyd.policy.types import DiscoveryLike
+from mta_sts_policyd.postfix.postconf import postfix_settings, postfix_version
+from mta_sts_policyd.postfix.server import SocketmapServer
+from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
+
+if TYPE_CHECKING:
+    from mta_sts_policyd.probe.prober import MxProber
+    from mta_sts_policyd.tlsrpt.context import ReportContext
+    from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
+    from mta_sts_policyd.tlsrpt.maillog.sessions import PolicyAt
+    from mta_sts_policyd.tlsrpt.model import EventSink
+    from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
+    from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
+
+log = logging.getLogger(__name__)
+
+POLICY_STORE_NAME = "policies.sqlite"
+TLSRPT_STORE_NAME = "tlsrpt.sqlite"
+CONTROL_NAME = "control.sock"
+QUARANTINE_NAME = "tlsrpt-quarantine.log"
+MAILLOG_POSITION = "maillog.pos"
+JOURNAL_CURSOR = "journal.cursor"
+"""File names inside the state directory."""
+
+AddressLookup = Callable[[str], Awaitable[list[str]]]
+
+# --- the policy side (every `serve`) ----------------------------------------------------------
+
+
+def decide_sts_attributes(config: Config) -> bool:
+    """Postfix 3.10's attributes break Postfix <= 3.9, so `auto` enables them only when sure."""
+    setting = config.server.sts_attributes
+    if setting != "auto":
+        log.info("event=sts-attributes enabled=%s source=config", setting)
+        return bool(setting)
+    version = postfix_version(config.server.postconf)
+    enabled = version is not None and version >= (3, 10)
+    shown = ".".join(map(str, version)) if version else "unknown"
+    log.info("event=sts-attributes enabled=%s source=postconf postfix_version=%s", enabled, shown)
+    return enabled
+
+
+DANE_REPLIES: dict[str, bytes | None] = {
+    "off": None,
+    "notfound": REPLY_NOTFOUND,
+    "dane": b"OK dane",
+    "dane-only": b"OK dane-only",
+}
+
+
+def decide_dane(config: Config) -> bytes | None:
+    """With Postfix doing DANE, a DANE destination must keep Postfix's dane level."""
+    mode = config.server.dane
+    if mode == "auto":
+        values = postfix_settings(
+            config.server.postconf, "smtp_tls_security_level", "smtp_dns_support_level"
+        )
+        level, support = values if values and len(values) == 2 else ("", "")
+        postfix_dane = level.lower() in ("dane", "dane-only") and support.lower() == "dnssec"
+        mode = "notfound" if postfix_dane else "off"
+        log.info("event=dane mode=%s source=postconf level=%r dns_support=%r", mode, level, support)
+    return DANE_REPLIES[mode]
+
+
+def lookup_settings(config: Config) -> LookupSettings:
+    """The resolver's settings; asks Postfix (version, DANE) where the config says `auto`."""
+    c = config.cache
+    return LookupSettings(
+        txt_recheck=c.txt_recheck,
+        cold_wait=c.cold_wait,
+        negative_ttl=c.negative_ttl,
+        failure_backoff=c.failure_backoff,
+        refresh=c.refresh,
+        refresh_interval=c.refresh_interval,
+        refresh_jitter=c.refresh_jitter,
+        refresh_concurrency=c.refresh_concurrency,
+        sts_attributes=decide_sts_attributes(config),
+        exact_wildcards=config.server.exact_wildcards,
+        dane_reply=decide_dane(config),
+    )
+
+
+def make_discovery(config: Config) -> Discovery:
+    d = config.discovery
+    return Discovery(
+        nameservers=d.nameservers,
+        dns_timeout=d.dns_timeout,
+        fetch_timeout=d.fetch_timeout,
+        ca_file=d.ca_file or None,
+        https_port=d.https_port,
+    )
+
+
+def make_state_dir(config: Config) -> Path:
+    """The state directory, created if missing; ConfigError says how to get one."""
+    state_dir = config.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cache.state_dir: cannot create {state_dir}: {exc.strerror} "
+            "(run as root, or pass --state-dir DIR)"
+        ) from None
+    return state_dir
+
+
+def make_policy_cache(config: Config) -> PolicyCache:
+    return PolicyCache(
+        PolicyStore(make_state_dir(config) / POLICY_STORE_NAME),
+        memory_entries=config.cache.memory_entries,
+        max_entries=config.cache.max_entries,
+    )
+
+
+def make_resolver(
+    config: Config, discovery: Discovery, cache: PolicyCache, clock: Callable[[], float]
+) -> PolicyResolver:
+    return PolicyResolver(discovery, cache, lookup_settings(config), clock=clock)
+
+
+def make_socketmap_server(config: Config, resolver: PolicyResolver) -> SocketmapServer:
+    s = config.server
+    return SocketmapServer(
+        resolver.answer,
+        max_connections=s.max_connections,
+        idle_timeout=s.idle_timeout,
+        fast_reply=resolver.memo.reply,
+    )
+
+
+def start_metrics(config: Config, resolver: PolicyResolver) -> Callable[[], Any]:
+    """The loopback Prometheus exposition of the resolver's counters; returns its closer."""
+    from mta_sts_policyd import metrics
+
+    metrics.bind_lookup_stats(resolver.stats, LATENCY_BUCKETS)
+    metrics.CACHE_ENTRIES.set_function(lambda: float(len(resolver.cache)))
+    host, port = parse_listen_address(config.metrics.listen, "metrics.listen")
+    exposition = metrics.start_metrics_server(host, port)
+    log.info("event=metrics-listening address=%s:%d", exposition.host, exposition.port)
+    return exposition.close
+
+
+def control_socket_path(config: Config) -> Path:
+    """The running daemon's control socket (`cache` commands)."""
+    return config.state_dir / CONTROL_NAME
+
+
+# --- the probe (shadow checks, `probe`) -------------------------------------------------------
+
+
+def address_lookup(config: Config) -> AddressLookup:
+    """A host's addresses through the configured nameservers (the `probe` command)."""
+    from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
+
+    d = config.discovery
+    return DnsClient(make_resolver(d.nameservers, d.dns_timeout)).addresses
+
+
+def make_prober(
+    config: Config,
+    resolve: AddressLookup,
+    *,
+    port: int | None = None,
+    timeout: float | None = None,
+    one_off: bool = False,
+) -> MxProber:
+    """The daemon's shared prober, or with `one_off` the `probe` command's (one at a time)."""
+    from mta_sts_policyd.probe.prober import MxProber
+
+    p = config.probe
+    extra: dict[str, Any] = {} if one_off else {"reprobe_interval": p.reprobe_interval}
+    return MxProber(
+        ca_file=config.discovery.ca_file or None,
+        timeout=timeout or p.timeout,
+        concurrency=1 if one_off else p.concurrency,
+        ehlo_name=p.ehlo_name or None,
+        port=p.port if port is None else port,
+        resolve=resolve,
+        **extra,
+    )
+
+
+def make_shadow(
+    config: Config, discovery: DiscoveryLike, store: EventSink
+) -> tuple[MxProber, TestingShadow, RelabelingSink]:
+    """Testing-mode domains probed in shadow, and the sink that relabels their sessions."""
+    from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
+    from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
+
+    p = config.probe
+    prober = make_prober(config, discovery.lookup_addresses)
+    shadow = TestingShadow(prober, discovery.lookup_mx, recheck_interval=p.reprobe_interval)
+    # Sessions wait at most 2 probe timeouts for their domain's round (issue 6 §3).
+    return prober, shadow, RelabelingSink(store, shadow, max_hold=2 * p.timeout)
+
+
+# --- TLS-RPT (the daemon's pipeline, `report`) ------------------------------------------------
+
+
+def report_context(config: Config) -> ReportContext:
+    from mta_sts_policyd.tlsrpt.context import ReportContext
+    from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
+    from mta_sts_policyd.tlsrpt.message import DkimSettings
+    from mta_sts_policyd.tlsrpt.record_lookup import txt_lookup
+    from mta_sts_policyd.tlsrpt.report import ReportSettings
+
+    t = config.tlsrpt
+    host, _, port = t.smtp_relay.rpartition(":")
+    delivery = DeliverySettings(
+        envelope_sender=t.envelope_sender,
+        smtp_host=host.strip("[]") or "localhost",
+        smtp_port=int(port) if port.isdigit() else 25,
+        https_timeout=t.https_timeout,
+        send_delay_max=t.send_delay_max,
+        retry_window=t.retry_window,
+    )
+    try:
+        report = ReportSettings(
+            organization_name=t.organization_name,
+            contact_info=t.contact_info,
+            max_report_bytes=t.max_report_bytes,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"tlsrpt: {exc} (set tlsrpt.organization_name and contact_info)"
+        ) from None
+    return ReportContext(
+        store_path=config.state_dir / TLSRPT_STORE_NAME,
+        report=report,
+        delivery=delivery,
+        dkim=DkimSettings(
+            domain=t.dkim.domain,
+            selector=t.dkim.selector,
+            private_key_path=t.dkim.key_file,
+            allow_unsigned=t.allow_unsigned,
+        ),
+        retention_days=t.retention_days,
+        txt_lookup=txt_lookup(config.discovery.nameservers, config.discovery.dns_timeout),
+    )
+
+
+def make_collector(config: Config, sink: EventSink) -> TlsRptCollector:
+    """The libtlsrpt datagram socket (Postfix >= 3.10), not yet started."""
+    from mta_sts_policyd.tlsrpt.libtlsrpt.collector import Quarantine, TlsRptCollector
+
+    t = config.tlsrpt
+    return TlsRptCollector(
+        Path(t.socket),
+        sink,
+        mode=int(t.socket_mode, 8),
+        group=t.socket_group or None,
+        quarantine=Quarantine(config.state_dir / QUARANTINE_NAME),
+    )
+
+
+def make_log_follower(config: Config, policy_at: PolicyAt, sink: EventSink) -> Any:
+    """The mail log reader (Postfix < 3.10): a file or the journal; has start() and stop()."""
+    from zoneinfo import ZoneInfo
+
+    from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
+
+    m, state = config.maillog, config.state_dir
+    sessions = MaillogSessions(
+        policy_at, sink, tz=ZoneInfo(m.timezone), exclude_syslog_names=m.exclude_syslog_names
+    )
+    if m.path:
+        from mta_sts_policyd.tlsrpt.maillog.file_follower import FileFollower, LogFile
+
+        return FileFollower(LogFile(Path(m.path), state / MAILLOG_POSITION), sessions)
+    from mta_sts_policyd.tlsrpt.maillog.journal_follower import JournalFollower
+
+    return JournalFollower(sessions, state / JOURNAL_CURSOR, units=m.journal_units)
