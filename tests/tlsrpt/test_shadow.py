@@ -413,7 +413,7 @@ def mismatch_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_mismatch_warned_once_per_domain_mx_and_day(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mta_sts_policyd.tlsrpt.shadow.checker")
+    caplog.set_level(logging.INFO, logger="mta_sts_policyd.tlsrpt.shadow.alerts")
     counted = metrics.TESTING_MISMATCHES.value
     e = entry()
     await probed(world, e)
@@ -432,7 +432,7 @@ async def test_mismatch_warned_once_per_domain_mx_and_day(
 
 
 async def test_mismatch_warned_per_domain(world: World, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="mta_sts_policyd.tlsrpt.shadow.checker")
+    caplog.set_level(logging.WARNING, logger="mta_sts_policyd.tlsrpt.shadow.alerts")
     world.dns.set_mx("second.example.test", (10, MX2))
     await probed(world, entry(), entry("second.example.test"))
     domains = sorted(line.split()[1] for line in mismatch_lines(caplog))

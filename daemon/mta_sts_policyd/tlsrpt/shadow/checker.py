@@ -4,16 +4,14 @@ For a `testing` policy the daemon answers NOTFOUND (C.5), so Postfix never check
 against the policy and reports its sessions as `no-policy-found`. The shadow probes those MX
 hosts itself (probe.py, off the answer path) and relabels the domain's sessions as `sts`
 sessions of the testing policy: what the domain owner needs to learn before switching to
-enforce. An MX host that would fail is logged at WARNING once per domain, MX and UTC day.
-
-For `sts` failures that only say `validation-failure` (the mail log of Postfix < 3.10 rarely
-says more), the cached probe verdict of the named MX supplies the precise result type.
+enforce. Generic `sts` failures get precise result types from the probe (refine.py); metrics
+and the once-a-day warnings of failing MX hosts are in alerts.py.
 
 Threads: `on_policy` runs on the event loop (the socketmap answer path: a dict lookup and two
 comparisons when nothing is due). `relabel` and `round_pending` may run on the TLS-RPT
 collector's thread; they only read immutable `TestingState` snapshots and hand probe requests
 to the loop thread-safely. A round ends in this order: new state swapped in, the domain leaves
-`_running`, round listeners called (shadow_sink.py relies on it to never strand a held event).
+`_running`, round listeners called (sink.py relies on it to never strand a held event).
 """
 
 from __future__ import annotations
@@ -26,24 +24,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mta_sts_policyd import metrics
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.probe.prober import MxProber
-from mta_sts_policyd.probe.result import ProbeResult, apply_patterns
+from mta_sts_policyd.probe.result import ProbeResult
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tlsrpt.model import PolicyRef, PolicyType, SessionEvent
+from mta_sts_policyd.tlsrpt.shadow.alerts import VerdictAlerts
 from mta_sts_policyd.tlsrpt.shadow.label import (
     TestingState,
-    as_sts,
-    event_mx,
     judged,
-    probe_label,
-    refinable,
-    refine_detail,
     sts_ref,
-    unnamed_verdict,
+    testing_session,
     with_results,
 )
+from mta_sts_policyd.tlsrpt.shadow.refine import Refiner
 
 __all__ = ["MAX_MX", "ShadowStats", "TestingShadow", "TestingState"]
 
@@ -51,7 +45,6 @@ log = logging.getLogger(__name__)
 
 MAX_MX = 10
 """MX hosts probed per domain (a domain listing hundreds must not monopolise the prober)."""
-_DAY = 86400
 
 
 @dataclass
@@ -88,11 +81,16 @@ class TestingShadow:
         self._domains: dict[str, TestingState] = {}
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._requested: dict[str, float] = {}
-        self._counted: dict[str, float] = {}
-        self._warned: set[tuple[str, str]] = set()
-        self._warned_day = -1
         self._listeners: list[Callable[[str], None]] = []
+        self._alerts = VerdictAlerts(clock, max_hosts=10 * max_domains)
+        self._refiner = Refiner(
+            prober,
+            self._probe_soon,
+            clock=clock,
+            recheck_interval=recheck_interval,
+            retry_interval=self._retry,
+            max_hosts=max_domains,
+        )
         self.stats = ShadowStats()
 
     # --- the answer path ----------------------------------------------------------------------
@@ -176,7 +174,7 @@ class TestingShadow:
         self._put(domain, replace(state, next_round=next_round))
         for verdict in state.verdicts.values():
             if judged(verdict) is not None and not verdict.ok:
-                self._warn_once(domain, verdict)
+                self.stats.mismatches += self._alerts.warn_once(domain, verdict)
 
     def _round_done(self, domain: str) -> None:
         for listener in self._listeners:
@@ -191,37 +189,8 @@ class TestingShadow:
         except ValueError:  # not a host name (the MX lookup let it through)
             log.info("event=testing-mx-invalid mx=%r", host)
             return None
-        self._count(result)
+        self._alerts.count(result)
         return result
-
-    def _count(self, result: ProbeResult) -> None:
-        """metrics.PROBES once per network verdict, however many domains share the MX."""
-        if self._counted.get(result.mx_host) == result.checked_at:
-            return
-        if len(self._counted) >= 10 * self._max_domains:
-            self._counted.clear()
-        self._counted[result.mx_host] = result.checked_at
-        with contextlib.suppress(ValueError):  # a result type the metric does not declare
-            metrics.PROBES.labels(probe_label(result)).inc()
-
-    def _warn_once(self, domain: str, verdict: ProbeResult) -> None:
-        day = int(self._clock() // _DAY)
-        if day != self._warned_day:
-            self._warned.clear()
-            self._warned_day = day
-        key = (domain, verdict.mx_host)
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        self.stats.mismatches += 1
-        metrics.TESTING_MISMATCHES.inc()
-        log.warning(
-            "event=testing-mx-would-fail domain=%s mx=%s result=%s reason=%r",
-            domain,
-            verdict.mx_host,
-            verdict.result_type,
-            verdict.reason,
-        )
 
     # --- events (any thread) ------------------------------------------------------------------
 
@@ -233,58 +202,21 @@ class TestingShadow:
         if kind is not PolicyType.NO_POLICY_FOUND:
             return event
         state = self._domains.get(event.report_domain)
-        if state is None or state.expires_at <= event.timestamp:
-            return event
-        mx = event_mx(event)
-        verdict = unnamed_verdict(state) if mx is None else self._named(state, mx)
-        if verdict is None:
+        relabeled = testing_session(event, state, self._prober.cached) if state else None
+        if relabeled is None:
             return event
         self.stats.relabeled += 1
-        return as_sts(event, state.policy, verdict)
-
-    def _named(self, state: TestingState, mx: str) -> ProbeResult | None:
-        if mx in state.verdicts:
-            return judged(state.verdicts[mx])
-        cached = self._prober.cached(mx)  # an MX outside the last lookup (the MX set changed)
-        return judged(apply_patterns(cached, state.policy.mx_hosts) if cached else None)
+        return relabeled
 
     def refine(self, event: SessionEvent) -> SessionEvent:
-        """Precise result types for an `sts` failure's generic `validation-failure` details.
+        """Precise result types for an `sts` failure's generic `validation-failure` details
+        (refine.py); any thread."""
+        refined = self._refiner.refine(event)
+        if refined is not event:
+            self.stats.refined += 1
+        return refined
 
-        Uses the MX host's probe verdict if it is at most `recheck_interval` older than the
-        event; otherwise a probe is requested and later events of that MX get refined.
-        """
-        if event.success or event.policy.policy_type is not PolicyType.STS:
-            return event
-        details = list(event.failures)
-        for i, detail in enumerate(details):
-            host = refinable(detail)
-            if host is None:
-                continue
-            cached = self._prober.cached(host)
-            if (
-                cached is None
-                or cached.transient
-                or cached.checked_at < event.timestamp - self._recheck
-            ):
-                self._request_probe(host)
-                continue
-            patterns = event.policy.mx_hosts or None
-            details[i] = refine_detail(detail, judged(apply_patterns(cached, patterns)))
-        refined = tuple(dict.fromkeys(details))
-        if refined == event.failures:
-            return event
-        self.stats.refined += 1
-        return replace(event, failures=refined)
-
-    def _request_probe(self, host: str) -> None:
-        """At most one probe request per MX host every `retry_interval` (any thread)."""
-        now = self._clock()
-        if self._requested.get(host, -self._retry) > now - self._retry:
-            return
-        if len(self._requested) >= self._max_domains:
-            self._requested.clear()
-        self._requested[host] = now
+    def _probe_soon(self, host: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closing
             self._loop.call_soon_threadsafe(self._start_probe, host)
 

@@ -13,7 +13,7 @@ Postfix shuffles) count in the order DNS returned them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from mta_sts_policyd.errors import ResultType
@@ -103,6 +103,25 @@ def as_sts(event: SessionEvent, policy: PolicyRef, verdict: ProbeResult) -> Sess
         return replace(event, policy=policy)
     detail = probe_detail(verdict, event)
     return replace(event, policy=policy, success=False, failures=(detail,))
+
+
+def testing_session(
+    event: SessionEvent, state: TestingState, cached: Callable[[str], ProbeResult | None]
+) -> SessionEvent | None:
+    """A testing domain's no-policy-found session as an `sts` session with its MX's verdict,
+    or None while no verdict decides it. `cached` is the prober's cache, for an MX outside the
+    last lookup (the MX set changed)."""
+    if state.expires_at <= event.timestamp:
+        return None
+    mx = event_mx(event)
+    if mx is None:
+        verdict = unnamed_verdict(state)
+    elif mx in state.verdicts:
+        verdict = judged(state.verdicts[mx])
+    else:
+        seen = cached(mx)
+        verdict = judged(apply_patterns(seen, state.policy.mx_hosts) if seen else None)
+    return None if verdict is None else as_sts(event, state.policy, verdict)
 
 
 def probe_failure_detail(
