@@ -29,6 +29,7 @@ from mta_sts_policyd.config.settings import (
     with_overrides,
 )
 from mta_sts_policyd.config.toml_schema import toml_value
+from mta_sts_policyd.config.value_checks import CHECKS
 from mta_sts_policyd.errors import ConfigError
 from support import REPO_ROOT
 
@@ -147,7 +148,7 @@ BAD_VALUES: dict[str, list[Any]] = {
 
 
 def test_bad_value_table_covers_every_value_check() -> None:
-    assert set(config_module._CHECKS) <= set(BAD_VALUES)
+    assert set(CHECKS) <= set(BAD_VALUES)
 
 
 @pytest.mark.parametrize(

@@ -1,228 +1,66 @@
-"""Typed, validated configuration: frozen dataclasses built from TOML.
+"""Typed, validated configuration: TOML in, the frozen `Config` (sections.py) out.
 
-Every key has a default so an empty file (or no file) runs. Unknown keys and bad values are errors
-that name the key and the expected form; `check-config` prints the effective result.
+The config part's entry point: loading, the checks that need more than one key, command-line
+overrides and `check-config`'s rendering; it re-exports the sections. Unknown keys and bad
+values are errors that name the key and the expected form (value_checks.py, toml_schema.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from mta_sts_policyd.config.sections import (
+    DEFAULT_STATE_DIR,
+    CacheConfig,
+    Config,
+    DiscoveryConfig,
+    DkimConfig,
+    LoggingConfig,
+    MaillogConfig,
+    MetricsConfig,
+    ProbeConfig,
+    ServerConfig,
+    TlsRptConfig,
+)
 from mta_sts_policyd.config.toml_schema import (
     build_dataclass,
     dataclass_as_dict,
     tables_as_toml,
 )
+from mta_sts_policyd.config.value_checks import CHECKS
 from mta_sts_policyd.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_STATE_DIR",
+    "CacheConfig",
+    "Config",
+    "DiscoveryConfig",
+    "DkimConfig",
+    "LoggingConfig",
+    "MaillogConfig",
+    "MetricsConfig",
+    "ProbeConfig",
+    "ServerConfig",
+    "TlsRptConfig",
+    "config_as_dict",
+    "config_from_mapping",
+    "load_config",
+    "parse_listen_address",
+    "parse_nameserver",
+    "render_toml",
+    "with_overrides",
+]
+
 DEFAULT_CONFIG_PATH = Path("/etc/mta-sts-policyd/config.toml")
-DEFAULT_STATE_DIR = "/var/lib/mta-sts-policyd"
-
-StsAttributes = Literal["auto", True, False]
-DaneMode = Literal["auto", "off", "notfound", "dane", "dane-only"]
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """The socketmap listener(s) Postfix talks to."""
-
-    listen: tuple[str, ...] = ("127.0.0.1:8463",)
-    """`HOST:PORT`, `[IPv6]:PORT` or `unix:/path`; ignored under systemd socket activation."""
-    unix_mode: str = "0660"
-    unix_group: str = ""
-    max_connections: int = 1000
-    idle_timeout: float = 60.0
-    sts_attributes: StsAttributes = "auto"
-    """Postfix >= 3.10 STS/TLSRPT reply attributes: auto asks `postconf -h mail_version`."""
-    dane: DaneMode = "auto"
-    """DANE wins over MTA-STS (RFC 8461 §2): the reply for an enforce domain whose MX hosts have
-    DNSSEC-validated TLSA records. `notfound` leaves Postfix's own dane level in force; `auto` is
-    `notfound` when Postfix's smtp_tls_security_level is dane/dane-only with dnssec support,
-    else `off` (Postfix does no DANE, so MTA-STS applies)."""
-    exact_wildcards: bool = True
-    """Render `*.x` patterns as the MX names they match (one label) instead of Postfix's `.x`."""
-    postconf: str = "postconf"
-
-
-@dataclass(frozen=True)
-class DiscoveryConfig:
-    """DNS and HTTPS settings of policy discovery (RFC 8461 §3)."""
-
-    nameservers: tuple[str, ...] = ()
-    """Empty: the system resolver configuration. Entries `IP`, `IP:PORT` or `[IPv6]:PORT`."""
-    dns_timeout: float = 5.0
-    fetch_timeout: float = 10.0
-    ca_file: str = ""
-    """Empty: the operating system's trust store (honours SSL_CERT_FILE)."""
-    https_port: int = 443
-    """Only for test set-ups: the port policy hosts are fetched from."""
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """The RFC 8461 §3.3/§5.1 cache state machine and its persistent store."""
-
-    state_dir: str = DEFAULT_STATE_DIR
-    txt_recheck: float = 60.0
-    cold_wait: float = 3.0
-    negative_ttl: float = 300.0
-    failure_backoff: float = 300.0
-    refresh: bool = True
-    refresh_interval: float = 86400.0
-    refresh_jitter: float = 3600.0
-    refresh_concurrency: int = 20
-    memory_entries: int = 5_000
-    """Policies kept in memory (LRU, ~1.5 KB each); the rest are answered from the store on
-    disk (a local read, never the network)."""
-    max_entries: int = 200_000
-    flush_interval: float = 1.0
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """Prometheus exposition; off unless `listen` is set (loopback addresses only)."""
-
-    listen: str = ""
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-
-@dataclass(frozen=True)
-class DkimConfig:
-    domain: str = ""
-    selector: str = ""
-    key_file: str = ""
-
-
-@dataclass(frozen=True)
-class TlsRptConfig:
-    """RFC 8460 reporting: collection, aggregation and delivery."""
-
-    enabled: bool = False
-    socket: str = "/run/mta-sts-policyd/tlsrpt.sock"
-    """The libtlsrpt datagram socket (`smtp_tlsrpt_socket_name` in Postfix >= 3.10); empty: off."""
-    socket_mode: str = "0660"
-    socket_group: str = ""
-    organization_name: str = ""
-    contact_info: str = ""
-    retention_days: int = 31
-    max_report_bytes: int = 5 * 1024 * 1024
-    send_delay_max: float = 14400.0
-    retry_window: float = 86400.0
-    smtp_relay: str = "localhost:25"
-    envelope_sender: str = ""
-    allow_unsigned: bool = False
-    https_timeout: float = 30.0
-    dkim: DkimConfig = field(default_factory=DkimConfig)
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """The shadow STARTTLS probe of `testing`-mode domains' MX hosts."""
-
-    enabled: bool = True
-    reprobe_interval: float = 21600.0
-    timeout: float = 30.0
-    concurrency: int = 10
-    ehlo_name: str = ""
-    port: int = 25
-    """Only for test set-ups: the SMTP port MX hosts are probed on."""
-
-
-@dataclass(frozen=True)
-class MaillogConfig:
-    """Postfix < 3.10: TLS outcomes from Postfix's log (file or systemd journal)."""
-
-    enabled: bool = False
-    path: str = ""
-    """A log file (`maillog_file` or syslog's mail log); empty with enabled: the journal."""
-    journal_units: tuple[str, ...] = ("postfix*",)
-    exclude_syslog_names: tuple[str, ...] = ("postfix/tlsrpt-out",)
-    """Sessions of the report sender's own transport are not counted (report loops)."""
-    timezone: str = "UTC"
-    """Time zone of RFC 3164 timestamps (they carry none)."""
-
-
-@dataclass(frozen=True)
-class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    tlsrpt: TlsRptConfig = field(default_factory=TlsRptConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    maillog: MaillogConfig = field(default_factory=MaillogConfig)
-
-    @property
-    def state_dir(self) -> Path:
-        return Path(self.cache.state_dir)
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "a number greater than 0"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "a number >= 0"
-
-
-def _octal_mode(value: str) -> str | None:
-    try:
-        ok = 0 <= int(value, 8) <= 0o777
-    except ValueError:
-        ok = False
-    return None if ok else 'an octal file mode such as "0660"'
-
-
-def _fetch_timeout(value: float) -> str | None:
-    return None if 0 < value <= 60 else "seconds, greater than 0 and at most 60 (RFC 8461 §3.3)"
-
-
-def _port(value: int) -> str | None:
-    return None if 0 < value < 65536 else "a TCP port 1-65535"
-
-
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "server.unix_mode": _octal_mode,
-    "server.max_connections": _positive,
-    "server.idle_timeout": _positive,
-    "discovery.dns_timeout": _positive,
-    "discovery.fetch_timeout": _fetch_timeout,
-    "discovery.https_port": _port,
-    "cache.txt_recheck": _positive,
-    "cache.cold_wait": _non_negative,
-    "cache.negative_ttl": _non_negative,
-    "cache.failure_backoff": _non_negative,
-    "cache.refresh_interval": _positive,
-    "cache.refresh_jitter": _non_negative,
-    "cache.refresh_concurrency": _positive,
-    "cache.max_entries": _positive,
-    "cache.memory_entries": _positive,
-    "cache.flush_interval": _positive,
-    "tlsrpt.socket_mode": _octal_mode,
-    "tlsrpt.retention_days": _positive,
-    "tlsrpt.max_report_bytes": _positive,
-    "tlsrpt.send_delay_max": _non_negative,
-    "tlsrpt.retry_window": _positive,
-    "tlsrpt.https_timeout": _positive,
-    "probe.reprobe_interval": _positive,
-    "probe.timeout": _positive,
-    "probe.concurrency": _positive,
-    "probe.port": _port,
-}
 
 
 def config_from_mapping(data: Mapping[str, Any]) -> Config:
-    config: Config = build_dataclass(Config, data, checks=_CHECKS)
+    config: Config = build_dataclass(Config, data, checks=CHECKS)
     _check_cross_field(config)
     return config
 
