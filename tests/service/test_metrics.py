@@ -1,4 +1,4 @@
-"""metrics.py: exposition over loopback HTTP, fixed label sets, hot-path cost (issue 3 §8)."""
+"""metrics/: exposition over loopback HTTP, fixed label sets, hot-path cost (issue 3 §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plain-integer counters of the answer path, read by metrics.py at scrape time.
+"""Plain-integer counters of the answer path, read by metrics/ at scrape time.
 
 Why not prometheus objects directly: the answer path must cost a few microseconds; incrementing
 an int attribute is the cheapest thing Python can do, and the exposition converts at scrape time.

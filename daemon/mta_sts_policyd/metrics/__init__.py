@@ -1,0 +1,199 @@
+"""Prometheus metrics: plain ints on the hot path, turned into metric families when scraped.
+
+The series the daemon exports are declared here, in this package's own `REGISTRY` (never the
+global one); fast.py holds the cheap counter types and http.py the loopback exposition.
+
+Two ways to feed a series, which add up: call `inc`/`observe` on the module-level objects, or
+`set_function` a callable that returns the owner's own counter (e.g. `Lookup.stats`), read
+only at scrape time. Every label value is declared here, so no series can carry a domain.
+Writers are the event loop or one thread per counter; the scrape thread only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from mta_sts_policyd import __version__
+from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.metrics.fast import (
+    PREFIX,
+    CounterVec,
+    FastCounter,
+    FastGauge,
+    FastHistogram,
+    HistogramSource,
+    Scalar,
+)
+from mta_sts_policyd.metrics.http import MetricsServer, loopback_host, serve_registry
+
+__all__ = [  # re-exported: callers write metrics.FastCounter, metrics.MetricsServer, ...
+    "PREFIX",
+    "CounterVec",
+    "FastCounter",
+    "FastGauge",
+    "FastHistogram",
+    "HistogramSource",
+    "MetricsServer",
+    "Scalar",
+    "loopback_host",
+]
+
+# 10 µs (a cached answer) ... 5 s (a cold lookup that waited for DNS and HTTPS).
+ANSWER_BUCKETS = (
+    *(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005),
+    *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+ANSWER_CLASSES = (
+    *("enforce", "notfound-none", "notfound-testing", "notfound-nopolicy"),
+    *("notfound-key", "notfound-cold", "error"),
+)
+_R = ResultType
+FETCH_FAILURES = (_R.STS_POLICY_FETCH_ERROR, _R.STS_POLICY_INVALID, _R.STS_WEBPKI_INVALID)
+PROBE_FAILURES = (
+    *(_R.STARTTLS_NOT_SUPPORTED, _R.CERTIFICATE_HOST_MISMATCH, _R.CERTIFICATE_EXPIRED),
+    *(_R.CERTIFICATE_NOT_TRUSTED, _R.VALIDATION_FAILURE),
+)
+TRANSPORTS = ("mail", "https")
+
+LOOKUPS = CounterVec("lookups", "Socketmap answers by answer class.", "answer", ANSWER_CLASSES)
+FETCHES = CounterVec(
+    "policy_fetches",
+    "Policy discoveries: ok or the RFC 8460 failure type.",
+    "result",
+    ("ok", *FETCH_FAILURES),
+)
+REPORTS_SENT = CounterVec("tlsrpt_reports_sent", "TLS reports delivered.", "transport", TRANSPORTS)
+REPORTS_FAILED = CounterVec(
+    "tlsrpt_reports_failed", "TLS report delivery attempts that failed.", "transport", TRANSPORTS
+)
+PROBES = CounterVec(
+    "probes",
+    "STARTTLS probes of MX hosts: success, the RFC 8460 result type, or transient.",
+    "result",
+    ("success", *PROBE_FAILURES, "transient"),
+)
+
+LOOKUP_ENFORCE = LOOKUPS.labels("enforce")
+LOOKUP_NOTFOUND_NONE = LOOKUPS.labels("notfound-none")
+LOOKUP_NOTFOUND_TESTING = LOOKUPS.labels("notfound-testing")
+LOOKUP_NOTFOUND_NOPOLICY = LOOKUPS.labels("notfound-nopolicy")
+LOOKUP_NOTFOUND_KEY = LOOKUPS.labels("notfound-key")
+LOOKUP_NOTFOUND_COLD = LOOKUPS.labels("notfound-cold")
+LOOKUP_ERROR = LOOKUPS.labels("error")
+FETCH_OK = FETCHES.labels("ok")
+FETCH_ERROR = FETCHES.labels(_R.STS_POLICY_FETCH_ERROR)
+FETCH_INVALID = FETCHES.labels(_R.STS_POLICY_INVALID)
+FETCH_WEBPKI_INVALID = FETCHES.labels(_R.STS_WEBPKI_INVALID)
+REPORTS_SENT_MAIL = REPORTS_SENT.labels("mail")
+REPORTS_SENT_HTTPS = REPORTS_SENT.labels("https")
+REPORTS_FAILED_MAIL = REPORTS_FAILED.labels("mail")
+REPORTS_FAILED_HTTPS = REPORTS_FAILED.labels("https")
+
+CACHE_HITS = FastCounter()
+CACHE_MISSES = FastCounter()
+MEMO_HITS = FastCounter()
+REFRESH_FAILURES = FastCounter()
+TLSRPT_DATAGRAMS_RECEIVED = FastCounter()
+TLSRPT_DATAGRAMS_REJECTED = FastCounter()
+TLSRPT_EVENTS_STORED = FastCounter()
+TESTING_MISMATCHES = FastCounter()
+CACHE_ENTRIES = FastGauge()
+ANSWER_SECONDS = FastHistogram(
+    "answer_duration_seconds", "Time from a socketmap request to its reply.", ANSWER_BUCKETS
+)
+
+_SCALARS = (
+    Scalar("cache_hits", "Lookups answered from the policy cache.", CACHE_HITS),
+    Scalar("cache_misses", "Lookups the policy cache could not answer.", CACHE_MISSES),
+    Scalar(
+        "reply_memo_hits",
+        "Cache hits written straight from the reply memo (repeat requests, enforce domains).",
+        MEMO_HITS,
+    ),
+    Scalar("refresh_failures", "Failed background policy refreshes.", REFRESH_FAILURES),
+    Scalar("tlsrpt_datagrams_received", "libtlsrpt datagrams received.", TLSRPT_DATAGRAMS_RECEIVED),
+    Scalar("tlsrpt_datagrams_rejected", "libtlsrpt datagrams refused.", TLSRPT_DATAGRAMS_REJECTED),
+    Scalar("tlsrpt_events_stored", "TLS outcomes added to the store.", TLSRPT_EVENTS_STORED),
+    Scalar(
+        "testing_mismatches",
+        "Probes of testing-mode MX hosts that would fail under enforce.",
+        TESTING_MISMATCHES,
+    ),
+    Scalar("cache_entries", "Policies in the cache.", CACHE_ENTRIES),
+)
+
+
+def fetch_counter(result: ResultType | None) -> FastCounter:
+    """The fetch child for a discovery outcome: None is success, else its RFC 8460 type."""
+    return FETCH_OK if result is None else FETCHES.labels(result.value)
+
+
+class LookupStatsSource(Protocol):
+    """What `bind_lookup_stats` reads (lookup_stats.LookupStats has these)."""
+
+    misses: int
+    fetch_ok: int
+    fetch_failures: dict[str, int]
+    refresh_failures: int
+    memo_hits: int
+
+    def answers_by_class(self) -> dict[str, int]: ...
+
+    def cache_hits(self) -> int: ...
+
+    def latency(self) -> tuple[list[int], float]: ...
+
+
+def bind_lookup_stats(stats: LookupStatsSource, bounds: Sequence[float]) -> None:
+    """Export a Lookup's own counters (rebinding replaces the previous Lookup)."""
+    LOOKUPS.set_function(stats.answers_by_class)
+    CACHE_HITS.set_function(stats.cache_hits)
+    CACHE_MISSES.set_function(lambda: stats.misses)
+    MEMO_HITS.set_function(lambda: stats.memo_hits)
+    REFRESH_FAILURES.set_function(lambda: stats.refresh_failures)
+    FETCHES.set_function(lambda: {"ok": stats.fetch_ok, **stats.fetch_failures})
+    ANSWER_SECONDS.set_function(bounds, stats.latency)
+
+
+class CollectorStatsSource(Protocol):
+    """What `bind_collector_stats` reads (tlsrpt.collector.CollectorStats has these)."""
+
+    received: int
+    rejected: int
+    oversized: int
+    backlog_dropped: int
+    events_submitted: int
+
+
+def bind_collector_stats(stats: CollectorStatsSource) -> None:
+    """Export the TLS-RPT collector's counters; oversized and dropped ones count as rejected."""
+    TLSRPT_DATAGRAMS_RECEIVED.set_function(lambda: stats.received)
+    TLSRPT_DATAGRAMS_REJECTED.set_function(
+        lambda: stats.rejected + stats.oversized + stats.backlog_dropped
+    )
+    TLSRPT_EVENTS_STORED.set_function(lambda: stats.events_submitted)
+
+
+class _Collector:
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(PREFIX + "build_info", "Daemon version.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        for vec in (LOOKUPS, FETCHES, REPORTS_SENT, REPORTS_FAILED, PROBES):
+            yield vec.family()
+        for scalar in _SCALARS:
+            yield scalar.family()
+        yield ANSWER_SECONDS.family()
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(_Collector())
+
+
+def start_metrics_server(host: str, port: int) -> MetricsServer:
+    """Serve the exposition from a daemon thread; loopback only (ValueError otherwise)."""
+    return serve_registry(host, port, REGISTRY)
