@@ -21,8 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mta_sts_policyd.errors import ConfigError
-from mta_sts_policyd.tlsrpt.libtlsrpt.collector import Quarantine, TlsRptCollector, group_by_day
+from mta_sts_policyd.tlsrpt.libtlsrpt.collector import Quarantine, TlsRptCollector
 from mta_sts_policyd.tlsrpt.libtlsrpt.datagram import parse_datagram
+from mta_sts_policyd.tlsrpt.libtlsrpt.ingest import group_by_day
 from mta_sts_policyd.tlsrpt.libtlsrpt.receiver import decode, encode_datagram, encode_notice
 from mta_sts_policyd.tlsrpt.model import SessionEvent
 from support import TESTS_DIR

@@ -7,9 +7,10 @@ thread inside the daemon stalls exactly so, waiting for the GIL or a CPU. Hence:
 
 * the daemon binds the socket and hands it to receiver.py, a child process with its own
   interpreter that only receives and forwards batches over a pipe (optionally SCHED_FIFO);
-* the ingest thread here wakes every `batch_interval`, merges identical datagrams of one UTC
-  day into one event with a count, decodes (datagram.py), submits to the EventSink (which never
-  blocks on disk), quarantines what cannot be parsed, and restarts the receiver if it dies.
+* the ingest thread here wakes every `batch_interval`, hands what arrived to ingest.py (which
+  merges identical datagrams of one UTC day into one event with a count, parses, submits to the
+  EventSink, which never blocks on disk, and quarantines what cannot be parsed), and restarts
+  the receiver if it dies.
 Measurements: bench/tlsrpt_ingest.md.
 """
 
@@ -26,22 +27,19 @@ import threading
 import time
 from pathlib import Path
 
-from mta_sts_policyd.errors import ConfigError, DatagramError
+from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net.unix_socket import bind_datagram_socket, unlink_socket
 from mta_sts_policyd.tlsrpt.libtlsrpt import receiver
-from mta_sts_policyd.tlsrpt.libtlsrpt.datagram import ParsedDatagram, parse_datagram_full
+from mta_sts_policyd.tlsrpt.libtlsrpt.ingest import DatagramIngest, Item
 from mta_sts_policyd.tlsrpt.libtlsrpt.quarantine import CollectorStats, Quarantine
-from mta_sts_policyd.tlsrpt.model import EventSink, SessionEvent
+from mta_sts_policyd.tlsrpt.model import EventSink
 
-__all__ = ["CollectorStats", "Quarantine", "TlsRptCollector", "group_by_day", "oversized"]
+__all__ = ["CollectorStats", "Quarantine", "TlsRptCollector"]
 
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 256 * 1024
 """The receiver also writes to the pipe when this much is waiting (besides every flush_interval)."""
-
-_Item = tuple[float, bytes | tuple[bytes, int]]
-"""(receive time, datagram), or (receive time, (head, real size)) when it was too big."""
 
 
 class TlsRptCollector:
@@ -88,7 +86,7 @@ class TlsRptCollector:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._start_error: OSError | None = None
-        self._cache: dict[bytes, ParsedDatagram | DatagramError] = {}
+        self._ingest = DatagramIngest(sink, self.stats, quarantine, max_datagram)
 
     @property
     def receiver_pid(self) -> int | None:
@@ -231,7 +229,7 @@ class TlsRptCollector:
                 eof = receiver.read_available(read_fd, buf)
                 items = self._decode(buf)
                 if items:
-                    self._process(items)
+                    self._ingest.process(items)
                 if eof:
                     return
                 if self._batch_interval > 0:
@@ -239,7 +237,7 @@ class TlsRptCollector:
         finally:
             os.close(read_fd)
 
-    def _decode(self, buf: bytearray) -> list[_Item]:
+    def _decode(self, buf: bytearray) -> list[Item]:
         records, notices = receiver.decode(buf)
         for text in notices:
             self._notice(text)
@@ -255,86 +253,3 @@ class TlsRptCollector:
             self.stats.received += int(arg)
             self.stats.backlog_dropped += int(arg)
             log.warning("tlsrpt: %s datagrams dropped, the daemon fell behind", arg)
-
-    def _process(self, items: list[_Item]) -> None:
-        """Group identical datagrams of one UTC day, then parse and submit each group once."""
-        for at, (head, real) in oversized(items):
-            self.stats.oversized += 1
-            reason = f"datagram of {real} bytes exceeds {self._max_datagram}"
-            self._reject(at, reason, head, real, 1)
-            self.stats.processed += 1
-        for (data, _), (at, n) in group_by_day(items).items():
-            try:
-                self._handle(data, at, n)
-            except Exception:  # never let one datagram or a sink bug end ingestion
-                self.stats.sink_errors += n
-                log.exception("tlsrpt: event sink failed")
-            self.stats.processed += n
-
-    def _handle(self, data: bytes, at: float, n: int) -> None:
-        parsed = self._parse_cached(data, at)
-        if isinstance(parsed, DatagramError):
-            self._reject(at, parsed.reason, data, len(data), n)
-            return
-        for anomaly in parsed.anomalies:
-            self.stats.anomalies[anomaly] += n
-        submit = self._sink.submit
-        for event in parsed.events:
-            if event.timestamp != at or n != 1:
-                event = _restamp(event, at, n)
-            submit(event)
-            self.stats.events_submitted += event.count
-
-    def _parse_cached(self, data: bytes, at: float) -> ParsedDatagram | DatagramError:
-        """Postfix repeats identical datagrams (every success to one MX is the same bytes)."""
-        hit = self._cache.get(data)
-        if hit is not None:
-            return hit
-        try:
-            result: ParsedDatagram | DatagramError = parse_datagram_full(data, at)
-        except DatagramError as exc:
-            result = exc
-        if len(data) <= 4096:
-            if len(self._cache) >= 4096:
-                self._cache.clear()
-            self._cache[data] = result
-        return result
-
-    def _reject(self, at: float, reason: str, data: bytes, size: int, n: int) -> None:
-        self.stats.rejected += n
-        count = self.stats.rejected
-        if count & (count - 1) == 0 or n > 1:  # 1, 2, 4, 8, ...: visible without flooding
-            log.warning("tlsrpt: rejected datagram #%d: %s", count, reason)
-        if self._quarantine is not None:
-            self._quarantine.add(at, reason, data, size, n)
-
-
-def oversized(items: list[_Item]) -> list[tuple[float, tuple[bytes, int]]]:
-    """The items cut at max_datagram by the receiver: (time, (head, real size))."""
-    return [(at, item) for at, item in items if type(item) is tuple]
-
-
-def group_by_day(items: list[_Item]) -> dict[tuple[bytes, int], tuple[float, int]]:
-    """Identical datagrams of one UTC day -> (first receive time, how many); oversized skipped.
-
-    Pure, so the midnight split is tested without a clock.
-    """
-    groups: dict[tuple[bytes, int], tuple[float, int]] = {}
-    for at, item in items:
-        if type(item) is bytes:
-            key = (item, int(at // 86400))
-            first = groups.get(key)
-            groups[key] = (at, 1) if first is None else (first[0], first[1] + 1)
-    return groups
-
-
-def _restamp(event: SessionEvent, at: float, n: int) -> SessionEvent:
-    return SessionEvent(
-        at,
-        event.report_domain,
-        event.policy,
-        event.success,
-        event.failures,
-        event.tlsrpt_record,
-        event.count * n,
-    )
