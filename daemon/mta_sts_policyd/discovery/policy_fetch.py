@@ -21,12 +21,17 @@ import httpx
 
 from mta_sts_policyd.errors import (
     ConfigError,
-    DnsLookupError,
     PolicyFetchError,
     PolicySyntaxError,
     ResultType,
 )
 from mta_sts_policyd.net.dns_client import DnsClient
+from mta_sts_policyd.net.happy_eyeballs import (
+    AllAttemptsFailed,
+    NoAddresses,
+    connect_first,
+    resolve_both,
+)
 from mta_sts_policyd.net.https_stream import open_stream
 from mta_sts_policyd.sts import Policy, parse_policy
 
@@ -76,15 +81,49 @@ def make_tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
+_MAX_EARLY = 10_000
+"""Early A questions kept at once (each is taken by its fetch or discarded after its TXT)."""
+_EARLY_LIFETIME = 30.0
+"""An early answer older than this is not used (a fetch that did not follow its TXT at once)."""
+
+
 class _ResolvingBackend(httpcore.AsyncNetworkBackend):
     """Connect to the policy host's addresses from our resolver, on the configured port.
 
-    httpcore still passes the host name to TLS, so SNI, Host and the certificate check use it.
+    A and AAAA are asked in parallel and the connection attempts raced (RFC 8305); an A
+    question started early by `prefetch` (while the TXT record is still being asked) is used
+    instead of a new one. httpcore still passes the host name to TLS, so SNI, Host and the
+    certificate check use it.
     """
 
     def __init__(self, dns_client: DnsClient, port: int) -> None:
         self._dns = dns_client
         self._port = port
+        self._early: dict[str, tuple[float, asyncio.Task[list[str]]]] = {}
+
+    def prefetch(self, host: str) -> None:
+        """Start the A question for `host` now; a connect within `_EARLY_LIFETIME` takes it."""
+        now = asyncio.get_running_loop().time()
+        if len(self._early) >= _MAX_EARLY:
+            for name in [h for h, (t, _) in self._early.items() if now - t > _EARLY_LIFETIME]:
+                self.discard(name)
+        if host not in self._early and len(self._early) < _MAX_EARLY:
+            self._early[host] = (now, asyncio.ensure_future(self._dns.ipv4(host)))
+
+    def discard(self, host: str) -> None:
+        """No fetch follows (no policy): forget the early answer, or stop waiting for it."""
+        early = self._early.pop(host, None)
+        if early is not None:
+            early[1].cancel()
+
+    def _take_early(self, host: str) -> asyncio.Task[list[str]] | None:
+        early = self._early.pop(host, None)
+        if early is None:
+            return None
+        if asyncio.get_running_loop().time() - early[0] > _EARLY_LIFETIME:
+            early[1].cancel()
+            return None
+        return early[1]
 
     async def connect_tcp(
         self,
@@ -94,20 +133,26 @@ class _ResolvingBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        v4 = self._take_early(host) or self._dns.ipv4(host)
         try:
-            addresses = await self._dns.addresses(host)
-        except DnsLookupError as exc:
-            raise PolicyFetchError(f"cannot resolve the policy host: {exc.reason}") from None
-        if not addresses:
-            raise PolicyFetchError(f"policy host {host} has no A or AAAA record")
-        problems = []
-        for address in addresses:
-            try:
-                return await open_stream(address, self._port, timeout)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
-                where = f"[{address}]" if ":" in address else address
-                problems.append(f"{where}:{self._port}: {exc or type(exc).__name__}")
-        raise PolicyFetchError(f"cannot connect to {host}: {'; '.join(problems)}")
+            addresses = await resolve_both(v4, self._dns.ipv6(host))
+        except NoAddresses as exc:
+            if exc.failure is not None:
+                reason = exc.failure.reason
+                raise PolicyFetchError(f"cannot resolve the policy host: {reason}") from None
+            raise PolicyFetchError(f"policy host {host} has no A or AAAA record") from None
+
+        async def attempt(address: str) -> httpcore.AsyncNetworkStream:
+            return await open_stream(address, self._port, timeout)
+
+        async def close(stream: httpcore.AsyncNetworkStream) -> None:
+            await stream.aclose()
+
+        try:
+            return await connect_first(addresses, attempt, close)
+        except AllAttemptsFailed as exc:
+            where = [p.replace(": ", f":{self._port}: ", 1) for p in exc.problems]
+            raise PolicyFetchError(f"cannot connect to {host}: {'; '.join(where)}") from None
 
     async def connect_unix_socket(
         self,
@@ -180,6 +225,7 @@ class PolicyFetcher:
         user_agent: str,
     ) -> None:
         self.timeout = min(timeout, MAX_TIMEOUT)
+        self._backend = _ResolvingBackend(dns_client, https_port)
         pool = httpcore.AsyncConnectionPool(
             ssl_context=make_tls_context(ca_file),
             max_connections=_MAX_CONNECTIONS,
@@ -187,7 +233,7 @@ class PolicyFetcher:
             http1=True,
             http2=False,
             retries=0,
-            network_backend=_ResolvingBackend(dns_client, https_port),
+            network_backend=self._backend,
         )
         self._client = httpx.AsyncClient(
             transport=_Transport(pool),
@@ -206,6 +252,14 @@ class PolicyFetcher:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def prefetch_host(self, domain: str) -> None:
+        """Ask for the policy host's IPv4 addresses now (a fetch of `domain` will likely follow)."""
+        self._backend.prefetch(f"mta-sts.{domain}")
+
+    def discard_host(self, domain: str) -> None:
+        """No fetch of `domain` follows after all."""
+        self._backend.discard(f"mta-sts.{domain}")
 
     async def fetch(self, domain: str) -> FetchResult:
         """GET and validate the policy of A-label `domain`; PolicyFetchError on failure."""

@@ -186,6 +186,14 @@ class DnsClient:
             return v6
         return found or await self._addresses(host, dns.rdatatype.AAAA)
 
+    async def ipv4(self, host: str) -> list[str]:
+        """A records of `host` ([] for NXDOMAIN and NODATA); DnsLookupError on failure."""
+        return await self._addresses(host, dns.rdatatype.A)
+
+    async def ipv6(self, host: str) -> list[str]:
+        """AAAA records of `host` ([] for NXDOMAIN and NODATA); DnsLookupError on failure."""
+        return await self._addresses(host, dns.rdatatype.AAAA)
+
     async def _addresses(self, host: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
         answer = await self._query(host, rdtype)
         return [rd.address for rd in answer.rrset] if answer.rrset is not None else []

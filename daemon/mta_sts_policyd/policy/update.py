@@ -107,8 +107,10 @@ class PolicyUpdater:
         ctx = self.ctx
         now = ctx.clock()
         entry = ctx.cache.get(domain)
+        # No valid policy: a fetch follows if a record exists, so its address question starts now.
+        cold = entry is None or not entry.valid(now)
         try:
-            lookup = await ctx.discovery.lookup_txt(domain)
+            lookup = await ctx.discovery.lookup_txt(domain, fetch_likely=cold)
         except DnsLookupError as exc:
             return self._txt_failed(domain, entry, now, exc)
         record = lookup.result
@@ -169,15 +171,18 @@ class PolicyUpdater:
 
     async def fetch(self, entry: CacheEntry, policy_id: str | None, now: float) -> CacheEntry:
         """Fetch the policy; on success replace the entry's policy, MX data and reply at once."""
+        early = self._start_mx_and_dane(entry)
         try:
             fetched = await self.ctx.discovery.fetch_policy(entry.domain)
         except PolicyFetchError as exc:
+            if early is not None:
+                early.cancel()
             self._fetch_failed(entry, policy_id, now, exc)
             return entry
         policy = fetched.policy
         # Everything that may wait or fail comes first; the entry changes in one step after it,
-        # so no entry ever holds a policy without its reply (issue: empty payload `0:,`).
-        mx, dane = await self._mx_and_dane(entry, policy)
+        # so no entry ever holds a policy without its reply (a crash must not leave `0:,`).
+        mx, dane = await self._mx_and_dane(entry, policy, early)
         self.ctx.stats.fetch_ok += 1
         entry.policy_id = policy_id if policy_id is not None else entry.policy_id
         entry.policy = policy
@@ -198,22 +203,49 @@ class PolicyUpdater:
         )
         return entry
 
+    def _start_mx_and_dane(
+        self, entry: CacheEntry
+    ) -> asyncio.Future[tuple[tuple[tuple[str, ...], float] | None, bool]] | None:
+        """MX (and TLSA) questions in parallel with the fetch, when the reply may need them.
+
+        Known before the fetch only from the previous policy; a cold domain (none yet) asks
+        when exact wildcards or DANE are on: one MX question, which the resolver usually has
+        cached (Postfix asks for the same set), against a round trip after the fetch.
+        """
+        settings = self.ctx.settings
+        if entry.policy is not None and not (wants_mx(entry, settings) or settings.dane_reply):
+            return None
+        if entry.policy is None and not (settings.exact_wildcards or settings.dane_reply):
+            return None
+        return asyncio.ensure_future(self._read_mx_and_dane(entry.domain))
+
     async def _mx_and_dane(
-        self, entry: CacheEntry, policy: Policy
+        self,
+        entry: CacheEntry,
+        policy: Policy,
+        early: asyncio.Future[tuple[tuple[tuple[str, ...], float] | None, bool]] | None,
     ) -> tuple[tuple[tuple[str, ...], float] | None, bool]:
         settings = self.ctx.settings
-        if policy.mode is not Mode.ENFORCE:
-            return None, False
         probe = CacheEntry(entry.domain, policy=policy)
-        if not (wants_mx(probe, settings) or settings.dane_reply):
+        if policy.mode is not Mode.ENFORCE or not (
+            wants_mx(probe, settings) or settings.dane_reply
+        ):
+            if early is not None:
+                early.cancel()
             return None, False
-        mx = await self.mx.read(entry.domain)
-        if mx is None or not mx[0] or not settings.dane_reply:
+        return await (early if early is not None else self._read_mx_and_dane(entry.domain))
+
+    async def _read_mx_and_dane(
+        self, domain: str
+    ) -> tuple[tuple[tuple[str, ...], float] | None, bool]:
+        """(MX hosts, TTL) or None, and whether DANE protects them. Never raises."""
+        mx = await self.mx.read(domain)
+        if mx is None or not mx[0] or not self.ctx.settings.dane_reply:
             return mx, False
         try:
             return mx, await self.ctx.discovery.dane_protected(mx[0])
         except Exception as exc:  # fail-open: MTA-STS applies (RFC 8461 §2)
-            log.info("event=dane-check-failed domain=%s reason=%r", entry.domain, str(exc))
+            log.info("event=dane-check-failed domain=%s reason=%r", domain, str(exc))
             return mx, False
 
     def _fetch_failed(

@@ -1,0 +1,140 @@
+"""RFC 8305 connection racing: address order, the resolution delay, staggered attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mta_sts_policyd.errors import DnsLookupError
+from mta_sts_policyd.net.happy_eyeballs import (
+    AllAttemptsFailed,
+    NoAddresses,
+    connect_first,
+    interleave,
+    resolve_both,
+)
+
+V6 = ["2001:db8::1", "2001:db8::2"]
+V4 = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+
+
+def test_interleave_alternates_families_ipv6_first() -> None:
+    assert interleave(V6, V4) == [
+        "2001:db8::1",
+        "192.0.2.1",
+        "2001:db8::2",
+        "192.0.2.2",
+        "192.0.2.3",
+    ]
+    assert interleave([], V4) == V4
+    assert interleave(V6, []) == V6
+
+
+@given(st.lists(st.text(min_size=1), max_size=6), st.lists(st.text(min_size=1), max_size=6))
+def test_interleave_keeps_every_address_and_each_familys_order(
+    v6: list[str], v4: list[str]
+) -> None:
+    mixed = interleave(v6, v4)
+    assert sorted(mixed) == sorted(v6 + v4)
+    assert [a for a in mixed if a in v6 and a not in v4] == [a for a in v6 if a not in v4]
+    if v6:
+        assert mixed[0] == v6[0]
+
+
+async def answer(value: list[str], after: float) -> list[str]:
+    await asyncio.sleep(after)
+    return value
+
+
+async def fail(after: float) -> list[str]:
+    await asyncio.sleep(after)
+    raise DnsLookupError("SERVFAIL")
+
+
+async def test_aaaa_within_the_resolution_delay_is_used_and_preferred() -> None:
+    assert await resolve_both(answer(V4, 0), answer(V6, 0.02), 0.2) == interleave(V6, V4)
+
+
+async def test_late_aaaa_is_not_waited_for_beyond_the_resolution_delay() -> None:
+    started = time.monotonic()
+    assert await resolve_both(answer(V4, 0), answer(V6, 5), 0.05) == V4
+    assert time.monotonic() - started < 1.0
+
+
+async def test_empty_a_waits_for_aaaa() -> None:
+    assert await resolve_both(answer([], 0), answer(V6, 0.1), 0.01) == V6
+
+
+async def test_one_family_failing_is_no_failure_while_the_other_has_addresses() -> None:
+    assert await resolve_both(fail(0), answer(V6, 0.01)) == V6
+    assert await resolve_both(answer(V4, 0.01), fail(0)) == V4
+
+
+async def test_no_addresses_carries_the_dns_failure() -> None:
+    with pytest.raises(NoAddresses) as caught:
+        await resolve_both(fail(0), answer([], 0))
+    assert caught.value.failure is not None and caught.value.failure.reason == "SERVFAIL"
+    with pytest.raises(NoAddresses) as empty:
+        await resolve_both(answer([], 0), answer([], 0))
+    assert empty.value.failure is None
+
+
+class Attempts:
+    """Fake connect: per address a delay and an outcome; records start times and closes."""
+
+    def __init__(self, plan: dict[str, tuple[float, bool]]) -> None:
+        self.plan = plan
+        self.started: dict[str, float] = {}
+        self.closed: list[str] = []
+        self.t0 = time.monotonic()
+
+    async def connect(self, address: str) -> str:
+        self.started[address] = time.monotonic() - self.t0
+        delay, ok = self.plan[address]
+        await asyncio.sleep(delay)
+        if not ok:
+            raise OSError(f"refused by {address}")
+        return address
+
+    async def close(self, connection: str) -> None:
+        self.closed.append(connection)
+
+
+async def test_a_silent_address_costs_the_attempt_delay_not_a_timeout() -> None:
+    attempts = Attempts({"a": (30.0, True), "b": (0.0, True)})
+    assert await connect_first(["a", "b"], attempts.connect, attempts.close, 0.1) == "b"
+    assert 0.08 <= attempts.started["b"] < 1.0
+
+
+async def test_a_refused_address_moves_on_at_once() -> None:
+    attempts = Attempts({"a": (0.0, False), "b": (0.0, True)})
+    assert await connect_first(["a", "b"], attempts.connect, attempts.close, 5.0) == "b"
+    assert attempts.started["b"] < 1.0
+
+
+async def test_every_attempt_failing_names_each_address_in_order() -> None:
+    attempts = Attempts({"a": (0.0, False), "b": (0.01, False)})
+    with pytest.raises(AllAttemptsFailed) as caught:
+        await connect_first(["a", "b"], attempts.connect, attempts.close, 0.05)
+    assert caught.value.problems == ["a: refused by a", "b: refused by b"]
+
+
+async def test_the_first_connection_wins_and_no_other_is_left_open() -> None:
+    attempts = Attempts({"a": (0.3, True), "b": (0.05, True), "c": (0.0, True)})
+    assert await connect_first(["a", "b", "c"], attempts.connect, attempts.close, 0.01) == "c"
+    assert set(attempts.closed) <= {"a", "b"}  # cancelled before connecting, or closed
+
+
+async def test_two_connections_done_together_keep_one_and_close_the_other() -> None:
+    attempts = Attempts({"a": (0.0, True), "b": (0.0, True)})
+
+    async def instant(address: str) -> str:
+        attempts.started[address] = 0.0
+        return address
+
+    winner = await connect_first(["a", "b"], instant, attempts.close, 0.0)
+    assert attempts.closed == ([] if len(attempts.started) == 1 else [{"a": "b", "b": "a"}[winner]])
