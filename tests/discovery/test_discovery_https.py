@@ -301,6 +301,21 @@ async def test_a26_slow_drip_body_times_out(sts_world: StsWorld) -> None:
     assert "within 0.5 s" in error.reason
 
 
+@pytest.mark.fault
+async def test_fetch_timeout_is_a_hard_limit_even_when_the_tls_close_stalls(
+    sts_world: StsWorld,
+) -> None:
+    """Issue 11 item 5: headers, then silence (no body, no close_notify, no FIN): the TLS close
+    after the deadline waited for the peer up to asyncio's 30 s SSL shutdown timeout."""
+    sts_world.publish(D, POLICY, stall_after_headers=40)
+    async with sts_world.discovery(fetch_timeout=1.0) as client:
+        start = time.monotonic()
+        error = await fetch_error(client)
+        assert time.monotonic() - start < 1.5
+    assert error.result_type is FETCH
+    assert "within 1 s" in error.reason
+
+
 async def test_a26_slow_headers_time_out(sts_world: StsWorld) -> None:
     sts_world.publish(D, POLICY, delay=3)
     async with sts_world.discovery(fetch_timeout=0.3) as client:

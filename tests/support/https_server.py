@@ -49,6 +49,9 @@ class Site:
     drip_interval: float = 0.0
     """> 0: send the body `drip_size` bytes at a time, this many seconds apart (slowloris)."""
     drip_size: int = 1
+    stall_after_headers: float = 0.0
+    """> 0: after the headers, send nothing (no body, no close_notify, no FIN) for this long,
+    reading nothing either, so the client's TLS close waits too."""
     framing: Literal["length", "close", "chunked"] = "length"
     content_length: int | None = None
     """Announce this Content-Length instead of the true one (framing="length" only)."""
@@ -275,6 +278,10 @@ class HttpsServer:
         handler.send_header("Connection", "close")
         handler.end_headers()
         handler.close_connection = True
+        if site.stall_after_headers > 0:
+            handler.wfile.flush()
+            self._stopping.wait(site.stall_after_headers)
+            return
         if handler.command != "HEAD":
             self._send_body(handler, site)
 

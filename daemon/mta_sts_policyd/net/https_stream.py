@@ -9,12 +9,14 @@ raised as httpcore's types with the original exception chained, so discovery's c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 from typing import Any
 
 import httpcore
+
+CLOSE_GRACE = 1.0
+"""Longest wait for an orderly (TLS) close before the connection is aborted."""
 
 
 async def open_stream(
@@ -63,9 +65,26 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
+        """Close without ever waiting long on the peer. A stalled peer ignores our TLS
+        close_notify and asyncio would wait up to 30 s for its answer, past any fetch deadline:
+        when the caller is being cancelled (the deadline passed) the connection is aborted at
+        once, otherwise the orderly close gets `CLOSE_GRACE` seconds."""
+        transport = self._writer.transport
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            transport.abort()
+            return
         self._writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):  # the peer is gone: nothing to report
-            await self._writer.wait_closed()
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self._writer.wait_closed()
+        except TimeoutError:
+            transport.abort()
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except (OSError, ssl.SSLError):  # the peer is gone: nothing to report
+            pass
 
     async def start_tls(
         self,
