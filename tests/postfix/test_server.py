@@ -275,7 +275,7 @@ async def test_cancelled_answer_is_cleaned_up_and_answered_notfound(
 
 
 def _is_answer_task(task: asyncio.Task[object]) -> bool:
-    return task.get_coro().__qualname__ == "_finish"  # type: ignore[union-attr]
+    return task.get_coro().__qualname__ == "finish"  # type: ignore[union-attr]
 
 
 async def test_awaitable_that_is_not_a_coroutine(events: list[str]) -> None:

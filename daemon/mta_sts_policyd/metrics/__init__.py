@@ -101,6 +101,7 @@ TLSRPT_DATAGRAMS_RECEIVED = FastCounter()
 TLSRPT_DATAGRAMS_REJECTED = FastCounter()
 TLSRPT_EVENTS_STORED = FastCounter()
 TESTING_MISMATCHES = FastCounter()
+CONNECTIONS_REFUSED = FastCounter()
 CACHE_ENTRIES = FastGauge()
 ANSWER_SECONDS = FastHistogram(
     "answer_duration_seconds", "Time from a socketmap request to its reply.", ANSWER_BUCKETS
@@ -124,6 +125,11 @@ _SCALARS = (
         TESTING_MISMATCHES,
     ),
     Scalar("cache_entries", "Policies in the cache.", CACHE_ENTRIES),
+    Scalar(
+        "socketmap_connections_refused",
+        "Socketmap connections refused (over server.max_connections, or while stopping).",
+        CONNECTIONS_REFUSED,
+    ),
 )
 
 

@@ -15,16 +15,21 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net.systemd import systemd_listen_sockets
-from mta_sts_policyd.postfix.connection import Connection, FastReplyFn
-from mta_sts_policyd.postfix.socketmap import (
-    MAX_REQUEST,
-)
+from mta_sts_policyd.postfix.connection import Connection, ConnectionLimits, FastReplyFn
+from mta_sts_policyd.postfix.socketmap import MAX_REQUEST
 
-__all__ = ["AnswerFn", "EventFn", "SocketmapServer", "systemd_listen_sockets"]
+__all__ = [
+    "AnswerFn",
+    "ConnectionLimits",
+    "EventFn",
+    "SocketmapServer",
+    "systemd_listen_sockets",
+]
 
 AnswerFn = Callable[[str, str], Awaitable[bytes]]
 """(map name, key) -> unframed reply payload."""
@@ -32,13 +37,19 @@ EventFn = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
+REFUSAL_LOG_INTERVAL = 10.0
+"""At most one `connection-refused` log line per this many seconds (a flood must not flood the
+log); the line says how many were refused since the previous one."""
+
 
 class SocketmapServer:
     """Listeners plus the set of live connections; `close` drains in-flight answers.
 
     Events passed to `on_event`: connection_open, connection_close, connection_rejected
-    (over `max_connections`), malformed (framing error, connection closed without a reply,
-    D.48), idle_timeout, answer_error (answered NOTFOUND, D.60), reply_too_large.
+    (over `max_connections`, or while closing), malformed (framing error, connection closed
+    without a reply, D.48), idle_timeout, request_timeout (a request not whole within
+    `request_timeout` of its first byte), answer_error (answered NOTFOUND, D.60),
+    reply_too_large.
     """
 
     def __init__(
@@ -47,16 +58,24 @@ class SocketmapServer:
         *,
         max_connections: int = 1000,
         idle_timeout: float = 60.0,
+        request_timeout: float = 10.0,
         max_request: int = MAX_REQUEST,
         on_event: EventFn | None = None,
         fast_reply: FastReplyFn | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.answer = answer
         self.fast_reply = fast_reply
         self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self.max_request = max_request
+        self.limits = limits or ConnectionLimits(
+            max_request=max_request,
+            idle_timeout=idle_timeout,
+            request_timeout=min(request_timeout, idle_timeout),
+        )
         self.rejected_connections = 0
+        """Connections refused since start (exported as a metric)."""
+        self._refusals_logged = 0
+        self._refusal_logged_at = float("-inf")
         self._on_event = on_event
         self._servers: list[asyncio.AbstractServer] = []
         self._unix_paths: list[tuple[str, int]] = []
@@ -134,20 +153,36 @@ class SocketmapServer:
                     os.unlink(path)
         self._unix_paths.clear()
 
-    def _admit(self, conn: Connection) -> bool:
+    def admit(self, conn: Connection) -> bool:
+        """A new connection: into the live set, or refused (logged, rate-limited; counted)."""
         if self._closing or len(self._connections) >= self.max_connections:
             self.rejected_connections += 1
             self.emit("connection_rejected")
+            self._log_refusal()
             return False
         self._connections.add(conn)
         self.emit("connection_open")
         return True
 
-    def _forget(self, conn: Connection) -> None:
+    def release(self, conn: Connection) -> None:
         self._connections.discard(conn)
         self.emit("connection_close")
         if self._drained is not None and not self._connections:
             self._drained.set()
+
+    def _log_refusal(self) -> None:
+        now = time.monotonic()
+        if now - self._refusal_logged_at < REFUSAL_LOG_INTERVAL:
+            return
+        log.warning(
+            "event=connection-refused reason=%s max_connections=%d refused=%d total=%d",
+            "stopping" if self._closing else "max-connections",
+            self.max_connections,
+            self.rejected_connections - self._refusals_logged,
+            self.rejected_connections,
+        )
+        self._refusal_logged_at = now
+        self._refusals_logged = self.rejected_connections
 
 
 def _group_id(group: str) -> int:

@@ -22,7 +22,7 @@ async def start(
 ) -> list[Callable[[], Any]]:
     closers: list[Callable[[], Any]] = []
     if config.metrics.listen:
-        closers.append(composition.start_metrics(config, resolver))
+        closers.append(composition.start_metrics(config, resolver, server))
     if config.tlsrpt.enabled:
         from mta_sts_policyd.service.reporting import Reporting
 
