@@ -63,13 +63,9 @@ class ConnectionHost(Protocol):
 
     def emit(self, event: str) -> None: ...
 
-    def admit(self, conn: Connection) -> bool:
-        """Take the new connection into the live set, or refuse it (False: it is aborted)."""
-        ...
+    def admit(self, conn: Connection) -> bool: ...  # False: refused, the connection is aborted
 
-    def release(self, conn: Connection) -> None:
-        """The connection is gone."""
-        ...
+    def release(self, conn: Connection) -> None: ...  # the connection is gone
 
 
 class Connection(asyncio.Protocol):
