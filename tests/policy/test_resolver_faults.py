@@ -130,3 +130,19 @@ async def test_txt_timeouts_never_remove_a_known_policy(sts_world: StsWorld) -> 
         assert await resolver.answer("postfix", D) == ENFORCE_REPLY
         await resolver.wait_idle()
     assert resolver.cache.get(D) is not None
+
+
+def test_running_daemon_never_answers_an_empty_payload_after_an_mx_eof(
+    sts_world: StsWorld,
+) -> None:
+    """Item 2 on the real process: the MX question is truncated over UDP and the TCP retry
+    closed without an answer. Every lookup, first and repeated, gets the `.x` fallback."""
+    from support.daemon_process import DaemonProcess
+
+    sts_world.publish(D, WILDCARD)
+    sts_world.dns.fail(D, "tc-then-close", "MX")
+    with DaemonProcess.for_servers(sts_world.dns, sts_world.https) as process:
+        process.start()
+        replies = [process.query(D) for _ in range(3)]
+        process.wait_for_log(r"event=mx-lookup-failed domain=example\.test")
+    assert replies == [secure(".mx.example.test")] * 3
