@@ -146,3 +146,22 @@ def test_running_daemon_never_answers_an_empty_payload_after_an_mx_eof(
         replies = [process.query(D) for _ in range(3)]
         process.wait_for_log(r"event=mx-lookup-failed domain=example\.test")
     assert replies == [secure(".mx.example.test")] * 3
+
+
+def test_running_daemon_follows_an_mx_move_within_the_wildcard(sts_world: StsWorld) -> None:
+    """Item 1b on the real process: its MX watch re-reads the MX set once the answer's TTL
+    (here 1 s, so the 10 s floor) has run out; no refetch and no TXT change are needed."""
+    from support.daemon_process import DaemonProcess
+
+    sts_world.publish(D, WILDCARD)
+    sts_world.dns.set_mx(D, (10, "a.mx.example.test."), ttl=1)
+    with DaemonProcess.for_servers(sts_world.dns, sts_world.https) as process:
+        process.start()
+        assert process.query(D) == secure("a.mx.example.test")
+        sts_world.dns.set_mx(D, (10, "b.mx.example.test."), ttl=1)
+        moved = time.monotonic()
+        while process.query(D) != secure("b.mx.example.test"):
+            assert time.monotonic() - moved < 20, process.log()
+            time.sleep(0.5)
+        process.wait_for_log(r"event=mx-changed domain=example\.test mx=b\.mx\.example\.test")
+    assert sts_world.https.request_count(f"mta-sts.{D}") == 1
