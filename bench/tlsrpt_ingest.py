@@ -40,7 +40,8 @@ CODES = [201, 202, 203, 204, 205, 301, 302, 303, 304, 305]
 
 
 def libtlsrpt_json(value: object) -> str:
-    """Serialise like libtlsrpt: `"key": "str"` with a space, `"key":1` without (tlsrpt.md §3.5)."""
+    """Serialise like libtlsrpt: `"key": "str"` with a space, `"key":1` without
+    (docs/conformance.md: DG-encoding)."""
     if isinstance(value, dict):
         parts = []
         for key, item in value.items():

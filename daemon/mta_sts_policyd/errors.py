@@ -74,7 +74,8 @@ class StoreError(MtaStsError):
 
 
 class DatagramError(MtaStsError):
-    """A libtlsrpt datagram (tlsrpt.md §3) is unusable: counted and quarantined, never fatal."""
+    """A libtlsrpt datagram (docs/conformance.md: DG-envelope, DG-policy, DG-failure-detail) is
+    unusable: counted and quarantined, never fatal."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

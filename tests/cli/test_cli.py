@@ -199,7 +199,7 @@ def test_query_the_running_daemon(
     assert run(capsys, "query", "-c", config, "example.test") == (0, ENFORCE_DATA + "\n", "")
     code, out, err = run(capsys, "query", "-c", config, "nothing.test")
     assert (code, out, err.strip()) == (1, "", "NOTFOUND")
-    assert run(capsys, "query", "-c", config, ".example.test")[0] == 1  # D.2
+    assert run(capsys, "query", "-c", config, ".example.test")[0] == 1  # RFC 8461 §3.4
     code, data = run_json(capsys, "query", "-c", config, "[example.test]:25")
     assert code == 0
     assert data == {
@@ -272,7 +272,7 @@ def test_resolve_no_policy_exits_1(
     assert data["policy_domain"] is None and data["steps"][0]["step"] == "key"
     world.publish("html.test", ENFORCE, content_type="text/html")
     code, data = run_json(capsys, "resolve", "-c", config, "html.test")
-    assert code == 1  # D.21: an invalid policy is "no policy", not a temporary failure
+    assert code == 1  # RFC 8461 §3.2: an invalid policy is "no policy", not a temporary failure
     assert data["steps"][1]["result_type"] == "sts-policy-invalid"
 
 

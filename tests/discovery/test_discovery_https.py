@@ -1,4 +1,5 @@
-"""discovery: HTTPS policy fetch via loopback HTTPS + DNS (A16-A30, D.20-D.26, D.55)."""
+"""discovery: HTTPS policy fetch via loopback HTTPS + DNS (RFC 8461 §3.2, §3.3, §7;
+docs/conformance.md: STS-8.2-delegation)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def fetch_error(discovery: Discovery, domain: str = D) -> PolicyFetchError
     return info.value
 
 
-async def test_a16_url_host_and_result(
+async def test_url_host_and_result(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     sts_world.publish(D, POLICY)
@@ -75,7 +76,7 @@ async def test_a_fetch_does_not_search_for_missing_modules(
     assert searches == []
 
 
-async def test_a16_d7_idn_domain_in_a_label_form(
+async def test_idn_domain_in_a_label_form(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     sts_world.publish("xn--bcher-kva.test", POLICY)
@@ -86,7 +87,7 @@ async def test_a16_d7_idn_domain_in_a_label_form(
     assert sts_world.dns.query_count("mta-sts.xn--bcher-kva.test", "A") == 1
 
 
-async def test_a20_sni_is_the_policy_host(
+async def test_sni_is_the_policy_host(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     sts_world.publish(D, POLICY)
@@ -100,12 +101,12 @@ async def test_a20_sni_is_the_policy_host(
         ("self-signed", None, "self-signed"),
         ("expired", None, "expired"),
         ("untrusted", None, "unable to get local issuer"),
-        ("wrong-name", None, "Hostname mismatch"),  # D.23: only example.test
+        ("wrong-name", None, "Hostname mismatch"),  # RFC 8461 §3.3: only example.test
         ("none", None, "no certificate"),
-        ("valid", ("mta*.example.test",), "Hostname mismatch"),  # A18: partial wildcard
+        ("valid", ("mta*.example.test",), "Hostname mismatch"),  # RFC 8461 §3.3: partial wildcard
     ],
 )
-async def test_a17_a18_d23_bad_certificates_are_webpki_invalid(
+async def test_bad_certificates_are_webpki_invalid(
     sts_world: StsWorld,
     discovery: Discovery,
     https_server: HttpsServer,
@@ -120,21 +121,19 @@ async def test_a17_a18_d23_bad_certificates_are_webpki_invalid(
     assert https_server.requests == []
 
 
-async def test_a18_cn_only_certificate_rejected(sts_world: StsWorld, discovery: Discovery) -> None:
+async def test_cn_only_certificate_rejected(sts_world: StsWorld, discovery: Discovery) -> None:
     """Python's ssl falls back to the CN by default; RFC 8461 §3.3 wants the DNS-ID only."""
     sts_world.publish(D, POLICY, cert="cn-only")
     assert (await fetch_error(discovery)).result_type is WEBPKI
     assert make_tls_context(None).hostname_checks_common_name is False
 
 
-async def test_a18_d24_wildcard_certificate_accepted(
-    sts_world: StsWorld, discovery: Discovery
-) -> None:
+async def test_wildcard_certificate_accepted(sts_world: StsWorld, discovery: Discovery) -> None:
     sts_world.publish(D, POLICY, cert="wildcard")
     assert (await discovery.fetch_policy(D)).body == POLICY
 
 
-async def test_a19_no_revocation_information_needed(
+async def test_no_revocation_information_needed(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     """The test leaves carry no OCSP/CRL pointers; revocation checking is optional (MAY)."""
@@ -144,7 +143,7 @@ async def test_a19_no_revocation_information_needed(
     assert (await discovery.fetch_policy(D)).status == 200
 
 
-async def test_a21_d25_cname_delegation_needs_cert_for_user_domain(
+async def test_cname_delegation_needs_cert_for_user_domain(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     sts_world.dns.set_cname("_mta-sts.user.test", "_mta-sts.provider.test")
@@ -159,9 +158,7 @@ async def test_a21_d25_cname_delegation_needs_cert_for_user_domain(
 
 
 @pytest.mark.parametrize("status", [201, 204, 304, 404, 500, 503])
-async def test_a22_only_200_is_accepted(
-    sts_world: StsWorld, discovery: Discovery, status: int
-) -> None:
+async def test_only_200_is_accepted(sts_world: StsWorld, discovery: Discovery, status: int) -> None:
     sts_world.publish(D, POLICY, status=status)
     error = await fetch_error(discovery)
     assert error.result_type is FETCH
@@ -169,7 +166,7 @@ async def test_a22_only_200_is_accepted(
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-async def test_a23_d20_redirects_not_followed(
+async def test_redirects_not_followed(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer, status: int
 ) -> None:
     target = "https://mta-sts.elsewhere.test/.well-known/mta-sts.txt"
@@ -183,7 +180,7 @@ async def test_a23_d20_redirects_not_followed(
     assert https_server.request_count(HOST) == 1
 
 
-async def test_a24_no_http_caching(
+async def test_no_http_caching(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     caching = [("Cache-Control", "max-age=86400"), ("ETag", '"v1"'), ("Last-Modified", "x")]
@@ -210,7 +207,7 @@ async def test_request_headers(
 
 
 @pytest.mark.parametrize("content_type", ["text/html", "application/octet-stream", "text/plain2"])
-async def test_a25_d21_wrong_content_type_is_policy_invalid(
+async def test_wrong_content_type_is_policy_invalid(
     sts_world: StsWorld, discovery: Discovery, content_type: str
 ) -> None:
     sts_world.publish(D, POLICY, content_type=content_type)
@@ -219,7 +216,7 @@ async def test_a25_d21_wrong_content_type_is_policy_invalid(
     assert content_type in error.reason
 
 
-async def test_a25_missing_content_type_is_policy_invalid(
+async def test_missing_content_type_is_policy_invalid(
     sts_world: StsWorld, discovery: Discovery
 ) -> None:
     sts_world.publish(D, POLICY, content_type=None)
@@ -234,21 +231,19 @@ async def test_a25_missing_content_type_is_policy_invalid(
         "text/plain;charset=iso-8859-1",
     ],
 )
-async def test_a25_d22_text_plain_with_parameters_accepted(
+async def test_text_plain_with_parameters_accepted(
     sts_world: StsWorld, discovery: Discovery, content_type: str
 ) -> None:
     sts_world.publish(D, POLICY, content_type=content_type)
     assert (await discovery.fetch_policy(D)).content_type == content_type
 
 
-async def test_a25_content_encoding_refused(sts_world: StsWorld, discovery: Discovery) -> None:
+async def test_content_encoding_refused(sts_world: StsWorld, discovery: Discovery) -> None:
     sts_world.publish(D, POLICY, headers=[("Content-Encoding", "gzip")])
     assert (await fetch_error(discovery)).result_type is INVALID
 
 
-async def test_d55_body_not_utf8_is_policy_invalid(
-    sts_world: StsWorld, discovery: Discovery
-) -> None:
+async def test_body_not_utf8_is_policy_invalid(sts_world: StsWorld, discovery: Discovery) -> None:
     sts_world.publish(D, POLICY + b"x: caf\xe9\n", content_type="text/plain; charset=iso-8859-1")
     error = await fetch_error(discovery)
     assert error.result_type is INVALID
@@ -265,7 +260,7 @@ async def test_syntax_error_is_policy_invalid_with_line(
 
 
 @pytest.mark.parametrize("framing", ["length", "close", "chunked"])
-async def test_a26_exactly_64_kib_accepted(
+async def test_exactly_64_kib_accepted(
     sts_world: StsWorld, discovery: Discovery, framing: str
 ) -> None:
     sts_world.publish(D, padded(MAX_BODY), framing=framing)
@@ -274,7 +269,7 @@ async def test_a26_exactly_64_kib_accepted(
 
 @pytest.mark.parametrize("framing", ["length", "close", "chunked"])
 @pytest.mark.parametrize("size", [MAX_BODY + 1, 70_000])
-async def test_a26_d26_oversized_body_fails(
+async def test_oversized_body_fails(
     sts_world: StsWorld, discovery: Discovery, framing: str, size: int
 ) -> None:
     sts_world.publish(D, padded(size), framing=framing)
@@ -283,7 +278,7 @@ async def test_a26_d26_oversized_body_fails(
     assert str(MAX_BODY) in error.reason
 
 
-async def test_a26_cap_counts_bytes_not_announced_length(
+async def test_cap_counts_bytes_not_announced_length(
     sts_world: StsWorld, discovery: Discovery
 ) -> None:
     """A small announced length cannot smuggle more: httpx stops at Content-Length."""
@@ -291,7 +286,7 @@ async def test_a26_cap_counts_bytes_not_announced_length(
     assert (await discovery.fetch_policy(D)).body == POLICY
 
 
-async def test_a26_slow_drip_body_times_out(sts_world: StsWorld) -> None:
+async def test_slow_drip_body_times_out(sts_world: StsWorld) -> None:
     sts_world.publish(D, POLICY, drip_interval=0.05, drip_size=1)  # ~3.4 s in total
     async with sts_world.discovery(fetch_timeout=0.5) as client:
         start = time.monotonic()
@@ -316,18 +311,18 @@ async def test_fetch_timeout_is_a_hard_limit_even_when_the_tls_close_stalls(
     assert "within 1 s" in error.reason
 
 
-async def test_a26_slow_headers_time_out(sts_world: StsWorld) -> None:
+async def test_slow_headers_time_out(sts_world: StsWorld) -> None:
     sts_world.publish(D, POLICY, delay=3)
     async with sts_world.discovery(fetch_timeout=0.3) as client:
         assert (await fetch_error(client)).result_type is FETCH
 
 
-def test_a26_timeout_capped_at_one_minute(sts_world: StsWorld) -> None:
+def test_timeout_capped_at_one_minute(sts_world: StsWorld) -> None:
     client = sts_world.discovery(fetch_timeout=600)
     assert client._fetcher.timeout == 60
 
 
-async def test_a27_one_attempt_per_fetch(
+async def test_one_attempt_per_fetch(
     sts_world: StsWorld, discovery: Discovery, https_server: HttpsServer
 ) -> None:
     """No hidden retries: the 5-minute back-off (lookup.py) counts real attempts."""
@@ -336,15 +331,13 @@ async def test_a27_one_attempt_per_fetch(
     assert https_server.request_count(HOST) == 1
 
 
-async def test_a28_valid_txt_but_failed_fetch_raises(
-    sts_world: StsWorld, discovery: Discovery
-) -> None:
+async def test_valid_txt_but_failed_fetch_raises(sts_world: StsWorld, discovery: Discovery) -> None:
     sts_world.publish(D, POLICY, status=500)
     assert isinstance((await discovery.lookup_txt(D)).result, TxtRecord)
     assert (await fetch_error(discovery)).result_type is FETCH
 
 
-async def test_a29_policy_host_dns_failure_is_fetch_error(
+async def test_policy_host_dns_failure_is_fetch_error(
     sts_world: StsWorld, discovery: Discovery
 ) -> None:
     sts_world.publish(D, POLICY)
@@ -378,7 +371,7 @@ async def test_connection_refused(sts_world: StsWorld) -> None:
     assert error.result_type is FETCH and "cannot connect" in error.reason
 
 
-async def test_a30_tls12_only_server_works(trust_ca: object, sts_world: StsWorld) -> None:
+async def test_tls12_only_server_works(trust_ca: object, sts_world: StsWorld) -> None:
     tls12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
     with HttpsServer(trust_ca, tls_versions=tls12) as server:  # type: ignore[arg-type]
         server.set_policy(D, POLICY)
@@ -388,7 +381,7 @@ async def test_a30_tls12_only_server_works(trust_ca: object, sts_world: StsWorld
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
-async def test_a30_tls11_server_refused(trust_ca: object, sts_world: StsWorld) -> None:
+async def test_tls11_server_refused(trust_ca: object, sts_world: StsWorld) -> None:
     tls11 = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
     with HttpsServer(trust_ca, tls_versions=tls11) as server:  # type: ignore[arg-type]
         server.set_policy(D, POLICY)
@@ -428,7 +421,7 @@ async def test_concurrent_fetches_do_not_share_connections(
     assert len(https_server.requests) == 20
 
 
-async def test_a26_announced_oversize_fails_without_reading(
+async def test_announced_oversize_fails_without_reading(
     sts_world: StsWorld, discovery: Discovery
 ) -> None:
     sts_world.publish(D, POLICY, content_length=MAX_BODY + 1)

@@ -1,5 +1,5 @@
 """The daemon runs on uvloop when installed: policy fetches must classify failures the same way
-there (its TLS transport is not asyncio's). A17, A22, A23, A26 on the uvloop event loop."""
+there (its TLS transport is not asyncio's). RFC 8461 §3.3 on the uvloop event loop."""
 
 from __future__ import annotations
 

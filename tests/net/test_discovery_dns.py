@@ -1,4 +1,4 @@
-"""discovery: `_mta-sts` TXT and MX lookups via loopback DNS (A5-A11, D.1, D.8-D.14, D.43)."""
+"""discovery: `_mta-sts` TXT and MX lookups via loopback DNS (RFC 8461 §3.1)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ D = "example.test"
 Q = f"_mta-sts.{D}"
 
 
-async def test_a5_queries_exact_name_once(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_queries_exact_name_once(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, "v=STSv1; id=abc")
     result = await discovery.lookup_txt(D)
     assert result.result == TxtRecord(id="abc")
@@ -27,16 +27,14 @@ async def test_a5_queries_exact_name_once(discovery: Discovery, dns_server: DnsS
     assert [q.name for q in dns_server.queries] == [Q]
 
 
-async def test_a7_d12_multi_string_rr_concatenated(
-    discovery: Discovery, dns_server: DnsServer
-) -> None:
+async def test_multi_string_rr_concatenated(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, ("v=STSv1; id=20", "26"))
     result = await discovery.lookup_txt(D)
     assert result.result == TxtRecord(id="2026")
     assert result.records == ("v=STSv1; id=2026",)
 
 
-async def test_a8_cname_chain_followed_with_smallest_ttl(
+async def test_cname_chain_followed_with_smallest_ttl(
     discovery: Discovery, dns_server: DnsServer
 ) -> None:
     dns_server.set_cname("_mta-sts.user.test", "_mta-sts.hop.test", ttl=120)
@@ -53,16 +51,14 @@ async def test_positive_ttl_is_the_rrset_ttl(discovery: Discovery, dns_server: D
     assert (await discovery.lookup_txt(D)).ttl == 1234
 
 
-async def test_a9_d9_spf_record_beside_sts_record(
-    discovery: Discovery, dns_server: DnsServer
-) -> None:
+async def test_spf_record_beside_sts_record(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, "v=spf1 -all", "v=STSv1; id=A1")
     result = await discovery.lookup_txt(D)
     assert result.result == TxtRecord(id="A1")
     assert sorted(result.records) == ["v=STSv1; id=A1", "v=spf1 -all"]
 
 
-async def test_d1_nxdomain_is_absent_with_negative_ttl(
+async def test_nxdomain_is_absent_with_negative_ttl(
     discovery: Discovery, dns_server: DnsServer
 ) -> None:
     dns_server.negative_ttl = 42
@@ -73,21 +69,19 @@ async def test_d1_nxdomain_is_absent_with_negative_ttl(
     assert result.records == ()
 
 
-async def test_d1_nodata_is_absent(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_nodata_is_absent(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_a(Q, "127.0.0.1")
     result = await discovery.lookup_txt(D)
     assert isinstance(result.result, TxtAbsent)
     assert result.ttl == dns_server.negative_ttl
 
 
-async def test_d1_cname_to_nxdomain_is_absent(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_cname_to_nxdomain_is_absent(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_cname(Q, "_mta-sts.gone.test")
     assert isinstance((await discovery.lookup_txt(D)).result, TxtAbsent)
 
 
-async def test_a11_d8_two_sts_records_no_live_policy(
-    discovery: Discovery, dns_server: DnsServer
-) -> None:
+async def test_two_sts_records_no_live_policy(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, "v=STSv1; id=one", "v=STSv1; id=two")
     result = await discovery.lookup_txt(D)
     assert isinstance(result.result, TxtInvalid)
@@ -95,30 +89,30 @@ async def test_a11_d8_two_sts_records_no_live_policy(
 
 
 @pytest.mark.parametrize("record", ["v=STSv1; id=abc-1", "v=STSv1; id=" + "a" * 33])
-async def test_d10_invalid_id(discovery: Discovery, dns_server: DnsServer, record: str) -> None:
+async def test_invalid_id(discovery: Discovery, dns_server: DnsServer, record: str) -> None:
     dns_server.set_txt(Q, record)
     assert isinstance((await discovery.lookup_txt(D)).result, TxtInvalid)
 
 
-async def test_d11_missing_id(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_missing_id(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, "v=STSv1;")
     assert isinstance((await discovery.lookup_txt(D)).result, TxtInvalid)
-    dns_server.set_txt(Q, "v=STSv1")  # not even a candidate without ";" (Decision A9)
+    dns_server.set_txt(Q, "v=STSv1")  # not even a candidate without ";" (RFC 8461 §3.1)
     assert not isinstance((await discovery.lookup_txt(D)).result, TxtRecord)
 
 
-async def test_d13_extension_ignored(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_extension_ignored(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, "v=STSv1; id=X; ext=1")
     assert (await discovery.lookup_txt(D)).result == TxtRecord(id="X", extensions=(("ext", "1"),))
 
 
-async def test_d14_space_before_semicolon(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_space_before_semicolon(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt(Q, "v=STSv1 ; id=X")
     result = (await discovery.lookup_txt(D)).result
     assert isinstance(result, TxtRecord) and result.id == "X"
 
 
-async def test_a6_non_ascii_bytes_reach_the_parser(
+async def test_non_ascii_bytes_reach_the_parser(
     discovery: Discovery, dns_server: DnsServer
 ) -> None:
     dns_server.set_txt(Q, b"v=STSv1; id=abc\xc3\xa9")
@@ -135,7 +129,7 @@ async def test_large_rrset_retried_over_tcp(discovery: Discovery, dns_server: Dn
 
 
 @pytest.mark.parametrize("failure", ["servfail", "refused"])
-async def test_d43_server_failure_raises(
+async def test_server_failure_raises(
     discovery: Discovery, dns_server: DnsServer, failure: str
 ) -> None:
     dns_server.fail(Q, failure)  # type: ignore[arg-type]
@@ -145,7 +139,7 @@ async def test_d43_server_failure_raises(
     assert Q in info.value.reason
 
 
-async def test_d43_silence_times_out(dns_server: DnsServer) -> None:
+async def test_silence_times_out(dns_server: DnsServer) -> None:
     dns_server.fail(Q, "drop")
     async with Discovery(nameservers=[dns_server.nameserver], dns_timeout=0.3) as client:
         start = time.monotonic()
@@ -154,14 +148,15 @@ async def test_d43_silence_times_out(dns_server: DnsServer) -> None:
         assert time.monotonic() - start < 2.0
 
 
-async def test_d43_failure_is_not_absence(discovery: Discovery, dns_server: DnsServer) -> None:
-    """A29: "could not find out" must be an exception, never TxtAbsent (the cache relies on it)."""
+async def test_failure_is_not_absence(discovery: Discovery, dns_server: DnsServer) -> None:
+    """RFC 8461 §3.3: "could not find out" must be an exception, never TxtAbsent (the cache relies
+    on it)."""
     dns_server.fail(Q, "servfail")
     with pytest.raises(DiscoveryError):
         await discovery.lookup_txt(D)
 
 
-async def test_d7_idn_sent_as_a_label(discovery: Discovery, dns_server: DnsServer) -> None:
+async def test_idn_sent_as_a_label(discovery: Discovery, dns_server: DnsServer) -> None:
     dns_server.set_txt("_mta-sts.xn--bcher-kva.test", "v=STSv1; id=idn")
     assert (await discovery.lookup_txt("xn--bcher-kva.test")).result == TxtRecord(id="idn")
     assert (await discovery.lookup_txt("Bücher.test.")).result == TxtRecord(id="idn")

@@ -49,7 +49,7 @@ def second_server() -> Iterator[DnsServer]:
         yield server
 
 
-async def test_d43_failing_first_server_falls_back_to_the_next(
+async def test_failing_first_server_falls_back_to_the_next(
     dns_server: DnsServer, second_server: DnsServer
 ) -> None:
     dns_server.fail(Q, "servfail")
@@ -59,7 +59,7 @@ async def test_d43_failing_first_server_falls_back_to_the_next(
     assert dns_server.query_count(Q) == 1  # a server that answered SERVFAIL is not asked again
 
 
-async def test_d43_silent_first_server_falls_back_within_the_lifetime(
+async def test_silent_first_server_falls_back_within_the_lifetime(
     dns_server: DnsServer, second_server: DnsServer
 ) -> None:
     dns_server.fail(Q, "drop")
@@ -70,7 +70,7 @@ async def test_d43_silent_first_server_falls_back_within_the_lifetime(
     assert 0.25 < time.monotonic() - started < 1.5  # one attempt timeout, then the next server
 
 
-async def test_d43_every_server_failing_names_each_answer(
+async def test_every_server_failing_names_each_answer(
     dns_server: DnsServer, second_server: DnsServer
 ) -> None:
     dns_server.fail(Q, "servfail")

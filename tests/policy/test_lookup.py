@@ -1,7 +1,7 @@
 """The RFC 8461 §3.3/§5.1 cache state machine against real loopback DNS and HTTPS servers.
 
 Time is injected (FakeClock) so expiry, back-off, re-check and refresh rules are exact.
-Item ids refer to ../shared/spec/mta-sts-postfix.md.
+Row ids are those of docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def counts(world: StsWorld, domain: str = "example.test") -> tuple[int, int]:
     )
 
 
-async def test_d1_no_txt_record_notfound_and_negatively_cached(
+async def test_no_txt_record_notfound_and_negatively_cached(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     assert await resolver.answer("postfix", "example.test") == NOTFOUND
@@ -75,21 +75,20 @@ async def test_enforce_policy_then_answered_from_memory(
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
     assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY
-    for key in ("example.test", "EXAMPLE.test.", "[example.test]:25"):  # D.5, D.6
+    # RFC 8461 §3.4; PF-key-forms
+    for key in ("example.test", "EXAMPLE.test.", "[example.test]:25"):
         assert await resolver.answer("postfix", key) == ENFORCE_REPLY
     assert counts(sts_world) == (1, 1)
 
 
-async def test_d2_d3_parent_keys_never_looked_up(
-    resolver: PolicyResolver, sts_world: StsWorld
-) -> None:
+async def test_parent_keys_never_looked_up(resolver: PolicyResolver, sts_world: StsWorld) -> None:
     sts_world.publish("example.test", ENFORCE)
     assert await resolver.answer("postfix", ".example.test") == NOTFOUND
-    assert await resolver.answer("postfix", "[192.0.2.1]:25") == NOTFOUND  # D.4
+    assert await resolver.answer("postfix", "[192.0.2.1]:25") == NOTFOUND  # RFC 8461 §3.4
     assert counts(sts_world) == (0, 0)
 
 
-async def test_d27_testing_and_d31_none_answer_notfound(
+async def test_testing_and_none_answer_notfound(
     resolver: PolicyResolver, sts_world: StsWorld
 ) -> None:
     sts_world.publish("t.test", TESTING)
@@ -99,7 +98,7 @@ async def test_d27_testing_and_d31_none_answer_notfound(
     assert resolver.cache.get("t.test") is not None  # cached, not negative
 
 
-async def test_a38_d16_expiry_counts_from_fetch_not_txt(
+async def test_expiry_counts_from_fetch_not_txt(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE.replace("86400", "600"))
@@ -107,14 +106,15 @@ async def test_a38_d16_expiry_counts_from_fetch_not_txt(
     clock.advance(300)
     await resolver.answer("postfix", "example.test")  # background TXT re-check, same id
     await resolver.wait_idle()
-    assert counts(sts_world) == (2, 1)  # D.15: unchanged id, unexpired -> no fetch
+    assert counts(sts_world) == (2, 1)  # RFC 8461 §5.1: unchanged id, unexpired -> no fetch
     clock.advance(301)  # T+601: expired although the TXT id never changed
     sts_world.https.set_policy("example.test", b"", status=500)
-    assert await resolver.answer("postfix", "example.test") == NOTFOUND  # A41 -> A28
+    # RFC 8461 §5.1 -> RFC 8461 §3.3
+    assert await resolver.answer("postfix", "example.test") == NOTFOUND
     assert counts(sts_world) == (3, 2)
 
 
-async def test_d17_new_id_triggers_refetch_in_background(
+async def test_new_id_triggers_refetch_in_background(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
@@ -123,12 +123,12 @@ async def test_d17_new_id_triggers_refetch_in_background(
     clock.advance(61)  # txt_recheck default 60 s
     assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY  # never waits
     await resolver.wait_idle()
-    assert await resolver.answer("postfix", "example.test") == NOTFOUND  # D.28 none replaces
+    assert await resolver.answer("postfix", "example.test") == NOTFOUND  # RFC 8461 §5 none replaces
     entry = resolver.cache.get("example.test")
     assert entry is not None and entry.policy_id == "2"
 
 
-async def test_d18_a27_new_id_fetch_fails_keeps_policy_and_backs_off(
+async def test_new_id_fetch_fails_keeps_policy_and_backs_off(
     resolver: PolicyResolver,
     sts_world: StsWorld,
     clock: FakeClock,
@@ -143,23 +143,21 @@ async def test_d18_a27_new_id_fetch_fails_keeps_policy_and_backs_off(
         assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY
         await resolver.wait_idle()
     assert counts(sts_world)[1] == 2
-    assert "policy-fetch-failed domain=example.test" in caplog.text  # A44 warning
+    assert "policy-fetch-failed domain=example.test" in caplog.text  # RFC 8461 §10.2 warning
     clock.advance(61)  # > 5 min after the failure: retry
     await resolver.answer("postfix", "example.test")
     await resolver.wait_idle()
     assert counts(sts_world)[1] == 3
 
 
-async def test_d19_no_cache_fetch_fails_notfound(
-    resolver: PolicyResolver, sts_world: StsWorld
-) -> None:
+async def test_no_cache_fetch_fails_notfound(resolver: PolicyResolver, sts_world: StsWorld) -> None:
     sts_world.publish("example.test", ENFORCE, status=404)
     assert await resolver.answer("postfix", "example.test") == NOTFOUND
     assert await resolver.answer("postfix", "example.test") == NOTFOUND
     assert counts(sts_world)[1] == 1  # failure time recorded: no second fetch for id 1
 
 
-async def test_d29_a12_txt_removed_policy_still_applies(
+async def test_txt_removed_policy_still_applies(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
@@ -172,7 +170,7 @@ async def test_d29_a12_txt_removed_policy_still_applies(
 
 
 @pytest.mark.parametrize("failure", ["servfail", "drop"])
-async def test_d43_dns_failure_serves_cache_or_notfound(
+async def test_dns_failure_serves_cache_or_notfound(
     sts_world: StsWorld, clock: FakeClock, failure: str
 ) -> None:
     resolver = make_resolver(sts_world, clock)
@@ -187,7 +185,7 @@ async def test_d43_dns_failure_serves_cache_or_notfound(
     await resolver.wait_idle()
 
 
-async def test_d8_two_sts_records_keep_cached_policy(
+async def test_two_sts_records_keep_cached_policy(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
@@ -200,7 +198,7 @@ async def test_d8_two_sts_records_keep_cached_policy(
     assert counts(sts_world)[1] == 1
 
 
-async def test_d50_a61_thirty_concurrent_first_lookups_one_fetch(
+async def test_thirty_concurrent_first_lookups_one_fetch(
     resolver: PolicyResolver, sts_world: StsWorld
 ) -> None:
     sts_world.publish("example.test", ENFORCE, delay=0.2)
@@ -209,9 +207,7 @@ async def test_d50_a61_thirty_concurrent_first_lookups_one_fetch(
     assert counts(sts_world) == (1, 1)
 
 
-async def test_d51_cold_wait_then_background_completion(
-    sts_world: StsWorld, clock: FakeClock
-) -> None:
+async def test_cold_wait_then_background_completion(sts_world: StsWorld, clock: FakeClock) -> None:
     resolver = make_resolver(sts_world, clock, cold_wait=0.1)
     sts_world.publish("example.test", ENFORCE, delay=0.5)
     assert await resolver.answer("postfix", "example.test") == NOTFOUND
@@ -220,7 +216,7 @@ async def test_d51_cold_wait_then_background_completion(
     assert resolver.stats.notfound_cold == 1
 
 
-async def test_a36_max_age_zero_applies_once(resolver: PolicyResolver, sts_world: StsWorld) -> None:
+async def test_max_age_zero_applies_once(resolver: PolicyResolver, sts_world: StsWorld) -> None:
     sts_world.publish("example.test", ENFORCE.replace("86400", "0"))
     assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY
     await resolver.answer("postfix", "example.test")
@@ -254,7 +250,7 @@ async def test_disk_tier_answers_evicted_domains_without_network(
     resolver.cache.close()
 
 
-async def test_a42_policy_in_use_but_pushed_out_of_memory_is_refreshed_too(
+async def test_policy_in_use_but_pushed_out_of_memory_is_refreshed_too(
     sts_world: StsWorld, clock: FakeClock, tmp_path: Path
 ) -> None:
     """A domain in use can be only in the store (the memory set holds the most recent few);
@@ -312,7 +308,7 @@ def test_corrupt_store_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureF
     store.close()
 
 
-async def test_a42_proactive_refresh_resets_lifetime(
+async def test_proactive_refresh_resets_lifetime(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE.replace("86400", "2592000"))
@@ -326,7 +322,7 @@ async def test_a42_proactive_refresh_resets_lifetime(
     assert counts(sts_world)[1] == 2
 
 
-async def test_a44_d54_refresh_failure_warns_except_mode_none(
+async def test_refresh_failure_warns_except_mode_none(
     resolver: PolicyResolver,
     sts_world: StsWorld,
     clock: FakeClock,
@@ -380,7 +376,8 @@ async def test_broken_policy_host_does_not_make_every_lookup_wait_on_dns(
     assert counts(sts_world) == (1, 1)  # no second TXT query within txt_recheck
     clock.advance(31)
     assert await resolver.answer("postfix", "example.test") == NOTFOUND
-    assert counts(sts_world) == (2, 1)  # re-checked; the fetch is still in its A27 back-off
+    # re-checked; the fetch is still in its RFC 8461 §3.3 back-off
+    assert counts(sts_world) == (2, 1)
 
 
 async def test_short_max_age_is_refreshed_before_it_expires(
@@ -399,13 +396,13 @@ async def test_short_max_age_is_refreshed_before_it_expires(
 @pytest.mark.parametrize(
     ("dane_reply", "authenticated", "expected"),
     [
-        (NOTFOUND, True, NOTFOUND),  # A57/D.44: Postfix's global dane level applies
+        (NOTFOUND, True, NOTFOUND),  # RFC 8461 §2: Postfix's global dane level applies
         (b"OK dane", True, b"OK dane"),
         (NOTFOUND, False, ENFORCE_REPLY),  # TLSA not DNSSEC-validated: not DANE-protected
         (None, True, ENFORCE_REPLY),  # DANE checks off (Postfix does no DANE)
     ],
 )
-async def test_a57_d44_dane_destination_never_gets_secure(
+async def test_dane_destination_never_gets_secure(
     sts_world: StsWorld,
     clock: FakeClock,
     dane_reply: bytes | None,

@@ -1,9 +1,9 @@
 """The reply memo: repeat requests answered from their bytes, never differently from the full path.
 
 Against the real resolver (loopback DNS and HTTPS, injected clock) for the lookup rules it must
-not bypass (D.17 re-check, D.28 replacement, A27/A44 failures counted per lookup, A38 expiry,
-eviction, reload), as a hypothesis model for arbitrary sequences of cache changes, and on the
-socketmap server for ordering (C.1.6) and pipelining (D.49).
+not bypass (RFC 8461 §5.1 re-check replacement, RFC 8461 §3.3, §10.2 failures counted per lookup
+expiry, eviction, reload), as a hypothesis model for arbitrary sequences of cache changes, and on
+the socketmap server for ordering (docs/conformance.md: PF-socketmap-sequential) and pipelining.
 """
 
 from __future__ import annotations
@@ -79,14 +79,15 @@ async def test_other_spellings_and_map_names_are_learnt_separately(
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
     await learnt(resolver)
-    for name, key in (("other-map", "example.test"), ("postfix", "EXAMPLE.test.")):  # D.53, D.5
+    # RFC 8461 §3.4; PF-socketmap-request
+    for name, key in (("other-map", "example.test"), ("postfix", "EXAMPLE.test.")):
         raw = encode_netstring(f"{name} {key}".encode())
         assert resolver.memo.reply(raw) is None
         assert await resolver.answer(name, key) == ENFORCE_REPLY
         assert resolver.memo.reply(raw) == encode_netstring(ENFORCE_REPLY)
 
 
-async def test_d17_due_txt_recheck_goes_through_the_full_path(
+async def test_due_txt_recheck_goes_through_the_full_path(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
@@ -96,12 +97,12 @@ async def test_d17_due_txt_recheck_goes_through_the_full_path(
     assert resolver.memo.reply(RAW) is None  # the memo never skips a due re-check
     assert await resolver.answer("postfix", "example.test") == ENFORCE_REPLY  # starts it
     await resolver.wait_idle()
-    assert resolver.memo.reply(RAW) is None  # D.28: the none policy replaced the entry
+    assert resolver.memo.reply(RAW) is None  # RFC 8461 §5: the none policy replaced the entry
     assert await resolver.answer("postfix", "example.test") == NOTFOUND
     assert resolver.memo.reply(RAW) is None  # NOTFOUND answers are not learnt
 
 
-async def test_a38_expiry_is_never_answered_from_memo(
+async def test_expiry_is_never_answered_from_memo(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE.replace("86400", "30"))  # shorter than re-check
@@ -112,7 +113,7 @@ async def test_a38_expiry_is_never_answered_from_memo(
     assert resolver.memo.reply(RAW) is None
 
 
-async def test_a27_a44_entry_with_a_failure_in_force_is_answered_by_the_full_path(
+async def test_entry_with_a_failure_in_force_is_answered_by_the_full_path(
     resolver: PolicyResolver, sts_world: StsWorld, clock: FakeClock
 ) -> None:
     sts_world.publish("example.test", ENFORCE)
@@ -261,7 +262,7 @@ def test_memo_is_bounded_by_the_memory_set_and_pins_no_entry(memory_entries: int
     assert 0 < len(memo) <= limit
 
 
-def test_c5_oversized_reply_is_not_learnt_so_the_connection_can_replace_it() -> None:
+def test_oversized_reply_is_not_learnt_so_the_connection_can_replace_it() -> None:
     clock = FakeClock()
     cache = PolicyCache(None)
     memo = ReplyMemo(cache, LookupStats(), clock, txt_recheck=60.0)
@@ -302,7 +303,7 @@ async def memo_server() -> AsyncIterator[tuple[SocketmapServer, StubMemo, tuple[
     await srv.close(drain_deadline=0.5)
 
 
-async def test_c1_6_memo_answer_waits_behind_a_slow_answer_on_the_same_connection(
+async def test_memo_answer_waits_behind_a_slow_answer_on_the_same_connection(
     memo_server: tuple[SocketmapServer, StubMemo, tuple[str, int]],
 ) -> None:
     _, stub, address = memo_server
@@ -320,7 +321,7 @@ async def test_c1_6_memo_answer_waits_behind_a_slow_answer_on_the_same_connectio
     writer.close()
 
 
-async def test_d49_pipelined_and_split_requests_use_the_full_path(
+async def test_pipelined_and_split_requests_use_the_full_path(
     memo_server: tuple[SocketmapServer, StubMemo, tuple[str, int]],
 ) -> None:
     _, stub, address = memo_server

@@ -6,15 +6,15 @@ through the system resolver, receivers listen on port 25. Three recipient domain
 
 - enforce.test (enforce, MX with a valid certificate): 2 messages, delivered, Verified TLS.
 - testing.test (testing, MX with a certificate for another name): 2 messages. The daemon answers
-  NOTFOUND (C.5), so Postfix delivers at `may`; the shadow probe finds the name mismatch and the
-  report labels the sessions `sts` with the testing policy (issue 6 §3). The MX answers the
+  NOTFOUND (RFC 8461 §5), so Postfix delivers at `may`; the shadow probe finds the name mismatch and
+  the report labels the sessions `sts` with the testing policy (issue 6 §3). The MX answers the
   probe seconds late, so both sessions reach the daemon while the domain's first probe round
   (started by the very lookup of the first delivery) still runs: they wait for its verdict.
 - expired.test (enforce, MX with an expired certificate): 1 message, deferred by Postfix.
 
-The daemon reads the outcomes from Postfix's maillog_file (C.6), is stopped with SIGTERM (the
-store is flushed) and `report show --day D --json` gives the reports asserted here.
-Needs root, Postfix and unshare (skipped otherwise; CI runs it).
+The daemon reads the outcomes from Postfix's maillog_file (docs/conformance.md: PF-maillog-summary
+and after), is stopped with SIGTERM (the store is flushed) and `report show --day D --json` gives
+the reports asserted here. Needs root, Postfix and unshare (skipped otherwise; CI runs it).
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def _policy_lines(mode: str, mx: str) -> list[str]:
 
 
 def test_postfix_delivered_as_the_daemon_told_it(world: dict[str, Any]) -> None:
-    """C.5: enforce → `secure` (verified or deferred), testing → NOTFOUND (delivered at `may`)."""
+    """RFC 8461 §5: enforce → `secure` (verified or deferred), testing → NOTFOUND (delivered at
+    `may`)."""
     statuses = world["statuses"]
     assert [s.split("status=")[1].split()[0] for s in statuses["enforce.test"]] == ["sent"] * 2
     assert [s.split("status=")[1].split()[0] for s in statuses["testing.test"]] == ["sent"] * 2
@@ -152,7 +153,7 @@ def test_postfix_delivered_as_the_daemon_told_it(world: dict[str, Any]) -> None:
 def test_reports_cover_exactly_the_three_domains_and_pass_the_schema(
     world: dict[str, Any],
 ) -> None:
-    """tlsrpt.md rows 14-29: every report is valid RFC 8460 JSON; no stray domains or policies."""
+    """RFC 8460 §4: every report is valid RFC 8460 JSON; no stray domains or policies."""
     for report in world["reports"]:
         validate_report(report)
     domains = {p["policy"]["policy-domain"] for r in world["reports"] for p in r["policies"]}
@@ -162,7 +163,7 @@ def test_reports_cover_exactly_the_three_domains_and_pass_the_schema(
 
 
 def test_enforce_domain_counts_verified_sessions_as_successes(world: dict[str, Any]) -> None:
-    """C.6.1 `Verified` at `secure` is a policy-compliant session (row 17)."""
+    """PF-maillog-summary: `Verified` at `secure` is a policy-compliant session (RFC 8460 §4.2)."""
     entries = _policies(world, "enforce.test")
     assert _policy_objects(entries) == [
         {
@@ -204,7 +205,8 @@ def test_testing_domain_sessions_labeled_sts_with_the_probe_failure(
 def test_enforce_domain_with_expired_certificate_reported_as_certificate_expired(
     world: dict[str, Any],
 ) -> None:
-    """C.6.2 `server certificate verification failed ...: certificate has expired` (row 18)."""
+    """PF-maillog-verify-failure: `server certificate verification failed ...: certificate has
+    expired` (RFC 8460 §4.3)."""
     entries = _policies(world, "expired.test")
     assert [p["policy"]["policy-string"] for p in entries] == [
         _policy_lines("enforce", "mx.expired.test")

@@ -106,10 +106,10 @@ def test_pre_3_10_snippets_have_no_unused_parameter(tmp_path: Path) -> None:
     services, unused_master = postconf(directory, "-P")
     assert unused_main == unused_master == []
     assert main["smtp_tls_policy_maps"] == "socketmap:inet:127.0.0.1:8463:postfix"
-    assert main["smtp_tls_CAfile"] == "/etc/ssl/certs/ca-certificates.crt"  # C.2.5
-    assert main["smtp_tls_security_level"] == "dane"  # A57: DANE stays first
+    assert main["smtp_tls_CAfile"] == "/etc/ssl/certs/ca-certificates.crt"  # PF-ca-file
+    assert main["smtp_tls_security_level"] == "dane"  # RFC 8461 §2: DANE stays first
     assert main["smtp_dns_support_level"] == "dnssec"
-    assert main["smtp_tls_loglevel"] == "1"  # C.6 summary lines for the log follower
+    assert main["smtp_tls_loglevel"] == "1"  # PF-maillog-summary: lines for the log follower
     assert services["tlsrpt-out/unix/smtp_tls_security_level"] == "may"
     assert services["tlsrpt-out/unix/smtp_tls_policy_maps"] == ""
     assert services["tlsrpt-out/unix/syslog_name"] == "postfix/tlsrpt-out"

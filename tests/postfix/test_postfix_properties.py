@@ -1,7 +1,8 @@
-"""Property tests for the Postfix side (spec C.1.2, C.2.4, C.4.2, C.5).
+"""Property tests for the Postfix side (RFC 8461 §5; docs/conformance.md: PF-socketmap-netstring,
+PF-reply-syntax, PF-sts-attributes).
 
 `parse_postfix_policy` is a small test-side model of Postfix's policy-value parser
-(`smtp_tls_policy.c`, C.2.4): it is what every rendered reply must survive.
+(`smtp_tls_policy.c`): it is what every rendered reply must survive.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _brace_group(value: str, start: int) -> tuple[tuple[str, str], int]:
 
 
 def parse_postfix_policy(value: str) -> tuple[str, list[tuple[str, str]]]:
-    """(level, [(attribute, value), ...]) as Postfix >= 3.10 would read a policy (C.2.4)."""
+    """(level, [(attribute, value), ...]) as Postfix >= 3.10 would read a policy
+    (docs/conformance.md: PF-reply-syntax)."""
     tokens: list[tuple[str, str] | str] = []
     pos = 0
     while pos < len(value):
@@ -106,7 +108,7 @@ def _feed_in_chunks(decoder: NetstringDecoder, wire: bytes, cuts: list[int]) -> 
 
 
 @given(payloads, st.lists(st.integers(min_value=0, max_value=5000), max_size=20))
-def test_c1_2_round_trip_in_random_chunks(items: list[bytes], cuts: list[int]) -> None:
+def test_round_trip_in_random_chunks(items: list[bytes], cuts: list[int]) -> None:
     wire = b"".join(encode_netstring(p) for p in items)
     decoder = NetstringDecoder()
     assert _feed_in_chunks(decoder, wire, cuts) == items
@@ -114,7 +116,7 @@ def test_c1_2_round_trip_in_random_chunks(items: list[bytes], cuts: list[int]) -
 
 
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=10))
-def test_d48_arbitrary_bytes_only_raise_netstring_error(data: bytes, cuts: list[int]) -> None:
+def test_arbitrary_bytes_only_raise_netstring_error(data: bytes, cuts: list[int]) -> None:
     """Chunking never changes the outcome: same payloads, same error-or-not."""
     try:
         whole: list[bytes] | None = NetstringDecoder(max_length=50).feed(data)
@@ -129,7 +131,7 @@ def test_d48_arbitrary_bytes_only_raise_netstring_error(data: bytes, cuts: list[
 
 
 @given(st.binary(min_size=1, max_size=60))
-def test_d48_oversized_netstrings_are_rejected(payload: bytes) -> None:
+def test_oversized_netstrings_are_rejected(payload: bytes) -> None:
     decoder = NetstringDecoder(max_length=len(payload) - 1)
     try:
         decoder.feed(encode_netstring(payload))
@@ -169,7 +171,7 @@ mx_host_lists = st.one_of(
     mx_host_lists,
     st.integers(min_value=9, max_value=2000),
 )
-def test_c2_4_c5_rendered_replies_parse_as_postfix_would(
+def test_rendered_replies_parse_as_postfix_would(
     policy: Policy, domain: str, attrs: bool, hosts: list[str] | None, max_size: int
 ) -> None:
     reply = render_policy_reply(
@@ -203,7 +205,8 @@ def test_c2_4_c5_rendered_replies_parse_as_postfix_would(
 
 
 def _check_match_entries(entries: list[str], valid: list[str], hosts: list[str] | None) -> None:
-    """Every entry is a hostname or `.hostname` and is justified by a validated pattern (C.3)."""
+    """Every entry is a hostname or `.hostname` and is justified by a validated pattern
+    (docs/conformance.md: PF-match-patterns)."""
     assert len(entries) == len(set(entries))
     if entries == [NO_MX_MATCH]:
         assert hosts is not None  # MX data, and none of it matched: refuse (RFC 8461 §4.1)

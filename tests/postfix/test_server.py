@@ -1,4 +1,5 @@
-"""Socketmap server on real loopback/UNIX sockets (spec C.1.6-C.1.8, D.48, D.49, D.53, D.60)."""
+"""Socketmap server on real loopback/UNIX sockets (RFC 8461 §3.4; docs/conformance.md:
+PF-socketmap-sequential, PF-socketmap-framing-error, PF-socketmap-request, PF-socketmap-no-temp)."""
 
 from __future__ import annotations
 
@@ -64,21 +65,19 @@ async def wait_until(cond: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached")
 
 
-async def test_c1_4_single_request(server: SocketmapServer) -> None:
+async def test_single_request(server: SocketmapServer) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
     assert await request(addr, "example.com") == SECURE
     assert await request(addr, "other.example") == b"NOTFOUND "
 
 
-async def test_d53_other_map_name_is_answered_by_key(
-    server: SocketmapServer, answers: Answers
-) -> None:
+async def test_other_map_name_is_answered_by_key(server: SocketmapServer, answers: Answers) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
     assert await request(addr, "example.com", name="othermap") == SECURE
     assert answers.calls == [("othermap", "example.com")]
 
 
-async def test_d49_pipelined_requests_in_one_write(server: SocketmapServer) -> None:
+async def test_pipelined_requests_in_one_write(server: SocketmapServer) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
     reader, writer = await connect(addr)
     keys = ["example.com", "slow1.example", "x.example", "slow2.example", "example.com"]
@@ -88,7 +87,7 @@ async def test_d49_pipelined_requests_in_one_write(server: SocketmapServer) -> N
     writer.close()
 
 
-async def test_c1_6_requests_split_byte_by_byte(server: SocketmapServer) -> None:
+async def test_requests_split_byte_by_byte(server: SocketmapServer) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
     reader, writer = await connect(addr)
     wire = encode_netstring(b"postfix example.com") + encode_netstring(b"postfix slow.example")
@@ -100,7 +99,7 @@ async def test_c1_6_requests_split_byte_by_byte(server: SocketmapServer) -> None
     writer.close()
 
 
-async def test_c1_6_many_concurrent_connections_answer_in_order(server: SocketmapServer) -> None:
+async def test_many_concurrent_connections_answer_in_order(server: SocketmapServer) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
 
     async def client(i: int) -> list[bytes]:
@@ -122,7 +121,7 @@ async def test_c1_6_many_concurrent_connections_answer_in_order(server: Socketma
     "garbage",
     [b"abc:postfix example.com,", b"19:postfix example.com;", b"01:x,", b"10001:"],
 )
-async def test_d48_malformed_framing_closes_only_that_connection(
+async def test_malformed_framing_closes_only_that_connection(
     server: SocketmapServer, events: list[str], garbage: bytes
 ) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
@@ -136,7 +135,7 @@ async def test_d48_malformed_framing_closes_only_that_connection(
     good_writer.close()
 
 
-async def test_d48_replies_before_the_garbage_are_still_delivered(server: SocketmapServer) -> None:
+async def test_replies_before_the_garbage_are_still_delivered(server: SocketmapServer) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
     reader, writer = await connect(addr)
     writer.write(encode_netstring(b"postfix example.com"))
@@ -145,7 +144,7 @@ async def test_d48_replies_before_the_garbage_are_still_delivered(server: Socket
     await assert_closed_without_reply(reader)
 
 
-async def test_c1_5_request_size_limit(server: SocketmapServer) -> None:
+async def test_request_size_limit(server: SocketmapServer) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
     at_limit = b"postfix " + b"a" * (10_000 - 8)
     reader, writer = await connect(addr)
@@ -202,7 +201,7 @@ async def test_connection_cap_rejects_new_connections(answers: Answers, events: 
     await srv.close(drain_deadline=0.5)
 
 
-async def test_c5_d60_answer_exception_becomes_notfound(
+async def test_answer_exception_becomes_notfound(
     server: SocketmapServer, events: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
@@ -216,7 +215,7 @@ async def test_c5_d60_answer_exception_becomes_notfound(
     writer.close()
 
 
-async def test_c1_5_oversized_answer_becomes_notfound(
+async def test_oversized_answer_becomes_notfound(
     server: SocketmapServer, events: list[str]
 ) -> None:
     addr = await server.listen_tcp("127.0.0.1", 0)
@@ -439,7 +438,7 @@ async def postmap(
 
 
 @pytest.mark.skipif(not os.path.exists(POSTMAP), reason="postmap (Postfix) not installed")
-async def test_c1_real_postmap_over_tcp_and_unix(
+async def test_real_postmap_over_tcp_and_unix(
     server: SocketmapServer, postfix_config: Path, tmp_path: Path
 ) -> None:
     host, port = await server.listen_tcp("127.0.0.1", 0)
@@ -455,7 +454,7 @@ async def test_c1_real_postmap_over_tcp_and_unix(
 
 
 @pytest.mark.skipif(not os.path.exists(POSTMAP), reason="postmap (Postfix) not installed")
-async def test_d49_real_postmap_many_keys_on_one_connection(
+async def test_real_postmap_many_keys_on_one_connection(
     server: SocketmapServer, postfix_config: Path, events: list[str]
 ) -> None:
     host, port = await server.listen_tcp("127.0.0.1", 0)

@@ -1,4 +1,5 @@
-"""MX STARTTLS probe against loopback SMTP servers: A49-A52, RFC 8460 §4.3 result types (§B)."""
+"""MX STARTTLS probe against loopback SMTP servers: RFC 8461 §4, §4.1, §5, RFC 8460 §4.3 result
+types."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ async def valid_server(ca: trustme.CA) -> AsyncIterator[LoopbackSmtpServer]:
 # --- passing MX -----------------------------------------------------------------------------
 
 
-async def test_a51_valid_certificate_passes(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
+async def test_valid_certificate_passes(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
     result = await prober(ca_file, valid_server.port).probe(MX)
     assert result.ok, result.reason
     assert result.result_type is None and not result.transient
@@ -99,7 +100,7 @@ async def test_a51_valid_certificate_passes(valid_server: LoopbackSmtpServer, ca
     assert probe_failure_detail(result) is None
 
 
-async def test_a51a_sni_is_the_mx_host_name(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
+async def test_sni_is_the_mx_host_name(valid_server: LoopbackSmtpServer, ca_file: str) -> None:
     await prober(ca_file, valid_server.port).probe(MX.upper() + ".")
     assert valid_server.record.sni == [MX]
 
@@ -113,7 +114,7 @@ async def test_session_ends_with_quit_after_tls(
     assert valid_server.record.tls_established == 1
 
 
-async def test_a51_wildcard_certificate_covers_one_label(ca: trustme.CA, ca_file: str) -> None:
+async def test_wildcard_certificate_covers_one_label(ca: trustme.CA, ca_file: str) -> None:
     tls = trustme_context(ca.issue_cert("*.example.test"))
     result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
     assert result.ok, result.reason
@@ -141,7 +142,7 @@ async def test_trust_store_without_the_ca_rejects(
 # --- certificate failures (RFC 8460 §4.3.1) -------------------------------------------------
 
 
-async def test_a51_wrong_name_is_host_mismatch(ca: trustme.CA, ca_file: str) -> None:
+async def test_wrong_name_is_host_mismatch(ca: trustme.CA, ca_file: str) -> None:
     tls = trustme_context(ca.issue_cert("other.example.test"))
     result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
     assert not result.ok
@@ -159,20 +160,20 @@ async def test_a51_wrong_name_is_host_mismatch(ca: trustme.CA, ca_file: str) -> 
         ("example.test",),
     ],
 )
-async def test_a51_wildcard_rules(certs: CertFactory, ca_file: str, names: tuple[str, ...]) -> None:
+async def test_wildcard_rules(certs: CertFactory, ca_file: str, names: tuple[str, ...]) -> None:
     tls = certs.context("valid", names)
     result, _ = await probe_with(SmtpBehaviour(tls=tls), ca_file)
     assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH, result.reason
 
 
-async def test_a51_common_name_alone_is_not_enough(certs: CertFactory, ca_file: str) -> None:
+async def test_common_name_alone_is_not_enough(certs: CertFactory, ca_file: str) -> None:
     result, _ = await probe_with(SmtpBehaviour(tls=certs.context("cn-only", (MX,))), ca_file)
     assert result.result_type is ResultType.CERTIFICATE_HOST_MISMATCH
     assert result.cert_names == ()
     assert "CN" in result.reason
 
 
-async def test_a51_expired_certificate(ca: trustme.CA, ca_file: str) -> None:
+async def test_expired_certificate(ca: trustme.CA, ca_file: str) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     leaf = ca.issue_cert(MX, not_before=past - dt.timedelta(days=30), not_after=past)
     result, record = await probe_with(SmtpBehaviour(tls=trustme_context(leaf)), ca_file)
@@ -185,14 +186,14 @@ async def test_a51_expired_certificate(ca: trustme.CA, ca_file: str) -> None:
     assert result.cert_names == (MX,)
 
 
-async def test_a51_self_signed_certificate(certs: CertFactory, ca_file: str) -> None:
+async def test_self_signed_certificate(certs: CertFactory, ca_file: str) -> None:
     result, _ = await probe_with(SmtpBehaviour(tls=certs.context("self-signed", (MX,))), ca_file)
     assert result.result_type is ResultType.CERTIFICATE_NOT_TRUSTED
     assert result.failure_reason_code is not None and "self" in result.failure_reason_code
     assert result.cert_names == (MX,)
 
 
-async def test_a51_untrusted_issuer(ca_file: str) -> None:
+async def test_untrusted_issuer(ca_file: str) -> None:
     foreign = trustme.CA()
     result, _ = await probe_with(
         SmtpBehaviour(tls=trustme_context(foreign.issue_cert(MX))), ca_file
@@ -210,7 +211,7 @@ async def test_a51_untrusted_issuer(ca_file: str) -> None:
 # --- STARTTLS / handshake failures -----------------------------------------------------------
 
 
-async def test_a52_starttls_not_offered(ca_file: str) -> None:
+async def test_starttls_not_offered(ca_file: str) -> None:
     async with LoopbackSmtpServer(SmtpBehaviour(tls=None)) as srv:
         result = await prober(ca_file, srv.port).probe(MX)
         assert srv.record.commands[-1] == "QUIT"
@@ -263,11 +264,11 @@ async def test_ehlo_deferred_is_transient(ca: trustme.CA, ca_file: str) -> None:
     assert record.commands[-1] == "QUIT"
 
 
-# --- MX patterns (A49, A50) -------------------------------------------------------------------
+# --- MX patterns (RFC 8461 §4, §4.1) --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("patterns", [["*.example.test"], ["other.test", MX.upper()]])
-async def test_a49_mx_matching_a_pattern_passes(
+async def test_mx_matching_a_pattern_passes(
     valid_server: LoopbackSmtpServer, ca_file: str, patterns: list[str]
 ) -> None:
     result = await prober(ca_file, valid_server.port).probe(MX, patterns)
@@ -275,7 +276,7 @@ async def test_a49_mx_matching_a_pattern_passes(
 
 
 @pytest.mark.parametrize("patterns", [["*.other.test"], ["*.mx.example.test"], ["example.test"]])
-async def test_a49_mx_not_in_policy_fails_even_with_good_tls(
+async def test_mx_not_in_policy_fails_even_with_good_tls(
     valid_server: LoopbackSmtpServer, ca_file: str, patterns: list[str]
 ) -> None:
     p = prober(ca_file, valid_server.port)
@@ -490,7 +491,7 @@ domain = st.lists(label, min_size=2, max_size=4).map(".".join)
 
 
 @given(first=label, parent=domain, extra=label)
-def test_a51_wildcard_covers_exactly_one_label(first: str, parent: str, extra: str) -> None:
+def test_wildcard_covers_exactly_one_label(first: str, parent: str, extra: str) -> None:
     assert matches_host((f"*.{parent}",), f"{first}.{parent}")
     assert matches_host((f"*.{parent}",), f"{first.upper()}.{parent}.")
     assert not matches_host((f"*.{parent}",), parent)
@@ -603,7 +604,8 @@ async def test_cli_end_to_end_with_discovery(
     pattern: str,
     exit_code: int,
 ) -> None:
-    """A49 through the daemon's own DNS + HTTPS discovery; the MX address from the same DNS."""
+    """RFC 8461 §4 through the daemon's own DNS + HTTPS discovery; the MX address from the same
+    DNS."""
     sts_world.publish("example.test", POLICY.format(mx=pattern))
     sts_world.dns.set_a(MX, "127.0.0.1")
     config = Config(

@@ -85,7 +85,8 @@ async def setup(sts_world: StsWorld, short_dir: Path) -> AsyncIterator[Setup]:
 
 
 async def test_socket_is_owner_only_and_removed_on_close(setup: Setup) -> None:
-    """A63: socketmap is unauthenticated; cache changes need a channel file modes protect."""
+    """docs/conformance.md: PF-socketmap-unauthenticated: socketmap is unauthenticated; cache
+    changes need a channel file modes protect."""
     assert stat.S_ISSOCK(setup.path.stat().st_mode)
     assert stat.S_IMODE(setup.path.stat().st_mode) == 0o600
     await setup.control.close()
@@ -192,7 +193,8 @@ async def test_purge_removes_from_memory_and_disk(setup: Setup) -> None:
 
 
 async def test_refresh_discovers_now_past_back_off(setup: Setup, sts_world: StsWorld) -> None:
-    """A27 back-off is for automatic retries; an operator's refresh goes to the network at once."""
+    """RFC 8461 §3.3 back-off is for automatic retries; an operator's refresh goes to the network at
+    once."""
     site = sts_world.https.site_for("mta-sts.example.test")
     assert site is not None
     site.status = 500

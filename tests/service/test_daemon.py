@@ -1,10 +1,11 @@
 """The running daemon as a real process: `mta-sts-policyd serve` against loopback DNS and HTTPS.
 
 Covers what only the assembled daemon can show (issue 3, "Tests"): the real Postfix client
-(`postmap -q` over inet and unix sockets, C.1), the persistent cache across restarts, SIGTERM
-drain and flush, SIGHUP reload (C.4.2 attributes switched on without a refetch), a corrupt store,
-systemd socket activation and sd_notify, and connection handling (C.1.6, C.1.8, D.48-D.50).
-Item ids refer to ../shared/spec/mta-sts-postfix.md.
+(`postmap -q` over inet and unix sockets, docs/conformance.md: PF-socketmap-real-client), the
+persistent cache across restarts, SIGTERM drain and flush, SIGHUP reload (docs/conformance.md:
+PF-sts-attributes attributes switched on without a refetch), a corrupt store, systemd socket
+activation and sd_notify, and connection handling (RFC 8461 §5.1; docs/conformance.md:
+PF-socketmap-sequential, PF-socketmap-framing-error). Row ids are those of docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -97,27 +98,28 @@ def break_servers(world: StsWorld) -> None:
     site.status = 500
 
 
-# --- the real client: Postfix's postmap (C.1) -----------------------------------------------
+# --- the real client: Postfix's postmap (docs/conformance.md: PF-socketmap-real-client) -----------
 
 
 @needs_postmap
-def test_c1_postmap_over_tcp(daemon: DaemonProcess, world: StsWorld, postfix_dir: Path) -> None:
+def test_postmap_over_tcp(daemon: DaemonProcess, world: StsWorld, postfix_dir: Path) -> None:
     daemon.start()
     table = f"socketmap:inet:{daemon.address}:postfix"
     assert postmap(postfix_dir, table, "example.test") == (
         0,
         "secure match=mail.example.test servername=hostname\n",
     )
-    assert postmap(postfix_dir, table, "nothing.test") == (1, "")  # D.1
-    assert postmap(postfix_dir, table, "testing.test") == (1, "")  # D.27
+    assert postmap(postfix_dir, table, "nothing.test") == (1, "")  # RFC 8461 §3.1
+    assert postmap(postfix_dir, table, "testing.test") == (1, "")  # RFC 8461 §5
     txt_queries = world.dns.query_count("_mta-sts.example.test")
-    assert postmap(postfix_dir, table, ".example.test") == (1, "")  # D.2: parent retry key
+    # RFC 8461 §3.4: parent retry key
+    assert postmap(postfix_dir, table, ".example.test") == (1, "")
     assert world.dns.query_count("_mta-sts.example.test") == txt_queries  # no lookup for it
     assert fetches(world) == 1
 
 
 @needs_postmap
-def test_c1_postmap_over_unix_socket(
+def test_postmap_over_unix_socket(
     daemon: DaemonProcess, postfix_dir: Path, short_dir: Path
 ) -> None:
     path = short_dir / "policy.sock"
@@ -139,7 +141,8 @@ def test_c1_postmap_over_unix_socket(
 
 
 def test_restart_restores_the_cache_without_network(daemon: DaemonProcess, world: StsWorld) -> None:
-    """A38/A29: a restart keeps unexpired policies; failing DNS and HTTPS change nothing."""
+    """RFC 8461 §3.3, §5.1: a restart keeps unexpired policies; failing DNS and HTTPS change
+    nothing."""
     daemon.start()
     assert daemon.query("example.test") == ENFORCE_REPLY
     assert daemon.stop() == 0
@@ -148,7 +151,7 @@ def test_restart_restores_the_cache_without_network(daemon: DaemonProcess, world
     daemon.start()
     assert "event=cache-loaded entries=1 " in daemon.log()
     assert daemon.query("example.test") == ENFORCE_REPLY
-    assert daemon.query("[example.test]:25") == ENFORCE_REPLY  # D.5: same cache entry
+    assert daemon.query("[example.test]:25") == ENFORCE_REPLY  # RFC 8461 §3.4: same cache entry
     assert fetches(world) == 0
 
 
@@ -195,7 +198,8 @@ async def test_sigterm_drains_an_answer_in_flight(daemon: DaemonProcess, world: 
 def test_sighup_reload_switches_on_sts_attributes_keeping_the_cache(
     daemon: DaemonProcess, world: StsWorld
 ) -> None:
-    """C.4.2: sts_attributes false -> true by SIGHUP; cached replies are re-rendered, no refetch."""
+    """docs/conformance.md: PF-sts-attributes: sts_attributes false -> true by SIGHUP; cached
+    replies are re-rendered, no refetch."""
     daemon.start()
     assert daemon.query("example.test") == ENFORCE_REPLY
     old_address = daemon.address
@@ -300,7 +304,7 @@ def test_sd_notify_ready_reloading_stopping(daemon: DaemonProcess, short_dir: Pa
         assert daemon.stop() == 0
 
 
-# --- connections (C.1.6, C.1.8) -------------------------------------------------------------------
+# --- connections (docs/conformance.md: PF-socketmap-sequential, PF-socketmap-framing-error) -------
 
 
 async def exchange(
@@ -320,13 +324,13 @@ async def exchange(
             return replies[0]
 
 
-async def test_d50_200_concurrent_connections_with_sequential_requests(
+async def test_200_concurrent_connections_with_sequential_requests(
     daemon: DaemonProcess, world: StsWorld
 ) -> None:
     """200 connections ask a cold domain at once (one TXT query, one fetch), then keep asking.
 
     The policy host answers after 0.5 s (< cold_wait), so odd clients' third request arrives
-    while the first fetch is in flight: every first lookup must wait for it (D.50, D.51).
+    while the first fetch is in flight: every first lookup must wait for it (RFC 8461 §5.1).
     """
     site = world.https.site_for("mta-sts.example.test")
     assert site is not None
@@ -336,9 +340,9 @@ async def test_d50_200_concurrent_connections_with_sequential_requests(
         ("example.test", ENFORCE_REPLY),
         ("nothing.test", NOTFOUND),
         (".example.test", NOTFOUND),
-        ("EXAMPLE.Test.", ENFORCE_REPLY),  # D.6
-        ("[192.0.2.1]", NOTFOUND),  # D.4
-        ("example.test:587", ENFORCE_REPLY),  # D.58
+        ("EXAMPLE.Test.", ENFORCE_REPLY),  # PF-key-forms
+        ("[192.0.2.1]", NOTFOUND),  # RFC 8461 §3.4
+        ("example.test:587", ENFORCE_REPLY),  # PF-key-forms
     ]
 
     async def client(i: int) -> list[bytes]:
@@ -355,7 +359,7 @@ async def test_d50_200_concurrent_connections_with_sequential_requests(
     assert fetches(world) == 1
 
 
-async def test_d48_malformed_netstring_closes_only_that_connection(daemon: DaemonProcess) -> None:
+async def test_malformed_netstring_closes_only_that_connection(daemon: DaemonProcess) -> None:
     await asyncio.to_thread(daemon.start)
     good_r, good_w = await asyncio.open_connection("127.0.0.1", daemon.port)
     assert await exchange(good_r, good_w, "example.test") == ENFORCE_REPLY

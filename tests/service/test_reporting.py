@@ -64,10 +64,11 @@ def test_policy_ref_and_failure_event_always_name_the_policy_domain() -> None:
     assert ref.policy_type is PolicyType.STS and ref.mx_hosts == ("mail.example.test",)
     bare = CacheEntry("nopolicy.test")
     event = failure_event(bare, ResultType.STS_WEBPKI_INVALID, "x" * 400, 1e9)
-    assert event.policy.policy_type is PolicyType.STS  # tlsrpt.md finding 3
+    # docs/conformance.md: RPT-4.4-policy-domain-always
+    assert event.policy.policy_type is PolicyType.STS
     assert event.policy.policy_domain == "nopolicy.test" and not event.success
     reason = event.failures[0].failure_reason_code
-    assert reason is not None and len(reason) == 255  # row 41: bounded free text
+    assert reason is not None and len(reason) == 255  # RFC 8460 §7: bounded free text
 
 
 def test_enforce_policy_at_only_inside_the_policy_lifetime() -> None:

@@ -1,4 +1,4 @@
-"""Postfix lookup key -> policy domain: spec A1-A4, C.2.1, C.2.3, D.2-D.7, D.58."""
+"""Postfix lookup key -> policy domain: RFC 8461 §3.2, §3.4; docs/conformance.md: PF-key-forms."""
 
 from __future__ import annotations
 
@@ -10,23 +10,25 @@ from mta_sts_policyd.sts import policy_domain_for_key
 @pytest.mark.parametrize(
     ("key", "domain"),
     [
-        ("example.com", "example.com"),  # A1: the next-hop domain itself
-        ("mail.example.com", "mail.example.com"),  # A4/D.3: a subdomain is its own policy domain
-        ("[relay.example.net]:587", "relay.example.net"),  # A2/D.5: smart host, brackets+port
-        ("[smtp.relay.net]:587", "smtp.relay.net"),  # D.5
-        ("[relay.example.net]", "relay.example.net"),  # C.2.1: MX lookup suppressed
-        ("[relay.example.net]:smtp", "relay.example.net"),  # C.2.1: service name
+        ("example.com", "example.com"),  # RFC 8461 §3.4: the next-hop domain itself
+        # RFC 8461 §3.4: a subdomain is its own policy domain
+        ("mail.example.com", "mail.example.com"),
+        # RFC 8461 §3.4: smart host, brackets+port
+        ("[relay.example.net]:587", "relay.example.net"),
+        ("[smtp.relay.net]:587", "smtp.relay.net"),  # RFC 8461 §3.4
+        ("[relay.example.net]", "relay.example.net"),  # PF-key-forms: MX lookup suppressed
+        ("[relay.example.net]:smtp", "relay.example.net"),  # PF-key-forms: service name
         ("[relay.example.net]:submission", "relay.example.net"),
-        ("example.com:587", "example.com"),  # D.58: MX lookup with a port
-        ("example.com:smtp", "example.com"),  # C.2.1
-        ("Example.COM.", "example.com"),  # D.6: case and trailing dot
+        ("example.com:587", "example.com"),  # PF-key-forms: MX lookup with a port
+        ("example.com:smtp", "example.com"),  # PF-key-forms
+        ("Example.COM.", "example.com"),  # PF-key-forms: case and trailing dot
         ("EXAMPLE.COM", "example.com"),
         ("[Relay.Example.NET.]:25", "relay.example.net"),
-        ("bücher.example", "xn--bcher-kva.example"),  # D.7: U-label -> A-label
-        ("BÜCHER.Example.", "xn--bcher-kva.example"),  # D.7: UTS 46 mapping lower-cases
+        ("bücher.example", "xn--bcher-kva.example"),  # RFC 8461 §3.2: U-label -> A-label
+        ("BÜCHER.Example.", "xn--bcher-kva.example"),  # RFC 8461 §3.2: UTS 46 mapping lower-cases
         ("[bücher.example]:25", "xn--bcher-kva.example"),
         ("bücher.example:587", "xn--bcher-kva.example"),
-        ("faß.de", "xn--fa-hia.de"),  # D.7: IDNA 2008, non-transitional (ß kept)
+        ("faß.de", "xn--fa-hia.de"),  # RFC 8461 §3.2: IDNA 2008, non-transitional (ß kept)
         ("bücher.example。", "xn--bcher-kva.example"),  # ideographic full stop as trailing dot
         ("xn--bcher-kva.example", "xn--bcher-kva.example"),
         ("r3---sn-abc.example", "r3---sn-abc.example"),  # real-world LDH that IDNA would refuse
@@ -41,13 +43,13 @@ def test_key_gives_policy_domain(key: str, domain: str) -> None:
 @pytest.mark.parametrize(
     "key",
     [
-        ".example.com",  # A4/D.2/C.2.3: Postfix's parent-domain retry
+        ".example.com",  # RFC 8461 §3.4: Postfix's parent-domain retry
         ".com",
         ".mail.example.com",
         "[.example.com]",
-        "[192.0.2.1]",  # A3/D.4
-        "[192.0.2.1]:25",  # A3/D.4
-        "[ipv6:2001:db8::1]",  # A3/D.4: RFC 5321 IPv6 literal
+        "[192.0.2.1]",  # RFC 8461 §3.4
+        "[192.0.2.1]:25",  # RFC 8461 §3.4
+        "[ipv6:2001:db8::1]",  # RFC 8461 §3.4: RFC 5321 IPv6 literal
         "[IPv6:2001:db8::1]:25",
         "[2001:db8::1]",
         "[::1]:25",
@@ -91,8 +93,8 @@ def test_keys_without_policy_domain(key: str) -> None:
     assert policy_domain_for_key(key) is None
 
 
-def test_c23_parent_retries_never_reach_the_parent_policy() -> None:
-    """A4/C.2.3: mail.example.com -> .example.com -> .com, only the first is looked up."""
+def test_parent_retries_never_reach_the_parent_policy() -> None:
+    """RFC 8461 §3.4: mail.example.com -> .example.com -> .com, only the first is looked up."""
     assert [policy_domain_for_key(k) for k in ("mail.example.com", ".example.com", ".com")] == [
         "mail.example.com",
         None,

@@ -1,4 +1,4 @@
-"""MX host vs policy patterns: spec A50, D.39-D.42."""
+"""MX host vs policy patterns: RFC 8461 §4.1, §5.1; docs/conformance.md: PF-match-patterns."""
 
 from __future__ import annotations
 
@@ -11,26 +11,27 @@ from mta_sts_policyd.sts import mx_matches, parse_policy, patterns_matching
     ("pattern", "host"),
     [
         ("mail.example.com", "mail.example.com"),
-        ("mail.example.com", "MAIL.Example.COM."),  # A50: case and one trailing dot ignored
+        # RFC 8461 §4.1: case and one trailing dot ignored
+        ("mail.example.com", "MAIL.Example.COM."),
         ("MAIL.EXAMPLE.COM", "mail.example.com"),
-        ("*.example.net", "mx1.example.net"),  # A50: exactly one extra label
+        ("*.example.net", "mx1.example.net"),  # RFC 8461 §4.1: exactly one extra label
         ("*.example.net", "MX1.EXAMPLE.NET."),
         ("*.Example.Net", "mx1.example.net"),
-        ("xn--bcher-kva.example", "bücher.example"),  # A50: compared as A-labels
+        ("xn--bcher-kva.example", "bücher.example"),  # RFC 8461 §4.1: compared as A-labels
         ("xn--bcher-kva.example", "BÜCHER.example."),
         ("*.xn--bcher-kva.example", "mx.bücher.example"),
         ("mx.xn--bcher-kva.example", "mx.xn--bcher-kva.example"),
     ],
 )
-def test_a50_matches(pattern: str, host: str) -> None:
+def test_matches(pattern: str, host: str) -> None:
     assert mx_matches(pattern, host)
 
 
 @pytest.mark.parametrize(
     ("pattern", "host"),
     [
-        ("*.example.net", "a.b.example.net"),  # D.40: two labels deeper
-        ("*.example.net", "example.net"),  # D.41: the bare domain
+        ("*.example.net", "a.b.example.net"),  # RFC 8461 §4.1: two labels deeper
+        ("*.example.net", "example.net"),  # RFC 8461 §4.1: the bare domain
         ("*.example.net", ".example.net"),
         ("*.example.net", "mx1.example.net.."),  # only one trailing dot is ignored
         ("*.example.net", "mx1.example.org"),
@@ -51,24 +52,24 @@ def test_a50_matches(pattern: str, host: str) -> None:
         ("bücher.example", "bücher.example"),  # patterns are A-labels; U-label pattern never
     ],
 )
-def test_a50_d40_d41_no_match(pattern: str, host: str) -> None:
+def test_no_match(pattern: str, host: str) -> None:
     assert not mx_matches(pattern, host)
 
 
-def test_a50_patterns_matching_keeps_pattern_order() -> None:
+def test_patterns_matching_keeps_pattern_order() -> None:
     patterns = ["*.example.net", "mx1.example.net", "backup.example.com", "*.mx1.example.net"]
     assert patterns_matching(patterns, "MX1.example.net.") == ["*.example.net", "mx1.example.net"]
 
 
-def test_d42_no_pattern_matches_gives_empty_list() -> None:
+def test_no_pattern_matches_gives_empty_list() -> None:
     assert patterns_matching(["mail.example.com", "*.example.net"], "mx.example.org") == []
 
 
-def test_a50_patterns_matching_on_garbage_host_is_empty() -> None:
+def test_patterns_matching_on_garbage_host_is_empty() -> None:
     assert patterns_matching(["*.example.net"], "..") == []
 
 
-def test_d39_policy_patterns_feed_the_matcher() -> None:
+def test_policy_patterns_feed_the_matcher() -> None:
     policy = parse_policy(
         b"version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.Example.NET\nmax_age: 1\n"
     )

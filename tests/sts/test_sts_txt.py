@@ -1,4 +1,4 @@
-"""`_mta-sts` TXT record selection and parsing: spec A6-A15, D.8-D.14, D.57."""
+"""`_mta-sts` TXT record selection and parsing: RFC 8461 §3.1, §3.3."""
 
 from __future__ import annotations
 
@@ -23,67 +23,67 @@ def reason_of(result: object) -> str:
     return result.reason
 
 
-# --- A6: US-ASCII only ---
+# --- RFC 8461 §3.1: US-ASCII only ---
 
 
-def test_a6_non_ascii_byte_makes_the_candidate_invalid() -> None:
+def test_non_ascii_byte_makes_the_candidate_invalid() -> None:
     reason = reason_of(select(b"v=STSv1; id=abc; x=\xc3\xa9"))
     assert "non-ASCII" in reason
     assert "offset 19" in reason
 
 
-def test_a6_non_ascii_text_given_directly_is_invalid() -> None:
+def test_non_ascii_text_given_directly_is_invalid() -> None:
     assert "non-ASCII" in reason_of(parse_txt_record("v=STSv1; id=abc; x=é"))
 
 
-def test_a6_non_ascii_in_a_non_candidate_is_irrelevant() -> None:
+def test_non_ascii_in_a_non_candidate_is_irrelevant() -> None:
     assert select(b"caf\xc3\xa9", b"v=STSv1; id=abc") == TxtRecord(id="abc")
 
 
-# --- A7 / D.12: character-strings are joined without separator ---
+# --- RFC 8461 §3.1: character-strings are joined without separator ---
 
 
-def test_a7_strings_of_one_rr_are_concatenated() -> None:
+def test_strings_of_one_rr_are_concatenated() -> None:
     assert select((b"v=STSv1; id=2019", b"0429")) == TxtRecord(id="20190429")
 
 
-def test_d12_split_id_is_joined() -> None:
+def test_split_id_is_joined() -> None:
     assert select((b"v=STSv1; id=20", b"26")) == TxtRecord(id="2026")
 
 
-def test_a7_split_inside_the_version_still_is_a_candidate() -> None:
+def test_split_inside_the_version_still_is_a_candidate() -> None:
     assert select((b"v=ST", b"Sv1;", b" id=x")) == TxtRecord(id="x")
 
 
-def test_a7_rr_without_strings_is_not_a_candidate() -> None:
+def test_rr_without_strings_is_not_a_candidate() -> None:
     assert isinstance(select_sts_record([()]), TxtAbsent)
 
 
-# --- A9 / D.9 / D.14 / D.57: candidate filter (Decision A9, erratum 6285) ---
+# --- RFC 8461 §3.1: candidate filter (erratum 6285) ---
 
 
-def test_a9_d9_spf_record_next_to_sts_record_is_discarded() -> None:
+def test_spf_record_next_to_sts_record_is_discarded() -> None:
     assert select(b"v=spf1 -all", b"v=STSv1; id=A1") == TxtRecord(id="A1")
 
 
 @pytest.mark.parametrize(
     "record",
     [
-        b"v=STSv1 ; id=X",  # D.14: space before ';'
+        b"v=STSv1 ; id=X",  # RFC 8461 §3.1: space before ';'
         b"v=STSv1\t;id=X",
         b"v=STSv1 \t ;\t id=X",
         b"v=STSv1;id=X",
     ],
 )
-def test_a9_d14_whitespace_before_first_semicolon_is_a_candidate(record: bytes) -> None:
+def test_whitespace_before_first_semicolon_is_a_candidate(record: bytes) -> None:
     assert select(record) == TxtRecord(id="X")
 
 
 @pytest.mark.parametrize(
     "record",
     [
-        b" v=STSv1; id=1",  # D.57: leading space
-        b"v=STSv10; id=1",  # D.57: other version
+        b" v=STSv1; id=1",  # RFC 8461 §3.1: leading space
+        b"v=STSv10; id=1",  # RFC 8461 §3.1: other version
         b"V=STSv1; id=1",  # case-sensitive
         b"v=stsv1; id=1",
         b"v=STSv1",  # no ';' at all
@@ -91,15 +91,15 @@ def test_a9_d14_whitespace_before_first_semicolon_is_a_candidate(record: bytes) 
         b"v = STSv1; id=1",
     ],
 )
-def test_a9_d57_not_a_candidate_means_no_policy(record: bytes) -> None:
+def test_not_a_candidate_means_no_policy(record: bytes) -> None:
     assert isinstance(select(record), TxtAbsent)
 
 
-def test_a9_parse_refuses_text_that_is_no_candidate() -> None:
+def test_parse_refuses_text_that_is_no_candidate() -> None:
     assert "does not start with" in reason_of(parse_txt_record("v=STSv10; id=1"))
 
 
-# --- A10 grammar ---
+# --- RFC 8461 §3.1 grammar ---
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_a9_parse_refuses_text_that_is_no_candidate() -> None:
         ("v=STSv1;id=abc;\t", "abc"),
     ],
 )
-def test_a10_valid_ids(record: str, expected_id: str) -> None:
+def test_valid_ids(record: str, expected_id: str) -> None:
     assert parse_txt_record(record) == TxtRecord(id=expected_id)
 
 
@@ -120,14 +120,14 @@ def test_a10_valid_ids(record: str, expected_id: str) -> None:
     ("record", "words"),
     [
         ("v=STSv1; id=", "id ''"),
-        ("v=STSv1; id=" + "a" * 33, "1-32"),  # D.10: 33 characters
-        ("v=STSv1; id=abc-1", "1-32"),  # D.10: hyphen
+        ("v=STSv1; id=" + "a" * 33, "1-32"),  # RFC 8461 §3.1: 33 characters
+        ("v=STSv1; id=abc-1", "1-32"),  # RFC 8461 §3.1: hyphen
         ("v=STSv1; id=abc_1", "1-32"),
         ("v=STSv1; id=abc.1", "1-32"),
         ("v=STSv1; id=a b", "1-32"),
     ],
 )
-def test_a10_d10_invalid_ids(record: str, words: str) -> None:
+def test_invalid_ids(record: str, words: str) -> None:
     assert words in reason_of(parse_txt_record(record))
 
 
@@ -148,89 +148,89 @@ def test_a10_d10_invalid_ids(record: str, words: str) -> None:
         ("v=STSv1; id=abc; x=1 ", "space"),
     ],
 )
-def test_a10_malformed_fields_invalidate_the_record(record: str, words: str) -> None:
+def test_malformed_fields_invalidate_the_record(record: str, words: str) -> None:
     assert words in reason_of(parse_txt_record(record))
 
 
-def test_a10_extension_name_rules() -> None:
+def test_extension_name_rules() -> None:
     record = parse_txt_record("v=STSv1; id=abc; a-b_c.d=1; " + "N" * 32 + "=x")
     assert record == TxtRecord(id="abc", extensions=(("a-b_c.d", "1"), ("N" * 32, "x")))
 
 
-def test_a10_id_keyword_is_case_sensitive() -> None:
+def test_id_keyword_is_case_sensitive() -> None:
     reason = reason_of(parse_txt_record("v=STSv1; ID=abc"))
     assert "'id' is missing" in reason
 
 
-# --- A11 / D.8 / D.11: exactly one valid candidate ---
+# --- RFC 8461 §3.1: exactly one valid candidate ---
 
 
-def test_a11_no_records_at_all_is_absent() -> None:
+def test_no_records_at_all_is_absent() -> None:
     assert isinstance(select_sts_record([]), TxtAbsent)
 
 
-def test_a11_only_other_records_is_absent() -> None:
+def test_only_other_records_is_absent() -> None:
     assert isinstance(select(b"v=spf1 -all", b"google-site-verification=x"), TxtAbsent)
 
 
-def test_a11_d8_two_candidates_even_with_same_id_is_invalid() -> None:
+def test_two_candidates_even_with_same_id_is_invalid() -> None:
     reason = reason_of(select(b"v=STSv1; id=abc", b"v=STSv1; id=abc"))
     assert "2 TXT records" in reason and "exactly one" in reason
 
 
-def test_a11_two_candidates_one_of_them_broken_is_still_invalid() -> None:
+def test_two_candidates_one_of_them_broken_is_still_invalid() -> None:
     assert isinstance(select(b"v=STSv1; id=abc", b"v=STSv1;;"), TxtInvalid)
 
 
-def test_a11_single_invalid_candidate_is_invalid_not_absent() -> None:
+def test_single_invalid_candidate_is_invalid_not_absent() -> None:
     assert isinstance(select(b"v=spf1 -all", b"v=STSv1; id=abc-1"), TxtInvalid)
 
 
 @pytest.mark.parametrize("record", ["v=STSv1", "v=STSv1;", "v=STSv1; ext=1"])
-def test_d11_missing_id_is_invalid(record: str) -> None:
+def test_missing_id_is_invalid(record: str) -> None:
     assert "'id' is missing" in reason_of(parse_txt_record(record))
 
 
-def test_d11_missing_id_through_the_selector() -> None:
+def test_missing_id_through_the_selector() -> None:
     assert "'id' is missing" in reason_of(select(b"v=STSv1;"))
-    # A bare "v=STSv1" has no ';', so Decision A9 does not count it as a candidate at all.
+    # A bare "v=STSv1" has no ';', so RFC 8461 §3.1 does not count it as a candidate at all.
     assert isinstance(select(b"v=STSv1"), TxtAbsent)
 
 
-# --- A13 / D.13: unknown fields are ignored ---
+# --- RFC 8461 §3.1: unknown fields are ignored ---
 
 
-def test_a13_d13_extension_is_kept_aside_and_id_used() -> None:
+def test_extension_is_kept_aside_and_id_used() -> None:
     assert select(b"v=STSv1; id=X; ext=1") == TxtRecord(id="X", extensions=(("ext", "1"),))
 
 
-def test_a10_extension_before_id_is_fine() -> None:
+def test_extension_before_id_is_fine() -> None:
     assert parse_txt_record("v=STSv1; foo=bar; id=abc") == TxtRecord(
         id="abc", extensions=(("foo", "bar"),)
     )
 
 
-def test_a13_duplicate_extension_keeps_its_first_value() -> None:
+def test_duplicate_extension_keeps_its_first_value() -> None:
     record = parse_txt_record("v=STSv1; id=a; x=1; x=2")
     assert record == TxtRecord(id="a", extensions=(("x", "1"),))
 
 
-# --- A14: first id wins ---
+# --- RFC 8461 §3.1: first id wins ---
 
 
-def test_a14_first_id_wins() -> None:
+def test_first_id_wins() -> None:
     assert parse_txt_record("v=STSv1; id=first; id=second") == TxtRecord(id="first")
 
 
-def test_a14_later_id_need_not_be_a_valid_id_but_must_be_a_field() -> None:
+def test_later_id_need_not_be_a_valid_id_but_must_be_a_field() -> None:
     assert parse_txt_record("v=STSv1; id=first; id=not-an-id") == TxtRecord(id="first")
     assert isinstance(parse_txt_record("v=STSv1; id=first; id=a b"), TxtInvalid)
 
 
-# --- A15: ids compare exactly ---
+# --- RFC 8461 §3.1: ids compare exactly ---
 
 
-def test_a15_id_case_is_preserved() -> None:
+def test_id_case_is_preserved() -> None:
     upper, lower = parse_txt_record("v=STSv1; id=ABC"), parse_txt_record("v=STSv1; id=abc")
     assert isinstance(upper, TxtRecord) and isinstance(lower, TxtRecord)
     assert upper.id == "ABC" and upper.id != lower.id

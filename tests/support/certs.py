@@ -22,9 +22,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CertKind = Literal[
     "valid", "wildcard", "wrong-name", "expired", "self-signed", "untrusted", "cn-only", "none"
 ]
-"""valid: SAN = the host; wildcard: SAN = *.<parent>; wrong-name: SAN = <parent> only (D.23);
-expired; self-signed; untrusted: issued by a CA the client does not trust; cn-only: CN = host,
-no SAN (A18); none: the server aborts the handshake (TLS alert unrecognized_name)."""
+"""valid: SAN = the host; wildcard: SAN = *.<parent>; wrong-name: SAN = <parent> only (RFC 8461
+§3.3); expired; self-signed; untrusted: issued by a CA the client does not trust; cn-only: CN =
+host, no SAN; none: the server aborts the handshake (TLS alert unrecognized_name)."""
 
 _DAY = datetime.timedelta(days=1)
 _MAX_CONTEXTS = 4096

@@ -107,7 +107,7 @@ class HttpsReceiver:
 class DkimKey:
     pem: bytes
     txt: bytes
-    """The selector's TXT record (`s=tlsrpt`, RFC 8460 §3 row 13)."""
+    """The selector's TXT record (`s=tlsrpt`, RFC 8460 §3; docs/conformance.md: RPT-3-dkim)."""
 
     def dnsfunc(self, selector: str, domain: str) -> Any:
         def lookup(name: bytes, timeout: int = 5) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Validators for generated TLS reports (tlsrpt.md §5.3): strict schema, parsedmarc, fixtures.
+"""Validators for generated TLS reports: strict JSON Schema, parsedmarc, fixtures.
 
 parsedmarc pulls in a large dependency tree, so it may live in its own virtualenv: set
 PARSEDMARC_PYTHON to that interpreter; otherwise the current interpreter is tried.
@@ -35,7 +35,7 @@ def _is_uri(value: object) -> bool:
 
 @_checker.checks("ipv6", raises=ValueError)
 def _is_rfc5952(value: object) -> bool:
-    """Row 26: IPv6 in RFC 5952 canonical text."""
+    """RFC 8460 §4.4: IPv6 in RFC 5952 canonical text."""
     if not isinstance(value, str):
         return True
     return ipaddress.IPv6Address(value).compressed == value
@@ -118,7 +118,7 @@ TLSA = PolicyRef(
 
 
 def fixed_events() -> list[SessionEvent]:
-    """The spec §3.7 datagrams as events: STS success+failures, no-policy-found, TLSA, IDN."""
+    """The fixture datagrams as events: STS success+failures, no-policy-found, TLSA, IDN."""
     expired = FailureDetail(
         ResultType.CERTIFICATE_EXPIRED,
         "192.0.2.10",

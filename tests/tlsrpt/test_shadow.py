@@ -1,7 +1,8 @@
-"""Testing-mode domains checked in shadow (issue 6 §3; spec C.5, A49-A52, RFC 8460 §4.3-4.4).
+"""Testing-mode domains checked in shadow (issue 6 §3; RFC 8461 §4-§5, RFC 8460 §4.3-4.4;
+docs/conformance.md: STS-5-testing-report).
 
 Real things on loopback: one SMTP server with STARTTLS picks its certificate by SNI (valid for
-MX1, wrong name for MX2, D.23), the loopback DNS server answers the MX lookups through the
+MX1, wrong name for MX2, RFC 8461 §3.3), the loopback DNS server answers the MX lookups through the
 daemon's own Discovery, and events come from the real libtlsrpt datagram parser.
 """
 
@@ -36,7 +37,7 @@ from support.smtp_server import LoopbackSmtpServer, SmtpBehaviour
 
 DOMAIN = "testing.example.test"
 MX1 = "mx1.testing.example.test"  # valid certificate
-MX2 = "mx2.testing.example.test"  # certificate for testing.example.test only (D.23)
+MX2 = "mx2.testing.example.test"  # certificate for testing.example.test only (RFC 8461 §3.3)
 DOWN = "down.testing.example.test"  # no address: the probe cannot reach it (transient)
 START = dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.UTC).timestamp()
 HOUR = 3600.0
@@ -160,7 +161,7 @@ async def probed(w: World, *entries: CacheEntry) -> None:
 # --- scheduling on the answer path ---------------------------------------------------------------
 
 
-async def test_c5_testing_domain_gets_exactly_one_probe_round(world: World) -> None:
+async def test_testing_domain_gets_exactly_one_probe_round(world: World) -> None:
     e = entry()
     for _ in range(3):
         world.shadow.on_policy(e)
@@ -205,7 +206,7 @@ async def test_recheck_interval_starts_a_new_round(world: World) -> None:
     assert world.shadow.stats.rounds == 2
 
 
-async def test_c5_enforce_and_none_domains_untouched(world: World) -> None:
+async def test_enforce_and_none_domains_untouched(world: World) -> None:
     world.dns.set_mx("enforce.example.test", (10, MX2))
     world.dns.set_mx("none.example.test", (10, MX2))
     tasks = len(asyncio.all_tasks())
@@ -275,7 +276,7 @@ async def test_failure_naming_good_mx_keeps_its_own_failure(world: World) -> Non
     assert [d.result_type for d in event.failures] == [ResultType.STARTTLS_NOT_SUPPORTED]
 
 
-async def test_a49_policy_patterns_apply_to_verdicts(world: World) -> None:
+async def test_policy_patterns_apply_to_verdicts(world: World) -> None:
     """An MX no pattern covers fails whatever its certificate (RFC 8461 §4.1)."""
     await probed(world, entry(pol=policy(mx=(MX2,))))
     verdict = world.shadow.verdicts(DOMAIN)[MX1]

@@ -1,4 +1,5 @@
-"""TlsRptCollector and its receiver process on a real unix datagram socket (tlsrpt.md §3.1)."""
+"""TlsRptCollector and its receiver process on a real unix datagram socket (docs/conformance.md:
+DG-socket)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def started(path: Path, sink: ListSink, **kwargs: object) -> TlsRptCollector:
     return collector
 
 
-def test_thousand_nonblocking_datagrams_are_all_submitted_3_1(sock_path: Path) -> None:
+def test_thousand_nonblocking_datagrams_are_all_submitted(sock_path: Path) -> None:
     sink = ListSink()
     collector = started(sock_path, sink)
     try:

@@ -1,4 +1,5 @@
-"""libtlsrpt datagram parser (tlsrpt.md §3): sample replay, tolerated quirks, rejected input."""
+"""libtlsrpt datagram parser (docs/conformance.md: DG-envelope, DG-policy, DG-failure-detail):
+sample replay, tolerated quirks, rejected input."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def fixture(name: str) -> bytes:
 
 
 def dgram(**policy: Any) -> dict[str, Any]:
-    """A valid one-policy datagram (compact, like the §3.7 hand-made sample) to be modified."""
+    """A valid one-policy datagram (compact, like the hand-made fixture) to be modified."""
     base: dict[str, Any] = {"policy-type": 2, "policy-domain": "a.example", "t": 0, "f": 0}
     base.update(policy)
     return {
@@ -63,16 +64,16 @@ def detail(**fields: Any) -> FailureDetail:
     return event.failures[0]
 
 
-# -- §3.7 sample datagrams, replayed byte-exact ---------------------------------------------
+# -- fixture datagrams, replayed byte-exact ---------------------------------------------
 
 
-def test_sample_sts_success_3_7() -> None:
+def test_sample_sts_success() -> None:
     assert parse_datagram(fixture("libtlsrpt-sts-success.json"), AT) == [
         SessionEvent(AT, "company-y.example", STS_POLICY, True, (), STS_RECORD)
     ]
 
 
-def test_sample_sts_two_failures_with_escapes_3_7_and_3_5() -> None:
+def test_sample_sts_two_failures_with_escapes() -> None:
     expected = SessionEvent(
         AT,
         "company-y.example",
@@ -101,8 +102,8 @@ def test_sample_sts_two_failures_with_escapes_3_7_and_3_5() -> None:
     assert parse_datagram(fixture("libtlsrpt-sts-two-failures.json"), AT) == [expected]
 
 
-def test_sample_no_policy_found_gets_policy_domain_from_d_finding_0_3() -> None:
-    # `d` is "Other.Example." on the wire: lower-cased, one trailing dot stripped (§2, §3.2).
+def test_sample_no_policy_found_gets_policy_domain_from_d() -> None:
+    # `d` is "Other.Example." on the wire: lower-cased, one trailing dot stripped (DG-envelope).
     assert parse_datagram(fixture("libtlsrpt-no-policy-found.json"), AT) == [
         SessionEvent(
             AT,
@@ -115,7 +116,7 @@ def test_sample_no_policy_found_gets_policy_domain_from_d_finding_0_3() -> None:
     ]
 
 
-def test_sample_hand_made_tlsa_3_7() -> None:
+def test_sample_hand_made_tlsa() -> None:
     tlsa = "3 1 1 0C72AC70B745AC19998811B131D662C9AC69DBDBE7CB23E5B514B56664C5D3D6"
     assert parse_datagram(fixture("hand-tlsa-dnssec-invalid.json"), AT) == [
         SessionEvent(
@@ -146,7 +147,7 @@ def test_samples_have_no_anomalies() -> None:
 
 
 @pytest.mark.parametrize("dpv", [None, "2", 1])
-def test_missing_or_other_dpv_is_processed_and_counted_3_2(dpv: object) -> None:
+def test_missing_or_other_dpv_is_processed_and_counted(dpv: object) -> None:
     obj = dgram()
     if dpv is None:
         del obj["dpv"]
@@ -157,7 +158,7 @@ def test_missing_or_other_dpv_is_processed_and_counted_3_2(dpv: object) -> None:
     assert parsed.anomalies == (Anomaly.DPV,)
 
 
-def test_t_mismatch_is_tolerated_3_3() -> None:
+def test_t_mismatch_is_tolerated() -> None:
     parsed = parse_datagram_full(enc(dgram(t=5)), AT)
     assert parsed.events[0].success
     assert parsed.anomalies == (Anomaly.T_MISMATCH,)
@@ -173,7 +174,7 @@ def test_missing_f_is_inferred_from_failure_details(details: list[Any], success:
 
 
 @pytest.mark.parametrize("code", [206, 207, 299, 400, 901, 0, -1])
-def test_unknown_failure_code_becomes_validation_failure_with_reason_finding_0_6(code: int) -> None:
+def test_unknown_failure_code_becomes_validation_failure_with_reason(code: int) -> None:
     obj = dgram(**{"failure-details": [{"c": code, "f": "boom"}], "t": 1, "f": 1})
     parsed = parse_datagram_full(enc(obj), AT)
     (failure,) = parsed.events[0].failures
@@ -198,19 +199,19 @@ def test_unknown_failure_code_becomes_validation_failure_with_reason_finding_0_6
         (306, ResultType.DANE_REQUIRED),
     ],
 )
-def test_failure_codes_map_to_result_types_3_4(code: int, result: ResultType) -> None:
+def test_failure_codes_map_to_result_types(code: int, result: ResultType) -> None:
     assert detail(c=code).result_type is result
 
 
 @pytest.mark.parametrize(
     ("wire", "kind"), [(1, PolicyType.TLSA), (2, PolicyType.STS), (9, PolicyType.NO_POLICY_FOUND)]
 )
-def test_policy_types_3_3(wire: int, kind: PolicyType) -> None:
+def test_policy_types(wire: int, kind: PolicyType) -> None:
     assert one(dgram(**{"policy-type": wire})).policy.policy_type is kind
 
 
 @pytest.mark.parametrize("domain", [None, ""])
-def test_missing_or_empty_policy_domain_uses_d_finding_0_3(domain: str | None) -> None:
+def test_missing_or_empty_policy_domain_uses_d(domain: str | None) -> None:
     obj = dgram(**{"policy-type": 9})
     obj["d"] = "Report.Example."
     if domain is None:
@@ -220,7 +221,7 @@ def test_missing_or_empty_policy_domain_uses_d_finding_0_3(domain: str | None) -
     assert one(obj).policy.policy_domain == "report.example"
 
 
-def test_names_become_lower_case_a_labels_rfc8460_4_4_row_25() -> None:
+def test_names_become_lower_case_a_labels() -> None:
     obj = dgram(**{"policy-domain": "BÜCHER.example.", "mx-host": ["*.MX.Bücher.Example."]})
     obj["d"] = "bücher.EXAMPLE"
     event = one(obj)
@@ -252,7 +253,8 @@ def test_missing_pr_leaves_record_to_the_reporter() -> None:
     assert one(obj).tlsrpt_record is None
 
 
-# -- normalisation of failure-detail fields (§3.4, §7.3, row 26, row 41) -----------------------
+# -- normalisation of failure-detail fields (docs/conformance.md: DG-failure-detail,
+# RPT-aggregate-key, RPT-4.4-fields, RPT-7-bounded-text) ---
 
 
 @pytest.mark.parametrize(
@@ -270,7 +272,7 @@ def test_missing_pr_leaves_record_to_the_reporter() -> None:
         ("not/a host name", "not/a"),
     ],
 )
-def test_helo_is_first_line_hostname_only_7_3(helo: str, expected: str | None) -> None:
+def test_helo_is_first_line_hostname_only(helo: str, expected: str | None) -> None:
     assert detail(h=helo).receiving_mx_helo == expected
 
 
@@ -292,7 +294,7 @@ def test_helo_is_bounded() -> None:
         ("fe80::1%eth0", "fe80::1"),
     ],
 )
-def test_ips_are_rfc5952_row_26(ip: str, expected: str) -> None:
+def test_ips_are_rfc5952(ip: str, expected: str) -> None:
     failure = detail(s=ip, r=ip)
     assert failure.sending_mta_ip == expected
     assert failure.receiving_ip == expected
@@ -306,7 +308,7 @@ def test_invalid_ip_is_dropped_and_counted() -> None:
     assert parsed.anomalies.count(Anomaly.BAD_IP) == 2
 
 
-def test_free_text_is_bounded_row_41() -> None:
+def test_free_text_is_bounded() -> None:
     obj = dgram(
         **{"failure-details": [{"c": 203, "a": "a" * 100_000, "f": "é" * 5000}], "t": 1, "f": 1}
     )
@@ -317,7 +319,7 @@ def test_free_text_is_bounded_row_41() -> None:
     assert parsed.anomalies.count(Anomaly.TRUNCATED) == 2
 
 
-def test_empty_optional_strings_mean_absent_3_4() -> None:
+def test_empty_optional_strings_mean_absent() -> None:
     assert detail(s="", n="", h="", r="", a="", f="") == FailureDetail(
         ResultType.VALIDATION_FAILURE
     )
@@ -337,24 +339,24 @@ def reason(data: bytes) -> str:
     return info.value.reason
 
 
-def test_unknown_policy_type_is_rejected_not_a_crash_4_2_4() -> None:
+def test_unknown_policy_type_is_rejected_not_a_crash() -> None:
     assert "policy-type" in reason(enc(dgram(**{"policy-type": 3})))
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        fixture("libtlsrpt-sts-success.json")[:-20],  # truncated JSON (§3.7 negative case)
+        fixture("libtlsrpt-sts-success.json")[:-20],  # truncated JSON (DG-encoding)
         b"",
         b"\xff\xfe{}",
-        b'{"dpv": "1", "d": "a.example\xc3\x28"}',  # invalid UTF-8 (§3.5)
+        b'{"dpv": "1", "d": "a.example\xc3\x28"}',  # invalid UTF-8 (DG-encoding)
         json.dumps(dgram()).encode("utf-16"),
         b"[" * 100_000 + b"]" * 100_000,  # nesting beyond the recursion limit
         b'{"c": ' + b"9" * 5000 + b"}",  # integer beyond int_max_str_digits
         b"NaN",
     ],
 )
-def test_undecodable_datagrams_raise_datagram_error_3_5(data: bytes) -> None:
+def test_undecodable_datagrams_raise_datagram_error(data: bytes) -> None:
     assert reason(data)
 
 

@@ -1,4 +1,4 @@
-"""Report mail and HTTPS delivery (RFC 8460 §3, §5.3-§5.4; tlsrpt.md rows 7-13, 30-39)."""
+"""Report mail and HTTPS delivery (RFC 8460 §3, §5.2-§5.6)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def _message(doc: ReportDocument) -> bytes:
 
 
 def test_message_golden_and_structure(doc: ReportDocument) -> None:
-    """Rows 31-34, 39: multipart/report, text + application/tlsrpt+gzip, consistent names."""
+    """RFC 8460 §3, §5.3, §5.6: multipart/report, text + application/tlsrpt+gzip, consistent
+    names."""
     raw = _message(doc)
     assert raw == GOLDEN_EML.read_bytes()
     msg = email.message_from_bytes(raw, policy=email.policy.default)
@@ -80,7 +81,7 @@ def test_message_golden_and_structure(doc: ReportDocument) -> None:
     report = json.loads(gzip.decompress(body))
     validate_report(report)
     assert msg["TLS-Report-Domain"] == "company-y.example"
-    assert msg["TLS-Report-Submitter"] == report["contact-info"].split("@")[1]  # row 32
+    assert msg["TLS-Report-Submitter"] == report["contact-info"].split("@")[1]  # RFC 8460 §5.3
     assert msg["TLS-Required"] == "No" and msg["Auto-Submitted"] == "auto-generated"
     assert msg["Date"] and msg["Message-ID"] == "<fixed.1@sender.example>"
     rid = re.search(r"Report-ID: <([^>]+)>", str(msg["Subject"]))
@@ -92,7 +93,7 @@ def test_message_golden_and_structure(doc: ReportDocument) -> None:
 def test_dkim_signature_verifies_and_covers_tls_headers(
     doc: ReportDocument, key: DkimKey, tmp_path: Path, mode: object
 ) -> None:
-    """Rows 11-13, 33: valid signature by the reporting domain, no l=, TLS-Report-* in h=."""
+    """RFC 8460 §3: valid signature by the reporting domain, no l=, TLS-Report-* in h=."""
     signed = sign_message(_message(doc), dkim_settings(tmp_path, key), key.pem)
     assert dkim.verify(signed, dnsfunc=key.dnsfunc("rpt", "sender.example"), tlsrpt=mode)
     header = email.message_from_bytes(signed)["DKIM-Signature"]
@@ -119,7 +120,7 @@ def test_unsigned_is_refused_unless_allowed(tmp_path: Path) -> None:
 def test_parsedmarc_parses_the_signed_message(
     doc: ReportDocument, key: DkimKey, tmp_path: Path
 ) -> None:
-    """Spec §5.1: parse_report_email(..., offline=True) finds the smtp_tls report."""
+    """parsedmarc: parse_report_email(..., offline=True) finds the smtp_tls report."""
     signed = sign_message(_message(doc), dkim_settings(tmp_path, key), key.pem)
     (result,) = parsedmarc_parse([("email", signed)])
     assert result["ok"], result
@@ -149,7 +150,7 @@ def _delivery(smtp_port: int = 1, **kw: object) -> DeliverySettings:
 async def test_mail_delivery_to_local_relay(
     doc: ReportDocument, key: DkimKey, tmp_path: Path, smtp: SmtpReceiver
 ) -> None:
-    """Explicit envelope sender; the received message is signed and verifies (row 11)."""
+    """Explicit envelope sender; the received message is signed and verifies (RFC 8460 §3)."""
     transport = NetworkTransport(
         _delivery(smtp.port), dkim_settings(tmp_path, key), clock=lambda: 1795305600.0
     )
@@ -199,7 +200,7 @@ def _ca_file(ca: trustme.CA, tmp_path: Path) -> str:
 async def test_https_post_2xx_is_success(
     doc: ReportDocument, ca: trustme.CA, https: HttpsReceiver, tmp_path: Path
 ) -> None:
-    """Rows 30, 36: POST, application/tlsrpt+gzip, gzip body."""
+    """RFC 8460 §5.2, §5.4: POST, application/tlsrpt+gzip, gzip body."""
     settings = _delivery(https_ca_file=_ca_file(ca, tmp_path))
     await https_post(doc.gzip_bytes(), https.url(), settings)
     (post,) = https.posts
@@ -214,7 +215,7 @@ async def test_https_post_2xx_is_success(
 async def test_https_500_and_timeout_are_temporary_failures(
     doc: ReportDocument, ca: trustme.CA, https: HttpsReceiver, tmp_path: Path, mode: str
 ) -> None:
-    """Row 37 (unlike sys4): only 2xx counts; 5xx and timeouts are retried."""
+    """RFC 8460 §5.4 (unlike sys4): only 2xx counts; 5xx and timeouts are retried."""
     https.mode = mode
     https.hang_seconds = 2.0
     with pytest.raises(DeliveryError) as err:
@@ -228,7 +229,7 @@ async def test_https_500_and_timeout_are_temporary_failures(
 async def test_https_certificate_checked_unless_disabled(
     doc: ReportDocument, https: HttpsReceiver
 ) -> None:
-    """Row 8: verification is on by default; the operator MAY switch it off."""
+    """RFC 8460 §5.4: verification is on by default; the operator MAY switch it off."""
     with pytest.raises(DeliveryError):
         await https_post(doc.gzip_bytes(), https.url(), _delivery())
     await https_post(doc.gzip_bytes(), https.url(), _delivery(https_verify=False))

@@ -1,7 +1,8 @@
-"""Mail-log TLS sessions (spec C.6, tlsrpt.md rows 17-19, 25): real Postfix 3.7 captures first.
+"""Mail-log TLS sessions (RFC 8460 §4; docs/conformance.md: PF-maillog-summary and after): real
+Postfix 3.7 captures first.
 
 Fixtures in tests/fixtures/maillog/*.log are real (see README.md there). Lines marked
-"hand-written (C.6)" are forms Postfix 3.7 cannot produce here (3.10 TLSRPT lines, tlsproxy
+"hand-written" are forms Postfix 3.7 cannot produce here (3.10 TLSRPT lines, tlsproxy
 reuse, <= 3.5 name checks, CA-depth and rarer verification failures).
 """
 
@@ -82,7 +83,7 @@ FAIL_CASES = [
 
 
 @pytest.mark.parametrize(("case", "result", "code"), FAIL_CASES)
-def test_c6_real_failure_under_sts_policy(case: str, result: str, code: str) -> None:
+def test_real_failure_under_sts_policy(case: str, result: str, code: str) -> None:
     domain = f"{case}.example.test"
     _, events, _ = run(fixture(case), domain)
     assert len(events) == 1
@@ -93,7 +94,7 @@ def test_c6_real_failure_under_sts_policy(case: str, result: str, code: str) -> 
     assert event.failures[0].receiving_ip == "127.0.0.1"
 
 
-def test_c6_real_verified_session_is_an_sts_success() -> None:
+def test_real_verified_session_is_an_sts_success() -> None:
     _, events, policies = run(fixture("secure-verified"), "secure-verified.example.test")
     assert [(e.report_domain, e.success, e.failures) for e in events] == [
         ("secure-verified.example.test", True, ())
@@ -106,7 +107,7 @@ def test_c6_real_verified_session_is_an_sts_success() -> None:
     assert when == stamp.replace(tzinfo=dt.UTC).timestamp()
 
 
-def test_c6_non_final_mx_failure_then_success_are_two_sessions() -> None:
+def test_non_final_mx_failure_then_success_are_two_sessions() -> None:
     domain = "secure-mx-fallback.example.test"
     _, events, _ = run(fixture("secure-mx-fallback"), domain)
     assert [(e.success, outcome(e)) for e in events] == [
@@ -244,7 +245,7 @@ def test_same_sessions_whatever_the_syslog_format(form: str) -> None:
     assert [round(e.timestamp) for e in other] == [round(e.timestamp) for e in plain]
 
 
-# --- hand-written (C.6): forms Postfix 3.7 does not produce in our captures ------------------
+# --- hand-written: forms Postfix 3.7 does not produce in our captures ------------------
 
 P = "Nov 23 10:00:0{} relay postfix/smtp[7]: "
 PEER = "mx.example.test[192.0.2.7]:25"
@@ -253,7 +254,7 @@ DEFERRED = DONE + "delays=0/0/0/0, dsn=4.7.5, status=deferred (Server certificat
 SENT = DONE + "delays=0/0/0/0, dsn=2.0.0, status=sent (250 ok)"
 
 
-# hand-written (C.6.2): message | result type | reason code
+# hand-written: message | result type | reason code
 VERIFY_FAILURES = """
 CA certificate verification failed for {}: certificate has expired
     | certificate-expired | certificate-expired
@@ -287,7 +288,7 @@ server certificate verification failed for {}: num=26:unsupported certificate pu
         for entry in VERIFY_FAILURES.strip().replace("\n    |", " |").splitlines()
     ],
 )
-def test_c6_handwritten_verification_failures(why: str, result: str, code: str) -> None:
+def test_handwritten_verification_failures(why: str, result: str, code: str) -> None:
     lines = [
         P.format(1) + why.format(PEER),
         P.format(2) + f"Untrusted TLS connection established to {PEER}: TLSv1.2 with cipher X",
@@ -302,8 +303,9 @@ def test_c6_handwritten_verification_failures(why: str, result: str, code: str) 
     [("Trusted", "certificate-host-mismatch"), ("Untrusted", "certificate-not-trusted"),
      ("Anonymous", "validation-failure")],
 )  # fmt: skip
-def test_c6_handwritten_unverified_without_failure_line(level: str, result: str) -> None:
-    # Postfix <= 3.5 logs no line for a name mismatch: the summary says Trusted (C.6.2).
+def test_handwritten_unverified_without_failure_line(level: str, result: str) -> None:
+    # Postfix <= 3.5 logs no line for a name mismatch: the summary says Trusted
+    # (docs/conformance.md: PF-maillog-verify-failure).
     lines = [
         P.format(1) + f"{level} TLS connection established to {PEER}: TLSv1.2 with cipher X",
         P.format(2) + DEFERRED,
@@ -312,7 +314,7 @@ def test_c6_handwritten_unverified_without_failure_line(level: str, result: str)
     assert [outcome(e)[0][0] for e in events] == [result]
 
 
-def test_c6_handwritten_tlsrpt_and_reused_lines_are_not_counted() -> None:
+def test_handwritten_tlsrpt_and_reused_lines_are_not_counted() -> None:
     lines = [
         P.format(1) + "TLSRPT: status=success, domain=example.test, receiving_mx=" + PEER[:-3],
         P.format(2) + f"Verified TLS connection reused to {PEER}: TLSv1.3 with cipher X",

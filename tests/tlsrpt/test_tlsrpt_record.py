@@ -1,4 +1,4 @@
-"""`_smtp._tls` TXT selection and parsing (RFC 8460 §3; tlsrpt.md rows 1-6, §4.2 item 3)."""
+"""`_smtp._tls` TXT selection and parsing (RFC 8460 §3)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ HTTPS = RuaDestination("https", "https://r.x.example/p")
     ],
 )
 def test_select_exactly_one_candidate(rrs: list[list[bytes]], expected: str | None) -> None:
-    """Rows 1-3: exactly one `v=TLSRPTv1` *WSP `;` record; strings joined without spaces."""
+    """RFC 8460 §3: exactly one `v=TLSRPTv1` *WSP `;` record; strings joined without spaces."""
     assert select_tlsrpt_record(rrs) == expected
 
 
@@ -84,12 +84,12 @@ def test_select_exactly_one_candidate(rrs: list[list[bytes]], expected: str | No
     ],
 )
 def test_parse_destinations(text: str, dests: list[RuaDestination]) -> None:
-    """Rows 4-5 and the sys4 failure cases of spec §4.2 item 3."""
+    """RFC 8460 §3 and the cases sys4's parser gets wrong."""
     assert list(parse_tlsrpt_record(text).destinations) == dests
 
 
 def test_unsupported_schemes_are_noted_not_fatal() -> None:
-    """Row 6: http:, ftp: are no destinations; the mailto next to them still is."""
+    """RFC 8460 §3: http:, ftp: are no destinations; the mailto next to them still is."""
     rec = parse_tlsrpt_record(
         "v=TLSRPTv1;rua=http://r.x.example/,ftp://f.x.example/,mailto:a@x.example,mailto:broken"
     )
@@ -163,7 +163,7 @@ def dns() -> Iterator[DnsServer]:
 
 
 async def test_fetch_over_dns(dns: DnsServer) -> None:
-    """Row 1 through a real resolver: record, none, two records, SERVFAIL."""
+    """RFC 8460 §3 through a real resolver: record, none, two records, SERVFAIL."""
     lookup = txt_lookup([dns.nameserver], timeout=2.0)
     dns.set_txt("_smtp._tls.one.example", ["v=TLSRPTv1;rua=mai", "lto:a@x.example"])
     dns.set_txt(

@@ -1,4 +1,4 @@
-"""Report document (RFC 8460 §4-§5; rows 14-30, 39, 41): strict schema, golden, parsedmarc."""
+"""Report document (RFC 8460 §4, §5, §7): strict schema, golden, parsedmarc."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _docs(tmp_path: Path) -> list:
 
 
 def test_golden_reports_for_fixed_event_set(tmp_path: Path) -> None:
-    """Rows 14-29 as one byte-stable snapshot (regenerate with UPDATE_GOLDEN=1)."""
+    """RFC 8460 §4 as one byte-stable snapshot (regenerate with UPDATE_GOLDEN=1)."""
     got = {d.filename: json.loads(d.json_bytes) for d in _docs(tmp_path)}
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
@@ -65,7 +65,7 @@ def test_every_fixed_report_passes_strict_schema(tmp_path: Path) -> None:
 
 
 def test_parsedmarc_accepts_every_fixed_report(tmp_path: Path) -> None:
-    """Spec §5.1: parse_smtp_tls_report_json accepts each report (sys4 fails no-policy-found)."""
+    """parsedmarc: parse_smtp_tls_report_json accepts each report (sys4 fails no-policy-found)."""
     docs = _docs(tmp_path)
     results = parsedmarc_parse([("json", d.json_bytes) for d in docs])
     assert all(r["ok"] for r in results), results
@@ -79,14 +79,14 @@ def test_parsedmarc_accepts_every_fixed_report(tmp_path: Path) -> None:
 
 
 def test_no_policy_found_carries_report_domain_as_policy_domain(tmp_path: Path) -> None:
-    """Spec finding 3 / sys4#51."""
+    """docs/conformance.md: RPT-4.4-policy-domain-always (sys4#51)."""
     doc = next(d for d in _docs(tmp_path) if d.report_domain == "other.example")
     policy = json.loads(doc.json_bytes)["policies"][0]["policy"]
     assert policy == {"policy-type": "no-policy-found", "policy-domain": "other.example"}
 
 
 def test_idn_domain_is_a_label_everywhere(tmp_path: Path) -> None:
-    """Row 25: JSON, filename, Subject and header domain are A-labels."""
+    """RFC 8460 §4.4: JSON, filename, Subject and header domain are A-labels."""
     doc = next(d for d in _docs(tmp_path) if "bcher" in d.report_domain)
     assert doc.report_domain == "xn--bcher-kva.example"
     body = doc.json_bytes.decode()
@@ -95,7 +95,7 @@ def test_idn_domain_is_a_label_everywhere(tmp_path: Path) -> None:
     # policy-string is the policy text as published and stays verbatim.
     assert json.loads(body)["policies"][0]["policy"]["mx-host"] == ["mx.xn--bcher-kva.example"]
     detail = json.loads(body)["policies"][0]["failure-details"][0]
-    assert detail["receiving-ip"] == "2001:db8::25"  # row 26: RFC 5952 text
+    assert detail["receiving-ip"] == "2001:db8::25"  # RFC 8460 §4.4: RFC 5952 text
     assert detail["sending-mta-ip"] == "2001:db8::1"
 
 
@@ -135,7 +135,7 @@ def test_report_for_strasse_de_goes_to_its_idna2008_a_label(tmp_path: Path) -> N
 
 
 def test_date_range_covers_one_utc_day_and_filename_matches() -> None:
-    """Rows 16, 21, 29, 39: 00:00:00Z..23:59:59Z; filename uses the same instants."""
+    """RFC 8460 §4.1, §4.4, §5.1, §5.6: 00:00:00Z..23:59:59Z; filename uses the same instants."""
     doc = build_report(
         DomainDay(DAY, "example.com", None, (PolicyAggregate(STS, 1, 0, ()),)), SETTINGS
     )
@@ -151,12 +151,12 @@ def test_date_range_covers_one_utc_day_and_filename_matches() -> None:
     assert datetime.fromtimestamp(int(m.group(4)), UTC) == datetime(
         2026, 11, 21, 23, 59, 59, tzinfo=UTC
     )
-    assert doc.gzip_bytes()[:2] == b"\x1f\x8b"  # row 30
+    assert doc.gzip_bytes()[:2] == b"\x1f\x8b"  # RFC 8460 §5.2
     assert gzip.decompress(doc.gzip_bytes()) == doc.json_bytes
 
 
 def test_subject_report_id_is_a_valid_msg_id_and_equals_json() -> None:
-    """Rows 34, 39: Subject Report-ID is <dot-atom@dot-atom> and the JSON's report-id."""
+    """RFC 8460 §5.3, §5.6: Subject Report-ID is <dot-atom@dot-atom> and the JSON's report-id."""
     doc = build_report(
         DomainDay(DAY, "example.com", None, (PolicyAggregate(STS, 1, 0, ()),)), SETTINGS
     )
@@ -170,7 +170,7 @@ def test_subject_report_id_is_a_valid_msg_id_and_equals_json() -> None:
 
 
 def test_report_id_stable_across_rebuilds_and_distinct_per_record() -> None:
-    """Row 23: same inputs → same id (retry after restart); another record → another id."""
+    """RFC 8460 §4.4: same inputs → same id (retry after restart); another record → another id."""
     agg = (PolicyAggregate(STS, 1, 0, ()),)
     a = build_report(
         DomainDay(DAY, "example.com", "v=TLSRPTv1;rua=mailto:a@x.example", agg), SETTINGS
@@ -186,7 +186,8 @@ def test_report_id_stable_across_rebuilds_and_distinct_per_record() -> None:
 
 
 def test_counts_are_json_integers_and_reason_code_is_filled() -> None:
-    """Rows 17, 19, 27: integers; validation-failure gets a reason; free-text info is no URI."""
+    """RFC 8460 §4.2, §4.3, §4.4: integers; validation-failure gets a reason; free-text info is no
+    URI."""
     detail = FailureDetail(ResultType.VALIDATION_FAILURE, additional_information="not a uri")
     doc = build_report(
         DomainDay(DAY, "example.com", None, (PolicyAggregate(STS, 7, 2, ((detail, 2),)),)), SETTINGS
@@ -206,7 +207,7 @@ def test_counts_are_json_integers_and_reason_code_is_filled() -> None:
 
 
 def test_free_text_is_bounded_single_line() -> None:
-    """Row 41: no multi-line or unbounded text from the MTA reaches the report."""
+    """RFC 8460 §7: no multi-line or unbounded text from the MTA reaches the report."""
     detail = FailureDetail(
         ResultType.CERTIFICATE_NOT_TRUSTED,
         receiving_mx_helo="mx.x\r\n250-X",
@@ -251,7 +252,7 @@ def test_size_bound_drops_lowest_count_details_and_keeps_summaries() -> None:
 
 
 def test_settings_reject_bad_contact_and_mismatched_submitter() -> None:
-    """Rows 22, 32."""
+    """RFC 8460 §4.4, §5.3."""
     with pytest.raises(ValueError):
         ReportSettings("Org", "not-an-address")
     with pytest.raises(ValueError):

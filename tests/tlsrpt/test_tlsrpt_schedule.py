@@ -1,4 +1,5 @@
-"""Daily sender: timing, retries, restart safety, catch-up (rows 7, 16, 38; §7.5, §7.7)."""
+"""Daily sender: timing, retries, restart safety, catch-up (RFC 8460 §3, §4.1, §5.5;
+docs/conformance.md: RPT-durable-days)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def _sender(
 
 
 async def test_nothing_before_midnight_plus_delay_then_sent(store: TlsRptStore) -> None:
-    """Row 16: not before the day is over; random delay within send_delay_max."""
+    """RFC 8460 §4.1: not before the day is over; random delay within send_delay_max."""
     _feed(store)
     clock, transport = Clock(MIDNIGHT - 60), RecordingTransport()
     sender = _sender(store, clock, transport)
@@ -99,7 +100,7 @@ async def test_nothing_before_midnight_plus_delay_then_sent(store: TlsRptStore) 
 
 
 async def test_one_accepting_destination_is_enough(store: TlsRptStore) -> None:
-    """Row 7: https fails, mailto accepts → delivered, no further retries."""
+    """RFC 8460 §3: https fails, mailto accepts → delivered, no further retries."""
     _feed(store)
     clock = Clock(MIDNIGHT + 5 * 3600)
     transport = RecordingTransport(fail={"https://r.company-y.example/x": True})
@@ -117,7 +118,7 @@ async def test_one_accepting_destination_is_enough(store: TlsRptStore) -> None:
 
 
 async def test_retries_back_off_exponentially_and_stop_after_24h(store: TlsRptStore) -> None:
-    """Row 38: increasing gaps, nothing after first attempt + 24 h, then FAILED."""
+    """RFC 8460 §5.5: increasing gaps, nothing after first attempt + 24 h, then FAILED."""
     _feed(store)
     clock = Clock(MIDNIGHT + 5 * 3600)
     transport = RecordingTransport(
@@ -191,7 +192,8 @@ async def test_restart_keeps_the_random_send_time(tmp_path: Path) -> None:
 
 
 async def test_missed_days_are_caught_up_within_bound(store: TlsRptStore) -> None:
-    """§7.7: a daemon down for days sends every missed day; older than the bound expire."""
+    """RPT-durable-days: a daemon down for days sends every missed day; older than the bound
+    expire."""
     _feed(store, days=10)
     clock, transport = Clock(MIDNIGHT + 3600 * 5), RecordingTransport()
     sender = _sender(store, clock, transport, send_delay_max=0.0, catch_up_days=7)
@@ -206,7 +208,7 @@ async def test_missed_days_are_caught_up_within_bound(store: TlsRptStore) -> Non
 
 
 async def test_record_looked_up_when_producer_gave_none(store: TlsRptStore) -> None:
-    """Row 1 at send time: no `pr` → `_smtp._tls` lookup; no record → no-destination."""
+    """RFC 8460 §3 at send time: no `pr` → `_smtp._tls` lookup; no record → no-destination."""
     _feed(store, record=None)
     store.submit(SessionEvent(DAY_TS, "none.example", STS, True))
     store.flush()
@@ -237,7 +239,7 @@ async def test_record_looked_up_when_producer_gave_none(store: TlsRptStore) -> N
 
 
 async def test_end_to_end_https_500_then_mail_accepted(store: TlsRptStore, tmp_path: Path) -> None:
-    """Row 7 with real receivers: HTTPS 500 does not count, the aiosmtpd relay does."""
+    """RFC 8460 §3 with real receivers: HTTPS 500 does not count, the aiosmtpd relay does."""
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))

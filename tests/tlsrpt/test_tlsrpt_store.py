@@ -1,4 +1,5 @@
-"""TlsRptStore: batching, durability (close, kill -9), corruption, retention (tlsrpt.md §7.7)."""
+"""TlsRptStore: batching, durability (close, kill -9), corruption, retention (docs/conformance.md:
+RPT-durable-days)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_aggregates_per_day_domain_record_policy(tmp_path: Path) -> None:
 
 
 def test_domain_is_normalised_and_no_policy_domain_filled(tmp_path: Path) -> None:
-    """Spec §3.1/§3.8: lower-case, no trailing dot; finding 3: policy-domain never empty."""
+    """DG-envelope: lower-case, no trailing dot; RPT-4.4-policy-domain-always."""
     with TlsRptStore(tmp_path / "s.db") as store:
         store.submit(
             SessionEvent(DAY_TS, "Other.Example.", PolicyRef(PolicyType.NO_POLICY_FOUND, ""), True)

@@ -57,7 +57,7 @@ class Discovery:
         )
 
     async def lookup_txt(self, domain: str, *, fetch_likely: bool = False) -> TxtLookup:
-        """The `_mta-sts` TXT record of `domain`, CNAMEs followed (A5-A11).
+        """The `_mta-sts` TXT record of `domain`, CNAMEs followed (RFC 8461 §3.1).
 
         NXDOMAIN/NODATA -> result TxtAbsent; SERVFAIL, REFUSED, timeout -> DnsLookupError.
         `fetch_likely`: a policy fetch follows if a record exists (a cold lookup that Postfix

@@ -71,7 +71,8 @@ class FetchResult:
 
 
 def make_tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """The platform trust store (or `ca_file` instead), TLS >= 1.2, DNS-ID names only (A17-A18)."""
+    """The platform trust store (or `ca_file` instead), TLS >= 1.2, DNS-ID names only (RFC 8461
+    §3.3)."""
     try:
         ctx = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
@@ -300,7 +301,8 @@ def _check_status(url: str, response: httpx.Response) -> None:
 
 
 def _check_headers(url: str, response: httpx.Response) -> str:
-    """Content-Type must be text/plain (A25); refuse encodings and announced oversize early."""
+    """Content-Type must be text/plain (RFC 8461 §3.2); refuse encodings and announced oversize
+    early."""
     content_type: str | None = response.headers.get("content-type")
     if content_type is None:
         raise PolicyFetchError(f"{url}: no Content-Type (text/plain required)", _INVALID)

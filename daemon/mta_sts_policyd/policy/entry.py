@@ -20,7 +20,7 @@ class CacheEntry:
     policy_id: str | None = None
     policy: Policy | None = None
     fetched_at: float = 0.0
-    """Last successful HTTPS fetch; the lifetime counts from here (A38)."""
+    """Last successful HTTPS fetch; the lifetime counts from here (RFC 8461 §5.1)."""
     expires_at: float = 0.0
     txt_checked_at: float = 0.0
     last_used: float = 0.0

@@ -87,7 +87,8 @@ class ReplyMemo:
         if policy is None or policy.mode is not Mode.ENFORCE or entry.failure is not None:
             return
         if len(entry.reply) > MAX_REPLY:
-            return  # the connection replaces it with NOTFOUND (C.5); that path must see it
+            # the connection replaces it with NOTFOUND (PF-socketmap-size); that path must see it
+            return
         payload = f"{name} {key}".encode()
         if parse_request(payload) != (name, key):
             return  # not what the client sent (it had invalid UTF-8): never matches anyway

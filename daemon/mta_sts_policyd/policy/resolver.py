@@ -76,7 +76,8 @@ class PolicyResolver:
     # --- the answer path -------------------------------------------------------------------
 
     async def answer(self, name: str, key: str) -> bytes:
-        """Reply for one socketmap request; the map name is ignored on purpose (D.53)."""
+        """Reply for one socketmap request; the map name is ignored on purpose (docs/conformance.md:
+        PF-socketmap-request)."""
         started = time.perf_counter()
         domain = self._domain(key)
         if domain is None:
@@ -145,7 +146,7 @@ class PolicyResolver:
             if result is not None:
                 self._notify(result)
             return REPLY_NOTFOUND
-        # A36: a max_age 0 policy applies to the lookup that triggered its fetch only.
+        # RFC 8461 §3.2: a max_age 0 policy applies to the lookup that triggered its fetch only.
         if not (result.valid(self.clock()) or result.fetched_at >= now):
             self.stats.notfound_nopolicy += 1
             return REPLY_NOTFOUND
@@ -158,7 +159,7 @@ class PolicyResolver:
         """No policy and checked within txt_recheck: answer now instead of waiting on DNS again.
 
         Not while a discovery is in flight: its first fetch sets txt_checked_at before the policy
-        arrives, and concurrent first lookups must wait for it (D.50, D.51).
+        arrives, and concurrent first lookups must wait for it (RFC 8461 §5.1).
         """
         return (
             entry.policy is None

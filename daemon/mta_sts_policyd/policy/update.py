@@ -129,7 +129,7 @@ class PolicyUpdater:
             return entry
         backoff = ctx.settings.failure_backoff
         if entry.failed_id == record.id and now - entry.failed_at < backoff:
-            return entry  # A27: at most one attempt per id every failure_backoff seconds
+            return entry  # RFC 8461 §3.3: at most one attempt per id every failure_backoff seconds
         return await self.fetch(entry, record.id, now)
 
     def _txt_failed(
@@ -147,7 +147,7 @@ class PolicyUpdater:
     def _no_live_policy(
         self, domain: str, entry: CacheEntry | None, now: float, lookup: TxtLookup
     ) -> CacheEntry | None:
-        """A11/A12: no usable TXT record; an unexpired cached policy still applies."""
+        """RFC 8461 §3.1, §3.3: no usable TXT record; an unexpired cached policy still applies."""
         if isinstance(lookup.result, TxtInvalid):
             log.info("event=txt-invalid domain=%s reason=%r", domain, lookup.result.reason)
         self._unreachable.pop(domain, None)

@@ -1,4 +1,5 @@
-"""One socketmap connection: netstring in, answers in order, netstring out (C.1.6-C.1.8).
+"""One socketmap connection: netstring in, answers in order, netstring out (RFC 8461 §3.4;
+docs/conformance.md: PF-socketmap-sequential, PF-socketmap-framing-error).
 
 The answer coroutine is first driven inline (inline.py): a cached answer that never suspends
 costs no Task and no extra loop iteration; only an answer that really waits continues in a Task.
@@ -253,7 +254,8 @@ class Connection(asyncio.Protocol):
         self._transport.write(encode_netstring(reply))
 
     def _failed(self, name: str, key: str, exc: BaseException | None = None) -> bytes:
-        """A bug or overload inside `answer`: log it and fail open (TEMP is sticky, D.60)."""
+        """A bug or overload inside `answer`: log it and fail open (TEMP is sticky,
+        docs/conformance.md: PF-socketmap-no-temp)."""
         log.error(
             "event=answer-error map=%s key=%r reply=NOTFOUND", name, key, exc_info=exc or True
         )

@@ -29,14 +29,15 @@ def render_policy_reply(
     mx_hosts: Sequence[str] | None = None,
     max_size: int = MAX_REPLY,
 ) -> bytes:
-    """The whole reply payload for a valid policy (C.5 rows 3-4).
+    """The whole reply payload for a valid policy (docs/conformance.md: STS-5-enforce,
+    STS-5-testing-none).
 
-    enforce -> `OK secure match=... servername=hostname` (+ C.4.2 attributes when
-    `sts_attributes`, for Postfix >= 3.10 only, D.45); testing/none -> NOTFOUND.
-    Every mx pattern is re-validated here, so a hand-made Policy cannot inject attributes; if
-    none survives, or even the bare `secure` reply exceeds `max_size`, the answer is NOTFOUND:
-    an oversized reply would defer mail, and remote trouble fails open (RFC 8461 §3.3).
-    `mx_hosts`, when given, narrows `*.x` patterns to the MX names they match (see
+    enforce -> `OK secure match=... servername=hostname` (+ the Postfix 3.10 attributes
+    when `sts_attributes`, for Postfix >= 3.10 only: docs/conformance.md: PF-sts-attributes);
+    testing/none -> NOTFOUND. Every mx pattern is re-validated here, so a hand-made Policy cannot
+    inject attributes; if none survives, or even the bare `secure` reply exceeds `max_size`, the
+    answer is NOTFOUND: an oversized reply would defer mail, and remote trouble fails open (RFC 8461
+    §3.3). `mx_hosts`, when given, narrows `*.x` patterns to the MX names they match (see
     `match_list`). Same input, same bytes.
     """
     if policy.mode is not Mode.ENFORCE:
@@ -63,13 +64,14 @@ def match_list(patterns: Sequence[str], mx_hosts: Sequence[str] | None) -> list[
     """Postfix `match=` entries for patterns from `valid_mx_patterns`, in order, deduplicated.
 
     Without MX data (`mx_hosts` None: not looked up, or the lookup failed), `*.x` becomes `.x`
-    (C.3: one or more labels, looser than the RFC; fail-open). With MX data, `*.x` becomes the
-    MX names it matches under RFC 8461 §4.1 (exactly one label), sorted so DNS answer order does
-    not change the bytes, and a wildcard matching none of them adds nothing: an MX host two
-    labels deep is refused (§4.1), as the RFC wants, instead of being let in by `.x`. When no
-    entry is left at all, the list is `NO_MX_MATCH`, a name no certificate can carry, so Postfix
-    defers (enforce) rather than reading an empty `match=` as its default. Callers must pass MX
-    names no older than their DNS TTL: a new MX under `x` is accepted only once they list it.
+    (docs/conformance.md: PF-match-patterns: one or more labels, looser than the RFC; fail-open).
+    With MX data, `*.x` becomes the MX names it matches under RFC 8461 §4.1 (exactly one label),
+    sorted so DNS answer order does not change the bytes, and a wildcard matching none of them adds
+    nothing: an MX host two labels deep is refused (§4.1), as the RFC wants, instead of being let in
+    by `.x`. When no entry is left at all, the list is `NO_MX_MATCH`, a name no certificate can
+    carry, so Postfix defers (enforce) rather than reading an empty `match=` as its default. Callers
+    must pass MX names no older than their DNS TTL: a new MX under `x` is accepted only once they
+    list it.
     """
     hosts = None if mx_hosts is None else _valid_hosts(mx_hosts)
     out: dict[str, None] = {}
@@ -104,9 +106,10 @@ def _valid_hosts(hosts: Iterable[str]) -> list[str]:
 
 
 def _is_domain(name: str) -> bool:
-    """The policy parser's own host-name grammar (A32): LDH A-labels, no numeric TLD.
+    """The policy parser's own host-name grammar (RFC 8461 §3.2): LDH A-labels, no numeric TLD.
 
-    That also satisfies Postfix's valid_hostname() for `policy_domain=` (C.4.2).
+    That also satisfies Postfix's valid_hostname() for `policy_domain=` (docs/conformance.md:
+    PF-sts-attributes).
     """
     return hostname_problem(name) is None
 
@@ -114,9 +117,9 @@ def _is_domain(name: str) -> bool:
 def _line_safe(line: str) -> bool:
     """True if `{ policy_string = line }` reaches Postfix unchanged and is a validated line.
 
-    Braces would unbalance the group (C.2.4, D.38); control characters are rewritten to
-    spaces and surrounding whitespace is trimmed by Postfix's parser, so the string would
-    change. An `mx:` line whose pattern fails the grammar is dropped like its pattern, so
+    Braces would unbalance the group (docs/conformance.md: PF-reply-syntax); control characters are
+    rewritten to spaces and surrounding whitespace is trimmed by Postfix's parser, so the string
+    would change. An `mx:` line whose pattern fails the grammar is dropped like its pattern, so
     the reported policy never shows a pattern that was not enforced.
     """
     if not line or line != line.strip() or _UNSAFE_IN_BRACES_RE.search(line):

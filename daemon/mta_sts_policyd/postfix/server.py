@@ -1,4 +1,5 @@
-"""Asyncio socketmap server: Postfix smtp(8) processes ask, `answer` replies (spec C.1.6-C.1.8).
+"""Asyncio socketmap server: Postfix smtp(8) processes ask, `answer` replies (RFC 8461 §3.4;
+docs/conformance.md: PF-socketmap-sequential, PF-socketmap-framing-error).
 
 One `asyncio.Protocol` per connection (cheaper per request than streams). Requests on one
 connection are answered strictly in order. The answer coroutine is first driven inline: a
@@ -47,9 +48,9 @@ class SocketmapServer:
 
     Events passed to `on_event`: connection_open, connection_close, connection_rejected
     (over `max_connections`, or while closing), malformed (framing error, connection closed
-    without a reply, D.48), idle_timeout, request_timeout (a request not whole within
-    `request_timeout` of its first byte), answer_error (answered NOTFOUND, D.60),
-    reply_too_large.
+    without a reply, docs/conformance.md: PF-socketmap-framing-error), idle_timeout, request_timeout
+    (a request not whole within `request_timeout` of its first byte), answer_error (answered
+    NOTFOUND, docs/conformance.md: PF-socketmap-no-temp), reply_too_large.
     """
 
     def __init__(

@@ -9,15 +9,18 @@ from __future__ import annotations
 from mta_sts_policyd.errors import NetstringError
 
 MAX_REQUEST = 10_000
-"""C.1.5: Postfix never sends a query above 10000 bytes (`socketmap_max_query_size`)."""
+"""docs/conformance.md: PF-socketmap-size: Postfix never sends a query above 10000 bytes
+(`socketmap_max_query_size`)."""
 MAX_REPLY = 100_000
-"""C.1.5: `socketmap_max_reply_size`; a larger reply is a lookup error (deferral)."""
+"""docs/conformance.md: PF-socketmap-size: `socketmap_max_reply_size`; a larger reply is a lookup
+error (deferral)."""
 
 REPLY_NOTFOUND = b"NOTFOUND "
-"""C.1.4: always with the space; Postfix tolerates its absence, other clients may not."""
+"""docs/conformance.md: PF-socketmap-reply: always with the space; Postfix tolerates its absence,
+other clients may not."""
 
 
-# --- netstrings (C.1.2) -------------------------------------------------------------------
+# --- netstrings (docs/conformance.md: PF-socketmap-netstring) -------------------------------------
 
 
 def encode_netstring(payload: bytes) -> bytes:
@@ -105,35 +108,38 @@ class NetstringDecoder:
         return colon, end
 
 
-# --- requests (C.1.3, D.53) ---------------------------------------------------------------
+# --- requests (docs/conformance.md: PF-socketmap-request) -----------------------------------------
 
 
 def parse_request(payload: bytes) -> tuple[str, str]:
     """Split a request `NAME SP KEY` at the first space; never raises.
 
-    The map name is returned for logging only: D.53 says answer by key whatever the name, as
-    PERM would defer mail. A payload without a space has a name but no key, so the key is ""
-    and the lookup answers NOTFOUND (C.5 "empty key") instead of guessing. Bytes that are not
-    UTF-8 decode with U+FFFD, which no valid domain contains, so such keys end as NOTFOUND.
+    The map name is returned for logging only: the key is answered whatever the name, as
+    PERM would defer mail (docs/conformance.md: PF-socketmap-request). A payload without a space has
+    a name but no key, so the key is "" and the lookup answers NOTFOUND instead of guessing. Bytes
+    that are not UTF-8 decode with U+FFFD, which no valid domain contains, so such keys end as
+    NOTFOUND.
     """
     name, _, key = payload.partition(b" ")
     return name.decode("utf-8", "replace"), key.decode("utf-8", "replace")
 
 
-# --- replies (C.1.4) ----------------------------------------------------------------------
+# --- replies (docs/conformance.md: PF-socketmap-reply) --------------------------------------------
 
 
 def reply_ok(data: str) -> bytes:
-    """`OK data`; empty data would reach Postfix as "invalid empty policy" (D.47)."""
+    """`OK data`; empty data would reach Postfix as "invalid empty policy" (docs/conformance.md:
+    PF-socketmap-reply)."""
     if not data.strip(" \t\r\n,"):
-        raise ValueError("OK reply needs non-empty data (D.47)")
+        raise ValueError("OK reply needs non-empty data")
     return b"OK " + data.encode()
 
 
 def reply_temp(reason: str) -> bytes:
     """`TEMP reason`; Postfix logs the reason, so control characters become `?`.
 
-    Use sparingly: Postfix caches the failure per smtp(8) process (D.60).
+    Use sparingly: Postfix caches the failure per smtp(8) process (docs/conformance.md:
+    PF-socketmap-no-temp).
     """
     clean = "".join(c if c.isprintable() else "?" for c in reason)
     return b"TEMP " + clean.encode()

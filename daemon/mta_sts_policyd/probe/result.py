@@ -62,7 +62,7 @@ class ProbeResult:
 
 
 def apply_patterns(result: ProbeResult, patterns: Sequence[str] | None) -> ProbeResult:
-    """RFC 8461 §4.1 (A49, A50): an MX no pattern covers fails, whatever its TLS looks like."""
+    """RFC 8461 §4.1: an MX no pattern covers fails, whatever its TLS looks like."""
     if patterns is None or any(mx_matches(p, result.mx_host) for p in patterns):
         return result
     listed = ", ".join(patterns) or "none"

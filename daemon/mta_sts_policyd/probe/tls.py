@@ -24,7 +24,7 @@ _CERT_HAS_EXPIRED = 10
 _HOST_MISMATCH_CODES = frozenset({62, 63, 64})  # HOSTNAME / EMAIL / IP_ADDRESS_MISMATCH
 
 _MAX_REASON_CODE = 120
-"""RFC 8460 §7 (tlsrpt.md row 41): keep failure-reason-code short."""
+"""RFC 8460 §7: keep failure-reason-code short."""
 
 
 def verifying_context(ca_file: str | None) -> ssl.SSLContext:

@@ -1,7 +1,8 @@
 """Operator control channel: a root-only unix socket for `cache list|show|purge|refresh`.
 
-Why not the socketmap port: socketmap is unauthenticated (A63); cache changes need a channel
-that file permissions protect. One JSON request per line, one JSON response per line.
+Why not the socketmap port: socketmap is unauthenticated (docs/conformance.md:
+PF-socketmap-unauthenticated); cache changes need a channel that file permissions protect. One JSON
+request per line, one JSON response per line.
 """
 
 from __future__ import annotations

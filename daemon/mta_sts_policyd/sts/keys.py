@@ -1,4 +1,5 @@
-"""Postfix next-hop key -> MTA-STS policy domain (A1-A4, C.2.1, C.2.3)."""
+"""Postfix next-hop key -> MTA-STS policy domain (RFC 8461 §3.4; docs/conformance.md:
+PF-key-forms)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def policy_domain_for_key(key: str) -> str | None:
 def _host_part(key: str) -> str | None:
     """The key without brackets and port, or None when it cannot name a policy domain.
 
-    A leading `.` is Postfix's own parent-domain retry (C.2.3): the RFC forbids applying a
-    parent's policy (A4), so it never reaches a lookup. A `/` means a UNIX socket path.
+    A leading `.` is Postfix's own parent-domain retry (RFC 8461 §3.4): the RFC forbids applying a
+    parent's policy, so it never reaches a lookup. A `/` means a UNIX socket path.
     """
     if not key or key.startswith(".") or "/" in key:
         return None

@@ -1,4 +1,4 @@
-"""MX host name vs policy `mx` patterns (RFC 8461 §4.1, A50)."""
+"""MX host name vs policy `mx` patterns (RFC 8461 §4.1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mta_sts_policyd.sts.names import host_name
 def mx_matches(pattern: str, host: str) -> bool:
     """True when `host` satisfies `pattern` (`*.` covers exactly one extra label).
 
-    Decision A50: ASCII case-insensitive, one trailing dot on the host ignored, compared as
+    RFC 8461 §4.1: ASCII case-insensitive, one trailing dot on the host ignored, compared as
     A-labels. Malformed input never raises; it simply does not match.
     """
     name = _normalise_host(host)

@@ -23,7 +23,7 @@ class Policy:
     `key: value` (the RFC 8460 `policy-string` and Postfix's `{ policy_string = ... }` need
     them): every `mx` and the first occurrence of every other key, values as written.
     Ignored duplicates are left out; well-formed extensions are kept, and postfix.py drops
-    any line it cannot render safely (D.38).
+    any line it cannot render safely (docs/conformance.md: PF-reply-syntax).
     """
 
     mode: Mode
@@ -52,7 +52,7 @@ class TxtAbsent:
 
 @dataclass(frozen=True, slots=True)
 class TxtInvalid:
-    """Candidates exist but not exactly one valid record: "no live policy" (A11)."""
+    """Candidates exist but not exactly one valid record: "no live policy" (RFC 8461 §3.1)."""
 
     reason: str
 

@@ -1,4 +1,4 @@
-"""Policy file parsing (RFC 8461 §3.2; spec A31-A37)."""
+"""Policy file parsing (RFC 8461 §3.2)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class _Field:
 def parse_policy(body: bytes) -> Policy:
     """Parse and validate a policy body; raise PolicySyntaxError naming the line and reason.
 
-    Strictness follows Decision A37: blank (or whitespace-only) lines, trailing whitespace, a
+    Strictness follows RFC 8461 §3.2: blank (or whitespace-only) lines, trailing whitespace, a
     missing final terminator and a leading UTF-8 BOM are tolerated, because refusing a benign
     variant silently turns the domain into "no MTA-STS"; everything the ABNF forbids in the
     fields we use is refused.
@@ -40,7 +40,7 @@ def parse_policy(body: bytes) -> Policy:
     policy-string), in file order, as `key: value` with the value as written (trimmed of
     surrounding whitespace; `max_age` unclamped, `mx` not lower-cased): every `mx`, and the
     first occurrence of every other key, including extensions whose value is well-formed.
-    Ignored duplicates are left out, as they are neither validated nor in effect (A34).
+    Ignored duplicates are left out, as they are neither validated nor in effect.
     """
     effective: dict[str, _Field] = {}
     ordered: list[_Field] = []
@@ -49,7 +49,8 @@ def parse_policy(body: bytes) -> Policy:
         if field.key == "mx":
             mx.append(_mx_pattern(field))
         elif field.key in effective:
-            continue  # A34: only the first occurrence counts; later ones are not validated.
+            # RFC 8461 §3.2: only the first occurrence counts; later ones are not validated.
+            continue
         else:
             effective[field.key] = field
         ordered.append(field)
@@ -69,7 +70,7 @@ def parse_policy(body: bytes) -> Policy:
 
 
 def _decode(body: bytes) -> str:
-    """UTF-8 text of the body without a leading BOM (A25, D.55, D.56)."""
+    """UTF-8 text of the body without a leading BOM (RFC 8461 §3.2)."""
     if body.startswith(_BOM):
         body = body[len(_BOM) :]
     try:
@@ -82,7 +83,8 @@ def _decode(body: bytes) -> str:
 
 
 def _fields(text: str) -> Iterator[_Field]:
-    """Split the text into `key: value` fields; LF or CRLF terminators (A32, erratum 6253)."""
+    """Split the text into `key: value` fields; LF or CRLF terminators (RFC 8461 §3.2, erratum
+    6253)."""
     raw_lines = text.split("\n")
     for number, raw in enumerate(raw_lines, start=1):
         terminated = number < len(raw_lines)
@@ -90,7 +92,7 @@ def _fields(text: str) -> Iterator[_Field]:
         if "\r" in line:
             raise PolicySyntaxError("bare CR; lines must end with LF or CRLF", number)
         if not line.strip(_WSP):
-            continue  # blank lines are tolerated anywhere (A37)
+            continue  # blank lines are tolerated anywhere (RFC 8461 §3.2)
         if line[0] in _WSP:
             raise PolicySyntaxError("the line starts with whitespace", number)
         key, colon, value = line.partition(":")
@@ -136,7 +138,7 @@ def _max_age(field: _Field) -> int:
 
 
 def _mx_pattern(field: _Field) -> str:
-    """The lower-cased pattern: optional `*.` then an LDH host name (A32, A35, D.37)."""
+    """The lower-cased pattern: optional `*.` then an LDH host name (RFC 8461 §3.2)."""
     value = field.value
     name = value[2:] if value.startswith("*.") else value
     problem = hostname_problem(name)

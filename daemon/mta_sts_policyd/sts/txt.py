@@ -1,4 +1,4 @@
-"""`_mta-sts` TXT record parsing (RFC 8461 §3.1; spec A6-A15)."""
+"""`_mta-sts` TXT record parsing (RFC 8461 §3.1, §3.3)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+", re.ASCII)
 
 
 def is_candidate(record: bytes) -> bool:
-    """Decision A9: exact `v=STSv1`, optional SP/HTAB, then `;` — at the very start."""
+    """RFC 8461 §3.1: exact `v=STSv1`, optional SP/HTAB, then `;` — at the very start."""
     return _CANDIDATE.match(record) is not None
 
 
 def select_sts_record(rrs: Iterable[Sequence[bytes]]) -> TxtResult:
     """From the TXT RRset (each RR = its character-strings), pick the one STS record.
 
-    Each RR's strings are joined without separator (A7); RRs that are not candidates (A9) are
-    dropped; exactly one candidate must remain and parse (A11), else there is no live policy.
+    Each RR's strings are joined without separator (RFC 8461 §3.1); RRs that are not candidates are
+    dropped; exactly one candidate must remain and parse, else there is no live policy.
     """
     candidates = [joined for rr in rrs if is_candidate(joined := b"".join(rr))]
     if not candidates:
@@ -45,8 +45,8 @@ def select_sts_record(rrs: Iterable[Sequence[bytes]]) -> TxtResult:
 def parse_txt_record(text: str) -> TxtRecord | TxtInvalid:
     """Parse one (already concatenated) candidate record against the RFC 8461 §3.1 ABNF.
 
-    The first `id` field is the id (A14); later `id` fields must still be well-formed
-    fields but are ignored, as are extensions (A13). Extensions keep their first occurrence.
+    The first `id` field is the id; later `id` fields must still be well-formed
+    fields but are ignored, as are extensions. Extensions keep their first occurrence.
     """
     if not text.isascii():
         return TxtInvalid("the record contains non-ASCII characters")

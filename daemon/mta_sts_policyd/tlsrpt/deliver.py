@@ -1,6 +1,6 @@
 """Report transports: SMTP submission to the local relay and HTTPS POST (RFC 8460 §5.3-§5.4).
 
-Unlike sys4 (spec §4.2 item 2), only a 2xx HTTP answer or an accepted SMTP transaction counts
+Unlike sys4's reporter, only a 2xx HTTP answer or an accepted SMTP transaction counts
 as delivered. Errors are classified: `temporary=False` (5xx SMTP reply, refused destination)
 stops retrying that destination, everything else is retried by the scheduler.
 """
@@ -56,7 +56,8 @@ class DeliverySettings:
     smtp_timeout: float = 60.0
     https_timeout: float = 30.0
     https_verify: bool = True
-    """RFC 8460 §3 lets reporters ignore certificate errors (row 8); default is to verify."""
+    """RFC 8460 §3 lets reporters ignore certificate errors (RFC 8460 §5.4); default is to
+    verify."""
     https_ca_file: str | None = None
     allow_private_destinations: bool = False
     """https rua resolving to loopback/private addresses are refused unless set (SSRF hygiene)."""
@@ -130,7 +131,7 @@ async def _check_public(url: str) -> None:
 
 
 async def https_post(body: bytes, url: str, settings: DeliverySettings) -> None:
-    """POST application/tlsrpt+gzip (row 36); only 2xx is success (row 37), no redirects."""
+    """POST application/tlsrpt+gzip (RFC 8460 §5.4); only 2xx is success, no redirects."""
     if not settings.allow_private_destinations:
         await _check_public(url)
     try:

@@ -1,7 +1,7 @@
 """The report e-mail (RFC 8460 §5.3) and its DKIM signature (§3). Pure: clock values come in.
 
 Every name in the message (Subject, TLS-Report-* headers, filename) comes from the one
-ReportDocument, so they cannot disagree with the JSON (spec row 39).
+ReportDocument, so they cannot disagree with the JSON (RFC 8460 §5.6).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SIGNED_HEADERS = (
     b"auto-submitted",
     b"tls-required",
 )
-"""Row 33: the TLS-Report-* headers must be listed explicitly (dkimpy's default omits them)."""
+"""RFC 8460 §3: the TLS-Report-* headers must be listed explicitly (dkimpy's default omits them)."""
 
 
 _POLICY = email_policy.SMTP.clone(max_line_length=998)
@@ -41,7 +41,7 @@ filename stays one plain parameter (not RFC 2231 continuations some receivers ca
 
 @dataclass(frozen=True, slots=True)
 class DkimSettings:
-    """The key that signs report mail (row 11: d= should be the submitter's domain)."""
+    """The key that signs report mail (RFC 8460 §3: d= should be the submitter's domain)."""
 
     domain: str = ""
     selector: str = ""
@@ -57,7 +57,8 @@ class DkimSettings:
 def build_message(
     doc: ReportDocument, *, from_addr: str, to_addr: str, date: datetime, message_id: str
 ) -> bytes:
-    """multipart/report; report-type="tlsrpt": text part + gzipped JSON (rows 30-34)."""
+    """multipart/report; report-type="tlsrpt": text part + gzipped JSON (RFC 8460 §3, §5.2,
+    §5.3)."""
     msg = EmailMessage(policy=email_policy.SMTP)  # bodies encoded in 76-char lines
     msg["From"] = from_addr
     msg["To"] = to_addr
@@ -66,7 +67,7 @@ def build_message(
     msg["Message-ID"] = message_id
     msg["TLS-Report-Domain"] = doc.report_domain
     msg["TLS-Report-Submitter"] = doc.submitter
-    msg["TLS-Required"] = "No"  # RFC 8689; reports must get through broken TLS (row 9)
+    msg["TLS-Required"] = "No"  # RFC 8689; reports must get through broken TLS (RFC 8460 §3)
     msg["Auto-Submitted"] = "auto-generated"
     msg["MIME-Version"] = "1.0"
     msg.set_content(doc.text_body(), subtype="plain", charset="utf-8", cte="quoted-printable")
@@ -90,7 +91,7 @@ def sign_message(message: bytes, settings: DkimSettings, private_key: bytes) -> 
         private_key,
         canonicalize=(b"relaxed", b"relaxed"),
         include_headers=list(SIGNED_HEADERS),
-        tlsrpt=True,  # never emits l= (row 12)
+        tlsrpt=True,  # never emits l= (RFC 8460 §3)
     )
     return bytes(header) + message
 

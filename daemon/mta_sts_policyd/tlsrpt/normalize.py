@@ -1,8 +1,8 @@
 """Normalisation of names and failure details before they are counted and reported.
 
 Pure. Applied by the store at ingestion so free-text variants (multi-line EHLO replies, long
-library messages) do not fragment the aggregates (spec §4.2 item 10, §7.3), and again by the
-report builder so every emitted value satisfies the report schema (rows 19, 25-27, 41).
+library messages) do not fragment the aggregates (docs/conformance.md: RPT-aggregate-key), and again
+by the report builder so every emitted value satisfies the report schema (RFC 8460 §4.3, §4.4, §7).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mta_sts_policyd.sts.names import to_a_label
 from mta_sts_policyd.tlsrpt.model import FailureDetail
 
 MAX_TEXT = 255
-"""Bound for every free-text field (row 41): enough for an error code plus a short message."""
+"""Bound for every free-text field (RFC 8460 §7): enough for an error code plus a short message."""
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s\"<>\\^`{|}]+")
 _NEEDS_REASON = (ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.VALIDATION_FAILURE)
@@ -58,7 +58,7 @@ def bound_text(value: str | None, limit: int = MAX_TEXT) -> str | None:
 
 
 def _ip(value: str | None) -> str | None:
-    """Dotted quad or RFC 5952 text (row 26); anything unparsable is left out."""
+    """Dotted quad or RFC 5952 text (RFC 8460 §4.4); anything unparsable is left out."""
     if not value:
         return None
     try:
@@ -84,7 +84,7 @@ def normalize_detail(d: FailureDetail) -> FailureDetail:
         reason = bound_text(f"{reason}; {info}" if reason else info)
         info = None
     if reason is None and d.result_type in _NEEDS_REASON:
-        reason = "unspecified"  # row 19: these result types SHOULD carry a reason code
+        reason = "unspecified"  # RFC 8460 §4.3: these result types SHOULD carry a reason code
     return FailureDetail(
         result_type=d.result_type,
         sending_mta_ip=_ip(d.sending_mta_ip),

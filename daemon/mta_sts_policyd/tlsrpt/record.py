@@ -1,8 +1,8 @@
-"""`_smtp._tls` TXT record: selection and parsing per the RFC 8460 §3 ABNF (spec rows 1-6).
+"""`_smtp._tls` TXT record: selection and parsing per the RFC 8460 §3 ABNF.
 
 Pure functions over the TXT strings; the lookup itself is an injected async callable so tests
-and the daemon can share one resolver. Deliberately more tolerant than sys4's parser (spec §4.2
-item 3): spaces around `,` and `;`, extensions before `rua=`, several `rua=` fields.
+and the daemon can share one resolver. Deliberately more tolerant than sys4's parser:
+spaces around `,` and `;`, extensions before `rua=`, several `rua=` fields.
 """
 
 from __future__ import annotations
@@ -51,17 +51,17 @@ class TlsRptRecord:
     text: str
     destinations: tuple[RuaDestination, ...]
     unsupported: tuple[str, ...] = ()
-    """rua URIs that are not mailto:/https: (row 6) or are malformed; logged, not fatal."""
+    """rua URIs that are not mailto:/https: (RFC 8460 §3) or are malformed; logged, not fatal."""
     extensions: tuple[tuple[str, str], ...] = ()
 
 
 def is_candidate(text: str) -> bool:
-    """Row 1/3: starts with the case-sensitive `v=TLSRPTv1`, optional WSP, then `;`."""
+    """RFC 8460 §3: starts with the case-sensitive `v=TLSRPTv1`, optional WSP, then `;`."""
     return _CANDIDATE.match(text) is not None
 
 
 def select_tlsrpt_record(rrs: Iterable[Sequence[bytes]]) -> str | None:
-    """Row 1/2: join each RR's strings without separators; exactly one candidate or None."""
+    """RFC 8460 §3: join each RR's strings without separators; exactly one candidate or None."""
     candidates = []
     for rr in rrs:
         text = b"".join(rr).decode("utf-8", "replace")
@@ -71,7 +71,7 @@ def select_tlsrpt_record(rrs: Iterable[Sequence[bytes]]) -> str | None:
 
 
 def parse_tlsrpt_record(text: str) -> TlsRptRecord:
-    """Parse one candidate record (rows 4-6); raises RecordSyntaxError if it is not one."""
+    """Parse one candidate record (RFC 8460 §3); raises RecordSyntaxError if it is not one."""
     if not is_candidate(text):
         raise RecordSyntaxError("record does not start with v=TLSRPTv1;")
     fields = _FIELD_SPLIT.split(text)
@@ -146,7 +146,7 @@ def _https_ok(uri: str) -> bool:
 async def fetch_tlsrpt_record(domain: str, txt_lookup: TxtLookup) -> TlsRptRecord | None:
     """Look up `_smtp._tls.<domain>`; None if the domain does not request reports.
 
-    A syntactically broken single candidate also means "no report" (row 1); DNS failures
+    A syntactically broken single candidate also means "no report" (RFC 8460 §3); DNS failures
     propagate as DnsLookupError so the caller can retry.
     """
     text = select_tlsrpt_record(await txt_lookup(f"_smtp._tls.{domain.rstrip('.')}"))

@@ -1,9 +1,9 @@
 """RFC 8460 §4 report document: one object from which JSON, filename, Subject and text derive.
 
 Pure: no I/O, no clock. Deriving every name from one `ReportDocument` is what keeps the Subject,
-filename, headers and body consistent (spec row 39).
+filename, headers and body consistent (RFC 8460 §5.6).
 
-Size rule (spec "sane operation", Stalwart's 5 MiB default): when the JSON exceeds
+Size rule (docs/conformance.md: RPT-size-bound; Stalwart's default is 5 MiB): when the JSON exceeds
 `max_report_bytes`, failure-detail entries are dropped, lowest `failed-session-count` first (ties:
 the later entry in report order), across all policies. Policies and their summaries are never
 dropped, so the totals stay exact; `dropped_details` says how many entries went.
@@ -26,13 +26,13 @@ MAX_REPORT_BYTES = 5 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ReportSettings:
-    """Who we are in reports (rows 22, 29, 32)."""
+    """Who we are in reports (RFC 8460 §4.4, §5.1, §5.3)."""
 
     organization_name: str
     contact_info: str
     """An addr-spec; its domain is the submitter (TLS-Report-Submitter, filename sender)."""
     submitter: str | None = None
-    """Optional explicit submitter; must equal the contact-info domain (row 32)."""
+    """Optional explicit submitter; must equal the contact-info domain (RFC 8460 §5.3)."""
     max_report_bytes: int = MAX_REPORT_BYTES
 
     def __post_init__(self) -> None:
@@ -65,7 +65,8 @@ class ReportDocument:
 
     @property
     def unique_id(self) -> str:
-        """Letters/digits only (row 29); deterministic so a retry reuses it (row 23)."""
+        """Letters/digits only (RFC 8460 §5.1); deterministic so a retry reuses it (RFC 8460
+        §4.4)."""
         key = "\0".join(
             (self.day.isoformat(), self.report_domain, self.tlsrpt_record or "", self.submitter)
         )
@@ -73,7 +74,8 @@ class ReportDocument:
 
     @property
     def report_id(self) -> str:
-        """Valid msg-id content (dot-atom@domain, row 34), so the Subject can carry it as is."""
+        """Valid msg-id content (dot-atom@domain, RFC 8460 §5.3), so the Subject can carry it as
+        is."""
         return f"{self.day:%Y%m%d}.{self.report_domain}.{self.unique_id}@{self.submitter}"
 
     @property
@@ -82,12 +84,12 @@ class ReportDocument:
 
     @property
     def end(self) -> datetime:
-        """23:59:59Z of the same day, as Google/sys4/mox do (row 16)."""
+        """23:59:59Z of the same day, as Google/sys4/mox do (RFC 8460 §4.1)."""
         return self.begin + timedelta(days=1, seconds=-1)
 
     @property
     def filename(self) -> str:
-        """RFC 8460 §5.1: sender!policy-domain!begin!end!unique-id.json.gz (row 29)."""
+        """RFC 8460 §5.1: sender!policy-domain!begin!end!unique-id.json.gz."""
         b, e = int(self.begin.timestamp()), int(self.end.timestamp())
         return f"{self.submitter}!{self.report_domain}!{b}!{e}!{self.unique_id}.json.gz"
 
@@ -138,7 +140,7 @@ def policy_json(agg: PolicyAggregate, report_domain: str) -> dict[str, Any]:
     pol: dict[str, Any] = {"policy-type": str(agg.policy.policy_type)}
     if agg.policy.policy_strings:
         pol["policy-string"] = list(agg.policy.policy_strings)
-    # Row 25 and spec finding 3: always present, always an A-label.
+    # RPT-4.4-a-labels, RPT-4.4-policy-domain-always: always present, always an A-label.
     pol["policy-domain"] = hostname(agg.policy.policy_domain) or report_domain
     mx_hosts = [h for h in map(hostname, agg.policy.mx_hosts) if h]
     if mx_hosts:

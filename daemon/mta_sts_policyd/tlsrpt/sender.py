@@ -2,7 +2,7 @@
 
 Clock and RNG are injected. All state is in the store (jobs.py), so a restart neither forgets
 a day nor re-sends a destination that already accepted; missed days are caught up (bounded by
-`catch_up_days`), unlike sys4's yesterday-only model (spec §4.2 item 5).
+`catch_up_days`), unlike sys4's yesterday-only model.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ MAX_SLEEP = 300.0
 
 
 def backoff(attempts: int, rng: random.Random) -> float:
-    """5 min, 10 min, 20 min ... capped at 4 h, +0-10 % jitter (row 38: exponential)."""
+    """5 min, 10 min, 20 min ... capped at 4 h, +0-10 % jitter (RFC 8460 §5.5: exponential)."""
     delay: float = min(BACKOFF_BASE * 2.0 ** max(attempts - 1, 0), BACKOFF_MAX)
     return delay * (1 + rng.uniform(0, 0.1))
 
@@ -69,7 +69,7 @@ class ReportSender:
         self.rng = rng or random.Random()
 
     def _due_for(self, day: date) -> float:
-        """Row 16: never before the end of the day; spread over send_delay_max."""
+        """RFC 8460 §4.1: never before the end of the day; spread over send_delay_max."""
         first = midnight_after(day) + self.rng.uniform(0, self.delivery.send_delay_max)
         return max(first, self.clock())
 
@@ -104,7 +104,7 @@ class ReportSender:
         return None
 
     async def _record(self, job: Job) -> TlsRptRecord | None:
-        """The producer's record text if known (Postfix's `pr`), else a DNS lookup (row 1)."""
+        """The producer's record text if known (Postfix's `pr`), else a DNS lookup (RFC 8460 §3)."""
         if job.tlsrpt_record is not None:
             try:
                 return parse_tlsrpt_record(job.tlsrpt_record)
@@ -161,7 +161,7 @@ class ReportSender:
             _count(dest, delivered=True)
             await asyncio.to_thread(self.book.mark, job, name, DestState.SENT, self.clock())
             log.info("TLS report %s delivered to %s", doc.report_id, name)
-            # Row 7: one accepting destination is enough; finish() closes the others.
+            # RFC 8460 §3: one accepting destination is enough; finish() closes the others.
             await asyncio.to_thread(self.book.finish, job, JobState.DELIVERED, self.clock())
             return JobState.DELIVERED
         left = await asyncio.to_thread(self.book.destinations, job)
@@ -172,7 +172,7 @@ class ReportSender:
         return await self._retry(job, self.clock(), "; ".join(errors))
 
     async def _retry(self, job: Job, now: float, error: str) -> JobState:
-        """Exponential back-off, never past first attempt + retry_window (row 38)."""
+        """Exponential back-off, never past first attempt + retry_window (RFC 8460 §5.5)."""
         first = job.first_attempt if job.first_attempt is not None else now
         end = first + self.delivery.retry_window
         if now >= end:

@@ -1,18 +1,22 @@
-"""libtlsrpt datagram protocol "dpv 1" (tlsrpt.md §3) -> SessionEvent values. Pure: no I/O/clock.
+"""libtlsrpt datagram protocol "dpv 1" (docs/conformance.md: DG-envelope, DG-policy,
+DG-failure-detail) -> SessionEvent values. Pure: no I/O/clock.
 
 Postfix >= 3.10 sends one JSON datagram per TLS handshake. The parser is tolerant where the
 protocol is loose (missing/other `dpv`, `t` mismatch, missing `policy-domain`, unknown failure
 codes) and strict where guessing would put wrong data into a report sent to a third party
 (wrong JSON types, unknown `policy-type`, invalid domain names): those raise DatagramError so the
-collector counts and quarantines the datagram. Decisions (see tests for the item each covers):
+collector counts and quarantines the datagram. Decisions (docs/conformance.md names the tests of
+each):
 
 * unknown `policy-type` -> DatagramError. We cannot tell which RFC 8460 policy the session was
   judged against, and inventing `no-policy-found` would tell the domain owner something false.
-  The raw datagram stays in the quarantine file (unlike sys4, which crashes: tlsrpt.md §4.2.4).
+  The raw datagram stays in the quarantine file (unlike sys4's reporter, which crashes on it).
 * unknown failure code (incl. libtlsrpt's internal 901) -> `validation-failure` with a
-  `failure-reason-code` naming the code, so no entry is ever without a result type (§0.6).
+  `failure-reason-code` naming the code, so no entry is ever without a result type
+  (docs/conformance.md: RPT-4.3-result-types).
 * missing policy `f` -> inferred: failure iff failure-details are present (collectd drops it).
-* missing `policy-domain` (Postfix's no-policy-found) -> the report domain `d` (§0.3).
+* missing `policy-domain` (Postfix's no-policy-found) -> the report domain `d` (docs/conformance.md:
+RPT-4.4-policy-domain-always).
 * empty optional strings ("f": "") -> absent, so "" and missing aggregate together.
 """
 

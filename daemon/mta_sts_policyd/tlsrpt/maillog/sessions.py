@@ -1,6 +1,6 @@
 """TLS sessions from Postfix's mail log, for Postfix < 3.10 (no TLSRPT hook there). Pure.
 
-Postfix settings this needs (spec C.6):
+Postfix settings this needs (docs/conformance.md: PF-maillog-summary and the rows after it):
 - `smtp_tls_loglevel = 1`: the default 0 logs no handshake summary, so no success is ever seen.
 - To also see certificate failures at `may`/`encrypt` (testing-mode or no-policy domains):
   `smtp_tls_loglevel = 1, untrusted` (no numeric level includes `untrusted`). At verify/secure,

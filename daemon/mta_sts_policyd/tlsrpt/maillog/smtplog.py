@@ -1,8 +1,9 @@
-"""Classifier for Postfix smtp(8) log messages about TLS (spec C.6). Pure; never raises.
+"""Classifier for Postfix smtp(8) log messages about TLS (docs/conformance.md: PF-maillog-summary
+and the rows after it). Pure; never raises.
 
 Turns one message text (the part after `postfix/smtp[PID]: `) into a typed record; `maillog.py`
 assembles the records into sessions. Verified against Postfix 3.7 (tests/fixtures/maillog);
-the other forms are from C.6.
+the other forms are from Postfix's source.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class Handshake:
-    """`LEVEL TLS connection established to HOST[ADDR]:PORT: ...` (C.6.1)."""
+    """`LEVEL TLS connection established to HOST[ADDR]:PORT: ...` (docs/conformance.md:
+    PF-maillog-summary)."""
 
     peer: Peer
     level: str
@@ -57,7 +59,8 @@ class Handshake:
 
 @dataclass(frozen=True, slots=True)
 class CertFailure:
-    """A certificate verification failure line (C.6.2); `failure` is its RFC 8460 meaning."""
+    """A certificate verification failure line (docs/conformance.md: PF-maillog-verify-failure);
+    `failure` is its RFC 8460 meaning."""
 
     peer: Peer
     failure: tuple[ResultType, str]
@@ -72,7 +75,8 @@ class HandshakeError:
 
 @dataclass(frozen=True, slots=True)
 class QueueReason:
-    """`QUEUEID: REASON` for a non-final MX (C.6.3), or a delivery status line when `rcpt` set."""
+    """`QUEUEID: REASON` for a non-final MX (docs/conformance.md: PF-maillog-delivery), or a
+    delivery status line when `rcpt` set."""
 
     queue_id: str
     reason: str
@@ -162,7 +166,8 @@ def _code(text: str) -> str:
 
 
 def tls_delivery_failure(why: str) -> tuple[ResultType, str] | None:
-    """The TLS meaning of a delivery reason text (C.6.3), or None for non-TLS reasons."""
+    """The TLS meaning of a delivery reason text (docs/conformance.md: PF-maillog-delivery), or None
+    for non-TLS reasons."""
     if why.startswith(_NOT_OFFERED):
         return ResultType.STARTTLS_NOT_SUPPORTED, "starttls-not-offered"
     if m := _REFUSED.match(why):

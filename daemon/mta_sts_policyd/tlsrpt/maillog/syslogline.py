@@ -1,6 +1,7 @@
 """The syslog envelope of a mail-log line: time, host, program, pid, message. Pure.
 
-Understood forms (spec C.6; what syslogd, rsyslog, journald and postlogd write):
+Understood forms (docs/conformance.md: PF-maillog-envelope; what syslogd, rsyslog, journald and
+postlogd write):
 - RFC 3164 / BSD: `Mon DD HH:MM:SS[.ffffff] HOST PROG[PID]: MSG` (optional `<PRI>` in front).
   It has no year and no zone: the caller passes the zone the log was written in and "now"; the
   year is now's year, or the previous one when that would put the line more than a week ahead

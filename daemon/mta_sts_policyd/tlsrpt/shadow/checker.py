@@ -1,7 +1,7 @@
 """Testing-mode domains checked in shadow (issue 6 §3), and precise result types for enforce.
 
-For a `testing` policy the daemon answers NOTFOUND (C.5), so Postfix never checks the MX hosts
-against the policy and reports its sessions as `no-policy-found`. The shadow probes those MX
+For a `testing` policy the daemon answers NOTFOUND (RFC 8461 §5), so Postfix never checks the MX
+hosts against the policy and reports its sessions as `no-policy-found`. The shadow probes those MX
 hosts itself (probe.py, off the answer path) and relabels the domain's sessions as `sts`
 sessions of the testing policy: what the domain owner needs to learn before switching to
 enforce. Generic `sts` failures get precise result types from the probe (refine.py); metrics

@@ -1,7 +1,7 @@
 """Canonical text keys for the store: policies and failure details as sorted-key JSON.
 
 Pure. Canonical keys (not the producer's JSON text, as sys4 uses) make identical policies from
-differently ordering producers one aggregate (spec §4.2 item 10).
+differently ordering producers one aggregate (docs/conformance.md: RPT-aggregate-key).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def domain_key(domain: str) -> str:
 
 @lru_cache(maxsize=4096)
 def policy_json(policy: PolicyRef, report_domain: str) -> str:
-    """No-policy-found without a domain gets the report domain (spec finding 3)."""
+    """No-policy-found without a domain gets the report domain (docs/conformance.md:
+    RPT-4.4-policy-domain-always)."""
     return _dumps(
         {
             "t": str(policy.policy_type),
@@ -87,7 +88,8 @@ def decode_detail(text: str) -> FailureDetail:
     raw: dict[str, str] = json.loads(text)
     try:
         result = ResultType(raw["c"])
-    except ValueError:  # never emit a detail without a valid result-type (spec finding 6)
+    # never emit a detail without a valid result-type (docs/conformance.md: RPT-4.3-result-types)
+    except ValueError:
         result = ResultType.VALIDATION_FAILURE
     kwargs = {attr: raw.get(short) for short, attr in _DETAIL_FIELDS}
     return FailureDetail(result_type=result, **kwargs)

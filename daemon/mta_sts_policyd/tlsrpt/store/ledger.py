@@ -18,7 +18,7 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 class JobState(StrEnum):
     SCHEDULED = "scheduled"
     DELIVERED = "delivered"
-    """At least one destination accepted the report (RFC 8460 §3, spec row 7)."""
+    """At least one destination accepted the report (RFC 8460 §3)."""
     FAILED = "failed"
     NO_DESTINATION = "no-destination"
     """The domain publishes no (usable) TLSRPT record."""
