@@ -18,7 +18,7 @@ import pytest
 
 from conftest import StsWorld
 from mta_sts_policyd.postfix.server import SocketmapServer
-from mta_sts_policyd.postfix.socketmap import encode_netstring
+from mta_sts_policyd.postfix.socketmap import NetstringDecoder, encode_netstring
 from support.daemon_process import DaemonProcess, free_port
 from support.socketmap_fakes import SECURE, Answers, read_replies
 
@@ -140,6 +140,50 @@ async def test_idle_connection_between_requests_still_gets_idle_timeout(answers:
         await asyncio.sleep(0.15)
     assert server.connection_count == 1
     assert await asyncio.wait_for(reader.read(), 5) == b""  # then idle: closed
+    await server.close(drain_deadline=0.5)
+
+
+async def test_random_socketmap_bytes_never_hurt_the_server(answers: Answers) -> None:
+    """Fuzz: 200 connections send random bytes (valid requests, garbage, bad lengths, huge
+    lengths), split at random points. Each gets only whole netstring replies or a close; the
+    server never fails an answer, forgets every connection, and still answers a good client."""
+    import random
+
+    events: list[str] = []
+    server = SocketmapServer(answers, idle_timeout=1.0, request_timeout=0.5, on_event=events.append)
+    addr = await server.listen_tcp("127.0.0.1", 0)
+    rng = random.Random(11)
+    pieces = [REQUEST, b"0:,", b"5:ab", b"99999999:", b"01:a,", b"3:abc;", b":,", b"\x00", b","]
+
+    async def one(seed: int) -> None:
+        local = random.Random(seed)
+        stream = b"".join(
+            local.choice(pieces) if local.random() < 0.7 else local.randbytes(local.randint(1, 40))
+            for _ in range(local.randint(1, 12))
+        )
+        reader, writer = await asyncio.open_connection(*addr)
+        cuts = sorted(local.sample(range(len(stream) + 1), min(3, len(stream) + 1)))
+        for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            writer.write(stream[start:end])
+            await asyncio.sleep(0)
+        decoder = NetstringDecoder(max_length=100_000)
+        try:
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):  # closed in the end
+                for reply in decoder.feed(chunk):
+                    assert reply.startswith((b"OK ", b"NOTFOUND ")), reply
+        except ConnectionResetError:
+            pass  # closed with our garbage unread: the kernel resets, replies may be cut
+        else:
+            assert decoder.buffered == 0  # nothing but whole netstrings
+        writer.close()
+
+    await asyncio.gather(*(one(rng.randrange(2**32)) for _ in range(200)))
+    assert "answer_error" not in events
+    await wait_until(lambda: server.connection_count == 0)
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(REQUEST)
+    assert await read_replies(reader, 1) == [SECURE]
+    writer.close()
     await server.close(drain_deadline=0.5)
 
 
