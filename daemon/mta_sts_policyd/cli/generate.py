@@ -1,0 +1,137 @@
+"""`mta-sts-policyd generate`: print (or write) a policy file and its TXT record.
+
+Exit codes: 0 printed/written, 1 refused (see tools/generate.py; `--force` overrides),
+64 usage (invalid domain, pattern or max_age), 75 the MX hosts could not be looked up and no
+`--mx` was given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import DnsLookupError, PolicySyntaxError
+from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
+from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.sts.model import Mode
+from mta_sts_policyd.tools.generate import POLICY_PATH, Output, Request, build
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
+
+
+def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("generate", parents=[common], help="make a policy file and its TXT record")
+    p.add_argument("--domain", required=True, help="the policy domain (your mail domain)")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default="testing")
+    p.add_argument(
+        "--mx",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="mx pattern (repeatable; default: the domain's current MX hosts)",
+    )
+    p.add_argument("--max-age", type=int, default=604_800, metavar="SECONDS")
+    p.add_argument(
+        "--write",
+        metavar="DIR",
+        type=Path,
+        help=f"write DIR/DOMAIN/{POLICY_PATH} (the policy host's document root)",
+    )
+    p.add_argument(
+        "--existing",
+        metavar="FILE",
+        type=Path,
+        help="current policy file to diff against (default: the --write target)",
+    )
+    p.add_argument("--force", action="store_true", help="write/print despite refusals")
+    p.add_argument(
+        "--nameserver",
+        action="append",
+        metavar="IP[:PORT]",
+        help="DNS server for the MX lookup (default: [discovery] nameservers)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=generate_command)
+
+
+def generate_command(args: argparse.Namespace, config: Config) -> int:
+    domain = policy_domain_for_key(args.domain)
+    if domain is None or args.domain.startswith("[") or ":" in args.domain:
+        print(f"generate: {args.domain!r} is not a domain name", file=sys.stderr)
+        return EXIT_USAGE
+    current = asyncio.run(_current_mx(args, config, domain))
+    if not args.mx and current is None:
+        print(f"generate: cannot look up the MX hosts of {domain}; give --mx", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    target = args.write / domain / POLICY_PATH if args.write else None
+    existing_path = args.existing or target
+    existing = existing_path.read_bytes() if existing_path and existing_path.is_file() else None
+    mx = tuple(args.mx) or tuple(current or ())
+    if Mode(args.mode) is not Mode.NONE and not mx:
+        print(f"generate: {domain} has no MX hosts; give --mx", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        out = build(Request(domain, Mode(args.mode), mx, args.max_age), current, existing)
+    except PolicySyntaxError as exc:
+        print(f"generate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    refused = bool(out.refusals) and not args.force
+    if not refused and target is not None:
+        _write(target, out.text)
+    _print(args, out, target if not refused else None, refused)
+    return EXIT_REFUSED if refused else EXIT_OK
+
+
+async def _current_mx(
+    args: argparse.Namespace, config: Config, domain: str
+) -> Sequence[str] | None:
+    servers = args.nameserver or config.discovery.nameservers
+    try:
+        return await DnsClient(make_resolver(servers, config.discovery.dns_timeout)).mx(domain)
+    except DnsLookupError:
+        return None
+
+
+def _write(target: Path, text: str) -> None:
+    """Atomic replace: the policy host never serves a half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_bytes(text.encode("utf-8"))
+    os.chmod(temporary, 0o644)
+    temporary.replace(target)
+
+
+def _print(args: argparse.Namespace, out: Output, written: Path | None, refused: bool) -> None:
+    if args.json:
+        data = {
+            "policy": out.text,
+            "id": out.policy_id,
+            "txt_record": out.txt_record,
+            "refusals": out.refusals,
+            "warnings": out.warnings,
+            "refused": refused,
+            "diff": "".join(out.diff),
+            "previous_id": out.previous_id,
+            "written": str(written) if written else None,
+        }
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    for problem in out.refusals:
+        label = "warning (forced)" if args.force else "refused"
+        print(f"generate: {label}: {problem}", file=sys.stderr)
+    for warning in out.warnings:
+        print(f"generate: warning: {warning}", file=sys.stderr)
+    if out.diff:
+        print(f"# changes (id {out.previous_id or '?'} -> {out.policy_id}):")
+        print("".join(f"# {line}" for line in out.diff).rstrip("\n"))
+    print(f"# policy file ({f'written to {written}' if written else 'not written'}):")
+    print(out.text.replace("\r\n", "\n"), end="")
+    print("# TXT record (zone-file syntax):")
+    print(out.txt_record)

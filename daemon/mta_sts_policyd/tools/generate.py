@@ -1,0 +1,138 @@
+"""`generate`: a policy file and its TXT record, with the id derived from the content (pure).
+
+The command line (cli/generate.py) looks up the current MX hosts and reads/writes files; this
+module decides what to print and what to refuse, so every rule is tested without I/O.
+Refusals (unless `--force`): an `enforce` policy that does not cover every current MX host
+(compliant senders would defer mail to the others), or whose coverage could not be verified.
+Warnings: `enforce` with max_age under a day; `none` (withdrawal) with the time senders may
+still apply the old policy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.sts.match import patterns_matching
+from mta_sts_policyd.sts.model import MAX_AGE_LIMIT, Mode, Policy
+from mta_sts_policyd.sts.policy import parse_policy
+from mta_sts_policyd.tools.policy_id import policy_id
+
+ONE_DAY = 86_400
+DEFAULT_MAX_AGE = 604_800
+"""One week: long enough to ride out a policy-host outage, short enough to change course."""
+TXT_TTL = 3600
+POLICY_PATH = ".well-known/mta-sts.txt"
+
+
+@dataclass(frozen=True)
+class Request:
+    domain: str
+    mode: Mode
+    mx: tuple[str, ...]
+    max_age: int = DEFAULT_MAX_AGE
+
+
+@dataclass
+class Output:
+    policy: Policy
+    text: str
+    """The policy file, CRLF line ends (the RFC 8461 §3.2 form)."""
+    policy_id: str
+    txt_record: str
+    """The `_mta-sts` record in zone-file syntax."""
+    refusals: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    diff: list[str] = field(default_factory=list)
+    previous_id: str | None = None
+
+
+def render_policy(mode: Mode, mx: Sequence[str], max_age: int) -> str:
+    lines = ["version: STSv1", f"mode: {mode}"]
+    lines += [f"mx: {pattern}" for pattern in dict.fromkeys(p.lower().rstrip(".") for p in mx)]
+    lines.append(f"max_age: {max_age}")
+    return "".join(f"{line}\r\n" for line in lines)
+
+
+def txt_record(domain: str, record_id: str, ttl: int = TXT_TTL) -> str:
+    return f'_mta-sts.{domain}. {ttl} IN TXT "v=STSv1; id={record_id}"'
+
+
+def build(
+    request: Request, current_mx: Sequence[str] | None, existing: bytes | None = None
+) -> Output:
+    """The policy and record for `request`; PolicySyntaxError for an invalid pattern or max_age.
+
+    `current_mx` is None when the MX lookup failed (coverage cannot be verified), () for a
+    domain without MX hosts. `existing` is the policy file currently served, for the diff.
+    """
+    if not 0 <= request.max_age <= MAX_AGE_LIMIT:
+        raise PolicySyntaxError(f"max_age must be 0 to {MAX_AGE_LIMIT} seconds")
+    text = render_policy(request.mode, request.mx, request.max_age)
+    policy = parse_policy(text.encode("utf-8"))
+    new_id = policy_id(policy)
+    out = Output(policy, text, new_id, txt_record(request.domain, new_id))
+    out.refusals.extend(_coverage(request, policy, current_mx))
+    out.warnings.extend(_warnings(request, existing))
+    if existing is not None:
+        _compare(out, existing)
+    return out
+
+
+def _coverage(request: Request, policy: Policy, current_mx: Sequence[str] | None) -> list[str]:
+    if request.mode is not Mode.ENFORCE:
+        return []
+    if current_mx is None:
+        return ["the domain's MX hosts could not be looked up, so coverage is unverified"]
+    missing = [h for h in current_mx if not patterns_matching(policy.mx, h)]
+    return [
+        f"MX host {host} is not covered by any mx line: compliant senders would defer its mail"
+        for host in missing
+    ]
+
+
+def _warnings(request: Request, existing: bytes | None) -> list[str]:
+    if request.mode is Mode.ENFORCE and request.max_age < ONE_DAY:
+        return [
+            f"max_age {request.max_age} is under one day: an outage of the policy host "
+            "soon lets senders forget the policy"
+        ]
+    if request.mode is not Mode.NONE:
+        return []
+    old = _parse(existing)
+    if old is None or old.mode is Mode.NONE:
+        return [
+            "mode none withdraws MTA-STS: keep serving this file for at least the previous "
+            "policy's max_age, because senders may enforce the old policy until then"
+        ]
+    return [
+        f"mode none withdraws MTA-STS: keep serving this file for {old.max_age} s "
+        f"({old.max_age / ONE_DAY:g} days, the old max_age) before removing the TXT record "
+        "and the file; senders may enforce the old policy until then"
+    ]
+
+
+def _parse(existing: bytes | None) -> Policy | None:
+    if existing is None:
+        return None
+    try:
+        return parse_policy(existing)
+    except PolicySyntaxError:
+        return None
+
+
+def _compare(out: Output, existing: bytes) -> None:
+    old_text = existing.decode("utf-8", "replace").replace("\r\n", "\n")
+    new_text = out.text.replace("\r\n", "\n")
+    out.diff.extend(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            "current policy",
+            "new policy",
+        )
+    )
+    old = _parse(existing)
+    out.previous_id = policy_id(old) if old else None

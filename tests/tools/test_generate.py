@@ -1,0 +1,153 @@
+"""`generate`: the pure builder (refusals, warnings, diff) and the command with a loopback DNS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.sts import Mode, parse_policy
+from mta_sts_policyd.tools.generate import Request, build
+from mta_sts_policyd.tools.policy_id import policy_id
+from support.dns_server import DnsServer
+
+
+def test_policy_text_and_record() -> None:
+    out = build(
+        Request("example.com", Mode.ENFORCE, ("MX1.example.com.", "*.example.net")),
+        current_mx=("mx1.example.com", "a.example.net"),
+    )
+    assert out.text == (
+        "version: STSv1\r\nmode: enforce\r\nmx: mx1.example.com\r\nmx: *.example.net\r\n"
+        "max_age: 604800\r\n"
+    )
+    assert out.policy_id == policy_id(parse_policy(out.text.encode()))
+    assert out.txt_record == f'_mta-sts.example.com. 3600 IN TXT "v=STSv1; id={out.policy_id}"'
+    assert out.refusals == [] and out.warnings == []
+
+
+def test_enforce_refused_when_an_mx_is_not_covered() -> None:
+    out = build(
+        Request("example.com", Mode.ENFORCE, ("*.example.com",)),
+        current_mx=("mx1.example.com", "a.b.example.com"),
+    )
+    assert out.refusals == [
+        "MX host a.b.example.com is not covered by any mx line: compliant senders would defer "
+        "its mail"
+    ]
+    testing = build(
+        Request("example.com", Mode.TESTING, ("*.example.com",)), current_mx=("a.b.example.com",)
+    )
+    assert testing.refusals == []
+
+
+def test_enforce_refused_when_mx_unknown() -> None:
+    out = build(Request("example.com", Mode.ENFORCE, ("mx.example.com",)), current_mx=None)
+    assert "could not be looked up" in out.refusals[0]
+
+
+def test_short_max_age_in_enforce_warns() -> None:
+    out = build(Request("e.com", Mode.ENFORCE, ("mx.e.com",), 3600), current_mx=("mx.e.com",))
+    assert "under one day" in out.warnings[0]
+    assert build(Request("e.com", Mode.TESTING, ("mx.e.com",), 3600), ("mx.e.com",)).warnings == []
+
+
+def test_mode_none_names_the_old_max_age() -> None:
+    old = b"version: STSv1\nmode: enforce\nmx: mx.e.com\nmax_age: 1209600\n"
+    out = build(Request("e.com", Mode.NONE, (), 86400), ("mx.e.com",), existing=old)
+    assert "1209600 s (14 days" in out.warnings[0]
+    plain = build(Request("e.com", Mode.NONE, (), 86400), ("mx.e.com",))
+    assert "previous policy's max_age" in plain.warnings[0]
+
+
+def test_diff_against_existing() -> None:
+    old = b"version: STSv1\r\nmode: testing\r\nmx: mx.e.com\r\nmax_age: 86400\r\n"
+    out = build(Request("e.com", Mode.ENFORCE, ("mx.e.com",), 86400), ("mx.e.com",), old)
+    assert "-mode: testing\n" in out.diff and "+mode: enforce\n" in out.diff
+    assert out.previous_id == policy_id(parse_policy(old)) != out.policy_id
+
+
+@pytest.mark.parametrize("mx", ["bad host", "*.*.example.com", "[1.2.3.4]"])
+def test_invalid_patterns_are_refused(mx: str) -> None:
+    with pytest.raises(PolicySyntaxError):
+        build(Request("e.com", Mode.TESTING, (mx,)), ("mx.e.com",))
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mx_dns() -> DnsServer:
+    with DnsServer() as server:
+        server.set_mx("example.com", (10, "mx1.example.com"), (20, "mx2.example.com"))
+        yield server
+
+
+def _run(dns: DnsServer, *args: str) -> int:
+    return main(["generate", "--nameserver", dns.nameserver, *args])
+
+
+def test_command_defaults_to_dns_mx_and_writes(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _run(mx_dns, "--domain", "example.com", "--mode", "enforce", "--write", str(tmp_path))
+    out = capsys.readouterr().out
+    written = tmp_path / "example.com/.well-known/mta-sts.txt"
+    assert code == 0
+    policy = parse_policy(written.read_bytes())
+    assert policy.mx == ("mx1.example.com", "mx2.example.com")
+    assert f"id={policy_id(policy)}" in out
+
+
+def test_command_refuses_then_forces(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = (
+        "--domain",
+        "example.com",
+        "--mode",
+        "enforce",
+        "--mx",
+        "mx1.example.com",
+        "--write",
+        str(tmp_path),
+    )
+    assert _run(mx_dns, *args) == 1
+    assert "mx2.example.com is not covered" in capsys.readouterr().err
+    assert not (tmp_path / "example.com").exists()
+    assert _run(mx_dns, *args, "--force") == 0
+    assert (tmp_path / "example.com/.well-known/mta-sts.txt").is_file()
+
+
+def test_command_json_shows_diff_with_written_file(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(mx_dns, "--domain", "example.com", "--write", str(tmp_path)) == 0
+    first = capsys.readouterr()
+    assert (
+        _run(
+            mx_dns,
+            "--domain",
+            "example.com",
+            "--mode",
+            "enforce",
+            "--json",
+            "--write",
+            str(tmp_path),
+        )
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert "+mode: enforce" in data["diff"] and data["previous_id"] in first.out
+    assert data["id"] != data["previous_id"] and data["refused"] is False
+
+
+def test_command_usage_errors(mx_dns: DnsServer) -> None:
+    assert _run(mx_dns, "--domain", "not a domain") == 64
+    assert _run(mx_dns, "--domain", "example.com", "--mx", "bad host") == 64
+    assert _run(mx_dns, "--domain", "example.com", "--max-age", "-1") == 64
+    mx_dns.fail("example.com", "servfail")
+    assert _run(mx_dns, "--domain", "example.com") == 75
