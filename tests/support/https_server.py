@@ -89,7 +89,8 @@ class _Conn:
 
 
 class HttpsServer:
-    """HTTPS on 127.0.0.1 (OS-chosen port); use as a context manager."""
+    """HTTPS on 127.0.0.1 (or another loopback address; OS-chosen port unless `port`); use as a
+    context manager."""
 
     def __init__(
         self,
@@ -99,9 +100,12 @@ class HttpsServer:
         site_callback: SiteCallback | None = None,
         tls_versions: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None,
         handshake_timeout: float = 10.0,
+        port: int = 0,
     ) -> None:
         self.ca = ca
         self.host = host
+        self.requested_port = port
+        """0: OS-chosen; else this port (several servers on 127.0.0.x share one port)."""
         self.site_callback = site_callback
         self.handshake_timeout = handshake_timeout
         self.sites: dict[str, Site] = {}
@@ -181,7 +185,7 @@ class HttpsServer:
         self.close()
 
     def start(self) -> None:
-        self._server = _TcpServer(self, (self.host, 0))
+        self._server = _TcpServer(self, (self.host, self.requested_port))
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

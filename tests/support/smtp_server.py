@@ -49,12 +49,14 @@ class SmtpRecord:
 
 
 class LoopbackSmtpServer:
-    """`async with LoopbackSmtpServer(behaviour) as srv:` then connect to 127.0.0.1:`srv.port`."""
+    """`async with LoopbackSmtpServer(behaviour) as srv:` then connect to `srv.host`:`srv.port`
+    (127.0.0.1 and an OS-chosen port unless given: MX hosts on 127.0.0.x share one port)."""
 
-    def __init__(self, behaviour: SmtpBehaviour) -> None:
+    def __init__(self, behaviour: SmtpBehaviour, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = behaviour
         self.record = SmtpRecord()
-        self.port = 0
+        self.host = host
+        self.port = port
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -66,7 +68,7 @@ class LoopbackSmtpServer:
         self.record.sni.append(name)
 
     async def __aenter__(self) -> LoopbackSmtpServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

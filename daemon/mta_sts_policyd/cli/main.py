@@ -173,7 +173,7 @@ def _common() -> _Parser:
     return common
 
 
-EXTENSION_COMMANDS = ("report", "probe", "generate")
+EXTENSION_COMMANDS = ("report", "probe", "generate", "check", "monitor")
 _CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
 
 
@@ -220,11 +220,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     """Subcommands owned by other modules (TLS-RPT reports, MX probe, own-domain tools)."""
     from mta_sts_policyd.cli import report as report_commands
+    from mta_sts_policyd.cli.check import add_check_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
     from mta_sts_policyd.cli.probe import add_probe_parser
 
     add_probe_parser(sub, common, reader)
     add_generate_parser(sub, common)
+    add_check_parser(sub, common)
     report_commands.register(sub, parents=[common])
 
 

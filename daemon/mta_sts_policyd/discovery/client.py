@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from mta_sts_policyd import __version__
-from mta_sts_policyd.discovery.policy_fetch import MAX_BODY, MAX_TIMEOUT, FetchResult, PolicyFetcher
+from mta_sts_policyd.discovery.http_rules import MAX_BODY
+from mta_sts_policyd.discovery.policy_fetch import MAX_TIMEOUT, FetchResult, PolicyFetcher
 from mta_sts_policyd.errors import (
     ConfigError,
     DiscoveryError,

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import httpcore
 import httpx
 
+from mta_sts_policyd.discovery.http_rules import (
+    MAX_BODY,
+    content_type_problem,
+    redirect_problem,
+    status_problem,
+)
+from mta_sts_policyd.discovery.http_transport import PoolTransport, ResolvingBackend
 from mta_sts_policyd.errors import (
     ConfigError,
     PolicyFetchError,
@@ -26,18 +32,9 @@ from mta_sts_policyd.errors import (
     ResultType,
 )
 from mta_sts_policyd.net.dns_client import DnsClient
-from mta_sts_policyd.net.happy_eyeballs import (
-    AllAttemptsFailed,
-    NoAddresses,
-    connect_first,
-    resolve_both,
-)
-from mta_sts_policyd.net.https_stream import open_stream
 from mta_sts_policyd.sts import Policy, parse_policy
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
-MAX_BODY = 65_536
-"""RFC 8461 §3.3 suggests 64 KB; reading stops and fails at the 65537th byte."""
 MAX_TIMEOUT = 60.0
 """RFC 8461 §3.3 suggests one minute; longer configured timeouts are capped."""
 _MAX_CONNECTIONS = 256
@@ -57,6 +54,22 @@ _NETWORK_ERRORS = (
     httpcore.NetworkError,
     OSError,  # includes ssl.SSLError
 )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One unvalidated answer from one address of a policy host (for `check`).
+
+    The body holds at most MAX_BODY + 1 bytes: `oversize` says reading stopped there.
+    """
+
+    address: str
+    status: int
+    headers: dict[str, str]
+    """Lower-case names; the first value of a repeated header."""
+    body: bytes
+    oversize: bool
+    tls_version: str | None
 
 
 @dataclass(frozen=True)
@@ -82,137 +95,6 @@ def make_tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
-_MAX_EARLY = 10_000
-"""Early A questions kept at once (each is taken by its fetch or discarded after its TXT)."""
-_EARLY_LIFETIME = 30.0
-"""An early answer older than this is not used (a fetch that did not follow its TXT at once)."""
-
-
-class _ResolvingBackend(httpcore.AsyncNetworkBackend):
-    """Connect to the policy host's addresses from our resolver, on the configured port.
-
-    A and AAAA are asked in parallel and the connection attempts raced (RFC 8305); an A
-    question started early by `prefetch` (while the TXT record is still being asked) is used
-    instead of a new one. httpcore still passes the host name to TLS, so SNI, Host and the
-    certificate check use it.
-    """
-
-    def __init__(self, dns_client: DnsClient, port: int) -> None:
-        self._dns = dns_client
-        self._port = port
-        self._early: dict[str, tuple[float, asyncio.Task[list[str]]]] = {}
-
-    def prefetch(self, host: str) -> None:
-        """Start the A question for `host` now; a connect within `_EARLY_LIFETIME` takes it."""
-        now = asyncio.get_running_loop().time()
-        if len(self._early) >= _MAX_EARLY:
-            for name in [h for h, (t, _) in self._early.items() if now - t > _EARLY_LIFETIME]:
-                self.discard(name)
-        if host not in self._early and len(self._early) < _MAX_EARLY:
-            self._early[host] = (now, asyncio.ensure_future(self._dns.ipv4(host)))
-
-    def discard(self, host: str) -> None:
-        """No fetch follows (no policy): forget the early answer, or stop waiting for it."""
-        early = self._early.pop(host, None)
-        if early is not None:
-            early[1].cancel()
-
-    def _take_early(self, host: str) -> asyncio.Task[list[str]] | None:
-        early = self._early.pop(host, None)
-        if early is None:
-            return None
-        if asyncio.get_running_loop().time() - early[0] > _EARLY_LIFETIME:
-            early[1].cancel()
-            return None
-        return early[1]
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        v4 = self._take_early(host) or self._dns.ipv4(host)
-        try:
-            addresses = await resolve_both(v4, self._dns.ipv6(host))
-        except NoAddresses as exc:
-            if exc.failure is not None:
-                reason = exc.failure.reason
-                raise PolicyFetchError(f"cannot resolve the policy host: {reason}") from None
-            raise PolicyFetchError(f"policy host {host} has no A or AAAA record") from None
-
-        async def attempt(address: str) -> httpcore.AsyncNetworkStream:
-            return await open_stream(address, self._port, timeout)
-
-        async def close(stream: httpcore.AsyncNetworkStream) -> None:
-            await stream.aclose()
-
-        try:
-            return await connect_first(addresses, attempt, close)
-        except AllAttemptsFailed as exc:
-            where = [p.replace(": ", f":{self._port}: ", 1) for p in exc.problems]
-            raise PolicyFetchError(f"cannot connect to {host}: {'; '.join(where)}") from None
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("policy hosts are never reached over UNIX sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
-
-    async def aclose(self) -> None:
-        closer = getattr(self._stream, "aclose", None)
-        if closer is not None:
-            await closer()
-
-
-class _Transport(httpx.AsyncBaseTransport):
-    """httpx on top of an httpcore pool with our backend (httpx offers no public hook for it)."""
-
-    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
-        self._pool = pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = httpcore.URL(
-            scheme=request.url.raw_scheme,
-            host=request.url.raw_host,
-            port=request.url.port,
-            target=request.url.raw_path,
-        )
-        core = httpcore.Request(
-            method=request.method,
-            url=url,
-            headers=request.headers.raw,
-            content=cast(AsyncIterable[bytes], request.stream),
-            extensions=request.extensions,
-        )
-        response = await self._pool.handle_async_request(core)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(cast(AsyncIterable[bytes], response.stream)),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-
 class PolicyFetcher:
     """One httpx client for the daemon; no connection reuse (every policy host differs)."""
 
@@ -226,7 +108,7 @@ class PolicyFetcher:
         user_agent: str,
     ) -> None:
         self.timeout = min(timeout, MAX_TIMEOUT)
-        self._backend = _ResolvingBackend(dns_client, https_port)
+        self._backend = ResolvingBackend(dns_client, https_port)
         pool = httpcore.AsyncConnectionPool(
             ssl_context=make_tls_context(ca_file),
             max_connections=_MAX_CONNECTIONS,
@@ -237,7 +119,7 @@ class PolicyFetcher:
             network_backend=self._backend,
         )
         self._client = httpx.AsyncClient(
-            transport=_Transport(pool),
+            transport=PoolTransport(pool),
             follow_redirects=False,
             timeout=httpx.Timeout(self.timeout),
             trust_env=False,
@@ -277,6 +159,46 @@ class PolicyFetcher:
             raise _classify(host, url, exc) from None
         return FetchResult(_parse(body), body, status, content_type, url)
 
+    async def exchange(self, domain: str, address: str) -> Exchange:
+        """GET the policy URL of A-label `domain` from one `address` (SNI and Host: the policy
+        host), with the sender's TLS context, deadline, size cap and no redirects, but without
+        judging status, type or body; PolicyFetchError when no HTTP answer came.
+        """
+        host = f"mta-sts.{domain}"
+        literal = f"[{address}]" if ":" in address else address
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._exchange(f"https://{literal}{POLICY_PATH}", host, address)
+        except TimeoutError:
+            raise PolicyFetchError(
+                f"{address}: no complete answer within {self.timeout:g} s"
+            ) from None
+        except _NETWORK_ERRORS as exc:
+            raise _classify(host, f"https://{host}{POLICY_PATH} at {address}", exc) from None
+
+    async def _exchange(self, url: str, host: str, address: str) -> Exchange:
+        extensions = {"sni_hostname": host}
+        async with self._client.stream(
+            "GET", url, headers={"Host": host}, extensions=extensions
+        ) as response:
+            stream = response.extensions.get("network_stream")
+            tls = stream.get_extra_info("ssl_object") if stream is not None else None
+            version = tls.version() if tls is not None else None  # before the body closes it
+            body = bytearray()
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    break
+            headers = {k.lower(): v for k, v in reversed(response.headers.multi_items())}
+            return Exchange(
+                address=address,
+                status=response.status_code,
+                headers=headers,
+                body=bytes(body[: MAX_BODY + 1]),
+                oversize=len(body) > MAX_BODY,
+                tls_version=version,
+            )
+
     async def _get(self, url: str) -> tuple[int, str, bytes]:
         async with self._client.stream("GET", url) as response:
             _check_status(url, response)
@@ -290,33 +212,22 @@ class PolicyFetcher:
 
 
 def _check_status(url: str, response: httpx.Response) -> None:
-    code = response.status_code
-    if 300 <= code < 400:
-        location = response.headers.get("location", "(no Location header)")
-        raise PolicyFetchError(
-            f"{url}: HTTP {code} redirect to {location} (redirects are not followed, RFC 8461 §3.3)"
-        )
-    if code != 200:
-        raise PolicyFetchError(f"{url}: HTTP {code} (only 200 is accepted, RFC 8461 §3.3)")
+    location = response.headers.get("location")
+    problem = redirect_problem(url, response.status_code, location)
+    problem = problem or status_problem(url, response.status_code)
+    if problem is not None:
+        raise PolicyFetchError(problem)
 
 
 def _check_headers(url: str, response: httpx.Response) -> str:
-    """Content-Type must be text/plain (RFC 8461 §3.2); refuse encodings and announced oversize
-    early."""
-    content_type: str | None = response.headers.get("content-type")
-    if content_type is None:
-        raise PolicyFetchError(f"{url}: no Content-Type (text/plain required)", _INVALID)
-    if content_type.split(";", 1)[0].strip().lower() != "text/plain":
-        raise PolicyFetchError(
-            f"{url}: Content-Type {content_type!r} is not text/plain (RFC 8461 §3.2)", _INVALID
-        )
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
-        raise PolicyFetchError(f"{url}: unsupported Content-Encoding {encoding!r}", _INVALID)
+    """Content type and encoding (sts-policy-invalid); refuse an announced oversize early."""
+    problem = content_type_problem(url, response.headers)
+    if problem is not None:
+        raise PolicyFetchError(problem, _INVALID)
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
         raise PolicyFetchError(f"{url}: Content-Length {length} exceeds {MAX_BODY} bytes")
-    return content_type
+    return str(response.headers["content-type"])
 
 
 def _parse(body: bytes) -> Policy:

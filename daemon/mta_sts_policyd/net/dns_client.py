@@ -12,11 +12,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
 import dns.flags
 import dns.inet
+import dns.name
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
@@ -50,6 +52,25 @@ class MxLookup:
 
     hosts: tuple[str, ...]
     ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSet:
+    """Any one question's answer, for `check`: the CNAME chain, the data as text, the AD bit.
+
+    `texts` are the records in presentation form (MX: `PREFERENCE HOST` with the host without
+    its final dot, `.` for a null MX; A/AAAA: the address); `strings` are the TXT
+    character-strings of each record (empty for other types).
+    """
+
+    name: str
+    chain: tuple[tuple[str, str], ...]
+    """CNAME steps followed inside the answer: (alias, target), in order."""
+    texts: tuple[str, ...]
+    strings: tuple[tuple[bytes, ...], ...]
+    ttl: int
+    nxdomain: bool
+    authenticated: bool
 
 
 def parse_nameserver(spec: str) -> tuple[str, int]:
@@ -162,6 +183,30 @@ class DnsClient:
         hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
         return MxLookup(tuple(h for h in hosts if h not in ("", ".")), answer.ttl)
 
+    async def records(self, name: str, rtype: str) -> RecordSet:
+        """The answer to `name`/`rtype` with its CNAME chain; DnsLookupError when there is none."""
+        rdtype = dns.rdatatype.RdataType.make(rtype)
+        reply = await self._transport.ask(name, rdtype)
+        try:
+            chain = reply.resolve_chaining()
+        except dns.exception.DNSException as exc:
+            raise DnsLookupError(f"{name} {rdtype.name}: {exc}") from None
+        steps, current = [], dns.name.from_text(name)
+        for rrset in reply.answer:
+            if rrset.rdtype == dns.rdatatype.CNAME and rrset.name == current:
+                current = rrset[0].target
+                steps.append((_text(rrset.name), _text(current)))
+        rrs = list(chain.answer) if chain.answer is not None else []
+        return RecordSet(
+            name=name,
+            chain=tuple(steps),
+            texts=tuple(_presentation(rd) for rd in rrs),
+            strings=tuple(tuple(rd.strings) for rd in rrs if rdtype == dns.rdatatype.TXT),
+            ttl=int(chain.minimum_ttl),
+            nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
+            authenticated=bool(reply.flags & dns.flags.AD),
+        )
+
     async def tlsa_authenticated(self, host: str, port: int = 25) -> bool:
         """True when `_PORT._tcp.HOST` has TLSA records the resolver validated (AD bit)."""
         answer = await self._query(f"_{port}._tcp.{host}", dns.rdatatype.TLSA)
@@ -211,3 +256,13 @@ class DnsClient:
             nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
             authenticated=bool(reply.flags & dns.flags.AD),
         )
+
+
+def _text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True).lower() or "."
+
+
+def _presentation(rd: Any) -> str:
+    if rd.rdtype == dns.rdatatype.MX:
+        return f"{rd.preference} {_text(rd.exchange)}"
+    return str(rd.to_text())

@@ -195,6 +195,16 @@ class MxProber:
             session = await self._session(host, address, self._ctx)
             if session.connected:
                 break
+        return await self._verdict(host, address, session)
+
+    async def probe_at(self, mx_host: str, address: str) -> ProbeResult:
+        """One address of one MX, uncached and without patterns: `check` judges every address
+        of every MX separately (a sender may reach any of them)."""
+        host = host_name(mx_host)
+        async with self._sem:
+            return await self._verdict(host, address, await self._session(host, address, self._ctx))
+
+    async def _verdict(self, host: str, address: str, session: Session) -> ProbeResult:
         if not session.connected:
             return self._transient(host, address, session.reason)
         peeked = None

@@ -18,6 +18,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mta_sts_policyd.errors import ConfigError, ResultType
+from mta_sts_policyd.probe.cert_names import matches_host
+
+__all__ = ["matches_host"]  # re-exported: the prober and its tests import it from here
 
 # OpenSSL X509_V_ERR_* codes that RFC 8460 §4.3.1 gives their own result type.
 _CERT_HAS_EXPIRED = 10
@@ -126,24 +129,6 @@ def inspect_certificate(der: bytes) -> CertInfo:
         common_name=cn if isinstance(cn, str) else None,
         not_after=cert.not_valid_after_utc,
     )
-
-
-def _name_matches(reference: str, host: str) -> bool:
-    """One DNS-ID against the host (both lower case, no trailing dot)."""
-    reference = reference.rstrip(".")
-    if not reference.startswith("*."):
-        return "*" not in reference and reference == host
-    suffix = reference[2:]
-    if "*" in suffix or "." not in suffix:
-        return False  # partial or nested wildcards and `*.tld` never match
-    label, dot, rest = host.partition(".")
-    return bool(label) and bool(dot) and rest == suffix
-
-
-def matches_host(dns_names: tuple[str, ...], host: str) -> bool:
-    """RFC 8461 §4.2 / RFC 6125: some SAN DNS-ID names `host`; the CN is never consulted."""
-    host = host.rstrip(".").lower()
-    return any(_name_matches(name, host) for name in dns_names)
 
 
 def host_mismatch_reason(info: CertInfo, host: str) -> str:

@@ -1,0 +1,176 @@
+"""`mta-sts-policyd check DOMAIN...`: inspect one's own domains the way a compliant sender does.
+
+Exit codes (Nagios plugin convention, see docs/check-findings.md): 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN (could not check, or no valid domain given). A malformed command line exits 64 like
+every other subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.discovery.client import DEFAULT_USER_AGENT
+from mta_sts_policyd.discovery.policy_fetch import MAX_TIMEOUT, PolicyFetcher
+from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
+from mta_sts_policyd.probe.prober import MxProber
+from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.tools.check.findings import NagiosStatus
+from mta_sts_policyd.tools.check.gather import Reach
+from mta_sts_policyd.tools.check.observations import Options
+from mta_sts_policyd.tools.check.render import as_json, as_text, overall
+from mta_sts_policyd.tools.check.runner import check_domains
+
+
+def add_network_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `check` and `monitor`: how targets are reached and judged."""
+    p.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="contact private, loopback and link-local addresses too",
+    )
+    p.add_argument("--ca-file", help="trust these CAs instead of the system store")
+    p.add_argument(
+        "--nameserver",
+        action="append",
+        metavar="IP[:PORT]",
+        help="DNS server to ask (repeatable; default: [discovery] nameservers)",
+    )
+    p.add_argument("--https-port", type=int, help="policy host port (test set-ups; default 443)")
+    p.add_argument("--smtp-port", type=int, help="MX port (test set-ups; default 25)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per connection step (the policy fetch is capped at 60 s, RFC 8461)",
+    )
+    p.add_argument("--concurrency", type=int, default=10, help="domains checked at a time")
+    p.add_argument("--mx-cert-warning-days", type=int, default=21)
+    p.add_argument("--mx-cert-critical-days", type=int, default=7)
+    p.add_argument("--policy-cert-warning-days", type=int, default=21)
+    p.add_argument("--policy-cert-critical-days", type=int, default=7)
+
+
+def add_check_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("check", parents=[common], help="check your own domains' MTA-STS set-up")
+    p.add_argument("domains", nargs="*", metavar="DOMAIN")
+    p.add_argument(
+        "--from-file",
+        type=Path,
+        metavar="FILE",
+        help="more domains, one per line (# starts a comment)",
+    )
+    p.add_argument("--json", action="store_true", help="the JSON document (schema_version 1)")
+    p.add_argument(
+        "--expect-cname",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="mta-sts or _mta-sts must be a CNAME to HOST (delegated hosting)",
+    )
+    p.add_argument("--expect-id", metavar="ID", help="the TXT id must be ID")
+    add_network_arguments(p)
+    p.set_defaults(handler=check_command)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(
+        allow_private=args.allow_private,
+        mx_cert_warning_days=args.mx_cert_warning_days,
+        mx_cert_critical_days=args.mx_cert_critical_days,
+        policy_cert_warning_days=args.policy_cert_warning_days,
+        policy_cert_critical_days=args.policy_cert_critical_days,
+        expect_cname=tuple(getattr(args, "expect_cname", ()) or ()),
+        expect_id=getattr(args, "expect_id", None),
+    )
+
+
+def read_domains(names: Sequence[str], from_file: Path | None) -> tuple[list[str], list[str]]:
+    """(A-label domains, deduplicated in order; the names that are not domains)."""
+    raw = list(names)
+    if from_file is not None:
+        for line in from_file.read_text(encoding="utf-8").splitlines():
+            raw += line.split("#", 1)[0].split()
+    good: dict[str, None] = {}
+    bad = []
+    for name in raw:
+        domain = policy_domain_for_key(name)
+        if domain is None or name.startswith("["):
+            bad.append(name)
+        else:
+            good[domain] = None
+    return list(good), bad
+
+
+def check_command(args: argparse.Namespace, config: Config) -> int:
+    try:
+        domains, bad = read_domains(args.domains, args.from_file)
+    except OSError as exc:
+        print(f"check: cannot read {args.from_file}: {exc}", file=sys.stderr)
+        return NagiosStatus.UNKNOWN
+    for name in bad:
+        print(f"check: {name!r} is not a domain name", file=sys.stderr)
+    if bad or not domains:
+        if not domains:
+            print("check: no domain given", file=sys.stderr)
+        return NagiosStatus.UNKNOWN
+    return asyncio.run(_run(args, config, domains))
+
+
+async def _run(args: argparse.Namespace, config: Config, domains: list[str]) -> int:
+    async with AsyncExitStack() as stack:
+        reach = await open_reach(args, config, stack)
+        tty = sys.stderr.isatty() and len(domains) > 1
+        reports = await check_domains(
+            domains,
+            reach,
+            options_from(args),
+            now=lambda: datetime.now(UTC),
+            concurrency=args.concurrency,
+            progress=_progress if tty else None,
+        )
+    if tty:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(as_json(reports, datetime.now(UTC)), indent=2, sort_keys=True))
+    else:
+        print(as_text(reports, colour=sys.stdout.isatty()))
+    return int(overall(reports))
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\rchecked {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+async def open_reach(args: argparse.Namespace, config: Config, stack: AsyncExitStack) -> Reach:
+    """DNS, HTTPS and SMTP clients for one run, closed with `stack`."""
+    d = config.discovery
+    dns = DnsClient(make_resolver(args.nameserver or d.nameservers, d.dns_timeout))
+    ca_file = args.ca_file or d.ca_file or None
+    https_port = args.https_port or d.https_port
+    fetcher = PolicyFetcher(
+        dns,
+        timeout=min(args.timeout, MAX_TIMEOUT),
+        ca_file=ca_file,
+        https_port=https_port,
+        user_agent=DEFAULT_USER_AGENT,
+    )
+    stack.push_async_callback(fetcher.aclose)
+    prober = MxProber(
+        ca_file=ca_file,
+        timeout=args.timeout,
+        concurrency=4 * args.concurrency,
+        ehlo_name=config.probe.ehlo_name or None,
+        port=args.smtp_port or config.probe.port,
+    )
+    stack.push_async_callback(prober.aclose)
+    return Reach(dns, fetcher, prober, ca_file, https_port, args.timeout, args.allow_private)

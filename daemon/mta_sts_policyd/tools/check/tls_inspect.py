@@ -1,0 +1,73 @@
+"""One TLS handshake to one address, to describe its certificate (for the policy host and
+TLS-RPT https: endpoints): chain and dates judged by OpenSSL with the sender's trust store,
+the certificate read even when it fails, names judged later by RFC 8461 §4.2 rules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+
+from mta_sts_policyd.probe.tls import (
+    classify_verify_error,
+    describe_certificate,
+    peeking_context,
+    verifying_context,
+)
+from mta_sts_policyd.tools.check.observations import CertSeen
+
+
+@dataclass(frozen=True)
+class TlsSeen:
+    connect_error: str | None = None
+    tls_error: str | None = None
+    cert: CertSeen | None = None
+    version: str | None = None
+
+
+async def inspect_tls(
+    address: str, port: int, host: str, ca_file: str | None, seconds: float
+) -> TlsSeen:
+    """Handshake with SNI `host`; on a verification failure, a second one to read the cert."""
+    try:
+        cert, version = await _handshake(address, port, host, verifying_context(ca_file), seconds)
+    except ssl.SSLCertVerificationError as err:
+        result_type, reason = classify_verify_error(err)
+        try:
+            cert, version = await _handshake(address, port, host, peeking_context(), seconds)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            return TlsSeen(tls_error=f"certificate refused ({reason}); unreadable: {exc}")
+        if cert is None:
+            return TlsSeen(tls_error=f"certificate refused: {reason}")
+        return TlsSeen(
+            cert=CertSeen(cert.names, cert.not_after, result_type, reason), version=version
+        )
+    except ssl.SSLError as err:
+        return TlsSeen(tls_error=f"TLS handshake failed: {err.reason or err}")
+    except TimeoutError:
+        return TlsSeen(connect_error=f"{address} port {port}: timed out after {seconds:g} s")
+    except OSError as err:
+        return TlsSeen(connect_error=f"{address} port {port}: {err.strerror or err}")
+    return TlsSeen(cert=cert, version=version)
+
+
+async def _handshake(
+    address: str, port: int, host: str, ctx: ssl.SSLContext, seconds: float
+) -> tuple[CertSeen | None, str | None]:
+    async with asyncio.timeout(seconds):
+        _reader, writer = await asyncio.open_connection(
+            address, port, ssl=ctx, server_hostname=host, ssl_handshake_timeout=seconds
+        )
+    try:
+        tls = writer.get_extra_info("ssl_object")
+        if not isinstance(tls, ssl.SSLObject):
+            return None, None
+        info = describe_certificate(tls.getpeercert(binary_form=True), tls.getpeercert() or {})
+        cert = CertSeen(info.dns_names, info.not_after) if info else None
+        return cert, tls.version()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            async with asyncio.timeout(1):
+                await writer.wait_closed()

@@ -1,0 +1,280 @@
+"""`check` against real loopback servers: DNS, policy hosts on several addresses, SMTP MXes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from mta_sts_policyd.cli.main import main
+from support import TESTS_DIR
+from support.check_world import CheckWorld, check_world, codes, enforce_policy
+from support.dns_server import DnsServer, tlsa
+
+D = "example.test"
+MX1, MX2 = "mx1.example.test", "mx2.example.test"
+GOLDEN = TESTS_DIR / "golden"
+
+
+@pytest.fixture
+async def world(dns_server: DnsServer, trust_ca: trustme.CA) -> AsyncIterator[CheckWorld]:
+    async with check_world(dns_server, trust_ca) as w:
+        yield w
+
+
+def _finding(report: dict[str, Any], code: str) -> dict[str, Any]:
+    return next(f for f in report["domains"][0]["findings"] if f["code"] == code)
+
+
+def _normalised(report: dict[str, Any]) -> dict[str, Any]:
+    """Golden form: drop what changes from run to run (time, days left, ports)."""
+    text = json.dumps(report, indent=2, sort_keys=True)
+    text = re.sub(r'"checked_at": "[^"]+"', '"checked_at": "*"', text)
+    text = re.sub(r'"not_after": "[^"]+"', '"not_after": "*"', text)
+    text = re.sub(r'"days_left": "[^"]+"', '"days_left": "*"', text)
+    text = re.sub(r"expires in \d+ days", "expires in * days", text)
+    text = re.sub(r"port \d+", "port *", text)
+    return dict(json.loads(text))
+
+
+def _golden(name: str, report: dict[str, Any]) -> None:
+    path = GOLDEN / f"check-{name}.json"
+    data = _normalised(report)
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    assert data == json.loads(path.read_text())
+
+
+async def test_clean_domain_is_ok(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    await world.mx_server(MX2)
+    world.publish(D, enforce_policy(MX1, MX2), mx=[MX1, MX2], addresses=("127.0.0.1", "127.0.0.2"))
+    code, report = await world.run_check(D)
+    assert codes(report) == set(), report
+    assert code == 0
+    sender = report["domains"][0]["sender"]
+    assert sender["socketmap_reply"] == (
+        "OK secure match=mx1.example.test:mx2.example.test servername=hostname"
+    )
+    _golden("clean", report)
+    for address in ("127.0.0.1", "127.0.0.2"):  # every address was asked, with SNI and Host
+        [request] = world.https[address].requests
+        assert (request.sni, request.host) == (f"mta-sts.{D}", f"mta-sts.{D}")
+
+
+async def test_testing_domain_with_drift(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    await world.mx_server(MX2)
+    policy = enforce_policy(MX1, "old.example.test", mode="testing")
+    world.publish(D, policy, mx=[MX1, MX2], tlsrpt=None)
+    code, report = await world.run_check(D)
+    assert codes(report) == {"MX_NOT_COVERED", "MX_PATTERN_UNUSED", "TLSRPT_MISSING",
+                             "POLICY_MODE_TESTING"}  # fmt: skip
+    assert _finding(report, "MX_NOT_COVERED")["severity"] == "warning"
+    assert code == 1
+    assert report["domains"][0]["sender"]["tlsrpt_result_types"] == ["validation-failure"]
+    _golden("testing-drift", report)
+
+
+async def test_broken_domain(world: CheckWorld) -> None:
+    await world.mx_server(MX1, "expired")
+    await world.mx_server(MX2, "no-starttls")
+    world.publish(D, enforce_policy(MX1, MX2), mx=[MX1, MX2], addresses=("127.0.0.1", "127.0.0.2"))
+    world.serve("127.0.0.2", D, b"", status=302, location="https://elsewhere.example/")
+    code, report = await world.run_check(D)
+    assert {"POLICY_REDIRECT", "MX_CERT_EXPIRED", "MX_STARTTLS_MISSING"} <= codes(report)
+    assert code == 2
+    redirect = _finding(report, "POLICY_REDIRECT")
+    assert redirect["evidence"]["location"] == "https://elsewhere.example/"
+    assert redirect["evidence"]["address"] == "127.0.0.2"
+    assert len(world.https["127.0.0.2"].requests) == 1  # reported, never followed
+    assert report["domains"][0]["sender"]["tlsrpt_result_types"] == [
+        "certificate-expired", "starttls-not-supported"]  # fmt: skip
+    _golden("broken", report)
+
+
+async def test_addresses_serving_different_bytes(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    policy = enforce_policy(MX1)
+    world.publish(D, policy, mx=[MX1], addresses=("127.0.0.1", "127.0.0.2"))
+    world.serve("127.0.0.2", D, policy.replace("604800", "86400"))
+    _code, report = await world.run_check(D)
+    assert {"POLICY_ADDRESSES_DIFFER", "ID_NOT_BUMPED"} <= codes(report)
+    assert _finding(report, "ID_NOT_BUMPED")["evidence"]["address"] == "127.0.0.2"
+
+
+@pytest.mark.parametrize(("kind", "code"), [
+    ("expired", "POLICY_CERT_EXPIRED"), ("wrong-name", "POLICY_CERT_NAME_MISMATCH"),
+    ("self-signed", "POLICY_CERT_UNTRUSTED"), ("untrusted", "POLICY_CERT_UNTRUSTED"),
+    ("none", "POLICY_TLS_FAILED"),
+])  # fmt: skip
+async def test_policy_host_certificates(world: CheckWorld, kind: str, code: str) -> None:
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1], addresses=("127.0.0.1", "127.0.0.2"))
+    world.https["127.0.0.2"].set_policy(D, enforce_policy(MX1), cert=kind)
+    exit_code, report = await world.run_check(D)
+    assert _finding(report, code)["evidence"]["address"] == "127.0.0.2"
+    assert exit_code == 2
+    assert not any(f["evidence"].get("address") == "127.0.0.1"
+                   for f in report["domains"][0]["findings"])  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "code", "result_type"), [
+    ("expired", "MX_CERT_EXPIRED", "certificate-expired"),
+    ("wrong-name", "MX_CERT_NAME_MISMATCH", "certificate-host-mismatch"),
+    ("self-signed", "MX_CERT_UNTRUSTED", "certificate-not-trusted"),
+    ("no-starttls", "MX_STARTTLS_MISSING", "starttls-not-supported"),
+])  # fmt: skip
+async def test_mx_starttls(world: CheckWorld, kind: str, code: str, result_type: str) -> None:
+    await world.mx_server(MX1)
+    await world.mx_server(MX2, kind)
+    world.publish(D, enforce_policy(MX1, MX2), mx=[MX1, MX2])
+    exit_code, report = await world.run_check(D)
+    found = _finding(report, code)
+    assert (found["evidence"]["mx"], found["severity"]) == (MX2, "critical")
+    assert report["domains"][0]["sender"]["tlsrpt_result_types"] == [result_type]
+    assert exit_code == 2
+
+
+async def test_mx_certificate_expiry_horizon(world: CheckWorld) -> None:
+    """trustme-style leaves here live 30 days: within --mx-cert-warning-days 40, not 21."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    _code, report = await world.run_check(D, "--mx-cert-warning-days", "40")
+    assert _finding(report, "MX_CERT_EXPIRES")["severity"] == "warning"
+    _code, report = await world.run_check(D, "--mx-cert-warning-days", "40",
+                                          "--mx-cert-critical-days", "35")  # fmt: skip
+    assert _finding(report, "MX_CERT_EXPIRES")["severity"] == "critical"
+    _code, report = await world.run_check(D, "--policy-cert-warning-days", "40")
+    assert "POLICY_CERT_EXPIRES" in codes(report) and "MX_CERT_EXPIRES" not in codes(report)
+
+
+async def test_null_and_implicit_mx(world: CheckWorld) -> None:
+    world.publish(D, enforce_policy(MX1), mx=[])
+    world.dns.set_mx(D, (0, "."))
+    _code, report = await world.run_check(D)
+    assert "MX_NULL" in codes(report) and "MX_NOT_COVERED" not in codes(report)
+    world.dns.set_mx(D)
+    world.dns.set_a(D, "127.0.0.9")
+    _code, report = await world.run_check(D)
+    assert {"MX_IMPLICIT", "MX_NOT_COVERED", "MX_PATTERN_UNUSED"} <= codes(report)
+    assert report["domains"][0]["mx_hosts"] == [D]
+
+
+async def test_txt_cname_chain_and_hosting(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    policy = enforce_policy(MX1)
+    world.publish(D, policy, mx=[MX1], txt=None)
+    record = world.dns  # the provider hosts the TXT record behind a CNAME
+    record.set_cname(f"_mta-sts.{D}", "sts.provider.test")
+    record.set_txt("sts.provider.test", "v=STSv1; id=20260101")
+    _code, report = await world.run_check(D, "--expect-cname", "sts.provider.test")
+    assert "TXT_CNAME" in codes(report) and "HOSTING_CNAME_MISSING" not in codes(report)
+    assert "ID_NOT_VERIFIABLE" in codes(report)
+    assert _finding(report, "TXT_CNAME")["evidence"]["chain"] == (
+        f"_mta-sts.{D} -> sts.provider.test"
+    )
+    _code, report = await world.run_check(D, "--expect-cname", "other.provider.test",
+                                          "--expect-id", "20260101")  # fmt: skip
+    assert "HOSTING_CNAME_MISSING" in codes(report) and "ID_UNEXPECTED" not in codes(report)
+
+
+async def test_txt_problems(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.dns.set_txt(f"_mta-sts.{D}", "v=STSv1; id=1", "v=STSv1; id=2", "other")
+    code, report = await world.run_check(D)
+    assert {"TXT_MULTIPLE", "TXT_EXTRA_RECORDS"} <= codes(report)
+    assert report["domains"][0]["sender"]["socketmap_reply"] == "NOTFOUND "
+    assert code == 2
+    world.dns.fail(f"_mta-sts.{D}", "servfail")
+    code, report = await world.run_check(D)
+    assert "DNS_LOOKUP_FAILED" in codes(report) and code == 3
+
+
+async def test_tlsa_with_and_without_ad(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.dns.add(f"_25._tcp.{MX1}", tlsa(3, 1, 1, "ab" * 32))
+    _code, report = await world.run_check(D)
+    assert "DANE_TLSA_UNVALIDATED" in codes(report)
+    world.dns.authenticated.add(f"_25._tcp.{MX1}")
+    _code, report = await world.run_check(D)
+    assert "DANE_TLSA_VALIDATED" in codes(report) and report["domains"][0]["sender"]["dane"]
+
+
+async def test_tlsrpt_destinations(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    rua = f"mailto:r@nomail.test,https://reports.test:{world.https_port}/tlsrpt"
+    world.publish(D, enforce_policy(MX1), mx=[MX1], tlsrpt=f"v=TLSRPTv1; rua={rua}")
+    world.dns.set_mx("nomail.test", (0, "."))
+    world.dns.set_a("reports.test", "127.0.0.3")
+    world.https["127.0.0.3"].set_site("reports.test", cert="expired", path=None)
+    _code, report = await world.run_check(D)
+    assert {"TLSRPT_MAILTO_NO_MX", "TLSRPT_HTTPS_FAILED"} <= codes(report)
+    world.dns.set_mx("nomail.test", (10, MX1))
+    world.https["127.0.0.3"].set_site("reports.test", path=None)
+    _code, report = await world.run_check(D)
+    assert not {"TLSRPT_MAILTO_NO_MX", "TLSRPT_HTTPS_FAILED"} & codes(report)
+
+
+async def test_private_addresses_refused_by_default(world: CheckWorld) -> None:
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.dns.set_a(MX1, "127.0.0.10")
+    args = [a for a in world.base_args() if a != "--allow-private"]
+
+    def call() -> int:
+        return main(["check", D, *args])
+
+    assert await asyncio.to_thread(call) == 3
+    assert world.https["127.0.0.1"].requests == []
+
+
+async def test_generate_serve_check_round_trip(world: CheckWorld, tmp_path: Path) -> None:
+    await world.mx_server(MX1)
+    await world.mx_server(MX2)
+    world.dns.set_mx(D, (10, MX1), (20, MX2))
+    args = ["generate", "--domain", D, "--mode", "enforce", "--nameserver", world.dns.nameserver,
+            "--write", str(tmp_path), "--json"]  # fmt: skip
+    out = io.StringIO()
+
+    def call() -> int:
+        with contextlib.redirect_stdout(out):
+            return main(args)
+
+    assert await asyncio.to_thread(call) == 0
+    generated = json.loads(out.getvalue())
+    record = generated["txt_record"].split('"')[1]
+    body = (tmp_path / D / ".well-known/mta-sts.txt").read_bytes()
+    world.publish(D, body, txt=record, mx=[])
+    code, report = await world.run_check(D)
+    assert codes(report) == set() and code == 0
+    edited = body.replace(b"max_age: 604800", b"max_age: 604801")
+    world.serve("127.0.0.1", D, edited)
+    code, report = await world.run_check(D)
+    assert codes(report) == {"ID_NOT_BUMPED"} and code == 2
+
+
+async def test_text_output_and_from_file(world: CheckWorld, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.publish("other.test", enforce_policy(MX1, mode="testing"), mx=[MX1], tlsrpt=None)
+    listing = tmp_path / "domains"
+    listing.write_text(f"# my domains\n{D}\nother.test  # testing\n")
+    code = await asyncio.to_thread(main, ["check", "--from-file", str(listing), *world.base_args()])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.startswith(f"{D}: OK (no findings)")
+    assert "other.test: WARNING" in out and "\033[" not in out
+    assert "a sender concludes: Postfix gets 'OK secure match=mx1.example.test" in out
+    assert await asyncio.to_thread(main, ["check", "not a domain", *world.base_args()]) == 3
