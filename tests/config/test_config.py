@@ -97,6 +97,8 @@ def test_wrong_type_names_the_key_and_the_expected_form(path: str, tp: Any) -> N
 
 @pytest.mark.parametrize(("path", "tp"), LEAF_KEYS, ids=[p for p, _ in LEAF_KEYS])
 def test_unknown_key_next_to_each_key_is_named(path: str, tp: Any) -> None:
+    if "." not in path:
+        pytest.skip("a top-level array of tables ([[own_domains]]): tested below")
     table, _, key = path.rpartition(".")
     message = config_error(nested(f"{table}.{key}_typo", 1))
     assert message.startswith(f"{table}.{key}_typo: unknown key")
@@ -139,6 +141,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "probe.timeout": [-1],
     "probe.concurrency": [0],
     "probe.port": [0, 65536],
+    "monitor.interval": [0],
+    "monitor.jitter": [-1],
     "server.listen": [[], ["8463"], ["localhost"], ["unix:relative/path"], ["[::1]:99999"]],
     "metrics.listen": ["0.0.0.0:9463", "192.0.2.1:9463", "9463"],
     "discovery.nameservers": [["dns.example"], ["127.0.0.1:0"], ["[::1]"], ["[::1]:x"]],
@@ -338,6 +342,16 @@ _SPECIAL: dict[str, st.SearchStrategy[Any]] = {
     "metrics.listen": st.sampled_from(["", "127.0.0.1:9463", "[::1]:0", "localhost:1"]),
     "maillog.timezone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
     "tlsrpt.contact_info": st.emails(),
+    "own_domains": st.lists(
+        st.fixed_dictionaries(
+            {"domain": st.sampled_from(["example.com", "mail.example.org"])},
+            optional={
+                "expect_cname": st.lists(st.sampled_from(["sts.example.net"]), max_size=1),
+                "expect_id": st.sampled_from(["", "20260101"]),
+            },
+        ),
+        max_size=2,
+    ),
 }
 
 
@@ -383,6 +397,22 @@ def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
     except ConfigError:
         reject()  # cross-key rules (e.g. tlsrpt.enabled needs its sender settings)
     assert roundtrip(config) == config
+
+
+def test_own_domains_entries() -> None:
+    config = config_from_mapping(
+        {"own_domains": [{"domain": "example.com", "expect_cname": ["sts.example.net"]}]}
+    )
+    assert config.own_domains[0].expect_cname == ("sts.example.net",)
+    assert config_error({"own_domains": [{"domain": "example.com", "typo": 1}]}).startswith(
+        "own_domains[0].typo: unknown key"
+    )
+    assert config_error({"own_domains": [{"expect_id": "x"}]}).startswith(
+        "own_domains[0].domain: expected a domain name"
+    )
+    assert config_error({"own_domains": {"domain": "example.com"}}).startswith(
+        "own_domains: expected a list"
+    )
 
 
 def test_reload_names_exactly_the_keys_that_need_a_restart() -> None:

@@ -40,7 +40,7 @@ def _normalised(report: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(report, indent=2, sort_keys=True)
     text = re.sub(r'"checked_at": "[^"]+"', '"checked_at": "*"', text)
     text = re.sub(r'"not_after": "[^"]+"', '"not_after": "*"', text)
-    text = re.sub(r'"days_left": "[^"]+"', '"days_left": "*"', text)
+    text = re.sub(r'"days_left": "?-?\d+"?', '"days_left": "*"', text)
     text = re.sub(r"expires in \d+ days", "expires in * days", text)
     text = re.sub(r"port \d+", "port *", text)
     return dict(json.loads(text))

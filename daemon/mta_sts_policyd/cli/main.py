@@ -222,11 +222,13 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     from mta_sts_policyd.cli import report as report_commands
     from mta_sts_policyd.cli.check import add_check_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
+    from mta_sts_policyd.cli.monitor import add_monitor_parser
     from mta_sts_policyd.cli.probe import add_probe_parser
 
     add_probe_parser(sub, common, reader)
     add_generate_parser(sub, common)
     add_check_parser(sub, common)
+    add_monitor_parser(sub, common)
     report_commands.register(sub, parents=[common])
 
 

@@ -142,6 +142,29 @@ class MaillogConfig:
 
 
 @dataclass(frozen=True)
+class OwnDomainConfig:
+    """One `[[own_domains]]` entry: a domain `monitor` checks, with its hosting expectations."""
+
+    domain: str = ""
+    expect_cname: tuple[str, ...] = ()
+    """Delegated hosting: `mta-sts` or `_mta-sts` must be a CNAME to each of these."""
+    expect_id: str = ""
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """`monitor`: how often, and whom to tell about changes (state: STATE_DIR/monitor.json)."""
+
+    interval: float = 7200.0
+    jitter: float = 600.0
+    alert_mail_to: tuple[str, ...] = ()
+    alert_mail_from: str = ""
+    smtp_relay: str = "localhost:25"
+    alert_command: tuple[str, ...] = ()
+    """A program and its arguments (no shell); the transitions arrive as JSON on stdin."""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -151,6 +174,8 @@ class Config:
     tlsrpt: TlsRptConfig = field(default_factory=TlsRptConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     maillog: MaillogConfig = field(default_factory=MaillogConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    own_domains: tuple[OwnDomainConfig, ...] = ()
 
     @property
     def state_dir(self) -> Path:

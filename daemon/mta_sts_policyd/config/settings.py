@@ -22,6 +22,8 @@ from mta_sts_policyd.config.sections import (
     LoggingConfig,
     MaillogConfig,
     MetricsConfig,
+    MonitorConfig,
+    OwnDomainConfig,
     ProbeConfig,
     ServerConfig,
     TlsRptConfig,
@@ -44,6 +46,8 @@ __all__ = [
     "LoggingConfig",
     "MaillogConfig",
     "MetricsConfig",
+    "MonitorConfig",
+    "OwnDomainConfig",
     "ProbeConfig",
     "ServerConfig",
     "TlsRptConfig",
@@ -76,6 +80,11 @@ def _check_cross_field(config: Config) -> None:
             raise ConfigError(f"metrics.listen: expected a loopback address, got {host!r}")
     for ns in config.discovery.nameservers:
         parse_nameserver(ns)
+    for i, own in enumerate(config.own_domains):
+        if "." not in own.domain or " " in own.domain or own.domain.startswith("."):
+            raise ConfigError(
+                f"own_domains[{i}].domain: expected a domain name, got {own.domain!r}"
+            )
     _check_reporting(config)
 
 

@@ -103,7 +103,13 @@ def tables_as_toml(tables: Mapping[str, Any]) -> str:
                 emit(f"{table}.{k}", v)
 
     for name, section in tables.items():
-        emit(name, section)
+        if isinstance(section, list):  # an array of tables: [[name]] per entry
+            for entry in section:
+                lines.append(f"[[{name}]]")
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in entry.items())
+                lines.append("")
+        else:
+            emit(name, section)
     return "\n".join(lines)
 
 

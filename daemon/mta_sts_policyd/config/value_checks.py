@@ -61,4 +61,6 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "probe.timeout": _positive,
     "probe.concurrency": _positive,
     "probe.port": _port,
+    "monitor.interval": _positive,
+    "monitor.jitter": _non_negative,
 }

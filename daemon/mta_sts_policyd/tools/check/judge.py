@@ -18,7 +18,12 @@ from mta_sts_policyd.tools.check.findings import (
 )
 from mta_sts_policyd.tools.check.mx import judge_mx_host, judge_mx_records
 from mta_sts_policyd.tools.check.observations import DomainSeen, Options
-from mta_sts_policyd.tools.check.policy_host import Served, judge_policy, judge_policy_host
+from mta_sts_policyd.tools.check.policy_host import (
+    Served,
+    days_left,
+    judge_policy,
+    judge_policy_host,
+)
 from mta_sts_policyd.tools.check.tlsrpt import judge_tlsrpt
 from mta_sts_policyd.tools.check.txt import judge_hosting, judge_txt
 
@@ -45,6 +50,8 @@ class DomainReport:
     policy_id: str | None
     mx_hosts: tuple[str, ...]
     sender: SenderView
+    certificates: tuple[tuple[str, str, int], ...] = ()
+    """(kind `policy_host` or `mx`, host, days left): the soonest expiry over its addresses."""
 
     def to_json(self) -> dict[str, object]:
         policy = None
@@ -66,6 +73,10 @@ class DomainReport:
                 "tlsrpt_result_types": list(self.sender.result_types),
                 "dane": self.sender.dane,
             },
+            "certificates": [
+                {"kind": kind, "host": host, "days_left": days}
+                for kind, host, days in self.certificates
+            ],
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -92,7 +103,27 @@ def judge_domain(seen: DomainSeen, options: Options, now: datetime) -> DomainRep
         policy_id=record.id if record else None,
         mx_hosts=seen.mx.hosts,
         sender=_sender(seen, record, policy, ordered),
+        certificates=_certificates(seen, now),
     )
+
+
+def _certificates(seen: DomainSeen, now: datetime) -> tuple[tuple[str, str, int], ...]:
+    soonest: dict[tuple[str, str], int] = {}
+
+    def note(kind: str, host: str, not_after: datetime | None) -> None:
+        if not_after is not None:
+            left = days_left(not_after, now)
+            soonest[(kind, host)] = min(left, soonest.get((kind, host), left))
+
+    if seen.policy_host is not None:
+        for address in seen.policy_host.addresses:
+            if address.cert is not None:
+                note("policy_host", seen.policy_host.host, address.cert.not_after)
+    for host in seen.mx_hosts:
+        for mx_address in host.addresses:
+            if mx_address.probe is not None:
+                note("mx", host.host, mx_address.probe.cert_not_after)
+    return tuple((kind, host, days) for (kind, host), days in sorted(soonest.items()))
 
 
 def _sender(

@@ -1,0 +1,118 @@
+"""`mta-sts-policyd monitor`: check one's own domains every interval; alert on transitions.
+
+Domains come from `--domain` or the config's `[[own_domains]]`. `--once` runs one pass (for
+cron or the systemd timer in systemd/) and exits with the Nagios code of the worst finding:
+0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also: no domain to monitor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd.cli.check import add_network_arguments, open_reach, options_from
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.tools.check.findings import NagiosStatus
+from mta_sts_policyd.tools.monitor.alerts import AlertSettings
+from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever, run_once
+
+STATE_NAME = "monitor.json"
+
+
+def add_monitor_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "monitor", parents=[common], help="check your own domains on a schedule; alert on changes"
+    )
+    p.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="domain to monitor (repeatable; default: [[own_domains]] in the config)",
+    )
+    p.add_argument("--once", action="store_true", help="one pass; exit with the Nagios code")
+    p.add_argument("--state-file", type=Path, help=f"default: STATE_DIR/{STATE_NAME}")
+    p.add_argument("--interval", type=float, help="seconds between passes (default 7200)")
+    p.add_argument(
+        "--alert-command", help="run this program (no shell) with the transitions as JSON on stdin"
+    )
+    p.add_argument("--alert-mail-to", action="append", default=[], metavar="ADDRESS")
+    add_network_arguments(p)
+    p.set_defaults(handler=monitor_command)
+
+
+def targets_from(args: argparse.Namespace, config: Config) -> list[Target]:
+    base = options_from(args)
+    names: list[tuple[str, tuple[str, ...], str]]
+    if args.domain:
+        names = [(d, (), "") for d in args.domain]
+    else:
+        names = [(o.domain, o.expect_cname, o.expect_id) for o in config.own_domains]
+    targets = []
+    for name, cnames, expect_id in names:
+        domain = policy_domain_for_key(name)
+        if domain is None:
+            raise ValueError(f"{name!r} is not a domain name")
+        options = replace(base, expect_cname=tuple(cnames), expect_id=expect_id or None)
+        targets.append(Target(domain, options))
+    return targets
+
+
+def alert_settings(args: argparse.Namespace, config: Config) -> AlertSettings:
+    m = config.monitor
+    command = tuple(args.alert_command.split()) if args.alert_command else m.alert_command
+    return AlertSettings(
+        mail_to=tuple(args.alert_mail_to) or m.alert_mail_to,
+        mail_from=m.alert_mail_from,
+        smtp_relay=m.smtp_relay,
+        command=command,
+    )
+
+
+def monitor_command(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.service.logsetup import setup_logging
+
+    setup_logging(config.logging.level)
+    try:
+        targets = targets_from(args, config)
+    except ValueError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return NagiosStatus.UNKNOWN
+    if not targets:
+        print(
+            "monitor: no domain (give --domain or [[own_domains]] in the config)", file=sys.stderr
+        )
+        return NagiosStatus.UNKNOWN
+    state = StateFile(args.state_file or Path(config.cache.state_dir) / STATE_NAME)
+    return asyncio.run(_run(args, config, targets, state))
+
+
+async def _run(
+    args: argparse.Namespace, config: Config, targets: list[Target], state: StateFile
+) -> int:
+    alerts = alert_settings(args, config)
+    async with AsyncExitStack() as stack:
+        reach = await open_reach(args, config, stack)
+        if args.once:
+            result = await run_once(targets, reach, state, alerts, concurrency=args.concurrency)
+            for t in result.transitions:
+                print(t.line())
+            for report in result.reports:
+                print(f"{report.domain}: {report.status.name} ({len(report.findings)} findings)")
+            return int(result.status)
+        interval = args.interval or config.monitor.interval
+        await run_forever(
+            targets,
+            reach,
+            state,
+            alerts,
+            interval=interval,
+            jitter=min(config.monitor.jitter, interval / 2),
+        )
+    return 0

@@ -1,0 +1,143 @@
+"""`monitor --once` against loopback servers: state file, transitions only, alerts, gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+from prometheus_client import generate_latest
+
+from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.config.toml_schema import toml_value
+from mta_sts_policyd.metrics import REGISTRY
+from support.check_world import CheckWorld, check_world, enforce_policy
+from support.dns_server import DnsServer
+from support.tlsrpt_receivers import SmtpReceiver
+
+D, MX1, MX2 = "example.test", "mx1.example.test", "mx2.example.test"
+RECORDER = """import sys
+with open(sys.argv[1], "a") as out:
+    out.write(sys.stdin.read() + "\\n===\\n")
+"""
+
+
+@pytest.fixture
+async def world(dns_server: DnsServer, trust_ca: trustme.CA) -> AsyncIterator[CheckWorld]:
+    async with check_world(dns_server, trust_ca) as w:
+        yield w
+
+
+def _config(tmp_path: Path, relay_port: int, recorder: Path, out: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[[own_domains]]\ndomain = "{D}"\n\n[monitor]\n'
+        f'alert_mail_to = ["hostmaster@example.test"]\n'
+        f'smtp_relay = "127.0.0.1:{relay_port}"\n'
+        f"alert_command = {toml_value([sys.executable, str(recorder), str(out)])}\n"
+    )
+    return path
+
+
+async def _monitor(world: CheckWorld, config: Path, state: Path) -> tuple[int, str]:
+    out = io.StringIO()
+
+    def call() -> int:
+        with contextlib.redirect_stdout(out):
+            return main(
+                [
+                    "monitor",
+                    "--once",
+                    "-c",
+                    str(config),
+                    "--state-file",
+                    str(state),
+                    *world.base_args(),
+                ]
+            )
+
+    code = await asyncio.to_thread(call)
+    return code, out.getvalue()
+
+
+async def test_monitor_alerts_on_transitions_only(world: CheckWorld, tmp_path: Path) -> None:
+    await world.mx_server(MX1)
+    mx2 = await world.mx_server(MX2)
+    world.publish(D, enforce_policy(MX1, MX2), mx=[MX1, MX2])
+    recorder, alerts, state = tmp_path / "rec.py", tmp_path / "alerts.txt", tmp_path / "s.json"
+    recorder.write_text(RECORDER)
+    with SmtpReceiver() as relay:
+        config = _config(tmp_path, relay.port, recorder, alerts)
+        code, out = await _monitor(world, config, state)
+        assert (code, out.strip()) == (0, f"{D}: OK (0 findings)")
+        assert not alerts.exists() and relay.sink.messages == []
+
+        world.dns.set_mx(D, (10, MX1), (20, MX2), (30, "mx3.example.test"))  # drift
+        code, out = await _monitor(world, config, state)
+        assert code == 2
+        assert f"{D}: new critical MX_NOT_COVERED" in out
+        first = json.loads(alerts.read_text().split("\n===\n")[0])
+        assert sorted(t["code"] for t in first) == ["MX_NOT_COVERED", "MX_NO_ADDRESS"]
+        [sent] = [t for t in first if t["code"] == "MX_NOT_COVERED"]
+        assert (sent["change"], sent["code"], sent["evidence"]["mx"]) == (
+            "new",
+            "MX_NOT_COVERED",
+            "mx3.example.test",
+        )
+        [(_sender, recipients, mail)] = relay.sink.messages
+        assert recipients == ["hostmaster@example.test"] and b"MX_NOT_COVERED" in mail
+
+        code, out = await _monitor(world, config, state)  # same findings: silent
+        assert code == 2 and "MX_NOT_COVERED" not in out
+        assert alerts.read_text().count("===") == 1 and len(relay.sink.messages) == 1
+
+        world.dns.set_mx(D, (10, MX1), (20, MX2))
+        code, out = await _monitor(world, config, state)
+        assert code == 0 and f"{D}: resolved critical MX_NOT_COVERED" in out
+        assert alerts.read_text().count("===") == 2
+    assert mx2.record.connections >= 4  # every pass really checked the MX
+    saved = json.loads(state.read_text())
+    assert saved["domains"][D]["status"] == "OK" and saved["domains"][D]["findings"] == {}
+    metrics = generate_latest(REGISTRY).decode()
+    assert f'mta_sts_policyd_own_domain_status{{domain="{D}"}} 0.0' in metrics
+    assert f'mta_sts_policyd_own_domain_findings{{domain="{D}",severity="critical"}} 0.0' in metrics
+    assert f'own_domain_certificate_days_left{{domain="{D}",host="{MX1}",kind="mx"}}' in metrics
+    assert f'mta_sts_policyd_own_domain_last_success_timestamp_seconds{{domain="{D}"}}' in metrics
+    assert f'mta_sts_policyd_own_domain_policy_age_seconds{{domain="{D}"}}' in metrics
+
+
+async def test_monitor_without_domains_or_with_a_broken_state(
+    world: CheckWorld, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert await asyncio.to_thread(main, ["monitor", "--once", "-c", str(empty)]) == 3
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+
+    def call() -> int:
+        return main(
+            [
+                "monitor",
+                "--once",
+                "--domain",
+                D,
+                "-c",
+                str(empty),
+                "--state-file",
+                str(state),
+                *world.base_args(),
+            ]
+        )
+
+    assert await asyncio.to_thread(call) == 0
+    assert (tmp_path / "state.json.broken").read_text() == "{not json"  # kept, not lost
+    assert json.loads(state.read_text())["version"] == 1
