@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.discovery.client import DEFAULT_USER_AGENT
-from mta_sts_policyd.discovery.policy_fetch import MAX_TIMEOUT, PolicyFetcher
-from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
-from mta_sts_policyd.probe.prober import MxProber
+from mta_sts_policyd.service.own_domains import ReachSettings, open_reach
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.tools.check.findings import NagiosStatus
-from mta_sts_policyd.tools.check.gather import Reach
 from mta_sts_policyd.tools.check.observations import Options
 from mta_sts_policyd.tools.check.render import as_json, as_text, overall
 from mta_sts_policyd.tools.check.runner import check_domains
@@ -128,7 +124,7 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
 
 async def _run(args: argparse.Namespace, config: Config, domains: list[str]) -> int:
     async with AsyncExitStack() as stack:
-        reach = await open_reach(args, config, stack)
+        reach = await open_reach(config, reach_settings(args), stack)
         tty = sys.stderr.isatty() and len(domains) > 1
         reports = await check_domains(
             domains,
@@ -151,26 +147,13 @@ def _progress(done: int, total: int) -> None:
     print(f"\rchecked {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
-async def open_reach(args: argparse.Namespace, config: Config, stack: AsyncExitStack) -> Reach:
-    """DNS, HTTPS and SMTP clients for one run, closed with `stack`."""
-    d = config.discovery
-    dns = DnsClient(make_resolver(args.nameserver or d.nameservers, d.dns_timeout))
-    ca_file = args.ca_file or d.ca_file or None
-    https_port = args.https_port or d.https_port
-    fetcher = PolicyFetcher(
-        dns,
-        timeout=min(args.timeout, MAX_TIMEOUT),
-        ca_file=ca_file,
-        https_port=https_port,
-        user_agent=DEFAULT_USER_AGENT,
-    )
-    stack.push_async_callback(fetcher.aclose)
-    prober = MxProber(
-        ca_file=ca_file,
+def reach_settings(args: argparse.Namespace) -> ReachSettings:
+    return ReachSettings(
+        nameservers=args.nameserver,
+        ca_file=args.ca_file,
+        https_port=args.https_port,
+        smtp_port=args.smtp_port,
         timeout=args.timeout,
-        concurrency=4 * args.concurrency,
-        ehlo_name=config.probe.ehlo_name or None,
-        port=args.smtp_port or config.probe.port,
+        concurrency=args.concurrency,
+        allow_private=args.allow_private,
     )
-    stack.push_async_callback(prober.aclose)
-    return Reach(dns, fetcher, prober, ca_file, https_port, args.timeout, args.allow_private)

@@ -12,13 +12,12 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import DnsLookupError, PolicySyntaxError
-from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
+from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import POLICY_PATH, Output, Request, build
@@ -66,7 +65,7 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     if domain is None or args.domain.startswith("[") or ":" in args.domain:
         print(f"generate: {args.domain!r} is not a domain name", file=sys.stderr)
         return EXIT_USAGE
-    current = asyncio.run(_current_mx(args, config, domain))
+    current = asyncio.run(mx_lookup(config, args.nameserver)(domain))
     if not args.mx and current is None:
         print(f"generate: cannot look up the MX hosts of {domain}; give --mx", file=sys.stderr)
         return EXIT_TEMPFAIL
@@ -87,16 +86,6 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         _write(target, out.text)
     _print(args, out, target if not refused else None, refused)
     return EXIT_REFUSED if refused else EXIT_OK
-
-
-async def _current_mx(
-    args: argparse.Namespace, config: Config, domain: str
-) -> Sequence[str] | None:
-    servers = args.nameserver or config.discovery.nameservers
-    try:
-        return await DnsClient(make_resolver(servers, config.discovery.dns_timeout)).mx(domain)
-    except DnsLookupError:
-        return None
 
 
 def _write(target: Path, text: str) -> None:

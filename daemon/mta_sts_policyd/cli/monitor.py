@@ -15,8 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.check import add_network_arguments, open_reach, options_from
+from mta_sts_policyd.cli.check import add_network_arguments, options_from, reach_settings
 from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.service.own_domains import open_reach
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.tools.check.findings import NagiosStatus
 from mta_sts_policyd.tools.monitor.alerts import AlertSettings
@@ -98,7 +99,7 @@ async def _run(
 ) -> int:
     alerts = alert_settings(args, config)
     async with AsyncExitStack() as stack:
-        reach = await open_reach(args, config, stack)
+        reach = await open_reach(config, reach_settings(args), stack)
         if args.once:
             result = await run_once(targets, reach, state, alerts, concurrency=args.concurrency)
             for t in result.transitions:

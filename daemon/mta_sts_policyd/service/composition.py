@@ -1,7 +1,8 @@
 """The composition root: the one place where the configuration becomes objects.
 
 The running daemon (daemon.py, optional.py, reporting.py) and the CLI commands (`serve`,
-`resolve`, `probe`, `report`, `cache`) take their parts from here, so a setting means the same
+`resolve`, `probe`, `report`, `cache`) take their parts from here (the own-domain tools
+`check`, `generate` and `monitor` from own_domains.py beside it), so a setting means the same
 in each, and no other module reads a config section to build something. The parts themselves
 receive plain settings and never see the `Config` (pyproject's import contracts check that).
 
