@@ -349,7 +349,7 @@ def test_the_baseline_is_clean() -> None:
 
 
 def test_every_code_has_a_case() -> None:
-    assert set(CASES) | {"CHECK_FAILED"} == set(CATALOGUE)
+    assert set(CASES) | {"CHECK_FAILED"} == set(CATALOGUE)  # CHECK_FAILED: see the last test
 
 
 @pytest.mark.parametrize("code", sorted(CASES))
@@ -434,3 +434,13 @@ def test_status_precedence() -> None:
     info_only = judge_domain(with_body(TESTING), DEFAULTS, NOW)
     assert info_only.status is NagiosStatus.OK
     assert Mode.TESTING  # the testing-mode reminder is information, not a problem
+
+
+async def test_check_failed_only_when_the_check_itself_breaks() -> None:
+    """A crash while observing one domain becomes CHECK_FAILED (UNKNOWN) for that domain only."""
+    from mta_sts_policyd.tools.check.runner import check_one
+
+    broken = await check_one("example.test", None, DEFAULTS, lambda: NOW)  # type: ignore[arg-type]
+    assert [f.code for f in broken.findings] == ["CHECK_FAILED"]
+    assert broken.status is NagiosStatus.UNKNOWN
+    assert "CHECK_FAILED" not in _codes(judge_domain(good(), DEFAULTS, NOW))
