@@ -27,7 +27,7 @@ def status_problem(url: str, status: int) -> str | None:
 
 
 def content_type_problem(url: str, headers: Mapping[str, str]) -> str | None:
-    """Content-Type must be text/plain (A25), without a Content-Encoding we would have to undo.
+    """Content-Type must be text/plain (RFC 8461 §3.2), with no Content-Encoding to undo.
 
     `headers` is looked up with lower-case names (httpx.Headers, or a dict of lower-case keys).
     """

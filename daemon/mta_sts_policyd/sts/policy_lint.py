@@ -1,7 +1,7 @@
 """What a policy body does that senders tolerate but an operator should hear about (pure).
 
-The parser (policy.py) accepts these on purpose (Decision A37: refusing a benign variant would
-silently turn a domain into "no MTA-STS"); `check` reports them. Only call this on a body that
+The parser (policy.py) accepts these on purpose (refusing a benign variant would silently turn
+a domain into "no MTA-STS"); `check` reports them. Only call this on a body that
 `parse_policy` accepted: it reuses the parser's own line splitting.
 """
 
