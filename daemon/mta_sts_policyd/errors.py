@@ -80,3 +80,14 @@ class DatagramError(MtaStsError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class ReportRejected(MtaStsError):
+    """A received TLS report (or the message carrying it) is unusable; `reason` says why.
+
+    Rejected input is kept in the intake's quarantine for inspection, never retried.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -115,6 +115,10 @@ def test_booleans_are_not_numbers(path: str, tp: Any) -> None:
 
 
 BAD_VALUES: dict[str, list[Any]] = {
+    "reports_in.retention_days": [0, -1],
+    "reports_in.quarantine_keep": [0],
+    "reports_in.min_days": [0],
+    "reports_in.min_organizations": [0],
     "server.unix_mode": ["660x", "0999", "1777", ""],
     "server.max_connections": [0, -1],
     "server.idle_timeout": [0, -0.5],

@@ -282,6 +282,10 @@ class PostfixInstance:
         self.hosts = dict(hosts or {})
         self.settings = _base_main_cf(root, ca_file)
         self.settings.update(overrides or {})
+        self.master_extra = ""
+        """Further master.cf lines (e.g. a pipe transport under test)."""
+        self.namespace_setup = ""
+        """Shell commands run in Postfix's private mount namespace before it starts."""
         self.running = False
 
     @property
@@ -307,7 +311,8 @@ class PostfixInstance:
         main = "".join(f"{k} = {v}\n" for k, v in self.settings.items())
         (self.config_dir / "main.cf").write_text(main)
         listen = f"{LOOPBACK}:{self.smtpd_port}"
-        (self.config_dir / "master.cf").write_text(MASTER_CF.format(listen=listen))
+        master = MASTER_CF.format(listen=listen) + self.master_extra
+        (self.config_dir / "master.cf").write_text(master)
         if self.hosts:
             lines = "".join(f"{addr} {name}\n" for name, addr in self.hosts.items())
             (self.root / "hosts").write_text("127.0.0.1 localhost\n" + lines)
@@ -321,11 +326,11 @@ class PostfixInstance:
         self.configure()
         self.postfix("check")
         cmd = [POSTFIX, "-c", str(self.config_dir), "start"]
-        if self.hosts:
-            script = 'mount --bind "$1" /etc/hosts && exec "$2" -c "$3" start'
-            hosts = str(self.root / "hosts")
+        if self.hosts or self.namespace_setup:
+            hosts = 'mount --bind "$1" /etc/hosts && ' if self.hosts else ""
+            script = f'{hosts}{self.namespace_setup or ":"} && exec "$2" -c "$3" start'
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
-            cmd += [hosts, POSTFIX, str(self.config_dir)]
+            cmd += [str(self.root / "hosts"), POSTFIX, str(self.config_dir)]
         try:
             _run(cmd)
         except RuntimeError as exc:  # the reason is in the log (e.g. a directory mode)

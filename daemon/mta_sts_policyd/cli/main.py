@@ -173,7 +173,7 @@ def _common() -> _Parser:
     return common
 
 
-EXTENSION_COMMANDS = ("report", "probe", "generate", "check", "monitor")
+EXTENSION_COMMANDS = ("report", "probe", "generate", "check", "monitor", "reports-in")
 _CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
 
 
@@ -223,6 +223,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     from mta_sts_policyd.cli.check import add_check_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
     from mta_sts_policyd.cli.monitor import add_monitor_parser
+    from mta_sts_policyd.cli import reports_in
     from mta_sts_policyd.cli.probe import add_probe_parser
 
     add_probe_parser(sub, common, reader)
@@ -230,6 +231,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     add_check_parser(sub, common)
     add_monitor_parser(sub, common)
     report_commands.register(sub, parents=[common])
+    reports_in.register(sub, common, reader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -165,6 +165,21 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ReportsInConfig:
+    """TLS reports others send about the operator's own domains (`reports-in`)."""
+
+    domains: tuple[str, ...] = ()
+    """The own domains whose reports are stored; reports about any other domain are rejected."""
+    retention_days: int = 400
+    quarantine_keep: int = 200
+    """Rejected inputs kept in `reports-in-quarantine/` in the state directory."""
+    min_days: int = 14
+    """Readiness for `enforce`: days of reports about the served policy needed."""
+    min_organizations: int = 2
+    """Readiness for `enforce`: distinct reporting organisations needed."""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -176,6 +191,7 @@ class Config:
     maillog: MaillogConfig = field(default_factory=MaillogConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     own_domains: tuple[OwnDomainConfig, ...] = ()
+    reports_in: ReportsInConfig = field(default_factory=ReportsInConfig)
 
     @property
     def state_dir(self) -> Path:

@@ -25,6 +25,7 @@ from mta_sts_policyd.config.sections import (
     MonitorConfig,
     OwnDomainConfig,
     ProbeConfig,
+    ReportsInConfig,
     ServerConfig,
     TlsRptConfig,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "MonitorConfig",
     "OwnDomainConfig",
     "ProbeConfig",
+    "ReportsInConfig",
     "ServerConfig",
     "TlsRptConfig",
     "config_as_dict",

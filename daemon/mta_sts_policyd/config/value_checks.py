@@ -63,4 +63,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "probe.port": _port,
     "monitor.interval": _positive,
     "monitor.jitter": _non_negative,
+    "reports_in.retention_days": _positive,
+    "reports_in.quarantine_keep": _positive,
+    "reports_in.min_days": _positive,
+    "reports_in.min_organizations": _positive,
 }

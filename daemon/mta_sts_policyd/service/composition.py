@@ -13,7 +13,7 @@ builders: `serve` without TLS-RPT never loads them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,8 @@ from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
 
 if TYPE_CHECKING:
     from mta_sts_policyd.probe.prober import MxProber
+    from mta_sts_policyd.reports_in.intake import Intake
+    from mta_sts_policyd.reports_in.store import ReportsInStore
     from mta_sts_policyd.tlsrpt.context import ReportContext
     from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
     from mta_sts_policyd.tlsrpt.maillog.sessions import PolicyAt
@@ -45,6 +47,7 @@ CONTROL_NAME = "control.sock"
 QUARANTINE_NAME = "tlsrpt-quarantine.log"
 MAILLOG_POSITION = "maillog.pos"
 JOURNAL_CURSOR = "journal.cursor"
+REPORTS_IN_QUARANTINE = "reports-in-quarantine"
 """File names inside the state directory."""
 
 AddressLookup = Callable[[str], Awaitable[list[str]]]
@@ -298,3 +301,48 @@ def make_log_follower(config: Config, policy_at: PolicyAt, sink: EventSink) -> A
     from mta_sts_policyd.tlsrpt.maillog.journal_follower import JournalFollower
 
     return JournalFollower(sessions, state / JOURNAL_CURSOR, units=m.journal_units)
+
+
+# --- received TLS reports (own domains) --------------------------------------------------------
+
+
+def own_report_domains(config: Config, extra: Sequence[str] = ()) -> frozenset[str]:
+    """`reports_in.domains`, `[[own_domains]]` and `extra` (command line) as A-labels."""
+    from mta_sts_policyd.errors import InvalidName
+    from mta_sts_policyd.sts.names import to_a_label
+
+    names = set()
+    owned = (d.domain for d in config.own_domains)
+    for name in (*config.reports_in.domains, *owned, *extra):
+        try:
+            names.add(to_a_label(name.strip().rstrip(".")))
+        except InvalidName as exc:
+            raise ConfigError(f"reports_in.domains: {name!r} is not a domain name: {exc}") from None
+    return frozenset(names)
+
+
+def open_reports_in_store(config: Config) -> ReportsInStore:
+    from mta_sts_policyd.reports_in.store import STORE_FILE, ReportsInStore
+
+    return ReportsInStore(make_state_dir(config) / STORE_FILE)
+
+
+def make_reports_intake(config: Config, extra_domains: Sequence[str] = ()) -> Intake:
+    """The intake of received reports: store, own domains, quarantine in the state directory."""
+    import time
+
+    from mta_sts_policyd.reports_in.intake import Intake, Quarantine
+
+    domains = own_report_domains(config, extra_domains)
+    if not domains:
+        raise ConfigError("reports_in.domains is empty: name the own domains (or --domain)")
+    quarantine = Quarantine(
+        make_state_dir(config) / REPORTS_IN_QUARANTINE, config.reports_in.quarantine_keep
+    )
+    return Intake(
+        open_reports_in_store(config),
+        domains,
+        quarantine,
+        time.time,
+        retention_days=config.reports_in.retention_days,
+    )

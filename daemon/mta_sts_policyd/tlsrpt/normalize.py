@@ -57,7 +57,7 @@ def bound_text(value: str | None, limit: int = MAX_TEXT) -> str | None:
     return line[:limit] or None
 
 
-def _ip(value: str | None) -> str | None:
+def ip_text(value: str | None) -> str | None:
     """Dotted quad or RFC 5952 text (RFC 8460 §4.4); anything unparsable is left out."""
     if not value:
         return None
@@ -87,10 +87,10 @@ def normalize_detail(d: FailureDetail) -> FailureDetail:
         reason = "unspecified"  # RFC 8460 §4.3: these result types SHOULD carry a reason code
     return FailureDetail(
         result_type=d.result_type,
-        sending_mta_ip=_ip(d.sending_mta_ip),
+        sending_mta_ip=ip_text(d.sending_mta_ip),
         receiving_mx_hostname=hostname(d.receiving_mx_hostname),
         receiving_mx_helo=_helo(d.receiving_mx_helo),
-        receiving_ip=_ip(d.receiving_ip),
+        receiving_ip=ip_text(d.receiving_ip),
         additional_information=info,
         failure_reason_code=reason,
     )

@@ -1,0 +1,183 @@
+"""`reports-in`: take in the TLS reports others send about your domains, summarise, judge.
+
+    reports-in [--domain D]...              one message on stdin (Postfix pipe or alias)
+    reports-in --maildir DIR [--domain D]...
+    reports-in summary [--domain D] [--days N] [--json] [--html FILE]
+    reports-in readiness DOMAIN [--policy FILE] [--json]
+
+Exit codes of the intake follow what Postfix's pipe(8) and local(8) understand: 0 after
+storing, and also after rejecting a message that is no usable report (logged, quarantined:
+retrying would not help); 75 (EX_TEMPFAIL) when the store cannot be written, so Postfix keeps
+the message and tries again. `readiness` exits 0 when `enforce` is safe, 1 when not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import StoreError
+from mta_sts_policyd.reports_in.chart import render_page
+from mta_sts_policyd.reports_in.maildir import scan_maildir
+from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served_from_text
+from mta_sts_policyd.reports_in.summary import Summary, summarize
+from mta_sts_policyd.service import composition
+
+EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
+SUBCOMMANDS = ("summary", "readiness")
+
+
+def register(sub: Any, common: argparse.ArgumentParser, reader: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "reports-in",
+        parents=[common, reader],
+        help="TLS reports received for your own domains (intake, summary, readiness)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("action", nargs="?", choices=SUBCOMMANDS, help="omit to read a message")
+    p.add_argument("target", nargs="?", help="readiness: the domain")
+    p.add_argument("--domain", action="append", default=[], help="own domain (repeatable)")
+    p.add_argument("--maildir", type=Path, help="take every new message of this Maildir")
+    p.add_argument("--days", type=int, default=30, help="summary: days back (default 30)")
+    p.add_argument("--html", type=Path, help="summary: also write a self-contained HTML page")
+    p.add_argument("--policy", type=Path, help="readiness: the policy file now served")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    if args.action == "summary":
+        return _summary(args, config)
+    if args.action == "readiness":
+        return _readiness(args, config)
+    try:
+        intake = composition.make_reports_intake(config, args.domain)
+        if args.maildir is not None:
+            scanned = scan_maildir(args.maildir, intake)
+            intake.prune()
+            _say(args, {"taken": scanned.taken, "rejected": scanned.rejected})
+            return EXIT_OK
+        outcome = intake.take_message(sys.stdin.buffer.read(), "stdin")
+        intake.prune()
+    except StoreError as exc:
+        print(f"reports-in: store unavailable, try again later: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    except FileNotFoundError as exc:
+        print(f"reports-in: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _say(args, asdict(outcome))
+    return EXIT_OK
+
+
+def _summary(args: argparse.Namespace, config: Config) -> int:
+    store = composition.open_reports_in_store(config)
+    today = datetime.now(UTC).date()
+    since = today - timedelta(days=max(args.days, 1))
+    domains = sorted(composition.own_report_domains(config, args.domain)) or store.domains()
+    summaries = [
+        summarize(d, store.policy_days(d, since), store.failure_days(d, since), today)
+        for d in domains
+    ]
+    if args.html is not None:
+        args.html.write_text(render_page(summaries, time.strftime("%Y-%m-%d %H:%M UTC")))
+    if args.json:
+        print(json.dumps([_summary_json(s) for s in summaries], indent=2, sort_keys=True))
+    else:
+        for s in summaries:
+            _print_summary(s)
+    return EXIT_OK
+
+
+def _readiness(args: argparse.Namespace, config: Config) -> int:
+    if not args.target:
+        print("reports-in readiness: name the domain", file=sys.stderr)
+        return EXIT_USAGE
+    (domain,) = composition.own_report_domains(Config(), [args.target])  # its A-label
+    store = composition.open_reports_in_store(config)
+    since = date.min
+    policies, failures = store.policy_days(domain, since), store.failure_days(domain, since)
+    served = _served(args.policy, policies)
+    if served is None:
+        print(f"reports-in readiness: no policy known for {domain}: pass --policy FILE")
+        return EXIT_NOT_READY
+    verdict = readiness(
+        domain,
+        served,
+        policies,
+        failures,
+        min_days=config.reports_in.min_days,
+        min_organizations=config.reports_in.min_organizations,
+    )
+    if args.json:
+        print(json.dumps(asdict(verdict), indent=2, sort_keys=True))
+    else:
+        state = "READY for enforce" if verdict.ready else "NOT READY for enforce"
+        print(f"{domain}: {state}")
+        print(
+            f"  {verdict.days_reported} day(s) of reports about the served policy from "
+            f"{len(verdict.organizations)} organisation(s), {verdict.sessions} sessions, "
+            f"{verdict.failures} failed"
+        )
+        for reason in verdict.reasons:
+            print(f"  - {reason}")
+    return EXIT_OK if verdict.ready else EXIT_NOT_READY
+
+
+def _served(path: Path | None, policies: list[Any]) -> ServedPolicy | None:
+    """The policy file given, else the policy the latest report saw (said in the output)."""
+    if path is not None:
+        return served_from_text(path.read_text().splitlines())
+    latest = [p for p in policies if p.policy_type == "sts" and p.policy_text]
+    if not latest:
+        return None
+    chosen = max(latest, key=lambda p: p.day)
+    print(f"(no --policy: judging the policy reported last, {chosen.mode}/{chosen.policy_hash})")
+    return served_from_text(chosen.policy_text.splitlines())
+
+
+def _say(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(data, sort_keys=True))
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def _summary_json(s: Summary) -> dict[str, Any]:
+    return {
+        "domain": s.domain,
+        "days": [
+            {
+                "day": line.day.isoformat(),
+                "organization": line.organization,
+                "sessions": line.sessions,
+                "failures": line.failures,
+                "failure_rate": round(line.failure_rate, 4),
+                "policies": sorted(line.policies),
+                "failures_by_result_type": dict(line.by_result),
+                "failures_by_mx": dict(line.by_mx),
+            }
+            for line in s.lines
+        ],
+        "stopped_reporting": [{"organization": o, "last_day": d.isoformat()} for o, d in s.stopped],
+    }
+
+
+def _print_summary(s: Summary) -> None:
+    print(f"{s.domain}:")
+    if not s.lines:
+        print("  no reports yet")
+    for line in s.lines:
+        results = ", ".join(f"{k} {v}" for k, v in sorted(line.by_result.items())) or "-"
+        print(
+            f"  {line.day.isoformat()}  {line.organization}: {line.sessions} sessions, "
+            f"{line.failures} failed ({line.failure_rate:.1%}); {results}; "
+            f"policy {', '.join(sorted(line.policies))}"
+        )
+    for org, day in s.stopped:
+        print(f"  ! {org} stopped reporting (last report {day.isoformat()})")

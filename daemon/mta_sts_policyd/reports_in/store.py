@@ -1,0 +1,191 @@
+"""Received TLS reports in SQLite (WAL): per policy domain, UTC day, organisation and policy.
+
+Idempotent: a report is keyed by (organisation, report-id), so the same report delivered twice
+(mail retried, pipe and Maildir both fed) counts once. sqlite3 errors become StoreError here
+and nowhere else; the caller decides whether that is "try again later" (the pipe's 75).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+from mta_sts_policyd.errors import StoreError
+from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, ReceivedReport
+
+STORE_FILE = "reports-in.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    organization TEXT NOT NULL, report_id TEXT NOT NULL, contact TEXT NOT NULL,
+    start TEXT NOT NULL, end TEXT NOT NULL, day TEXT NOT NULL,
+    source TEXT NOT NULL, received_at REAL NOT NULL,
+    PRIMARY KEY (organization, report_id)
+);
+CREATE TABLE IF NOT EXISTS policies (
+    organization TEXT NOT NULL, report_id TEXT NOT NULL, day TEXT NOT NULL,
+    domain TEXT NOT NULL, policy_type TEXT NOT NULL, policy_hash TEXT NOT NULL,
+    mode TEXT, policy_text TEXT NOT NULL, successes INTEGER NOT NULL, failures INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policies_by_domain ON policies (domain, day);
+CREATE TABLE IF NOT EXISTS failures (
+    organization TEXT NOT NULL, report_id TEXT NOT NULL, day TEXT NOT NULL,
+    domain TEXT NOT NULL, policy_hash TEXT NOT NULL, result_type TEXT NOT NULL,
+    receiving_mx TEXT, receiving_ip TEXT, sending_ip TEXT, reason_code TEXT,
+    count INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_by_domain ON failures (domain, day);
+"""
+
+
+class ReportsInStore:
+    """One SQLite file in the state directory; every method is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def add(self, report: ReceivedReport, source: str, received_at: float) -> bool:
+        """Store the report; False (and nothing changed) when it was stored before."""
+        day = report.day.isoformat()
+        key = (report.organization, report.report_id)
+        with self._transaction() as db:
+            seen = db.execute(
+                "SELECT 1 FROM reports WHERE organization = ? AND report_id = ?", key
+            ).fetchone()
+            if seen:
+                return False
+            db.execute(
+                "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *key,
+                    report.contact,
+                    report.start.isoformat(),
+                    report.end.isoformat(),
+                    day,
+                    source,
+                    received_at,
+                ),
+            )
+            for p in report.policies:
+                db.execute(
+                    "INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        *key,
+                        day,
+                        p.policy_domain,
+                        p.policy_type,
+                        p.policy_hash,
+                        p.mode,
+                        "\n".join(p.policy_strings),
+                        p.successes,
+                        p.failures,
+                    ),
+                )
+                db.executemany(
+                    "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            *key,
+                            day,
+                            p.policy_domain,
+                            p.policy_hash,
+                            f.result_type,
+                            f.receiving_mx,
+                            f.receiving_ip,
+                            f.sending_ip,
+                            f.reason_code,
+                            f.count,
+                        )
+                        for f in p.details
+                    ],
+                )
+        return True
+
+    def policy_days(self, domain: str, since: date) -> list[PolicyDay]:
+        rows = self._read(
+            "SELECT day, organization, policy_type, policy_hash, mode, policy_text,"
+            " SUM(successes), SUM(failures) FROM policies WHERE domain = ? AND day >= ?"
+            " GROUP BY day, organization, policy_type, policy_hash ORDER BY day, organization",
+            (domain, since.isoformat()),
+        )
+        return [
+            PolicyDay(
+                date.fromisoformat(str(r[0])),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                None if r[4] is None else str(r[4]),
+                str(r[5]),
+                int(str(r[6])),
+                int(str(r[7])),
+            )
+            for r in rows
+        ]
+
+    def failure_days(self, domain: str, since: date) -> list[FailureDay]:
+        rows = self._read(
+            "SELECT day, organization, policy_hash, result_type, receiving_mx, SUM(count)"
+            " FROM failures WHERE domain = ? AND day >= ?"
+            " GROUP BY day, organization, policy_hash, result_type, receiving_mx"
+            " ORDER BY day, organization",
+            (domain, since.isoformat()),
+        )
+        return [
+            FailureDay(
+                date.fromisoformat(str(r[0])),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                None if r[4] is None else str(r[4]),
+                int(str(r[5])),
+            )
+            for r in rows
+        ]
+
+    def domains(self) -> list[str]:
+        return [
+            str(r[0]) for r in self._read("SELECT DISTINCT domain FROM policies ORDER BY 1", ())
+        ]
+
+    def prune(self, before: date) -> int:
+        """Forget reports of days before `before` (the retention); how many went."""
+        cutoff = (before.isoformat(),)
+        with self._transaction() as db:
+            db.execute("DELETE FROM policies WHERE day < ?", cutoff)
+            db.execute("DELETE FROM failures WHERE day < ?", cutoff)
+            return db.execute("DELETE FROM reports WHERE day < ?", cutoff).rowcount
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from None

@@ -1,0 +1,262 @@
+"""Intake of received reports end to end: the CLI as Postfix's pipe runs it, a Maildir, the
+store's idempotence, quarantine, summary, readiness and the HTML page."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.errors import ResultType
+from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, policy_hash
+from mta_sts_policyd.reports_in.readiness import readiness, served_from_text
+from mta_sts_policyd.reports_in.store import STORE_FILE, ReportsInStore
+from mta_sts_policyd.tlsrpt.message import build_message
+from mta_sts_policyd.tlsrpt.model import (
+    DomainDay,
+    FailureDetail,
+    PolicyAggregate,
+    PolicyRef,
+    PolicyType,
+)
+from mta_sts_policyd.tlsrpt.report import ReportSettings, build_report
+from support.received_reports import TESTING, as_mail, failure, report
+
+TODAY = datetime.now(UTC).date()
+
+
+def run(
+    state: Path, *argv: str, stdin: bytes = b"", capsys: pytest.CaptureFixture[str] | None = None
+) -> int:
+    old = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+    try:
+        return main(["reports-in", "--state-dir", str(state), *argv])
+    finally:
+        sys.stdin = old
+
+
+def mail(org: str, day: date, **kw: object) -> bytes:
+    return as_mail(report(org, day, **kw))  # type: ignore[arg-type]
+
+
+def test_pipe_stores_a_report_and_the_same_report_twice_counts_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = mail(
+        "Org A",
+        TODAY - timedelta(days=1),
+        ok=10,
+        failed=2,
+        details=[failure("certificate-expired", count=2)],
+    )
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=raw) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=raw) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {
+        "stored": 0,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    store = ReportsInStore(tmp_path / STORE_FILE)
+    (day,) = store.policy_days("example.com", date.min)
+    assert (day.successes, day.failures, day.organization) == (10, 2, "Org A")
+    (fail,) = store.failure_days("example.com", date.min)
+    assert (fail.result_type, fail.count, fail.receiving_mx) == (
+        "certificate-expired",
+        2,
+        "mx1.example.com",
+    )
+
+
+def test_not_a_report_and_other_domains_are_rejected_quarantined_and_exit_0(tmp_path: Path) -> None:
+    assert run(tmp_path, "--domain", "example.com", stdin=b"Subject: hi\r\n\r\nhello\r\n") == 0
+    other = as_mail(
+        report(
+            "Org",
+            TODAY,
+            policy={"policy-type": "no-policy-found", "policy-domain": "other.example"},
+        )
+    )
+    assert run(tmp_path, "--domain", "example.com", stdin=other) == 0
+    reasons = sorted(p.read_text() for p in (tmp_path / "reports-in-quarantine").glob("*.reason"))
+    assert len(reasons) == 2
+    assert any("no TLS report attached" in r for r in reasons)
+    assert any("other.example, not an own domain" in r for r in reasons)
+    assert ReportsInStore(tmp_path / STORE_FILE).domains() == []
+
+
+def test_a_store_that_cannot_be_written_asks_postfix_to_retry(tmp_path: Path) -> None:
+    (tmp_path / STORE_FILE).mkdir()  # a directory where the SQLite file should be
+    assert run(tmp_path, "--domain", "example.com", stdin=mail("Org", TODAY)) == 75
+
+
+def test_quarantine_is_bounded(tmp_path: Path) -> None:
+    from mta_sts_policyd.reports_in.intake import Quarantine
+
+    quarantine = Quarantine(tmp_path / "q", keep=3)
+    for i in range(6):
+        quarantine.put(f"message {i}".encode(), f"reason {i}", 1000.0 + i)
+    assert len(list((tmp_path / "q").glob("*.bin"))) == 3
+    assert len(list((tmp_path / "q").glob("*.reason"))) == 3
+
+
+def test_maildir_messages_are_moved_never_deleted(tmp_path: Path) -> None:
+    box = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True)
+    (box / "new" / "1.report").write_bytes(mail("Org A", TODAY))
+    (box / "new" / "2.junk").write_bytes(b"Subject: hi\r\n\r\nhello\r\n")
+    state = tmp_path / "state"
+    assert run(state, "--domain", "example.com", "--maildir", str(box)) == 0
+    assert [p.name for p in (box / "cur").iterdir()] == ["1.report:2,S"]
+    assert [p.name for p in (box / ".Rejected" / "cur").iterdir()] == ["2.junk:2,S"]
+    assert list((box / "new").iterdir()) == []
+
+
+def test_summary_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    day = TODAY - timedelta(days=1)
+    run(
+        tmp_path,
+        "--domain",
+        "example.com",
+        stdin=mail(
+            "Org A", day, ok=90, failed=10, details=[failure("starttls-not-supported", count=10)]
+        ),
+    )
+    run(tmp_path, "--domain", "example.com", stdin=mail("Org B", TODAY - timedelta(days=6)))
+    capsys.readouterr()
+    page = tmp_path / "page.html"
+    assert run(tmp_path, "summary", "--domain", "example.com", "--json", "--html", str(page)) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    first = next(d for d in summary["days"] if d["organization"] == "Org A")
+    assert first["failure_rate"] == 0.1 and first["failures_by_result_type"] == {
+        "starttls-not-supported": 10
+    }
+    assert summary["stopped_reporting"][0]["organization"] == "Org B"
+    html = page.read_text()
+    assert "<svg" in html and "Org A" in html
+    assert "<script" not in html and "src=" not in html and "href=" not in html
+
+
+def policy_days(days: int, orgs: tuple[str, ...], lines: list[str] = TESTING) -> list[PolicyDay]:
+    digest = policy_hash(lines)
+    return [
+        PolicyDay(
+            TODAY - timedelta(days=i), org, "sts", digest, "testing", "\n".join(lines), 100, 0
+        )
+        for i in range(days)
+        for org in orgs
+    ]
+
+
+def test_readiness_clean_history_is_ready() -> None:
+    verdict = readiness("example.com", served_from_text(TESTING), policy_days(14, ("A", "B")), [])
+    assert verdict.ready and verdict.reasons == ()
+    assert verdict.days_reported == 14 and verdict.organizations == ("A", "B")
+
+
+def test_readiness_too_short_and_single_organisation() -> None:
+    verdict = readiness("example.com", served_from_text(TESTING), policy_days(5, ("A",)), [])
+    assert not verdict.ready
+    assert verdict.reasons == (
+        "5 day(s) of reports about the served policy, 14 needed",
+        "reports from 1 organisation(s) (A), 2 needed",
+    )
+
+
+def test_readiness_failures_on_covered_mx_block_and_others_do_not() -> None:
+    days = policy_days(14, ("A", "B"))
+    digest = policy_hash(TESTING)
+    failures = [
+        FailureDay(
+            TODAY - timedelta(days=d), "B", digest, "certificate-expired", "mx2.mx.example.com", 4
+        )
+        for d in (1, 2, 3)
+    ] + [
+        FailureDay(TODAY, "A", digest, "certificate-expired", "backup.elsewhere.example", 9),
+        FailureDay(TODAY, "A", digest, "tlsa-invalid", "mx1.example.com", 9),
+    ]
+    verdict = readiness("example.com", served_from_text(TESTING), days, failures)
+    assert not verdict.ready
+    last = (TODAY - timedelta(days=1)).isoformat()
+    assert verdict.reasons == (
+        f"B saw certificate-expired on mx2.mx.example.com on 3 day(s) (last {last})",
+    )
+
+
+def test_readiness_counts_only_reports_about_the_served_policy() -> None:
+    other = [*TESTING[:-1], "max_age: 604800"]
+    verdict = readiness("example.com", served_from_text(other), policy_days(20, ("A", "B")), [])
+    assert not verdict.ready and verdict.days_reported == 0
+
+
+def test_readiness_cli_with_a_policy_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(14):
+        for org in ("Org A", "Org B"):
+            run(tmp_path, "--domain", "example.com", stdin=mail(org, TODAY - timedelta(days=i + 1)))
+    policy = tmp_path / "mta-sts.txt"
+    policy.write_text("\r\n".join(TESTING) + "\r\n")
+    capsys.readouterr()
+    assert run(tmp_path, "readiness", "example.com", "--policy", str(policy)) == 0
+    assert "READY for enforce" in capsys.readouterr().out
+    assert run(tmp_path, "readiness", "example.com", "--policy", str(policy), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["ready"] is True
+
+
+def test_round_trip_our_own_sender_reports_are_read_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What this project sends (RFC 8460 report + mail), its own intake reads the same."""
+    ref = PolicyRef(PolicyType.STS, "example.com", tuple(TESTING), ("mx1.example.com",))
+    detail = FailureDetail(
+        ResultType.CERTIFICATE_HOST_MISMATCH,
+        "192.0.2.1",
+        "mx1.example.com",
+        receiving_ip="2001:db8::10",
+    )
+    day = TODAY - timedelta(days=1)
+    doc = build_report(
+        DomainDay(day, "example.com", None, (PolicyAggregate(ref, 40, 2, ((detail, 2),)),)),
+        ReportSettings("Our Sender Org", "tlsrpt@sender.example"),
+    )
+    raw = build_message(
+        doc,
+        from_addr="tlsrpt@sender.example",
+        to_addr="rua@example.com",
+        date=datetime.now(UTC),
+        message_id="<rt@sender.example>",
+    )
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=raw) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1
+    store = ReportsInStore(tmp_path / STORE_FILE)
+    (pd,) = store.policy_days("example.com", date.min)
+    assert (pd.organization, pd.day, pd.successes, pd.failures, pd.mode) == (
+        "Our Sender Org",
+        day,
+        40,
+        2,
+        "testing",
+    )
+    (fd,) = store.failure_days("example.com", date.min)
+    assert (fd.result_type, fd.receiving_mx, fd.count) == (
+        "certificate-host-mismatch",
+        "mx1.example.com",
+        2,
+    )
+
+
+def test_reports_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
+    old = TODAY - timedelta(days=500)
+    run(tmp_path, "--domain", "example.com", stdin=mail("Org", old, report_id="old"))
+    assert ReportsInStore(tmp_path / STORE_FILE).policy_days("example.com", date.min) == []
+    run(tmp_path, "--domain", "example.com", stdin=mail("Org", TODAY, report_id="new"))
+    (kept,) = ReportsInStore(tmp_path / STORE_FILE).policy_days("example.com", date.min)
+    assert kept.day == TODAY
