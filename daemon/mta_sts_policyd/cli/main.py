@@ -220,10 +220,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     """Subcommands owned by other modules (TLS-RPT reports, MX probe, own-domain tools)."""
     from mta_sts_policyd.cli import report as report_commands
+    from mta_sts_policyd.cli import reports_in
     from mta_sts_policyd.cli.check import add_check_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
     from mta_sts_policyd.cli.monitor import add_monitor_parser
-    from mta_sts_policyd.cli import reports_in
     from mta_sts_policyd.cli.probe import add_probe_parser
 
     add_probe_parser(sub, common, reader)
