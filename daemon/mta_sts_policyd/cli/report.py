@@ -1,7 +1,8 @@
 """`report list|show|send|status`: the operator's view of TLS-RPT data and delivery.
 
-Each handler is `(args, ctx) -> exit code`: 0 ok, 1 nothing found, 75 (EX_TEMPFAIL) when a send
-failed temporarily. cli.py calls `register(subparsers)` and dispatches `args.handler(args, ctx)`.
+Each handler is `(args, ctx) -> exit code`: 0 ok, 1 nothing found, 64 (EX_USAGE) for a day that
+has not ended, 75 (EX_TEMPFAIL) when a send failed temporarily. cli.py calls
+`register(subparsers)` and dispatches `args.handler(args, ctx)`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from mta_sts_policyd.tlsrpt.record import (
     parse_tlsrpt_record,
 )
 from mta_sts_policyd.tlsrpt.report import ReportDocument, build_report
+from mta_sts_policyd.tlsrpt.sender import day_ended
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from mta_sts_policyd.tlsrpt.store.ledger import Job, JobBook, JobState
 
-EX_OK, EX_NOTFOUND, EX_TEMPFAIL = 0, 1, 75
+EX_OK, EX_NOTFOUND, EX_USAGE, EX_TEMPFAIL = 0, 1, 64, 75
 
 
 Handler = Callable[[argparse.Namespace, ReportContext], int]
@@ -178,6 +180,14 @@ def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
 
 
 def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
+    if not day_ended(args.day, ctx.clock()):
+        print(
+            f"report send: {args.day.isoformat()} has not ended yet (UTC): its report would be "
+            "incomplete and dated before the end of its period, and the daemon would not send "
+            "the whole day after midnight; `report show --day` shows the data so far",
+            file=sys.stderr,
+        )
+        return EX_USAGE
     store = _open(ctx)
     if store is None:
         return EX_NOTFOUND

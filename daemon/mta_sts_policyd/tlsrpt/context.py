@@ -6,6 +6,8 @@ daemon and the CLI both take it from there, so neither builds report settings of
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -31,6 +33,8 @@ class ReportContext:
     """`_smtp._tls` resolver for records not supplied by the producer (record_lookup.py)."""
     out: TextIO | None = None
     """Where the `report` commands print (None: standard output)."""
+    clock: Callable[[], float] = time.time
+    """Unix time now (`report send` refuses a day that has not ended)."""
 
     def open_store(self) -> TlsRptStore:
         """The aggregates store (created when missing); blocking, call it off the loop."""

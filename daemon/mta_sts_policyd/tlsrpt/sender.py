@@ -47,6 +47,12 @@ def midnight_after(day: date) -> float:
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC).timestamp()
 
 
+def day_ended(day: date, now: float) -> bool:
+    """A UTC day's report may go out only after it (RFC 8460 §4.1: the report covers the whole
+    period, and its mail's Date must not precede the period's end)."""
+    return now >= midnight_after(day)
+
+
 class ReportSender:
     def __init__(
         self,
