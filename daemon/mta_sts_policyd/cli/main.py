@@ -154,6 +154,11 @@ def _print_cache_response(command: str, response: dict[str, Any]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.service.reporting import check_report_files
+
+    note = check_report_files(config, outside_ok=True)  # a broken DKIM key: ConfigError, 78
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         _print_json(config_as_dict(config))
     else:

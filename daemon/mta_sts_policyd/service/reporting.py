@@ -20,6 +20,7 @@ from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.sts.model import Mode
+from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
 from mta_sts_policyd.tlsrpt.model import (
     EventSink,
     FailureDetail,
@@ -32,6 +33,13 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 log = logging.getLogger(__name__)
 
 REASON_LIMIT = 255
+
+
+def check_report_files(config: Config, *, outside_ok: bool = False) -> str | None:
+    """What reports need from disk, checked up front (the DKIM key); a note or ConfigError."""
+    if not config.tlsrpt.enabled:
+        return None
+    return check_dkim_key(composition.report_context(config).dkim, outside_ok=outside_ok)
 
 
 def policy_ref(entry: CacheEntry) -> PolicyRef:
@@ -82,6 +90,7 @@ class Reporting:
     async def start(self) -> None:
         config = self.config
         ctx = composition.report_context(config)
+        await asyncio.to_thread(check_dkim_key, ctx.dkim)  # a broken DKIM key: exit 78 now
         self.store = await asyncio.to_thread(ctx.open_store)
         self.sink = self._start_shadow(self.store) if config.probe.enabled else self.store
         self.resolver.on_failure = self._on_discovery_failure

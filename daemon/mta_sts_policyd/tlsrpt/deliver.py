@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import secrets
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from mta_sts_policyd.errors import MtaStsError
+from mta_sts_policyd.errors import ConfigError, MtaStsError
 from mta_sts_policyd.tlsrpt.message import (
     CONTENT_TYPE_GZIP,
     DkimSettings,
@@ -33,7 +34,14 @@ from mta_sts_policyd.tlsrpt.message import (
 from mta_sts_policyd.tlsrpt.record import RuaDestination
 from mta_sts_policyd.tlsrpt.report import ReportDocument
 
-__all__ = ["DeliveryError", "DeliverySettings", "DkimSettings", "NetworkTransport", "Transport"]
+__all__ = [
+    "DeliveryError",
+    "DeliverySettings",
+    "DkimSettings",
+    "NetworkTransport",
+    "Transport",
+    "check_dkim_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,54 @@ def load_dkim_key(dkim: DkimSettings) -> bytes | None:
         return None
     raise DeliveryError(
         "no DKIM key configured and allow_unsigned is off (RFC 8460 §3)", temporary=False
+    )
+
+
+CREDENTIALS_ROOT = "/run/credentials/"
+"""systemd puts a unit's credentials (LoadCredential=) here; only that unit's processes see them."""
+_TRIAL = b"From: a@invalid\r\nTo: b@invalid\r\nSubject: key check\r\n\r\nkey check\r\n"
+
+
+def check_dkim_key(
+    dkim: DkimSettings, *, outside_ok: bool = False, environ: Mapping[str, str] = os.environ
+) -> str | None:
+    """Read the key and sign a trial message with it now: a broken key must stop `serve` and
+    `check-config`, not the first report after midnight. Raises ConfigError naming the path.
+
+    With `outside_ok` (check-config run by hand) a systemd credential this process cannot see
+    (it is not inside the service) is not an error: the returned note says so.
+    """
+    if not dkim.configured:
+        return None
+    path = dkim.private_key_path
+    try:
+        key = Path(path).read_bytes()
+    except OSError as exc:
+        where = _credential_note(path, environ)
+        if where and outside_ok:
+            return f"tlsrpt.dkim.key_file: not checked: {where}; `serve` checks it at start"
+        cause = exc.strerror or str(exc)
+        raise ConfigError(
+            f"tlsrpt.dkim.key_file: cannot read {path}: {cause}" + (f" ({where})" if where else "")
+        ) from None
+    try:
+        sign_message(_TRIAL, dkim, key)
+    except Exception as exc:  # dkimpy raises its own types (and binascii/ValueError) per problem
+        raise ConfigError(
+            f"tlsrpt.dkim.key_file: {path} is not a usable DKIM private key "
+            f"(expected an RSA key in PEM, PKCS#1 or PKCS#8): {exc}"
+        ) from None
+    return None
+
+
+def _credential_note(path: str, environ: Mapping[str, str]) -> str | None:
+    """Why a systemd credential path is absent here: this process runs outside the service."""
+    inside = environ.get("CREDENTIALS_DIRECTORY")
+    if not path.startswith(CREDENTIALS_ROOT) or (inside and path.startswith(inside)):
+        return None
+    return (
+        f"{path} is a systemd credential, which exists only inside the service "
+        "(LoadCredential=); check the file that LoadCredential= names"
     )
 
 
