@@ -8,6 +8,11 @@ file was rotated meanwhile, the rotated file (same directory, name starting with
 same inode) is read to its end first. Only complete lines are consumed; a partial last line
 waits for its newline. After a crash at most one poll's lines may be counted again; after
 `stop()` none.
+
+Junk is skipped, counted and warned about, never waited on: a line longer than LINE_LIMIT (also
+one longer than a whole read, skipped through its newline over as many polls as it takes), and
+NUL bytes, which syslog never writes but a crash can leave by the megabyte (a NUL ends a line,
+so a line written right after such a region is kept).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,9 +32,15 @@ from typing import IO, Any
 
 from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
 
+log = logging.getLogger(__name__)
+
 READ_LIMIT = 4 << 20
 """Bytes read per poll at most (a huge backlog is worked off over several polls)."""
+LINE_LIMIT = 1 << 20
+"""Longer lines are skipped (Postfix's own lines stay under a few KiB; the journal's limit too)."""
 HEAD_LIMIT = 64 << 10
+_BREAK = re.compile(rb"[\n\0]")
+_NULS = re.compile(rb"\0+")
 
 
 @dataclass
@@ -68,6 +81,10 @@ class LogFile:
         self.state_path = state_path
         self.start_at_end = start_at_end
         self.rotations = 0
+        self.skipped = 0
+        """Over-long lines and NUL regions skipped so far."""
+        self._skipping = False
+        """Inside a line longer than a whole read: drop bytes through its end."""
         self._fh: IO[bytes] | None = None
         self._pos: FilePosition | None = None
 
@@ -90,6 +107,7 @@ class LogFile:
                 return out
         elif st is not None and self._truncated(st.st_size):
             self._pos.offset, self._pos.head = 0, None
+            self._skipping = False
             self.rotations += 1
         return out + self._drain(final=False)
 
@@ -131,6 +149,7 @@ class LogFile:
         return True
 
     def _open_new(self) -> None:
+        self._skipping = False
         with contextlib.suppress(FileNotFoundError):
             self._fh = open(self.path, "rb")  # noqa: SIM115
             self._pos = FilePosition(os.fstat(self._fh.fileno()).st_ino, 0, None)
@@ -152,26 +171,62 @@ class LogFile:
                 if pos.head is not None and _head_of(fh) != pos.head:
                     return []
                 fh.seek(pos.offset)
-                return _split(fh.read(), final=True)[0]
+                return self._split(fh.read(), final=True)[0]
         return []
 
     def _drain(self, *, final: bool) -> list[str]:
         assert self._fh is not None and self._pos is not None
         self._fh.seek(self._pos.offset)
         data = self._fh.read(READ_LIMIT)
-        lines, used = _split(data, final=final)
+        if self._skipping:
+            return self._skip_rest(data, final=final)
+        lines, used = self._split(data, final=final)
+        if not used and len(data) >= READ_LIMIT:  # no line end in a whole read: over-long
+            self._skipped(len(data), "over-long line")
+            self._skipping, used = True, len(data)
         self._pos.offset += used
         if self._pos.head is None and used:
             self._pos.head = _head_of(self._fh)
         return lines
 
+    def _skip_rest(self, data: bytes, *, final: bool) -> list[str]:
+        """Drop the rest of an over-long line through its end, then read on."""
+        assert self._pos is not None
+        found = _BREAK.search(data)
+        if found is None:
+            self._pos.offset += len(data)
+            self._skipping = not final and len(data) > 0
+            return []
+        self._pos.offset += found.end()
+        self._skipping = False
+        return self._drain(final=final)
 
-def _split(data: bytes, *, final: bool) -> tuple[list[str], int]:
-    """Complete lines of `data` and the bytes they use; `final` also takes a last partial one."""
-    end = len(data) if final else data.rfind(b"\n") + 1
-    chunk = data[:end]
-    lines = chunk.decode("utf-8", "replace").splitlines()
-    return [ln for ln in lines if ln], end
+    def _split(self, data: bytes, *, final: bool) -> tuple[list[str], int]:
+        """Complete lines of `data` and the bytes they use; `final` also takes a last partial
+        one. NULs end lines; over-long lines and NUL regions are skipped and counted."""
+        end = len(data) if final else max(data.rfind(b"\n"), data.rfind(b"\0")) + 1
+        chunk = data[:end]
+        if b"\0" in chunk:
+            for run in _NULS.finditer(chunk):
+                self._skipped(len(run.group()), "NUL bytes")
+        lines: list[str] = []
+        for raw in _BREAK.split(chunk):
+            if len(raw) > LINE_LIMIT:
+                self._skipped(len(raw), "over-long line")
+            elif raw:
+                lines.extend(ln for ln in raw.decode("utf-8", "replace").splitlines() if ln)
+        return lines, end
+
+    def _skipped(self, size: int, what: str) -> None:
+        self.skipped += 1
+        log.warning(
+            "event=maillog-skipped path=%s offset=%d bytes=%d%s reason=%r",
+            self.path,
+            self._pos.offset if self._pos else 0,
+            size,
+            "+" if what == "over-long line" and size >= READ_LIMIT else "",
+            what,
+        )
 
 
 class FileFollower:
@@ -207,7 +262,9 @@ class FileFollower:
 
     async def poll(self) -> int:
         """Read and feed what is new; returns the number of lines."""
+        skipped = self.logfile.skipped
         lines = await asyncio.to_thread(self.logfile.read_lines)
+        self.sessions.counters.skipped += self.logfile.skipped - skipped
         now = self.clock()
         for line in lines:
             self.sessions.feed_line(line, now)

@@ -3,7 +3,8 @@
 Runs `journalctl -f -o json --unit U... --after-cursor C` as a subprocess (no libsystemd
 binding needed). The cursor is saved in the state dir every `save_every` seconds and at stop, so
 a restart resumes after the last record handled (after a crash, at most `save_every` seconds of
-records are read again). journalctl is restarted with the saved cursor if it exits.
+records are read again). journalctl is restarted with the saved cursor if it exits. A record
+longer than LINE_LIMIT is skipped through its end, counted and warned about.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.tlsrpt.maillog.file_follower import load_json, save_json
+from mta_sts_policyd.tlsrpt.maillog.file_follower import LINE_LIMIT, load_json, save_json
 from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
 from mta_sts_policyd.tlsrpt.maillog.syslogline import LogLine
+
+log = logging.getLogger(__name__)
 
 
 def journal_record(entry: dict[str, Any]) -> LogLine | None:
@@ -91,12 +95,15 @@ class JournalFollower:
             *self.command(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
-            limit=1 << 20,
+            limit=LINE_LIMIT,
         )
         assert proc.stdout is not None
         saved = time.monotonic()
         try:
-            while raw := await _next_line(proc.stdout):
+            while (raw := await _next_line(proc.stdout)) != b"":
+                if raw is None:
+                    self._skipped()
+                    continue
                 self._handle(raw)
                 if time.monotonic() - saved >= self.save_every:
                     await asyncio.to_thread(self._save)
@@ -126,15 +133,30 @@ class JournalFollower:
         else:
             self.sessions.feed(record)
 
+    def _skipped(self) -> None:
+        self.sessions.counters.skipped += 1
+        log.warning(
+            "event=maillog-skipped source=journal cursor=%s bytes=%d+ reason='over-long line'",
+            self.cursor,
+            LINE_LIMIT,
+        )
+
     def _save(self) -> None:
         if self.cursor is not None:
             save_json(self.cursor_path, {"cursor": self.cursor})
 
 
-async def _next_line(stream: asyncio.StreamReader) -> bytes:
-    """The next line; an over-long line is skipped (b"" only at end of stream)."""
+async def _next_line(stream: asyncio.StreamReader) -> bytes | None:
+    """The next line; b"" at end of stream; None for a line over the stream's limit, which is
+    dropped through its newline (no piece of it is returned as a line)."""
+    overlong = False
     while True:
         try:
-            return await stream.readline()
-        except ValueError:  # LimitOverrunError wrapped: drop the rest of that line
-            continue  # asyncio dropped the buffered part; the rest fails as JSON
+            line = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:  # end of stream
+            return b"" if overlong else exc.partial
+        except asyncio.LimitOverrunError as exc:  # what is buffered stays: drop it, read on
+            await stream.readexactly(exc.consumed)
+            overlong = True
+            continue
+        return None if overlong else line

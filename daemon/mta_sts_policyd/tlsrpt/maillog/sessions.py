@@ -70,6 +70,8 @@ class MaillogCounters:
     sessions: int = 0
     unjudged: int = 0
     unattributed: int = 0
+    skipped: int = 0
+    """Over-long lines and NUL regions the follower skipped (never fed here)."""
 
 
 @dataclass
