@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from mta_sts_policyd.reports_in.store import ReportsInStore
     from mta_sts_policyd.tlsrpt.context import ReportContext
     from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
-    from mta_sts_policyd.tlsrpt.maillog.sessions import PolicyAt
+    from mta_sts_policyd.tlsrpt.maillog.sessions import PlaintextPolicy, PolicyAt
     from mta_sts_policyd.tlsrpt.model import EventSink
     from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
     from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
@@ -284,7 +284,13 @@ def make_collector(config: Config, sink: EventSink) -> TlsRptCollector:
     )
 
 
-def make_log_follower(config: Config, policy_at: PolicyAt, sink: EventSink) -> Any:
+def make_log_follower(
+    config: Config,
+    policy_at: PolicyAt,
+    sink: EventSink,
+    *,
+    plaintext_policy: PlaintextPolicy | None = None,
+) -> Any:
     """The mail log reader (Postfix < 3.10): a file or the journal; has start() and stop()."""
     from zoneinfo import ZoneInfo
 
@@ -292,7 +298,11 @@ def make_log_follower(config: Config, policy_at: PolicyAt, sink: EventSink) -> A
 
     m, state = config.maillog, config.state_dir
     sessions = MaillogSessions(
-        policy_at, sink, tz=ZoneInfo(m.timezone), exclude_syslog_names=m.exclude_syslog_names
+        policy_at,
+        sink,
+        tz=ZoneInfo(m.timezone),
+        exclude_syslog_names=m.exclude_syslog_names,
+        plaintext_policy=plaintext_policy,
     )
     if m.path:
         from mta_sts_policyd.tlsrpt.maillog.file_follower import FileFollower, LogFile

@@ -10,15 +10,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service import composition
+from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
 from mta_sts_policyd.tlsrpt.model import (
@@ -29,6 +30,9 @@ from mta_sts_policyd.tlsrpt.model import (
     SessionEvent,
 )
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
+
+if TYPE_CHECKING:
+    from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,30 @@ def enforce_policy_at(resolver: PolicyResolver) -> Callable[[str, float], Policy
     return policy_at
 
 
+def plaintext_policy_of_testing(
+    resolver: PolicyResolver, known_mx: Callable[[str], Iterable[str]] | None = None
+) -> Callable[[str, str, float], PolicyRef | None]:
+    """For the log follower: the testing policy a plaintext delivery to `host` fails (issue 11).
+
+    Only while the domain's `testing` policy was live, and only for one of its MX hosts (the
+    policy's `mx` patterns match it, or the shadow probe's MX lookup listed it): a content
+    filter or relay host on the way is not the domain's MX and its plaintext hop is not counted.
+    """
+
+    def plaintext_policy(domain: str, host: str, at: float) -> PolicyRef | None:
+        entry = resolver.cache.get(domain)
+        if entry is None or entry.policy is None or entry.policy.mode is not Mode.TESTING:
+            return None
+        if not entry.fetched_at - 1 <= at < entry.expires_at:
+            return None
+        listed = known_mx is not None and host in known_mx(domain)
+        if not listed and not patterns_matching(entry.policy.mx, host):
+            return None
+        return policy_ref(entry)
+
+    return plaintext_policy
+
+
 @dataclass
 class Reporting:
     """The running TLS-RPT pipeline; `close()` drains producers, then flushes the store."""
@@ -83,6 +111,7 @@ class Reporting:
     resolver: PolicyResolver
     store: TlsRptStore = field(init=False)
     sink: EventSink = field(init=False)
+    shadow: TestingShadow | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -104,6 +133,7 @@ class Reporting:
         """Testing-mode domains: probe their MX hosts and label their sessions (issue 6)."""
         prober, shadow, sink = composition.make_shadow(self.config, self.resolver.discovery, store)
         self.resolver.on_policy = shadow.on_policy
+        self.shadow = shadow
         # Closers run in reverse: producers stop, held sessions reach the store (before
         # store.close), then rounds are cancelled.
         self._closers += [prober.aclose, shadow.aclose, sink.aclose]
@@ -124,8 +154,12 @@ class Reporting:
 
     async def _start_maillog(self) -> None:
         m = self.config.maillog
+        known_mx = self.shadow.verdicts if self.shadow else None
         follower = composition.make_log_follower(
-            self.config, enforce_policy_at(self.resolver), self.sink
+            self.config,
+            enforce_policy_at(self.resolver),
+            self.sink,
+            plaintext_policy=plaintext_policy_of_testing(self.resolver, known_mx),
         )
         await follower.start()
         self._closers.append(follower.stop)

@@ -26,6 +26,13 @@ failure; `Trusted`/`Untrusted`/`Anonymous` without failure evidence means Postfi
 domains). Without a policy (no-policy-found) an established TLS session that did not fail the
 delivery is a success; a failed STARTTLS or handshake, or a deferral for an unverified
 certificate, is a failure.
+
+Plaintext: a delivery (sent, or answered after EHLO) with no TLS line at all went without TLS,
+since `smtp_tls_loglevel = 1` logs every handshake. It is counted only where `PlaintextPolicy`
+names a policy that expected TLS (a `testing`-mode domain's, to which the daemon answered
+NOTFOUND so Postfix delivered at `may`): a `starttls-not-supported` failure of that policy. Not
+for no-policy domains (a plaintext session there is no policy failure) and not over a cached
+connection (`conn_use=N`).
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ from mta_sts_policyd.tlsrpt.model import EventSink, PolicyRef, PolicyType, Sessi
 PolicyAt = Callable[[str, float], PolicyRef | None]
 """(next-hop domain as A-label, unix time) -> the STS policy the daemon answered, or None."""
 
+PlaintextPolicy = Callable[[str, str, float], PolicyRef | None]
+"""(next-hop domain, relay MX host, unix time) -> the policy under which a delivery without TLS
+to that MX is a `starttls-not-supported` failure (a testing-mode policy), or None."""
+
 Failure = tuple[ResultType, str]
 STALE_AFTER = 3600.0
 """Log seconds after which a process's unfinished attempts are dropped."""
@@ -68,6 +79,8 @@ class MaillogCounters:
     ignored: int = 0
     """Well-formed lines that say nothing about TLS outcomes (most of a mail log)."""
     sessions: int = 0
+    plaintext: int = 0
+    """Of `sessions`: deliveries without TLS under a PlaintextPolicy."""
     unjudged: int = 0
     unattributed: int = 0
     skipped: int = 0
@@ -103,8 +116,10 @@ class MaillogSessions:
         tz: dt.tzinfo = dt.UTC,
         max_procs: int = 4096,
         exclude_syslog_names: tuple[str, ...] = (),
+        plaintext_policy: PlaintextPolicy | None = None,
     ) -> None:
         self.policy_at = policy_at
+        self.plaintext_policy = plaintext_policy
         self.exclude = tuple(name.rstrip("/") + "/" for name in exclude_syslog_names)
         """Report loop prevention: the report sender's own transport (`-o syslog_name=...`)."""
         self.sink = sink
@@ -163,11 +178,31 @@ class MaillogSessions:
         _close(proc, record.reason, record.relay, ts)
         attempts, proc.attempts, proc.last_done = proc.attempts, [], done
         domain = _rcpt_domain(record.rcpt or "")
+        if not attempts and domain is not None:
+            self._plaintext(domain, record, ts)
         for attempt in attempts:
             if domain is None:
                 self.counters.unattributed += 1
             else:
                 self._emit(domain, attempt)
+
+    def _plaintext(self, domain: str, record: QueueReason, ts: float) -> None:
+        """A delivery without any TLS line: a failure where a policy expected TLS (docstring)."""
+        relay = record.relay
+        if (
+            self.plaintext_policy is None
+            or relay is None
+            or record.conn_reused
+            or not record.transacted
+        ):
+            return
+        policy = self.plaintext_policy(domain, relay.host, ts)
+        if policy is None:
+            return
+        detail = failure_detail(relay, (ResultType.STARTTLS_NOT_SUPPORTED, "starttls-not-offered"))
+        self.counters.sessions += 1
+        self.counters.plaintext += 1
+        self.sink.submit(SessionEvent(ts, domain, policy, success=False, failures=(detail,)))
 
     def _emit(self, domain: str, attempt: _Attempt) -> None:
         policy = self.policy_at(domain, attempt.time)

@@ -31,6 +31,9 @@ _DELIVERY = re.compile(
 )
 _NONFINAL = re.compile(rf"{_QID}: (?P<why>.*)")
 _TLSRPT = re.compile(r"TLSRPT: status=\w+, domain=.*")
+_CONN_REUSED = re.compile(r"(?:^|, )conn_use=\d+, ")
+_AFTER_EHLO = re.compile(r"\(in reply to (?:MAIL FROM|RCPT TO|DATA|end of DATA) command\)$")
+"""A server reply to a mail transaction command: EHLO passed (and, without TLS, no STARTTLS)."""
 _NOT_OFFERED = "TLS is required, but was not offered by host"
 _REFUSED = re.compile(r"TLS is required, but host \S+ refused to start TLS: (?P<reply>.*)")
 _HANDSHAKE = "Cannot start TLS: handshake failure"
@@ -83,6 +86,14 @@ class QueueReason:
     rcpt: str | None = None
     relay: Peer | None = None
     status: str | None = None
+    conn_reused: bool = False
+    """`conn_use=N`: delivered over a cached connection (no new session)."""
+
+    @property
+    def transacted(self) -> bool:
+        """The connection got as far as a mail transaction (the message was sent, or the
+        server answered MAIL FROM, RCPT TO or DATA)."""
+        return self.status == "sent" or bool(_AFTER_EHLO.search(self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +118,8 @@ def parse_message(message: str) -> Message | None:
         return HandshakeError(_peer(m))
     if m := _DELIVERY.fullmatch(message):
         relay = _peer(m) if m["host"] is not None else None
-        return QueueReason(m["qid"], m["why"] or "", m["rcpt"], relay, m["status"])
+        reused = bool(_CONN_REUSED.search(m["fields"]))
+        return QueueReason(m["qid"], m["why"] or "", m["rcpt"], relay, m["status"], reused)
     if _TLSRPT.fullmatch(message):
         return Ignored("tlsrpt")
     if (m := _NONFINAL.fullmatch(message)) and tls_delivery_failure(m["why"]) is not None:
