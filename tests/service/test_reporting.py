@@ -1,5 +1,8 @@
 """TLS-RPT inside the running daemon: datagrams and discovery failures reach the daily store.
 
+With the datagram socket configured (a session source), a discovery failure counts once per
+session Postfix reports for the domain, not once per lookup (issue 11 item 13).
+
 The daemon runs in-process (its real listeners, collector thread and store) against the
 loopback DNS/HTTPS servers; the store is read back after a clean stop.
 """
@@ -27,6 +30,12 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from support import TESTS_DIR
 
 DATAGRAM = TESTS_DIR / "fixtures" / "datagrams" / "libtlsrpt-sts-success.json"
+NO_POLICY_DATAGRAM = (
+    (TESTS_DIR / "fixtures" / "datagrams" / "libtlsrpt-no-policy-found.json")
+    .read_bytes()
+    .replace(b"Other.Example.", b"broken.test.")
+    .replace(b"tls@other.example", b"tls@broken.test")
+)
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 POLICY = Policy(Mode.ENFORCE, 86400, ("mail.example.test",), ("version: STSv1", "mode: enforce"))
 
@@ -117,6 +126,9 @@ async def test_datagrams_and_discovery_failures_reach_the_store(
         assert replies == [b"NOTFOUND "] * 3  # three lookups while the fetch failure lasts
         sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sender.sendto(DATAGRAM.read_bytes(), str(tmp_path / "tlsrpt.sock"))
+        # Postfix's one session to broken.test: no-policy-found, as the daemon answered NOTFOUND
+        # (the real libtlsrpt capture, its domain and record changed to broken.test)
+        sender.sendto(NO_POLICY_DATAGRAM, str(tmp_path / "tlsrpt.sock"))
         sender.close()
         await asyncio.sleep(0.3)  # the collector's receive and parse threads
     finally:
@@ -125,7 +137,8 @@ async def test_datagrams_and_discovery_failures_reach_the_store(
     with TlsRptStore(tmp_path / "tlsrpt.sqlite") as store:
         days = store.domain_days(day)
     by_domain = {d.report_domain: d for d in days}
-    broken = by_domain["broken.test"].policies[0]
-    assert broken.failures == 3
+    (broken,) = by_domain["broken.test"].policies
+    # issue 11 item 13: counted once for the one session, not once per lookup (3)
+    assert (broken.successes, broken.failures) == (0, 1)
     assert broken.details[0][0].result_type is ResultType.STS_POLICY_FETCH_ERROR
     assert sum(p.successes for d in days for p in d.policies) == 1  # the libtlsrpt datagram

@@ -19,6 +19,7 @@ from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service import composition
+from mta_sts_policyd.service.failure_sessions import FailureSessions
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
@@ -79,6 +80,20 @@ def enforce_policy_at(resolver: PolicyResolver) -> Callable[[str, float], Policy
     return policy_at
 
 
+def policy_in_force(resolver: PolicyResolver) -> Callable[[str, float], bool]:
+    """For FailureSessions: did the daemon hold a policy (any mode) for a domain at a time?"""
+
+    def in_force(domain: str, at: float) -> bool:
+        entry = resolver.cache.get(domain)
+        return (
+            entry is not None
+            and entry.policy is not None
+            and (entry.fetched_at - 1 <= at < entry.expires_at)
+        )
+
+    return in_force
+
+
 def plaintext_policy_of_testing(
     resolver: PolicyResolver, known_mx: Callable[[str], Iterable[str]] | None = None
 ) -> Callable[[str, str, float], PolicyRef | None]:
@@ -112,6 +127,8 @@ class Reporting:
     store: TlsRptStore = field(init=False)
     sink: EventSink = field(init=False)
     shadow: TestingShadow | None = None
+    failures: FailureSessions | None = None
+    """Discovery failures per session (a session source is configured), else None: per lookup."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -122,7 +139,13 @@ class Reporting:
         await asyncio.to_thread(check_dkim_key, ctx.dkim)  # a broken DKIM key: exit 78 now
         self.store = await asyncio.to_thread(ctx.open_store)
         self.sink = self._start_shadow(self.store) if config.probe.enabled else self.store
+        if config.tlsrpt.socket or config.maillog.enabled:  # sessions are seen: count per session
+            self.failures = FailureSessions(self.sink, policy_in_force(self.resolver))
+            self.sink = self.failures
         self.resolver.on_failure = self._on_discovery_failure
+        log.info(
+            "event=discovery-failures-counted per=%s", "session" if self.failures else "lookup"
+        )
         if config.tlsrpt.socket:
             self._start_collector()
         if config.maillog.enabled:
@@ -142,7 +165,13 @@ class Reporting:
     def _on_discovery_failure(
         self, entry: CacheEntry, result_type: ResultType, reason: str
     ) -> None:
-        self.sink.submit(failure_event(entry, result_type, reason, time.time()))
+        """Per lookup without a session source; else noted for the sessions it affects (only
+        while no policy is in force: under a kept policy the sessions are judged by it)."""
+        event = failure_event(entry, result_type, reason, time.time())
+        if self.failures is None:
+            self.sink.submit(event)
+        elif not entry.valid(event.timestamp):
+            self.failures.note(event)
 
     def _start_collector(self) -> None:
         from mta_sts_policyd import metrics
