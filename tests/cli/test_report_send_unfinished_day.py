@@ -20,6 +20,8 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from support.daemon_process import toml_text
 from support.tlsrpt_receivers import SmtpReceiver
 
+pytestmark = pytest.mark.fault
+
 RECORD = "v=TLSRPTv1; rua=mailto:tlsrpt@rcpt.example"
 
 

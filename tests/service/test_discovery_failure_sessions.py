@@ -34,6 +34,8 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from support import TESTS_DIR
 from support.daemon_process import POSTMAP, DaemonProcess, postfix_config_dir, postmap
 
+pytestmark = pytest.mark.fault
+
 CAPTURE = TESTS_DIR / "fixtures" / "maillog" / "may-trusted.log"
 DOMAIN = "may-trusted.example.test"
 ENFORCE = f"version: STSv1\nmode: enforce\nmx: *.{DOMAIN}\nmax_age: 86400\n"

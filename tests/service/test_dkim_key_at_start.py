@@ -18,6 +18,8 @@ from conftest import StsWorld
 from support.daemon_process import DaemonProcess
 from support.tlsrpt_receivers import make_dkim_key
 
+pytestmark = pytest.mark.fault
+
 CREDENTIAL = "/run/credentials/mta-sts-policyd.service/dkim.key"
 
 

@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from conftest import StsWorld
 from mta_sts_policyd.config.settings import config_from_mapping
 from mta_sts_policyd.policy.cache import CacheEntry
@@ -24,6 +26,8 @@ from mta_sts_policyd.sts.model import Mode, Policy
 from mta_sts_policyd.tlsrpt.model import PolicyType
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from support import TESTS_DIR
+
+pytestmark = pytest.mark.fault
 
 CAPTURE = TESTS_DIR / "fixtures" / "maillog" / "may-no-starttls.log"
 DOMAIN = "may-no-starttls.example.test"

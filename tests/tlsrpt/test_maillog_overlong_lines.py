@@ -24,6 +24,8 @@ from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
 from mta_sts_policyd.tlsrpt.model import PolicyRef, SessionEvent
 from support import TESTS_DIR
 
+pytestmark = pytest.mark.fault
+
 FIXTURES = TESTS_DIR / "fixtures" / "maillog"
 TRUSTED = (FIXTURES / "may-trusted.log").read_bytes()
 UNTRUSTED = (FIXTURES / "may-untrusted.log").read_bytes()

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
 from mta_sts_policyd.tlsrpt.model import PolicyRef, PolicyType, SessionEvent
 from support import TESTS_DIR
+
+pytestmark = pytest.mark.fault
 
 FIXTURES = TESTS_DIR / "fixtures" / "maillog"
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC).timestamp()
