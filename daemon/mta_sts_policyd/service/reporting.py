@@ -81,10 +81,14 @@ def enforce_policy_at(resolver: PolicyResolver) -> Callable[[str, float], Policy
 
 
 def policy_in_force(resolver: PolicyResolver) -> Callable[[str, float], bool]:
-    """For FailureSessions: did the daemon hold a policy (any mode) for a domain at a time?"""
+    """For FailureSessions: did the daemon hold a policy (any mode) for a domain at a time?
+
+    Called on the collector's thread too: a plain read of the memory tier (`get` would reorder
+    it, a mutation the event loop may be iterating over)."""
+    hot = resolver.cache.hot_set
 
     def in_force(domain: str, at: float) -> bool:
-        entry = resolver.cache.get(domain)
+        entry = hot.get(domain)
         return (
             entry is not None
             and entry.policy is not None
