@@ -154,7 +154,7 @@ def _print_cache_response(command: str, response: dict[str, Any]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.service.reporting import check_report_files
+    from mta_sts_policyd.service.composition import check_report_files
 
     note = check_report_files(config, outside_ok=True)  # a broken DKIM key: ConfigError, 78
     if note:

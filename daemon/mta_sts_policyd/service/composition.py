@@ -270,6 +270,16 @@ def report_context(config: Config) -> ReportContext:
     )
 
 
+def check_report_files(config: Config, *, outside_ok: bool = False) -> str | None:
+    """What reports need from disk, checked up front (the DKIM key): `check-config` and `serve`
+    fail with a ConfigError naming it; a note when it cannot be checked here (`outside_ok`)."""
+    if not config.tlsrpt.enabled:
+        return None
+    from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
+
+    return check_dkim_key(report_context(config).dkim, outside_ok=outside_ok)
+
+
 def make_collector(config: Config, sink: EventSink) -> TlsRptCollector:
     """The libtlsrpt datagram socket (Postfix >= 3.10), not yet started."""
     from mta_sts_policyd.tlsrpt.libtlsrpt.collector import Quarantine, TlsRptCollector

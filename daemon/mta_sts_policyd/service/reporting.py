@@ -40,13 +40,6 @@ log = logging.getLogger(__name__)
 REASON_LIMIT = 255
 
 
-def check_report_files(config: Config, *, outside_ok: bool = False) -> str | None:
-    """What reports need from disk, checked up front (the DKIM key); a note or ConfigError."""
-    if not config.tlsrpt.enabled:
-        return None
-    return check_dkim_key(composition.report_context(config).dkim, outside_ok=outside_ok)
-
-
 def policy_ref(entry: CacheEntry) -> PolicyRef:
     """The RFC 8460 policy object of a cached policy (sts), or no-policy-found without one."""
     policy = entry.policy
