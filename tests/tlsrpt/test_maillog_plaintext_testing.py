@@ -3,7 +3,7 @@
 The daemon answers NOTFOUND for a testing policy, Postfix delivers at `may`, and when the MX
 offers no STARTTLS it logs only `status=sent` (real capture may-no-starttls.log). The log
 follower counts that delivery as a `starttls-not-supported` failure under the testing policy.
-Lines marked "hand-written (C.6)" are variants Postfix 3.7 cannot be made to log here.
+Lines marked "hand-written" are variants Postfix 3.7 cannot be made to log here.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def test_tls_deliveries_of_a_testing_domain_are_not_plaintext() -> None:
 
 
 def test_handwritten_variants() -> None:
-    # hand-written (C.6): the forms of the delivery line around the real one
+    # hand-written: the forms of the delivery line around the real one
     real = delivery_line(capture("may-no-starttls"))
     second_rcpt = real.replace("user1@", "user2@")
     cached = real.replace("delay=0.05", "conn_use=2, delay=0.05")
