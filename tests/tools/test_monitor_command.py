@@ -141,3 +141,36 @@ async def test_monitor_without_domains_or_with_a_broken_state(
     assert await asyncio.to_thread(call) == 0
     assert (tmp_path / "state.json.broken").read_text() == "{not json"  # kept, not lost
     assert json.loads(state.read_text())["version"] == 1
+
+
+async def test_monitor_inside_serve(world: CheckWorld, tmp_path: Path) -> None:
+    """`[monitor] in_serve`: the daemon's optional parts start the loop; a first pass runs at
+    once, writes the state file and publishes the gauges; the closer stops it."""
+    from mta_sts_policyd.config.settings import config_from_mapping
+    from mta_sts_policyd.service.own_domains import start_monitor
+
+    await world.mx_server(MX1)
+    world.publish("serve.test", enforce_policy(MX1), mx=[MX1])
+    config = config_from_mapping(
+        {
+            "own_domains": [{"domain": "serve.test"}],
+            "monitor": {"in_serve": True, "allow_private": True, "interval": 3600.0},
+            "cache": {"state_dir": str(tmp_path)},
+            "discovery": {
+                "nameservers": [world.dns.nameserver],
+                "ca_file": world.ca_file,
+                "https_port": world.https_port,
+            },
+            "probe": {"port": world.smtp_port},
+        }
+    )
+    close = await start_monitor(config)
+    state = tmp_path / "monitor.json"
+    for _ in range(200):
+        if state.exists():
+            break
+        await asyncio.sleep(0.05)
+    await close()
+    saved = json.loads(state.read_text())["domains"]["serve.test"]
+    assert saved["status"] == "OK" and saved["findings"] == {}
+    assert 'own_domain_status{domain="serve.test"} 0.0' in generate_latest(REGISTRY).decode()

@@ -11,19 +11,20 @@ import argparse
 import asyncio
 import sys
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.cli.check import add_network_arguments, options_from, reach_settings
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.service.own_domains import open_reach
-from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.service.own_domains import (
+    STATE_NAME,
+    alert_settings,
+    monitor_state,
+    monitor_targets,
+    open_reach,
+)
 from mta_sts_policyd.tools.check.findings import NagiosStatus
-from mta_sts_policyd.tools.monitor.alerts import AlertSettings
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever, run_once
-
-STATE_NAME = "monitor.json"
 
 
 def add_monitor_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -48,40 +49,12 @@ def add_monitor_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=monitor_command)
 
 
-def targets_from(args: argparse.Namespace, config: Config) -> list[Target]:
-    base = options_from(args)
-    names: list[tuple[str, tuple[str, ...], str]]
-    if args.domain:
-        names = [(d, (), "") for d in args.domain]
-    else:
-        names = [(o.domain, o.expect_cname, o.expect_id) for o in config.own_domains]
-    targets = []
-    for name, cnames, expect_id in names:
-        domain = policy_domain_for_key(name)
-        if domain is None:
-            raise ValueError(f"{name!r} is not a domain name")
-        options = replace(base, expect_cname=tuple(cnames), expect_id=expect_id or None)
-        targets.append(Target(domain, options))
-    return targets
-
-
-def alert_settings(args: argparse.Namespace, config: Config) -> AlertSettings:
-    m = config.monitor
-    command = tuple(args.alert_command.split()) if args.alert_command else m.alert_command
-    return AlertSettings(
-        mail_to=tuple(args.alert_mail_to) or m.alert_mail_to,
-        mail_from=m.alert_mail_from,
-        smtp_relay=m.smtp_relay,
-        command=command,
-    )
-
-
 def monitor_command(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.logsetup import setup_logging
 
     setup_logging(config.logging.level)
     try:
-        targets = targets_from(args, config)
+        targets = monitor_targets(config, args.domain, options_from(args))
     except ValueError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return NagiosStatus.UNKNOWN
@@ -90,14 +63,15 @@ def monitor_command(args: argparse.Namespace, config: Config) -> int:
             "monitor: no domain (give --domain or [[own_domains]] in the config)", file=sys.stderr
         )
         return NagiosStatus.UNKNOWN
-    state = StateFile(args.state_file or Path(config.cache.state_dir) / STATE_NAME)
+    state = monitor_state(config, args.state_file)
     return asyncio.run(_run(args, config, targets, state))
 
 
 async def _run(
     args: argparse.Namespace, config: Config, targets: list[Target], state: StateFile
 ) -> int:
-    alerts = alert_settings(args, config)
+    command = args.alert_command.split() if args.alert_command else ()
+    alerts = alert_settings(config, args.alert_mail_to, command)
     async with AsyncExitStack() as stack:
         reach = await open_reach(config, reach_settings(args), stack)
         if args.once:

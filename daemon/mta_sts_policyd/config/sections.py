@@ -162,6 +162,10 @@ class MonitorConfig:
     smtp_relay: str = "localhost:25"
     alert_command: tuple[str, ...] = ()
     """A program and its arguments (no shell); the transitions arrive as JSON on stdin."""
+    in_serve: bool = False
+    """Also run the monitor inside `serve` (its gauges then appear on the metrics endpoint)."""
+    allow_private: bool = False
+    """Only for test set-ups: contact private and loopback addresses too."""
 
 
 @dataclass(frozen=True)

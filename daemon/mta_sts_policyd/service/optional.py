@@ -34,4 +34,9 @@ async def start(
             config.tlsrpt.socket or "-",
             config.maillog.enabled,
         )
+    if config.monitor.in_serve and config.own_domains:
+        from mta_sts_policyd.service.own_domains import start_monitor
+
+        closers.append(await start_monitor(config))
+        log.info("event=monitor-started domains=%d", len(config.own_domains))
     return closers

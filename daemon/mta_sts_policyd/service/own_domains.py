@@ -1,4 +1,5 @@
-"""The composition root's part for the own-domain tools (`check`, `generate`, `monitor`).
+"""The composition root's part for the own-domain tools (`check`, `generate`, `monitor`, and
+the monitor inside `serve`).
 
 Kept beside composition.py (same rule: the configuration becomes objects here and nowhere
 else) so that module stays one screenful per concern. Command-line overrides arrive as plain
@@ -7,9 +8,12 @@ values; `None` means "what the configuration says".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.config.settings import Config
@@ -18,7 +22,11 @@ from mta_sts_policyd.discovery.policy_fetch import MAX_TIMEOUT, PolicyFetcher
 from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber
+from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.tools.check.gather import Reach
+from mta_sts_policyd.tools.check.observations import Options
+from mta_sts_policyd.tools.monitor.alerts import AlertSettings
+from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever
 
 MxLookup = Callable[[str], Coroutine[Any, Any, Sequence[str] | None]]
 """Domain -> its MX host names, () for none, None when the lookup failed."""
@@ -80,3 +88,71 @@ async def open_reach(config: Config, settings: ReachSettings, stack: AsyncExitSt
     return Reach(
         dns, fetcher, prober, ca_file, https_port, settings.timeout, settings.allow_private
     )
+
+
+# --- monitor (standalone, or inside `serve` with [monitor] in_serve) --------------------------
+
+STATE_NAME = "monitor.json"
+
+
+def monitor_targets(
+    config: Config, domains: Sequence[str] = (), base: Options | None = None
+) -> list[Target]:
+    """`domains` (without expectations), else `[[own_domains]]`; ValueError for a non-domain."""
+    base = base or Options(allow_private=config.monitor.allow_private)
+    names: list[tuple[str, tuple[str, ...], str]]
+    if domains:
+        names = [(d, (), "") for d in domains]
+    else:
+        names = [(o.domain, o.expect_cname, o.expect_id) for o in config.own_domains]
+    targets = []
+    for name, cnames, expect_id in names:
+        domain = policy_domain_for_key(name)
+        if domain is None:
+            raise ValueError(f"{name!r} is not a domain name")
+        options = replace(base, expect_cname=tuple(cnames), expect_id=expect_id or None)
+        targets.append(Target(domain, options))
+    return targets
+
+
+def alert_settings(
+    config: Config, mail_to: Sequence[str] = (), command: Sequence[str] = ()
+) -> AlertSettings:
+    m = config.monitor
+    return AlertSettings(
+        mail_to=tuple(mail_to) or m.alert_mail_to,
+        mail_from=m.alert_mail_from,
+        smtp_relay=m.smtp_relay,
+        command=tuple(command) or m.alert_command,
+    )
+
+
+def monitor_state(config: Config, path: Path | None = None) -> StateFile:
+    return StateFile(path or Path(config.cache.state_dir) / STATE_NAME)
+
+
+async def start_monitor(config: Config) -> Callable[[], Awaitable[None]]:
+    """The monitor loop as a task of `serve`; returns the closer that stops it."""
+    stack = AsyncExitStack()
+    settings = ReachSettings(allow_private=config.monitor.allow_private)
+    reach = await open_reach(config, settings, stack)
+    m = config.monitor
+    task = asyncio.create_task(
+        run_forever(
+            monitor_targets(config),
+            reach,
+            monitor_state(config),
+            alert_settings(config),
+            interval=m.interval,
+            jitter=min(m.jitter, m.interval / 2),
+        ),
+        name="own-domain monitor",
+    )
+
+    async def close() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await stack.aclose()
+
+    return close
