@@ -124,7 +124,18 @@ def test_check_config_shows_command_line_overrides(
     [
         ('[server]\nlisten = ["127.0.0.1:8463"]\nlistne = []\n', "server.listne: unknown key"),
         ('[cache]\ncold_wait = "3s"\n', "cache.cold_wait: expected a number"),
-        ("[discovery]\nfetch_timeout = 120\n", "discovery.fetch_timeout: expected seconds"),
+        ("[discovery]\nfetch_timeout = 120\n", "discovery.fetch_timeout: expected a number of sec"),
+        (
+            "[cache]\nflush_interval = inf\n",
+            "cache.flush_interval: expected a number of seconds "
+            "greater than 0 and at most 3600, got inf",
+        ),
+        ('[cache]\nstate_dir = ""\n', "cache.state_dir: expected a directory path (not empty)"),
+        (
+            "[cache]\nmax_entries = 100000000000000000000\n",
+            "cache.max_entries: expected a whole "
+            "number from 1 to 100000000, got 100000000000000000000",
+        ),
         ('[server]\nsts_attributes = "yes"\n', "server.sts_attributes: expected one of"),
         ('[metrics]\nlisten = "0.0.0.0:9463"\n', "metrics.listen: expected a loopback"),
         ("[server\n", "not valid TOML"),
@@ -151,7 +162,7 @@ def test_config_errors_exit_78_on_the_console_entry_point(
     daemon.config_path.write_text("[cache]\nnegative_ttl = -5\n")
     bad = daemon.cli("serve", "-c", str(daemon.config_path))  # what RestartPreventExitStatus sees
     assert bad.returncode == 78
-    assert "cache.negative_ttl: expected a number >= 0, got -5" in bad.stderr
+    assert "cache.negative_ttl: expected a number of seconds from 0 to 604800, got -5" in bad.stderr
 
 
 def test_serve_with_an_unusable_state_dir_exits_78(daemon: DaemonProcess) -> None:

@@ -2,20 +2,101 @@
 
 Each check returns None when the value is fine, else what was expected; toml_schema.py puts
 the key and the value in front of it. Checks that need two keys are in settings.py.
+
+Why bounds and not just types: TOML reads `inf` and `nan` as numbers and integers of any size,
+and each passes a type check but breaks the daemon (`flush_interval = inf` never writes the
+cache, `max_entries = 1e20`-sized counts crash `serve`, `state_dir = ""` is the working
+directory). Every int and float key has an entry in RANGES (tests/config checks that none is
+missing); the bounds are generous and only shut out values no operator can mean.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+DAY = 86400.0
+YEAR = 31557600.0
+"""RFC 8461 §3.2: a policy's max_age is at most 31557600 seconds."""
 
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "a number greater than 0"
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Finite numbers from `low` (excluded when `low_open`) to `high` (included)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    unit: str = "a number"
+
+    def problem(self, value: float) -> str | None:
+        """None when `value` is allowed, else the allowed range in words."""
+        above = value > self.low if self.low_open else value >= self.low
+        if math.isfinite(value) and above and value <= self.high:
+            return None
+        return self.describe()
+
+    def describe(self) -> str:
+        """E.g. "a number of seconds from 0 to 60", "... greater than 0 and at most 3600"."""
+        low, high = _show(self.low), _show(self.high)
+        if self.low_open:
+            return f"{self.unit} greater than {low} and at most {high}"
+        return f"{self.unit} from {low} to {high}"
 
 
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "a number >= 0"
+def _show(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _seconds(high: float, *, zero: bool = False) -> Range:
+    return Range(0, high, low_open=not zero, unit="a number of seconds")
+
+
+def _count(high: int, low: int = 1) -> Range:
+    return Range(low, high, unit="a whole number")
+
+
+PORT = _count(65535)
+
+RANGES: dict[str, Range] = {
+    "server.max_connections": _count(1_000_000),
+    "server.idle_timeout": _seconds(DAY),
+    "discovery.dns_timeout": _seconds(60),
+    "discovery.fetch_timeout": Range(0, 60, True, "a number of seconds (RFC 8461 §3.3)"),
+    "discovery.https_port": PORT,
+    "cache.txt_recheck": _seconds(DAY),
+    "cache.cold_wait": _seconds(60, zero=True),
+    "cache.negative_ttl": _seconds(7 * DAY, zero=True),
+    "cache.failure_backoff": _seconds(DAY, zero=True),
+    "cache.refresh_interval": _seconds(YEAR),
+    "cache.refresh_jitter": _seconds(DAY, zero=True),
+    "cache.refresh_concurrency": _count(1000),
+    "cache.memory_entries": _count(10_000_000),
+    "cache.max_entries": _count(100_000_000),
+    "cache.flush_interval": _seconds(3600),
+    "tlsrpt.retention_days": _count(3660),
+    "tlsrpt.max_report_bytes": _count(1 << 30),
+    "tlsrpt.send_delay_max": _seconds(DAY, zero=True),
+    "tlsrpt.retry_window": _seconds(7 * DAY),
+    "tlsrpt.https_timeout": _seconds(600),
+    "probe.reprobe_interval": _seconds(7 * DAY),
+    "probe.timeout": _seconds(600),
+    "probe.concurrency": _count(1000),
+    "probe.port": PORT,
+    "monitor.interval": _seconds(7 * DAY),
+    "monitor.jitter": _seconds(DAY, zero=True),
+    "reports_in.retention_days": _count(3660),
+    "reports_in.quarantine_keep": _count(1_000_000),
+    "reports_in.min_days": _count(366),
+    "reports_in.min_organizations": _count(10_000),
+}
+
+
+def state_dir_problem(value: str) -> str | None:
+    """An empty path would put the state in whatever the working directory happens to be."""
+    return None if value.strip() else "a directory path (not empty)"
 
 
 def _octal_mode(value: str) -> str | None:
@@ -26,45 +107,9 @@ def _octal_mode(value: str) -> str | None:
     return None if ok else 'an octal file mode such as "0660"'
 
 
-def _fetch_timeout(value: float) -> str | None:
-    return None if 0 < value <= 60 else "seconds, greater than 0 and at most 60 (RFC 8461 §3.3)"
-
-
-def _port(value: int) -> str | None:
-    return None if 0 < value < 65536 else "a TCP port 1-65535"
-
-
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "server.unix_mode": _octal_mode,
-    "server.max_connections": _positive,
-    "server.idle_timeout": _positive,
-    "discovery.dns_timeout": _positive,
-    "discovery.fetch_timeout": _fetch_timeout,
-    "discovery.https_port": _port,
-    "cache.txt_recheck": _positive,
-    "cache.cold_wait": _non_negative,
-    "cache.negative_ttl": _non_negative,
-    "cache.failure_backoff": _non_negative,
-    "cache.refresh_interval": _positive,
-    "cache.refresh_jitter": _non_negative,
-    "cache.refresh_concurrency": _positive,
-    "cache.max_entries": _positive,
-    "cache.memory_entries": _positive,
-    "cache.flush_interval": _positive,
     "tlsrpt.socket_mode": _octal_mode,
-    "tlsrpt.retention_days": _positive,
-    "tlsrpt.max_report_bytes": _positive,
-    "tlsrpt.send_delay_max": _non_negative,
-    "tlsrpt.retry_window": _positive,
-    "tlsrpt.https_timeout": _positive,
-    "probe.reprobe_interval": _positive,
-    "probe.timeout": _positive,
-    "probe.concurrency": _positive,
-    "probe.port": _port,
-    "monitor.interval": _positive,
-    "monitor.jitter": _non_negative,
-    "reports_in.retention_days": _positive,
-    "reports_in.quarantine_keep": _positive,
-    "reports_in.min_days": _positive,
-    "reports_in.min_organizations": _positive,
+    "cache.state_dir": state_dir_problem,
+    **{key: bounds.problem for key, bounds in RANGES.items()},
 }
