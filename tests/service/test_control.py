@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import StsWorld
 from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
 from mta_sts_policyd.policy.resolver import LookupSettings, PolicyResolver
-from mta_sts_policyd.service.control import ControlServer, control_request
+from mta_sts_policyd.service.control import (
+    BadRequest,
+    ControlServer,
+    control_request,
+    parse_request,
+)
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 ENFORCE_REPLY = b"OK secure match=mail.example.test servername=hostname"
@@ -119,6 +126,9 @@ async def test_a_stale_socket_file_is_replaced(sts_world: StsWorld, short_dir: P
         b'{"domain": "example.test"}\n',  # no command
         b'["list"]\n',
         b'"list"\n',
+        b"null\n",
+        b"[" * 4000 + b"\n",  # nested deeper than the JSON decoder's recursion limit
+        b"\xff\xfe\n",
         b'{"command": "list", "pad": "' + b"x" * 5000 + b'"}\n',  # over the request cap
     ],
 )
@@ -130,6 +140,90 @@ async def test_bad_requests_get_an_error_reply(setup: Setup, line: bytes) -> Non
     assert answer["error"].startswith("bad request")
 
 
+HOSTILE = [
+    {"command": "show", "domain": 5},
+    {"command": "show", "domain": ["example.test"]},
+    {"command": "refresh", "domain": {"a": 1}},
+    {"command": "purge", "domain": 0},
+    {"command": "purge", "domain": ""},
+    {"command": "purge", "domain": False},
+    {"command": "purge", "domain": []},
+    {"command": "list", "domain": "example.test"},
+    {"command": ["list"]},
+    {"command": {"list": 1}},
+    {"command": None},
+    {"command": 1.5},
+    {"command": "list", "extra": 1},
+]
+
+
+@pytest.mark.parametrize("request_", HOSTILE, ids=[json.dumps(r) for r in HOSTILE])
+async def test_requests_of_the_wrong_shape_are_answered_and_purge_nothing(
+    setup: Setup, request_: dict[str, Any]
+) -> None:
+    """Issue 11 item 19: a non-string domain crashed the handler (no answer); an empty or
+    false domain read as "no domain", which for purge is every domain."""
+    await setup.resolver.answer("postfix", "example.test")
+    answer = await setup.ask(request_)
+    assert answer["ok"] is False
+    assert answer["error"].startswith("bad request: ")
+    assert [e.domain for e in setup.resolver.cache.hot_entries()] == ["example.test"]
+    assert (await setup.ask({"command": "list"}))["ok"] is True  # still serving
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+REQUESTS = st.one_of(
+    JSON_VALUES,
+    st.fixed_dictionaries(
+        {"command": st.sampled_from(["list", "show", "purge", "refresh", "x"]) | JSON_VALUES},
+        optional={"domain": JSON_VALUES, "other": JSON_VALUES},
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request_=REQUESTS)
+def test_any_json_value_gets_exactly_one_json_answer(request_: Any) -> None:
+    """A fuzzed request (no network: parse_request must refuse or the answer be a plain reply)."""
+    try:
+        command, domain = parse_request(request_)
+    except BadRequest as exc:
+        assert str(exc)
+        return
+    assert command in ("list", "show", "purge", "refresh")
+    assert domain is None or isinstance(domain, str)
+    assert isinstance(request_, dict) and set(request_) <= {"command", "domain"}
+    if command == "purge" and domain is None:
+        assert request_.get("domain") is None  # only an absent or null domain means "all"
+
+
+@settings(max_examples=60, deadline=None)
+@given(line=st.binary(max_size=300))
+def test_random_bytes_on_the_socket_get_one_answer(line: bytes) -> None:
+    async def go() -> bytes:
+        resolver = PolicyResolver(None, PolicyCache(None), LookupSettings())  # type: ignore[arg-type]
+        control = ControlServer(resolver)
+        path = Path(tempfile.mkdtemp(prefix="mtasts-f-")) / "c.sock"
+        await control.start(path)
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(line.replace(b"\n", b" ") + b"\n")
+            reply = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return reply
+        finally:
+            await control.close()
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+    reply = asyncio.run(go())
+    assert reply.count(b"\n") == 1
+    assert isinstance(json.loads(reply)["ok"], bool)
+
+
 async def test_one_request_per_connection(setup: Setup) -> None:
     reply = await setup.raw(b'{"command": "list"}\n{"command": "purge"}\n')
     assert [json.loads(line) for line in reply.splitlines()] == [{"ok": True, "entries": []}]
@@ -138,9 +232,9 @@ async def test_one_request_per_connection(setup: Setup) -> None:
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
-        ({"command": "frobnicate"}, "unknown command 'frobnicate' or missing domain"),
-        ({"command": "show"}, "unknown command 'show' or missing domain"),
-        ({"command": "refresh"}, "unknown command 'refresh' or missing domain"),
+        ({"command": "frobnicate"}, "unknown command 'frobnicate' (known: list, show, purge, "),
+        ({"command": "show"}, "show needs a domain"),
+        ({"command": "refresh"}, "refresh needs a domain"),
         ({"command": "show", "domain": ".example.test"}, "is not a domain that can have a policy"),
         ({"command": "purge", "domain": "[192.0.2.1]"}, "is not a domain that can have a policy"),
     ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -19,7 +20,44 @@ from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 
+log = logging.getLogger(__name__)
+
 MAX_REQUEST = 4096
+COMMANDS = {"list": "none", "show": "required", "purge": "optional", "refresh": "required"}
+"""Each command and whether it takes a domain."""
+
+
+class BadRequest(ValueError):
+    """A request the server refuses; the message says what is wrong with it."""
+
+
+def parse_request(request: object) -> tuple[str, str | None]:
+    """(command, policy domain or None) of a decoded request, or BadRequest.
+
+    Why so strict: the socket is root-only, but a wrong type must get an answer, not crash the
+    handler, and a domain that is not a string (0, "", false) must never read as "no domain",
+    which for `purge` means every domain."""
+    if not isinstance(request, dict):
+        raise BadRequest("expected a JSON object")
+    unknown = sorted(str(key) for key in request if key not in ("command", "domain"))
+    if unknown:
+        raise BadRequest(f"unknown key {unknown[0]!r} (known: command, domain)")
+    command = request.get("command")
+    if not isinstance(command, str) or command not in COMMANDS:
+        raise BadRequest(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
+    takes, raw = COMMANDS[command], request.get("domain")
+    if raw is None:
+        if takes == "required":
+            raise BadRequest(f"{command} needs a domain")
+        return command, None
+    if takes == "none":
+        raise BadRequest(f"{command} takes no domain")
+    if not isinstance(raw, str):
+        raise BadRequest(f"domain must be a string, got {type(raw).__name__}")
+    domain = policy_domain_for_key(raw)
+    if domain is None:
+        raise BadRequest(f"{raw!r} is not a domain that can have a policy")
+    return command, domain
 
 
 def entry_summary(entry: CacheEntry) -> dict[str, Any]:
@@ -77,28 +115,37 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            try:
-                line = await reader.readline()
-                request = json.loads(line[:MAX_REQUEST])
-                response = await self.handle(request)
-            except (ValueError, TypeError, KeyError) as exc:  # incl. a line over the stream limit
-                response = {"ok": False, "error": f"bad request: {exc}"}
-            writer.write(json.dumps(response).encode() + b"\n")
+            writer.write(json.dumps(await self._respond(reader)).encode() + b"\n")
             await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; nothing to answer
         finally:
             writer.close()
 
-    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        command = request["command"]
-        raw = request.get("domain")
-        domain = policy_domain_for_key(raw) if raw else None
-        if raw and domain is None:
-            return {"ok": False, "error": f"{raw!r} is not a domain that can have a policy"}
+    async def _respond(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        """Every request gets an answer: bad ones say why, a failure inside says what failed."""
+        try:
+            line = await reader.readline()
+            command, domain = parse_request(json.loads(line[:MAX_REQUEST]))
+        except (ValueError, RecursionError) as exc:  # incl. a line over the stream limit
+            return {"ok": False, "error": f"bad request: {exc}"}
+        try:
+            return await self.handle(command, domain)
+        except Exception as exc:  # the daemon keeps serving; the operator sees the cause
+            log.error("event=control-failed command=%s reason=%r", command, str(exc))
+            return {"ok": False, "error": f"{command} failed: {exc}"}
+
+    async def handle(self, command: str, domain: str | None) -> dict[str, Any]:
+        """Carry out a request parse_request accepted."""
         cache = self.resolver.cache
         if command == "list":
             entries = sorted(cache.hot_entries(), key=lambda e: e.domain)
             return {"ok": True, "entries": [entry_summary(e) for e in entries]}
-        if command == "show" and domain:
+        if command == "purge":
+            return {"ok": True, "purged": await self.resolver.purge(domain)}
+        if domain is None:  # parse_request lets show and refresh through only with one
+            raise BadRequest(f"{command} needs a domain")
+        if command == "show":
             entry = cache.get(domain)
             if entry is None:
                 entry = await asyncio.to_thread(cache.load_from_store, domain)
@@ -106,12 +153,8 @@ class ControlServer:
                     return {"ok": False, "error": f"{domain} is not in the cache", "missing": True}
                 self.resolver.render(entry)  # store rows carry no reply bytes
             return {"ok": True, "entry": entry_details(entry)}
-        if command == "purge":
-            return {"ok": True, "purged": await self.resolver.purge(domain)}
-        if command == "refresh" and domain:
-            entry = await self.resolver.refresh_domain(domain)
-            return {"ok": True, "entry": entry_details(entry) if entry else None}
-        return {"ok": False, "error": f"unknown command {command!r} or missing domain"}
+        entry = await self.resolver.refresh_domain(domain)
+        return {"ok": True, "entry": entry_details(entry) if entry else None}
 
 
 def control_request(path: Path, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
