@@ -73,6 +73,21 @@ class StoreError(MtaStsError):
     """The persistent store could not be read or written."""
 
 
+class StateUnusableError(StoreError):
+    """The state directory or a store in it cannot be used at start (full disk, read-only
+    mount, permissions): nothing is renamed, `serve` exits with `exit_code` (EX_CANTCREAT),
+    which systemd may retry, unlike a configuration error."""
+
+    exit_code = 73
+
+
+class StateLockedError(MtaStsError):
+    """Another `serve` holds the state directory; `serve` exits with `exit_code`
+    (EX_UNAVAILABLE) instead of sharing its files and control socket."""
+
+    exit_code = 69
+
+
 class DatagramError(MtaStsError):
     """A libtlsrpt datagram (docs/conformance.md: DG-envelope, DG-policy, DG-failure-detail) is
     unusable: counted and quarantined, never fatal."""

@@ -165,12 +165,15 @@ def test_config_errors_exit_78_on_the_console_entry_point(
     assert "cache.negative_ttl: expected a number of seconds from 0 to 604800, got -5" in bad.stderr
 
 
-def test_serve_with_an_unusable_state_dir_exits_78(daemon: DaemonProcess) -> None:
+def test_serve_with_an_unusable_state_dir_exits_73(daemon: DaemonProcess) -> None:
+    """EX_CANTCREAT, not 78: the state directory may become usable without a config change."""
     blocker = daemon.workdir / "a-file"
     blocker.write_text("")
     done = daemon.cli("serve", "-c", str(daemon.config_path), "--state-dir", str(blocker / "x"))
-    assert done.returncode == 78
+    assert done.returncode == 73
     assert "cache.state_dir: cannot create" in done.stderr
+    assert "Not a directory" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_serve_on_an_address_in_use_exits_75_with_one_line(daemon: DaemonProcess) -> None:

@@ -244,7 +244,7 @@ def test_corrupt_store_is_moved_aside_and_the_daemon_runs(
     daemon.store_path.write_bytes(garbage)
     daemon.start()
     assert daemon.proc is not None
-    aside = daemon.state_dir / f"policies.sqlite.corrupt-{daemon.proc.pid}"
+    aside = daemon.state_dir / "policies.sqlite.corrupt"
     line = daemon.wait_for_log(r"level=ERROR .*event=store-corrupt .*")
     assert str(aside) in line.group(0)
     assert aside.read_bytes() == garbage

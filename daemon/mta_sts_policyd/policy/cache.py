@@ -13,6 +13,7 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 
+from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.policy.entry import CacheEntry, entry_from_json, entry_to_json
 from mta_sts_policyd.policy.store.sqlite import PolicyStore, RefreshFacts
 
@@ -60,6 +61,8 @@ class PolicyCache:
         self._touched: dict[str, float] = {}
         """last_used of entries pushed out of memory: only that field is written back."""
         self._stored = StoredFilter()
+        self.write_failures = 0
+        """Failed flushes in a row (0: the last one worked); the flush loop backs off on it."""
 
     def load(self, now: float) -> int:
         """Read the store at start: the most recently used entries go into memory.
@@ -100,7 +103,8 @@ class PolicyCache:
         """Disk read for a domain not in the hot set; call from a worker thread."""
         if self.store is None or domain in self._deleted:
             return None
-        return self.store.get(domain)
+        unsaved = self._dirty.get(domain)  # newer than the store while writes fail
+        return unsaved if unsaved is not None else self.store.get(domain)
 
     def put(self, entry: CacheEntry, *, dirty: bool = True) -> None:
         """Insert or update (marked for the next flush unless it was just read from the store);
@@ -162,26 +166,54 @@ class PolicyCache:
         entries: list[CacheEntry],
         deletions: list[str],
         touched: dict[str, float] | None = None,
-    ) -> None:
-        """Persist a batch (worker thread). Failures are logged; the batch is retried later."""
+    ) -> bool:
+        """Persist a batch (worker thread). A failure (full disk, read-only, a stalled writer)
+        is logged and the batch kept for the next flush; answers keep coming from memory."""
         touched = touched or {}
         if self.store is None or not (entries or deletions or touched):
-            return
+            return True
         try:
             self.store.write(entries, deletions, touched)
-        except (sqlite3.Error, RuntimeError, OSError) as exc:
-            log.error("event=store-write-failed entries=%d reason=%r", len(entries), str(exc))
-            for entry in entries:
+        except (StoreError, sqlite3.Error, RuntimeError, OSError) as exc:
+            self.write_failures += 1
+            log.error(
+                "event=store-write-failed entries=%d failures=%d reason=%r kept in memory,"
+                " retried at the next flush",
+                len(entries) + len(deletions) + len(touched),
+                self.write_failures,
+                str(exc),
+            )
+            self._keep_for_retry(entries, deletions, touched)
+            return False
+        if self.write_failures:
+            log.info("event=store-write-recovered entries=%d after_failures=%d",
+                     len(entries) + len(deletions) + len(touched), self.write_failures)  # fmt: skip
+            self.write_failures = 0
+        return True
+
+    def _keep_for_retry(
+        self, entries: list[CacheEntry], deletions: list[str], touched: dict[str, float]
+    ) -> None:
+        """Put a failed batch back, under anything newer that arrived meanwhile."""
+        for entry in entries:
+            if entry.domain not in self._deleted:
                 self._dirty.setdefault(entry.domain, entry)
-            self._deleted.update(deletions)
-            for domain, last_used in touched.items():
-                self._touched.setdefault(domain, last_used)
+        self._deleted.update(d for d in deletions if d not in self._dirty)
+        for domain, last_used in touched.items():
+            self._touched.setdefault(domain, last_used)
+
+    def unsaved(self) -> int:
+        """Changes not yet in the store (what a SIGKILL now would lose)."""
+        return len(self._dirty) + len(self._deleted) + len(self._touched)
 
     def evict_store_overflow(self) -> int:
         """Drop the least recently used stored domains beyond `max_entries` (worker thread)."""
         return 0 if self.store is None else self.store.evict_oldest(self.max_entries)
 
-    def close(self) -> None:
-        if self.store is not None:
-            self.write_batch(*self.take_batch())
-            self.store.close()
+    def close(self) -> bool:
+        """Flush and close; False when the last flush failed (its changes are lost)."""
+        if self.store is None:
+            return True
+        saved = self.write_batch(*self.take_batch())
+        self.store.close()
+        return saved

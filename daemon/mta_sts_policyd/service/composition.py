@@ -27,6 +27,7 @@ from mta_sts_policyd.policy.types import DiscoveryLike
 from mta_sts_policyd.postfix.postconf import postfix_settings, postfix_version
 from mta_sts_policyd.postfix.server import SocketmapServer
 from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
+from mta_sts_policyd.state_files import make_private_dir
 
 if TYPE_CHECKING:
     from mta_sts_policyd.probe.prober import MxProber
@@ -120,16 +121,9 @@ def make_discovery(config: Config) -> Discovery:
 
 
 def make_state_dir(config: Config) -> Path:
-    """The state directory, created if missing; ConfigError says how to get one."""
-    state_dir = config.state_dir
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cache.state_dir: cannot create {state_dir}: {exc.strerror} "
-            "(run as root, or pass --state-dir DIR)"
-        ) from None
-    return state_dir
+    """The state directory, created 0700 if missing; StateUnusableError says how to get one."""
+    make_private_dir(config.state_dir)
+    return config.state_dir
 
 
 def make_policy_cache(config: Config) -> PolicyCache:

@@ -29,12 +29,15 @@ from mta_sts_policyd.service.control import ControlServer
 from mta_sts_policyd.service.logsetup import setup_logging
 from mta_sts_policyd.service.process_memory import release_free_memory
 from mta_sts_policyd.service.reload import restart_only_changes
+from mta_sts_policyd.state_files import StateLock
 
 log = logging.getLogger(__name__)
 
 EVICTION_INTERVAL = 3600.0
 BULK_WRITE = 1000
 """Rows in one flush from which freed memory is handed back to the OS afterwards."""
+MAX_FLUSH_BACKOFF = 60.0
+"""While the store cannot be written (full disk), retries slow down to at most one a minute."""
 
 
 @dataclass
@@ -52,9 +55,29 @@ class Daemon:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list, init=False)
     _closers: list[Callable[[], Any]] = field(default_factory=list, init=False)
     bound: list[tuple[str, int]] = field(default_factory=list, init=False)
+    _lock: StateLock | None = field(default=None, init=False)
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
+        self._hold_state_dir()
+        try:
+            await self._start_parts()
+        except BaseException:
+            self._release_state_dir()
+            raise
+
+    def _hold_state_dir(self) -> None:
+        """Create the state directory (0700) and lock it before anything in it is touched: a
+        second `serve` must not take over the control socket or write the same stores."""
+        self._lock = StateLock(composition.make_state_dir(self.config))
+        self._lock.acquire()
+
+    def _release_state_dir(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def _start_parts(self) -> None:
         config = self.config
         cache = composition.make_policy_cache(config)
         discovery = composition.make_discovery(config)
@@ -106,10 +129,16 @@ class Daemon:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.create_task(coro))
 
+    def _flush_delay(self) -> float:
+        """flush_interval, doubled per failed flush in a row up to MAX_FLUSH_BACKOFF."""
+        interval = self.config.cache.flush_interval
+        failures = min(self.resolver.cache.write_failures, 16)
+        return float(min(interval * 2**failures, max(interval, MAX_FLUSH_BACKOFF)))
+
     async def _flush_loop(self) -> None:
         cache = self.resolver.cache
         while True:
-            await asyncio.sleep(self.config.cache.flush_interval)
+            await asyncio.sleep(self._flush_delay())
             entries, deletions, touched = cache.take_batch()
             await asyncio.to_thread(cache.write_batch, entries, deletions, touched)
             if len(entries) + len(touched) >= BULK_WRITE:
@@ -166,18 +195,32 @@ class Daemon:
         await self._stop.wait()
 
     async def stop(self, deadline: float = 10.0) -> None:
+        """Drain, stop every part, flush the cache. A part that fails to stop (a TLS-RPT store
+        on a full disk) is logged and skipped: it must not cost the policy cache its flush."""
         sdnotify.notify("STOPPING=1")
         await self.server.close(drain_deadline=deadline)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for close in reversed(self._closers):
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+            await _close_part(close)
         cache = self.resolver.cache
-        await asyncio.to_thread(cache.close)
-        log.info("event=stopped entries_flushed=yes")
+        unsaved = cache.unsaved()
+        if await asyncio.to_thread(cache.close):
+            log.info("event=stopped entries_flushed=yes")
+        else:
+            log.error("event=stopped entries_flushed=no lost=%d", unsaved)
+        self._release_state_dir()
+
+
+async def _close_part(close: Callable[[], Any]) -> None:
+    try:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception as exc:  # shutdown goes on: the remaining parts and the cache flush
+        name = getattr(close, "__qualname__", repr(close))
+        log.error("event=stop-step-failed step=%s reason=%r", name, str(exc))
 
 
 async def _close_later(discovery: Discovery, delay: float) -> None:

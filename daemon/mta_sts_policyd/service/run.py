@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mta_sts_policyd import __version__
 from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import StateLockedError, StateUnusableError
 from mta_sts_policyd.net import systemd as sdnotify
 from mta_sts_policyd.service.daemon import Daemon
 from mta_sts_policyd.service.logsetup import setup_logging
@@ -40,6 +41,9 @@ async def serve(daemon: Daemon) -> int:
     loop = asyncio.get_running_loop()
     try:
         await daemon.start()
+    except (StateLockedError, StateUnusableError) as exc:
+        log.error("event=start-failed reason=%r", str(exc))
+        return exc.exit_code
     except OSError as exc:
         # e.g. the address is still held by the previous instance: one line, and 75 (retry).
         log.error("event=start-failed reason=%r", str(exc))

@@ -1,35 +1,49 @@
 """The persistent tier of the policy cache: sqlitedict, JSON-encoded, written in batches.
 
-Writes go through sqlitedict (autocommit off, one transaction per batch); reads use a plain
-sqlite3 connection (WAL lets them run beside the writer) so they skip sqlitedict's queue
-thread, and SQL picks the hot set at start without decoding the whole store. A corrupt file is
-moved aside with a clear log line and the daemon starts with an empty cache.
+Writes go through sqlitedict (autocommit off, one transaction per batch, every wait bounded:
+writer.py); reads use a plain sqlite3 connection (WAL lets them run beside the writer) so they
+skip sqlitedict's queue thread, and SQL picks the hot set at start without decoding the whole
+store. Only a damaged file (state_files.is_damaged) is moved aside, with a clear log line, and
+the daemon starts with an empty cache; a full disk, a read-only mount or missing permissions
+stop the start with one line naming the cause, and nothing is renamed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlitedict import SqliteDict
-
 from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.policy.entry import CacheEntry, entry_from_json, entry_to_json
+from mta_sts_policyd.policy.store.writer import (
+    CACHE_SIZE_PRAGMA,
+    LAST_USED,
+    STALL_TIMEOUT,
+    BoundedWriter,
+    Statement,
+)
+from mta_sts_policyd.state_files import (
+    create_private_file,
+    is_damaged,
+    move_aside,
+    quick_check,
+    unusable,
+)
 
 log = logging.getLogger(__name__)
 
-LAST_USED = "json_extract(value, '$.last_used')"
-LAST_USED_INDEX = f'CREATE INDEX IF NOT EXISTS "policies_last_used" ON "policies" ({LAST_USED})'
-"""Start-up reads the hot set and eviction the oldest rows by this index, not by a full scan."""
-CACHE_SIZE_PRAGMA = "PRAGMA cache_size = -1024"
-"""1 MiB of page cache per connection (sqlite's default is ~8 MiB): the hot set lives in our
-own memory, the OS page cache holds the file, and RSS is the operator's budget."""
+_REPLACE = 'REPLACE INTO "policies" (key, value) VALUES (?, ?)'
+_TOUCH = (
+    "UPDATE \"policies\" SET value = json_set(value, '$.last_used', ?)"
+    " WHERE key = ? AND json_extract(value, '$.last_used') < ?"
+)
+_DELETE = 'DELETE FROM "policies" WHERE key = ?'
+_OPEN_ERRORS = (sqlite3.Error, RuntimeError, OSError, StoreError)
 
 
 class RefreshFacts(NamedTuple):
@@ -43,12 +57,10 @@ class RefreshFacts(NamedTuple):
 
 
 def _check_sqlite(path: Path) -> None:
-    """Raise sqlite3.DatabaseError for a damaged file (before sqlitedict's thread sees it)."""
+    """Raise for a damaged file before sqlitedict's thread sees it (state_files.is_damaged)."""
     conn = sqlite3.connect(path)
     try:
-        (result,) = conn.execute("PRAGMA quick_check").fetchone()
-        if result != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {result}")
+        quick_check(conn)
     finally:
         conn.close()
 
@@ -60,51 +72,43 @@ def _encode(value: dict[str, Any]) -> str:
 class PolicyStore:
     """The persistent tier: sqlitedict, JSON-encoded, autocommit off, written in batches."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, stall_timeout: float = STALL_TIMEOUT) -> None:
         self.path = path
         self._lock = threading.Lock()
         """Serialises writes (sqlitedict connection)."""
         self._read_lock = threading.Lock()
         """Serialises reads (plain connection); WAL lets them run beside a write."""
         self._read: sqlite3.Connection | None = None
-        self._db = self._open()
+        self._writer = BoundedWriter(path, stall_timeout)
+        self._open()
 
-    def _open(self) -> SqliteDict:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _open(self) -> None:
         try:
-            if self.path.exists():
-                _check_sqlite(self.path)
-            return self._connect()
-        except (sqlite3.DatabaseError, RuntimeError, OSError) as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{os.getpid()}")
-            log.error(
-                "event=store-corrupt path=%s moved_to=%s reason=%r starting with an empty cache",
-                self.path,
-                aside,
-                str(exc),
-            )
-            try:
-                self.path.rename(aside)
-            except OSError as move_exc:
-                raise StoreError(
-                    f"{self.path}: corrupt and cannot be moved aside: {move_exc}"
-                ) from None
-            return self._connect()
+            create_private_file(self.path)
+            _check_sqlite(self.path)
+            self._writer.open()
+            return
+        except _OPEN_ERRORS as exc:
+            if not is_damaged(exc):
+                raise unusable(self.path, "open the policy store", exc) from None
+            self._move_aside(exc)
+        try:
+            create_private_file(self.path)
+            self._writer.open()
+        except _OPEN_ERRORS as exc:
+            raise unusable(self.path, "create the policy store", exc) from None
 
-    def _connect(self) -> SqliteDict:
-        db = SqliteDict(
-            str(self.path),
-            tablename="policies",
-            encode=_encode,
-            decode=json.loads,
-            autocommit=False,
-            journal_mode="WAL",
-            outer_stack=False,
+    def _move_aside(self, damage: BaseException) -> None:
+        try:
+            aside = move_aside(self.path)
+        except OSError as exc:
+            raise unusable(self.path, "move the damaged policy store aside", exc) from None
+        log.error(
+            "event=store-corrupt path=%s moved_to=%s reason=%r starting with an empty cache",
+            self.path,
+            aside,
+            str(damage),
         )
-        db.conn.execute(CACHE_SIZE_PRAGMA)
-        db.conn.execute(LAST_USED_INDEX)
-        db.commit()
-        return db
 
     def _reader(self) -> sqlite3.Connection:
         """A plain read connection: reads skip sqlitedict's queue thread (WAL: no blocking)."""
@@ -169,32 +173,31 @@ class PolicyStore:
         deletions: list[str],
         touched: dict[str, float] | None = None,
     ) -> None:
-        """One transaction for a batch of changes; `touched` updates only last_used."""
-        with self._lock:
+        """One transaction for a batch of changes; `touched` updates only last_used.
+        StoreError when it cannot be written (nothing of it is then committed)."""
+
+        def statements() -> Iterator[Statement]:
             for entry in entries:
-                self._db[entry.domain] = entry_to_json(entry)
-            if touched:
-                self._db.conn.executemany(
-                    "UPDATE \"policies\" SET value = json_set(value, '$.last_used', ?)"
-                    " WHERE key = ? AND json_extract(value, '$.last_used') < ?",
-                    [(t, domain, t) for domain, t in touched.items()],
-                )
+                yield _REPLACE, (entry.domain, _encode(entry_to_json(entry)))
+            for domain, t in (touched or {}).items():
+                yield _TOUCH, (t, domain, t)
             for domain in deletions:
-                self._db.conn.execute('DELETE FROM "policies" WHERE key = ?', (domain,))
-            self._db.commit()
+                yield _DELETE, (domain,)
+
+        with self._lock:
+            self._writer.run(statements())
 
     def evict_oldest(self, keep: int) -> int:
         """Delete the least recently used rows beyond `keep`; returns how many."""
         excess = len(self) - keep
         if excess <= 0:
             return 0
+        sql = (
+            'DELETE FROM "policies" WHERE key IN '
+            f'(SELECT key FROM "policies" ORDER BY {LAST_USED} ASC LIMIT ?)'
+        )
         with self._lock:
-            self._db.conn.execute(
-                'DELETE FROM "policies" WHERE key IN '
-                f'(SELECT key FROM "policies" ORDER BY {LAST_USED} ASC LIMIT ?)',
-                (excess,),
-            )
-            self._db.commit()
+            self._writer.run([(sql, (excess,))])
         return excess
 
     def domains(self) -> Iterator[str]:
@@ -211,7 +214,7 @@ class PolicyStore:
 
     def close(self) -> None:
         with self._lock, self._read_lock:
-            self._db.close()
+            self._writer.close()
             if self._read is not None:
                 self._read.close()
                 self._read = None

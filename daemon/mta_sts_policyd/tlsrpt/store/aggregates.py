@@ -8,6 +8,7 @@ Delivery state lives in the same file (see jobs.py) so sending and counting shar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -19,6 +20,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from mta_sts_policyd.errors import StoreError
+from mta_sts_policyd.state_files import (
+    create_private_file,
+    is_damaged,
+    move_aside,
+    quick_check,
+    unusable,
+)
 from mta_sts_policyd.tlsrpt.model import DomainDay, SessionEvent
 from mta_sts_policyd.tlsrpt.store import codec
 
@@ -105,29 +113,32 @@ class TlsRptStore:
     # -- opening -----------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        """Only a damaged file is moved aside; a full disk, a read-only mount or missing
+        permissions are a StateUnusableError naming the cause, and nothing is renamed."""
         try:
+            create_private_file(self.path)
             return self._connect()
-        except sqlite3.OperationalError as exc:  # permissions, missing directory, locked
-            raise StoreError(f"cannot open TLS-RPT store {self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:  # not a database / malformed: keep it for forensics
-            self.moved_aside = _move_aside(self.path)
-            log.error(
-                "TLS-RPT store %s is corrupt (%s); moved to %s, starting empty",
-                self.path,
-                exc,
-                self.moved_aside,
-            )
-            try:
-                return self._connect()
-            except sqlite3.DatabaseError as again:
-                raise StoreError(f"cannot recreate TLS-RPT store {self.path}: {again}") from again
+        except (sqlite3.Error, OSError) as exc:
+            if not is_damaged(exc):
+                raise unusable(self.path, "open the TLS-RPT store", exc) from None
+            damage = exc
+        self.moved_aside = move_aside(self.path)
+        log.error(
+            "TLS-RPT store %s is corrupt (%s); moved to %s, starting empty",
+            self.path,
+            damage,
+            self.moved_aside,
+        )
+        try:
+            create_private_file(self.path)
+            return self._connect()
+        except (sqlite3.Error, OSError) as again:
+            raise unusable(self.path, "recreate the TLS-RPT store", again) from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            row = conn.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row}")
+            quick_check(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
@@ -139,15 +150,19 @@ class TlsRptStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Exclusive use of the connection inside one transaction (jobs.py builds on this)."""
+        """Exclusive use of the connection inside one transaction (jobs.py builds on this).
+
+        On failure the transaction is rolled back only if SQLite has not already done so (it
+        does on a full disk), and a failing rollback never replaces the error that caused it
+        ("cannot rollback - no transaction is active" hid "database or disk is full")."""
         with self._db_lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                _rollback(self._conn)
                 raise
-            self._conn.execute("COMMIT")
 
     # -- ingestion ---------------------------------------------------------------------------
 
@@ -210,16 +225,25 @@ class TlsRptStore:
                     for dkey, count in (slot.details or {}).items():
                         conn.execute(_UPSERT_DETAIL, (agg_id, dkey, count))
         except sqlite3.Error as exc:
-            raise StoreError(f"TLS-RPT store commit failed: {exc}") from exc
+            raise StoreError(f"TLS-RPT store {self.path}: commit failed: {exc}") from exc
         self._pending.clear()
 
     def close(self) -> None:
-        """Stop the writer and flush everything still buffered (the SIGTERM path)."""
+        """Stop the writer and flush everything still buffered (the SIGTERM path). A flush
+        that fails is logged with what it loses, and the store is closed all the same: the
+        daemon's shutdown (and its policy cache flush) must go on."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join()
-        self.flush()
+        try:
+            self.flush()
+        except StoreError as exc:
+            log.error(
+                "event=tlsrpt-store-close-failed aggregates_lost=%d reason=%r",
+                len(self._pending),
+                str(exc),
+            )
         with self._db_lock:
             self._conn.close()
 
@@ -287,20 +311,11 @@ class TlsRptStore:
         return [date.fromisoformat(d) for d in days]
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 def utc_day(timestamp: float) -> date:
     return datetime.fromtimestamp(timestamp, UTC).date()
-
-
-def _move_aside(path: Path) -> Path:
-    """Rename the corrupt file (and its WAL/SHM) to `<name>.corrupt[.N]`; never delete it."""
-    target = path.with_name(path.name + ".corrupt")
-    n = 0
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt.{n}")
-    path.rename(target)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.rename(target.with_name(target.name + suffix))
-    return target
