@@ -182,6 +182,7 @@ def out_of_range_values(path: str, tp: Any) -> list[Any]:
     return values
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(
     ("path", "value"),
     [(p, v) for p, t in NUMBER_KEYS for v in out_of_range_values(p, t)],
@@ -211,6 +212,7 @@ def test_an_empty_state_dir_is_refused(text: str) -> None:
     assert message.startswith("cache.state_dir: expected a directory path")
 
 
+@pytest.mark.fault
 def test_toml_inf_nan_and_huge_integers_are_refused_from_a_file(tmp_path: Path) -> None:
     """What `check-config` reads: TOML's own inf/nan literals and a 21-digit integer."""
     for line in ("flush_interval = inf", "cold_wait = nan", f"max_entries = {HUGE}"):

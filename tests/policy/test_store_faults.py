@@ -24,6 +24,8 @@ from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache, PolicyStore
 from mta_sts_policyd.sts.policy import parse_policy
 from support.filesystems import SmallFs, small_fs
 
+pytestmark = pytest.mark.fault
+
 POLICY = parse_policy(
     (
         "version: STSv1\nmode: enforce\nmax_age: 86400\n"

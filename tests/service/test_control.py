@@ -157,6 +157,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("request_", HOSTILE, ids=[json.dumps(r) for r in HOSTILE])
 async def test_requests_of_the_wrong_shape_are_answered_and_purge_nothing(
     setup: Setup, request_: dict[str, Any]
@@ -185,6 +186,7 @@ REQUESTS = st.one_of(
 )
 
 
+@pytest.mark.fault
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request_=REQUESTS)
 def test_any_json_value_gets_exactly_one_json_answer(request_: Any) -> None:
@@ -201,6 +203,7 @@ def test_any_json_value_gets_exactly_one_json_answer(request_: Any) -> None:
         assert request_.get("domain") is None  # only an absent or null domain means "all"
 
 
+@pytest.mark.fault
 @settings(max_examples=60, deadline=None)
 @given(line=st.binary(max_size=300))
 def test_random_bytes_on_the_socket_get_one_answer(line: bytes) -> None:

@@ -21,6 +21,8 @@ from conftest import StsWorld
 from support.daemon_process import COMMAND, DaemonProcess, subprocess_env, wait_until
 from support.filesystems import SmallFs, as_nobody, small_fs
 
+pytestmark = pytest.mark.fault
+
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 ENFORCE_REPLY = b"OK secure match=mail.example.test servername=hostname"
 EXIT_STATE_UNUSABLE, EXIT_STATE_LOCKED = 73, 69

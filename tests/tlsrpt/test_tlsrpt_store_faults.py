@@ -23,6 +23,8 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from support.filesystems import SmallFs, small_fs
 from support.tlsrpt_validate import DAY_TS
 
+pytestmark = pytest.mark.fault
+
 POLICY = PolicyRef(PolicyType.STS, "d0.test", ("version: STSv1", "mode: enforce"), ("mx.d0.test",))
 
 

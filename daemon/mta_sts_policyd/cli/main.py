@@ -1,7 +1,8 @@
 """Command line: one command, subcommands; `main(argv)` so tests call it directly.
 
-Exit codes: 0 found/ok, 1 no policy / nothing found, 64 usage, 75 temporary failure,
-78 configuration error.
+Exit codes: 0 found/ok, 1 no policy / nothing found, 64 usage, 69 another `serve` holds the
+state directory, 73 state directory unusable (errors.StateUnusableError), 75 temporary
+failure, 78 configuration error.
 """
 
 from __future__ import annotations
