@@ -194,3 +194,17 @@ def test_store_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert set(modes) >= {"policies.sqlite", "policies.sqlite-wal", "policies.sqlite-shm"}
     assert set(modes.values()) == {0o600}, modes
+
+
+def test_eviction_on_a_full_disk_is_logged_and_tried_again_later(
+    fs: SmallFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hourly eviction task used to die on the first StoreError and never run again."""
+    cache = PolicyCache(PolicyStore(fs.path / "policies.sqlite"), max_entries=10)
+    cache.store.write(entries(200), [])  # type: ignore[union-attr]
+    fs.fill()
+    assert within(BOUND, cache.evict_store_overflow) == 0
+    assert "event=store-evict-failed" in caplog.text
+    fs.free()
+    assert within(BOUND, cache.evict_store_overflow) == 190
+    cache.close()

@@ -207,8 +207,15 @@ class PolicyCache:
         return len(self._dirty) + len(self._deleted) + len(self._touched)
 
     def evict_store_overflow(self) -> int:
-        """Drop the least recently used stored domains beyond `max_entries` (worker thread)."""
-        return 0 if self.store is None else self.store.evict_oldest(self.max_entries)
+        """Drop the least recently used stored domains beyond `max_entries` (worker thread); a
+        store that cannot be written now is tried again at the next eviction round."""
+        if self.store is None:
+            return 0
+        try:
+            return self.store.evict_oldest(self.max_entries)
+        except StoreError as exc:
+            log.error("event=store-evict-failed reason=%r", str(exc))
+            return 0
 
     def close(self) -> bool:
         """Flush and close; False when the last flush failed (its changes are lost)."""

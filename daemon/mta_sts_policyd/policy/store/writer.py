@@ -27,7 +27,12 @@ from sqlitedict import SqliteDict
 from mta_sts_policyd.errors import StoreError
 
 STALL_TIMEOUT = 10.0
-"""Seconds without progress of the writer thread after which a batch counts as failed."""
+"""Seconds without progress of the writer thread after which a batch counts as failed (one
+statement running longer counts as no progress). With the drain and the closing join below,
+a SIGTERM ends well inside systemd's TimeoutStopSec=30s of the shipped unit."""
+CLOSE_JOIN = 2.0
+"""How long a dropped connection may take to roll back before the next one is opened (if it
+takes longer, the next batch meets SQLite's busy timeout and is retried later)."""
 POLL = 0.05
 LAST_USED = "json_extract(value, '$.last_used')"
 LAST_USED_INDEX = f'CREATE INDEX IF NOT EXISTS "policies_last_used" ON "policies" ({LAST_USED})'
@@ -132,7 +137,7 @@ class BoundedWriter:
         thread = db.conn
         with contextlib.suppress(Exception):  # the thread may already be gone
             db.close(do_log=False, force=True)  # queues the close; never waits
-        thread.join(self.stall_timeout)
+        thread.join(min(CLOSE_JOIN, self.stall_timeout))
 
     close = discard
     """Every batch commits before `run` returns, so nothing is pending at close."""
