@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mta_sts_policyd.config.settings import DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, Config
+from mta_sts_policyd.state_files import DIR_MODE
 from support import REPO_ROOT
 
 UNITS = REPO_ROOT / "systemd"
@@ -157,6 +158,7 @@ def test_units_agree_with_config_defaults() -> None:
     exec_start = values(SERVICE, "ExecStart")[0].split()
     assert exec_start[1:] == ["serve", "--config", str(DEFAULT_CONFIG_PATH)]
     assert values(SERVICE, "StateDirectory") == [Path(DEFAULT_STATE_DIR).name]
+    assert values(SERVICE, "StateDirectoryMode") == [oct(DIR_MODE).replace("o", "")]  # 0700
     assert values(SERVICE, "ConfigurationDirectory") == [DEFAULT_CONFIG_PATH.parent.name]
     runtime = Path("/run") / values(SERVICE, "RuntimeDirectory")[0]
     assert Path(defaults.tlsrpt.socket).parent == runtime
