@@ -30,6 +30,7 @@ from mta_sts_policyd.policy.store.writer import (
 from mta_sts_policyd.state_files import (
     create_private_file,
     is_damaged,
+    make_private_dir,
     move_aside,
     quick_check,
     unusable,
@@ -83,6 +84,7 @@ class PolicyStore:
         self._open()
 
     def _open(self) -> None:
+        make_private_dir(self.path.parent)
         try:
             create_private_file(self.path)
             _check_sqlite(self.path)
