@@ -23,6 +23,7 @@ from mta_sts_policyd.errors import StateLockedError, StateUnusableError
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 LOCK_NAME = "serve.lock"
+_DENIED = (errno.EACCES, errno.EPERM)
 _DAMAGED_CODES = (11, 26)
 """SQLITE_CORRUPT ("database disk image is malformed"), SQLITE_NOTADB ("file is not a
 database"): the only SQLite errors that say the file itself is bad."""
@@ -58,17 +59,21 @@ def cause(path: Path, exc: BaseException) -> str:
     try:
         fs = os.statvfs(directory)
     except OSError:
-        return f"{directory} does not exist or cannot be searched ({raw})"
+        return _with_raw(f"{directory} does not exist or cannot be searched", raw)
     code = getattr(exc, "errno", None)
     if fs.f_flag & os.ST_RDONLY or code == errno.EROFS:
-        return f"read-only file system ({raw})"
+        return _with_raw("read-only file system", raw)
     for target in (path, directory):  # os.path.exists: False, not an error, when hidden
         if os.path.exists(target) and not os.access(target, os.W_OK):
-            return f"not writable by uid {os.geteuid()} ({raw})"
+            return _with_raw(f"not writable by uid {os.geteuid()}", raw)
     full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or code == errno.ENOSPC
     if full or fs.f_bavail == 0:
-        return f"file system full ({raw})"
+        return _with_raw("file system full", raw)
     return raw
+
+
+def _with_raw(words: str, raw: str) -> str:
+    return words if raw.lower() == words.lower() else f"{words} ({raw})"
 
 
 def unusable(path: Path, doing: str, exc: BaseException) -> StateUnusableError:
@@ -87,9 +92,9 @@ def make_private_dir(path: Path) -> None:
         if not os.path.isdir(path):
             raise unusable(path, "create the state directory", NotADirectoryError()) from None
     except OSError as exc:
+        hint = " (run as root, or pass --state-dir DIR)" if exc.errno in _DENIED else ""
         raise StateUnusableError(
-            f"cache.state_dir: cannot create {path}: {cause(path.parent, exc)} "
-            "(run as root, or pass --state-dir DIR)"
+            f"cache.state_dir: cannot create {path}: {cause(path.parent, exc)}{hint}"
         ) from None
 
 
