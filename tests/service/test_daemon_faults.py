@@ -116,6 +116,7 @@ def test_a_full_disk_during_flushes_never_hangs_and_recovers(
     assert daemon.stop(signal.SIGTERM, timeout=SIGTERM_DEADLINE) == 0
     assert time.monotonic() - started < SIGTERM_DEADLINE
     assert "event=stopped entries_flushed=no lost=" in daemon.log()
+    assert "logger=sqlitedict" not in daemon.log()  # one event line per failure, no traces
     fs.free()
     assert set(first) <= stored(daemon.store_path)
 

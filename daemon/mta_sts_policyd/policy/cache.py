@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -63,6 +64,8 @@ class PolicyCache:
         self._stored = StoredFilter()
         self.write_failures = 0
         """Failed flushes in a row (0: the last one worked); the flush loop backs off on it."""
+        self._flush_lock = threading.Lock()
+        """One batch at a time between the store and memory (flush loop, shutdown)."""
 
     def load(self, now: float) -> int:
         """Read the store at start: the most recently used entries go into memory.
@@ -169,7 +172,12 @@ class PolicyCache:
     ) -> bool:
         """Persist a batch (worker thread). A failure (full disk, read-only, a stalled writer)
         is logged and the batch kept for the next flush; answers keep coming from memory."""
-        touched = touched or {}
+        with self._flush_lock:
+            return self._write(entries, deletions, touched or {})
+
+    def _write(
+        self, entries: list[CacheEntry], deletions: list[str], touched: dict[str, float]
+    ) -> bool:
         if self.store is None or not (entries or deletions or touched):
             return True
         try:
@@ -217,10 +225,13 @@ class PolicyCache:
             log.error("event=store-evict-failed reason=%r", str(exc))
             return 0
 
-    def close(self) -> bool:
-        """Flush and close; False when the last flush failed (its changes are lost)."""
+    def close(self) -> int:
+        """Flush and close (worker thread); returns how many changes could not be written.
+        A flush still running from the flush loop (its task was cancelled, its thread was
+        not) finishes first, so a batch it puts back is part of this last one."""
         if self.store is None:
-            return True
-        saved = self.write_batch(*self.take_batch())
-        self.store.close()
-        return saved
+            return 0
+        with self._flush_lock:
+            lost = 0 if self._write(*self.take_batch()) else self.unsaved()
+            self.store.close()
+        return lost

@@ -204,12 +204,11 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for close in reversed(self._closers):
             await _close_part(close)
-        cache = self.resolver.cache
-        unsaved = cache.unsaved()
-        if await asyncio.to_thread(cache.close):
-            log.info("event=stopped entries_flushed=yes")
+        lost = await asyncio.to_thread(self.resolver.cache.close)
+        if lost:
+            log.error("event=stopped entries_flushed=no lost=%d", lost)
         else:
-            log.error("event=stopped entries_flushed=no lost=%d", unsaved)
+            log.info("event=stopped entries_flushed=yes")
         self._release_state_dir()
 
 

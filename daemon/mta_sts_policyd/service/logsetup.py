@@ -21,5 +21,8 @@ def setup_logging(level: str = "INFO") -> None:
     handler._mta_sts_policyd = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "sqlitedict", "asyncio"):
+    for noisy in ("httpx", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # sqlitedict's statement errors reach the store as exceptions and are logged once, as
+    # event=store-write-failed; its own multi-line traces of them would only bury that line.
+    logging.getLogger("sqlitedict").setLevel(logging.CRITICAL)

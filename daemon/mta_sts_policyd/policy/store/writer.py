@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import queue
 import sqlite3
 import time
@@ -42,10 +41,6 @@ CACHE_SIZE_PRAGMA = "PRAGMA cache_size = -1024"
 own memory, the OS page cache holds the file, and RSS is the operator's budget."""
 
 Statement = tuple[str, tuple[Any, ...]]
-
-# Failures reach us as exceptions and are logged once, as event=store-write-failed; sqlitedict's
-# own multi-line traces of the same error would only bury that line.
-logging.getLogger("sqlitedict").setLevel(logging.CRITICAL)
 
 
 def _encode(value: dict[str, Any]) -> str:
