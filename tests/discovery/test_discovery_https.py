@@ -311,6 +311,22 @@ async def test_fetch_timeout_is_a_hard_limit_even_when_the_tls_close_stalls(
     assert "within 1 s" in error.reason
 
 
+@pytest.mark.fault
+async def test_an_unexpected_library_error_is_a_fetch_error(
+    sts_world: StsWorld, discovery: Discovery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 item 2: every library exception is translated here, not only the known
+    families (a bare EOFError escaped the DNS side before)."""
+    sts_world.publish(D, POLICY)
+
+    async def broken(self: object, url: str) -> tuple[int, str, bytes]:
+        raise EOFError
+
+    monkeypatch.setattr("mta_sts_policyd.discovery.policy_fetch.PolicyFetcher._get", broken)
+    error = await fetch_error(discovery)
+    assert error.result_type is FETCH and "EOFError" in error.reason
+
+
 async def test_slow_headers_time_out(sts_world: StsWorld) -> None:
     sts_world.publish(D, POLICY, delay=3)
     async with sts_world.discovery(fetch_timeout=0.3) as client:

@@ -157,6 +157,8 @@ class PolicyFetcher:
             raise
         except _NETWORK_ERRORS as exc:
             raise _classify(host, url, exc) from None
+        except Exception as exc:  # any other library error is still a failed fetch: fail open
+            raise PolicyFetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
         return FetchResult(_parse(body), body, status, content_type, url)
 
     async def exchange(self, domain: str, address: str) -> Exchange:
