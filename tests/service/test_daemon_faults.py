@@ -163,7 +163,7 @@ def test_a_read_only_state_directory_is_one_line_and_renames_nothing(
 
 
 def test_a_state_directory_the_daemon_user_cannot_write(daemon: DaemonProcess) -> None:
-    prefix = as_nobody()
+    prefix = as_nobody(subprocess_env())
     daemon.state_dir.mkdir(mode=0o755)
     os.chmod(daemon.workdir, 0o755)  # nobody reads the config, not the state directory
     code, stderr = serve_once(daemon, prefix)

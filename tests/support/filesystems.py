@@ -10,7 +10,8 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,19 @@ def small_fs(path: Path, size: str = "2m") -> Iterator[SmallFs]:
         fs.unmount()
 
 
-def as_nobody() -> list[str]:
-    """A command prefix that runs the rest as uid/gid 65534 (skips where that is impossible)."""
+def as_nobody(env: Mapping[str, str]) -> list[str]:
+    """A command prefix that runs the rest as uid/gid 65534. Skips where that is impossible:
+    not root, no setpriv, or a checkout or interpreter that user cannot read (e.g. under a
+    0700 home directory), so a failure means the daemon's answer, not the test machine's."""
     if os.geteuid() != 0 or SETPRIV is None:
         pytest.skip("running as another user needs root and setpriv")
-    return [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    prefix = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import mta_sts_policyd.cli.main"],
+        capture_output=True,
+        env=dict(env),
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"uid {NOBODY} cannot run this checkout's Python here")
+    return prefix
