@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from mta_sts_policyd.errors import ResultType, StateUnusableError, StoreError
 from mta_sts_policyd.tlsrpt.model import FailureDetail, PolicyRef, PolicyType, SessionEvent
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
+from support.daemon_process import COMMAND, subprocess_env
 from support.filesystems import SmallFs, small_fs
 from support.tlsrpt_validate import DAY_TS
 
@@ -112,3 +114,34 @@ def test_the_store_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert {"tlsrpt.sqlite", "tlsrpt.sqlite-wal", "tlsrpt.sqlite-shm"} <= set(modes)
     assert set(modes.values()) == {0o600}, modes
+
+
+def test_report_commands_on_a_read_only_state_directory_say_why_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """`report list` opens the store like the daemon: exit 73 and the cause, no traceback."""
+    config = tmp_path / "config.toml"
+    with small_fs(tmp_path / "state", "1m") as fs:
+        config.write_text(
+            f'[cache]\nstate_dir = "{fs.path}"\n[tlsrpt]\nenabled = true\nsocket = ""\n'
+            'organization_name = "Example"\ncontact_info = "tlsrpt@sender.test"\n'
+            'envelope_sender = "tlsrpt@sender.test"\nallow_unsigned = true\n'
+        )
+        with TlsRptStore(fs.path / "tlsrpt.sqlite") as store:
+            store.submit(events(1)[0])
+        fs.read_only()
+        try:
+            done = subprocess.run(
+                [*COMMAND, "report", "list", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=subprocess_env(),
+                check=False,
+            )
+        finally:
+            fs.read_only(False)
+    assert done.returncode == 73, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "tlsrpt.sqlite: cannot open the TLS-RPT store: read-only file system" in done.stderr

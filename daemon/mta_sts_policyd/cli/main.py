@@ -23,7 +23,12 @@ from mta_sts_policyd.config.settings import (
     render_toml,
     with_overrides,
 )
-from mta_sts_policyd.errors import ConfigError, MtaStsError
+from mta_sts_policyd.errors import (
+    ConfigError,
+    MtaStsError,
+    StateLockedError,
+    StateUnusableError,
+)
 
 EXIT_OK, EXIT_NOTFOUND, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_CONFIG = 0, 1, 64, 75, 78
 
@@ -269,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except (StateUnusableError, StateLockedError) as exc:  # any command opening a store
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 
