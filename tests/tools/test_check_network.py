@@ -77,8 +77,12 @@ async def test_testing_domain_with_drift(world: CheckWorld) -> None:
     policy = enforce_policy(MX1, "old.example.test", mode="testing")
     world.publish(D, policy, mx=[MX1, MX2], tlsrpt=None)
     code, report = await world.run_check(D)
-    assert codes(report) == {"MX_NOT_COVERED", "MX_PATTERN_UNUSED", "TLSRPT_MISSING",
-                             "POLICY_MODE_TESTING"}  # fmt: skip
+    assert codes(report) == {
+        "MX_NOT_COVERED",
+        "MX_PATTERN_UNUSED",
+        "TLSRPT_MISSING",
+        "POLICY_MODE_TESTING",
+    }
     assert _finding(report, "MX_NOT_COVERED")["severity"] == "warning"
     assert code == 1
     assert report["domains"][0]["sender"]["tlsrpt_result_types"] == ["validation-failure"]
@@ -98,7 +102,9 @@ async def test_broken_domain(world: CheckWorld) -> None:
     assert redirect["evidence"]["address"] == "127.0.0.2"
     assert len(world.https["127.0.0.2"].requests) == 1  # reported, never followed
     assert report["domains"][0]["sender"]["tlsrpt_result_types"] == [
-        "certificate-expired", "starttls-not-supported"]  # fmt: skip
+        "certificate-expired",
+        "starttls-not-supported",
+    ]
     _golden("broken", report)
 
 
@@ -112,11 +118,16 @@ async def test_addresses_serving_different_bytes(world: CheckWorld) -> None:
     assert _finding(report, "ID_NOT_BUMPED")["evidence"]["address"] == "127.0.0.2"
 
 
-@pytest.mark.parametrize(("kind", "code"), [
-    ("expired", "POLICY_CERT_EXPIRED"), ("wrong-name", "POLICY_CERT_NAME_MISMATCH"),
-    ("self-signed", "POLICY_CERT_UNTRUSTED"), ("untrusted", "POLICY_CERT_UNTRUSTED"),
-    ("none", "POLICY_TLS_FAILED"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("expired", "POLICY_CERT_EXPIRED"),
+        ("wrong-name", "POLICY_CERT_NAME_MISMATCH"),
+        ("self-signed", "POLICY_CERT_UNTRUSTED"),
+        ("untrusted", "POLICY_CERT_UNTRUSTED"),
+        ("none", "POLICY_TLS_FAILED"),
+    ],
+)
 async def test_policy_host_certificates(world: CheckWorld, kind: str, code: str) -> None:
     await world.mx_server(MX1)
     world.publish(D, enforce_policy(MX1), mx=[MX1], addresses=("127.0.0.1", "127.0.0.2"))
@@ -124,16 +135,20 @@ async def test_policy_host_certificates(world: CheckWorld, kind: str, code: str)
     exit_code, report = await world.run_check(D)
     assert _finding(report, code)["evidence"]["address"] == "127.0.0.2"
     assert exit_code == 2
-    assert not any(f["evidence"].get("address") == "127.0.0.1"
-                   for f in report["domains"][0]["findings"])  # fmt: skip
+    assert not any(
+        f["evidence"].get("address") == "127.0.0.1" for f in report["domains"][0]["findings"]
+    )
 
 
-@pytest.mark.parametrize(("kind", "code", "result_type"), [
-    ("expired", "MX_CERT_EXPIRED", "certificate-expired"),
-    ("wrong-name", "MX_CERT_NAME_MISMATCH", "certificate-host-mismatch"),
-    ("self-signed", "MX_CERT_UNTRUSTED", "certificate-not-trusted"),
-    ("no-starttls", "MX_STARTTLS_MISSING", "starttls-not-supported"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "code", "result_type"),
+    [
+        ("expired", "MX_CERT_EXPIRED", "certificate-expired"),
+        ("wrong-name", "MX_CERT_NAME_MISMATCH", "certificate-host-mismatch"),
+        ("self-signed", "MX_CERT_UNTRUSTED", "certificate-not-trusted"),
+        ("no-starttls", "MX_STARTTLS_MISSING", "starttls-not-supported"),
+    ],
+)
 async def test_mx_starttls(world: CheckWorld, kind: str, code: str, result_type: str) -> None:
     await world.mx_server(MX1)
     await world.mx_server(MX2, kind)
@@ -151,8 +166,9 @@ async def test_mx_certificate_expiry_horizon(world: CheckWorld) -> None:
     world.publish(D, enforce_policy(MX1), mx=[MX1])
     _code, report = await world.run_check(D, "--mx-cert-warning-days", "40")
     assert _finding(report, "MX_CERT_EXPIRES")["severity"] == "warning"
-    _code, report = await world.run_check(D, "--mx-cert-warning-days", "40",
-                                          "--mx-cert-critical-days", "35")  # fmt: skip
+    _code, report = await world.run_check(
+        D, "--mx-cert-warning-days", "40", "--mx-cert-critical-days", "35"
+    )
     assert _finding(report, "MX_CERT_EXPIRES")["severity"] == "critical"
     _code, report = await world.run_check(D, "--policy-cert-warning-days", "40")
     assert "POLICY_CERT_EXPIRES" in codes(report) and "MX_CERT_EXPIRES" not in codes(report)
@@ -183,8 +199,9 @@ async def test_txt_cname_chain_and_hosting(world: CheckWorld) -> None:
     assert _finding(report, "TXT_CNAME")["evidence"]["chain"] == (
         f"_mta-sts.{D} -> sts.provider.test"
     )
-    _code, report = await world.run_check(D, "--expect-cname", "other.provider.test",
-                                          "--expect-id", "20260101")  # fmt: skip
+    _code, report = await world.run_check(
+        D, "--expect-cname", "other.provider.test", "--expect-id", "20260101"
+    )
     assert "HOSTING_CNAME_MISSING" in codes(report) and "ID_UNEXPECTED" not in codes(report)
 
 
@@ -243,8 +260,18 @@ async def test_generate_serve_check_round_trip(world: CheckWorld, tmp_path: Path
     await world.mx_server(MX1)
     await world.mx_server(MX2)
     world.dns.set_mx(D, (10, MX1), (20, MX2))
-    args = ["generate", "--domain", D, "--mode", "enforce", "--nameserver", world.dns.nameserver,
-            "--write", str(tmp_path), "--json"]  # fmt: skip
+    args = [
+        "generate",
+        "--domain",
+        D,
+        "--mode",
+        "enforce",
+        "--nameserver",
+        world.dns.nameserver,
+        "--write",
+        str(tmp_path),
+        "--json",
+    ]
     out = io.StringIO()
 
     def call() -> int:
@@ -264,8 +291,9 @@ async def test_generate_serve_check_round_trip(world: CheckWorld, tmp_path: Path
     assert codes(report) == {"ID_NOT_BUMPED"} and code == 2
 
 
-async def test_text_output_and_from_file(world: CheckWorld, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+async def test_text_output_and_from_file(
+    world: CheckWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     await world.mx_server(MX1)
     world.publish(D, enforce_policy(MX1), mx=[MX1])
     world.publish("other.test", enforce_policy(MX1, mode="testing"), mx=[MX1], tlsrpt=None)
@@ -278,3 +306,48 @@ async def test_text_output_and_from_file(world: CheckWorld, tmp_path: Path,
     assert "other.test: WARNING" in out and "\033[" not in out
     assert "a sender concludes: Postfix gets 'OK secure match=mx1.example.test" in out
     assert await asyncio.to_thread(main, ["check", "not a domain", *world.base_args()]) == 3
+
+
+async def test_http_limits_on_a_real_server(world: CheckWorld) -> None:
+    """Status, type and the 64 KiB cap, judged per address by the sender's own rules."""
+    await world.mx_server(MX1)
+    policy = enforce_policy(MX1)
+    world.publish(D, policy, mx=[MX1], addresses=("127.0.0.1", "127.0.0.2", "127.0.0.3"))
+    world.serve("127.0.0.1", D, policy, status=404)
+    world.serve("127.0.0.2", D, policy, content_type="text/html")
+    world.serve("127.0.0.3", D, policy + "x" * 70_000, framing="close")
+    _code, report = await world.run_check(D)
+    by_address = {
+        f["evidence"]["address"]: f["code"]
+        for f in report["domains"][0]["findings"]
+        if f["code"].startswith("POLICY_") and "address" in f["evidence"]
+    }
+    assert by_address == {
+        "127.0.0.1": "POLICY_HTTP_STATUS",
+        "127.0.0.2": "POLICY_CONTENT_TYPE",
+        "127.0.0.3": "POLICY_TOO_LARGE",
+    }
+    assert report["domains"][0]["sender"]["tlsrpt_result_types"] == ["sts-policy-fetch-error"]
+
+
+async def test_a_slow_policy_host_is_cut_off_at_the_timeout(world: CheckWorld) -> None:
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1], drip_interval=0.5, drip_size=4)
+    started = asyncio.get_running_loop().time()
+    _code, report = await world.run_check(D, "--timeout", "1")
+    assert "POLICY_FETCH_FAILED" in codes(report)
+    assert asyncio.get_running_loop().time() - started < 8
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_concurrency_bounds_domains_in_flight(world: CheckWorld, concurrency: int) -> None:
+    """Three domains share one MX whose banner takes 0.3 s: with --concurrency N at most N
+    sessions are open at once."""
+    mx = await world.mx_server(MX1)
+    mx.behaviour.banner_delay = 0.3
+    names = [f"d{i}.test" for i in range(3)]
+    for name in names:
+        world.publish(name, enforce_policy(MX1), mx=[MX1])
+    code, report = await world.run_check(*names, "--concurrency", str(concurrency))
+    assert code == 0 and len(report["domains"]) == 3
+    assert mx.record.peak_active == concurrency

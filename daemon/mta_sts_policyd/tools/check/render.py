@@ -46,7 +46,7 @@ def as_text(reports: Sequence[DomainReport], *, colour: bool) -> str:
             lines.append(f"  {paint(str(f.severity))} {f.code}: {f.message}")
             where = ", ".join(f"{k}={v}" for k, v in f.evidence)
             if where:
-                lines.append(f"      where: {where}")
+                lines.append(f"      evidence: {where}")
             if f.severity is not Severity.INFO:
                 lines.append(f"      fix: {f.fix}")
         lines.append(_sender_line(report))
