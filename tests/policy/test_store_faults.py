@@ -21,6 +21,7 @@ import pytest
 
 from mta_sts_policyd.errors import StateUnusableError, StoreError
 from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache, PolicyStore
+from mta_sts_policyd.policy.store import writer as writer_module
 from mta_sts_policyd.sts.policy import parse_policy
 from support.filesystems import SmallFs, small_fs
 
@@ -116,6 +117,31 @@ def test_a_writer_thread_that_is_gone_costs_one_batch_not_a_hang(tmp_path: Path)
     with pytest.raises(StoreError, match="writer thread has ended"):
         within(BOUND, lambda: store.write(entries(3), []))
     within(BOUND, lambda: store.write(entries(3), []))  # a new connection, a new thread
+    assert len(store) == 3
+    store.close()
+
+
+def test_a_reopen_that_blocks_is_given_up_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reopen that never returns (a hung network mount; no local file system can be made to
+    hang, so sqlitedict's constructor is made to block here) gives up at the stall bound
+    instead of holding the flush and, with it, SIGTERM."""
+    store = PolicyStore(tmp_path / "policies.sqlite", stall_timeout=1.0)
+    store._writer.discard()  # as after a failed batch: the next one opens a new connection
+    hung = threading.Event()
+
+    def blocking_open(*args: Any, **kwargs: Any) -> None:
+        hung.wait(30)
+
+    monkeypatch.setattr(writer_module, "SqliteDict", blocking_open)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="no answer opening it for 1 s"):
+        within(BOUND, lambda: store.write(entries(3), []))
+    assert time.monotonic() - started < 5
+    hung.set()
+    monkeypatch.undo()
+    store.write(entries(3), [])  # the mount is back: the next batch opens and lands
     assert len(store) == 3
     store.close()
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,15 +59,7 @@ class BoundedWriter:
     def open(self) -> None:
         """Connect (sqlite3/RuntimeError/OSError/StoreError as raised, so the caller can tell
         a damaged file from an unusable one)."""
-        db = SqliteDict(
-            str(self.path),
-            tablename="policies",
-            encode=_encode,
-            decode=json.loads,
-            autocommit=False,
-            journal_mode="WAL",
-            outer_stack=False,
-        )
+        db = self._construct()
         self._db = db
         try:
             db.conn.execute(CACHE_SIZE_PRAGMA)
@@ -75,6 +68,35 @@ class BoundedWriter:
         except BaseException:
             self.discard()
             raise
+
+    def _construct(self) -> SqliteDict:
+        """SqliteDict(...) in a helper thread: its constructor waits on its own thread without
+        a bound (a file that blocks on read would hold a reopen, and the flush, for good)."""
+        done: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                done["db"] = SqliteDict(
+                    str(self.path),
+                    tablename="policies",
+                    encode=_encode,
+                    decode=json.loads,
+                    autocommit=False,
+                    journal_mode="WAL",
+                    outer_stack=False,
+                )
+            except BaseException as exc:
+                done["error"] = exc
+
+        helper = threading.Thread(target=connect, name="policy-store-open", daemon=True)
+        helper.start()
+        helper.join(self.stall_timeout)
+        if helper.is_alive():
+            raise StoreError(f"{self.path}: no answer opening it for {self.stall_timeout:g} s")
+        if "error" in done:
+            raise done["error"]
+        db: SqliteDict = done["db"]
+        return db
 
     def run(self, statements: Iterable[Statement]) -> None:
         """Execute `statements` and commit them as one transaction."""
