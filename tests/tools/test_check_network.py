@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import trustme
 
@@ -46,7 +47,12 @@ def _normalised(report: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
+SCHEMA = json.loads((TESTS_DIR / "schema" / "check-report.schema.json").read_text())
+
+
 def _golden(name: str, report: dict[str, Any]) -> None:
+    """The report follows the documented schema and equals its golden file (normalised)."""
+    jsonschema.validate(report, SCHEMA)
     path = GOLDEN / f"check-{name}.json"
     data = _normalised(report)
     if os.environ.get("UPDATE_GOLDEN"):
@@ -341,13 +347,14 @@ async def test_a_slow_policy_host_is_cut_off_at_the_timeout(world: CheckWorld) -
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 async def test_concurrency_bounds_domains_in_flight(world: CheckWorld, concurrency: int) -> None:
-    """Three domains share one MX whose banner takes 0.3 s: with --concurrency N at most N
-    sessions are open at once."""
+    """Three domains share one MX whose banner takes 1 s: with --concurrency N at most N
+    sessions are open at once (and with 3, they do overlap)."""
     mx = await world.mx_server(MX1)
-    mx.behaviour.banner_delay = 0.3
+    mx.behaviour.banner_delay = 1.0
     names = [f"d{i}.test" for i in range(3)]
     for name in names:
         world.publish(name, enforce_policy(MX1), mx=[MX1])
     code, report = await world.run_check(*names, "--concurrency", str(concurrency))
     assert code == 0 and len(report["domains"]) == 3
-    assert mx.record.peak_active == concurrency
+    assert mx.record.peak_active <= concurrency
+    assert mx.record.peak_active >= min(concurrency, 2)
