@@ -10,7 +10,7 @@ import pytest
 
 from mta_sts_policyd.discovery.client import Discovery
 from mta_sts_policyd.errors import ConfigError, DiscoveryError, DnsLookupError
-from mta_sts_policyd.net.dns_client import DnsClient, parse_nameserver
+from mta_sts_policyd.net.dns_client import DnsClient
 from mta_sts_policyd.sts import TxtAbsent, TxtInvalid, TxtRecord
 from support.dns_server import DnsServer
 
@@ -187,26 +187,6 @@ async def test_mx_failure_raises(discovery: Discovery, dns_server: DnsServer) ->
     dns_server.fail(D, "servfail", "MX")
     with pytest.raises(DnsLookupError):
         await discovery.lookup_mx(D)
-
-
-@pytest.mark.parametrize(
-    ("spec", "expected"),
-    [
-        ("127.0.0.1", ("127.0.0.1", 53)),
-        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
-        ("::1", ("::1", 53)),
-        ("[::1]", ("::1", 53)),
-        ("[::1]:5353", ("::1", 5353)),
-    ],
-)
-def test_nameserver_forms(spec: str, expected: tuple[str, int]) -> None:
-    assert parse_nameserver(spec) == expected
-
-
-@pytest.mark.parametrize("spec", ["localhost", "127.0.0.1:0", "[::1", "[::1]x", "1.2.3.4:dns"])
-def test_nameserver_bad_forms(spec: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_nameserver(spec)
 
 
 def test_bad_timeouts_rejected() -> None:

@@ -35,6 +35,7 @@ from mta_sts_policyd.config.toml_schema import (
     tables_as_toml,
 )
 from mta_sts_policyd.config.value_checks import CHECKS
+from mta_sts_policyd.endpoints import parse_nameserver
 from mta_sts_policyd.errors import ConfigError
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "config_from_mapping",
     "load_config",
     "parse_listen_address",
-    "parse_nameserver",
     "render_toml",
     "with_overrides",
 ]
@@ -80,8 +80,8 @@ def _check_cross_field(config: Config) -> None:
         host, _ = parse_listen_address(config.metrics.listen, "metrics.listen")
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ConfigError(f"metrics.listen: expected a loopback address, got {host!r}")
-    for ns in config.discovery.nameservers:
-        parse_nameserver(ns)
+    for i, ns in enumerate(config.discovery.nameservers):
+        parse_nameserver(ns, f"discovery.nameservers[{i}]")
     for i, own in enumerate(config.own_domains):
         if "." not in own.domain or " " in own.domain or own.domain.startswith("."):
             raise ConfigError(
@@ -131,29 +131,6 @@ def parse_listen_address(text: str, key: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{key}: expected HOST:PORT, [IPv6]:PORT or unix:/path, got {text!r}")
     return host, int(port)
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """`IP`, `IP:PORT` or `[IPv6]:PORT` -> (ip, port)."""
-    import ipaddress
-
-    host, port = text, 53
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        port = int(port_text) if port_text.isdigit() else -1
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        port = int(port_text) if port_text.isdigit() else -1
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise ConfigError(
-            f"discovery.nameservers: expected IP, IP:PORT or [IPv6]:PORT, got {text!r}"
-        )
-    return host, port
 
 
 def load_config(path: Path | None) -> Config:

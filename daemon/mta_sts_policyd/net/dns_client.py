@@ -9,7 +9,6 @@ DnsLookupError.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from mta_sts_policyd.endpoints import parse_nameserver
 from mta_sts_policyd.errors import ConfigError, DnsLookupError
 from mta_sts_policyd.net.dns_transport import DnsTransport, Nameserver
 from mta_sts_policyd.sts import TxtAbsent, TxtResult, select_sts_record
@@ -71,26 +71,6 @@ class RecordSet:
     ttl: int
     nxdomain: bool
     authenticated: bool
-
-
-def parse_nameserver(spec: str) -> tuple[str, int]:
-    """Parse "IP", "IP:PORT", "IPv6", "[IPv6]" or "[IPv6]:PORT" -> (address, port)."""
-    host, port = spec.strip(), "53"
-    if host.startswith("["):
-        host, sep, rest = host[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ConfigError(f"nameserver {spec!r}: expected [IPv6]:PORT")
-        port = rest[1:] or port
-    elif host.count(":") == 1:
-        host, port = host.split(":")
-    try:
-        address = str(ipaddress.ip_address(host))
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"nameserver {spec!r}: expected IP, IP:PORT or [IPv6]:PORT") from None
-    if not 0 < number < 65536:
-        raise ConfigError(f"nameserver {spec!r}: port out of range")
-    return address, number
 
 
 def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolver.Resolver:

@@ -1,0 +1,42 @@
+"""Text forms of network endpoints that configuration and the network code both read.
+
+A shared leaf (pure, like errors.py): config/ checks the values when the file is loaded and
+net/ turns the same text into sockets, so both must read it with the same function, or a value
+the check accepted could still be refused at start-up (or the reverse).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from mta_sts_policyd.errors import ConfigError
+
+DNS_PORT = 53
+
+
+def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str, int]:
+    """`IP`, `IP:PORT`, `IPv6`, `[IPv6]` or `[IPv6]:PORT` -> (address, port); port 53 by default.
+
+    A bare IPv6 address has no port (its colons would be ambiguous); write `[IPv6]:PORT` for
+    one. Names are refused: the resolver that would look them up is the one being configured.
+    The address comes back in its canonical text form. ConfigError names `key` and the problem.
+    """
+    spec = text.strip()
+    host, port = spec, str(DNS_PORT)
+    if spec.startswith("["):
+        host, closed, rest = spec[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{key}: {text!r}: expected [IPv6] or [IPv6]:PORT")
+        port = rest[1:] if rest else port
+    elif spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ConfigError(
+            f"{key}: {text!r}: {host!r} is not an IP address"
+            " (expected IP, IP:PORT, IPv6, [IPv6] or [IPv6]:PORT; no host names)"
+        ) from None
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"{key}: {text!r}: port {port!r}: expected a number from 1 to 65535")
+    return address, int(port)
