@@ -1,67 +1,129 @@
-"""The collector's socket file: bind with mode and group, replace a stale one, never steal one.
+"""The one way a unix socket file is bound: the socketmap listener, the control socket and the
+libtlsrpt collector all come through here.
 
-Permissions are set right after bind, before the receiver starts reading; a socket file with a
-live listener (another collector) is refused rather than replaced.
+Rules, the same for every socket: a file left by a dead process is replaced; a socket someone
+still listens on is never taken over (a second daemon must fail, not silently steal the first
+one's clients); any other file is left alone. Mode and group are set right after bind(), before
+listen() or the first read, so no client ever meets the socket with looser permissions. On
+shutdown only our own file is removed (a successor may already have bound the path).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import logging
 import os
 import socket
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from mta_sts_policyd.errors import ConfigError
 
-log = logging.getLogger("mta_sts_policyd.tlsrpt.libtlsrpt.collector")
+log = logging.getLogger(__name__)
+
+_NOBODY_LISTENS = (errno.ECONNREFUSED, errno.ENOENT)
+"""connect() errors that prove the file is stale (EAGAIN would be a live but full socket)."""
 
 
-def bind_datagram_socket(
-    path: Path, mode: int, group: str | int | None, rcvbuf: int
-) -> socket.socket:
-    try:  # systemd's RuntimeDirectory= makes it; without systemd the daemon does
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"tlsrpt socket {path}: cannot create its directory: {exc}") from exc
-    remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+@dataclass(frozen=True, slots=True)
+class BoundUnixSocket:
+    """A bound (not yet listening) unix socket and the file it owns."""
+
+    sock: socket.socket
+    path: Path
+    inode: int
+
+    def close(self) -> None:
+        """Close the socket and remove its file (a start-up that failed after bind)."""
+        self.sock.close()
+        self.remove_file()
+
+    def remove_file(self) -> None:
+        """Unlink the socket file if it is still ours; never raises (shutdown path)."""
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("socket %s not removed: %s", self.path, exc)
+
+
+def bind_unix_socket(
+    path: Path | str,
+    kind: socket.SocketKind,
+    *,
+    mode: int,
+    group: str | int | None = None,
+    what: str = "unix socket",
+    rcvbuf: int | None = None,
+    make_parent: bool = False,
+) -> BoundUnixSocket:
+    """Bind `kind` (SOCK_STREAM or SOCK_DGRAM) at `path` with `mode` and `group`.
+
+    `group` is a gid, a numeric string or a group name. ConfigError (naming `what` and the
+    path) when the path is in use, is not a socket, or the group does not exist.
+    """
+    path = Path(path)
+    gid = group_id(group, what) if group not in (None, "") else -1
+    if make_parent:
+        try:  # systemd's RuntimeDirectory= makes it; without systemd the daemon does
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{what} {path}: cannot create its directory: {exc}") from exc
+    remove_stale_socket(path, kind, what)
+    sock = socket.socket(socket.AF_UNIX, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind(str(path))
+        inode = os.stat(path).st_ino
         os.chmod(path, mode)
-        if group is not None:
-            gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+        if gid >= 0:
             os.chown(path, -1, gid)
-    except (OSError, KeyError) as exc:
+    except OSError as exc:
         sock.close()
-        unlink_socket(path)
-        raise ConfigError(f"tlsrpt socket {path}: {exc}") from exc
-    return sock
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise ConfigError(f"{what} {path}: {exc}") from exc
+    return BoundUnixSocket(sock, path, inode)
 
 
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket file nobody listens on; refuse to touch anything else."""
+def group_id(group: str | int, what: str = "unix socket") -> int:
+    """The gid of a group given by number (int or digits) or by name."""
+    if isinstance(group, int):
+        return group
+    if group.isascii() and group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"{what}: group {group!r} does not exist") from None
+
+
+def remove_stale_socket(path: Path, kind: socket.SocketKind, what: str = "unix socket") -> None:
+    """Remove a socket file nobody listens on; refuse a live one and anything not a socket.
+
+    Liveness is a connect() with the same socket type: refused means the owner is gone. Any
+    other failure (a socket of the other type, no permission) leaves the file alone.
+    """
     try:
         info = path.lstat()
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(info.st_mode):
-        raise ConfigError(f"tlsrpt socket {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        raise ConfigError(f"{what} {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, kind)
     try:
         probe.connect(str(path))
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in _NOBODY_LISTENS:
+            raise ConfigError(f"{what} {path} cannot be checked or replaced: {exc}") from None
         path.unlink(missing_ok=True)
         return
     finally:
         probe.close()
-    raise ConfigError(f"tlsrpt socket {path} is in use by another process")
-
-
-def unlink_socket(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("tlsrpt socket %s not removed: %s", path, exc)
+    raise ConfigError(f"{what} {path} is in use by another process")

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
-import os
 import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable
 
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net.systemd import systemd_listen_sockets
+from mta_sts_policyd.net.unix_socket import BoundUnixSocket, bind_unix_socket
 from mta_sts_policyd.postfix.connection import Connection, ConnectionLimits, FastReplyFn
 from mta_sts_policyd.postfix.socketmap import MAX_REQUEST
 
@@ -79,7 +77,7 @@ class SocketmapServer:
         self._refusal_logged_at = float("-inf")
         self._on_event = on_event
         self._servers: list[asyncio.AbstractServer] = []
-        self._unix_paths: list[tuple[str, int]] = []
+        self._unix_files: list[BoundUnixSocket] = []
         self._connections: set[Connection] = set()
         self._closing = False
         self._drained: asyncio.Event | None = None
@@ -100,23 +98,21 @@ class SocketmapServer:
         address = server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
-    async def listen_unix(self, path: str, mode: int = 0o660, group: str | None = None) -> None:
+    async def listen_unix(
+        self, path: str, mode: int = 0o660, group: str | int | None = None
+    ) -> None:
         """Listen on a UNIX socket; mode and group are set before listen(), so no window."""
-        gid = _group_id(group) if group else -1
-        _remove_stale_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound = bind_unix_socket(
+            path, socket.SOCK_STREAM, mode=mode, group=group, what="socketmap socket"
+        )
         try:
-            sock.bind(path)
-            os.chmod(path, mode)
-            if gid >= 0:
-                os.chown(path, -1, gid)
             loop = asyncio.get_running_loop()
-            server = await loop.create_unix_server(Connection.factory(self), sock=sock)
+            server = await loop.create_unix_server(Connection.factory(self), sock=bound.sock)
         except BaseException:
-            sock.close()
+            bound.close()
             raise
         self._servers.append(server)
-        self._unix_paths.append((path, os.stat(path).st_ino))
+        self._unix_files.append(bound)
 
     async def adopt_sockets(self, socks: list[socket.socket]) -> None:
         """Serve inherited sockets: listening ones (Accept=no) and connected ones (Accept=yes)."""
@@ -148,11 +144,9 @@ class SocketmapServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        for path, inode in self._unix_paths:
-            with contextlib.suppress(OSError):
-                if os.stat(path).st_ino == inode:
-                    os.unlink(path)
-        self._unix_paths.clear()
+        for bound in self._unix_files:
+            bound.remove_file()
+        self._unix_files.clear()
 
     def admit(self, conn: Connection) -> bool:
         """A new connection: into the live set, or refused (logged, rate-limited; counted)."""
@@ -184,28 +178,3 @@ class SocketmapServer:
         )
         self._refusal_logged_at = now
         self._refusals_logged = self.rejected_connections
-
-
-def _group_id(group: str) -> int:
-    try:
-        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"unix socket group {group!r} does not exist") from None
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a socket file left by a dead daemon; refuse to steal a live one's."""
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return  # bind() will fail with EADDRINUSE and say so
-    except FileNotFoundError:
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-    else:
-        raise OSError(f"{path}: another process is listening on it")
-    finally:
-        probe.close()

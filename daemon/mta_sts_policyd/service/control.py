@@ -8,14 +8,13 @@ request per line, one JSON response per line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import socket
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.net.unix_socket import BoundUnixSocket, bind_unix_socket
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.sts.keys import policy_domain_for_key
@@ -93,25 +92,25 @@ class ControlServer:
     def __init__(self, resolver: PolicyResolver) -> None:
         self.resolver = resolver
         self._server: asyncio.AbstractServer | None = None
-        self._path: Path | None = None
+        self._bound: BoundUnixSocket | None = None
 
     async def start(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        old = os.umask(0o177)
+        """Root only (mode 0600): file permissions are this channel's only protection."""
+        bound = bind_unix_socket(path, socket.SOCK_STREAM, mode=0o600, what="control socket")
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=str(path))
-        finally:
-            os.umask(old)
-        self._path = path
+            self._server = await asyncio.start_unix_server(self._client, sock=bound.sock)
+        except BaseException:
+            bound.close()
+            raise
+        self._bound = bound
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        if self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path)
+        if self._bound is not None:
+            self._bound.remove_file()
+            self._bound = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

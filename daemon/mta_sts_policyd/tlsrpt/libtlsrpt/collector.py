@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from mta_sts_policyd.errors import ConfigError
-from mta_sts_policyd.net.unix_socket import bind_datagram_socket, unlink_socket
+from mta_sts_policyd.net.unix_socket import BoundUnixSocket, bind_unix_socket
 from mta_sts_policyd.tlsrpt.libtlsrpt import receiver
 from mta_sts_policyd.tlsrpt.libtlsrpt.ingest import DatagramIngest, Item
 from mta_sts_policyd.tlsrpt.libtlsrpt.quarantine import CollectorStats, Quarantine
@@ -81,6 +81,7 @@ class TlsRptCollector:
         self._flush_interval = flush_interval
         self._start_timeout = start_timeout
         self._sock: socket.socket | None = None
+        self._bound: BoundUnixSocket | None = None
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
@@ -133,10 +134,21 @@ class TlsRptCollector:
         return drained
 
     def _bind(self) -> socket.socket:
-        return bind_datagram_socket(self.path, self._mode, self._group, self._rcvbuf)
+        self._bound = bind_unix_socket(
+            self.path,
+            socket.SOCK_DGRAM,
+            mode=self._mode,
+            group=self._group,
+            what="tlsrpt socket",
+            rcvbuf=self._rcvbuf,
+            make_parent=True,
+        )
+        return self._bound.sock
 
     def _unlink(self) -> None:
-        unlink_socket(self.path)
+        if self._bound is not None:
+            self._bound.remove_file()
+            self._bound = None
 
     # -- the receiver process -------------------------------------------------------------
 
