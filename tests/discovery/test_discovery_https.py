@@ -15,8 +15,8 @@ import pytest
 from conftest import StsWorld
 from mta_sts_policyd import __version__
 from mta_sts_policyd.discovery.client import MAX_BODY, Discovery
-from mta_sts_policyd.discovery.policy_fetch import make_tls_context
 from mta_sts_policyd.errors import PolicyFetchError, ResultType
+from mta_sts_policyd.net.tls import client_context
 from mta_sts_policyd.sts import Mode, TxtRecord
 from support.https_server import HttpsServer, wait_for
 
@@ -125,7 +125,7 @@ async def test_cn_only_certificate_rejected(sts_world: StsWorld, discovery: Disc
     """Python's ssl falls back to the CN by default; RFC 8461 §3.3 wants the DNS-ID only."""
     sts_world.publish(D, POLICY, cert="cn-only")
     assert (await fetch_error(discovery)).result_type is WEBPKI
-    assert make_tls_context(None).hostname_checks_common_name is False
+    assert client_context().hostname_checks_common_name is False
 
 
 async def test_wildcard_certificate_accepted(sts_world: StsWorld, discovery: Discovery) -> None:
@@ -406,7 +406,7 @@ async def test_tls11_server_refused(trust_ca: object, sts_world: StsWorld) -> No
             error = await fetch_error(c)
         assert server.requests == []
     assert error.result_type is FETCH
-    assert make_tls_context(None).minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert client_context().minimum_version >= ssl.TLSVersion.TLSv1_2
 
 
 async def test_ipv6_policy_host(trust_ca: object, sts_world: StsWorld) -> None:

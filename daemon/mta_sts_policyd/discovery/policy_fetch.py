@@ -26,12 +26,12 @@ from mta_sts_policyd.discovery.http_rules import (
 )
 from mta_sts_policyd.discovery.http_transport import PoolTransport, ResolvingBackend
 from mta_sts_policyd.errors import (
-    ConfigError,
     PolicyFetchError,
     PolicySyntaxError,
     ResultType,
 )
 from mta_sts_policyd.net.dns_client import DnsClient
+from mta_sts_policyd.net.tls import client_context
 from mta_sts_policyd.sts import Policy, parse_policy
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -83,18 +83,6 @@ class FetchResult:
     url: str
 
 
-def make_tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """The platform trust store (or `ca_file` instead), TLS >= 1.2, DNS-ID names only (RFC 8461
-    §3.3)."""
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"CA file {ca_file!r} is unusable: {exc}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.hostname_checks_common_name = False
-    return ctx
-
-
 class PolicyFetcher:
     """One httpx client for the daemon; no connection reuse (every policy host differs)."""
 
@@ -110,7 +98,7 @@ class PolicyFetcher:
         self.timeout = min(timeout, MAX_TIMEOUT)
         self._backend = ResolvingBackend(dns_client, https_port)
         pool = httpcore.AsyncConnectionPool(
-            ssl_context=make_tls_context(ca_file),
+            ssl_context=client_context(ca_file=ca_file),  # RFC 8461 §3.3: TLS >= 1.2, DNS-ID only
             max_connections=_MAX_CONNECTIONS,
             max_keepalive_connections=0,
             http1=True,

@@ -20,14 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mta_sts_policyd.errors import ConfigError, ResultType
+from mta_sts_policyd.net.tls import Verify, client_context
 from mta_sts_policyd.probe.result import ProbeResult, apply_patterns
 from mta_sts_policyd.probe.smtp import Session, run_session
 from mta_sts_policyd.probe.tls import (
     CertInfo,
     host_mismatch_reason,
     matches_host,
-    peeking_context,
-    verifying_context,
 )
 from mta_sts_policyd.sts.names import host_name
 
@@ -111,8 +110,8 @@ class MxProber:
         clock: Callable[[], float] = time.time,
         max_entries: int = 10_000,
     ) -> None:
-        self._ctx = verifying_context(ca_file)
-        self._peek_ctx = peeking_context()
+        self._ctx = client_context(Verify.CHAIN, ca_file=ca_file)
+        self._peek_ctx = client_context(Verify.NOTHING, minimum_version=None)
         self._timeout = timeout
         self._sem = asyncio.Semaphore(concurrency)
         self._reprobe = reprobe_interval

@@ -1,9 +1,10 @@
-"""TLS side of the MX probe: trust contexts, OpenSSL verify-error classification, certificate names.
+"""TLS side of the MX probe: OpenSSL verify-error classification, certificate names.
 
-Chain and expiry are judged by OpenSSL with the same trust store as policy fetches, so the probe
-agrees with what Postfix (also OpenSSL) would decide. Host names are judged here, by RFC 8461
-§4.2 rules (DNS-ID in the SAN only, wildcard only as the whole left-most label), because OpenSSL's
-own host check falls back to the subject CN and accepts partial wildcards.
+Chain and expiry are judged by OpenSSL (the context comes from net/tls.py, like the policy
+fetch's), so the probe agrees with what Postfix (also OpenSSL) would decide. Host names are
+judged here, by RFC 8461 §4.2 rules (DNS-ID in the SAN only, wildcard only as the whole
+left-most label), because OpenSSL's own host check falls back to the subject CN and accepts
+partial wildcards.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mta_sts_policyd.errors import ConfigError, ResultType
+from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.probe.cert_names import matches_host
 
 __all__ = ["matches_host"]  # re-exported: the prober and its tests import it from here
@@ -28,30 +29,6 @@ _HOST_MISMATCH_CODES = frozenset({62, 63, 64})  # HOSTNAME / EMAIL / IP_ADDRESS_
 
 _MAX_REASON_CODE = 120
 """RFC 8460 §7: keep failure-reason-code short."""
-
-
-def verifying_context(ca_file: str | None) -> ssl.SSLContext:
-    """Chain + expiry verified by OpenSSL; names are checked by `matches_host` afterwards.
-
-    Without `ca_file` this is the system trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured),
-    as for policy fetches.
-    """
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"CA file {ca_file!r} is unusable: {exc}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-def peeking_context() -> ssl.SSLContext:
-    """Accepts any certificate: only to read the certificate of an MX that failed verification."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def short_code(text: str) -> str:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from mta_sts_policyd.errors import ConfigError, MtaStsError
+from mta_sts_policyd.net.tls import Verify, client_context
 from mta_sts_policyd.tlsrpt.message import (
     CONTENT_TYPE_GZIP,
     DkimSettings,
@@ -165,15 +166,6 @@ def smtp_submit(message: bytes, sender: str, rcpt: str, settings: DeliverySettin
         raise DeliveryError(f"SMTP relay {settings.smtp_host}:{settings.smtp_port}: {exc}") from exc
 
 
-def _ssl_context(settings: DeliverySettings) -> ssl.SSLContext:
-    if not settings.https_verify:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    return ssl.create_default_context(cafile=settings.https_ca_file)
-
-
 async def _check_public(url: str) -> None:
     host = urlsplit(url).hostname or ""
     try:
@@ -192,13 +184,20 @@ async def https_post(body: bytes, url: str, settings: DeliverySettings) -> None:
         await _check_public(url)
     try:
         async with httpx.AsyncClient(
-            verify=_ssl_context(settings), timeout=settings.https_timeout
+            verify=_tls_context(settings), timeout=settings.https_timeout
         ) as client:
             resp = await client.post(url, content=body, headers={"Content-Type": CONTENT_TYPE_GZIP})
     except httpx.HTTPError as exc:
         raise DeliveryError(f"HTTPS {url}: {type(exc).__name__}: {exc}") from exc
     if not 200 <= resp.status_code < 300:
         raise DeliveryError(f"HTTPS {url}: status {resp.status_code}")
+
+
+def _tls_context(settings: DeliverySettings) -> ssl.SSLContext:
+    """Web PKI like any HTTPS client, or no check at all when the operator turned it off."""
+    if not settings.https_verify:
+        return client_context(Verify.NOTHING)
+    return client_context(Verify.CHAIN_AND_NAME, ca_file=settings.https_ca_file)
 
 
 class NetworkTransport:

@@ -9,13 +9,19 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 
-from mta_sts_policyd.probe.tls import (
-    classify_verify_error,
-    describe_certificate,
-    peeking_context,
-    verifying_context,
-)
+from mta_sts_policyd.net.tls import Verify, client_context
+from mta_sts_policyd.probe.tls import classify_verify_error, describe_certificate
 from mta_sts_policyd.tools.check.observations import CertSeen
+
+
+def _verifying(ca_file: str | None) -> ssl.SSLContext:
+    """The probe's context: chain and dates by OpenSSL, names judged afterwards."""
+    return client_context(Verify.CHAIN, ca_file=ca_file)
+
+
+def _peeking() -> ssl.SSLContext:
+    """Reads a certificate that failed, from servers of any TLS version."""
+    return client_context(Verify.NOTHING, minimum_version=None)
 
 
 @dataclass(frozen=True)
@@ -31,11 +37,11 @@ async def inspect_tls(
 ) -> TlsSeen:
     """Handshake with SNI `host`; on a verification failure, a second one to read the cert."""
     try:
-        cert, version = await _handshake(address, port, host, verifying_context(ca_file), seconds)
+        cert, version = await _handshake(address, port, host, _verifying(ca_file), seconds)
     except ssl.SSLCertVerificationError as err:
         result_type, reason = classify_verify_error(err)
         try:
-            cert, version = await _handshake(address, port, host, peeking_context(), seconds)
+            cert, version = await _handshake(address, port, host, _peeking(), seconds)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             return TlsSeen(tls_error=f"certificate refused ({reason}); unreadable: {exc}")
         if cert is None:
