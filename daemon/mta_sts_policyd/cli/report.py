@@ -23,7 +23,7 @@ from mta_sts_policyd.tlsrpt.deliver import NetworkTransport
 from mta_sts_policyd.tlsrpt.record import (
     RecordSyntaxError,
     TlsRptRecord,
-    TxtLookup,
+    TxtQuery,
     fetch_tlsrpt_record,
     parse_tlsrpt_record,
 )
@@ -240,7 +240,7 @@ def _write_outbox(store: TlsRptStore, ctx: ReportContext, args: argparse.Namespa
     return EX_OK if docs else EX_NOTFOUND
 
 
-async def _record(doc: ReportDocument, lookup: TxtLookup | None) -> TlsRptRecord | None:
+async def _record(doc: ReportDocument, lookup: TxtQuery | None) -> TlsRptRecord | None:
     if doc.tlsrpt_record is not None:
         try:
             return parse_tlsrpt_record(doc.tlsrpt_record)

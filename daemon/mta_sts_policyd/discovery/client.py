@@ -22,11 +22,11 @@ from mta_sts_policyd.errors import (
     InvalidName,
     PolicyFetchError,
 )
-from mta_sts_policyd.net.dns_client import DnsClient, MxLookup, TxtLookup, make_resolver
+from mta_sts_policyd.net.dns_client import DnsClient, MxLookup, StsTxtLookup, make_resolver
 from mta_sts_policyd.sts.model import TxtRecord
 from mta_sts_policyd.sts.names import to_a_label
 
-__all__ = ["MAX_BODY", "MAX_TIMEOUT", "Discovery", "FetchResult", "MxLookup", "TxtLookup"]
+__all__ = ["MAX_BODY", "MAX_TIMEOUT", "Discovery", "FetchResult", "MxLookup", "StsTxtLookup"]
 
 DEFAULT_USER_AGENT = f"mta-sts-policyd/{__version__}"
 
@@ -57,7 +57,7 @@ class Discovery:
             user_agent=user_agent,
         )
 
-    async def lookup_txt(self, domain: str, *, fetch_likely: bool = False) -> TxtLookup:
+    async def lookup_txt(self, domain: str, *, fetch_likely: bool = False) -> StsTxtLookup:
         """The `_mta-sts` TXT record of `domain`, CNAMEs followed (RFC 8461 §3.1).
 
         NXDOMAIN/NODATA -> result TxtAbsent; SERVFAIL, REFUSED, timeout -> DnsLookupError.

@@ -34,7 +34,7 @@ _EDNS_PAYLOAD = 1232
 
 
 @dataclass(frozen=True)
-class TxtLookup:
+class StsTxtLookup:
     """The outcome of the `_mta-sts` TXT query.
 
     `ttl` is the smallest TTL along the answer (CNAMEs included) or the negative-caching TTL;
@@ -134,16 +134,16 @@ class DnsClient:
     def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
         self._transport = transport_for(resolver)
 
-    async def txt(self, domain: str) -> TxtLookup:
+    async def txt(self, domain: str) -> StsTxtLookup:
         qname = f"_mta-sts.{domain}"
         answer = await self._query(qname, dns.rdatatype.TXT)
         if answer.nxdomain:
-            return TxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), answer.ttl, ())
+            return StsTxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), answer.ttl, ())
         if answer.rrset is None:
-            return TxtLookup(TxtAbsent(f"{qname} has no TXT record"), answer.ttl, ())
+            return StsTxtLookup(TxtAbsent(f"{qname} has no TXT record"), answer.ttl, ())
         rrs = [tuple(rd.strings) for rd in answer.rrset]
         joined = tuple(b"".join(strings).decode("ascii", "backslashreplace") for strings in rrs)
-        return TxtLookup(select_sts_record(rrs), answer.ttl, joined)
+        return StsTxtLookup(select_sts_record(rrs), answer.ttl, joined)
 
     async def txt_strings(self, name: str) -> list[list[bytes]]:
         """Every TXT RR of `name` as its character-strings; [] for NXDOMAIN and NODATA."""

@@ -13,11 +13,11 @@ from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.policy.stats import LookupStats
 
 if TYPE_CHECKING:
-    from mta_sts_policyd.discovery.client import FetchResult, MxLookup, TxtLookup
+    from mta_sts_policyd.discovery.client import FetchResult, MxLookup, StsTxtLookup
 
 
 class DiscoveryLike(Protocol):
-    async def lookup_txt(self, domain: str, *, fetch_likely: bool = False) -> TxtLookup: ...
+    async def lookup_txt(self, domain: str, *, fetch_likely: bool = False) -> StsTxtLookup: ...
 
     async def fetch_policy(self, domain: str) -> FetchResult: ...
 

@@ -22,7 +22,7 @@ from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
 from mta_sts_policyd.sts.model import Mode, Policy, TxtInvalid, TxtRecord
 
 if TYPE_CHECKING:
-    from mta_sts_policyd.discovery.client import TxtLookup
+    from mta_sts_policyd.discovery.client import StsTxtLookup
 
 log = logging.getLogger("mta_sts_policyd.policy.resolver")
 
@@ -145,7 +145,7 @@ class PolicyUpdater:
         return entry
 
     def _no_live_policy(
-        self, domain: str, entry: CacheEntry | None, now: float, lookup: TxtLookup
+        self, domain: str, entry: CacheEntry | None, now: float, lookup: StsTxtLookup
     ) -> CacheEntry | None:
         """RFC 8461 §3.1, §3.3: no usable TXT record; an unexpired cached policy still applies."""
         if isinstance(lookup.result, TxtInvalid):

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport
 from mta_sts_policyd.tlsrpt.message import DkimSettings
-from mta_sts_policyd.tlsrpt.record import TxtLookup
+from mta_sts_policyd.tlsrpt.record import TxtQuery
 from mta_sts_policyd.tlsrpt.report import ReportSettings
 from mta_sts_policyd.tlsrpt.sender import ReportSender
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
@@ -29,7 +29,7 @@ class ReportContext:
     delivery: DeliverySettings
     dkim: DkimSettings
     retention_days: int = 31
-    txt_lookup: TxtLookup | None = None
+    txt_lookup: TxtQuery | None = None
     """`_smtp._tls` resolver for records not supplied by the producer (record_lookup.py)."""
     out: TextIO | None = None
     """Where the `report` commands print (None: standard output)."""

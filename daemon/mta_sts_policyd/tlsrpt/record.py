@@ -15,8 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 from mta_sts_policyd.errors import MtaStsError
 
-TxtLookup = Callable[[str], Awaitable[list[list[bytes]]]]
-"""`name -> TXT RRset` (each RR = its character-strings); [] for NXDOMAIN/no data.
+TxtQuery = Callable[[str], Awaitable[list[list[bytes]]]]
+"""A function that asks for a name's TXT RRset (each RR as its character-strings); [] for
+NXDOMAIN/no data. Not the `_mta-sts` lookup (net.dns_client.StsTxtLookup is its answer).
 
 Raises `DnsLookupError` when the answer could not be obtained (the caller retries later).
 """
@@ -143,7 +144,7 @@ def _https_ok(uri: str) -> bool:
         return False
 
 
-async def fetch_tlsrpt_record(domain: str, txt_lookup: TxtLookup) -> TlsRptRecord | None:
+async def fetch_tlsrpt_record(domain: str, txt_lookup: TxtQuery) -> TlsRptRecord | None:
     """Look up `_smtp._tls.<domain>`; None if the domain does not request reports.
 
     A syntactically broken single candidate also means "no report" (RFC 8460 §3); DNS failures

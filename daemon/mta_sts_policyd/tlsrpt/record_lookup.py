@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
-from mta_sts_policyd.tlsrpt.record import TxtLookup
+from mta_sts_policyd.tlsrpt.record import TxtQuery
 
 
-def txt_lookup(nameservers: Sequence[str] = (), timeout: float = 5.0) -> TxtLookup:
+def txt_lookup(nameservers: Sequence[str] = (), timeout: float = 5.0) -> TxtQuery:
     """`nameservers` as in the discovery config ("IP", "IP:PORT", "[IPv6]:PORT")."""
     return DnsClient(make_resolver(nameservers, timeout)).txt_strings

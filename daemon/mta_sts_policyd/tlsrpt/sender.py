@@ -22,7 +22,7 @@ from mta_sts_policyd.tlsrpt.record import (
     RecordSyntaxError,
     RuaDestination,
     TlsRptRecord,
-    TxtLookup,
+    TxtQuery,
     fetch_tlsrpt_record,
     parse_tlsrpt_record,
 )
@@ -61,7 +61,7 @@ class ReportSender:
         delivery: DeliverySettings,
         transport: Transport,
         *,
-        txt_lookup: TxtLookup | None = None,
+        txt_lookup: TxtQuery | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
