@@ -24,13 +24,14 @@ from hypothesis import strategies as st
 from conftest import StsWorld
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
-from mta_sts_policyd.policy.resolver import LookupSettings, PolicyResolver
+from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service.control import (
     BadRequest,
     ControlServer,
     control_request,
     parse_request,
 )
+from support.resolver_world import lookup_settings
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 ENFORCE_REPLY = b"OK secure match=mail.example.test servername=hostname"
@@ -81,7 +82,7 @@ async def setup(sts_world: StsWorld, short_dir: Path) -> AsyncIterator[Setup]:
     sts_world.publish("example.test", ENFORCE)
     sts_world.publish("other.test", ENFORCE.replace("mail.example.test", "mx.other.test"))
     cache = PolicyCache(PolicyStore(short_dir / "policies.sqlite"), memory_entries=1)
-    settings = LookupSettings(cold_wait=2.0, exact_wildcards=False)
+    settings = lookup_settings(cold_wait=2.0, exact_wildcards=False)
     resolver = PolicyResolver(sts_world.discovery(), cache, settings)
     control = ControlServer(resolver)
     path = short_dir / "control.sock"
@@ -108,7 +109,7 @@ async def test_a_stale_socket_file_is_replaced(sts_world: StsWorld, short_dir: P
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens: what a killed daemon leaves
-    resolver = PolicyResolver(sts_world.discovery(), PolicyCache(None), LookupSettings())
+    resolver = PolicyResolver(sts_world.discovery(), PolicyCache(None), lookup_settings())
     control = ControlServer(resolver)
     await control.start(path)
     try:
@@ -122,7 +123,7 @@ async def test_a_stale_socket_file_is_replaced(sts_world: StsWorld, short_dir: P
 
 async def test_a_live_control_socket_is_not_taken_over(setup: Setup, sts_world: StsWorld) -> None:
     """A second daemon on the same state directory fails instead of stealing the channel."""
-    resolver = PolicyResolver(sts_world.discovery(), PolicyCache(None), LookupSettings())
+    resolver = PolicyResolver(sts_world.discovery(), PolicyCache(None), lookup_settings())
     with pytest.raises(ConfigError, match=r"control socket .* is in use by another process"):
         await ControlServer(resolver).start(setup.path)
     assert (await setup.ask({"command": "list"}))["ok"] is True
@@ -217,7 +218,7 @@ def test_any_json_value_gets_exactly_one_json_answer(request_: Any) -> None:
 @given(line=st.binary(max_size=300))
 def test_random_bytes_on_the_socket_get_one_answer(line: bytes) -> None:
     async def go() -> bytes:
-        resolver = PolicyResolver(None, PolicyCache(None), LookupSettings())  # type: ignore[arg-type]
+        resolver = PolicyResolver(None, PolicyCache(None), lookup_settings())  # type: ignore[arg-type]
         control = ControlServer(resolver)
         path = Path(tempfile.mkdtemp(prefix="mtasts-f-")) / "c.sock"
         await control.start(path)

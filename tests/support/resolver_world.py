@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from conftest import StsWorld
+from mta_sts_policyd.config.settings import CacheConfig, ServerConfig
 from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
 from mta_sts_policyd.policy.resolver import LookupSettings, PolicyResolver
 
@@ -27,6 +29,20 @@ class FakeClock:
         self.now += seconds
 
 
+def lookup_settings(**overrides: object) -> LookupSettings:
+    """The resolver settings of a default configuration (whose defaults are the only ones),
+    changed by `overrides`."""
+    cache, server = CacheConfig(), ServerConfig()
+    values: dict[str, object] = {
+        field.name: getattr(cache, field.name)
+        for field in dataclasses.fields(LookupSettings)
+        if hasattr(cache, field.name)
+    }
+    values["exact_wildcards"] = server.exact_wildcards
+    values.update(overrides)
+    return LookupSettings(**values)  # type: ignore[arg-type]
+
+
 def make_resolver(
     world: StsWorld, clock: FakeClock, store: Path | None = None, **settings: object
 ) -> PolicyResolver:
@@ -37,6 +53,6 @@ def make_resolver(
     return PolicyResolver(
         world.discovery(),
         cache,
-        LookupSettings(**options),
+        lookup_settings(**options),
         clock=clock,  # type: ignore[arg-type]
     )

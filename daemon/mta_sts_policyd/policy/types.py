@@ -39,16 +39,24 @@ PolicyListener = Callable[[CacheEntry], None]
 
 @dataclass(frozen=True)
 class LookupSettings:
-    txt_recheck: float = 60.0
-    cold_wait: float = 3.0
-    negative_ttl: float = 300.0
-    failure_backoff: float = 300.0
-    refresh: bool = True
-    refresh_interval: float = 86400.0
-    refresh_jitter: float = 3600.0
-    refresh_concurrency: int = 20
+    """The resolver's timings and reply options.
+
+    The values an operator can set have no defaults here: their defaults are written once, in
+    the configuration ([cache] and [server] sections), and the composition root copies them
+    over, so the documented default and the one the daemon runs with cannot drift apart.
+    """
+
+    txt_recheck: float
+    cold_wait: float
+    negative_ttl: float
+    failure_backoff: float
+    refresh: bool
+    refresh_interval: float
+    refresh_jitter: float
+    refresh_concurrency: int
+    exact_wildcards: bool
     sts_attributes: bool = False
-    exact_wildcards: bool = True
+    """Found out at start-up (the Postfix version), not configured."""
     dane_reply: bytes | None = None
     """Reply for DANE-protected enforce domains; None: DANE is not checked."""
 
