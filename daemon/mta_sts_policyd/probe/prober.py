@@ -10,7 +10,6 @@ contacted once per `reprobe_interval`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import socket
@@ -20,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mta_sts_policyd.errors import ConfigError, ResultType
+from mta_sts_policyd.housekeeping import cancel_and_wait, evict
 from mta_sts_policyd.net.tls import Verify, client_context
 from mta_sts_policyd.probe.result import ProbeResult, apply_patterns
 from mta_sts_policyd.probe.smtp import Session, run_session
@@ -145,12 +145,7 @@ class MxProber:
 
     async def aclose(self) -> None:
         """Cancel probes still running (daemon shutdown)."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._inflight.values()))
 
     async def _shared(self, host: str) -> ProbeResult:
         """Single flight per host; a cancelled caller does not cancel the others' probe."""
@@ -173,14 +168,10 @@ class MxProber:
         return result
 
     def _store(self, host: str, entry: _Entry) -> None:
-        self._cache.pop(host, None)
+        self._cache.pop(host, None)  # re-inserted: the oldest insertion is evicted first
         self._cache[host] = entry
-        if len(self._cache) > self._max_entries:
-            now = self._clock()
-            for key in [k for k, e in self._cache.items() if e.expires <= now]:
-                del self._cache[key]
-            while len(self._cache) > self._max_entries:
-                del self._cache[next(iter(self._cache))]  # oldest insertion first
+        now = self._clock()
+        evict(self._cache, self._max_entries, lambda e: e.expires <= now)
 
     async def _probe_network(self, host: str) -> ProbeResult:
         try:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
 
 log = logging.getLogger(__name__)
@@ -252,11 +253,8 @@ class FileFollower:
         self._task = asyncio.create_task(self._run(), name="maillog-file")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         await self.poll()  # what arrived until now, then the final position
         self.logfile.close()
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.tlsrpt.maillog.file_follower import LINE_LIMIT, load_json, save_json
 from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
 from mta_sts_policyd.tlsrpt.maillog.syslogline import LogLine
@@ -77,11 +78,8 @@ class JournalFollower:
         self._task = asyncio.create_task(self._run(), name="maillog-journal")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         self._save()
 
     async def _run(self) -> None:

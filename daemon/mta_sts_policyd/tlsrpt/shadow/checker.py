@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mta_sts_policyd.housekeeping import evict
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.probe.result import ProbeResult
@@ -129,12 +130,8 @@ class TestingShadow:
     def _put(self, domain: str, state: TestingState) -> None:
         """Swap in a snapshot (one assignment: a reader on another thread sees old or new)."""
         self._domains[domain] = state
-        if len(self._domains) > self._max_domains:
-            now = self._clock()
-            for key in [k for k, s in self._domains.items() if s.expires_at <= now]:
-                del self._domains[key]
-            while len(self._domains) > self._max_domains:
-                del self._domains[next(iter(self._domains))]
+        now = self._clock()
+        evict(self._domains, self._max_domains, lambda s: s.expires_at <= now)
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
