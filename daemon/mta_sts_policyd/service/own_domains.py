@@ -9,7 +9,6 @@ values; `None` means "what the configuration says".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.discovery.client import DEFAULT_USER_AGENT
 from mta_sts_policyd.discovery.policy_fetch import MAX_TIMEOUT, PolicyFetcher
 from mta_sts_policyd.errors import DnsLookupError
+from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.sts.keys import policy_domain_for_key
@@ -150,9 +150,7 @@ async def start_monitor(config: Config) -> Callable[[], Awaitable[None]]:
     )
 
     async def close() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
         await stack.aclose()
 
     return close
