@@ -22,7 +22,20 @@ from mta_sts_policyd.errors import StateLockedError, StateUnusableError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+# Every file the daemon and its commands keep in the state directory, named once (the README's
+# backup and file-mode notes, the systemd unit and the tests refer to these names).
 LOCK_NAME = "serve.lock"
+POLICY_STORE_NAME = "policies.sqlite"
+TLSRPT_STORE_NAME = "tlsrpt.sqlite"
+REPORTS_IN_STORE_NAME = "reports-in.sqlite"
+CONTROL_NAME = "control.sock"
+QUARANTINE_NAME = "tlsrpt-quarantine.log"
+MAILLOG_POSITION = "maillog.pos"
+JOURNAL_CURSOR = "journal.cursor"
+REPORTS_IN_QUARANTINE = "reports-in-quarantine"
+"""A directory: received reports that could not be read."""
+MONITOR_STATE_NAME = "monitor.json"
 _DENIED = (errno.EACCES, errno.EPERM)
 _DAMAGED_CODES = (11, 26)
 """SQLITE_CORRUPT ("database disk image is malformed"), SQLITE_NOTADB ("file is not a

@@ -15,7 +15,8 @@ from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, policy_hash
 from mta_sts_policyd.reports_in.readiness import readiness, served_from_text
-from mta_sts_policyd.reports_in.store import STORE_FILE, ReportsInStore
+from mta_sts_policyd.reports_in.store import ReportsInStore
+from mta_sts_policyd.state_files import REPORTS_IN_STORE_NAME
 from mta_sts_policyd.tlsrpt.message import build_message
 from mta_sts_policyd.tlsrpt.model import (
     DomainDay,
@@ -63,7 +64,7 @@ def test_pipe_stores_a_report_and_the_same_report_twice_counts_once(
         "duplicates": 1,
         "rejected": [],
     }
-    store = ReportsInStore(tmp_path / STORE_FILE)
+    store = ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME)
     (day,) = store.policy_days("example.com", date.min)
     assert (day.successes, day.failures, day.organization) == (10, 2, "Org A")
     (fail,) = store.failure_days("example.com", date.min)
@@ -88,11 +89,11 @@ def test_not_a_report_and_other_domains_are_rejected_quarantined_and_exit_0(tmp_
     assert len(reasons) == 2
     assert any("no TLS report attached" in r for r in reasons)
     assert any("other.example, not an own domain" in r for r in reasons)
-    assert ReportsInStore(tmp_path / STORE_FILE).domains() == []
+    assert ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME).domains() == []
 
 
 def test_a_store_that_cannot_be_written_asks_postfix_to_retry(tmp_path: Path) -> None:
-    (tmp_path / STORE_FILE).mkdir()  # a directory where the SQLite file should be
+    (tmp_path / REPORTS_IN_STORE_NAME).mkdir()  # a directory where the SQLite file should be
     assert run(tmp_path, "--domain", "example.com", stdin=mail("Org", TODAY)) == 75
 
 
@@ -236,7 +237,7 @@ def test_round_trip_our_own_sender_reports_are_read_back(
     )
     assert run(tmp_path, "--domain", "example.com", "--json", stdin=raw) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1
-    store = ReportsInStore(tmp_path / STORE_FILE)
+    store = ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME)
     (pd,) = store.policy_days("example.com", date.min)
     assert (pd.organization, pd.day, pd.successes, pd.failures, pd.mode) == (
         "Our Sender Org",
@@ -256,7 +257,9 @@ def test_round_trip_our_own_sender_reports_are_read_back(
 def test_reports_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
     old = TODAY - timedelta(days=500)
     run(tmp_path, "--domain", "example.com", stdin=mail("Org", old, report_id="old"))
-    assert ReportsInStore(tmp_path / STORE_FILE).policy_days("example.com", date.min) == []
+    assert (
+        ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME).policy_days("example.com", date.min) == []
+    )
     run(tmp_path, "--domain", "example.com", stdin=mail("Org", TODAY, report_id="new"))
-    (kept,) = ReportsInStore(tmp_path / STORE_FILE).policy_days("example.com", date.min)
+    (kept,) = ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME).policy_days("example.com", date.min)
     assert kept.day == TODAY

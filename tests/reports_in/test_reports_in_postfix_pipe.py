@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import mta_sts_policyd
-from mta_sts_policyd.reports_in.store import STORE_FILE, ReportsInStore
+from mta_sts_policyd.reports_in.store import ReportsInStore
+from mta_sts_policyd.state_files import REPORTS_IN_STORE_NAME
 from support.postfix_instance import LOOPBACK, PostfixInstance, postfix_available
 from support.received_reports import as_mail, report
 
@@ -73,9 +74,9 @@ def test_postfix_pipe_delivers_a_report_into_the_store() -> None:
             client.sendmail("reports@sender.example", ["tlsrpt@example.com"], raw)
         instance.wait_for_log(r"status=sent \(delivered via tlsrpt-in service", timeout=60)
     deadline = time.monotonic() + 10
-    while not (state / STORE_FILE).exists() and time.monotonic() < deadline:
+    while not (state / REPORTS_IN_STORE_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    (stored,) = ReportsInStore(state / STORE_FILE).policy_days("example.com", date.min)
+    (stored,) = ReportsInStore(state / REPORTS_IN_STORE_NAME).policy_days("example.com", date.min)
     assert (stored.organization, stored.day, stored.successes, stored.failures) == (
         "Piped Org",
         day,

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from mta_sts_policyd.config.toml_schema import toml_value
 from mta_sts_policyd.postfix.client import SocketmapClient
+from mta_sts_policyd.state_files import POLICY_STORE_NAME
 
 DAEMON_SRC = Path(__file__).resolve().parents[2] / "daemon"
 COMMAND = (sys.executable, "-m", "mta_sts_policyd.cli.main")
@@ -120,7 +121,7 @@ class DaemonProcess:
 
     @property
     def store_path(self) -> Path:
-        return self.state_dir / "policies.sqlite"
+        return self.state_dir / POLICY_STORE_NAME
 
     def write_config(self, **tables: Mapping[str, Any]) -> None:
         """Merge `tables` (e.g. server={"sts_attributes": True}) into the settings; write them."""

@@ -17,12 +17,12 @@ from typing import Any
 from mta_sts_policyd.cli.check import add_network_arguments, options_from, reach_settings
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import (
-    STATE_NAME,
     alert_settings,
     monitor_state,
     monitor_targets,
     open_reach,
 )
+from mta_sts_policyd.state_files import MONITOR_STATE_NAME
 from mta_sts_policyd.tools.check.findings import NagiosStatus
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever, run_once
 
@@ -39,7 +39,7 @@ def add_monitor_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="domain to monitor (repeatable; default: [[own_domains]] in the config)",
     )
     p.add_argument("--once", action="store_true", help="one pass; exit with the Nagios code")
-    p.add_argument("--state-file", type=Path, help=f"default: STATE_DIR/{STATE_NAME}")
+    p.add_argument("--state-file", type=Path, help=f"default: STATE_DIR/{MONITOR_STATE_NAME}")
     p.add_argument("--interval", type=float, help="seconds between passes (default 7200)")
     p.add_argument(
         "--alert-command", help="run this program (no shell) with the transitions as JSON on stdin"

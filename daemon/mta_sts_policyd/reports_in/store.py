@@ -17,8 +17,6 @@ from pathlib import Path
 from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, ReceivedReport
 
-STORE_FILE = "reports-in.sqlite"
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
     organization TEXT NOT NULL, report_id TEXT NOT NULL, contact TEXT NOT NULL,

@@ -27,7 +27,17 @@ from mta_sts_policyd.policy.types import DiscoveryLike
 from mta_sts_policyd.postfix.postconf import postfix_settings, postfix_version
 from mta_sts_policyd.postfix.server import SocketmapServer
 from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
-from mta_sts_policyd.state_files import make_private_dir
+from mta_sts_policyd.state_files import (
+    CONTROL_NAME,
+    JOURNAL_CURSOR,
+    MAILLOG_POSITION,
+    POLICY_STORE_NAME,
+    QUARANTINE_NAME,
+    REPORTS_IN_QUARANTINE,
+    REPORTS_IN_STORE_NAME,
+    TLSRPT_STORE_NAME,
+    make_private_dir,
+)
 
 if TYPE_CHECKING:
     from mta_sts_policyd.probe.prober import MxProber
@@ -41,15 +51,6 @@ if TYPE_CHECKING:
     from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
 
 log = logging.getLogger(__name__)
-
-POLICY_STORE_NAME = "policies.sqlite"
-TLSRPT_STORE_NAME = "tlsrpt.sqlite"
-CONTROL_NAME = "control.sock"
-QUARANTINE_NAME = "tlsrpt-quarantine.log"
-MAILLOG_POSITION = "maillog.pos"
-JOURNAL_CURSOR = "journal.cursor"
-REPORTS_IN_QUARANTINE = "reports-in-quarantine"
-"""File names inside the state directory."""
 
 AddressLookup = Callable[[str], Awaitable[list[str]]]
 
@@ -336,9 +337,9 @@ def own_report_domains(config: Config, extra: Sequence[str] = ()) -> frozenset[s
 
 
 def open_reports_in_store(config: Config) -> ReportsInStore:
-    from mta_sts_policyd.reports_in.store import STORE_FILE, ReportsInStore
+    from mta_sts_policyd.reports_in.store import ReportsInStore
 
-    return ReportsInStore(make_state_dir(config) / STORE_FILE)
+    return ReportsInStore(make_state_dir(config) / REPORTS_IN_STORE_NAME)
 
 
 def make_reports_intake(config: Config, extra_domains: Sequence[str] = ()) -> Intake:

@@ -22,6 +22,7 @@ from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber
+from mta_sts_policyd.state_files import MONITOR_STATE_NAME
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.tools.check.gather import Reach
 from mta_sts_policyd.tools.check.observations import Options
@@ -92,8 +93,6 @@ async def open_reach(config: Config, settings: ReachSettings, stack: AsyncExitSt
 
 # --- monitor (standalone, or inside `serve` with [monitor] in_serve) --------------------------
 
-STATE_NAME = "monitor.json"
-
 
 def monitor_targets(
     config: Config, domains: Sequence[str] = (), base: Options | None = None
@@ -128,7 +127,7 @@ def alert_settings(
 
 
 def monitor_state(config: Config, path: Path | None = None) -> StateFile:
-    return StateFile(path or Path(config.cache.state_dir) / STATE_NAME)
+    return StateFile(path or Path(config.cache.state_dir) / MONITOR_STATE_NAME)
 
 
 async def start_monitor(config: Config) -> Callable[[], Awaitable[None]]:
