@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trustme
@@ -10,6 +12,9 @@ import trustme
 from mta_sts_policyd.discovery.client import Discovery
 from support.dns_server import DnsServer
 from support.https_server import HttpsServer, Site
+
+if TYPE_CHECKING:
+    from support.pebble import Pebble
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +80,20 @@ async def discovery(sts_world: StsWorld) -> AsyncIterator[Discovery]:
     client = sts_world.discovery()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def pebble_world(
+    tmp_path: Path, trust_ca: trustme.CA, dns_server: DnsServer
+) -> Iterator[tuple[Pebble, int]]:
+    from support.pebble import NAME, PEBBLE, Pebble
+    from support.postfix_instance import free_port
+
+    if PEBBLE is None:
+        pytest.fail("pebble not installed: .ci/setup installs Debian's pebble package")
+    dns_server.set_a(NAME, "127.0.0.1")
+    dns_server.set_a("mta-sts.b.test", "127.0.0.1")
+    tls_port = free_port()
+    pebble = Pebble(tmp_path, trust_ca, dns_server, tls_port)
+    yield pebble, tls_port
+    pebble.stop()

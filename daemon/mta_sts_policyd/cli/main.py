@@ -60,6 +60,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     )
 
 
+def cmd_host(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.host.run import run_host
+    from mta_sts_policyd.service.composition import host_settings
+    from mta_sts_policyd.service.logsetup import setup_logging
+
+    setup_logging(config.logging.level)
+    return run_host(host_settings(config))
+
+
 def _daemon_address(config: Config, override: str | None) -> str:
     if override:
         return override
@@ -184,7 +193,7 @@ def _common() -> _Parser:
     return common
 
 
-EXTENSION_COMMANDS = ("report", "probe", "generate", "check", "monitor", "reports-in")
+EXTENSION_COMMANDS = ("report", "probe", "generate", "check", "monitor", "reports-in", "host")
 _CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
 
 
@@ -243,6 +252,8 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     add_monitor_parser(sub, common)
     report_commands.register(sub, parents=[common])
     reports_in.register(sub, common, reader)
+    p = sub.add_parser("host", parents=[common], help="serve your policies over HTTPS")
+    p.set_defaults(handler=cmd_host)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,6 +184,27 @@ class ReportsInConfig:
 
 
 @dataclass(frozen=True)
+class HostConfig:
+    """`mta-sts-policyd host`: HTTPS for the policies of your own domains."""
+
+    listen: tuple[str, ...] = ("0.0.0.0:443", "[::]:443")
+    """Each address separately (asyncio binds `[::]` to IPv6 only)."""
+    policy_dir: str = "/var/lib/mta-sts-policyd/policies"
+    """What `generate --write DIR` fills: DIR/DOMAIN/.well-known/mta-sts.txt."""
+    cert_dirs: tuple[str, ...] = ("/etc/letsencrypt/live",)
+    """Folders of NAME/fullchain.pem + NAME/privkey.pem (certbot's layout), NAME = mta-sts.D."""
+    poll_interval: float = 10.0
+    """Seconds between checks for changed policy and certificate files (SIGHUP: at once)."""
+    acme_directory: str = ""
+    """ACME (RFC 8555) directory URL, e.g. Let's Encrypt's; empty: certificates from files."""
+    acme_names: tuple[str, ...] = ()
+    """The allow-list: names (mta-sts.DOMAIN) the host gets certificates for by tls-alpn-01."""
+    acme_email: str = ""
+    acme_ca_file: str = ""
+    """Trust anchor for the ACME server's HTTPS (test set-ups); empty: the system store."""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -195,6 +216,7 @@ class Config:
     maillog: MaillogConfig = field(default_factory=MaillogConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     own_domains: tuple[OwnDomainConfig, ...] = ()
+    host: HostConfig = field(default_factory=HostConfig)
     reports_in: ReportsInConfig = field(default_factory=ReportsInConfig)
 
     @property

@@ -85,6 +85,7 @@ RANGES: dict[str, Range] = {
     "probe.timeout": _seconds(600),
     "probe.concurrency": _count(1000),
     "probe.port": PORT,
+    "host.poll_interval": _seconds(DAY),
     "monitor.interval": _seconds(7 * DAY),
     "monitor.jitter": _seconds(DAY, zero=True),
     "reports_in.retention_days": _count(3660),

@@ -40,6 +40,7 @@ from mta_sts_policyd.state_files import (
 )
 
 if TYPE_CHECKING:
+    from mta_sts_policyd.host.run import HostSettings
     from mta_sts_policyd.probe.prober import MxProber
     from mta_sts_policyd.reports_in.intake import Intake
     from mta_sts_policyd.reports_in.store import ReportsInStore
@@ -360,4 +361,26 @@ def make_reports_intake(config: Config, extra_domains: Sequence[str] = ()) -> In
         quarantine,
         time.time,
         retention_days=config.reports_in.retention_days,
+    )
+
+
+# --- the policy host (own domains) -------------------------------------------------------------
+
+
+def host_settings(config: Config) -> HostSettings:
+    from mta_sts_policyd.host.run import HostSettings
+
+    listen = tuple(parse_listen_address(a, "host.listen") for a in config.host.listen)
+    if any(host == "unix" for host, _ in listen):
+        raise ConfigError("host.listen: the policy host listens on TCP (HOST:PORT) only")
+    return HostSettings(
+        listen=listen,
+        policy_dir=Path(config.host.policy_dir),
+        cert_dirs=tuple(Path(d) for d in config.host.cert_dirs),
+        poll_interval=config.host.poll_interval,
+        acme_directory=config.host.acme_directory,
+        acme_names=tuple(n.lower().rstrip(".") for n in config.host.acme_names),
+        acme_state=make_state_dir(config) / "acme" if config.host.acme_directory else None,
+        acme_email=config.host.acme_email,
+        acme_ca_file=config.host.acme_ca_file or None,
     )

@@ -1,0 +1,187 @@
+"""Certificates for the policy host from an ACME CA (RFC 8555), answered by tls-alpn-01 (RFC 8737).
+
+The protocol (JOSE, nonces, orders, polling) is certbot's `acme` library; what it no longer
+ships is the tls-alpn-01 challenge type, registered here through its own extension mechanism,
+and the validation certificate (RFC 8737 §3: the name as the only SAN, the SHA-256 of the key
+authorization in a critical id-pe-acmeIdentifier extension), built with `cryptography`. The
+validation is answered on the serving port: while a name's challenge is pending, a handshake
+for it that offers ALPN `acme-tls/1` gets the validation certificate (`server.py`).
+
+The library is synchronous; `issue()` runs in a thread. The account key (JWK) and every issued
+key and chain are written 0600 under the state directory, in certbot's layout, so the
+certificate set loads them like any other file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from josepy.jwk import JWK, JWKRSA
+
+log = logging.getLogger(__name__)
+
+ACME_TLS_ALPN = "acme-tls/1"
+ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+USER_AGENT = "mta-sts-policyd-host"
+
+
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """The (empty) response that tells the CA to validate (RFC 8737 §3)."""
+
+    typ = "tls-alpn-01"
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """RFC 8737 tls-alpn-01, for the `acme` library's challenge registry."""
+
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: JWK, **unused: Any) -> bytes:
+        """SHA-256 of the key authorization: the acmeIdentifier extension's content."""
+        return hashlib.sha256(self.key_authorization(account_key).encode()).digest()
+
+
+challenges.ChallengeResponse.register(TLSALPN01Response)
+
+
+def validation_context(name: str, digest: bytes) -> ssl.SSLContext:
+    """A server context answering the challenge for `name`: self-signed, ALPN acme-tls/1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(  # DER OCTET STRING of the 32-byte digest
+            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_alpn_protocols([ACME_TLS_ALPN])
+    with tempfile.TemporaryDirectory() as folder:  # ssl loads chains from files only
+        chain, key_file = Path(folder, "c.pem"), Path(folder, "k.pem")
+        chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(_key_pem(key))
+        context.load_cert_chain(chain, key_file)
+    return context
+
+
+class AcmeIssuer:
+    """Orders certificates for names of an allow-list and writes them for the certificate set."""
+
+    def __init__(
+        self,
+        directory_url: str,
+        state_dir: Path,
+        email: str = "",
+        ca_bundle: str | None = None,
+    ) -> None:
+        self.directory_url = directory_url
+        self.state_dir = state_dir
+        self.certs_dir = state_dir / "certs"
+        self.email = email
+        self.ca_bundle = ca_bundle
+        self.pending: dict[str, ssl.SSLContext] = {}
+        """Name -> validation context while its challenge is open (read by the SNI callback)."""
+
+    def challenge_for(self, name: str) -> ssl.SSLContext | None:
+        return self.pending.get(name)
+
+    def issue(self, name: str, timeout: float = 120.0) -> Path:
+        """One certificate for `name` (blocking; run it in a thread). Returns its folder."""
+        account_key = self._account_key()
+        acme = self._client(account_key)
+        cert_key = ec.generate_private_key(ec.SECP256R1())
+        csr = crypto_util.make_csr(_key_pem(cert_key), [name])
+        order = acme.new_order(csr)
+        try:
+            for authz in order.authorizations:
+                self._answer(acme, authz, account_key)
+            deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout)
+            order = acme.poll_and_finalize(order, deadline)
+        finally:
+            self.pending.pop(name, None)
+        folder = self.certs_dir / name
+        _write_private(folder / "privkey.pem", _key_pem(cert_key))
+        _write_private(folder / "fullchain.pem", order.fullchain_pem.encode())
+        log.info("event=acme-issued name=%s", name)
+        return folder
+
+    def _answer(
+        self, acme: client.ClientV2, authz: messages.AuthorizationResource, key: JWK
+    ) -> None:
+        if authz.body.status == messages.STATUS_VALID:
+            return
+        name = authz.body.identifier.value
+        challb = next((c for c in authz.body.challenges if isinstance(c.chall, TLSALPN01)), None)
+        if challb is None:
+            raise errors.Error(f"the CA offers no tls-alpn-01 challenge for {name}")
+        self.pending[name] = validation_context(name, challb.chall.validation(key))
+        acme.answer_challenge(challb, challb.chall.response(key))
+
+    def _client(self, account_key: JWK) -> client.ClientV2:
+        verify: bool | str = self.ca_bundle or True
+        network = client.ClientNetwork(account_key, user_agent=USER_AGENT, verify_ssl=verify)  # type: ignore[arg-type]
+        directory = client.ClientV2.get_directory(self.directory_url, network)
+        acme = client.ClientV2(directory, network)
+        registration = messages.NewRegistration.from_data(
+            email=self.email or None, terms_of_service_agreed=True
+        )
+        try:
+            network.account = acme.new_account(registration)
+        except errors.ConflictError as exists:  # this key has an account already
+            network.account = messages.RegistrationResource(
+                uri=exists.location, body=messages.Registration()
+            )
+        return acme
+
+    def _account_key(self) -> JWK:
+        path = self.state_dir / "account.json"
+        if path.exists():
+            return JWK.json_loads(path.read_text())
+        key = JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        _write_private(path, json.dumps(key.to_json()).encode())
+        return key
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """0600, atomically: a reader never sees half a key or a chain without its key."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,123 @@
+"""Certificates of the policy host, one per name, chosen by SNI; never replaced by a worse one.
+
+Files in certbot's layout, `DIR/NAME/fullchain.pem` + `DIR/NAME/privkey.pem` (certbot's
+`/etc/letsencrypt/live`, or the state directory where the built-in ACME client writes), are
+re-read when they change. A new file is used only if it loads (key matches), covers NAME by
+RFC 6125 rules and is valid now; otherwise a log line says why and the certificate in use
+stays. An unknown name gets no certificate at all (see `server.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mta_sts_policyd.probe.cert_names import matches_host
+from mta_sts_policyd.probe.tls import inspect_certificate
+
+log = logging.getLogger(__name__)
+
+CHAIN_FILE, KEY_FILE = "fullchain.pem", "privkey.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    context: ssl.SSLContext
+    not_before: datetime
+    not_after: datetime
+    stamp: tuple[int, int]
+    """mtimes of chain and key when loaded (a change means: load again)."""
+
+
+def server_context() -> ssl.SSLContext:
+    """TLS >= 1.2 server context, HTTP/1.1 only (what a policy fetch speaks)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class CertificateSet:
+    def __init__(
+        self, directories: Iterable[Path], clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.directories = list(directories)
+        self.clock = clock
+        self._loaded: dict[str, Loaded] = {}
+        self._refused: dict[str, tuple[int, int]] = {}
+        """Files refused, by name and stamp: said once, tried again when they change."""
+
+    def context_for(self, name: str) -> ssl.SSLContext | None:
+        loaded = self._loaded.get(name.lower().rstrip("."))
+        return loaded.context if loaded else None
+
+    def not_after(self, name: str) -> datetime | None:
+        loaded = self._loaded.get(name)
+        return loaded.not_after if loaded else None
+
+    def validity(self, name: str) -> tuple[datetime, datetime] | None:
+        loaded = self._loaded.get(name)
+        return (loaded.not_before, loaded.not_after) if loaded else None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def reload(self) -> bool:
+        """Load new and changed files; True when a certificate in use changed."""
+        changed = False
+        for directory in self.directories:
+            for chain in sorted(directory.glob(f"*/{CHAIN_FILE}")):
+                changed |= self._consider(
+                    chain.parent.name.lower(), chain, chain.with_name(KEY_FILE)
+                )
+        return changed
+
+    def _consider(self, name: str, chain: Path, key: Path) -> bool:
+        try:
+            stamp = (chain.stat().st_mtime_ns, key.stat().st_mtime_ns)
+        except OSError as exc:
+            log.warning("event=certificate-refused name=%s reason=%r", name, str(exc))
+            return False
+        current = self._loaded.get(name)
+        if (current is not None and current.stamp == stamp) or self._refused.get(name) == stamp:
+            return False
+        try:
+            loaded = self._load(name, chain, key, stamp)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning(
+                "event=certificate-refused name=%s file=%s reason=%r kept=%s",
+                name,
+                chain,
+                str(exc),
+                "in-use" if current else "none",
+            )
+            self._refused[name] = stamp
+            return False
+        self._loaded[name] = loaded
+        log.info(
+            "event=certificate-loaded name=%s not_after=%s", name, loaded.not_after.isoformat()
+        )
+        return True
+
+    def _load(self, name: str, chain: Path, key: Path, stamp: tuple[int, int]) -> Loaded:
+        pem = chain.read_bytes()
+        leaf = x509.load_pem_x509_certificate(pem)  # the first one: the leaf
+        info = inspect_certificate(leaf.public_bytes(Encoding.DER))
+        now = self.clock()
+        if info.not_after <= now:
+            raise ValueError(f"expired {info.not_after.isoformat()}")
+        if not matches_host(info.dns_names, name):
+            raise ValueError(
+                f"does not cover {name} (names: {', '.join(info.dns_names) or 'none'})"
+            )
+        context = server_context()
+        context.load_cert_chain(chain, key)  # SSLError when the key does not match
+        return Loaded(context, leaf.not_valid_before_utc, info.not_after, stamp)

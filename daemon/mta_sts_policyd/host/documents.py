@@ -1,0 +1,97 @@
+"""The policies the host serves: `ROOT/DOMAIN/.well-known/mta-sts.txt`, as `generate --write`
+writes them, byte for byte.
+
+Every file passes the project's own policy parser before it is served; a file that does not
+(or cannot be read) is refused with a log line naming the file and the line, and the last good
+version of that domain keeps being served. A domain whose file is removed stops being served.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mta_sts_policyd.errors import InvalidName, PolicySyntaxError
+from mta_sts_policyd.sts.names import to_a_label
+from mta_sts_policyd.sts.policy import parse_policy
+
+log = logging.getLogger(__name__)
+
+POLICY_FILE = Path(".well-known") / "mta-sts.txt"
+MAX_POLICY_BYTES = 64 * 1024
+"""RFC 8461 §3.3 lets senders stop at 64 KiB: a larger file would never be applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    body: bytes
+    mtime_ns: int
+
+
+class PolicyDocuments:
+    """Domain (A-label) -> policy bytes, re-read by `reload()` (SIGHUP and change polling)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._served: dict[str, Served] = {}
+
+    def get(self, host: str) -> bytes | None:
+        """The policy for a request to `host` (`mta-sts.DOMAIN`), or None."""
+        name = host.lower().rstrip(".")
+        if not name.startswith("mta-sts."):
+            return None
+        served = self._served.get(name[len("mta-sts.") :])
+        return served.body if served else None
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self._served)
+
+    def reload(self) -> bool:
+        """Re-read changed files; True when what is served changed."""
+        seen: dict[str, Served] = {}
+        for path in sorted(self.root.glob(f"*/{POLICY_FILE}")):
+            domain = self._domain(path)
+            if domain is None:
+                continue
+            current = self._served.get(domain)
+            try:
+                mtime = path.stat().st_mtime_ns
+                if current is not None and current.mtime_ns == mtime:
+                    seen[domain] = current
+                    continue
+                seen[domain] = Served(self._read_valid(path), mtime)
+            except (OSError, PolicySyntaxError) as exc:
+                where = f" line={exc.line}" if isinstance(exc, PolicySyntaxError) else ""
+                reason = exc.reason if isinstance(exc, PolicySyntaxError) else str(exc)
+                log.warning(
+                    "event=policy-file-refused file=%s%s reason=%r kept=%s",
+                    path,
+                    where,
+                    reason,
+                    "last-good" if current else "none",
+                )
+                if current is not None:
+                    seen[domain] = current
+        changed = seen != self._served
+        self._served = seen
+        if changed:
+            log.info("event=policies-loaded domains=%d", len(seen))
+        return changed
+
+    def _domain(self, path: Path) -> str | None:
+        folder = path.parent.parent.name
+        try:
+            return to_a_label(folder.rstrip("."))
+        except InvalidName as exc:
+            log.warning("event=policy-file-refused file=%s reason=%r", path, f"folder: {exc}")
+            return None
+
+    @staticmethod
+    def _read_valid(path: Path) -> bytes:
+        body = path.read_bytes()
+        if len(body) > MAX_POLICY_BYTES:
+            raise PolicySyntaxError(f"larger than {MAX_POLICY_BYTES} bytes (RFC 8461 §3.3)")
+        parse_policy(body)
+        return body
