@@ -32,7 +32,15 @@ class MtaStsError(Exception):
 
 
 class ConfigError(MtaStsError):
-    """The configuration is invalid; the message names the key and the expected form."""
+    """The configuration is invalid; each problem names the key and the expected form.
+
+    One error can carry several problems, so `check-config` lists every bad key at once
+    instead of one per run.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: tuple[str, ...] = problems or ("invalid configuration",)
+        super().__init__("; ".join(self.problems))
 
 
 class InvalidName(MtaStsError, ValueError):

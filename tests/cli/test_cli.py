@@ -9,7 +9,9 @@ talk to a real daemon process on loopback.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,6 +223,7 @@ def test_query_the_running_daemon(
         "status": "OK",
         "data": ENFORCE_DATA,
         "reply": f"OK {ENFORCE_DATA}",
+        "exit_code": 0,
     }
     code, data = run_json(capsys, "query", "--socketmap", running.address, "nothing.test")
     assert (code, data["status"], data["data"]) == (1, "NOTFOUND", "")
@@ -318,10 +321,18 @@ def test_cache_list_and_show(capsys: pytest.CaptureFixture[str], running: Daemon
         None,
     )
     assert entry["expires_at"] - entry["fetched_at"] == 86400
+    deadline = time.monotonic() + 5
+    while data["stored"] == 0 and time.monotonic() < deadline:  # written within flush_interval
+        time.sleep(0.1)
+        data = run_json(capsys, "cache", "list", "-c", config)[1]
+    assert (data["memory"], data["stored"]) == (1, 1)  # both tiers counted
     code, out, _ = run(capsys, "cache", "list", "-c", config)
     assert code == 0
-    assert out.startswith("example.test\tmode=enforce\tid=1\texpires=")
-    assert out.endswith("\n1 entries in memory\n")
+    header, row, total = out.splitlines()
+    assert header.split() == ["DOMAIN", "MODE", "ID", "EXPIRES", "TXT", "CHECKED", "FAILURE"]
+    assert row.split()[:5] == ["example.test", "enforce", "1", "in", "23h59m"]
+    assert row.split()[-1] == "-"
+    assert total.startswith("1 in memory, 1 in the store on disk")
 
     code, data = run_json(capsys, "cache", "show", "-c", config, "EXAMPLE.test.")
     assert code == 0
@@ -331,8 +342,11 @@ def test_cache_list_and_show(capsys: pytest.CaptureFixture[str], running: Daemon
     assert shown["reply"] == f"OK {ENFORCE_DATA}"
     code, out, _ = run(capsys, "cache", "show", "-c", config, "example.test")
     assert code == 0
-    assert "domain: example.test\n" in out and f"reply: OK {ENFORCE_DATA}\n" in out
-    assert "policy_lines: version: STSv1\n    mode: enforce\n" in out
+    assert "domain:      example.test\n" in out and f"reply:       OK {ENFORCE_DATA}\n" in out
+    assert "policy:      version: STSv1\n             mode: enforce\n" in out
+    assert re.search(r"^expires:     \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in 23h59m\)$", out, re.M)
+    assert "failure:     -\n" in out
+    assert "None" not in out and "{" not in out and "\n\n" not in out
 
 
 def test_cache_show_of_an_unknown_domain_exits_1(
@@ -340,7 +354,12 @@ def test_cache_show_of_an_unknown_domain_exits_1(
 ) -> None:
     code, data = run_json(capsys, "cache", "show", "-c", str(running.config_path), "unknown.test")
     assert code == 1
-    assert data == {"ok": False, "error": "unknown.test is not in the cache", "missing": True}
+    assert data == {
+        "ok": False,
+        "error": "unknown.test is not in the cache",
+        "missing": True,
+        "exit_code": 1,
+    }
     code, out, err = run(capsys, "cache", "show", "-c", str(running.config_path), "unknown.test")
     assert (code, out) == (1, "")
     assert "unknown.test is not in the cache" in err
@@ -357,7 +376,7 @@ def test_cache_refresh_fetches_now(
     assert (data["entry"]["id"], data["entry"]["mx"]) == ("2", ["mx2.example.test"])
     assert running.query("example.test") == b"OK secure match=mx2.example.test servername=hostname"
     code, out, _ = run(capsys, "cache", "refresh", "-c", str(running.config_path), "nothing.test")
-    assert (code, out) == (0, "no policy\n")
+    assert (code, out) == (1, "no policy\n")  # the same code as `query` and `resolve`
     assert world.https.request_count("mta-sts.example.test") == 2
 
 
@@ -368,11 +387,11 @@ def test_cache_purge_one_and_all(
     world.publish("other.test", ENFORCE)
     assert running.query("other.test").startswith(b"OK secure")
     code, data = run_json(capsys, "cache", "purge", "-c", config, "example.test")
-    assert (code, data) == (0, {"ok": True, "purged": 1})
+    assert (code, data) == (0, {"ok": True, "purged": 1, "exit_code": 0})
     assert run(capsys, "cache", "show", "-c", config, "example.test")[0] == 1
     code, data = run_json(capsys, "cache", "list", "-c", config)
     assert [e["domain"] for e in data["entries"]] == ["other.test"]
-    assert run(capsys, "cache", "purge", "-c", config) == (0, "purged 1 entries\n", "")
+    assert run(capsys, "cache", "purge", "-c", config) == (0, "purged 1 policy\n", "")
     assert run_json(capsys, "cache", "list", "-c", config)[1]["entries"] == []
     assert running.query("example.test").startswith(b"OK secure")  # fetched again
     assert world.https.request_count("mta-sts.example.test") == 2
@@ -398,3 +417,27 @@ def test_cache_state_dir_override_finds_the_daemon(
         capsys, "cache", "list", "-c", str(other), "--state-dir", str(running.state_dir)
     )
     assert code == 0 and [e["domain"] for e in data["entries"]] == ["example.test"]
+
+
+def test_the_same_answer_gives_the_same_code_everywhere(
+    capsys: pytest.CaptureFixture[str], running: DaemonProcess, world: StsWorld
+) -> None:
+    """A `testing` domain is "no policy" for Postfix, so every command exits 1 for it; an
+    enforce domain exits 0 from all of them."""
+    world.publish("testing.test", ENFORCE.replace("enforce", "testing"))
+    config = str(running.config_path)
+    for domain, code in (("testing.test", 1), ("example.test", 0)):
+        assert run(capsys, "query", "-c", config, domain)[0] == code, domain
+        assert run(capsys, "resolve", "-c", config, domain)[0] == code, domain
+        assert run(capsys, "cache", "refresh", "-c", config, domain)[0] == code, domain
+        assert run(capsys, "cache", "show", "-c", config, domain)[0] == code, domain
+
+
+def test_cache_refresh_when_dns_fails_exits_75(
+    capsys: pytest.CaptureFixture[str], running: DaemonProcess, world: StsWorld
+) -> None:
+    world.dns.fail("_mta-sts.broken.test", "servfail")
+    config = str(running.config_path)
+    assert run(capsys, "resolve", "-c", config, "broken.test")[0] == 75
+    code, out, _ = run(capsys, "cache", "refresh", "-c", config, "broken.test")
+    assert (code, out) == (75, "could not find out (DNS failed)\n")

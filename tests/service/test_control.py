@@ -116,6 +116,8 @@ async def test_a_stale_socket_file_is_replaced(sts_world: StsWorld, short_dir: P
         assert await asyncio.to_thread(control_request, path, {"command": "list"}) == {
             "ok": True,
             "entries": [],
+            "memory": 0,
+            "stored": 0,
         }
     finally:
         await control.close()
@@ -239,7 +241,9 @@ def test_random_bytes_on_the_socket_get_one_answer(line: bytes) -> None:
 
 async def test_one_request_per_connection(setup: Setup) -> None:
     reply = await setup.raw(b'{"command": "list"}\n{"command": "purge"}\n')
-    assert [json.loads(line) for line in reply.splitlines()] == [{"ok": True, "entries": []}]
+    assert [json.loads(line) for line in reply.splitlines()] == [
+        {"ok": True, "entries": [], "memory": 0, "stored": 0}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -321,6 +325,17 @@ async def test_refresh_of_a_domain_without_policy(setup: Setup) -> None:
     assert await setup.ask({"command": "refresh", "domain": "nothing.test"}) == {
         "ok": True,
         "entry": None,
+        "no_policy": True,
+    }
+
+
+async def test_refresh_when_dns_fails_is_not_no_policy(setup: Setup, sts_world: StsWorld) -> None:
+    """`cache refresh` must tell "no policy" (exit 1) from "could not find out" (exit 75)."""
+    sts_world.dns.fail("_mta-sts.broken.test", "servfail")
+    assert await setup.ask({"command": "refresh", "domain": "broken.test"}) == {
+        "ok": True,
+        "entry": None,
+        "no_policy": False,
     }
 
 

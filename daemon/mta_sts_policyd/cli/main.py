@@ -1,21 +1,22 @@
 """Command line: one command, subcommands; `main(argv)` so tests call it directly.
 
-Exit codes: 0 found/ok, 1 no policy / nothing found, 64 usage, 69 another `serve` holds the
-state directory, 73 state directory unusable (errors.StateUnusableError), 75 temporary
-failure, 78 configuration error.
+Exit codes: cli/exit_codes.py (the one table); output: cli/output.py (the one JSON printer).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from mta_sts_policyd import __version__
+from mta_sts_policyd.cli.cache import cmd_cache
+from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
+from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import (
     Config,
     config_as_dict,
@@ -30,7 +31,15 @@ from mta_sts_policyd.errors import (
     StateUnusableError,
 )
 
-EXIT_OK, EXIT_NOTFOUND, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_CONFIG = 0, 1, 64, 75, 78
+DESCRIPTION = (
+    "MTA-STS (RFC 8461) policy daemon and TLS reporter (RFC 8460) for Postfix: Postfix asks it "
+    "over socketmap which TLS policy applies to a destination domain."
+)
+EPILOG = (
+    "exit codes: 0 found/ok, 1 no policy or nothing found, 64 usage error, "
+    "75 temporary failure (try again), 78 configuration error. "
+    "See mta-sts-policyd(8) and mta-sts-policyd.toml(5)."
+)
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -43,10 +52,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         raise UsageError(f"{self.prog}: {message}")
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 # --- handlers ---------------------------------------------------------------------------------
@@ -83,16 +88,18 @@ def cmd_query(args: argparse.Namespace, config: Config) -> int:
         with SocketmapClient(address, timeout=args.timeout) as client:
             reply = client.query(args.domain, name=args.map).decode("utf-8", "replace")
     except (OSError, MtaStsError) as exc:
-        print(f"query: cannot ask the daemon at {address}: {exc}", file=sys.stderr)
-        return EXIT_TEMPFAIL
+        reason = f"cannot ask the daemon at {address}: {exc}"
+        return fail("query", reason, ExitCode.TEMPFAIL, as_json=args.json)
     status, _, data = reply.partition(" ")
+    code = answer_code(reply)
     if args.json:
-        _print_json({"domain": args.domain, "status": status, "data": data, "reply": reply})
+        print_json({"domain": args.domain, "status": status, "data": data, "reply": reply,
+                    "exit_code": int(code)})  # fmt: skip
     elif status == "OK":
         print(data)
     else:
         print(reply.rstrip() or status, file=sys.stderr)
-    return {"OK": EXIT_OK, "NOTFOUND": EXIT_NOTFOUND}.get(status, EXIT_TEMPFAIL)
+    return code
 
 
 def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
@@ -107,65 +114,14 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
             )
         finally:
             await discovery.aclose()
+        code = ExitCode.TEMPFAIL if result.temporary else answer_code(result.reply)
         if args.json:
-            _print_json(result.as_json())
+            print_json({**result.as_json(), "exit_code": int(code)})
         else:
             print(result.as_text())
-        return result.exit_code
+        return code
 
     return asyncio.run(go())
-
-
-def cmd_cache(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.service.composition import control_socket_path
-    from mta_sts_policyd.service.control import control_request
-    from mta_sts_policyd.sts.keys import policy_domain_for_key
-
-    request: dict[str, Any] = {"command": args.cache_command}
-    if getattr(args, "domain", None):
-        if policy_domain_for_key(args.domain) is None:
-            print(f"cache: {args.domain!r} cannot have a policy (parent-domain key, IP literal "
-                  "or invalid name)", file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
-        request["domain"] = args.domain
-    path = control_socket_path(config)
-    try:
-        response = control_request(path, request)
-    except OSError as exc:
-        print(f"cache: the daemon is not reachable at {path}: {exc}", file=sys.stderr)
-        return EXIT_TEMPFAIL
-    except ValueError:
-        print(f"cache: the daemon at {path} closed without an answer", file=sys.stderr)
-        return EXIT_TEMPFAIL
-    if args.json:
-        _print_json(response)
-    else:
-        _print_cache_response(args.cache_command, response)
-    if not response.get("ok"):
-        return EXIT_NOTFOUND if response.get("missing") else EXIT_TEMPFAIL
-    return EXIT_OK
-
-
-def _print_cache_response(command: str, response: dict[str, Any]) -> None:
-    if not response.get("ok"):
-        print(f"cache {command}: {response.get('error')}", file=sys.stderr)
-    elif command == "list":
-        for e in response["entries"]:
-            failure = f" failure={e['failure']['result_type']}" if e["failure"] else ""
-            print(
-                f"{e['domain']}\tmode={e['mode']}\tid={e['id']}\texpires={e['expires_at']}{failure}"
-            )
-        print(f"{len(response['entries'])} entries in memory")
-    elif command == "purge":
-        print(f"purged {response['purged']} entries")
-    else:
-        entry = response.get("entry")
-        if entry is None:
-            print("no policy")
-            return
-        for key, value in entry.items():
-            shown = "\n    ".join(map(str, value)) if isinstance(value, list) else value
-            print(f"{key}: {shown}")
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
@@ -175,12 +131,12 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        _print_json(config_as_dict(config))
+        print_json(config_as_dict(config))
     else:
         source = args.config or "(default path; built-in defaults where absent)"
         print(f"# effective configuration from {source}\n")
-        print(render_toml(config))
-    return EXIT_OK
+        print(render_toml(config).rstrip("\n"))
+    return ExitCode.OK
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -203,7 +159,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     common = _common()
     reader = _Parser(add_help=False)
     reader.add_argument("--json", action="store_true", help="machine-readable output")
-    parser = _Parser(prog="mta-sts-policyd", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mta-sts-policyd", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"mta-sts-policyd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -257,39 +213,73 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; expected failures end in one message and their exit code, never a
+    traceback (a traceback means a bug)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args_list
+    try:
+        code = _run(args_list, as_json)
+        sys.stdout.flush()  # a closed pipe must surface here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly; later flushes go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.PIPE_CLOSED
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+
+
+def _run(args_list: list[str], as_json: bool) -> int:
     command = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(command if command in _CORE_COMMANDS else None)
     try:
         args = parser.parse_args(args_list)
     except UsageError as exc:
+        if as_json:
+            return fail("usage", str(exc), ExitCode.USAGE, as_json=True)
         print(exc, file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         config = with_overrides(
             load_config(args.config),
             listen=getattr(args, "listen", None),
             state_dir=args.state_dir,
         )
+        return _dispatch(args, config)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        if args.command == "report":
-            from mta_sts_policyd.service.composition import report_context
+        return _config_failure(exc, as_json)
+    except BrokenPipeError:
+        raise
+    except (StateUnusableError, StateLockedError) as exc:  # any command opening a store
+        return fail(args.command, str(exc), ExitCode(exc.exit_code), as_json=as_json)
+    except (MtaStsError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        return fail(args.command, f"{reason}{where}", ExitCode.TEMPFAIL, as_json=as_json)
 
-            report_result: int = args.handler(args, report_context(config))
-            return report_result
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    if args.command != "report":
         result: int = args.handler(args, config)
         return result
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (StateUnusableError, StateLockedError) as exc:  # any command opening a store
-        print(f"{args.command}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    if not config.tlsrpt.enabled:
+        reason = "TLS reporting is off (set [tlsrpt] enabled = true in the configuration)"
+        return fail("report", reason, ExitCode.NOT_FOUND, as_json=getattr(args, "json", False))
+    from mta_sts_policyd.service.composition import report_context
+
+    report_result: int = args.handler(args, report_context(config))
+    return report_result
+
+
+def _config_failure(exc: ConfigError, as_json: bool) -> int:
+    if as_json:
+        print_json({"ok": False, "error": "configuration error", "problems": list(exc.problems),
+                    "exit_code": int(ExitCode.CONFIG)})  # fmt: skip
+    else:
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+    return ExitCode.CONFIG
 
 
 if __name__ == "__main__":  # pragma: no cover

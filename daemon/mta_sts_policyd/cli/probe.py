@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import MtaStsError
 from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.sts.names import host_name
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
+EXIT_PASS, EXIT_FAIL = ExitCode.OK, ExitCode.NOT_FOUND
+EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
 
 PatternSource = Callable[[str], Awaitable[Sequence[str]]]
 """Policy domain -> its `mx` patterns; raises MtaStsError when the policy cannot be had."""
@@ -62,24 +63,21 @@ async def run_probe(
     try:
         host = host_name(args.mx_host.strip())
     except ValueError as err:
-        print(f"probe: invalid MX host name: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("probe", f"invalid MX host name: {err}", EXIT_USAGE, as_json=args.json)
     source = fetch_patterns or _discovery_patterns(config)
     patterns: Sequence[str] | None = None
     if args.policy_domain:
         try:
             patterns = tuple(await source(args.policy_domain))
         except MtaStsError as err:
-            print(
-                f"probe: could not get the policy of {args.policy_domain}: {err}", file=sys.stderr
-            )
-            return EXIT_TEMPFAIL
+            reason = f"could not get the policy of {args.policy_domain}: {err}"
+            return fail("probe", reason, EXIT_TEMPFAIL, as_json=args.json)
     prober = _prober(args, config)
     result = await prober.probe_fresh(host, patterns)
     if args.json:
         data = result.to_json()
         data.update(policy_domain=args.policy_domain, mx_patterns=_listed(patterns), port=args.port)
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print_json(data)
     else:
         print(render_text(result, args.port, args.policy_domain, patterns))
     if result.ok:

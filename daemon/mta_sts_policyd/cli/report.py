@@ -1,8 +1,9 @@
 """`report list|show|send|status`: the operator's view of TLS-RPT data and delivery.
 
-Each handler is `(args, ctx) -> exit code`: 0 ok, 1 nothing found, 64 (EX_USAGE) for a day that
-has not ended, 75 (EX_TEMPFAIL) when a send failed temporarily. cli.py calls
-`register(subparsers)` and dispatches `args.handler(args, ctx)`.
+Each handler is `(args, ctx) -> exit code` (cli/exit_codes.py): 0 ok, 1 nothing found ("no
+data yet"), 64 for a day that has not ended, 75 when a send failed temporarily. cli/main.py calls
+`register(subparsers)` and dispatches `args.handler(args, ctx)` (after saying "TLS reporting is
+off" when it is).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.cli.output import print_json
 from mta_sts_policyd.errors import DnsLookupError, MtaStsError
 from mta_sts_policyd.tlsrpt.context import ReportContext
 from mta_sts_policyd.tlsrpt.deliver import NetworkTransport
@@ -32,7 +35,9 @@ from mta_sts_policyd.tlsrpt.sender import day_ended
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from mta_sts_policyd.tlsrpt.store.ledger import Job, JobBook, JobState
 
-EX_OK, EX_NOTFOUND, EX_USAGE, EX_TEMPFAIL = 0, 1, 64, 75
+EX_OK, EX_NOTFOUND, EX_TEMPFAIL = ExitCode.OK, ExitCode.NOT_FOUND, ExitCode.TEMPFAIL
+EX_USAGE = ExitCode.USAGE
+NO_DATA = "no data yet"
 
 
 Handler = Callable[[argparse.Namespace, ReportContext], int]
@@ -72,6 +77,17 @@ def _out(ctx: ReportContext) -> TextIO:
     return ctx.out or sys.stdout
 
 
+def _no_data(args: argparse.Namespace, ctx: ReportContext, *, listed: bool = False) -> ExitCode:
+    """Nothing collected (yet) for the request: say so, exit 1; `--json` gets an empty list."""
+    if getattr(args, "json", False):
+        if not listed:
+            print_json([], _out(ctx))
+    else:
+        day = f" for {args.day}" if getattr(args, "day", None) else ""
+        _out(ctx).write(f"{NO_DATA}{day}\n")
+    return EX_NOTFOUND
+
+
 def _open(ctx: ReportContext) -> TlsRptStore | None:
     if not ctx.store_path.exists():
         return None
@@ -81,12 +97,12 @@ def _open(ctx: ReportContext) -> TlsRptStore | None:
 def cmd_list(args: argparse.Namespace, ctx: ReportContext) -> int:
     store = _open(ctx)
     if store is None:
-        return EX_NOTFOUND
+        return _no_data(args, ctx)
     with store:
         rows = store.counts(args.day)
     out = _out(ctx)
     if args.json:
-        json.dump(
+        print_json(
             [
                 {
                     "day": r.day.isoformat(),
@@ -100,13 +116,12 @@ def cmd_list(args: argparse.Namespace, ctx: ReportContext) -> int:
             ],
             out,
         )
-        out.write("\n")
     for r in [] if args.json else rows:
         out.write(
             f"{r.day} {r.report_domain} ok={r.successes} failed={r.failures} "
             f"policies={r.policies} record={r.tlsrpt_record or '-'}\n"
         )
-    return EX_OK if rows else EX_NOTFOUND
+    return EX_OK if rows else _no_data(args, ctx, listed=True)
 
 
 def _documents(
@@ -118,24 +133,23 @@ def _documents(
 def cmd_show(args: argparse.Namespace, ctx: ReportContext) -> int:
     store = _open(ctx)
     if store is None:
-        return EX_NOTFOUND
+        return _no_data(args, ctx)
     with store:
         docs = _documents(store, ctx, args.day, args.domain)
     out = _out(ctx)
     reports = [json.loads(d.json_bytes) for d in docs]
     if args.json:
-        json.dump(reports, out)
-        out.write("\n")
+        print_json(reports, out)
     else:
         for doc, rep in zip(docs, reports, strict=True):
             out.write(f"# {doc.filename}\n{json.dumps(rep, indent=2, ensure_ascii=False)}\n")
-    return EX_OK if docs else EX_NOTFOUND
+    return EX_OK if docs else _no_data(args, ctx, listed=True)
 
 
 def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
     store = _open(ctx)
     if store is None:
-        return EX_NOTFOUND
+        return _no_data(args, ctx)
     with store:
         book = JobBook(store)
         jobs = [
@@ -144,7 +158,7 @@ def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
         rows = [(j, book.destinations(j)) for j in jobs]
     out = _out(ctx)
     if args.json:
-        json.dump(
+        print_json(
             [
                 {
                     "day": j.day.isoformat(),
@@ -168,7 +182,6 @@ def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
             ],
             out,
         )
-        out.write("\n")
     for j, dests in [] if args.json else rows:
         out.write(
             f"{j.day} {j.report_domain} {j.state} attempts={j.attempts} "
@@ -176,7 +189,7 @@ def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
         )
         for d in dests:
             out.write(f"    {d.destination} {d.state} attempts={d.attempts}\n")
-    return EX_OK if rows else EX_NOTFOUND
+    return EX_OK if rows else _no_data(args, ctx, listed=True)
 
 
 def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
@@ -190,7 +203,7 @@ def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
         return EX_USAGE
     store = _open(ctx)
     if store is None:
-        return EX_NOTFOUND
+        return _no_data(args, ctx)
     with store:
         try:
             if args.outbox is not None:
@@ -207,7 +220,9 @@ async def _send_now(store: TlsRptStore, ctx: ReportContext, args: argparse.Names
     book = JobBook(store)
     now = sender.clock()
     docs = store.domain_days(args.day, args.domain)
-    worst = EX_NOTFOUND if not docs else EX_OK
+    if not docs:
+        return _no_data(args, ctx)
+    worst = EX_OK
     for dd in docs:
         book.create(Job(dd.day, dd.report_domain, dd.tlsrpt_record, JobState.SCHEDULED, now), now)
         job = book.get(dd.day, dd.report_domain, dd.tlsrpt_record)
@@ -237,7 +252,7 @@ def _write_outbox(store: TlsRptStore, ctx: ReportContext, args: argparse.Namespa
             f"{doc.report_domain}: {doc.filename} "
             f"({len(mailtos)} message(s), record={doc.tlsrpt_record or '-'})\n"
         )
-    return EX_OK if docs else EX_NOTFOUND
+    return EX_OK if docs else _no_data(args, ctx, listed=True)
 
 
 async def _record(doc: ReportDocument, lookup: TxtQuery | None) -> TlsRptRecord | None:

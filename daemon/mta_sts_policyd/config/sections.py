@@ -75,9 +75,12 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """Prometheus exposition; off unless `listen` is set (loopback addresses only)."""
+    """Prometheus exposition; off unless `listen` is set (loopback unless `allow_remote`)."""
 
     listen: str = ""
+    allow_remote: bool = False
+    """Explicit opt-in to bind a non-loopback address (a central Prometheus scraping this
+    host); the endpoint has no authentication, so firewall it to the scraper."""
 
 
 @dataclass(frozen=True)

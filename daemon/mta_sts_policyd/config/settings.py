@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,49 +68,82 @@ DEFAULT_CONFIG_PATH = Path("/etc/mta-sts-policyd/config.toml")
 
 
 def config_from_mapping(data: Mapping[str, Any]) -> Config:
-    config: Config = build_dataclass(Config, data, checks=CHECKS)
-    _check_cross_field(config)
+    """The typed configuration, or one ConfigError listing every problem found."""
+    problems: list[str] = []
+    config: Config = build_dataclass(Config, data, checks=CHECKS, problems=problems)
+    for check in _CROSS_FIELD:
+        try:
+            check(config)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(*problems)
     return config
 
 
-def _check_cross_field(config: Config) -> None:
+def _check_listeners(config: Config) -> None:
     if not config.server.listen:
         raise ConfigError("server.listen: expected at least one address")
     for address in config.server.listen:
         parse_listen_address(address, "server.listen")
-    if config.metrics.listen:
-        host, _ = parse_listen_address(config.metrics.listen, "metrics.listen")
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise ConfigError(f"metrics.listen: expected a loopback address, got {host!r}")
-    for i, ns in enumerate(config.discovery.nameservers):
-        parse_nameserver(ns, f"discovery.nameservers[{i}]")
-    for i, own in enumerate(config.own_domains):
-        if "." not in own.domain or " " in own.domain or own.domain.startswith("."):
+
+
+def _check_metrics(config: Config) -> None:
+    m = config.metrics
+    if m.listen:
+        host, _ = parse_listen_address(m.listen, "metrics.listen")
+        if host not in ("127.0.0.1", "::1", "localhost") and not m.allow_remote:
             raise ConfigError(
-                f"own_domains[{i}].domain: expected a domain name, got {own.domain!r}"
+                f"metrics.listen: expected a loopback address, got {host!r} "
+                "(set metrics.allow_remote = true to serve metrics beyond this host)"
             )
-    _check_reporting(config)
+
+
+def _check_nameservers(config: Config) -> None:
+    problems: list[str] = []
+    for i, ns in enumerate(config.discovery.nameservers):
+        try:
+            parse_nameserver(ns, f"discovery.nameservers[{i}]")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(*problems)
+
+
+def _check_own_domains(config: Config) -> None:
+    problems = [
+        f"own_domains[{i}].domain: expected a domain name, got {own.domain!r}"
+        for i, own in enumerate(config.own_domains)
+        if "." not in own.domain or " " in own.domain or own.domain.startswith(".")
+    ]
+    if problems:
+        raise ConfigError(*problems)
 
 
 def _check_reporting(config: Config) -> None:
-    """What sending reports needs, said up front instead of failing at 00:00 UTC."""
-    t = config.tlsrpt
+    """What sending reports needs, said up front (all of it) instead of failing at 00:00 UTC."""
+    t, problems = config.tlsrpt, []
     if config.maillog.enabled and not t.enabled:
-        raise ConfigError("maillog.enabled: needs tlsrpt.enabled = true (the log feeds reports)")
+        problems.append("maillog.enabled: needs tlsrpt.enabled = true (the log feeds reports)")
     if t.enabled:
         for key in ("organization_name", "contact_info", "envelope_sender"):
             if not getattr(t, key):
-                raise ConfigError(f"tlsrpt.{key}: required when tlsrpt.enabled = true")
-        if "@" not in t.contact_info:
-            raise ConfigError(
+                problems.append(f"tlsrpt.{key}: required when tlsrpt.enabled = true")
+        if t.contact_info and "@" not in t.contact_info:
+            problems.append(
                 f"tlsrpt.contact_info: expected an e-mail address, got {t.contact_info!r}"
             )
         dkim = t.dkim
         if not (dkim.domain and dkim.selector and dkim.key_file) and not t.allow_unsigned:
-            raise ConfigError(
+            problems.append(
                 "tlsrpt.dkim: domain, selector and key_file are required to sign report mail "
                 "(RFC 8460 §3); set tlsrpt.allow_unsigned = true to send unsigned reports"
             )
+    if problems:
+        raise ConfigError(*problems)
+
+
+def _check_timezone(config: Config) -> None:
     try:
         from zoneinfo import ZoneInfo
 
@@ -120,6 +153,16 @@ def _check_reporting(config: Config) -> None:
             f"maillog.timezone: expected a time zone name such as UTC or Europe/Berlin, "
             f"got {config.maillog.timezone!r}"
         ) from None
+
+
+_CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
+    _check_listeners,
+    _check_metrics,
+    _check_nameservers,
+    _check_own_domains,
+    _check_reporting,
+    _check_timezone,
+)
 
 
 def parse_listen_address(text: str, key: str) -> tuple[str, int]:
@@ -153,7 +196,7 @@ def load_config(path: Path | None) -> Config:
     try:
         return config_from_mapping(data)
     except ConfigError as exc:
-        raise ConfigError(f"{target}: {exc}") from None
+        raise ConfigError(*(f"{target}: {p}" for p in exc.problems)) from None
 
 
 def with_overrides(

@@ -54,25 +54,43 @@ def _convert(path: str, tp: Any, value: Any, checks: Checks) -> Any:
 
 
 def build_dataclass(
-    cls: Any, data: Mapping[str, Any], prefix: str = "", *, checks: Checks | None = None
+    cls: Any,
+    data: Mapping[str, Any],
+    prefix: str = "",
+    *,
+    checks: Checks | None = None,
+    problems: list[str] | None = None,
 ) -> Any:
     """A (nested) frozen dataclass from TOML data: unknown keys, wrong types and values that
-    fail `checks` (dotted key -> problem or None) raise ConfigError naming the key."""
-    checks = checks or {}
+    fail `checks` (dotted key -> problem or None) are problems naming the key. With a
+    `problems` list they are collected there (the bad keys keep their defaults) so every one
+    is reported at once; without, the first raises ConfigError."""
+    collect: list[str] = [] if problems is None else problems
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else key
-        if key not in names:
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"{path}: unknown key (known keys here: {known})")
-        kwargs[key] = _convert(path, hints[key], value, checks)
-        check = checks.get(path)
-        problem = check(kwargs[key]) if check else None
-        if problem:
-            raise ConfigError(f"{path}: expected {problem}, got {value!r}")
+        try:
+            kwargs[key] = _field(path, key in names and hints[key], value, checks or {}, names)
+        except ConfigError as exc:
+            collect.extend(exc.problems)
+            kwargs.pop(key, None)
+    if problems is None and collect:
+        raise ConfigError(*collect)
     return cls(**kwargs)
+
+
+def _field(path: str, tp: Any, value: Any, checks: Checks, names: set[str]) -> Any:
+    if tp is False:
+        known = ", ".join(sorted(names))
+        raise ConfigError(f"{path}: unknown key (known keys here: {known})")
+    typed = _convert(path, tp, value, checks)
+    check = checks.get(path)
+    problem = check(typed) if check else None
+    if problem:
+        raise ConfigError(f"{path}: expected {problem}, got {value!r}")
+    return typed
 
 
 def dataclass_as_dict(instance: Any) -> dict[str, Any]:

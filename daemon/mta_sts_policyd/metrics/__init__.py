@@ -200,6 +200,6 @@ REGISTRY = CollectorRegistry(auto_describe=False)
 REGISTRY.register(_Collector())
 
 
-def start_metrics_server(host: str, port: int) -> MetricsServer:
-    """Serve the exposition from a daemon thread; loopback only (ValueError otherwise)."""
-    return serve_registry(host, port, REGISTRY)
+def start_metrics_server(host: str, port: int, *, allow_remote: bool = False) -> MetricsServer:
+    """Serve the exposition from a daemon thread; loopback only unless `allow_remote`."""
+    return serve_registry(host, port, REGISTRY, allow_remote=allow_remote)

@@ -29,15 +29,16 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def loopback_host(host: str) -> str:
-    """The IP to bind for `host`; anything that is not a loopback address is refused."""
+def loopback_host(host: str, *, allow_remote: bool = False) -> str:
+    """The IP to bind for `host`; a non-loopback address only with `allow_remote` (the
+    operator's explicit opt-in, `metrics.allow_remote`: the endpoint has no authentication)."""
     if host == "localhost":
         return "127.0.0.1"
     try:
         address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
         raise ValueError(f"metrics listener must be a loopback IP address, got {host!r}") from None
-    if not address.is_loopback:
+    if not address.is_loopback and not allow_remote:
         raise ValueError(f"metrics listener must be a loopback address, got {host!r}")
     return str(address)
 
@@ -50,8 +51,10 @@ class _Server6(_Server4):
     address_family = AF_INET6
 
 
-def serve_registry(host: str, port: int, registry: CollectorRegistry) -> MetricsServer:
-    """Serve `registry` from a daemon thread; loopback only (ValueError otherwise)."""
-    bind = loopback_host(host)
+def serve_registry(
+    host: str, port: int, registry: CollectorRegistry, *, allow_remote: bool = False
+) -> MetricsServer:
+    """Serve `registry` from a daemon thread; loopback only unless `allow_remote`."""
+    bind = loopback_host(host, allow_remote=allow_remote)
     server_class = _Server6 if ":" in bind else _Server4
     return MetricsServer(server_class((bind, port), MetricsHandler.factory(registry)))

@@ -143,6 +143,10 @@ class PolicyCache:
         """Domains in the store (worker thread)."""
         return [] if self.store is None else list(self.store.domains())
 
+    def stored_count(self) -> int:
+        """Policies in the store (worker thread): `cache list` counts both tiers."""
+        return 0 if self.store is None else len(self.store)
+
     def remove(self, domain: str) -> None:
         self._hot.pop(domain, None)
         self._dirty.pop(domain, None)

@@ -200,6 +200,10 @@ class PolicyResolver:
             entry.failed_id, entry.failed_at, entry.policy_id = None, 0.0, None
         return await self.updates.start(domain)
 
+    def known_absent(self, domain: str) -> bool:
+        """The last lookup found no policy (negative-cached), as opposed to a failed lookup."""
+        return self.updates.no_policy(domain, self.clock())
+
     async def purge(self, domain: str | None) -> int:
         """`cache purge [DOMAIN]`: forget one domain or everything, in memory and on disk."""
         stored = set(await asyncio.to_thread(self.cache.stored_domains))

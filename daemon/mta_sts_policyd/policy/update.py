@@ -52,6 +52,10 @@ class PolicyUpdater:
         """No policy published, or DNS could not tell, recently: answer NOTFOUND without waiting."""
         return self._negative.get(domain, 0.0) > now or self._unreachable.get(domain, 0.0) > now
 
+    def no_policy(self, domain: str, now: float) -> bool:
+        """The last lookup found no policy published (not: DNS could not tell)."""
+        return self._negative.get(domain, 0.0) > now
+
     def in_flight(self, domain: str) -> bool:
         return domain in self._inflight
 

@@ -155,14 +155,15 @@ def make_socketmap_server(config: Config, resolver: PolicyResolver) -> Socketmap
 def start_metrics(
     config: Config, resolver: PolicyResolver, server: SocketmapServer
 ) -> Callable[[], Any]:
-    """The loopback Prometheus exposition of the resolver's and server's counters; its closer."""
+    """The Prometheus exposition of the resolver's and server's counters (loopback unless
+    metrics.allow_remote); returns its closer."""
     from mta_sts_policyd import metrics
 
     metrics.bind_lookup_stats(resolver.stats, LATENCY_BUCKETS)
     metrics.CACHE_ENTRIES.set_function(lambda: float(len(resolver.cache)))
     metrics.CONNECTIONS_REFUSED.set_function(lambda: float(server.rejected_connections))
     host, port = parse_listen_address(config.metrics.listen, "metrics.listen")
-    exposition = metrics.start_metrics_server(host, port)
+    exposition = metrics.start_metrics_server(host, port, allow_remote=config.metrics.allow_remote)
     log.info("event=metrics-listening address=%s:%d", exposition.host, exposition.port)
     return exposition.close
 

@@ -139,7 +139,9 @@ class ControlServer:
         cache = self.resolver.cache
         if command == "list":
             entries = sorted(cache.hot_entries(), key=lambda e: e.domain)
-            return {"ok": True, "entries": [entry_summary(e) for e in entries]}
+            stored = await asyncio.to_thread(cache.stored_count)
+            return {"ok": True, "entries": [entry_summary(e) for e in entries],
+                    "memory": len(entries), "stored": stored}  # fmt: skip
         if command == "purge":
             return {"ok": True, "purged": await self.resolver.purge(domain)}
         if domain is None:  # parse_request lets show and refresh through only with one
@@ -153,7 +155,9 @@ class ControlServer:
                 self.resolver.render(entry)  # store rows carry no reply bytes
             return {"ok": True, "entry": entry_details(entry)}
         entry = await self.resolver.refresh_domain(domain)
-        return {"ok": True, "entry": entry_details(entry) if entry else None}
+        if entry is None:  # no policy (negative-cached) or could not find out (DNS failed)
+            return {"ok": True, "entry": None, "no_policy": self.resolver.known_absent(domain)}
+        return {"ok": True, "entry": entry_details(entry)}
 
 
 def control_request(path: Path, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

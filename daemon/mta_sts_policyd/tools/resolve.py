@@ -10,25 +10,26 @@ from mta_sts_policyd.errors import DiscoveryError, DnsLookupError
 from mta_sts_policyd.postfix.policy_reply import render_policy_reply
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.match import patterns_matching
-from mta_sts_policyd.sts.model import Mode, TxtRecord
-
-EXIT_FOUND, EXIT_NO_POLICY, EXIT_TEMPFAIL = 0, 1, 75
+from mta_sts_policyd.sts.model import TxtRecord
 
 
 @dataclass
 class Explanation:
+    """What `resolve` found. The exit code is the CLI's (cli/exit_codes.py): it follows
+    `reply` like `query` does, except that `temporary` (nothing could be decided) is 75."""
+
     key: str
     domain: str | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     reply: str = "NOTFOUND "
-    exit_code: int = EXIT_NO_POLICY
+    temporary: bool = False
 
     def step(self, name: str, ok: bool, **details: Any) -> None:
         self.steps.append({"step": name, "ok": ok, **details})
 
     def as_json(self) -> dict[str, Any]:
         return {"key": self.key, "policy_domain": self.domain, "steps": self.steps,
-                "reply": self.reply, "exit_code": self.exit_code}  # fmt: skip
+                "reply": self.reply, "temporary": self.temporary}  # fmt: skip
 
     def as_text(self) -> str:
         lines = [f"key: {self.key}", f"policy domain: {self.domain or '(no lookup)'}"]
@@ -44,7 +45,7 @@ class Explanation:
 def _show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "\n       ".join(str(v) for v in value) if value else "(none)"
-    return str(value)
+    return "-" if value is None or value == "" else str(value)
 
 
 async def explain(discovery: Discovery, key: str, *, sts_attributes: bool) -> Explanation:
@@ -57,7 +58,7 @@ async def explain(discovery: Discovery, key: str, *, sts_attributes: bool) -> Ex
         txt = await discovery.lookup_txt(domain)
     except DnsLookupError as exc:
         out.step(f"TXT _mta-sts.{domain}", False, error=exc.reason)
-        out.exit_code = EXIT_TEMPFAIL
+        out.temporary = True
         return out
     record = txt.result
     out.step(f"TXT _mta-sts.{domain}", isinstance(record, TxtRecord), records=list(txt.records),
@@ -70,7 +71,7 @@ async def explain(discovery: Discovery, key: str, *, sts_attributes: bool) -> Ex
     except DiscoveryError as exc:
         out.step(f"HTTPS https://mta-sts.{domain}/.well-known/mta-sts.txt", False,
                  result_type=exc.result_type.value, reason=exc.reason)  # fmt: skip
-        out.exit_code = EXIT_TEMPFAIL if exc.result_type.value.endswith("fetch-error") else 1
+        out.temporary = exc.result_type.value.endswith("fetch-error")
         return out
     policy = fetched.policy
     out.step(f"HTTPS {fetched.url}", True, status=fetched.status,
@@ -88,5 +89,4 @@ async def explain(discovery: Discovery, key: str, *, sts_attributes: bool) -> Ex
     reply = render_policy_reply(policy, domain, sts_attributes=sts_attributes,
                                 mx_hosts=mx_hosts or None)  # fmt: skip
     out.reply = reply.decode()
-    out.exit_code = EXIT_FOUND if policy.mode is not Mode.NONE else EXIT_NO_POLICY
     return out

@@ -1,0 +1,164 @@
+"""Every command with bad input ends in one message and the documented exit code, never a
+traceback (issue 12 item 3); `--json` errors are JSON; a closed pipe ends quietly.
+
+In-process through `main(argv)`: an unexpected exception would propagate and fail the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mta_sts_policyd.cli import main as cli
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from support.daemon_process import COMMAND, free_port, subprocess_env
+
+TLSRPT_ON = """
+[tlsrpt]
+enabled = true
+organization_name = "Example"
+contact_info = "tlsrpt@example.test"
+envelope_sender = "noreply@example.test"
+allow_unsigned = true
+socket = ""
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    state = tmp_path / "state"
+    state.mkdir()
+    port = free_port()  # nothing listens there
+    base = f'[server]\nlisten = ["127.0.0.1:{port}"]\n[cache]\nstate_dir = "{state}"\n'
+    paths = {"plain": base, "tlsrpt": base + TLSRPT_ON, "bad": "[cache]\ncold_wait = -1\n"}
+    out = {}
+    for name, text in paths.items():
+        (tmp_path / f"{name}.toml").write_text(text)
+        out[name] = str(tmp_path / f"{name}.toml")
+    out["missing"] = str(tmp_path / "absent.toml")
+    out["port"] = str(port)
+    return out
+
+
+U, N, T, C = ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.TEMPFAIL, ExitCode.CONFIG
+CASES: list[tuple[str, int, str]] = [
+    ("", U, "the following arguments are required"),
+    ("frobnicate", U, "invalid choice"),
+    ("query", U, "required: domain"),
+    ("query -c {plain} example.test --timeout soon", U, "invalid float value"),
+    ("query -c {plain} example.test", T, "cannot ask the daemon"),
+    ("query -c {missing} example.test", C, "no such file"),
+    ("query -c {bad} example.test", C, "cache.cold_wait"),
+    ("resolve -c {plain} .example.test", N, "no lookup"),
+    ("resolve -c {plain} [192.0.2.1]", N, "no lookup"),
+    ("cache", U, "required"),
+    ("cache list -c {plain}", T, "not reachable"),
+    ("cache show -c {plain} example.test", T, "not reachable"),
+    ("cache show -c {plain} [192.0.2.1]", U, "cannot have a policy"),
+    ("cache refresh -c {plain} .example.test", U, "cannot have a policy"),
+    ("cache purge -c {plain}", T, "not reachable"),
+    ("check-config -c {missing}", C, "no such file"),
+    ("check-config -c {bad}", C, "cache.cold_wait: expected a number >= 0"),
+    ("serve -c {missing}", C, "no such file"),
+    ("serve --listen nowhere -c {plain}", C, "--listen: expected HOST:PORT"),
+    ("report", U, "required"),
+    ("report list -c {plain}", N, "TLS reporting is off"),
+    ("report status -c {plain}", N, "TLS reporting is off"),
+    ("report show -c {tlsrpt} --day yesterday", U, "expected YYYY-MM-DD"),
+    ("report list -c {tlsrpt}", N, "no data yet"),
+    ("report show -c {tlsrpt} --day 2026-01-01", N, "no data yet"),
+    ("report status -c {tlsrpt}", N, "no data yet"),
+    ("report send -c {tlsrpt} --day 2026-01-01", N, "no data yet"),
+    ("probe -c {plain} 'not a host'", U, "probe:"),
+    ("probe -c {plain} mx.example.test --address 127.0.0.1 --port {port} --timeout 2", T, ""),
+]
+JSON_COMMANDS = ("query", "resolve", "cache list", "cache show", "check-config", "probe")
+
+
+def _argv(template: str, files: dict[str, str]) -> list[str]:
+    import shlex
+
+    return shlex.split(template.format(**files))
+
+
+@pytest.mark.parametrize(("template", "code", "said"), CASES, ids=[c[0] or "-" for c in CASES])
+def test_bad_input_exits_with_the_documented_code(
+    capsys: pytest.CaptureFixture[str], files: dict[str, str], template: str, code: int, said: str
+) -> None:
+    assert cli.main(_argv(template, files)) == code
+    out, err = capsys.readouterr()
+    assert said in out + err
+    assert "Traceback" not in out + err
+    assert "None" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("template", "code"),
+    [(t, c) for t, c, _ in CASES if t.startswith(JSON_COMMANDS) and c != ExitCode.USAGE]
+    + [("query -c {plain}", ExitCode.USAGE)],
+)
+def test_json_errors_are_json(
+    capsys: pytest.CaptureFixture[str], files: dict[str, str], template: str, code: int
+) -> None:
+    assert cli.main([*_argv(template, files), "--json"]) == code
+    data = json.loads(capsys.readouterr().out)
+    if isinstance(data, dict) and "exit_code" in data:
+        assert data["exit_code"] == code
+
+
+def test_check_config_lists_every_problem_at_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[cache]\ncold_wait = -1\nbogus = 1\n[server]\nlisten = ["nowhere"]\n'
+        "[tlsrpt]\nenabled = true\n[maillog]\ntimezone = 'Mars/Olympus'\n"
+    )
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.CONFIG
+    lines = capsys.readouterr().err.splitlines()
+    named = [line.removeprefix(f"configuration error: {path}: ").split(":")[0] for line in lines]
+    assert named == [
+        "cache.cold_wait",
+        "cache.bogus",
+        "server.listen",
+        "tlsrpt.organization_name",
+        "tlsrpt.contact_info",
+        "tlsrpt.envelope_sender",
+        "tlsrpt.dkim",
+        "maillog.timezone",
+    ]
+    assert cli.main(["check-config", "-c", str(path), "--json"]) == ExitCode.CONFIG
+    assert len(json.loads(capsys.readouterr().out)["problems"]) == len(named)
+
+
+def test_top_level_help_is_for_users(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "policy daemon and TLS reporter" in out and "exit codes: 0 found/ok" in out
+    assert "tests call it directly" not in out
+
+
+def test_a_closed_pipe_ends_quietly(files: dict[str, str]) -> None:
+    """`check-config | head`: the reader is gone before anything is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [*COMMAND, "check-config", "-c", files["plain"]],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(None),
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == ExitCode.PIPE_CLOSED
