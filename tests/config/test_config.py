@@ -149,6 +149,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "probe.port": [0, 65536],
     "monitor.interval": [0],
     "monitor.jitter": [-1],
+    "maillog.silence_alert": [-1],
     "server.listen": [[], ["8463"], ["localhost"], ["unix:relative/path"], ["[::1]:99999"]],
     "metrics.listen": ["0.0.0.0:9463", "192.0.2.1:9463", "9463"],
     "discovery.nameservers": [["dns.example"], ["127.0.0.1:0"], ["[::1]:x"]],

@@ -107,7 +107,9 @@ def test_verify_reports_a_bad_key_so_silence_means_something(tmp_path: Path) -> 
 
 def test_readme_dropins_verify_without_any_warning(tmp_path: Path) -> None:
     dropins = readme_dropins()
-    assert {"tlsrpt.conf", "tlsrpt-chroot.conf", "dkim.conf", "path.conf"} <= set(dropins)
+    assert {"tlsrpt.conf", "tlsrpt-chroot.conf", "dkim.conf", "path.conf", "journal.conf"} <= set(
+        dropins
+    )
     service, socket = install_units(tmp_path)
     (tmp_path / f"{SERVICE}.d").mkdir()
     for name, text in dropins.items():
@@ -123,7 +125,9 @@ def test_service_settings_required_by_issue_3() -> None:
     assert values(s, "RestartPreventExitStatus") == ["78"]  # config error: do not loop
     assert values(s, "Restart") == ["on-failure"]
     assert re.fullmatch(r"\S*kill -HUP \$MAINPID", values(s, "ExecReload")[0])
-    assert values(s, "Before") == ["postfix.service"]
+    # Debian's real Postfix is the instance postfix@-.service; Before= also orders the stop.
+    assert values(s, "Before") == ["postfix.service postfix@-.service"]
+    assert values(SOCKET, "Before") == ["postfix.service postfix@-.service"]
     assert "network-online.target" in values(s, "Wants")
     assert "network-online.target" in values(s, "After")[0].split()
     assert values(s, "DynamicUser") == ["yes"]
@@ -156,7 +160,7 @@ def test_units_agree_with_config_defaults() -> None:
     """The units and config.py must name the same paths and listener."""
     defaults = Config()
     exec_start = values(SERVICE, "ExecStart")[0].split()
-    assert exec_start[1:] == ["serve", "--config", str(DEFAULT_CONFIG_PATH)]
+    assert exec_start[1:] == ["serve"]  # no --config: runs on defaults without the file
     assert values(SERVICE, "StateDirectory") == [Path(DEFAULT_STATE_DIR).name]
     assert values(SERVICE, "StateDirectoryMode") == [oct(DIR_MODE).replace("o", "")]  # 0700
     assert values(SERVICE, "ConfigurationDirectory") == [DEFAULT_CONFIG_PATH.parent.name]

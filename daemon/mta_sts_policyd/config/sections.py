@@ -142,6 +142,9 @@ class MaillogConfig:
     """Sessions of the report sender's own transport are not counted (report loops)."""
     timezone: str = "UTC"
     """Time zone of RFC 3164 timestamps (they carry none)."""
+    silence_alert: float = 3600.0
+    """Seconds without any log line read before `event=maillog-silent` (ERROR) and the
+    `maillog_silent` metric; 0: never."""
 
 
 @dataclass(frozen=True)

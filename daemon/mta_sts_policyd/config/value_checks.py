@@ -92,6 +92,7 @@ RANGES: dict[str, Range] = {
     "reports_in.quarantine_keep": _count(1_000_000),
     "reports_in.min_days": _count(366),
     "reports_in.min_organizations": _count(10_000),
+    "maillog.silence_alert": _seconds(30 * DAY, zero=True),
 }
 
 

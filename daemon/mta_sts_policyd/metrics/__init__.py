@@ -103,6 +103,12 @@ TLSRPT_EVENTS_STORED = FastCounter()
 TESTING_MISMATCHES = FastCounter()
 CONNECTIONS_REFUSED = FastCounter()
 CACHE_ENTRIES = FastGauge()
+DNS_FAILURES = FastCounter()
+LAST_REFRESH_SUCCESS = FastGauge()
+MAILLOG_LINES = FastCounter()
+MAILLOG_READ_ERRORS = FastCounter()
+MAILLOG_LAST_LINE = FastGauge()
+MAILLOG_SILENT = FastGauge()
 ANSWER_SECONDS = FastHistogram(
     "answer_duration_seconds", "Time from a socketmap request to its reply.", ANSWER_BUCKETS
 )
@@ -130,6 +136,28 @@ _SCALARS = (
         "Socketmap connections refused (over server.max_connections, or while stopping).",
         CONNECTIONS_REFUSED,
     ),
+    Scalar("dns_failures", "TXT lookups that failed (timeout, SERVFAIL, ...).", DNS_FAILURES),
+    Scalar(
+        "last_successful_refresh_timestamp_seconds",
+        "Unix time of the last successful policy discovery (TXT check or fetch); 0: none yet.",
+        LAST_REFRESH_SUCCESS,
+    ),
+    Scalar("maillog_lines", "Postfix log lines read (file or journal).", MAILLOG_LINES),
+    Scalar(
+        "maillog_read_errors",
+        "Times the Postfix log could not be read (permission, journal access).",
+        MAILLOG_READ_ERRORS,
+    ),
+    Scalar(
+        "maillog_last_line_timestamp_seconds",
+        "Unix time a Postfix log line was last read; 0: none since start.",
+        MAILLOG_LAST_LINE,
+    ),
+    Scalar(
+        "maillog_silent",
+        "1 while no Postfix log line has been read for maillog.silence_alert seconds.",
+        MAILLOG_SILENT,
+    ),
 )
 
 
@@ -146,6 +174,8 @@ class LookupStatsSource(Protocol):
     fetch_failures: dict[str, int]
     refresh_failures: int
     memo_hits: int
+    txt_failures: int
+    last_success: float
 
     def answers_by_class(self) -> dict[str, int]: ...
 
@@ -161,8 +191,28 @@ def bind_lookup_stats(stats: LookupStatsSource, bounds: Sequence[float]) -> None
     CACHE_MISSES.set_function(lambda: stats.misses)
     MEMO_HITS.set_function(lambda: stats.memo_hits)
     REFRESH_FAILURES.set_function(lambda: stats.refresh_failures)
+    DNS_FAILURES.set_function(lambda: stats.txt_failures)
+    LAST_REFRESH_SUCCESS.set_function(lambda: stats.last_success)
     FETCHES.set_function(lambda: {"ok": stats.fetch_ok, **stats.fetch_failures})
     ANSWER_SECONDS.set_function(bounds, stats.latency)
+
+
+class MaillogSource(Protocol):
+    """What `bind_maillog` reads (tlsrpt.maillog.watchdog.MaillogWatchdog has these)."""
+
+    read_errors: int
+    silent: bool
+    last_line_at: float
+
+    def lines(self) -> int: ...
+
+
+def bind_maillog(source: MaillogSource) -> None:
+    """Export the log follower's health: lines read, read errors, silence."""
+    MAILLOG_LINES.set_function(source.lines)
+    MAILLOG_READ_ERRORS.set_function(lambda: source.read_errors)
+    MAILLOG_LAST_LINE.set_function(lambda: source.last_line_at)
+    MAILLOG_SILENT.set_function(lambda: float(source.silent))
 
 
 class CollectorStatsSource(Protocol):

@@ -31,6 +31,8 @@ class LookupStats:
     notfound_cold: int = 0
     errors: int = 0
     txt_failures: int = 0
+    last_success: float = 0.0
+    """Wall time of the last discovery step that worked (a TXT answer); metrics and alerts."""
     fetch_ok: int = 0
     fetch_failures: dict[str, int] = field(default_factory=dict)
     refresh_failures: int = 0

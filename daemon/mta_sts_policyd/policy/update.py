@@ -117,6 +117,7 @@ class PolicyUpdater:
             lookup = await ctx.discovery.lookup_txt(domain, fetch_likely=cold)
         except DnsLookupError as exc:
             return self._txt_failed(domain, entry, now, exc)
+        ctx.stats.last_success = now
         record = lookup.result
         if not isinstance(record, TxtRecord):
             return self._no_live_policy(domain, entry, now, lookup)

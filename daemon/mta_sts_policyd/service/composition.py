@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from mta_sts_policyd.tlsrpt.context import ReportContext
     from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
     from mta_sts_policyd.tlsrpt.maillog.sessions import PlaintextPolicy, PolicyAt
+    from mta_sts_policyd.tlsrpt.maillog.watchdog import MaillogWatchdog
     from mta_sts_policyd.tlsrpt.model import EventSink
     from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
     from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
@@ -297,8 +298,9 @@ def make_log_follower(
     sink: EventSink,
     *,
     plaintext_policy: PlaintextPolicy | None = None,
-) -> Any:
-    """The mail log reader (Postfix < 3.10): a file or the journal; has start() and stop()."""
+) -> tuple[Any, MaillogWatchdog]:
+    """The mail log reader (Postfix < 3.10): a file or the journal, with start() and stop();
+    and its watchdog, which says when it cannot read or reads nothing."""
     from zoneinfo import ZoneInfo
 
     from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
@@ -311,13 +313,20 @@ def make_log_follower(
         exclude_syslog_names=m.exclude_syslog_names,
         plaintext_policy=plaintext_policy,
     )
+    from mta_sts_policyd.tlsrpt.maillog.watchdog import MaillogWatchdog
+
+    watchdog = MaillogWatchdog(lambda: sessions.counters.lines, source=m.path or "journal",
+                               silence_after=m.silence_alert)  # fmt: skip
     if m.path:
         from mta_sts_policyd.tlsrpt.maillog.file_follower import FileFollower, LogFile
 
-        return FileFollower(LogFile(Path(m.path), state / MAILLOG_POSITION), sessions)
+        logfile = LogFile(Path(m.path), state / MAILLOG_POSITION)
+        return FileFollower(logfile, sessions, on_error=watchdog.unreadable), watchdog
     from mta_sts_policyd.tlsrpt.maillog.journal_follower import JournalFollower
 
-    return JournalFollower(sessions, state / JOURNAL_CURSOR, units=m.journal_units)
+    follower = JournalFollower(sessions, state / JOURNAL_CURSOR, units=m.journal_units,
+                               on_message=watchdog.follower_message)  # fmt: skip
+    return follower, watchdog
 
 
 # --- received TLS reports (own domains) --------------------------------------------------------

@@ -23,6 +23,7 @@ from mta_sts_policyd.service.failure_sessions import FailureSessions
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
+from mta_sts_policyd.tlsrpt.maillog.watchdog import MaillogWatchdog
 from mta_sts_policyd.tlsrpt.model import (
     EventSink,
     FailureDetail,
@@ -129,6 +130,7 @@ class Reporting:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
+    maillog_watchdog: MaillogWatchdog | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -181,7 +183,7 @@ class Reporting:
     async def _start_maillog(self) -> None:
         m = self.config.maillog
         known_mx = self.shadow.verdicts if self.shadow else None
-        follower = composition.make_log_follower(
+        follower, watchdog = composition.make_log_follower(
             self.config,
             enforce_policy_at(self.resolver),
             self.sink,
@@ -189,6 +191,11 @@ class Reporting:
         )
         await follower.start()
         self._closers.append(follower.stop)
+        self._tasks.append(asyncio.create_task(watchdog.run(self._stop)))
+        self.maillog_watchdog = watchdog
+        from mta_sts_policyd import metrics
+
+        metrics.bind_maillog(watchdog)
         log.info("event=maillog-following source=%s", m.path or "journal")
 
     async def close(self) -> None:

@@ -240,11 +240,15 @@ class FileFollower:
         *,
         interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.logfile = logfile
         self.sessions = sessions
         self.interval = interval
         self.clock = clock
+        self.on_error = on_error
+        """Told (once per distinct error) when the file cannot be read, e.g. no permission."""
+        self._error: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -261,7 +265,15 @@ class FileFollower:
     async def poll(self) -> int:
         """Read and feed what is new; returns the number of lines."""
         skipped = self.logfile.skipped
-        lines = await asyncio.to_thread(self.logfile.read_lines)
+        try:
+            lines = await asyncio.to_thread(self.logfile.read_lines)
+        except OSError as exc:  # e.g. PermissionError: nothing can be collected until fixed
+            error = f"{self.logfile.path}: {exc.strerror or exc}"
+            if error != self._error and self.on_error is not None:
+                self.on_error(error)
+            self._error = error
+            return 0
+        self._error = None
         self.sessions.counters.skipped += self.logfile.skipped - skipped
         now = self.clock()
         for line in lines:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class JournalFollower:
         journalctl: str = "journalctl",
         save_every: float = 1.0,
         restart_delay: float = 5.0,
+        on_message: Callable[[str], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.cursor_path = cursor_path
@@ -64,6 +65,9 @@ class JournalFollower:
         self.save_every = save_every
         self.restart_delay = restart_delay
         self.restarts = 0
+        self.on_message = on_message
+        """Gets each line journalctl writes to stderr (e.g. its hint that it may not read other
+        users' entries, which means no Postfix line will ever arrive)."""
         self.cursor: str | None = (load_json(cursor_path) or {}).get("cursor")
         self._task: asyncio.Task[None] | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -92,10 +96,11 @@ class JournalFollower:
         proc = await asyncio.create_subprocess_exec(
             *self.command(),
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,
         )
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
+        messages = asyncio.create_task(self._stderr(proc.stderr))
         saved = time.monotonic()
         try:
             while (raw := await _next_line(proc.stdout)) != b"":
@@ -111,7 +116,15 @@ class JournalFollower:
                 proc.terminate()
                 with contextlib.suppress(ProcessLookupError):
                     await proc.wait()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(messages, 1)
             self._save()
+
+    async def _stderr(self, stream: asyncio.StreamReader) -> None:
+        while raw := await _next_line(stream):
+            text = raw.decode("utf-8", "replace").strip()
+            if text and self.on_message is not None:
+                self.on_message(text)
 
     def _handle(self, raw: bytes) -> None:
         try:
