@@ -86,6 +86,11 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """DEBUG adds one `event=answer` line per socketmap answer, with the reason."""
+    target: Literal["auto", "journal", "stderr", "syslog", "file"] = "auto"
+    """auto: journal when run by systemd with stderr to the journal, else stderr."""
+    file: str = ""
+    """The log file for target = "file" (reopened after logrotate moves it)."""
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,12 @@ def _check_reporting(config: Config) -> None:
         raise ConfigError(*problems)
 
 
+def _check_logging(config: Config) -> None:
+    lg = config.logging
+    if lg.target == "file" and not lg.file.startswith("/"):
+        raise ConfigError('logging.file: expected an absolute path when logging.target = "file"')
+
+
 def _check_timezone(config: Config) -> None:
     try:
         from zoneinfo import ZoneInfo
@@ -161,6 +167,7 @@ _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_nameservers,
     _check_own_domains,
     _check_reporting,
+    _check_logging,
     _check_timezone,
 )
 

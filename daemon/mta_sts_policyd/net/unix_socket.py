@@ -49,7 +49,7 @@ class BoundUnixSocket:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("socket %s not removed: %s", self.path, exc)
+            log.warning("event=unix-socket-not-removed path=%s reason=%r", self.path, str(exc))
 
 
 def bind_unix_socket(

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from mta_sts_policyd.policy import answer_log
 from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.policy.refresh import ProactiveRefresh
 from mta_sts_policyd.policy.reply_memo import ReplyMemo
@@ -55,6 +56,8 @@ class PolicyResolver:
         self.on_failure: FailureListener | None = None
         self.on_policy: PolicyListener | None = None
         self._keys: dict[str, str | None] = {}
+        self.debug_answers = answer_log.enabled()
+        """One DEBUG line per answer (policy/answer_log.py); re-read when logging changes."""
 
     @property
     def settings(self) -> LookupSettings:
@@ -82,16 +85,32 @@ class PolicyResolver:
         domain = self._domain(key)
         if domain is None:
             self.stats.notfound_key += 1
+            if self.debug_answers:
+                self._log_answer(key, None, REPLY_NOTFOUND, None, 0.0)
             return REPLY_NOTFOUND
         now = self.clock()
         entry = self.cache.get(domain)
         if entry is not None and entry.valid(now):
             reply = self._answer_cached(entry, now)
-            self.memo.learn(name, key, entry)
+            if not self.debug_answers:  # at DEBUG every answer comes here, to be logged
+                self.memo.learn(name, key, entry)
         else:
             reply = await self._answer_uncached(domain, entry, now)
         self.stats.observe(time.perf_counter() - started)
+        if self.debug_answers:
+            self._log_answer(key, domain, reply, entry, now)
         return reply
+
+    def _log_answer(
+        self, key: str, domain: str | None, reply: bytes, before: CacheEntry | None, now: float
+    ) -> None:
+        if domain is None:
+            answer_log.log_answer(key, None, reply, before=None, after=None, now=now,
+                                  negative=False, pending=False)  # fmt: skip
+            return
+        answer_log.log_answer(key, domain, reply, before=before, after=self.cache.get(domain),
+                              now=now, negative=self.updates.known_absent(domain, now),
+                              pending=self.updates.in_flight(domain))  # fmt: skip
 
     def _domain(self, key: str) -> str | None:
         try:

@@ -22,6 +22,7 @@ from mta_sts_policyd.config.settings import (
 from mta_sts_policyd.discovery.client import Discovery
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net import systemd as sdnotify
+from mta_sts_policyd.policy import answer_log
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.postfix.server import SocketmapServer, systemd_listen_sockets
 from mta_sts_policyd.service import composition
@@ -168,7 +169,11 @@ class Daemon:
                 "event=reload-needs-restart keys=%s reason='these take effect on restart'",
                 ",".join(pending),
             )
-        setup_logging(fresh.logging.level)
+        try:
+            setup_logging(fresh.logging.level, fresh.logging.target, fresh.logging.file)
+        except ConfigError as exc:
+            log.error("event=reload-logging-failed reason=%r keeping the running logging", str(exc))
+        self.resolver.debug_answers = answer_log.enabled()  # rerender_all clears the memo
         if fresh.discovery != self.config.discovery:
             self._swap_discovery(composition.make_discovery(fresh))
         self.resolver.settings = composition.lookup_settings(fresh)

@@ -1,24 +1,91 @@
-"""One line per event, `key=value` fields; timestamps left to journald when it is the sink."""
+"""One line per event, `key=value` fields, to the target the operator chose (`[logging]`).
+
+- `journal`: stderr read by journald. Each line starts with its syslog priority (`<4>` for a
+  warning) so `journalctl -p warning` selects by level; no timestamp (journald adds its own).
+- `stderr`, `file`: ISO 8601 timestamps with the zone offset (`2026-12-02T04:37:06.123+00:00`),
+  so lines from hosts in different zones compare correctly. A file is reopened when logrotate
+  moves it (WatchedFileHandler).
+- `syslog`: the local syslog socket (`/dev/log`), facility mail, like Postfix itself.
+- `auto` (default): `journal` when stderr is the journal stream systemd gave us, else `stderr`.
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
+from datetime import datetime
+
+from mta_sts_policyd.errors import ConfigError
+
+FORMAT = "level=%(levelname)s logger=%(name)s %(message)s"
+SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+_MARK = "_mta_sts_policyd"
 
 
-def setup_logging(level: str = "INFO") -> None:
-    under_journald = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "level=%(levelname)s logger=%(name)s %(message)s"
-    if not under_journald:
-        fmt = "%(asctime)s " + fmt
+class JournalFormatter(logging.Formatter):
+    """`<priority>` prefix (journald's SyslogLevelPrefix), one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 2 if record.levelno > 40 else 7)
+        return f"<{priority}>" + super().format(record).replace("\n", "\n    ")
+
+
+class ZonedFormatter(logging.Formatter):
+    """ISO 8601 local time with its UTC offset, to the millisecond."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created).astimezone()
+        return moment.isoformat(timespec="milliseconds")
+
+
+def stderr_is_journal() -> bool:
+    """True when systemd connected stderr to journald (JOURNAL_STREAM names its device:inode)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == f"{device}:{inode}"
+
+
+def make_handler(target: str, file: str = "") -> logging.Handler:
+    if target == "auto":
+        target = "journal" if stderr_is_journal() else "stderr"
+    handler: logging.Handler
+    if target == "journal":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter(FORMAT))
+    elif target == "syslog":
+        handler = logging.handlers.SysLogHandler(
+            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+        )
+        handler.setFormatter(logging.Formatter(f"mta-sts-policyd[{os.getpid()}]: {FORMAT}"))
+    else:
+        stream = target == "stderr"
+        handler = logging.StreamHandler(sys.stderr) if stream else _file_handler(file)
+        handler.setFormatter(ZonedFormatter("%(asctime)s " + FORMAT))
+    return handler
+
+
+def _file_handler(path: str) -> logging.Handler:
+    return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+
+
+def setup_logging(level: str = "INFO", target: str = "auto", file: str = "") -> None:
+    """(Re)configure the root logger; a reload replaces only the handler installed here."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_mta_sts_policyd", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
-    handler._mta_sts_policyd = True  # type: ignore[attr-defined]
+    try:
+        handler = make_handler(target, file)
+    except OSError as exc:
+        where = f"logging.file {file!r}" if target == "file" else f"logging.target {target!r}"
+        raise ConfigError(f"{where}: cannot open: {exc.strerror or exc}") from None
+    for old in list(root.handlers):
+        if getattr(old, _MARK, False):
+            root.removeHandler(old)
+            old.close()
+    setattr(handler, _MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "asyncio"):

@@ -30,7 +30,7 @@ def run_daemon(
     cli_state_dir: str | None = None,
 ) -> int:
     """`serve`: run until SIGTERM; returns the exit code. The overrides are kept for SIGHUP."""
-    setup_logging(config.logging.level)
+    setup_logging(config.logging.level, config.logging.target, config.logging.file)
     daemon = Daemon(
         config, config_path=config_path, cli_listen=cli_listen, cli_state_dir=cli_state_dir
     )

@@ -226,7 +226,9 @@ class NetworkTransport:
         )
         key = load_dkim_key(self.dkim)
         if key is None:
-            log.warning("sending TLS report %s unsigned (allow_unsigned)", doc.report_id)
+            log.warning(
+                "event=tlsrpt-report-unsigned report_id=%s reason=allow_unsigned", doc.report_id
+            )
             return msg
         try:
             return sign_message(msg, self.dkim, key)

@@ -97,7 +97,7 @@ class ReportSender:
             try:
                 nxt = await self.tick()
             except Exception:  # a broken tick must not end reporting for good
-                log.exception("TLS-RPT sender pass failed")
+                log.exception("event=tlsrpt-sender-pass-failed")
                 nxt = None
             wait = MAX_SLEEP if nxt is None else min(max(nxt - self.clock(), 1.0), MAX_SLEEP)
             with contextlib.suppress(TimeoutError):
@@ -136,7 +136,7 @@ class ReportSender:
             await asyncio.to_thread(self.book.finish, job, JobState.NO_DESTINATION, now)
             return JobState.NO_DESTINATION
         for bad in record.unsupported:
-            log.info("TLS-RPT %s: ignoring unsupported rua %s", job.report_domain, bad)
+            log.info("event=tlsrpt-rua-ignored domain=%s rua=%r", job.report_domain, bad)
         dests = {str(d): d for d in record.destinations}
         await asyncio.to_thread(self.book.add_destinations, job, list(dests), now)
         return await self._send_all(job, doc, dests)
@@ -162,11 +162,18 @@ class ReportSender:
                 state = DestState.PENDING if exc.temporary else DestState.FAILED
                 await asyncio.to_thread(self.book.mark, job, name, state, self.clock(), exc.reason)
                 errors.append(f"{name}: {exc.reason}")
-                log.warning("TLS report %s to %s failed: %s", doc.report_id, name, exc.reason)
+                log.warning(
+                    "event=tlsrpt-report-failed report_id=%s destination=%s reason=%r",
+                    doc.report_id,
+                    name,
+                    exc.reason,
+                )
                 continue
             _count(dest, delivered=True)
             await asyncio.to_thread(self.book.mark, job, name, DestState.SENT, self.clock())
-            log.info("TLS report %s delivered to %s", doc.report_id, name)
+            log.info(
+                "event=tlsrpt-report-delivered report_id=%s destination=%s", doc.report_id, name
+            )
             # RFC 8460 §3: one accepting destination is enough; finish() closes the others.
             await asyncio.to_thread(self.book.finish, job, JobState.DELIVERED, self.clock())
             return JobState.DELIVERED

@@ -103,14 +103,20 @@ class TlsRptCollector:
         self._thread = threading.Thread(target=self._ingest_loop, name="tlsrpt-ingest", daemon=True)
         self._thread.start()
         if not self._ready.wait(self._start_timeout):
-            log.warning("tlsrpt receiver slow to start; the kernel queues datagrams meanwhile")
+            log.warning(
+                "event=tlsrpt-receiver-slow-start hint=%r", "the kernel queues datagrams meanwhile"
+            )
         if self._start_error is not None:
             self._thread.join()
             self._sock.close()
             self._sock = None
             self._unlink()
             raise ConfigError(f"tlsrpt receiver not started: {self._start_error}")
-        log.info("tlsrpt collector listening on %s (%s)", self.path, self.stats.recv_priority)
+        log.info(
+            "event=tlsrpt-collector-listening path=%s priority=%s",
+            self.path,
+            self.stats.recv_priority,
+        )
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop receiving, process everything already received; True if fully drained in time."""
@@ -190,12 +196,12 @@ class TlsRptCollector:
                     self._start_error = exc
                     self._ready.set()
                     return
-                log.error("tlsrpt receiver not restarted: %s", exc)
+                log.error("event=tlsrpt-receiver-not-restarted reason=%r", exc)
             else:
                 try:
                     self._pump(read_fd)
                 except Exception:  # a bug here must not end ingestion for good
-                    log.exception("tlsrpt ingest failed; restarting the receiver")
+                    log.exception("event=tlsrpt-ingest-failed action=restart")
                     self._kill_receiver()
                 code = self._reap()
                 if not self._ready.is_set():  # it never said hello: it cannot run at all
@@ -205,7 +211,7 @@ class TlsRptCollector:
                 if self._stopping.is_set():
                     return
                 self.stats.receiver_restarts += 1
-                log.error("tlsrpt receiver exited with status %s; restarting it", code)
+                log.error("event=tlsrpt-receiver-exited status=%s action=restart", code)
             failures = failures + 1 if time.monotonic() - began < 1.0 else 0
             if self._stopping.wait(min(5.0, 0.05 * 2**failures)):
                 return
@@ -264,4 +270,4 @@ class TlsRptCollector:
         elif word == "dropped":
             self.stats.received += int(arg)
             self.stats.backlog_dropped += int(arg)
-            log.warning("tlsrpt: %s datagrams dropped, the daemon fell behind", arg)
+            log.warning("event=tlsrpt-datagrams-dropped count=%s reason=backlog", arg)

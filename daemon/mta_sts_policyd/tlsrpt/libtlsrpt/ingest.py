@@ -49,7 +49,7 @@ class DatagramIngest:
                 self._handle(data, at, n)
             except Exception:  # never let one datagram or a sink bug end ingestion
                 self.stats.sink_errors += n
-                log.exception("tlsrpt: event sink failed")
+                log.exception("event=tlsrpt-sink-failed")
             self.stats.processed += n
 
     def _handle(self, data: bytes, at: float, n: int) -> None:
@@ -85,7 +85,7 @@ class DatagramIngest:
         self.stats.rejected += n
         count = self.stats.rejected
         if count & (count - 1) == 0 or n > 1:  # 1, 2, 4, 8, ...: visible without flooding
-            log.warning("tlsrpt: rejected datagram #%d: %s", count, reason)
+            log.warning("event=tlsrpt-datagram-rejected count=%d reason=%r", count, reason)
         if self.quarantine is not None:
             self.quarantine.add(at, reason, data, size, n)
 

@@ -65,7 +65,7 @@ class Quarantine:
             assert self._fd is not None
             self._size += os.write(self._fd, line)
         except OSError as exc:
-            log.warning("tlsrpt quarantine %s: %s", self.path, exc)
+            log.warning("event=tlsrpt-quarantine-failed path=%s reason=%r", self.path, exc)
 
     def _rotate(self) -> None:
         if self._fd is not None:

@@ -124,9 +124,9 @@ class TlsRptStore:
             damage = exc
         self.moved_aside = move_aside(self.path)
         log.error(
-            "TLS-RPT store %s is corrupt (%s); moved to %s, starting empty",
+            "event=tlsrpt-store-corrupt path=%s reason=%r moved_to=%s action=start-empty",
             self.path,
-            damage,
+            str(damage),
             self.moved_aside,
         )
         try:
@@ -178,7 +178,7 @@ class TlsRptStore:
             try:
                 self.flush()
             except StoreError as exc:  # keep the aggregate in memory and try again later
-                log.error("%s", exc)
+                log.error("event=tlsrpt-store-flush-failed reason=%r", str(exc))
 
     def flush(self) -> int:
         """Drain the buffer and commit; returns the number of events written."""
