@@ -386,7 +386,8 @@ def test_a_dead_receiver_is_restarted_and_logged(
         assert collector.stop(5)
     assert collector.stats.receiver_restarts == 1
     assert any(
-        r.levelname == "ERROR" and "event=tlsrpt-receiver-exited" in r.getMessage() for r in caplog.records
+        r.levelname == "ERROR" and "event=tlsrpt-receiver-exited" in r.getMessage()
+        for r in caplog.records
     )
 
 
