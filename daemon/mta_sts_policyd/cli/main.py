@@ -171,7 +171,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("domain")
     p.add_argument("--socketmap", help="daemon address (default: first server.listen)")
     p.add_argument("--map", default="postfix", help="socketmap name sent (default postfix)")
-    p.add_argument("--timeout", type=float, default=110.0)
+    p.add_argument("--timeout", type=float, default=110.0, help="seconds to wait (default 110)")
     p.set_defaults(handler=cmd_query)
 
     p = sub.add_parser("resolve", parents=[common, reader], help="discover and explain")
@@ -180,9 +180,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache", help="inspect or change the running daemon's cache")
     csub = p.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
-    csub.add_parser("list", parents=[common, reader]).set_defaults(handler=cmd_cache)
+    helps = {"list": "policies in memory; both tiers counted", "show": "one cached policy",
+             "purge": "forget one domain or all", "refresh": "discover one domain now"}  # fmt: skip
+    csub.add_parser("list", parents=[common, reader], help=helps["list"]).set_defaults(
+        handler=cmd_cache
+    )
     for name, nargs in (("show", None), ("purge", "?"), ("refresh", None)):
-        cp = csub.add_parser(name, parents=[common, reader])
+        cp = csub.add_parser(name, parents=[common, reader], help=helps[name])
         cp.add_argument("domain", nargs=nargs)
         cp.set_defaults(handler=cmd_cache)
 
