@@ -74,9 +74,15 @@ CASES: list[tuple[str, int, str]] = [
     ("report status -c {tlsrpt}", N, "no data yet"),
     ("report send -c {tlsrpt} --day 2026-01-01", N, "no data yet"),
     ("probe -c {plain} 'not a host'", U, "probe:"),
+    ("generate -c {plain} --domain [192.0.2.1]", U, "is not a domain name"),
+    # check and monitor are monitoring plugins: Nagios codes (3 UNKNOWN), README "Exit codes"
+    ("check -c {plain} 'not a domain'", 3, "is not a domain name"),
+    ("monitor -c {plain} --once", 3, "no domain"),
     ("probe -c {plain} mx.example.test --address 127.0.0.1 --port {port} --timeout 2", T, ""),
 ]
-JSON_COMMANDS = ("query", "resolve", "cache list", "cache show", "check-config", "probe")
+JSON_COMMANDS = (
+    *("query", "resolve", "cache list", "cache show", "check-config", "probe", "generate"),
+)
 
 
 def _argv(template: str, files: dict[str, str]) -> list[str]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.own_domains import mx_lookup
@@ -22,7 +23,8 @@ from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import POLICY_PATH, Output, Request, build
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
+EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
+EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
 
 
 def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -63,24 +65,29 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def generate_command(args: argparse.Namespace, config: Config) -> int:
     domain = policy_domain_for_key(args.domain)
     if domain is None or args.domain.startswith("[") or ":" in args.domain:
-        print(f"generate: {args.domain!r} is not a domain name", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(
+            "generate", f"{args.domain!r} is not a domain name", EXIT_USAGE, as_json=args.json
+        )
     current = asyncio.run(mx_lookup(config, args.nameserver)(domain))
     if not args.mx and current is None:
-        print(f"generate: cannot look up the MX hosts of {domain}; give --mx", file=sys.stderr)
-        return EXIT_TEMPFAIL
+        return fail(
+            "generate",
+            f"cannot look up the MX hosts of {domain}; give --mx",
+            EXIT_TEMPFAIL,
+            as_json=args.json,
+        )
     target = args.write / domain / POLICY_PATH if args.write else None
     existing_path = args.existing or target
     existing = existing_path.read_bytes() if existing_path and existing_path.is_file() else None
     mx = tuple(args.mx) or tuple(current or ())
     if Mode(args.mode) is not Mode.NONE and not mx:
-        print(f"generate: {domain} has no MX hosts; give --mx", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(
+            "generate", f"{domain} has no MX hosts; give --mx", EXIT_USAGE, as_json=args.json
+        )
     try:
         out = build(Request(domain, Mode(args.mode), mx, args.max_age), current, existing)
     except PolicySyntaxError as exc:
-        print(f"generate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("generate", f"{exc}", EXIT_USAGE, as_json=args.json)
     refused = bool(out.refusals) and not args.force
     if not refused and target is not None:
         _write(target, out.text)
@@ -110,7 +117,7 @@ def _print(args: argparse.Namespace, out: Output, written: Path | None, refused:
             "previous_id": out.previous_id,
             "written": str(written) if written else None,
         }
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print_json(data)
         return
     for problem in out.refusals:
         label = "warning (forced)" if args.force else "refused"

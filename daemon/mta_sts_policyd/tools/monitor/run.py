@@ -101,7 +101,10 @@ async def run_once(
         del states[domain]  # no longer monitored
     state_file.save(states)
     for t in transitions:
-        log.warning("event=monitor-transition %s", t.line())
+        log.warning(
+            "event=monitor-transition domain=%s change=%s severity=%s code=%s message=%r",
+            t.domain, t.change, t.severity, t.code, t.message,
+        )  # fmt: skip
     await send_alerts(alerts, transitions)
     publish(states, now)
     return RunResult(worst_status(r.status for r in reports), transitions, reports)
