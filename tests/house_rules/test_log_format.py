@@ -11,7 +11,7 @@ from support import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "daemon" / "mta_sts_policyd"
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
-EVENT = re.compile(r"event=[a-z0-9-]+( [a-z_]+=|$)")
+EVENT = re.compile(r"event=([a-z0-9-]+|%s)( [a-z_]+=|$)")
 
 
 def _message(call: ast.Call) -> str | None:

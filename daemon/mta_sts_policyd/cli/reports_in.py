@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.cli.output import print_json
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.reports_in.chart import render_page
@@ -30,7 +32,8 @@ from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served
 from mta_sts_policyd.reports_in.summary import Summary, summarize
 from mta_sts_policyd.service import composition
 
-EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_TEMPFAIL = 0, 1, 64, 75
+EXIT_OK, EXIT_NOT_READY = ExitCode.OK, ExitCode.NOT_FOUND
+EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
 SUBCOMMANDS = ("summary", "readiness")
 
 
@@ -87,7 +90,7 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
     if args.html is not None:
         args.html.write_text(render_page(summaries, time.strftime("%Y-%m-%d %H:%M UTC")))
     if args.json:
-        print(json.dumps([_summary_json(s) for s in summaries], indent=2, sort_keys=True))
+        print_json([_summary_json(s) for s in summaries])
     else:
         for s in summaries:
             _print_summary(s)
@@ -115,7 +118,7 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
         min_organizations=config.reports_in.min_organizations,
     )
     if args.json:
-        print(json.dumps(asdict(verdict), indent=2, sort_keys=True))
+        print_json(asdict(verdict))
     else:
         state = "READY for enforce" if verdict.ready else "NOT READY for enforce"
         print(f"{domain}: {state}")
@@ -143,7 +146,7 @@ def _served(path: Path | None, policies: list[Any]) -> ServedPolicy | None:
 
 def _say(args: argparse.Namespace, data: dict[str, Any]) -> None:
     if args.json:
-        print(json.dumps(data, sort_keys=True))
+        print(json.dumps(data, sort_keys=True))  # one line per message (pipe mode)
     else:
         print(", ".join(f"{k}: {v}" for k, v in data.items()))
 
