@@ -62,7 +62,7 @@ CASES: list[tuple[str, int, str]] = [
     ("cache refresh -c {plain} .example.test", U, "cannot have a policy"),
     ("cache purge -c {plain}", T, "not reachable"),
     ("check-config -c {missing}", C, "no such file"),
-    ("check-config -c {bad}", C, "cache.cold_wait: expected a number >= 0"),
+    ("check-config -c {bad}", C, "cache.cold_wait: expected a number of seconds"),
     ("serve -c {missing}", C, "no such file"),
     ("serve --listen nowhere -c {plain}", C, "--listen: expected HOST:PORT"),
     ("report", U, "required"),
@@ -168,3 +168,14 @@ def test_a_closed_pipe_ends_quietly(files: dict[str, str]) -> None:
         os.close(write_end)
     assert done.stderr == ""
     assert done.returncode == ExitCode.PIPE_CLOSED
+
+
+def test_the_storage_errors_use_the_table() -> None:
+    """`serve`'s 69 and 73 come from the errors it raises; they are rows of the one table."""
+    from mta_sts_policyd.errors import StateLockedError, StateUnusableError
+
+    assert StateLockedError.exit_code == ExitCode.UNAVAILABLE
+    assert StateUnusableError.exit_code == ExitCode.CANT_CREATE
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for code in ExitCode:
+        assert f"\n| {int(code)} | " in readme, f"README exit-code table lacks {int(code)}"

@@ -22,6 +22,12 @@ def test_generated_files_are_current(name: str) -> None:
     )
 
 
+def test_every_exit_code_is_explained() -> None:
+    from mta_sts_policyd.cli.exit_codes import ExitCode
+
+    assert set(manpage.EXIT_MEANINGS) == set(ExitCode)
+
+
 def test_every_command_and_config_key_is_in_the_pages() -> None:
     page8, page5 = manpage.page8(), manpage.page5()
     for command in ("serve", "query", "resolve", "cache list", "check\\-config", "report send"):
