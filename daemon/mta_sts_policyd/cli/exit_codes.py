@@ -22,8 +22,8 @@ class ExitCode(IntEnum):
     """EX_UNAVAILABLE: `serve` found another `serve` holding the state directory
     (errors.StateLockedError)."""
     CANT_CREATE = 73
-    """EX_CANTCREAT: `serve` cannot use the state directory or a store in it
-    (errors.StateUnusableError)."""
+    """EX_CANTCREAT: the state directory or a store in it cannot be used (serve, or any command
+    that opens a store; errors.StateUnusableError)."""
     TEMPFAIL = 75
     """EX_TEMPFAIL: could not find out now (DNS/HTTPS failure, daemon not reachable)."""
     CONFIG = 78

@@ -33,7 +33,7 @@ EXIT_MEANINGS = {
     "no data yet, TLS reporting off, a failed probe",
     ExitCode.USAGE: "usage error",
     ExitCode.UNAVAILABLE: "serve: another serve holds the state directory",
-    ExitCode.CANT_CREATE: "serve: the state directory or a store in it cannot be used",
+    ExitCode.CANT_CREATE: "the state directory or a store in it cannot be used",
     ExitCode.TEMPFAIL: "temporary failure: could not find out now (DNS, HTTPS, daemon down)",
     ExitCode.CONFIG: "configuration error; every bad key is listed",
     ExitCode.INTERRUPTED: "interrupted",
