@@ -191,6 +191,10 @@ async def test_sigterm_drains_an_answer_in_flight(daemon: DaemonProcess, world: 
     daemon.send(signal.SIGTERM)
     assert await exchange(reader, writer, None) == ENFORCE_REPLY
     assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed
+    assert daemon.proc is not None
+    # The SIGTERM above is the only one: stop() now would send a second while the daemon is
+    # already exiting (signal handlers gone), and that one kills it (exit -15).
+    assert await asyncio.to_thread(daemon.proc.wait, 15) == 0
     assert await asyncio.to_thread(daemon.stop) == 0
     assert "example.test" in stored_rows(daemon.store_path)
 
