@@ -125,7 +125,7 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.service.composition import check_report_files
+    from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
     note = check_report_files(config, outside_ok=True)  # a broken DKIM key: ConfigError, 78
     if note:
@@ -270,7 +270,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if not config.tlsrpt.enabled:
         reason = "TLS reporting is off (set [tlsrpt] enabled = true in the configuration)"
         return fail("report", reason, ExitCode.NOT_FOUND, as_json=getattr(args, "json", False))
-    from mta_sts_policyd.service.composition import report_context
+    from mta_sts_policyd.service.tlsrpt_parts import report_context
 
     report_result: int = args.handler(args, report_context(config))
     return report_result

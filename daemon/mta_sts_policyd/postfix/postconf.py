@@ -1,14 +1,52 @@
-"""What the installed Postfix says about itself, asked through `postconf`.
+"""What the installed Postfix says about itself, asked through `postconf`, and the two reply
+decisions that depend on it.
 
 The daemon needs two facts it cannot configure away safely: the Postfix version (the 3.10 STS
 attributes break older versions) and whether Postfix does DANE. Every answer is None when
-Postfix cannot be asked, and the caller picks the safe default.
+Postfix cannot be asked, and the decisions then pick the safe default.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
+
+from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
+
+log = logging.getLogger(__name__)
+
+DANE_REPLIES: dict[str, bytes | None] = {
+    "off": None,
+    "notfound": REPLY_NOTFOUND,
+    "dane": b"OK dane",
+    "dane-only": b"OK dane-only",
+}
+"""`server.dane` -> the reply for a DANE-protected enforce domain (None: DANE not checked)."""
+
+
+def sts_attributes_enabled(setting: bool | str, postconf: str) -> bool:
+    """Postfix 3.10's attributes break Postfix <= 3.9, so `auto` enables them only when sure."""
+    if setting != "auto":
+        log.info("event=sts-attributes enabled=%s source=config", setting)
+        return bool(setting)
+    version = postfix_version(postconf)
+    enabled = version is not None and version >= (3, 10)
+    shown = ".".join(map(str, version)) if version else "unknown"
+    log.info("event=sts-attributes enabled=%s source=postconf postfix_version=%s", enabled, shown)
+    return enabled
+
+
+def dane_reply(mode: str, postconf: str) -> bytes | None:
+    """With Postfix doing DANE (RFC 8461 §2: DANE wins), a DANE destination must keep Postfix's
+    dane level; `auto` asks Postfix whether it does DANE with DNSSEC."""
+    if mode == "auto":
+        values = postfix_settings(postconf, "smtp_tls_security_level", "smtp_dns_support_level")
+        level, support = values if values and len(values) == 2 else ("", "")
+        postfix_dane = level.lower() in ("dane", "dane-only") and support.lower() == "dnssec"
+        mode = "notfound" if postfix_dane else "off"
+        log.info("event=dane mode=%s source=postconf level=%r dns_support=%r", mode, level, support)
+    return DANE_REPLIES[mode]
 
 
 def postfix_version(postconf: str) -> tuple[int, ...] | None:

@@ -1,8 +1,9 @@
 """The composition root: the one place where the configuration becomes objects.
 
 The running daemon (daemon.py, optional.py, reporting.py) and the CLI commands (`serve`,
-`resolve`, `probe`, `report`, `cache`) take their parts from here (the own-domain tools
-`check`, `generate` and `monitor` from own_domains.py beside it), so a setting means the same
+`resolve`, `probe`, `report`, `cache`) take their parts from here (the TLS-RPT pipeline and
+the testing-mode shadow from tlsrpt_parts.py, the own-domain tools `check`, `generate` and
+`monitor` from own_domains.py, both beside it), so a setting means the same
 in each, and no other module reads a config section to build something. The parts themselves
 receive plain settings and never see the `Config` (pyproject's import contracts check that).
 
@@ -23,19 +24,13 @@ from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
 from mta_sts_policyd.policy.resolver import LookupSettings, PolicyResolver
 from mta_sts_policyd.policy.stats import LATENCY_BUCKETS
-from mta_sts_policyd.policy.types import DiscoveryLike
-from mta_sts_policyd.postfix.postconf import postfix_settings, postfix_version
+from mta_sts_policyd.postfix.postconf import dane_reply, sts_attributes_enabled
 from mta_sts_policyd.postfix.server import SocketmapServer
-from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
 from mta_sts_policyd.state_files import (
     CONTROL_NAME,
-    JOURNAL_CURSOR,
-    MAILLOG_POSITION,
     POLICY_STORE_NAME,
-    QUARANTINE_NAME,
     REPORTS_IN_QUARANTINE,
     REPORTS_IN_STORE_NAME,
-    TLSRPT_STORE_NAME,
     make_private_dir,
 )
 
@@ -44,13 +39,6 @@ if TYPE_CHECKING:
     from mta_sts_policyd.probe.prober import MxProber
     from mta_sts_policyd.reports_in.intake import Intake
     from mta_sts_policyd.reports_in.store import ReportsInStore
-    from mta_sts_policyd.tlsrpt.context import ReportContext
-    from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
-    from mta_sts_policyd.tlsrpt.maillog.sessions import PlaintextPolicy, PolicyAt
-    from mta_sts_policyd.tlsrpt.maillog.watchdog import MaillogWatchdog
-    from mta_sts_policyd.tlsrpt.model import EventSink
-    from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
-    from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
 
 log = logging.getLogger(__name__)
 
@@ -60,38 +48,8 @@ AddressLookup = Callable[[str], Awaitable[list[str]]]
 
 
 def decide_sts_attributes(config: Config) -> bool:
-    """Postfix 3.10's attributes break Postfix <= 3.9, so `auto` enables them only when sure."""
-    setting = config.server.sts_attributes
-    if setting != "auto":
-        log.info("event=sts-attributes enabled=%s source=config", setting)
-        return bool(setting)
-    version = postfix_version(config.server.postconf)
-    enabled = version is not None and version >= (3, 10)
-    shown = ".".join(map(str, version)) if version else "unknown"
-    log.info("event=sts-attributes enabled=%s source=postconf postfix_version=%s", enabled, shown)
-    return enabled
-
-
-DANE_REPLIES: dict[str, bytes | None] = {
-    "off": None,
-    "notfound": REPLY_NOTFOUND,
-    "dane": b"OK dane",
-    "dane-only": b"OK dane-only",
-}
-
-
-def decide_dane(config: Config) -> bytes | None:
-    """With Postfix doing DANE, a DANE destination must keep Postfix's dane level."""
-    mode = config.server.dane
-    if mode == "auto":
-        values = postfix_settings(
-            config.server.postconf, "smtp_tls_security_level", "smtp_dns_support_level"
-        )
-        level, support = values if values and len(values) == 2 else ("", "")
-        postfix_dane = level.lower() in ("dane", "dane-only") and support.lower() == "dnssec"
-        mode = "notfound" if postfix_dane else "off"
-        log.info("event=dane mode=%s source=postconf level=%r dns_support=%r", mode, level, support)
-    return DANE_REPLIES[mode]
+    """Whether replies carry Postfix 3.10's STS attributes (`auto`: ask Postfix's version)."""
+    return sts_attributes_enabled(config.server.sts_attributes, config.server.postconf)
 
 
 def lookup_settings(config: Config) -> LookupSettings:
@@ -108,7 +66,7 @@ def lookup_settings(config: Config) -> LookupSettings:
         refresh_concurrency=c.refresh_concurrency,
         sts_attributes=decide_sts_attributes(config),
         exact_wildcards=config.server.exact_wildcards,
-        dane_reply=decide_dane(config),
+        dane_reply=dane_reply(config.server.dane, config.server.postconf),
     )
 
 
@@ -207,126 +165,6 @@ def make_prober(
         resolve=resolve,
         **extra,
     )
-
-
-def make_shadow(
-    config: Config, discovery: DiscoveryLike, store: EventSink
-) -> tuple[MxProber, TestingShadow, RelabelingSink]:
-    """Testing-mode domains probed in shadow, and the sink that relabels their sessions."""
-    from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
-    from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
-
-    p = config.probe
-    prober = make_prober(config, discovery.lookup_addresses)
-    shadow = TestingShadow(prober, discovery.lookup_mx, recheck_interval=p.reprobe_interval)
-    # Sessions wait at most 2 probe timeouts for their domain's round (issue 6 §3).
-    return prober, shadow, RelabelingSink(store, shadow, max_hold=2 * p.timeout)
-
-
-# --- TLS-RPT (the daemon's pipeline, `report`) ------------------------------------------------
-
-
-def report_context(config: Config) -> ReportContext:
-    from mta_sts_policyd.tlsrpt.context import ReportContext
-    from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
-    from mta_sts_policyd.tlsrpt.message import DkimSettings
-    from mta_sts_policyd.tlsrpt.record_lookup import txt_lookup
-    from mta_sts_policyd.tlsrpt.report import ReportSettings
-
-    t = config.tlsrpt
-    host, _, port = t.smtp_relay.rpartition(":")
-    delivery = DeliverySettings(
-        envelope_sender=t.envelope_sender,
-        smtp_host=host.strip("[]") or "localhost",
-        smtp_port=int(port) if port.isdigit() else 25,
-        https_timeout=t.https_timeout,
-        send_delay_max=t.send_delay_max,
-        retry_window=t.retry_window,
-    )
-    try:
-        report = ReportSettings(
-            organization_name=t.organization_name,
-            contact_info=t.contact_info,
-            max_report_bytes=t.max_report_bytes,
-        )
-    except ValueError as exc:
-        raise ConfigError(
-            f"tlsrpt: {exc} (set tlsrpt.organization_name and contact_info)"
-        ) from None
-    return ReportContext(
-        store_path=config.state_dir / TLSRPT_STORE_NAME,
-        report=report,
-        delivery=delivery,
-        dkim=DkimSettings(
-            domain=t.dkim.domain,
-            selector=t.dkim.selector,
-            private_key_path=t.dkim.key_file,
-            allow_unsigned=t.allow_unsigned,
-        ),
-        retention_days=t.retention_days,
-        txt_lookup=txt_lookup(config.discovery.nameservers, config.discovery.dns_timeout),
-    )
-
-
-def check_report_files(config: Config, *, outside_ok: bool = False) -> str | None:
-    """What reports need from disk, checked up front (the DKIM key): `check-config` and `serve`
-    fail with a ConfigError naming it; a note when it cannot be checked here (`outside_ok`)."""
-    if not config.tlsrpt.enabled:
-        return None
-    from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
-
-    return check_dkim_key(report_context(config).dkim, outside_ok=outside_ok)
-
-
-def make_collector(config: Config, sink: EventSink) -> TlsRptCollector:
-    """The libtlsrpt datagram socket (Postfix >= 3.10), not yet started."""
-    from mta_sts_policyd.tlsrpt.libtlsrpt.collector import Quarantine, TlsRptCollector
-
-    t = config.tlsrpt
-    return TlsRptCollector(
-        Path(t.socket),
-        sink,
-        mode=int(t.socket_mode, 8),
-        group=t.socket_group or None,
-        quarantine=Quarantine(config.state_dir / QUARANTINE_NAME),
-    )
-
-
-def make_log_follower(
-    config: Config,
-    policy_at: PolicyAt,
-    sink: EventSink,
-    *,
-    plaintext_policy: PlaintextPolicy | None = None,
-) -> tuple[Any, MaillogWatchdog]:
-    """The mail log reader (Postfix < 3.10): a file or the journal, with start() and stop();
-    and its watchdog, which says when it cannot read or reads nothing."""
-    from zoneinfo import ZoneInfo
-
-    from mta_sts_policyd.tlsrpt.maillog.sessions import MaillogSessions
-
-    m, state = config.maillog, config.state_dir
-    sessions = MaillogSessions(
-        policy_at,
-        sink,
-        tz=ZoneInfo(m.timezone),
-        exclude_syslog_names=m.exclude_syslog_names,
-        plaintext_policy=plaintext_policy,
-    )
-    from mta_sts_policyd.tlsrpt.maillog.watchdog import MaillogWatchdog
-
-    watchdog = MaillogWatchdog(lambda: sessions.counters.lines, source=m.path or "journal",
-                               silence_after=m.silence_alert)  # fmt: skip
-    if m.path:
-        from mta_sts_policyd.tlsrpt.maillog.file_follower import FileFollower, LogFile
-
-        logfile = LogFile(Path(m.path), state / MAILLOG_POSITION)
-        return FileFollower(logfile, sessions, on_error=watchdog.unreadable), watchdog
-    from mta_sts_policyd.tlsrpt.maillog.journal_follower import JournalFollower
-
-    follower = JournalFollower(sessions, state / JOURNAL_CURSOR, units=m.journal_units,
-                               on_message=watchdog.follower_message)  # fmt: skip
-    return follower, watchdog
 
 
 # --- received TLS reports (own domains) --------------------------------------------------------

@@ -1,4 +1,5 @@
-"""TLS-RPT inside the daemon: the running pipeline, built from the composition root.
+"""TLS-RPT inside the daemon: the running pipeline, built by the composition root
+(tlsrpt_parts.py).
 
 Producers (libtlsrpt collector, Postfix log follower, the resolver's own discovery failures)
 submit SessionEvents to one store; the report sender builds and delivers the daily reports.
@@ -18,7 +19,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
-from mta_sts_policyd.service import composition
+from mta_sts_policyd.service import tlsrpt_parts
 from mta_sts_policyd.service.failure_sessions import FailureSessions
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import Mode
@@ -134,7 +135,7 @@ class Reporting:
 
     async def start(self) -> None:
         config = self.config
-        ctx = composition.report_context(config)
+        ctx = tlsrpt_parts.report_context(config)
         await asyncio.to_thread(check_dkim_key, ctx.dkim)  # a broken DKIM key: exit 78 now
         self.store = await asyncio.to_thread(ctx.open_store)
         self.sink = self._start_shadow(self.store) if config.probe.enabled else self.store
@@ -153,7 +154,7 @@ class Reporting:
 
     def _start_shadow(self, store: EventSink) -> EventSink:
         """Testing-mode domains: probe their MX hosts and label their sessions (issue 6)."""
-        prober, shadow, sink = composition.make_shadow(self.config, self.resolver.discovery, store)
+        prober, shadow, sink = tlsrpt_parts.make_shadow(self.config, self.resolver.discovery, store)
         self.resolver.on_policy = shadow.on_policy
         self.shadow = shadow
         # Closers run in reverse: producers stop, held sessions reach the store (before
@@ -175,7 +176,7 @@ class Reporting:
     def _start_collector(self) -> None:
         from mta_sts_policyd import metrics
 
-        collector = composition.make_collector(self.config, self.sink)
+        collector = tlsrpt_parts.make_collector(self.config, self.sink)
         collector.start()
         metrics.bind_collector_stats(collector.stats)
         self._closers.append(collector.stop)
@@ -183,7 +184,7 @@ class Reporting:
     async def _start_maillog(self) -> None:
         m = self.config.maillog
         known_mx = self.shadow.verdicts if self.shadow else None
-        follower, watchdog = composition.make_log_follower(
+        follower, watchdog = tlsrpt_parts.make_log_follower(
             self.config,
             enforce_policy_at(self.resolver),
             self.sink,
