@@ -109,6 +109,9 @@ MAILLOG_LINES = FastCounter()
 MAILLOG_READ_ERRORS = FastCounter()
 MAILLOG_LAST_LINE = FastGauge()
 MAILLOG_SILENT = FastGauge()
+MAILLOG_NOT_UNDERSTOOD = FastCounter()
+MAILLOG_SKIPPED = FastCounter()
+MAILLOG_SESSIONS = FastCounter()
 ANSWER_SECONDS = FastHistogram(
     "answer_duration_seconds", "Time from a socketmap request to its reply.", ANSWER_BUCKETS
 )
@@ -158,6 +161,17 @@ _SCALARS = (
         "1 while no Postfix log line has been read for maillog.silence_alert seconds.",
         MAILLOG_SILENT,
     ),
+    Scalar(
+        "maillog_lines_not_understood",
+        "Postfix log lines in no syslog form the follower knows.",
+        MAILLOG_NOT_UNDERSTOOD,
+    ),
+    Scalar(
+        "maillog_lines_skipped",
+        "Over-long Postfix log lines and NUL regions skipped (e.g. left by a crash).",
+        MAILLOG_SKIPPED,
+    ),
+    Scalar("maillog_sessions", "TLS sessions the log follower reported.", MAILLOG_SESSIONS),
 )
 
 
@@ -213,6 +227,21 @@ def bind_maillog(source: MaillogSource) -> None:
     MAILLOG_READ_ERRORS.set_function(lambda: source.read_errors)
     MAILLOG_LAST_LINE.set_function(lambda: source.last_line_at)
     MAILLOG_SILENT.set_function(lambda: float(source.silent))
+
+
+class MaillogStatsSource(Protocol):
+    """What `bind_maillog_stats` reads (tlsrpt.maillog.sessions.MaillogCounters has these)."""
+
+    not_understood: int
+    skipped: int
+    sessions: int
+
+
+def bind_maillog_stats(stats: MaillogStatsSource) -> None:
+    """Export what became of the log lines: not understood, skipped, sessions reported."""
+    MAILLOG_NOT_UNDERSTOOD.set_function(lambda: stats.not_understood)
+    MAILLOG_SKIPPED.set_function(lambda: stats.skipped)
+    MAILLOG_SESSIONS.set_function(lambda: stats.sessions)
 
 
 class CollectorStatsSource(Protocol):

@@ -197,6 +197,7 @@ class Reporting:
         from mta_sts_policyd import metrics
 
         metrics.bind_maillog(watchdog)
+        metrics.bind_maillog_stats(follower.sessions.counters)
         log.info("event=maillog-following source=%s", m.path or "journal")
 
     async def close(self) -> None:
