@@ -57,6 +57,7 @@ def domains(sink: Sink) -> list[str]:
 
 JUNK = {
     "nul-region-then-lines": b"\0" * (4 << 20),  # what a crash leaves: no newline at all
+    "nul-region-over-three-reads": b"\0" * (10 << 20),  # one region, one warning
     "overlong-line-past-a-read": b"x" * (5 << 20) + b"\n",
     "overlong-line-inside-a-read": b"y" * (LINE_LIMIT + 10) + b"\n",
 }

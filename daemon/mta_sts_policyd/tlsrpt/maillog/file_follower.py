@@ -40,7 +40,7 @@ READ_LIMIT = 4 << 20
 LINE_LIMIT = 1 << 20
 """Longer lines are skipped (Postfix's own lines stay under a few KiB; the journal's limit too)."""
 HEAD_LIMIT = 64 << 10
-_BREAK = re.compile(rb"[\n\0]")
+_BREAK = re.compile(rb"\n|\0+")
 _NULS = re.compile(rb"\0+")
 
 
@@ -86,6 +86,8 @@ class LogFile:
         """Over-long lines and NUL regions skipped so far."""
         self._skipping = False
         """Inside a line longer than a whole read: drop bytes through its end."""
+        self._in_nuls = False
+        """The last read ended inside a NUL region (its continuation is not counted again)."""
         self._fh: IO[bytes] | None = None
         self._pos: FilePosition | None = None
 
@@ -108,7 +110,7 @@ class LogFile:
                 return out
         elif st is not None and self._truncated(st.st_size):
             self._pos.offset, self._pos.head = 0, None
-            self._skipping = False
+            self._skipping = self._in_nuls = False
             self.rotations += 1
         return out + self._drain(final=False)
 
@@ -150,7 +152,7 @@ class LogFile:
         return True
 
     def _open_new(self) -> None:
-        self._skipping = False
+        self._skipping = self._in_nuls = False
         with contextlib.suppress(FileNotFoundError):
             self._fh = open(self.path, "rb")  # noqa: SIM115
             self._pos = FilePosition(os.fstat(self._fh.fileno()).st_ino, 0, None)
@@ -209,7 +211,10 @@ class LogFile:
         chunk = data[:end]
         if b"\0" in chunk:
             for run in _NULS.finditer(chunk):
-                self._skipped(len(run.group()), "NUL bytes")
+                if not (run.start() == 0 and self._in_nuls):
+                    self._skipped(run.end() - run.start(), "NUL bytes")
+        if chunk:
+            self._in_nuls = chunk.endswith(b"\0")
         lines: list[str] = []
         for raw in _BREAK.split(chunk):
             if len(raw) > LINE_LIMIT:
