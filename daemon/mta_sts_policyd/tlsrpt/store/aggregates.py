@@ -3,7 +3,8 @@
 `submit()` only appends to a deque (O(1), thread-safe, no disk). A background thread drains the
 deque every `flush_interval` seconds, aggregates in memory and commits one transaction, so a
 `close()` (SIGTERM path) loses nothing and `kill -9` loses at most one flush window.
-Delivery state lives in the same file (see jobs.py) so sending and counting share one truth.
+Delivery state lives in the same file (schema.py, ledger.py) so sending and counting share one
+truth.
 """
 
 from __future__ import annotations
@@ -28,38 +29,9 @@ from mta_sts_policyd.state_files import (
     unusable,
 )
 from mta_sts_policyd.tlsrpt.model import DomainDay, SessionEvent
-from mta_sts_policyd.tlsrpt.store import codec
+from mta_sts_policyd.tlsrpt.store import codec, schema
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = "1"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS agg(
-    id INTEGER PRIMARY KEY, day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL,
-    policy TEXT NOT NULL, successes INTEGER NOT NULL, failures INTEGER NOT NULL,
-    UNIQUE(day, domain, record, policy));
-CREATE TABLE IF NOT EXISTS detail(
-    agg_id INTEGER NOT NULL, detail TEXT NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY(agg_id, detail));
-CREATE TABLE IF NOT EXISTS job(
-    day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL, report_id TEXT,
-    state TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    first_attempt REAL, last_error TEXT, updated REAL,
-    PRIMARY KEY(day, domain, record));
-CREATE TABLE IF NOT EXISTS destination(
-    day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL, destination TEXT NOT NULL,
-    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated REAL,
-    PRIMARY KEY(day, domain, record, destination));
-"""
-_UPSERT_AGG = """
-INSERT INTO agg(day, domain, record, policy, successes, failures) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT(day, domain, record, policy) DO UPDATE SET
-    successes = successes + excluded.successes, failures = failures + excluded.failures
-RETURNING id"""
-_UPSERT_DETAIL = """
-INSERT INTO detail(agg_id, detail, count) VALUES (?, ?, ?)
-ON CONFLICT(agg_id, detail) DO UPDATE SET count = count + excluded.count"""
 
 AggKey = tuple[str, str, str, str]  # day, domain, record ('' = unknown), canonical policy
 
@@ -141,8 +113,10 @@ class TlsRptStore:
             quick_check(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            conn.executescript(schema.SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (schema.SCHEMA_VERSION,)
+            )
         except BaseException:
             conn.close()
             raise
@@ -220,10 +194,11 @@ class TlsRptStore:
             with self.transaction() as conn:
                 for (day, domain, record, policy), slot in self._pending.items():
                     (agg_id,) = conn.execute(
-                        _UPSERT_AGG, (day, domain, record, policy, slot.successes, slot.failures)
+                        schema.UPSERT_AGG,
+                        (day, domain, record, policy, slot.successes, slot.failures),
                     ).fetchone()
                     for dkey, count in (slot.details or {}).items():
-                        conn.execute(_UPSERT_DETAIL, (agg_id, dkey, count))
+                        conn.execute(schema.UPSERT_DETAIL, (agg_id, dkey, count))
         except sqlite3.Error as exc:
             raise StoreError(f"TLS-RPT store {self.path}: commit failed: {exc}") from exc
         self._pending.clear()
