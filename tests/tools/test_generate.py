@@ -151,3 +151,121 @@ def test_command_usage_errors(mx_dns: DnsServer) -> None:
     assert _run(mx_dns, "--domain", "example.com", "--max-age", "-1") == 64
     mx_dns.fail("example.com", "servfail")
     assert _run(mx_dns, "--domain", "example.com") == 75
+
+
+SERVED = [
+    "version: STSv1",
+    "mode: testing",
+    "mx: mx1.example.com",
+    "mx: mx2.example.com",
+    "max_age: 604800",
+]
+
+
+def _store_reports(state: Path, days: int, orgs: tuple[str, ...], failing: bool = False) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mta_sts_policyd.reports_in.parse import parse_report
+    from mta_sts_policyd.reports_in.store import ReportsInStore
+    from mta_sts_policyd.state_files import REPORTS_IN_STORE_NAME
+    from support.received_reports import failure, report, sts_policy
+
+    store = ReportsInStore(state / REPORTS_IN_STORE_NAME)
+    today = datetime.now(UTC).date()
+    for i in range(days):
+        for org in orgs:
+            details = [failure("certificate-expired", mx="mx2.example.com")] if failing else []
+            doc = report(
+                org,
+                today - timedelta(days=i + 1),
+                details=details,
+                policy=sts_policy(lines=SERVED, mx=["mx1.example.com"]),
+            )
+            store.add(parse_report(json.dumps(doc).encode()), "test", 0.0)
+    store.close()
+
+
+def _enforce(state: Path, www: Path) -> tuple[str, ...]:
+    return (
+        "--state-dir",
+        str(state),
+        "--domain",
+        "example.com",
+        "--mode",
+        "enforce",
+        "--write",
+        str(www),
+    )
+
+
+def _served(tmp_path: Path) -> Path:
+    target = tmp_path / "www" / "example.com" / ".well-known" / "mta-sts.txt"
+    target.parent.mkdir(parents=True)
+    target.write_text("\r\n".join(SERVED) + "\r\n")
+    return tmp_path / "www"
+
+
+def test_enforce_is_refused_while_the_reports_show_trouble(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    _store_reports(state, 14, ("Org A", "Org B"), failing=True)
+    www = _served(tmp_path)
+    args = (
+        "--state-dir",
+        str(state),
+        "--domain",
+        "example.com",
+        "--mode",
+        "enforce",
+        "--write",
+        str(www),
+    )
+    assert _run(mx_dns, *args) == 1
+    err = capsys.readouterr().err
+    assert "TLS reports: Org A saw certificate-expired on mx2.example.com on 14 day(s)" in err
+    assert "mode: testing" in (www / "example.com/.well-known/mta-sts.txt").read_text()
+    assert _run(mx_dns, *args, "--force") == 0
+    assert "mode: enforce" in (www / "example.com/.well-known/mta-sts.txt").read_text()
+
+
+def test_enforce_goes_ahead_when_the_reports_are_clean(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    _store_reports(state, 14, ("Org A", "Org B"))
+    www = _served(tmp_path)
+    args = (
+        "--state-dir",
+        str(state),
+        "--domain",
+        "example.com",
+        "--mode",
+        "enforce",
+        "--write",
+        str(www),
+    )
+    assert _run(mx_dns, *args) == 0
+    assert "mode: enforce" in (www / "example.com/.well-known/mta-sts.txt").read_text()
+
+
+def test_too_few_days_of_reports_refuse_enforce(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    _store_reports(state, 3, ("Org A", "Org B"))
+    args = (
+        "--state-dir",
+        str(state),
+        "--domain",
+        "example.com",
+        "--mode",
+        "enforce",
+        "--write",
+        str(_served(tmp_path)),
+    )
+    assert _run(mx_dns, *args) == 1
+    assert "3 day(s) of reports about the served policy, 14 needed" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
@@ -88,11 +89,28 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         out = build(Request(domain, Mode(args.mode), mx, args.max_age), current, existing)
     except PolicySyntaxError as exc:
         return fail("generate", f"{exc}", EXIT_USAGE, as_json=args.json)
+    if Mode(args.mode) is Mode.ENFORCE:
+        _consult_reports(config, domain, existing, out)
     refused = bool(out.refusals) and not args.force
     if not refused and target is not None:
         _write(target, out.text)
     _print(args, out, target if not refused else None, refused)
     return EXIT_REFUSED if refused else EXIT_OK
+
+
+def _consult_reports(config: Config, domain: str, served: bytes | None, out: Output) -> None:
+    """`enforce` only when the TLS reports received for the served policy say it is safe."""
+    if served is None:
+        return  # nothing served yet: no reports can be about it
+    lines = served.decode("utf-8", "replace").splitlines()
+    verdict = enforce_readiness(config, domain, lines)
+    if verdict is None:
+        out.warnings.append(
+            f"no TLS reports kept here: whether enforce is safe for {domain} is unknown "
+            "(reports-in, docs/reports-in.md)"
+        )
+    elif not verdict.ready:
+        out.refusals.extend(f"TLS reports: {reason}" for reason in verdict.reasons)
 
 
 def _write(target: Path, text: str) -> None:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mta_sts_policyd.host.run import HostSettings
     from mta_sts_policyd.probe.prober import MxProber
     from mta_sts_policyd.reports_in.intake import Intake
+    from mta_sts_policyd.reports_in.readiness import Verdict
     from mta_sts_policyd.reports_in.store import ReportsInStore
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,32 @@ def open_reports_in_store(config: Config) -> ReportsInStore:
     from mta_sts_policyd.reports_in.store import ReportsInStore
 
     return ReportsInStore(make_state_dir(config) / REPORTS_IN_STORE_NAME)
+
+
+def enforce_readiness(config: Config, domain: str, served_lines: list[str]) -> Verdict | None:
+    """The readiness verdict from the received reports, or None when none are kept here.
+
+    `generate --mode enforce` (and `publish`) consult it: with a reports-in store in the state
+    directory, switching a domain whose reports show trouble needs `--force`.
+    """
+    from datetime import date
+
+    from mta_sts_policyd.reports_in.readiness import readiness, served_from_text
+
+    if not (config.state_dir / REPORTS_IN_STORE_NAME).is_file():
+        return None
+    store = open_reports_in_store(config)
+    try:
+        return readiness(
+            domain,
+            served_from_text(served_lines),
+            store.policy_days(domain, date.min),
+            store.failure_days(domain, date.min),
+            min_days=config.reports_in.min_days,
+            min_organizations=config.reports_in.min_organizations,
+        )
+    finally:
+        store.close()
 
 
 def make_reports_intake(config: Config, extra_domains: Sequence[str] = ()) -> Intake:
