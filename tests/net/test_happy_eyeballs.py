@@ -138,3 +138,18 @@ async def test_two_connections_done_together_keep_one_and_close_the_other() -> N
 
     winner = await connect_first(["a", "b"], instant, attempts.close, 0.0)
     assert attempts.closed == ([] if len(attempts.started) == 1 else [{"a": "b", "b": "a"}[winner]])
+
+
+async def test_attempts_done_in_the_same_turn_prefer_the_earlier_address() -> None:
+    """A loop delayed past the attempt delay sees several connections at once: order decides."""
+    closed: list[str] = []
+
+    async def connect(address: str) -> str:
+        return address
+
+    async def close(connection: str) -> None:
+        closed.append(connection)
+
+    # attempt delay 0: every attempt starts before any has run, so all finish in one turn
+    assert await connect_first(["c", "a", "b"], connect, close, 0.0) == "c"
+    assert sorted(closed) in ([], ["a"], ["a", "b"], ["b"])

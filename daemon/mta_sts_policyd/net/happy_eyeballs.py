@@ -84,6 +84,7 @@ async def connect_first(
     problems: dict[str, str] = {}
     pending: dict[asyncio.Task[T], str] = {}
     remaining = list(addresses)
+    order = {address: index for index, address in enumerate(addresses)}
     winner: T | None = None
     try:
         while winner is None and (remaining or pending):
@@ -94,7 +95,9 @@ async def connect_first(
             done, _ = await asyncio.wait(
                 pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in done:
+            # Several done in one turn (a loop delayed past the attempt delay): the earlier
+            # address in the preferred order wins, so the choice does not depend on timing.
+            for task in sorted(done, key=lambda d: order[pending[d]]):
                 address = pending.pop(task)
                 if task.exception() is None and winner is None:
                     winner = task.result()

@@ -133,7 +133,7 @@ def _sender(
     if record is None:
         return SenderView("NOTFOUND ", (), dane)
     if policy is None:
-        return SenderView("NOTFOUND ", (_fetch_result_type(seen, found),), dane)
+        return SenderView("NOTFOUND ", _fetch_result_types(seen, found), dane)
     reply = render_policy_reply(
         policy, seen.domain, sts_attributes=False, mx_hosts=seen.mx.hosts or None
     )
@@ -149,14 +149,19 @@ def _sender(
     return SenderView(reply.decode("utf-8", "replace"), tuple(sorted(types)), dane)
 
 
-def _fetch_result_type(seen: DomainSeen, found: tuple[Finding, ...]) -> str:
-    """How a sender's report would classify the failed fetch, from the first address's findings."""
-    first = (
-        seen.policy_host.addresses[0].address
-        if seen.policy_host and seen.policy_host.addresses
-        else None
-    )
-    codes = [f.code for f in found if dict(f.evidence).get("address") == first]
+def _fetch_result_types(seen: DomainSeen, found: tuple[Finding, ...]) -> tuple[str, ...]:
+    """How senders' reports would classify the failed fetch: one result type per address.
+
+    A sender picks any of the policy host's addresses (DNS order varies, happy eyeballs
+    races them), so when the addresses fail differently every classification is possible.
+    """
+    addresses = seen.policy_host.addresses if seen.policy_host else ()
+    types = {_result_type_at(a.address, found) for a in addresses} or {_result_type_at(None, found)}
+    return tuple(sorted(types))
+
+
+def _result_type_at(address: str | None, found: tuple[Finding, ...]) -> str:
+    codes = [f.code for f in found if dict(f.evidence).get("address") == address]
     if any(c.startswith(_WEBPKI) for c in codes):
         return ResultType.STS_WEBPKI_INVALID.value
     if any(c in _INVALID for c in codes):
