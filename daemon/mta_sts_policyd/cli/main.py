@@ -67,11 +67,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_host(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.host.run import run_host
-    from mta_sts_policyd.service.composition import host_settings
+    from mta_sts_policyd.service.composition import host_settings, make_host_intake
     from mta_sts_policyd.service.logsetup import setup_logging
 
     setup_logging(config.logging.level)
-    return run_host(host_settings(config))
+    settings = host_settings(config)
+    return run_host(settings, make_host_intake(config))
 
 
 def _daemon_address(config: Config, override: str | None) -> str:

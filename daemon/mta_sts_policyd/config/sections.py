@@ -213,6 +213,10 @@ class HostConfig:
     acme_email: str = ""
     acme_ca_file: str = ""
     """Trust anchor for the ACME server's HTTPS (test set-ups); empty: the system store."""
+    reports_path: str = ""
+    """URL path where senders POST TLS reports (RFC 8460 §5.4), e.g. "/tlsrpt"; empty: off."""
+    reports_max_bytes: int = 1024 * 1024
+    """Largest report body taken (as sent, gzip or JSON); larger ones get 413."""
 
 
 @dataclass(frozen=True)

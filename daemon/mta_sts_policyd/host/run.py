@@ -17,7 +17,9 @@ from mta_sts_policyd.host.acme_issuer import AcmeIssuer
 from mta_sts_policyd.host.certificates import CertificateSet
 from mta_sts_policyd.host.documents import PolicyDocuments
 from mta_sts_policyd.host.renewal import Renewal
+from mta_sts_policyd.host.report_intake import ReportEndpoint
 from mta_sts_policyd.host.server import ChallengeLookup, make_app, start, tls_context
+from mta_sts_policyd.reports_in.intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,23 @@ class HostSettings:
     acme_email: str = ""
     acme_ca_file: str | None = None
     """Trust anchor for the ACME server's own HTTPS (test CAs); None: the system store."""
+    reports_path: str = ""
+    """Where senders POST TLS reports (RFC 8460 §5.4); empty: no intake."""
+    reports_max_bytes: int = 1024 * 1024
 
 
 class PolicyHost:
-    def __init__(self, settings: HostSettings, challenges: ChallengeLookup | None = None) -> None:
+    def __init__(
+        self,
+        settings: HostSettings,
+        challenges: ChallengeLookup | None = None,
+        intake: Intake | None = None,
+    ) -> None:
         self.settings = settings
         self.challenges = challenges
+        self.reports: ReportEndpoint | None = None
+        if settings.reports_path and intake is not None:
+            self.reports = ReportEndpoint(intake, settings.reports_max_bytes)
         self.documents = PolicyDocuments(settings.policy_dir)
         self.renewal: Renewal | None = None
         cert_dirs = settings.cert_dirs
@@ -66,7 +79,8 @@ class PolicyHost:
     async def serve(self) -> None:
         """Until `stop()` (or SIGTERM/SIGINT when run by `run_host`)."""
         self.reload()
-        app = make_app(self.documents)
+        routes = (self.settings.reports_path, self.reports) if self.reports else None
+        app = make_app(self.documents, routes)
         context = tls_context(self.certificates, self.challenges)
         runners = [await start(app, host, port, context) for host, port in self.settings.listen]
         tasks = [asyncio.create_task(self._poll())]
@@ -79,6 +93,8 @@ class PolicyHost:
                 task.cancel()
             for runner in runners:
                 await runner.cleanup()
+            if self.reports is not None:
+                self.reports.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -92,9 +108,9 @@ class PolicyHost:
                 log.exception("event=host-reload-crashed")
 
 
-def run_host(settings: HostSettings) -> int:
+def run_host(settings: HostSettings, intake: Intake | None = None) -> int:
     async def main() -> int:
-        host = PolicyHost(settings)
+        host = PolicyHost(settings, intake=intake)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, host.reload)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from mta_sts_policyd.host.certificates import CertificateSet, server_context
 from mta_sts_policyd.host.documents import PolicyDocuments
+from mta_sts_policyd.host.report_intake import ReportEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ ChallengeLookup = Callable[[str], ssl.SSLContext | None]
 """Server name -> the TLS context answering a pending ACME tls-alpn-01 challenge, if any."""
 
 
-def make_app(documents: PolicyDocuments) -> web.Application:
+def make_app(
+    documents: PolicyDocuments, reports: tuple[str, ReportEndpoint] | None = None
+) -> web.Application:
+    """The routes; `reports` (path, endpoint) adds the POST intake of TLS reports."""
+
     async def policy(request: web.Request) -> web.StreamResponse:
         body = documents.get(request.url.host or "")
         if request.path != POLICY_PATH or body is None:
@@ -46,6 +51,8 @@ def make_app(documents: PolicyDocuments) -> web.Application:
 
     app = web.Application(client_max_size=MAX_HEADER)
     app.router.add_get(POLICY_PATH, policy)  # and HEAD, from the same handler
+    if reports is not None:
+        app.router.add_post(reports[0], reports[1].handle)
     app.router.add_route("*", "/{tail:.*}", anything_else)
     return app
 

@@ -108,6 +108,10 @@ class Intake:
             return self._reject(body, exc.reason, source)
         return self._take(body, documents, source)
 
+    def refuse(self, raw: bytes, reason: str, source: str) -> Outcome:
+        """An input refused before parsing (an HTTPS body too large or of the wrong type)."""
+        return self._reject(raw, reason, source)
+
     def _take(self, raw: bytes, documents: list[bytes], source: str) -> Outcome:
         outcome = Outcome()
         for document in documents:

@@ -258,4 +258,20 @@ def host_settings(config: Config) -> HostSettings:
         acme_state=make_state_dir(config) / "acme" if config.host.acme_directory else None,
         acme_email=config.host.acme_email,
         acme_ca_file=config.host.acme_ca_file or None,
+        reports_path=_reports_path(config.host.reports_path),
+        reports_max_bytes=config.host.reports_max_bytes,
     )
+
+
+def _reports_path(path: str) -> str:
+    if path and (not path.startswith("/") or path == "/.well-known/mta-sts.txt"):
+        raise ConfigError(
+            "host.reports_path: expected a URL path such as /tlsrpt (not the policy's), "
+            f"got {path!r}"
+        )
+    return path
+
+
+def make_host_intake(config: Config) -> Intake | None:
+    """The received-reports intake behind `[host] reports_path`, or None when that is off."""
+    return make_reports_intake(config) if config.host.reports_path else None
