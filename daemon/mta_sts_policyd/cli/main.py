@@ -65,16 +65,6 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     )
 
 
-def cmd_host(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.host.run import run_host
-    from mta_sts_policyd.service.composition import host_settings, make_host_intake
-    from mta_sts_policyd.service.logsetup import setup_logging
-
-    setup_logging(config.logging.level)
-    settings = host_settings(config)
-    return run_host(settings, make_host_intake(config))
-
-
 def _daemon_address(config: Config, override: str | None) -> str:
     if override:
         return override
@@ -204,6 +194,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     from mta_sts_policyd.cli import reports_in
     from mta_sts_policyd.cli.check import add_check_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
+    from mta_sts_policyd.cli.host import add_host_parser
     from mta_sts_policyd.cli.monitor import add_monitor_parser
     from mta_sts_policyd.cli.probe import add_probe_parser
 
@@ -213,8 +204,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     add_monitor_parser(sub, common)
     report_commands.register(sub, parents=[common])
     reports_in.register(sub, common, reader)
-    p = sub.add_parser("host", parents=[common], help="serve your policies over HTTPS")
-    p.set_defaults(handler=cmd_host)
+    add_host_parser(sub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -217,6 +217,10 @@ class HostConfig:
     """URL path where senders POST TLS reports (RFC 8460 §5.4), e.g. "/tlsrpt"; empty: off."""
     reports_max_bytes: int = 1024 * 1024
     """Largest report body taken (as sent, gzip or JSON); larger ones get 413."""
+    expect_addresses: tuple[str, ...] = ()
+    """`host status`: the addresses mta-sts.D must resolve to (only these)."""
+    expect_cname: tuple[str, ...] = ()
+    """`host status`: mta-sts.D must be a CNAME to one of these (provider set-ups)."""
 
 
 @dataclass(frozen=True)

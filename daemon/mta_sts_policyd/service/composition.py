@@ -36,10 +36,12 @@ from mta_sts_policyd.state_files import (
 
 if TYPE_CHECKING:
     from mta_sts_policyd.host.run import HostSettings
+    from mta_sts_policyd.net.dns_client import DnsClient
     from mta_sts_policyd.probe.prober import MxProber
     from mta_sts_policyd.reports_in.intake import Intake
     from mta_sts_policyd.reports_in.readiness import Verdict
     from mta_sts_policyd.reports_in.store import ReportsInStore
+    from mta_sts_policyd.tools.host_status.judge import Expectations
 
 log = logging.getLogger(__name__)
 
@@ -275,3 +277,33 @@ def _reports_path(path: str) -> str:
 def make_host_intake(config: Config) -> Intake | None:
     """The received-reports intake behind `[host] reports_path`, or None when that is off."""
     return make_reports_intake(config) if config.host.reports_path else None
+
+
+def host_cert_dirs(config: Config) -> tuple[Path, ...]:
+    """Where the host finds certificates: the configured folders and the ACME state's."""
+    dirs = tuple(Path(d) for d in config.host.cert_dirs)
+    if config.host.acme_directory:
+        dirs += (make_state_dir(config) / "acme" / "certs",)
+    return dirs
+
+
+def host_expectations(config: Config) -> Expectations:
+    """`[host] expect_addresses` / `expect_cname` for `host status`, normalised."""
+    import ipaddress
+
+    from mta_sts_policyd.tools.host_status.judge import Expectations
+
+    try:
+        addresses = frozenset(str(ipaddress.ip_address(a)) for a in config.host.expect_addresses)
+    except ValueError as exc:
+        raise ConfigError(f"host.expect_addresses: {exc}") from None
+    cnames = frozenset(n.rstrip(".").lower() for n in config.host.expect_cname)
+    return Expectations(addresses, cnames)
+
+
+def dns_client(config: Config, nameservers: Sequence[str] | None = None) -> DnsClient:
+    """A DNS client through `nameservers` or the configured ones (`host status`)."""
+    from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
+
+    d = config.discovery
+    return DnsClient(make_resolver(nameservers or d.nameservers, d.dns_timeout))

@@ -65,6 +65,8 @@ CATALOGUE: Mapping[str, CodeInfo] = {
         "Publish the id your hosting provider or `generate` gave you."),
     "HOSTING_CNAME_MISSING": _(_W, "mta-sts/_mta-sts are not CNAMEs to the expected host",
         "Point mta-sts.DOMAIN and/or _mta-sts.DOMAIN at the hosting provider with a CNAME."),
+    "HOSTING_ADDRESS_MISMATCH": _(_W, "mta-sts.DOMAIN has addresses other than the policy host's",
+        "Point mta-sts.DOMAIN (A/AAAA or CNAME) at the host that serves the policy."),
     # --- the policy host mta-sts.DOMAIN, per address (RFC 8461 §3.2, §3.3) ---
     "ADDRESS_NOT_PUBLIC": _(_U, "an address is private, loopback or link-local; not contacted",
         "Publish public addresses only (or run check with --allow-private on a test network)."),

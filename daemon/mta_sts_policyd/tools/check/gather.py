@@ -65,9 +65,14 @@ async def observe_domain(domain: str, reach: Reach) -> DomainSeen:
 
 
 async def _txt(domain: str, reach: Reach) -> TxtSeen:
+    return await observe_txt(domain, reach.dns)
+
+
+async def observe_txt(domain: str, dns: DnsClient) -> TxtSeen:
+    """The `_mta-sts` TXT record set of `domain` (also `host status`)."""
     name = f"_mta-sts.{domain}"
     try:
-        answer = await reach.dns.records(name, "TXT")
+        answer = await dns.records(name, "TXT")
     except DnsLookupError as exc:
         return TxtSeen(name, None, error=exc.reason)
     joined = tuple(b"".join(s).decode("ascii", "backslashreplace") for s in answer.strings)

@@ -1,0 +1,104 @@
+"""`mta-sts-policyd host` (serve) and `host status` (is every served domain delegated to this
+host, published with the served policy's id, and covered by a valid certificate?).
+
+`host status` exits like `check` (Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
+from mta_sts_policyd.tools.check.observations import Options
+from mta_sts_policyd.tools.host_status.judge import HostedReport, judge_hosted
+from mta_sts_policyd.tools.host_status.observe import observe_hosted, served
+
+
+def add_host_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("host", parents=[common], help="serve your policies over HTTPS")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["serve", "status"],
+        default="serve",
+        help="serve (the default), or status: delegation, TXT id and certificate per domain",
+    )
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument(
+        "--nameserver",
+        action="append",
+        metavar="IP[:PORT]",
+        help="status: DNS server to ask (default: [discovery] nameservers)",
+    )
+    p.add_argument("--policy-cert-warning-days", type=int, default=21)
+    p.add_argument("--policy-cert-critical-days", type=int, default=7)
+    p.set_defaults(handler=host_command)
+
+
+def host_command(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.host.run import run_host
+    from mta_sts_policyd.service.composition import host_settings, make_host_intake
+    from mta_sts_policyd.service.logsetup import setup_logging
+
+    setup_logging(config.logging.level)
+    if args.action == "status":
+        return asyncio.run(_status(args, config))
+    return run_host(host_settings(config), make_host_intake(config))
+
+
+async def _status(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.service.composition import (
+        dns_client,
+        host_cert_dirs,
+        host_expectations,
+    )
+
+    documents, certificates = served(Path(config.host.policy_dir), host_cert_dirs(config))
+    if not documents.domains:
+        print(f"host status: no policies in {config.host.policy_dir}", file=sys.stderr)
+        return int(NagiosStatus.UNKNOWN)
+    options = Options(
+        policy_cert_warning_days=args.policy_cert_warning_days,
+        policy_cert_critical_days=args.policy_cert_critical_days,
+    )
+    seen = await observe_hosted(documents, certificates, dns_client(config, args.nameserver))
+    now = datetime.now(UTC)
+    expect = host_expectations(config)
+    reports = [judge_hosted(s, expect, options, now) for s in seen]
+    status = worst_status(r.status for r in reports)
+    if args.json:
+        document = {
+            "checked_at": now.isoformat().replace("+00:00", "Z"),
+            "status": status.name,
+            "exit_code": int(status),
+            "domains": [r.to_json() for r in reports],
+        }
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print(as_text(reports))
+    return int(status)
+
+
+def as_text(reports: list[HostedReport]) -> str:
+    blocks = []
+    for r in reports:
+        days = "none" if r.cert_days_left is None else f"{r.cert_days_left} days left"
+        lines = [
+            f"{r.domain}: {r.status.name}",
+            f"  mta-sts.{r.domain}: {', '.join(r.addresses) or 'no address'} ({r.delegation})",
+            f"  _mta-sts.{r.domain} id: {r.txt_id or '-'} (served {r.served_id}: {r.id_verdict})",
+            f"  certificate: {days}",
+        ]
+        for f in r.findings:
+            lines.append(f"  {f.severity} {f.code}: {f.message}")
+            if f.severity is not Severity.INFO:
+                lines.append(f"      fix: {f.fix}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

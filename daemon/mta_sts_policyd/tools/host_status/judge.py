@@ -1,0 +1,158 @@
+"""The pure half of `host status`: findings about one served domain, with `check`'s codes and
+severities (tools/check/findings.py), so monitoring keys on the same names.
+
+- delegation: `mta-sts.D` must reach this host, through a CNAME to one of `expect_cname` or
+  with only addresses in `expect_addresses` (HOSTING_CNAME_MISSING, HOSTING_ADDRESS_MISMATCH);
+  with neither configured the addresses are shown, not judged;
+- the TXT record (check's TXT rules) must carry the id of the policy being served: ids made
+  by `generate` are derived from the content (tools/policy_id.py), so a stale one is
+  ID_NOT_BUMPED; any other id is shown and ID_NOT_VERIFIABLE says it cannot be checked;
+- the certificate the host would present: none is POLICY_TLS_FAILED (senders get an alert),
+  expiry by check's thresholds (POLICY_CERT_EXPIRED / _EXPIRES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from mta_sts_policyd.sts.model import Policy, TxtRecord
+from mta_sts_policyd.sts.policy import parse_policy
+from mta_sts_policyd.tools.check.findings import Finding, NagiosStatus, finding, sort_findings
+from mta_sts_policyd.tools.check.findings import status_of as nagios_status
+from mta_sts_policyd.tools.check.observations import CertSeen, Options, TxtSeen
+from mta_sts_policyd.tools.check.policy_host import cert_findings, days_left, policy_thresholds
+from mta_sts_policyd.tools.check.txt import judge_txt
+from mta_sts_policyd.tools.policy_id import IdVerdict, judge_id, policy_id
+
+
+@dataclass(frozen=True)
+class HostedSeen:
+    """One served domain: the policy bytes, DNS of `mta-sts.D` and `_mta-sts.D`, certificate."""
+
+    domain: str
+    body: bytes
+    addresses: tuple[str, ...]
+    chain: tuple[tuple[str, str], ...]
+    """CNAME steps from mta-sts.D (and _mta-sts.D) to the answer."""
+    address_error: str | None
+    txt: TxtSeen
+    validity: tuple[datetime, datetime] | None
+    """The usable certificate's not-before and not-after; None: the host has none."""
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """How `mta-sts.D` reaches this host (`[host] expect_addresses` / `expect_cname`)."""
+
+    addresses: frozenset[str] = frozenset()
+    cnames: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class HostedReport:
+    domain: str
+    served_id: str
+    txt_id: str | None
+    id_verdict: str
+    addresses: tuple[str, ...]
+    delegation: str
+    """verified / not-verified (nothing configured) / mismatch."""
+    cert_days_left: int | None
+    findings: tuple[Finding, ...]
+
+    @property
+    def status(self) -> NagiosStatus:
+        return nagios_status(self.findings)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain": self.domain,
+            "status": self.status.name,
+            "served_id": self.served_id,
+            "txt_id": self.txt_id,
+            "id": self.id_verdict,
+            "addresses": list(self.addresses),
+            "delegation": self.delegation,
+            "certificate_days_left": self.cert_days_left,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def judge_hosted(
+    seen: HostedSeen, expect: Expectations, options: Options, now: datetime
+) -> HostedReport:
+    policy = parse_policy(seen.body)  # the host serves only files that parse
+    delegation, found = _delegation(seen, expect)
+    found += judge_txt(seen.txt, options)
+    record = seen.txt.result if isinstance(seen.txt.result, TxtRecord) else None
+    verdict, id_findings = _id(seen, record, policy)
+    cert, left = _certificate(seen, options, now)
+    return HostedReport(
+        domain=seen.domain,
+        served_id=policy_id(policy),
+        txt_id=record.id if record else None,
+        id_verdict=verdict,
+        addresses=seen.addresses,
+        delegation=delegation,
+        cert_days_left=left,
+        findings=tuple(sort_findings([*found, *id_findings, *cert])),
+    )
+
+
+def _delegation(seen: HostedSeen, expect: Expectations) -> tuple[str, list[Finding]]:
+    host = f"mta-sts.{seen.domain}"
+    if seen.address_error is not None:
+        return "unknown", [finding("DNS_LOOKUP_FAILED", f"{host}: {seen.address_error}", name=host)]
+    if not seen.addresses:
+        return "mismatch", [
+            finding("POLICY_HOST_NO_ADDRESS", f"{host} has no A or AAAA record", name=host)
+        ]
+    if not expect.addresses and not expect.cnames:
+        return "not-verified", []
+    targets = {t.rstrip(".").lower() for _, t in seen.chain}
+    if expect.cnames and targets & expect.cnames:
+        return "verified", []
+    if expect.addresses and set(seen.addresses) <= expect.addresses:
+        return "verified", []
+    out = []
+    if expect.cnames:
+        shown = ", ".join(sorted(targets)) or "none"
+        message = f"{host} is not a CNAME to {', '.join(sorted(expect.cnames))} (targets: {shown})"
+        out.append(finding("HOSTING_CNAME_MISSING", message, name=host, seen=shown))
+    if expect.addresses:
+        other = sorted(set(seen.addresses) - expect.addresses)
+        message = f"{host} resolves to {', '.join(other)}, not to this host"
+        out.append(finding("HOSTING_ADDRESS_MISMATCH", message, name=host, seen=", ".join(other)))
+    return "mismatch", out
+
+
+def _id(seen: HostedSeen, record: TxtRecord | None, policy: Policy) -> tuple[str, list[Finding]]:
+    if record is None:
+        return "no-record", []  # judge_txt said why
+    name = f"_mta-sts.{seen.domain}"
+    verdict = judge_id(record.id, policy)
+    if verdict is IdVerdict.NOT_BUMPED:
+        message = f"id {record.id} is not the served policy's id {policy_id(policy)}"
+        return str(verdict), [
+            finding("ID_NOT_BUMPED", message, name=name, seen=record.id, expected=policy_id(policy))
+        ]
+    if verdict is IdVerdict.NOT_VERIFIABLE:
+        message = f"id {record.id} is not derived from the policy content (`generate` ids are)"
+        return str(verdict), [finding("ID_NOT_VERIFIABLE", message, name=name, seen=record.id)]
+    return str(verdict), []
+
+
+def _certificate(
+    seen: HostedSeen, options: Options, now: datetime
+) -> tuple[list[Finding], int | None]:
+    host = f"mta-sts.{seen.domain}"
+    if seen.validity is None:
+        message = f"the host has no usable certificate for {host}: senders get a TLS alert"
+        return [finding("POLICY_TLS_FAILED", message, name=host)], None
+    not_after = seen.validity[1]
+    cert = CertSeen(names=(host,), not_after=not_after)
+    where = {"name": host}
+    return cert_findings(cert, host, where, now, policy_thresholds(options), "POLICY"), days_left(
+        not_after, now
+    )

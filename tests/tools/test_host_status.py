@@ -1,0 +1,160 @@
+"""`host status` against the test DNS server: delegation, the TXT id of what is served, the
+certificate; findings with check's codes and Nagios exit codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
+from mta_sts_policyd.host.documents import POLICY_FILE
+from mta_sts_policyd.sts import parse_policy
+from mta_sts_policyd.tools.policy_id import policy_id
+from support.dns_server import DnsServer
+
+POLICY = b"version: STSv1\nmode: testing\nmx: mx1.a.test\nmax_age: 86400\n"
+SERVED_ID = policy_id(parse_policy(POLICY))
+HOST_IP = "192.0.2.10"
+
+
+class Hosted:
+    def __init__(self, root: Path, ca: trustme.CA, dns: DnsServer) -> None:
+        self.root, self.ca, self.dns = root, ca, dns
+
+    def serve(self, domain: str, *, cert_days: int | None = 60) -> None:
+        path = self.root / "policies" / domain / POLICY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(POLICY)
+        if cert_days is None:
+            return
+        name = f"mta-sts.{domain}"
+        now = datetime.now(UTC)
+        leaf = self.ca.issue_cert(
+            name, not_before=now - timedelta(days=1), not_after=now + timedelta(days=cert_days)
+        )
+        folder = self.root / "certs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CHAIN_FILE).write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+        (folder / KEY_FILE).write_bytes(leaf.private_key_pem.bytes())
+
+    def status(self, *, expect: str = "", args: tuple[str, ...] = ()) -> tuple[int, Any]:
+        config = self.root / "config.toml"
+        config.write_text(
+            f"""
+[cache]
+state_dir = "{self.root / "state"}"
+[host]
+policy_dir = "{self.root / "policies"}"
+cert_dirs = ["{self.root / "certs"}"]
+{expect}
+"""
+        )
+        code = main(
+            ["host", "status", "-c", str(config), "--nameserver", self.dns.nameserver, *args]
+        )
+        return code, None
+
+    def run(self, capsys: pytest.CaptureFixture[str], **kw: Any) -> tuple[int, dict[str, Any]]:
+        code, _ = self.status(args=("--json",), **kw)
+        document = json.loads(capsys.readouterr().out)
+        return code, {d["domain"]: d for d in document["domains"]}
+
+
+@pytest.fixture
+def hosted(tmp_path: Path, trust_ca: trustme.CA, dns_server: DnsServer) -> Hosted:
+    return Hosted(tmp_path, trust_ca, dns_server)
+
+
+def codes(entry: dict[str, Any]) -> set[str]:
+    return {f["code"] for f in entry["findings"]}
+
+
+def test_a_delegated_domain_with_the_served_id_and_a_good_certificate_is_ok(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test")
+    hosted.dns.set_a("mta-sts.a.test", HOST_IP)
+    hosted.dns.set_txt("_mta-sts.a.test", f"v=STSv1; id={SERVED_ID}")
+    code, domains = hosted.run(capsys, expect=f'expect_addresses = ["{HOST_IP}"]')
+    entry = domains["a.test"]
+    assert code == 0, entry
+    assert entry["delegation"] == "verified" and entry["id"] == "matches"
+    assert entry["txt_id"] == entry["served_id"] == SERVED_ID
+    assert 58 <= entry["certificate_days_left"] <= 60
+
+
+def test_a_cname_to_the_provider_counts_as_delegated(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test")
+    hosted.dns.set_cname("mta-sts.a.test", "policies.provider.test")
+    hosted.dns.set_a("policies.provider.test", "198.51.100.7")
+    hosted.dns.set_txt("_mta-sts.a.test", f"v=STSv1; id={SERVED_ID}")
+    code, domains = hosted.run(capsys, expect='expect_cname = ["policies.provider.test."]')
+    assert (code, domains["a.test"]["delegation"]) == (0, "verified")
+
+
+def test_each_problem_gets_checks_code_and_the_worst_sets_the_exit(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("elsewhere.test")
+    hosted.dns.set_a("mta-sts.elsewhere.test", "203.0.113.9")
+    hosted.dns.set_txt("_mta-sts.elsewhere.test", f"v=STSv1; id={SERVED_ID}")
+    hosted.serve("stale.test")
+    hosted.dns.set_a("mta-sts.stale.test", HOST_IP)
+    stale = policy_id(parse_policy(POLICY.replace(b"testing", b"enforce")))
+    hosted.dns.set_txt("_mta-sts.stale.test", f"v=STSv1; id={stale}")
+    hosted.serve("handmade.test", cert_days=5)
+    hosted.dns.set_a("mta-sts.handmade.test", HOST_IP)
+    hosted.dns.set_txt("_mta-sts.handmade.test", "v=STSv1; id=20261201")
+    hosted.serve("nocert.test", cert_days=None)
+    hosted.dns.set_a("mta-sts.nocert.test", HOST_IP)
+    hosted.serve("nodns.test")
+    code, domains = hosted.run(capsys, expect=f'expect_addresses = ["{HOST_IP}"]')
+    assert code == 2
+    assert codes(domains["elsewhere.test"]) == {"HOSTING_ADDRESS_MISMATCH"}
+    assert domains["elsewhere.test"]["status"] == "WARNING"
+    assert codes(domains["stale.test"]) == {"ID_NOT_BUMPED"}
+    handmade = domains["handmade.test"]
+    assert codes(handmade) == {"ID_NOT_VERIFIABLE", "POLICY_CERT_EXPIRES"}
+    assert handmade["txt_id"] == "20261201" and handmade["id"] == "not-verifiable"
+    assert [f["severity"] for f in handmade["findings"]] == ["critical", "info"]  # 5 <= 7 days
+    assert codes(domains["nocert.test"]) == {"TXT_MISSING", "POLICY_TLS_FAILED"}
+    assert codes(domains["nodns.test"]) == {"TXT_MISSING", "POLICY_HOST_NO_ADDRESS"}
+
+
+def test_without_expectations_addresses_are_shown_not_judged(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test", cert_days=15)
+    hosted.dns.set_a("mta-sts.a.test", "203.0.113.9")
+    hosted.dns.set_txt("_mta-sts.a.test", f"v=STSv1; id={SERVED_ID}")
+    code, domains = hosted.run(capsys)
+    entry = domains["a.test"]
+    assert code == 1 and codes(entry) == {"POLICY_CERT_EXPIRES"}  # 15 days: a warning
+    assert entry["delegation"] == "not-verified" and entry["addresses"] == ["203.0.113.9"]
+
+
+def test_text_output_names_the_id_and_the_fix(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test")
+    hosted.dns.set_a("mta-sts.a.test", HOST_IP)
+    hosted.dns.set_txt("_mta-sts.a.test", "v=STSv1; id=old1")
+    code, _ = hosted.status()
+    out = capsys.readouterr().out
+    assert code == 0  # ID_NOT_VERIFIABLE is info
+    assert f"id: old1 (served {SERVED_ID}: not-verifiable)" in out
+    assert "info ID_NOT_VERIFIABLE" in out and "certificate: 5" in out
+
+
+def test_no_policies_is_unknown(hosted: Hosted, capsys: pytest.CaptureFixture[str]) -> None:
+    (hosted.root / "policies").mkdir()
+    code, _ = hosted.status()
+    assert code == 3 and "no policies" in capsys.readouterr().err
