@@ -117,6 +117,7 @@ def test_booleans_are_not_numbers(path: str, tp: Any) -> None:
 BAD_VALUES: dict[str, list[Any]] = {
     "reports_in.retention_days": [0, -1],
     "host.poll_interval": [0],
+    "host.reports_max_bytes": [0, -1, 1 << 40],
     "reports_in.quarantine_keep": [0],
     "reports_in.min_days": [0],
     "reports_in.min_organizations": [0],
