@@ -26,13 +26,13 @@ from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import PolicyHost
-from mta_sts_policyd.reports_in.store import STORE_FILE, ReportsInStore
+from mta_sts_policyd.reports_in.store import ReportsInStore
 from mta_sts_policyd.service.composition import (
-    REPORTS_IN_QUARANTINE,
     host_settings,
     make_host_intake,
     open_reports_in_store,
 )
+from mta_sts_policyd.state_files import REPORTS_IN_QUARANTINE, REPORTS_IN_STORE_NAME
 from support.certs import CertFactory
 from support.postfix_instance import free_port
 from support.received_reports import report
@@ -171,7 +171,7 @@ async def test_a_store_that_cannot_write_answers_503_and_the_sender_retries(
     world: Reports, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    path = world.config.state_dir / STORE_FILE
+    path = world.config.state_dir / REPORTS_IN_STORE_NAME
     with sqlite3.connect(path) as db:  # the store breaks under the running host
         db.execute("DROP TABLE reports")
     answer = await world.post(gz(report("Sender E", DAY)))
