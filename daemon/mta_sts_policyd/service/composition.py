@@ -140,10 +140,7 @@ def control_socket_path(config: Config) -> Path:
 
 def address_lookup(config: Config) -> AddressLookup:
     """A host's addresses through the configured nameservers (the `probe` command)."""
-    from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
-
-    d = config.discovery
-    return DnsClient(make_resolver(d.nameservers, d.dns_timeout)).addresses
+    return dns_client(config).addresses
 
 
 def make_prober(
@@ -302,7 +299,7 @@ def host_expectations(config: Config) -> Expectations:
 
 
 def dns_client(config: Config, nameservers: Sequence[str] | None = None) -> DnsClient:
-    """A DNS client through `nameservers` or the configured ones (`host status`)."""
+    """A DNS client through `nameservers` or the configured ones (`probe`, `host status`)."""
     from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 
     d = config.discovery
