@@ -124,10 +124,23 @@ def start_metrics(
     metrics.bind_lookup_stats(resolver.stats, LATENCY_BUCKETS)
     metrics.CACHE_ENTRIES.set_function(lambda: float(len(resolver.cache)))
     metrics.CONNECTIONS_REFUSED.set_function(lambda: float(server.rejected_connections))
+    bind_report_gauges(config)
     host, port = parse_listen_address(config.metrics.listen, "metrics.listen")
     exposition = metrics.start_metrics_server(host, port, allow_remote=config.metrics.allow_remote)
     log.info("event=metrics-listening address=%s:%d", exposition.host, exposition.port)
     return exposition.close
+
+
+def bind_report_gauges(config: Config) -> None:
+    """Own domains' received-report gauges, when reports-in keeps any domain here."""
+    domains = own_report_domains(config)
+    if domains:
+        from datetime import UTC, datetime
+
+        from mta_sts_policyd.reports_in import gauges
+
+        store = config.state_dir / REPORTS_IN_STORE_NAME
+        gauges.bind(store, tuple(sorted(domains)), lambda: datetime.now(UTC))
 
 
 def control_socket_path(config: Config) -> Path:
