@@ -139,6 +139,14 @@ def test_no_policy_found_without_policy_string() -> None:
             "result-type",
         ),
         (lambda d: d["policies"][0]["policy"].update({"mx-host": [1, 2]}), "mx-host"),
+        (
+            lambda d: d["policies"][0]["summary"].update({"total-failure-session-count": "¹"}),
+            "count",
+        ),
+        (
+            lambda d: d["policies"][0]["summary"].update({"total-failure-session-count": "١٢"}),
+            "count",
+        ),
     ],
 )
 def test_unusable_reports_are_rejected_with_the_reason(change: Any, reason: str) -> None:

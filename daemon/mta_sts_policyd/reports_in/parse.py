@@ -133,7 +133,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 def _count(doc: dict[str, Any], key: str, where: str) -> int:
     value = doc.get(key, 0 if key == "failed-session-count" else None)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ReportRejected(f"{where}.{key} is missing or not a count")
