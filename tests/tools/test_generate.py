@@ -205,67 +205,44 @@ def _served(tmp_path: Path) -> Path:
     return tmp_path / "www"
 
 
-def test_enforce_is_refused_while_the_reports_show_trouble(
-    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _enforce_with_reports(
+    dns: DnsServer, tmp_path: Path, days: int, failing: bool, *extra: str
+) -> tuple[int, Path]:
+    """generate --mode enforce over a served testing policy, with `days` of stored reports."""
     state = tmp_path / "state"
-    state.mkdir()
-    _store_reports(state, 14, ("Org A", "Org B"), failing=True)
-    www = _served(tmp_path)
-    args = (
-        "--state-dir",
-        str(state),
-        "--domain",
-        "example.com",
-        "--mode",
-        "enforce",
-        "--write",
-        str(www),
-    )
-    assert _run(mx_dns, *args) == 1
-    err = capsys.readouterr().err
-    assert "TLS reports: Org A saw certificate-expired on mx2.example.com on 14 day(s)" in err
-    assert "mode: testing" in (www / "example.com/.well-known/mta-sts.txt").read_text()
-    assert _run(mx_dns, *args, "--force") == 0
-    assert "mode: enforce" in (www / "example.com/.well-known/mta-sts.txt").read_text()
+    state.mkdir(exist_ok=True)
+    if not (state / "reports-in.sqlite").exists():
+        _store_reports(state, days, ("Org A", "Org B"), failing=failing)
+    www = tmp_path / "www"
+    if not www.exists():
+        _served(tmp_path)
+    args = ("--state-dir", str(state), "--domain", "example.com", "--mode", "enforce")
+    code = _run(dns, *args, "--write", str(www), *extra)
+    return code, www / "example.com/.well-known/mta-sts.txt"
 
 
-def test_enforce_goes_ahead_when_the_reports_are_clean(
-    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("days", "failing", "refusal"),
+    [
+        (14, True, "TLS reports: Org A saw certificate-expired on mx2.example.com on 14 day(s)"),
+        (3, False, "TLS reports: 3 day(s) of reports about the served policy, 14 needed"),
+    ],
+)
+def test_enforce_is_refused_until_the_reports_say_it_is_safe(
+    mx_dns: DnsServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    days: int,
+    failing: bool,
+    refusal: str,
 ) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    _store_reports(state, 14, ("Org A", "Org B"))
-    www = _served(tmp_path)
-    args = (
-        "--state-dir",
-        str(state),
-        "--domain",
-        "example.com",
-        "--mode",
-        "enforce",
-        "--write",
-        str(www),
-    )
-    assert _run(mx_dns, *args) == 0
-    assert "mode: enforce" in (www / "example.com/.well-known/mta-sts.txt").read_text()
+    code, served = _enforce_with_reports(mx_dns, tmp_path, days, failing)
+    assert code == 1 and refusal in capsys.readouterr().err
+    assert "mode: testing" in served.read_text()
+    code, served = _enforce_with_reports(mx_dns, tmp_path, days, failing, "--force")
+    assert code == 0 and "mode: enforce" in served.read_text()
 
 
-def test_too_few_days_of_reports_refuse_enforce(
-    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    _store_reports(state, 3, ("Org A", "Org B"))
-    args = (
-        "--state-dir",
-        str(state),
-        "--domain",
-        "example.com",
-        "--mode",
-        "enforce",
-        "--write",
-        str(_served(tmp_path)),
-    )
-    assert _run(mx_dns, *args) == 1
-    assert "3 day(s) of reports about the served policy, 14 needed" in capsys.readouterr().err
+def test_enforce_goes_ahead_when_the_reports_are_clean(mx_dns: DnsServer, tmp_path: Path) -> None:
+    code, served = _enforce_with_reports(mx_dns, tmp_path, 14, False)
+    assert code == 0 and "mode: enforce" in served.read_text()
