@@ -93,7 +93,7 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         _consult_reports(config, domain, existing, out)
     refused = bool(out.refusals) and not args.force
     if not refused and target is not None:
-        _write(target, out.text)
+        write_policy(target, out.text)
     _print(args, out, target if not refused else None, refused)
     return EXIT_REFUSED if refused else EXIT_OK
 
@@ -113,7 +113,7 @@ def _consult_reports(config: Config, domain: str, served: bytes | None, out: Out
         out.refusals.extend(f"TLS reports: {reason}" for reason in verdict.reasons)
 
 
-def _write(target: Path, text: str) -> None:
+def write_policy(target: Path, text: str) -> None:
     """Atomic replace: the policy host never serves a half-written file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")

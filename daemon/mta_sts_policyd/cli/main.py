@@ -140,7 +140,16 @@ def _common() -> _Parser:
     return common
 
 
-EXTENSION_COMMANDS = ("report", "probe", "generate", "check", "monitor", "reports-in", "host")
+EXTENSION_COMMANDS = (
+    "report",
+    "probe",
+    "generate",
+    "check",
+    "monitor",
+    "reports-in",
+    "host",
+    "publish",
+)
 _CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
 
 
@@ -197,6 +206,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     from mta_sts_policyd.cli.host import add_host_parser
     from mta_sts_policyd.cli.monitor import add_monitor_parser
     from mta_sts_policyd.cli.probe import add_probe_parser
+    from mta_sts_policyd.cli.publish import add_publish_parser
 
     add_probe_parser(sub, common, reader)
     add_generate_parser(sub, common)
@@ -205,6 +215,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     report_commands.register(sub, parents=[common])
     reports_in.register(sub, common, reader)
     add_host_parser(sub, common)
+    add_publish_parser(sub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,130 @@
+"""`publish` end to end on loopback: the running host serves the new file, it is fetched back,
+only then the TXT record goes to the hook, and the run ends when the (test) authoritative
+server answers the new id."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import dns.rdata
+import dns.rdatatype
+import pytest
+import trustme
+
+from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
+from mta_sts_policyd.host.documents import POLICY_FILE
+from mta_sts_policyd.host.run import HostSettings, PolicyHost
+from support.certs import CertFactory
+from support.dns_server import DnsServer, Record
+from support.postfix_instance import free_port
+
+D = "a.test"
+
+
+class World:
+    def __init__(self, root: Path, ca: trustme.CA, dns_server: DnsServer) -> None:
+        self.root, self.dns = root, dns_server
+        self.port = free_port()
+        self.ca_path = root / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        folder = root / "certs" / f"mta-sts.{D}"
+        folder.mkdir(parents=True)
+        (folder / CHAIN_FILE).write_bytes(CertFactory(ca, root).chain_pem("valid", (folder.name,)))
+        shutil.copy(root / "leaf.key", folder / KEY_FILE)
+        (root / "policies").mkdir()
+        ns = dns.rdata.from_text("IN", "NS", f"ns1.{D}.")
+        dns_server.set(D, Record(dns.rdatatype.NS, ns))
+        dns_server.set_a(f"ns1.{D}", "127.0.0.1")
+        dns_server.set_a(f"mta-sts.{D}", "127.0.0.1")
+        self.hook_file = root / "hook.txt"
+        self.config = root / "config.toml"
+        self.config.write_text(
+            f'[cache]\nstate_dir = "{root / "state"}"\n[host]\npolicy_dir = "{root / "policies"}"\n'
+        )
+
+    @property
+    def served(self) -> Path:
+        return self.root / "policies" / D / POLICY_FILE
+
+    def settings(self) -> HostSettings:
+        return HostSettings(
+            listen=(("127.0.0.1", self.port),),
+            policy_dir=self.root / "policies",
+            cert_dirs=(self.root / "certs",),
+            poll_interval=0.2,
+        )
+
+    async def publish(self, *args: str, wait: float = 20) -> int:
+        argv = [
+            "publish", D, "-c", str(self.config), "--nameserver", self.dns.nameserver,
+            "--ca-file", str(self.ca_path), "--https-port", str(self.port),
+            "--dns-port", str(self.dns.address[1]), "--timeout", str(wait),
+            "--hook", f'printf "%s" "$MTA_STS_TXT_VALUE" > {self.hook_file}', *args,
+        ]  # fmt: skip
+        return await asyncio.to_thread(main, argv)
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, trust_ca: trustme.CA, dns_server: DnsServer
+) -> AsyncIterator[World]:
+    w = World(tmp_path, trust_ca, dns_server)
+    host = PolicyHost(w.settings())
+    task = asyncio.create_task(host.serve())
+    await asyncio.sleep(0.3)
+    yield w
+    host.stop()
+    await task
+
+
+async def test_serve_fetch_back_then_txt_then_confirmed(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = asyncio.create_task(world.publish("--mode", "testing", "--mx", f"mx1.{D}"))
+    for _ in range(200):  # the hook is the test's DNS operator
+        if world.hook_file.exists() or run.done():
+            break
+        await asyncio.sleep(0.1)
+    value = world.hook_file.read_text()
+    assert value.startswith("v=STSv1; id=mspd1")
+    world.dns.set_txt(f"_mta-sts.{D}", value)
+    assert await run == 0
+    out = capsys.readouterr().out
+    served_at = out.index("served: https://mta-sts.a.test/.well-known/mta-sts.txt at 127.0.0.1")
+    assert served_at < out.index("TXT record to set: _mta-sts.a.test.") < out.index("confirmed:")
+    assert "mode: testing" in world.served.read_text()
+
+
+async def test_a_file_nobody_serves_never_gets_its_txt_record(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.dns.set_a(f"mta-sts.{D}", "127.0.0.1", "127.0.0.2")  # .2: nothing listens
+    code = await world.publish("--mode", "testing", "--mx", f"mx1.{D}", wait=1.5)
+    assert code == 75
+    assert not world.hook_file.exists()
+    captured = capsys.readouterr()
+    assert "TXT record to set" not in captured.out
+    assert "not served everywhere" in captured.err and "127.0.0.2" in captured.err
+
+
+async def test_enforce_is_refused_without_clean_reports(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = world.root / "edited.txt"
+    policy.write_text(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 604800\n")
+    assert await world.publish("--policy", str(policy)) == 1
+    assert "not ready for enforce" in capsys.readouterr().out
+    assert not world.served.exists() and not world.hook_file.exists()
+
+
+async def test_a_broken_edited_file_is_refused_before_anything(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = world.root / "edited.txt"
+    policy.write_text("version: STSv1\nmode: sometimes\n")
+    assert await world.publish("--policy", str(policy), "--force") == 64
+    assert not world.served.exists()
