@@ -75,3 +75,52 @@ def test_package_contents_and_units_verify(built: Path, tmp_path: Path) -> None:
     done = run(["systemd-analyze", "verify", "--man=no", "--generators=no", f"--root={root}",
                 *units], tmp_path)  # fmt: skip
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+SMOKE = """\
+[Unit]
+Wants=mta-sts-policyd.service
+After=mta-sts-policyd.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '\\
+  systemctl is-active mta-sts-policyd.service > /out/active; \\
+  /usr/bin/mta-sts-policyd query --json nothing.invalid > /out/query.json; \\
+  journalctl -u mta-sts-policyd -o cat --no-pager > /out/journal.txt; \\
+  systemctl poweroff'
+"""
+RUNTIME = ("dns", "httpx", "sqlitedict", "dkim", "prometheus_client", "sniffio", "cryptography")
+
+
+@pytest.mark.slow
+def test_the_installed_package_runs_under_systemd(built: Path, tmp_path: Path) -> None:
+    """Debian's own python3 and its python3-* packages (the Depends), the package's /usr over
+    this machine's /usr, its units in /etc: systemd starts the daemon and it answers."""
+    binary = shutil.which("systemd-nspawn", path=SYSTEM_PATH)
+    if binary is None:
+        pytest.fail("systemd-nspawn not found: install systemd-container (.ci/setup)")
+    missing = run(["python3", "-c", f"import {', '.join(RUNTIME)}"], tmp_path)
+    assert missing.returncode == 0, f"the package's Depends are not installed: {missing.stderr}"
+    root, out = tmp_path / "root", tmp_path / "out"
+    out.mkdir()
+    assert run(["dpkg-deb", "-x", str(built), str(root)], tmp_path).returncode == 0
+    (tmp_path / "smoke.service").write_text(SMOKE)
+    (tmp_path / "default.target").write_text("[Unit]\nRequires=basic.target smoke.service\n")
+    binds = [f"--overlay-ro=/usr:{root / 'usr'}:/usr", f"--bind={out}:/out"]
+    for name in ("mta-sts-policyd.service", "mta-sts-policyd.socket"):
+        binds.append(f"--bind-ro={root / 'lib/systemd/system' / name}:/etc/systemd/system/{name}")
+    for name in ("smoke.service", "default.target"):
+        binds.append(f"--bind-ro={tmp_path / name}:/etc/systemd/system/{name}")
+    resolv = tmp_path / "resolv.conf"  # a private network: nothing on this host's ports interferes
+    resolv.write_text("nameserver 127.0.0.1\n")
+    done = run([binary, "-D", "/", "--volatile=yes", "--register=no", "--keep-unit", "-q", "-b",
+         "--private-network", "--resolv-conf=off", f"--bind-ro={resolv}:/etc/resolv.conf",
+         # masked: it would wait 2 minutes for a network the private namespace never gets
+         "--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service",
+                "--console=pipe", *binds], tmp_path, timeout=240)  # fmt: skip
+    journal = (out / "journal.txt").read_text() if (out / "journal.txt").exists() else ""
+    assert (out / "active").exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    assert (out / "active").read_text() == "active\n", journal
+    assert '"reply": "NOTFOUND "' in (out / "query.json").read_text(), journal
+    assert "Traceback" not in journal

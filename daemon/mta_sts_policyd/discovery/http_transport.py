@@ -24,7 +24,7 @@ from mta_sts_policyd.net.happy_eyeballs import (
     connect_first,
     resolve_both,
 )
-from mta_sts_policyd.net.https_stream import open_stream
+from mta_sts_policyd.net.https_stream import AsyncNetworkBackend, AsyncNetworkStream, open_stream
 
 _MAX_EARLY = 10_000
 """Early A questions kept at once (each is taken by its fetch or discarded after its TXT)."""
@@ -32,7 +32,7 @@ _EARLY_LIFETIME = 30.0
 """An early answer older than this is not used (a fetch that did not follow its TXT at once)."""
 
 
-class ResolvingBackend(httpcore.AsyncNetworkBackend):
+class ResolvingBackend(AsyncNetworkBackend):
     """Connect to the policy host's addresses from our resolver, on the configured port.
 
     A and AAAA are asked in parallel and the connection attempts raced (RFC 8305); an A
@@ -77,7 +77,7 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> AsyncNetworkStream:
         if _is_address(host.strip("[]")):
             return await open_stream(host.strip("[]"), self._port, timeout)  # `check`: one address
         v4 = self._take_early(host) or self._dns.ipv4(host)
@@ -89,10 +89,10 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
                 raise PolicyFetchError(f"cannot resolve the policy host: {reason}") from None
             raise PolicyFetchError(f"policy host {host} has no A or AAAA record") from None
 
-        async def attempt(address: str) -> httpcore.AsyncNetworkStream:
+        async def attempt(address: str) -> AsyncNetworkStream:
             return await open_stream(address, self._port, timeout)
 
-        async def close(stream: httpcore.AsyncNetworkStream) -> None:
+        async def close(stream: AsyncNetworkStream) -> None:
             await stream.aclose()
 
         try:
@@ -106,7 +106,7 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
         path: str,
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> AsyncNetworkStream:
         raise httpcore.ConnectError("policy hosts are never reached over UNIX sockets")
 
     async def sleep(self, seconds: float) -> None:

@@ -18,7 +18,6 @@ import dns.exception
 import dns.flags
 import dns.inet
 import dns.name
-import dns.nameserver
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
@@ -28,6 +27,11 @@ from mta_sts_policyd.endpoints import parse_nameserver
 from mta_sts_policyd.errors import ConfigError, DnsLookupError
 from mta_sts_policyd.net.dns_transport import DnsTransport, Nameserver
 from mta_sts_policyd.sts import TxtAbsent, TxtResult, select_sts_record
+
+try:  # dnspython >= 2.4; Debian 12 ships 2.3, which keeps explicit servers as address strings
+    from dns.nameserver import Do53Nameserver
+except ImportError:  # pragma: no cover - exercised by the Debian package test
+    Do53Nameserver = None  # type: ignore[assignment,misc]
 
 _EDNS_PAYLOAD = 1232
 """The DNS-flag-day UDP payload size: larger answers are retried over TCP."""
@@ -83,9 +87,12 @@ def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolv
     except dns.resolver.NoResolverConfiguration as exc:
         raise ConfigError(f"no usable system DNS configuration: {exc}") from None
     if nameservers:
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(*parse_nameserver(spec)) for spec in nameservers
-        ]
+        parsed = [parse_nameserver(spec) for spec in nameservers]
+        if Do53Nameserver is not None:
+            resolver.nameservers = [Do53Nameserver(ip, port) for ip, port in parsed]
+        else:  # dnspython 2.3: addresses, with their ports in nameserver_ports
+            resolver.nameservers = [ip for ip, _ in parsed]
+            resolver.nameserver_ports = dict(parsed)
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)
     return resolver
@@ -109,10 +116,13 @@ def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
     Servers read from resolv.conf arrive as address strings (on the resolver's port), explicit
     ones as Do53Nameserver objects; DoH/DoT entries are not used.
     """
+    ports: dict[str, int] = getattr(resolver, "nameserver_ports", None) or {}
     servers = [
-        Nameserver(ns, resolver.port) if isinstance(ns, str) else Nameserver(ns.address, ns.port)
+        Nameserver(ns, ports.get(ns, resolver.port))
+        if isinstance(ns, str)
+        else Nameserver(ns.address, ns.port)
         for ns in resolver.nameservers
-        if isinstance(ns, dns.nameserver.Do53Nameserver)
+        if (Do53Nameserver is not None and isinstance(ns, Do53Nameserver))
         or (isinstance(ns, str) and dns.inet.is_address(ns))
     ]
     if not servers:

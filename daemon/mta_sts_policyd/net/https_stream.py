@@ -15,6 +15,16 @@ from typing import Any
 
 import httpcore
 
+try:  # httpcore >= 0.17; Debian 12 ships 0.16, where the backend interface is not yet public
+    from httpcore import AsyncNetworkBackend, AsyncNetworkStream
+except ImportError:  # pragma: no cover - exercised by the Debian package test
+    from httpcore.backends.base import (  # type: ignore[no-redef,import-not-found]
+        AsyncNetworkBackend,
+        AsyncNetworkStream,
+    )
+
+__all__ = ["AsyncNetworkBackend", "AsyncNetworkStream", "AsyncioStream"]
+
 CLOSE_GRACE = 1.0
 """Longest wait for an orderly (TLS) close before the connection is aborted."""
 
@@ -38,7 +48,7 @@ async def open_stream(
     return AsyncioStream(reader, writer)
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
+class AsyncioStream(AsyncNetworkStream):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
@@ -91,7 +101,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         ssl_context: ssl.SSLContext,
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> AsyncNetworkStream:
         try:
             async with asyncio.timeout(timeout):
                 await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
