@@ -25,6 +25,7 @@ SUFFIXES = ("_bucket", "_sum", "_count")
 def exported() -> set[str]:
     """Family names as scraped: counters end in _total. `monitor`'s per-domain gauges join the
     registry when their module is imported; import it so the set does not depend on test order."""
+    import mta_sts_policyd.reports_in.gauges
     import mta_sts_policyd.tools.monitor.gauges  # noqa: F401
 
     names = set()
