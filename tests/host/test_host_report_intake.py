@@ -27,11 +27,8 @@ from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import PolicyHost
 from mta_sts_policyd.reports_in.store import ReportsInStore
-from mta_sts_policyd.service.composition import (
-    host_settings,
-    make_host_intake,
-    open_reports_in_store,
-)
+from mta_sts_policyd.service.composition import open_reports_in_store
+from mta_sts_policyd.service.host_parts import host_settings, make_host_intake
 from mta_sts_policyd.state_files import REPORTS_IN_QUARANTINE, REPORTS_IN_STORE_NAME
 from support.certs import CertFactory
 from support.postfix_instance import free_port

@@ -44,7 +44,7 @@ def add_host_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def host_command(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.host.run import run_host
-    from mta_sts_policyd.service.composition import host_settings, make_host_intake
+    from mta_sts_policyd.service.host_parts import host_settings, make_host_intake
     from mta_sts_policyd.service.logsetup import setup_logging
 
     setup_logging(config.logging.level)
@@ -54,11 +54,8 @@ def host_command(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _status(args: argparse.Namespace, config: Config) -> int:
-    from mta_sts_policyd.service.composition import (
-        dns_client,
-        host_cert_dirs,
-        host_expectations,
-    )
+    from mta_sts_policyd.service.composition import dns_client
+    from mta_sts_policyd.service.host_parts import host_cert_dirs, host_expectations
 
     documents, certificates = served(Path(config.host.policy_dir), host_cert_dirs(config))
     if not documents.domains:
