@@ -53,12 +53,19 @@ def nspawn() -> str:
     return found
 
 
+SITE_IN_CONTAINER = "/srv/test-site-packages"
+SOURCE_IN_CONTAINER = "/srv/test-source"
+"""Where the test's packages and this checkout's source appear inside the container: fixed
+paths outside /tmp, which the container's own tmp.mount covers (a checkout under /tmp, as CI
+may use, would vanish behind it)."""
+
+
 def command_venv(directory: Path) -> Path:
     """/opt/mta-sts-policyd as the README makes it, with this test run's packages."""
     python = Path("/usr/bin/python3")
     subprocess.run([str(python), "-m", "venv", "--without-pip", str(directory)], check=True)
     site = next((directory / "lib").glob("python3.*/site-packages"))
-    (site / "tests.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n{REPO_ROOT / 'daemon'}\n")
+    (site / "tests.pth").write_text(f"{SITE_IN_CONTAINER}\n{SOURCE_IN_CONTAINER}\n")
     script = directory / "bin" / "mta-sts-policyd"
     script.write_text("#!/opt/mta-sts-policyd/bin/python3\nimport sys\n"
                       "from mta_sts_policyd.cli.main import main\nsys.exit(main())\n")  # fmt: skip
@@ -79,7 +86,8 @@ def test_systemd_starts_the_shipped_unit_and_it_answers(tmp_path: Path) -> None:
     (units / "smoke.service").write_text(SMOKE)
     (units / "default.target").write_text(TARGET)
     binds = [f"--bind-ro={venv}:/opt/mta-sts-policyd", f"--bind-ro={links}:/usr/local/bin",
-             f"--bind-ro={sysconfig.get_paths()['purelib']}", f"--bind-ro={REPO_ROOT}",
+             f"--bind-ro={sysconfig.get_paths()['purelib']}:{SITE_IN_CONTAINER}",
+             f"--bind-ro={REPO_ROOT / 'daemon'}:{SOURCE_IN_CONTAINER}",
              f"--bind={out}:/out"]  # fmt: skip
     for name in ("mta-sts-policyd.service", "mta-sts-policyd.socket"):  # as shipped
         binds.append(f"--bind-ro={REPO_ROOT / 'systemd' / name}:/etc/systemd/system/{name}")
