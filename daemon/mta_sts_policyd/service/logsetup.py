@@ -40,6 +40,10 @@ class ZonedFormatter(logging.Formatter):
         return moment.isoformat(timespec="milliseconds")
 
 
+SYSLOG_SOCKET = "/dev/log"
+"""The local syslog daemon's socket (rsyslog, syslog-ng, journald's /dev/log)."""
+
+
 def stderr_is_journal() -> bool:
     """True when systemd connected stderr to journald (JOURNAL_STREAM names its device:inode)."""
     device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
@@ -59,7 +63,7 @@ def make_handler(target: str, file: str = "") -> logging.Handler:
         handler.setFormatter(JournalFormatter(FORMAT))
     elif target == "syslog":
         handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+            SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL
         )
         handler.setFormatter(logging.Formatter(f"mta-sts-policyd[{os.getpid()}]: {FORMAT}"))
     else:
