@@ -14,6 +14,7 @@ from mta_sts_policyd.net.happy_eyeballs import (
     AllAttemptsFailed,
     NoAddresses,
     connect_first,
+    connect_happy,
     interleave,
     resolve_both,
 )
@@ -153,3 +154,44 @@ async def test_attempts_done_in_the_same_turn_prefer_the_earlier_address() -> No
     # attempt delay 0: every attempt starts before any has run, so all finish in one turn
     assert await connect_first(["c", "a", "b"], connect, close, 0.0) == "c"
     assert sorted(closed) in ([], ["a"], ["a", "b"], ["b"])
+
+
+async def test_ipv6_answers_that_come_late_are_the_fallback_when_ipv4_fails() -> None:
+    """Resolution delay 0 (the A answer came early): IPv4 is tried at once; when it refuses,
+    the AAAA answer that arrived meanwhile is used."""
+    attempts = Attempts({"192.0.2.1": (0.0, False), "2001:db8::1": (0.0, True)})
+    got = await connect_happy(
+        answer(["192.0.2.1"], 0),
+        answer(["2001:db8::1"], 0.1),
+        attempts.connect,
+        attempts.close,
+        0.0,
+    )
+    assert got == "2001:db8::1"
+    assert list(attempts.started) == ["192.0.2.1", "2001:db8::1"]
+
+
+async def test_no_resolution_delay_means_ipv4_at_once() -> None:
+    attempts = Attempts({"192.0.2.1": (0.0, True), "2001:db8::1": (0.0, True)})
+    started = time.monotonic()
+    got = await connect_happy(
+        answer(["192.0.2.1"], 0),
+        answer(["2001:db8::1"], 2.0),
+        attempts.connect,
+        attempts.close,
+        0.0,
+    )
+    assert got == "192.0.2.1" and time.monotonic() - started < 1.0
+
+
+async def test_every_address_failing_names_all_of_them() -> None:
+    attempts = Attempts({"192.0.2.1": (0.0, False), "2001:db8::1": (0.0, False)})
+    with pytest.raises(AllAttemptsFailed) as caught:
+        await connect_happy(
+            answer(["192.0.2.1"], 0),
+            answer(["2001:db8::1"], 0.05),
+            attempts.connect,
+            attempts.close,
+            0.0,
+        )
+    assert len(caught.value.problems) == 2

@@ -19,10 +19,10 @@ import httpx
 from mta_sts_policyd.errors import PolicyFetchError
 from mta_sts_policyd.net.dns_client import DnsClient
 from mta_sts_policyd.net.happy_eyeballs import (
+    RESOLUTION_DELAY,
     AllAttemptsFailed,
     NoAddresses,
-    connect_first,
-    resolve_both,
+    connect_happy,
 )
 from mta_sts_policyd.net.https_stream import AsyncNetworkBackend, AsyncNetworkStream, open_stream
 
@@ -80,14 +80,11 @@ class ResolvingBackend(AsyncNetworkBackend):
     ) -> AsyncNetworkStream:
         if _is_address(host.strip("[]")):
             return await open_stream(host.strip("[]"), self._port, timeout)  # `check`: one address
-        v4 = self._take_early(host) or self._dns.ipv4(host)
-        try:
-            addresses = await resolve_both(v4, self._dns.ipv6(host))
-        except NoAddresses as exc:
-            if exc.failure is not None:
-                reason = exc.failure.reason
-                raise PolicyFetchError(f"cannot resolve the policy host: {reason}") from None
-            raise PolicyFetchError(f"policy host {host} has no A or AAAA record") from None
+        early = self._take_early(host)
+        # The early A answer came with the TXT one; AAAA is only asked now. Waiting the RFC 8305
+        # resolution delay for it would add that round trip to every cold fetch, so IPv4 goes
+        # first and IPv6 answers still serve as the fallback (connect_happy).
+        delay = 0.0 if early is not None and early.done() else RESOLUTION_DELAY
 
         async def attempt(address: str) -> AsyncNetworkStream:
             return await open_stream(address, self._port, timeout)
@@ -95,8 +92,14 @@ class ResolvingBackend(AsyncNetworkBackend):
         async def close(stream: AsyncNetworkStream) -> None:
             await stream.aclose()
 
+        v4 = early or self._dns.ipv4(host)
         try:
-            return await connect_first(addresses, attempt, close)
+            return await connect_happy(v4, self._dns.ipv6(host), attempt, close, delay)
+        except NoAddresses as exc:
+            if exc.failure is not None:
+                reason = exc.failure.reason
+                raise PolicyFetchError(f"cannot resolve the policy host: {reason}") from None
+            raise PolicyFetchError(f"policy host {host} has no A or AAAA record") from None
         except AllAttemptsFailed as exc:
             where = [p.replace(": ", f":{self._port}: ", 1) for p in exc.problems]
             raise PolicyFetchError(f"cannot connect to {host}: {'; '.join(where)}") from None

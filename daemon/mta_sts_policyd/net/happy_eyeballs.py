@@ -60,18 +60,54 @@ async def resolve_both(
     """
     v4_task, v6_task = asyncio.ensure_future(v4), asyncio.ensure_future(v6)
     try:
-        await asyncio.wait({v4_task, v6_task}, return_when=asyncio.FIRST_COMPLETED)
-        if v4_task.done() and not v6_task.done() and _addresses(v4_task):
-            await asyncio.wait({v6_task}, timeout=resolution_delay)
-        else:
-            await asyncio.wait({v4_task, v6_task})
-        addresses = interleave(_addresses(v6_task), _addresses(v4_task))
-        if addresses:
-            return addresses
-        raise NoAddresses(_failure(v4_task) or _failure(v6_task))
+        return await _first_addresses(v4_task, v6_task, resolution_delay)
     finally:
         v6_task.cancel()  # a late AAAA answer is no longer needed
         v4_task.cancel()
+
+
+async def connect_happy(
+    v4: Awaitable[list[str]],
+    v6: Awaitable[list[str]],
+    connect: Callable[[str], Awaitable[T]],
+    close: Callable[[T], Awaitable[None]],
+    resolution_delay: float = RESOLUTION_DELAY,
+) -> T:
+    """Resolve and connect; AAAA answers that come after the attempts began are tried when
+    every address known then has failed (a dual-stack host with broken IPv4 still works)."""
+    v4_task, v6_task = asyncio.ensure_future(v4), asyncio.ensure_future(v6)
+    try:
+        addresses = await _first_addresses(v4_task, v6_task, resolution_delay)
+        try:
+            return await connect_first(addresses, connect, close)
+        except AllAttemptsFailed as failed:
+            if v6_task.done():
+                raise
+            await asyncio.wait({v6_task})
+            later = [a for a in _addresses(v6_task) if a not in addresses]
+            if not later:
+                raise
+            try:
+                return await connect_first(later, connect, close)
+            except AllAttemptsFailed as again:
+                raise AllAttemptsFailed(failed.problems + again.problems) from None
+    finally:
+        v6_task.cancel()
+        v4_task.cancel()
+
+
+async def _first_addresses(
+    v4_task: asyncio.Future[list[str]], v6_task: asyncio.Future[list[str]], delay: float
+) -> list[str]:
+    await asyncio.wait({v4_task, v6_task}, return_when=asyncio.FIRST_COMPLETED)
+    if v4_task.done() and not v6_task.done() and _addresses(v4_task):
+        await asyncio.wait({v6_task}, timeout=delay)
+    else:
+        await asyncio.wait({v4_task, v6_task})
+    addresses = interleave(_addresses(v6_task), _addresses(v4_task))
+    if addresses:
+        return addresses
+    raise NoAddresses(_failure(v4_task) or _failure(v6_task))
 
 
 async def connect_first(
