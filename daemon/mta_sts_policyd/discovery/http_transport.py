@@ -84,7 +84,7 @@ class ResolvingBackend(AsyncNetworkBackend):
         # The early A answer came with the TXT one; AAAA is only asked now. Waiting the RFC 8305
         # resolution delay for it would add that round trip to every cold fetch, so IPv4 goes
         # first and IPv6 answers still serve as the fallback (connect_happy).
-        delay = 0.0 if early is not None and early.done() else RESOLUTION_DELAY
+        delay = 0.0 if early is not None else RESOLUTION_DELAY
 
         async def attempt(address: str) -> AsyncNetworkStream:
             return await open_stream(address, self._port, timeout)
