@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,26 @@ async def test_concurrency_bounds_domains_in_flight(world: CheckWorld, concurren
     assert code == 0 and len(report["domains"]) == 3
     assert mx.record.peak_active <= concurrency
     assert mx.record.peak_active >= min(concurrency, 2)
+
+
+class _Terminal(io.StringIO):
+    """stderr as an operator's terminal: `isatty()` says yes."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+async def test_progress_goes_to_stderr_on_a_terminal_only(
+    world: CheckWorld, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    stderr = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    names = ["p1.test", "p2.test", "p3.test"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        await asyncio.to_thread(main, ["check", *names, *world.base_args()])
+    shown = stderr.getvalue()
+    if terminal:
+        assert "checked 1/3" in shown and "checked 3/3" in shown
+    else:
+        assert "checked" not in shown
