@@ -12,10 +12,12 @@ write the same files or take over the control socket.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from mta_sts_policyd.errors import StateLockedError, StateUnusableError
@@ -121,6 +123,21 @@ def create_private_file(path: Path) -> None:
         os.fchmod(fd, FILE_MODE)  # os.open's mode is filtered by the umask too
     finally:
         os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace `path` with `data` in one step, with `mode` whatever the umask: a reader (the
+    policy host, the certificate loader) never sees half a file or a key without its chain."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            os.fchmod(out.fileno(), mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def move_aside(path: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.service.own_domains import mx_lookup
+from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import POLICY_PATH, Output, Request, build
@@ -116,10 +116,7 @@ def _consult_reports(config: Config, domain: str, served: bytes | None, out: Out
 def write_policy(target: Path, text: str) -> None:
     """Atomic replace: the policy host never serves a half-written file."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(text.encode("utf-8"))
-    os.chmod(temporary, 0o644)
-    temporary.replace(target)
+    write_atomically(target, text.encode("utf-8"), mode=0o644)
 
 
 def _print(args: argparse.Namespace, out: Output, written: Path | None, refused: bool) -> None:

@@ -14,12 +14,10 @@ certificate set loads them like any other file.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
 import logging
-import os
 import ssl
 import tempfile
 from pathlib import Path
@@ -31,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from josepy.jwk import JWK, JWKRSA
+
+from mta_sts_policyd.state_files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +174,5 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """0600, atomically: a reader never sees half a key or a chain without its key."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, data)

@@ -8,7 +8,6 @@ and nowhere else; the caller decides whether that is "try again later" (the pipe
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import date
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, ReceivedReport
+from mta_sts_policyd.state_files import create_private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -47,8 +47,7 @@ class ReportsInStore:
         self.path = path
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            os.close(fd)
+            create_private_file(path)
             # One thread at a time, not always the opening one (the host's intake worker).
             self._db = sqlite3.connect(
                 path, timeout=10.0, isolation_level=None, check_same_thread=False
