@@ -15,6 +15,7 @@ from support.https_server import HttpsServer, Site
 
 if TYPE_CHECKING:
     from support.pebble import Pebble
+    from support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +98,15 @@ def pebble_world(
     pebble = Pebble(tmp_path, trust_ca, dns_server, tls_port)
     yield pebble, tls_port
     pebble.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on loopback, stopped (killed) after the test."""
+    from support.redis_server import REDIS_SERVER, RedisServer
+
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server not installed: .ci/setup installs Debian's redis-server")
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()

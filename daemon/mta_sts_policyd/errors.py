@@ -105,6 +105,11 @@ class DatagramError(MtaStsError):
         super().__init__(reason)
 
 
+class FleetUnavailable(MtaStsError):
+    """Redis could not be used for this call (breaker open, timeout, connection or server
+    error). Fleet callers fall back to what the node knows; never an answer to Postfix."""
+
+
 class ReportRejected(MtaStsError):
     """A received TLS report (or the message carrying it) is unusable; `reason` says why.
 

@@ -224,6 +224,52 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """Fleet mode: many daemons share one policy cache and send one TLS report per domain and
+    day through Redis. Off while `redis` and `sentinels` are empty; Redis is never needed to
+    answer a query correctly (docs/fleet.md)."""
+
+    redis: str = ""
+    """redis://HOST:PORT/DB, rediss://... (TLS) or unix:///path/to/redis.sock."""
+    sentinels: tuple[str, ...] = ()
+    """Sentinel addresses ("HOST:PORT"), instead of `redis`; `service` names the master."""
+    service: str = ""
+    password_file: str = ""
+    """A file holding the Redis password (kept out of the config file); empty: none or in URL."""
+    ca_file: str = ""
+    """Trust anchor for rediss:// (empty: the system store)."""
+    key_prefix: str = "mta-sts"
+    node_name: str = ""
+    """This daemon's name in the fleet (`fleet status`, report snapshots); empty: the host name."""
+    connect_timeout: float = 0.5
+    command_timeout: float = 0.25
+    """Seconds a Redis call may take before it counts as a failure (the client's own timeout)."""
+    breaker_failures: int = 3
+    """Failures in a row that take Redis off the answer path."""
+    breaker_reset: float = 15.0
+    """Seconds the breaker stays open before one trial call."""
+    fetch_lock: float = 30.0
+    """Seconds a node holds a domain's fleet-wide fetch lock at most (a crashed holder's lock
+    expires)."""
+    entry_grace: float = 7 * 86400.0
+    """Shared entries expire this long after their policy does (RFC 8461 §5.1 stale policies)."""
+    revalidate_interval: float = 300.0
+    """Seconds between re-reads of the shared versions (pub/sub loses messages while away)."""
+    refresh_lease: float = 600.0
+    """Seconds a node owns a claimed batch of refreshes (a crashed node's claims come back)."""
+    refresh_batch: int = 50
+    forget_after: float = 30 * 86400.0
+    """Domains no node has asked for in this long leave the shared refresh queue."""
+    snapshot_interval: float = 300.0
+    """Seconds between uploads of this node's TLS-RPT counts of the open days."""
+    report_settle: float = 3600.0
+    """Seconds after 00:00 UTC before a fleet report is built (every last count in)."""
+    report_deadline: float = 6 * 3600.0
+    """Seconds after 00:00 UTC after which a node that has not uploaded is left out of the
+    report (a report never goes out before `report_settle`)."""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -237,6 +283,7 @@ class Config:
     own_domains: tuple[OwnDomainConfig, ...] = ()
     host: HostConfig = field(default_factory=HostConfig)
     reports_in: ReportsInConfig = field(default_factory=ReportsInConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     @property
     def state_dir(self) -> Path:

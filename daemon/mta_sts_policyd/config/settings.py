@@ -19,6 +19,7 @@ from mta_sts_policyd.config.sections import (
     Config,
     DiscoveryConfig,
     DkimConfig,
+    FleetConfig,
     HostConfig,
     LoggingConfig,
     MaillogConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "Config",
     "DiscoveryConfig",
     "DkimConfig",
+    "FleetConfig",
     "HostConfig",
     "LoggingConfig",
     "MaillogConfig",
@@ -161,6 +163,34 @@ def _check_timezone(config: Config) -> None:
         ) from None
 
 
+FLEET_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_fleet(config: Config) -> None:
+    """One way to reach Redis, in a form redis-py takes."""
+    f, problems = config.fleet, []
+    if f.redis and f.sentinels:
+        problems.append("fleet.redis: set either fleet.redis or fleet.sentinels, not both")
+    if f.redis and not f.redis.startswith(FLEET_SCHEMES):
+        problems.append(
+            f"fleet.redis: expected a redis://, rediss:// or unix:/// URL, got {f.redis!r}"
+        )
+    for i, address in enumerate(f.sentinels):
+        try:
+            host, port = parse_listen_address(address, f"fleet.sentinels[{i}]")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if host == "unix" or port == 0:
+            problems.append(f"fleet.sentinels[{i}]: expected HOST:PORT, got {address!r}")
+    if f.sentinels and not f.service:
+        problems.append("fleet.service: required with fleet.sentinels (the master's name)")
+    if not f.key_prefix or any(c.isspace() for c in f.key_prefix):
+        problems.append(f"fleet.key_prefix: expected a word without spaces, got {f.key_prefix!r}")
+    if problems:
+        raise ConfigError(*problems)
+
+
 _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_listeners,
     _check_metrics,
@@ -169,6 +199,7 @@ _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_reporting,
     _check_logging,
     _check_timezone,
+    _check_fleet,
 )
 
 

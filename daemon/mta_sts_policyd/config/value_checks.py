@@ -94,6 +94,19 @@ RANGES: dict[str, Range] = {
     "reports_in.min_days": _count(366),
     "reports_in.min_organizations": _count(10_000),
     "maillog.silence_alert": _seconds(30 * DAY, zero=True),
+    "fleet.connect_timeout": _seconds(60),
+    "fleet.command_timeout": _seconds(60),
+    "fleet.breaker_failures": _count(1000),
+    "fleet.breaker_reset": _seconds(DAY),
+    "fleet.fetch_lock": _seconds(3600),
+    "fleet.entry_grace": _seconds(YEAR, zero=True),
+    "fleet.revalidate_interval": _seconds(DAY),
+    "fleet.refresh_lease": _seconds(DAY),
+    "fleet.refresh_batch": _count(10_000),
+    "fleet.forget_after": _seconds(10 * YEAR),
+    "fleet.snapshot_interval": _seconds(DAY),
+    "fleet.report_settle": _seconds(DAY, zero=True),
+    "fleet.report_deadline": _seconds(7 * DAY, zero=True),
 }
 
 

@@ -76,6 +76,21 @@ PROBES = CounterVec(
     "result",
     ("success", *PROBE_FAILURES, "transient"),
 )
+TIERS = ("memory", "redis", "store")
+FLEET_FETCH_ROLES = ("fetched", "adopted", "waited", "fallback")
+TIER_HITS = CounterVec(
+    "cache_tier_hits",
+    "Policies found in each tier of the cache (fleet mode: memory, Redis, the local store).",
+    "tier",
+    TIERS,
+)
+FLEET_FETCHES = CounterVec(
+    "fleet_policy_updates",
+    "Fleet mode: how this node got a policy it needed (fetched itself holding the fleet lock,"
+    " adopted from Redis, waited for another node's fetch, fallback: fetched without Redis).",
+    "role",
+    FLEET_FETCH_ROLES,
+)
 
 LOOKUP_ENFORCE = LOOKUPS.labels("enforce")
 LOOKUP_NOTFOUND_NONE = LOOKUPS.labels("notfound-none")
@@ -112,6 +127,15 @@ MAILLOG_SILENT = FastGauge()
 MAILLOG_NOT_UNDERSTOOD = FastCounter()
 MAILLOG_SKIPPED = FastCounter()
 MAILLOG_SESSIONS = FastCounter()
+FLEET_BREAKER_OPEN = FastGauge()
+FLEET_REDIS_CALLS = FastCounter()
+FLEET_REDIS_ERRORS = FastCounter()
+FLEET_REDIS_SKIPPED = FastCounter()
+FLEET_LOCK_WAITS = FastCounter()
+FLEET_QUEUED_WRITES = FastGauge()
+FLEET_REFRESH_CLAIMED = FastCounter()
+FLEET_REPORTS_SENT = FastCounter()
+FLEET_POSSIBLE_DUPLICATES = FastCounter()
 ANSWER_SECONDS = FastHistogram(
     "answer_duration_seconds", "Time from a socketmap request to its reply.", ANSWER_BUCKETS
 )
@@ -172,6 +196,44 @@ _SCALARS = (
         MAILLOG_SKIPPED,
     ),
     Scalar("maillog_sessions", "TLS sessions the log follower reported.", MAILLOG_SESSIONS),
+    Scalar(
+        "fleet_breaker_open",
+        "Fleet mode: 1 while Redis is off the answer path (circuit breaker open or half open).",
+        FLEET_BREAKER_OPEN,
+    ),
+    Scalar("fleet_redis_calls", "Fleet mode: calls made to Redis.", FLEET_REDIS_CALLS),
+    Scalar("fleet_redis_errors", "Fleet mode: Redis calls that failed.", FLEET_REDIS_ERRORS),
+    Scalar(
+        "fleet_redis_skipped",
+        "Fleet mode: Redis calls not made because the breaker was open.",
+        FLEET_REDIS_SKIPPED,
+    ),
+    Scalar(
+        "fleet_lock_waits",
+        "Fleet mode: lookups that waited for another node's fetch of the same policy.",
+        FLEET_LOCK_WAITS,
+    ),
+    Scalar(
+        "fleet_queued_writes",
+        "Fleet mode: shared-cache writes waiting for Redis to come back.",
+        FLEET_QUEUED_WRITES,
+    ),
+    Scalar(
+        "fleet_refresh_claimed",
+        "Fleet mode: refreshes this node claimed from the shared queue.",
+        FLEET_REFRESH_CLAIMED,
+    ),
+    Scalar(
+        "fleet_reports_sent",
+        "Fleet mode: TLS reports this node sent for the whole fleet.",
+        FLEET_REPORTS_SENT,
+    ),
+    Scalar(
+        "fleet_possible_duplicates",
+        "Fleet mode: reports sent again because a sender stopped between sending and recording"
+        " (the same bytes as the first).",
+        FLEET_POSSIBLE_DUPLICATES,
+    ),
 )
 
 
@@ -268,7 +330,8 @@ class _Collector:
         info = GaugeMetricFamily(PREFIX + "build_info", "Daemon version.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        for vec in (LOOKUPS, FETCHES, REPORTS_SENT, REPORTS_FAILED, PROBES):
+        vectors = (LOOKUPS, FETCHES, REPORTS_SENT, REPORTS_FAILED, PROBES, TIER_HITS, FLEET_FETCHES)
+        for vec in vectors:
             yield vec.family()
         for scalar in _SCALARS:
             yield scalar.family()

@@ -1,0 +1,148 @@
+"""The one way this daemon talks to Redis: a redis-py asyncio client behind a circuit breaker.
+
+Why a wrapper: every fleet call must be cheap to give up. Timeouts are the client's own
+(`socket_timeout`, `socket_connect_timeout`), never `asyncio.wait_for` around a call, which has
+lost replies meant for other callers of a shared connection in redis-py's past; retries are
+off (a retry multiplies the wait while Redis is down). Each outcome feeds the breaker, and a
+call while it is open raises `FleetUnavailable` without touching the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mta_sts_policyd.errors import FleetUnavailable
+from mta_sts_policyd.fleet.breaker import BreakerState, CircuitBreaker
+from mta_sts_policyd.fleet.keys import FleetKeys
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Redis = Any
+"""redis.asyncio.Redis (redis-py ships no type information mypy --strict can use)."""
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The fleet's settings as plain values (the composition root copies them from `[fleet]`)."""
+
+    redis_url: str
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    password: str | None
+    ca_file: str | None
+    key_prefix: str
+    node_name: str
+    connect_timeout: float
+    command_timeout: float
+    breaker_failures: int
+    breaker_reset: float
+    fetch_lock: float
+    entry_grace: float
+    revalidate_interval: float
+    refresh_lease: float
+    refresh_batch: int
+    forget_after: float
+    snapshot_interval: float
+    report_settle: float
+    report_deadline: float
+
+
+def _client_options(settings: FleetSettings) -> dict[str, Any]:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    options: dict[str, Any] = {
+        "socket_timeout": settings.command_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if settings.password is not None:
+        options["password"] = settings.password
+    return options
+
+
+def open_redis(settings: FleetSettings) -> Redis:
+    """A client for the configured Redis or Sentinel-managed master. No I/O here: the first
+    call connects (so a daemon starts whether or not Redis is up)."""
+    options = _client_options(settings)
+    if settings.sentinels:
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(settings.sentinels),
+            sentinel_kwargs={
+                "socket_timeout": settings.command_timeout,
+                "socket_connect_timeout": settings.connect_timeout,
+            },
+            **options,
+        )
+        return sentinel.master_for(settings.service, **options)
+    import redis.asyncio
+
+    if settings.redis_url.startswith("rediss://") and settings.ca_file:
+        options["ssl_ca_certs"] = settings.ca_file
+    return redis.asyncio.from_url(settings.redis_url, **options)
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a failed call raises: redis-py's errors (its timeouts and connection errors are
+    among them), and the OS and asyncio errors some paths let through."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
+
+
+class FleetClient:
+    """Guarded calls: `await client.run(lambda r: r.get(key), "read policy")`."""
+
+    def __init__(self, redis: Redis, keys: FleetKeys, breaker: CircuitBreaker) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.breaker = breaker
+        self.calls = 0
+        """Calls that went to Redis (none while the breaker is open)."""
+        self.errors = 0
+        self.skipped = 0
+        """Calls refused without a network round trip because the breaker was open."""
+        self._errors = redis_errors()
+
+    async def run(self, op: Callable[[Redis], Awaitable[T]], what: str) -> T:
+        if not self.breaker.allow():
+            self.skipped += 1
+            raise FleetUnavailable(f"{what}: Redis is off the answer path (breaker open)")
+        self.calls += 1
+        try:
+            result = await op(self.redis)
+        except self._errors as exc:
+            self.errors += 1
+            self.breaker.failed(f"{what}: {exc!r}")
+            raise FleetUnavailable(f"{what}: {exc!r}") from exc
+        except BaseException:
+            self.breaker.abandoned()
+            raise
+        self.breaker.succeeded()
+        return result
+
+    @property
+    def available(self) -> bool:
+        """Closed breaker: worth trying (no call made)."""
+        return self.breaker.state is BreakerState.CLOSED
+
+    async def aclose(self) -> None:
+        try:
+            await self.redis.aclose()
+        except self._errors as exc:
+            log.info("event=fleet-close-failed reason=%r", str(exc))
+
+
+def log_breaker_change(before: BreakerState, after: BreakerState, reason: str) -> None:
+    """Once per change: opening is a warning (the fleet is degraded), closing information."""
+    level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
+    log.log(level, "event=fleet-breaker-changed from=%s to=%s reason=%r", before.value,
+            after.value, reason)  # fmt: skip
