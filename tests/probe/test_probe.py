@@ -425,7 +425,11 @@ async def test_aclose_cancels_running_probes(ca_file: str) -> None:
     async with LoopbackSmtpServer(SmtpBehaviour(silent=True)) as srv:
         p = prober(ca_file, srv.port, timeout=30.0)
         task = asyncio.create_task(p.probe(MX))
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # the probe is connected (not a fixed sleep: slow under load)
+            if srv.record.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.record.connections == 1
         await p.aclose()
         with pytest.raises(asyncio.CancelledError):
             await task
