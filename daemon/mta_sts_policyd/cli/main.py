@@ -116,9 +116,11 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.service.fleet_parts import check_fleet
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
     note = check_report_files(config, outside_ok=True)  # a broken DKIM key: ConfigError, 78
+    check_fleet(config)  # an unreadable Redis password file: ConfigError, 78
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -149,6 +151,7 @@ EXTENSION_COMMANDS = (
     "reports-in",
     "host",
     "publish",
+    "fleet",
 )
 _CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
 
@@ -202,6 +205,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     from mta_sts_policyd.cli import report as report_commands
     from mta_sts_policyd.cli import reports_in
     from mta_sts_policyd.cli.check import add_check_parser
+    from mta_sts_policyd.cli.fleet import add_fleet_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
     from mta_sts_policyd.cli.host import add_host_parser
     from mta_sts_policyd.cli.monitor import add_monitor_parser
@@ -216,6 +220,7 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     reports_in.register(sub, common, reader)
     add_host_parser(sub, common)
     add_publish_parser(sub, common)
+    add_fleet_parser(sub, common, reader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

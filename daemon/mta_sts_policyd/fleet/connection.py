@@ -90,6 +90,12 @@ def open_redis(settings: FleetSettings) -> Redis:
     return redis.asyncio.from_url(settings.redis_url, **options)
 
 
+def describe(exc: BaseException) -> str:
+    """The error's class and message (redis-py 6+ reprs drop the message: "network:...")."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def redis_errors() -> tuple[type[BaseException], ...]:
     """What a failed call raises: redis-py's errors (its timeouts and connection errors are
     among them), and the OS and asyncio errors some paths let through."""
@@ -121,8 +127,9 @@ class FleetClient:
             result = await op(self.redis)
         except self._errors as exc:
             self.errors += 1
-            self.breaker.failed(f"{what}: {exc!r}")
-            raise FleetUnavailable(f"{what}: {exc!r}") from exc
+            reason = f"{what}: {describe(exc)}"
+            self.breaker.failed(reason)
+            raise FleetUnavailable(reason) from exc
         except BaseException:
             self.breaker.abandoned()
             raise

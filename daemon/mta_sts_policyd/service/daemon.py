@@ -27,6 +27,7 @@ from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.postfix.server import SocketmapServer, systemd_listen_sockets
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.service.control import ControlServer
+from mta_sts_policyd.service.fleet_parts import FleetNode, make_fleet_node
 from mta_sts_policyd.service.logsetup import setup_logging
 from mta_sts_policyd.service.process_memory import release_free_memory
 from mta_sts_policyd.service.reload import restart_only_changes
@@ -57,6 +58,8 @@ class Daemon:
     _closers: list[Callable[[], Any]] = field(default_factory=list, init=False)
     bound: list[tuple[str, int]] = field(default_factory=list, init=False)
     _lock: StateLock | None = field(default=None, init=False)
+    fleet: FleetNode | None = field(default=None, init=False)
+    """Fleet mode's Redis client and heartbeat (None when fleet mode is off)."""
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
@@ -80,6 +83,9 @@ class Daemon:
 
     async def _start_parts(self) -> None:
         config = self.config
+        self.fleet = make_fleet_node(config)
+        if self.fleet is not None:
+            self._closers.append(self.fleet.close)  # closed last: other fleet parts use it
         cache = composition.make_policy_cache(config)
         discovery = composition.make_discovery(config)
         self._closers.append(discovery.aclose)
@@ -102,6 +108,8 @@ class Daemon:
         self._spawn(self.resolver.run_refresh_loop())
         self._spawn(self._eviction_loop())
         await self._start_extras()
+        if self.fleet is not None:
+            self.fleet.start()
 
     async def _start_extras(self) -> None:
         """Metrics and TLS-RPT, each only when configured."""

@@ -7,14 +7,15 @@ else); redis-py is imported only when fleet mode is on, so a single host never l
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import Config, parse_listen_address
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, FleetUnavailable
 
 if TYPE_CHECKING:
     from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings
@@ -82,3 +83,94 @@ def make_fleet_client(
     metrics.FLEET_REDIS_ERRORS.set_function(lambda: client.errors)
     metrics.FLEET_REDIS_SKIPPED.set_function(lambda: client.skipped)
     return client
+
+
+def redis_display_name(settings: FleetSettings) -> str:
+    """Where Redis is, for messages: the URL without its password, or the Sentinel set."""
+    if settings.sentinels:
+        where = ",".join(f"{host}:{port}" for host, port in settings.sentinels)
+        return f"sentinel service {settings.service!r} at {where}"
+    return _without_password(settings.redis_url)
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+class FleetNode:
+    """This daemon's membership in the fleet: the one guarded client and the heartbeat task.
+    `start()` after the listeners are up; `close()` last (the other fleet parts use the
+    client until they stop)."""
+
+    def __init__(self, settings: FleetSettings, clock: Callable[[], float] = time.time) -> None:
+        from mta_sts_policyd import __version__, metrics
+        from mta_sts_policyd.fleet.nodes import Heartbeat, NodeFacts
+
+        self.settings = settings
+        self.client = make_fleet_client(settings)
+        facts = NodeFacts(queued_writes=lambda: int(metrics.FLEET_QUEUED_WRITES.read()))
+        self.heartbeat = Heartbeat(self.client, settings.node_name, __version__, clock, facts)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.heartbeat.run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            await self.heartbeat.farewell()
+        await self.client.aclose()
+
+
+def check_fleet(config: Config) -> FleetSettings | None:
+    """What `check-config` and `serve` check beyond the keys' values: the password file is
+    readable, the CA file exists, redis-py is installed. ConfigError names the key."""
+    if not fleet_enabled(config):
+        return None
+    settings = fleet_settings(config)  # reads password_file
+    if settings.ca_file and not Path(settings.ca_file).is_file():
+        raise ConfigError(f"fleet.ca_file: no such file {settings.ca_file}")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "fleet: fleet mode needs redis-py (install the package's redis extra:"
+            " pip install 'mta-sts-policyd[redis]')"
+        ) from None
+    return settings
+
+
+def make_fleet_node(config: Config, clock: Callable[[], float] = time.time) -> FleetNode | None:
+    """The daemon's fleet membership, or None when fleet mode is off."""
+    settings = check_fleet(config)
+    return FleetNode(settings, clock) if settings is not None else None
+
+
+def read_fleet_status(config: Config, now: float | None = None) -> dict[str, Any]:
+    """`fleet status`: the fleet as Redis shows it (JSON form, docs/fleet.md). Raises
+    errors.FleetUnavailable naming where Redis is and why it failed."""
+    from mta_sts_policyd.fleet.breaker import CircuitBreaker
+    from mta_sts_policyd.fleet.connection import FleetClient, open_redis
+    from mta_sts_policyd.fleet.keys import FleetKeys
+    from mta_sts_policyd.fleet.status import collect_status
+
+    settings = fleet_settings(config)
+    name = redis_display_name(settings)
+
+    async def go() -> dict[str, Any]:
+        breaker = CircuitBreaker(1, 60.0, time.monotonic)
+        client = FleetClient(open_redis(settings), FleetKeys(settings.key_prefix), breaker)
+        try:
+            status = await collect_status(client, name, time.time() if now is None else now)
+        except FleetUnavailable as exc:
+            raise FleetUnavailable(f"cannot read the fleet from Redis at {name}: {exc}") from None
+        finally:
+            await client.aclose()
+        return status.as_json()
+
+    return asyncio.run(go())

@@ -1,0 +1,157 @@
+"""`fleet status` against a real redis-server: what it shows (human and --json, a stable
+schema: docs/fleet.md), and its exit codes (cli/exit_codes.py): 0 when Redis answered, 75
+naming the URL and the reason when it cannot, 1 when fleet mode is off, 78 on a bad config."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.fleet.keys import FleetKeys
+from mta_sts_policyd.fleet.nodes import NodeRecord
+from mta_sts_policyd.fleet.status import recent_days
+from support.daemon_process import free_port
+from support.redis_server import RedisServer
+
+KEYS = FleetKeys("fl")
+
+
+def config(tmp_path: Path, redis: str, **extra: str) -> str:
+    lines = ["[fleet]", f'redis = "{redis}"', 'key_prefix = "fl"']
+    lines += [f'{k} = "{v}"' for k, v in extra.items()]
+    lines += ["[cache]", f'state_dir = "{tmp_path / "state"}"']
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def seed(redis_server: RedisServer) -> None:
+    import redis
+
+    now = time.time()
+    yesterday = recent_days(now)[1]
+    r = redis.Redis.from_url(redis_server.url)
+    r.hset(KEYS.nodes, mapping={
+        "mx1": NodeRecord("mx1", "1.2", now - 900, now - 3, queued_writes=2, refresh_due=3,
+                          snapshots={yesterday: now - 600}).to_json(),
+        "mx2": NodeRecord("mx2", "1.2", now - 900, now - 400, breaker="open").to_json(),
+        "mx3": NodeRecord("mx3", "1.2", now - 900, now - 400, state="stopped").to_json(),
+        "bad": b"{not json",
+    })  # fmt: skip
+    r.zadd(KEYS.refresh_due, {"a.test": now - 10, "b.test": now - 5, "c.test": now + 3600})
+    for n in range(2500):
+        r.set(KEYS.policy(f"d{n}.test"), b"{}")
+    r.set(KEYS.fetch_lock("d1.test"), b"mx1")  # not a policy
+    r.set("other:v1:policy:x.test", b"{}")  # another fleet's prefix
+    r.hset(KEYS.snapshot(yesterday), mapping={"mx1": b"{}", "mx2": b"{}"})
+    r.hset(KEYS.report_state(yesterday), mapping={
+        "a.test d1": json.dumps({"sent": True}), "b.test d2": json.dumps({"sent": False}),
+        "c.test d3": b"garbage",
+    })  # fmt: skip
+    r.close()
+
+
+def test_status_json_schema(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    seed(redis_server)
+    code, out, _ = run(capsys, "fleet", "status", "-c", config(tmp_path, redis_server.url),
+                       "--json")  # fmt: skip
+    assert code == 0
+    data: dict[str, Any] = json.loads(out)
+    assert data["ok"] is True and data["schema_version"] == 1 and data["exit_code"] == 0
+    assert data["redis"] == redis_server.url and data["key_prefix"] == "fl"
+    nodes = {n["name"]: n for n in data["nodes"]}
+    assert {k: n["condition"] for k, n in nodes.items()} == {
+        "bad": "unreadable", "mx1": "up", "mx2": "gone", "mx3": "stopped",
+    }  # fmt: skip
+    mx1 = nodes["mx1"]
+    assert set(mx1) == {
+        "name", "condition", "version", "started", "last_seen", "seconds_since_seen",
+        "breaker", "queued_writes", "refresh_due_seen", "redis_errors", "snapshots",
+    }  # fmt: skip
+    assert (mx1["breaker"], mx1["queued_writes"], mx1["refresh_due_seen"]) == ("closed", 2, 3)
+    assert nodes["mx2"]["breaker"] == "open" and set(nodes["bad"]) == {"name", "condition"}
+    assert data["refresh_queue"] == {"depth": 3, "due_now": 2}
+    assert data["shared_policies"] == {"count": 2500, "complete": True}
+    days = data["reports"]
+    assert [d["day"] for d in days] == recent_days(data["now"])
+    assert days[1] == {"day": days[1]["day"], "snapshot_nodes": ["mx1", "mx2"], "reports": 3,
+                       "sent": 1}  # fmt: skip
+
+
+def test_status_for_people(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    seed(redis_server)
+    code, out, err = run(capsys, "fleet", "status", "-c", config(tmp_path, redis_server.url))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"redis: {redis_server.url} (key prefix fl)"
+    assert lines[1].split() == ["NODE", "CONDITION", "LAST", "SEEN", "BREAKER", "QUEUED",
+                                "WRITES", "VERSION", "LAST", "SNAPSHOT"]  # fmt: skip
+    mx1 = next(line for line in lines if line.startswith("mx1 "))
+    assert mx1.split()[:6] == ["mx1", "up", "3s", "ago", "closed", "2"]
+    assert "nodes: 4 (1 gone, 1 stopped, 1 unreadable, 1 up)" in lines
+    assert "refresh queue: 3 domains, 2 due now" in lines
+    assert "shared policies: 2500" in lines
+    assert any("counts from mx1, mx2; 1 of 3 reports sent" in line for line in lines)
+
+
+def test_unreachable_redis_exits_75_naming_url_and_reason(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    code, out, err = run(capsys, "fleet", "status", "-c", config(tmp_path, url))
+    assert code == 75 and out == ""
+    assert err.startswith(
+        "fleet status: cannot read the fleet from Redis at redis://***@127.0.0.1:"
+    )
+    assert "Connection refused" in err or "Connect call failed" in err
+    assert "s3cret" not in err
+    assert time.monotonic() - started < 5
+    code, out, _ = run(capsys, "fleet", "status", "-c", config(tmp_path, url), "--json")
+    data = json.loads(out)
+    assert code == 75 and data["ok"] is False and data["exit_code"] == 75
+    assert "127.0.0.1" in data["error"] and "s3cret" not in data["error"]
+
+
+def test_a_frozen_redis_costs_the_timeouts_then_exits_75(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    redis_server.freeze()
+    try:
+        started = time.monotonic()
+        code, _, err = run(capsys, "fleet", "status", "-c", config(tmp_path, redis_server.url))
+    finally:
+        redis_server.thaw()
+    assert code == 75 and "Timeout" in err
+    assert time.monotonic() - started < 5
+
+
+def test_fleet_mode_off_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[cache]\nstate_dir = "{tmp_path}"\n')
+    code, _, err = run(capsys, "fleet", "status", "-c", str(path))
+    assert code == 1 and "fleet mode is off" in err
+
+
+def test_unreadable_password_file_is_a_config_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = config(tmp_path, "redis://127.0.0.1:1/0", password_file=str(tmp_path / "none"))
+    for command in (["fleet", "status"], ["check-config"]):
+        code, _, err = run(capsys, *command, "-c", path)
+        assert code == 78 and "fleet.password_file: cannot read" in err
