@@ -71,6 +71,8 @@ def test_status_json_schema(
     data: dict[str, Any] = json.loads(out)
     assert data["ok"] is True and data["schema_version"] == 1 and data["exit_code"] == 0
     assert data["redis"] == redis_server.url and data["key_prefix"] == "fl"
+    assert set(data) == {"ok", "exit_code", "schema_version", "redis", "key_prefix", "now",
+                         "nodes", "refresh_queue", "shared_policies", "reports"}  # fmt: skip
     nodes = {n["name"]: n for n in data["nodes"]}
     assert {k: n["condition"] for k, n in nodes.items()} == {
         "bad": "unreadable", "mx1": "up", "mx2": "gone", "mx3": "stopped",
@@ -78,6 +80,7 @@ def test_status_json_schema(
     mx1 = nodes["mx1"]
     assert set(mx1) == {
         "name", "condition", "version", "started", "last_seen", "seconds_since_seen",
+        "heartbeat_interval", "gone_after",
         "breaker", "queued_writes", "refresh_due_seen", "redis_errors", "snapshots",
     }  # fmt: skip
     assert (mx1["breaker"], mx1["queued_writes"], mx1["refresh_due_seen"]) == ("closed", 2, 3)

@@ -151,6 +151,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "monitor.interval": [0],
     "monitor.jitter": [-1],
     "maillog.silence_alert": [-1],
+    "fleet.heartbeat_interval": [0, 3601],
     "fleet.connect_timeout": [0],
     "fleet.command_timeout": [0, 61],
     "fleet.breaker_failures": [0],

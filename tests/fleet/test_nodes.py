@@ -14,7 +14,6 @@ from mta_sts_policyd.fleet.breaker import CircuitBreaker
 from mta_sts_policyd.fleet.connection import FleetClient, open_redis
 from mta_sts_policyd.fleet.keys import FleetKeys
 from mta_sts_policyd.fleet.nodes import (
-    GONE_AFTER,
     Heartbeat,
     NodeFacts,
     NodeRecord,
@@ -39,8 +38,8 @@ def client_for(url: str) -> FleetClient:
 
 
 def test_a_record_survives_its_json_form() -> None:
-    rec = NodeRecord("mx1", "1.0", 10.0, 20.0, breaker="open", queued_writes=3, refresh_due=7,
-                     redis_errors=2, snapshots={"2026-12-01": 15.0})  # fmt: skip
+    rec = NodeRecord("mx1", "1.0", 10.0, 20.0, interval=2.0, breaker="open", queued_writes=3,
+                     refresh_due=7, redis_errors=2, snapshots={"2026-12-01": 15.0})  # fmt: skip
     assert parse_record("mx1", rec.to_json()) == rec
 
 
@@ -67,8 +66,10 @@ def test_malformed_records_are_refused(raw: bytes) -> None:
 
 def test_condition_up_gone_stopped() -> None:
     rec = NodeRecord("mx1", "1.0", 0.0, 1000.0)
-    assert node_condition(rec, 1000.0 + GONE_AFTER) == "up"
-    assert node_condition(rec, 1001.0 + GONE_AFTER) == "gone"
+    assert node_condition(rec, 1060.0) == "up"
+    assert node_condition(rec, 1061.0) == "gone"  # four 15 s heartbeats missed
+    fast = NodeRecord("mx1", "1.0", 0.0, 1000.0, interval=1.0)
+    assert node_condition(fast, 1005.0) == "gone"
     stopped = NodeRecord("mx1", "1.0", 0.0, 1000.0, state="stopped")
     assert node_condition(stopped, 1_000_000.0) == "stopped"
 

@@ -241,6 +241,9 @@ class FleetConfig:
     key_prefix: str = "mta-sts"
     node_name: str = ""
     """This daemon's name in the fleet (`fleet status`, report snapshots); empty: the host name."""
+    heartbeat_interval: float = 15.0
+    """Seconds between this node's heartbeats in Redis (`fleet status`; a node silent for four
+    intervals is shown as gone)."""
     connect_timeout: float = 0.5
     command_timeout: float = 0.25
     """Seconds a Redis call may take before it counts as a failure (the client's own timeout)."""

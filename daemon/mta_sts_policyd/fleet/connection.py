@@ -50,6 +50,7 @@ class FleetSettings:
     snapshot_interval: float
     report_settle: float
     report_deadline: float
+    heartbeat_interval: float = 15.0
 
 
 def _client_options(settings: FleetSettings) -> dict[str, Any]:

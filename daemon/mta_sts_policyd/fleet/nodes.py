@@ -5,8 +5,8 @@ Every `interval` seconds a background task writes this node's record (JSON) into
 shared writes it holds for Redis, the depth of the shared refresh queue it last saw, and the
 days whose TLS-RPT counts it last uploaded. Never on the answer path: a heartbeat that cannot
 reach Redis is skipped (the guarded client makes no call while the breaker is open) and the
-next one tries again. A node not seen for `gone_after` is shown as gone; one not seen for
-`forget_after` is removed from the hash by whichever node notices.
+next one tries again. A node that missed `GONE_AFTER_BEATS` of its heartbeats is shown as gone;
+one not seen for `FORGET_AFTER` is removed from the hash by whichever node notices.
 
 Records read back are validated like any Redis value (a trust boundary): a malformed one is
 shown as unreadable, never trusted.
@@ -28,9 +28,9 @@ from mta_sts_policyd.fleet.connection import FleetClient, Redis
 log = logging.getLogger(__name__)
 
 INTERVAL = 15.0
-"""Seconds between two heartbeats of a node."""
-GONE_AFTER = 4 * INTERVAL
-"""A node not seen for this long is shown as gone (three heartbeats missed)."""
+"""Seconds between two heartbeats of a node (`[fleet] heartbeat_interval`)."""
+GONE_AFTER_BEATS = 4
+"""A node not seen for this many of its intervals is shown as gone (three beats missed)."""
 FORGET_AFTER = 7 * 86400.0
 """A node not seen for this long leaves the hash (a retired host)."""
 PRUNE_EVERY = 3600.0
@@ -47,6 +47,8 @@ class NodeRecord:
     version: str
     started: float
     seen: float
+    interval: float = INTERVAL
+    """This node's heartbeat interval (how long a silence means it is gone)."""
     state: str = "running"
     """`running`, or `stopped` after a clean shutdown (then it is not "gone", it left)."""
     breaker: str = "closed"
@@ -60,7 +62,8 @@ class NodeRecord:
     def to_json(self) -> str:
         data = {
             "name": self.name, "version": self.version, "started": self.started,
-            "seen": self.seen, "state": self.state, "breaker": self.breaker,
+            "seen": self.seen, "interval": self.interval, "state": self.state,
+            "breaker": self.breaker,
             "queued_writes": self.queued_writes, "refresh_due": self.refresh_due,
             "redis_errors": self.redis_errors, "snapshots": dict(self.snapshots),
         }  # fmt: skip
@@ -109,6 +112,7 @@ def parse_record(name: str, raw: bytes | str) -> NodeRecord:
         version=_text(data.get("version", "")),
         started=_number(data.get("started", 0)),
         seen=_number(data.get("seen")),
+        interval=_number(data.get("interval", INTERVAL)),
         state=_text(data.get("state", "running"), 16),
         breaker=_text(data.get("breaker", "closed"), 16),
         queued_writes=_count(data.get("queued_writes", 0)),
@@ -118,11 +122,15 @@ def parse_record(name: str, raw: bytes | str) -> NodeRecord:
     )
 
 
-def node_condition(record: NodeRecord, now: float, gone_after: float = GONE_AFTER) -> str:
+def gone_after(record: NodeRecord) -> float:
+    return GONE_AFTER_BEATS * record.interval
+
+
+def node_condition(record: NodeRecord, now: float) -> str:
     """`up`, `stopped` (left cleanly) or `gone` (no heartbeat for `gone_after`)."""
     if record.state == "stopped":
         return "stopped"
-    return "gone" if now - record.seen > gone_after else "up"
+    return "gone" if now - record.seen > gone_after(record) else "up"
 
 
 @dataclass
@@ -161,7 +169,7 @@ class Heartbeat:
     def record(self, state: str = "running") -> NodeRecord:
         return NodeRecord(
             name=self.name, version=self.version, started=self.started, seen=self.clock(),
-            state=state, breaker=self.client.breaker.state.value,
+            interval=self.interval, state=state, breaker=self.client.breaker.state.value,
             queued_writes=max(0, int(self.facts.queued_writes())),
             refresh_due=self.refresh_due, redis_errors=self.client.errors,
             snapshots=dict(self.facts.snapshots()),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mta_sts_policyd.fleet.connection import FleetClient, Redis
-from mta_sts_policyd.fleet.nodes import GONE_AFTER, NodeRecord, node_condition, read_nodes
+from mta_sts_policyd.fleet.nodes import NodeRecord, gone_after, node_condition, read_nodes
 
 SCHEMA_VERSION = 1
 SCAN_BATCH = 1000
@@ -48,11 +48,10 @@ class FleetStatus:
     shared_policies: int
     shared_policies_complete: bool
     days: tuple[DayReports, ...]
-    gone_after: float = GONE_AFTER
 
     def condition(self, name: str) -> str:
         record = self.nodes[name]
-        return "unreadable" if record is None else node_condition(record, self.now, self.gone_after)
+        return "unreadable" if record is None else node_condition(record, self.now)
 
     def as_json(self) -> dict[str, Any]:
         nodes = []
@@ -63,6 +62,7 @@ class FleetStatus:
                 row.update(
                     version=rec.version, started=rec.started, last_seen=rec.seen,
                     seconds_since_seen=round(max(0.0, self.now - rec.seen), 1),
+                    heartbeat_interval=rec.interval, gone_after=gone_after(rec),
                     breaker=rec.breaker, queued_writes=rec.queued_writes,
                     refresh_due_seen=rec.refresh_due, redis_errors=rec.redis_errors,
                     snapshots=dict(sorted(rec.snapshots.items())),
@@ -73,7 +73,6 @@ class FleetStatus:
             "redis": self.redis,
             "key_prefix": self.key_prefix,
             "now": self.now,
-            "gone_after": self.gone_after,
             "nodes": nodes,
             "refresh_queue": {"depth": self.refresh_depth, "due_now": self.refresh_due_now},
             "shared_policies": {

@@ -62,6 +62,7 @@ def fleet_settings(config: Config) -> FleetSettings:
         snapshot_interval=f.snapshot_interval,
         report_settle=f.report_settle,
         report_deadline=f.report_deadline,
+        heartbeat_interval=f.heartbeat_interval,
     )
 
 
@@ -113,7 +114,9 @@ class FleetNode:
         self.settings = settings
         self.client = make_fleet_client(settings)
         facts = NodeFacts(queued_writes=lambda: int(metrics.FLEET_QUEUED_WRITES.read()))
-        self.heartbeat = Heartbeat(self.client, settings.node_name, __version__, clock, facts)
+        self.heartbeat = Heartbeat(
+            self.client, settings.node_name, __version__, clock, facts, settings.heartbeat_interval
+        )
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
