@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from mta_sts_policyd import __version__
 from mta_sts_policyd.cli.cache import cmd_cache
 from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
+from mta_sts_policyd.cli.fleet import add_fleet_parser
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import (
     Config,
@@ -151,9 +152,8 @@ EXTENSION_COMMANDS = (
     "reports-in",
     "host",
     "publish",
-    "fleet",
 )
-_CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config")
+_CORE_COMMANDS = ("serve", "query", "resolve", "cache", "check-config", "fleet")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -195,6 +195,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", parents=[common, reader], help="validate and print config")
     p.set_defaults(handler=cmd_check_config)
+    add_fleet_parser(sub, common, reader)
     if command is None or command in EXTENSION_COMMANDS:
         _register_extensions(sub, common, reader)
     return parser
@@ -205,7 +206,6 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     from mta_sts_policyd.cli import report as report_commands
     from mta_sts_policyd.cli import reports_in
     from mta_sts_policyd.cli.check import add_check_parser
-    from mta_sts_policyd.cli.fleet import add_fleet_parser
     from mta_sts_policyd.cli.generate import add_generate_parser
     from mta_sts_policyd.cli.host import add_host_parser
     from mta_sts_policyd.cli.monitor import add_monitor_parser
@@ -220,7 +220,6 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     reports_in.register(sub, common, reader)
     add_host_parser(sub, common)
     add_publish_parser(sub, common)
-    add_fleet_parser(sub, common, reader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import (
     Config,
@@ -27,11 +27,13 @@ from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.postfix.server import SocketmapServer, systemd_listen_sockets
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.service.control import ControlServer
-from mta_sts_policyd.service.fleet_parts import FleetNode, make_fleet_node
 from mta_sts_policyd.service.logsetup import setup_logging
 from mta_sts_policyd.service.process_memory import release_free_memory
 from mta_sts_policyd.service.reload import restart_only_changes
 from mta_sts_policyd.state_files import StateLock
+
+if TYPE_CHECKING:
+    from mta_sts_policyd.fleet.connection import FleetClient
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,7 @@ class Daemon:
     _closers: list[Callable[[], Any]] = field(default_factory=list, init=False)
     bound: list[tuple[str, int]] = field(default_factory=list, init=False)
     _lock: StateLock | None = field(default=None, init=False)
-    fleet: FleetNode | None = field(default=None, init=False)
-    """Fleet mode's Redis client and heartbeat (None when fleet mode is off)."""
+    fleet: FleetClient | None = field(default=None, init=False)
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
@@ -83,13 +84,11 @@ class Daemon:
 
     async def _start_parts(self) -> None:
         config = self.config
-        self.fleet = make_fleet_node(config)
-        if self.fleet is not None:
-            self._closers.append(self.fleet.close)  # closed last: other fleet parts use it
         cache = composition.make_policy_cache(config)
         discovery = composition.make_discovery(config)
         self._closers.append(discovery.aclose)
         self.resolver = composition.make_resolver(config, discovery, cache, self.clock)
+        self._start_fleet()
         started = time.monotonic()
         loaded = await asyncio.to_thread(cache.load, self.clock())
         for entry in cache.hot_entries():
@@ -108,8 +107,22 @@ class Daemon:
         self._spawn(self.resolver.run_refresh_loop())
         self._spawn(self._eviction_loop())
         await self._start_extras()
-        if self.fleet is not None:
-            self.fleet.start()
+
+    def _start_fleet(self) -> None:
+        """Fleet mode when configured (docs/fleet.md): the process's one guarded Redis client
+        and this node's heartbeat. No I/O here: Redis is reached on first use."""
+        from mta_sts_policyd.service import fleet_parts
+
+        settings = fleet_parts.check_fleet(self.config)
+        if settings is None:
+            return
+        self.fleet = fleet_parts.make_fleet_client(settings)
+        self._closers.append(self.fleet.aclose)  # closers run in reverse: the client last
+        heartbeat = fleet_parts.make_heartbeat(settings, self.fleet, self.clock)
+        self._spawn(heartbeat.run())
+        self._closers.append(heartbeat.farewell)
+        log.info("event=fleet-started node=%s key_prefix=%s", settings.node_name,
+                 settings.key_prefix)  # fmt: skip
 
     async def _start_extras(self) -> None:
         """Metrics and TLS-RPT, each only when configured."""

@@ -19,6 +19,7 @@ from mta_sts_policyd.errors import ConfigError, FleetUnavailable
 
 if TYPE_CHECKING:
     from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings
+    from mta_sts_policyd.fleet.nodes import Heartbeat
 
 
 def fleet_enabled(config: Config) -> bool:
@@ -102,32 +103,18 @@ def _without_password(url: str) -> str:
     return f"{scheme}{sep}{authority}{slash}{path}"
 
 
-class FleetNode:
-    """This daemon's membership in the fleet: the one guarded client and the heartbeat task.
-    `start()` after the listeners are up; `close()` last (the other fleet parts use the
-    client until they stop)."""
+def make_heartbeat(
+    settings: FleetSettings, client: FleetClient, clock: Callable[[], float] = time.time
+) -> Heartbeat:
+    """This node's heartbeat in Redis (`fleet status`); the daemon runs `run()` as a task and
+    calls `farewell()` on a clean stop, before the client closes."""
+    from mta_sts_policyd import __version__, metrics
+    from mta_sts_policyd.fleet.nodes import Heartbeat, NodeFacts
 
-    def __init__(self, settings: FleetSettings, clock: Callable[[], float] = time.time) -> None:
-        from mta_sts_policyd import __version__, metrics
-        from mta_sts_policyd.fleet.nodes import Heartbeat, NodeFacts
-
-        self.settings = settings
-        self.client = make_fleet_client(settings)
-        facts = NodeFacts(queued_writes=lambda: int(metrics.FLEET_QUEUED_WRITES.read()))
-        self.heartbeat = Heartbeat(
-            self.client, settings.node_name, __version__, clock, facts, settings.heartbeat_interval
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.heartbeat.run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            await self.heartbeat.farewell()
-        await self.client.aclose()
+    facts = NodeFacts(queued_writes=lambda: int(metrics.FLEET_QUEUED_WRITES.read()))
+    return Heartbeat(
+        client, settings.node_name, __version__, clock, facts, settings.heartbeat_interval
+    )
 
 
 def check_fleet(config: Config) -> FleetSettings | None:
@@ -146,12 +133,6 @@ def check_fleet(config: Config) -> FleetSettings | None:
             " pip install 'mta-sts-policyd[redis]')"
         ) from None
     return settings
-
-
-def make_fleet_node(config: Config, clock: Callable[[], float] = time.time) -> FleetNode | None:
-    """The daemon's fleet membership, or None when fleet mode is off."""
-    settings = check_fleet(config)
-    return FleetNode(settings, clock) if settings is not None else None
 
 
 def read_fleet_status(config: Config, now: float | None = None) -> dict[str, Any]:
