@@ -33,18 +33,28 @@ MxKind = CertKind | str
 def free_port(hosts: Sequence[str]) -> int:
     """A TCP port free on every address in `hosts` (checked by binding each)."""
     for _ in range(50):
-        with socket.socket() as probe:
+        with _socket_for(hosts[0]) as probe:
             probe.bind((hosts[0], 0))
             port = int(probe.getsockname()[1])
         try:
             with contextlib.ExitStack() as stack:
                 for host in hosts[1:]:
-                    sock = stack.enter_context(socket.socket())
+                    sock = stack.enter_context(_socket_for(host))
                     sock.bind((host, port))
             return port
         except OSError:
             continue
     raise OSError("no common free port")
+
+
+def _socket_for(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
+def _set_addresses(dns: DnsServer, name: str, addresses: Sequence[str]) -> None:
+    """A and AAAA records of `name` (each type replaced; an empty list removes it)."""
+    dns.set_a(name, *(a for a in addresses if ":" not in a))
+    dns.set_aaaa(name, *(a for a in addresses if ":" in a))
 
 
 def enforce_policy(*mx: str, mode: str = "enforce", max_age: int = 604800) -> str:
@@ -57,7 +67,8 @@ def derived_id(policy: str | bytes) -> str:
 
 
 class CheckWorld:
-    HTTPS_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    HTTPS_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "::1")
+    MX_ADDRESSES = (*(f"127.0.0.{n}" for n in range(10, 40)), "::1")
 
     def __init__(self, dns: DnsServer, ca: trustme.CA) -> None:
         self.dns = dns
@@ -70,6 +81,7 @@ class CheckWorld:
         self.smtp_port = 0
         self._smtp: list[LoopbackSmtpServer] = []
         self._next_mx = 10
+        self._mx_addresses: dict[str, list[str]] = {}
 
     def close(self) -> None:
         for server in self.https.values():
@@ -92,7 +104,7 @@ class CheckWorld:
             txt = f"v=STSv1; id={derived_id(policy)}" if policy is not None else None
         if txt is not None:
             self.dns.set_txt(f"_mta-sts.{domain}", txt)
-        self.dns.set_a(f"mta-sts.{domain}", *addresses)
+        _set_addresses(self.dns, f"mta-sts.{domain}", addresses)
         if policy is not None:
             for address in addresses:
                 self.serve(address, domain, policy, **site)
@@ -106,12 +118,16 @@ class CheckWorld:
     def serve(self, address: str, domain: str, policy: str | bytes, **site: Any) -> Site:
         return self.https[address].set_policy(domain, policy, **site)
 
-    async def mx_server(self, host: str, kind: MxKind = "valid") -> LoopbackSmtpServer:
-        """An SMTP server for MX `host` on its own 127.0.0.x address, and the A record."""
-        address = f"127.0.0.{self._next_mx}"
-        self._next_mx += 1
+    async def mx_server(
+        self, host: str, kind: MxKind = "valid", *, address: str | None = None
+    ) -> LoopbackSmtpServer:
+        """An SMTP server for MX `host` on its own 127.0.0.x address (or `address`, e.g. ::1);
+        the host's A/AAAA records list every address a server was started on for it."""
+        if address is None:
+            address = f"127.0.0.{self._next_mx}"
+            self._next_mx += 1
         if self.smtp_port == 0:
-            self.smtp_port = free_port([f"127.0.0.{n}" for n in range(10, 40)])
+            self.smtp_port = free_port(self.MX_ADDRESSES)
         certs = self.https["127.0.0.1"].certs
         tls = None
         if kind != "no-starttls":
@@ -121,7 +137,8 @@ class CheckWorld:
         server = LoopbackSmtpServer(behaviour, address, self.smtp_port)
         await server.__aenter__()
         self._smtp.append(server)
-        self.dns.set_a(host, address)
+        self._mx_addresses.setdefault(host, []).append(address)
+        _set_addresses(self.dns, host, self._mx_addresses[host])
         return server
 
     async def close_smtp(self) -> None:

@@ -386,3 +386,86 @@ async def test_progress_goes_to_stderr_on_a_terminal_only(
         assert "checked 1/3" in shown and "checked 3/3" in shown
     else:
         assert "checked" not in shown
+
+
+async def test_every_address_is_reported_with_its_facts(
+    world: CheckWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The policy host and the MX each on an A and an AAAA address, one of each broken: every
+    address is shown with its TLS version, chain, names, expiry (and HTTP answer), whatever the
+    findings, in the JSON and in the text."""
+    await world.mx_server(MX1)
+    await world.mx_server(MX1, "self-signed", address="::1")
+    policy = enforce_policy(MX1)
+    world.publish(D, policy, mx=[MX1], addresses=("127.0.0.1", "::1"))
+    world.https["::1"].set_policy(D, policy, cert="wrong-name")
+    code, report = await world.run_check(D)
+    assert code == 2
+    entry = report["domains"][0]
+    host = entry["policy_host"]
+    assert host["host"] == f"mta-sts.{D}" and host["error"] is None
+    good, bad = host["addresses"]
+    assert (good["address"], bad["address"]) == ("127.0.0.1", "::1")
+    for seen in (good, bad):
+        assert seen["tried"] and seen["tls_version"] in ("TLSv1.2", "TLSv1.3")
+        assert 0 < seen["days_left"] < 40 and seen["chain"] == "trusted"
+    assert good["names_cover_host"] and good["error"] is None
+    assert (good["http_status"], good["content_type"]) == (200, "text/plain")
+    assert good["size"] == len(policy) and len(good["sha256"]) == 64
+    assert bad["names_cover_host"] is False and f"mta-sts.{D}" not in bad["cert_names"]
+    assert bad["http_status"] is None and bad["error"]  # the sender's client refuses the name
+    [mx] = entry["mx_servers"]
+    ok, untrusted = mx["addresses"]
+    assert (ok["address"], untrusted["address"]) == ("127.0.0.10", "::1")
+    assert ok["starttls"] and ok["chain"] == "trusted" and ok["result_type"] is None
+    assert untrusted["result_type"] == "certificate-not-trusted"
+    assert untrusted["chain"] == "untrusted" and untrusted["tls_version"] == ok["tls_version"]
+    assert untrusted["cert_names"] == [MX1] and untrusted["days_left"] is not None
+    assert _finding(report, "MX_CERT_UNTRUSTED")["evidence"]["address"] == "::1"
+    assert _finding(report, "POLICY_CERT_NAME_MISMATCH")["evidence"]["address"] == "::1"
+
+    await asyncio.to_thread(main, ["check", D, *world.base_args()])
+    text = capsys.readouterr().out
+    assert f"  policy host mta-sts.{D}:\n    127.0.0.1: TLSv1." in text
+    assert re.search(r"\n    ::1: TLSv1\.\d, chain trusted, names \[[^]]*\] do not cover it", text)
+    assert "HTTP 200, text/plain, " in text
+    assert f"  MX {MX1}:\n    127.0.0.10: STARTTLS, TLSv1." in text
+    untrusted_line = r"\n    ::1: STARTTLS, TLSv1\.\d, chain untrusted, .* expires in \d+ days"
+    assert re.search(untrusted_line, text)
+
+
+async def test_private_addresses_are_listed_as_not_contacted(world: CheckWorld) -> None:
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.dns.set_a(MX1, "127.0.0.10")
+    args = [a for a in world.base_args() if a != "--allow-private"]
+    out = io.StringIO()
+
+    def call() -> int:
+        with contextlib.redirect_stdout(out):
+            return main(["check", "--json", D, *args])
+
+    assert await asyncio.to_thread(call) == 3
+    entry = json.loads(out.getvalue())["domains"][0]
+    [address] = entry["policy_host"]["addresses"]
+    assert address["tried"] is False and address["http_status"] is None
+    assert entry["mx_servers"][0]["addresses"][0]["tried"] is False
+
+
+async def test_tlsrpt_https_endpoint_checked_on_every_address(world: CheckWorld) -> None:
+    """The endpoint's A address is fine, its AAAA address has an expired certificate: a sender
+    may post to either, so the failing address is reported (the first one alone hid it)."""
+    await world.mx_server(MX1)
+    rua = f"https://reports.test:{world.https_port}/tlsrpt"
+    world.publish(D, enforce_policy(MX1), mx=[MX1], tlsrpt=f"v=TLSRPTv1; rua={rua}")
+    world.dns.set_a("reports.test", "127.0.0.3")
+    world.dns.set_aaaa("reports.test", "::1")
+    world.https["127.0.0.3"].set_site("reports.test", path=None)
+    world.https["::1"].set_site("reports.test", cert="expired", path=None)
+    code, report = await world.run_check(D)
+    failed = [f for f in report["domains"][0]["findings"] if f["code"] == "TLSRPT_HTTPS_FAILED"]
+    assert [f["evidence"]["address"] for f in failed] == ["::1"]
+    assert failed[0]["evidence"]["uri"] == rua and "expired" in failed[0]["message"]
+    assert code == 1
+    world.https["::1"].set_site("reports.test", path=None)
+    code, report = await world.run_check(D)
+    assert "TLSRPT_HTTPS_FAILED" not in codes(report) and code == 0

@@ -18,6 +18,7 @@ from mta_sts_policyd.tools.check.judge import DomainReport, judge_domain
 from mta_sts_policyd.tools.check.observations import (
     CertSeen,
     DomainSeen,
+    EndpointProblem,
     MxAddressSeen,
     MxHostSeen,
     MxSeen,
@@ -328,11 +329,9 @@ CASES: dict[str, Case] = {
     "TLSRPT_HTTPS_FAILED": (
         lambda: with_tlsrpt(
             "v=TLSRPTv1; rua=https://r.example/",
-            https={"https://r.example/": "certificate expired"},
+            https={"https://r.example/": (EndpointProblem("192.0.2.5", "certificate expired"),)},
         ),
-        lambda: with_tlsrpt(
-            "v=TLSRPTv1; rua=https://r.example/", https={"https://r.example/": None}
-        ),
+        lambda: with_tlsrpt("v=TLSRPTv1; rua=https://r.example/", https={"https://r.example/": ()}),
         DEFAULTS,
     ),
 }

@@ -23,11 +23,7 @@ from mta_sts_policyd.housekeeping import cancel_and_wait, evict
 from mta_sts_policyd.net.tls import Verify, client_context
 from mta_sts_policyd.probe.result import ProbeResult, apply_patterns
 from mta_sts_policyd.probe.smtp import Session, run_session
-from mta_sts_policyd.probe.tls import (
-    CertInfo,
-    host_mismatch_reason,
-    matches_host,
-)
+from mta_sts_policyd.probe.tls import host_mismatch_reason, matches_host
 from mta_sts_policyd.sts.names import host_name
 
 __all__ = [
@@ -51,10 +47,15 @@ _UNTRUSTED = frozenset({ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.CERTIFICA
 
 
 def _judge(
-    host: str, address: str, session: Session, peeked: CertInfo | None, now: float
+    host: str, address: str, session: Session, peeked: Session | None, now: float
 ) -> ProbeResult:
-    """Turn a session (and the certificate read on failure) into a verdict."""
-    info = session.cert or peeked
+    """Turn a session (and the second, unverified one on a certificate failure) into a verdict.
+
+    The unverified session supplies the certificate and the TLS version the failed one could
+    not report, so `check` shows them for a refused certificate too.
+    """
+    info = session.cert or (peeked.cert if peeked else None)
+    version = session.tls_version or (peeked.tls_version if peeked else None)
     result = ProbeResult(
         mx_host=host,
         address=address,
@@ -62,7 +63,7 @@ def _judge(
         result_type=session.result_type,
         reason=session.reason,
         failure_reason_code=session.failure_reason_code,
-        tls_version=session.tls_version,
+        tls_version=version,
         cert_not_after=info.not_after if info else None,
         cert_names=info.dns_names if info else (),
         receiving_helo=session.receiving_helo,
@@ -199,7 +200,7 @@ class MxProber:
             return self._transient(host, address, session.reason)
         peeked = None
         if session.result_type in _UNTRUSTED:
-            peeked = (await self._session(host, address, self._peek_ctx)).cert
+            peeked = await self._session(host, address, self._peek_ctx)
         return _judge(host, address, session, peeked, self._clock())
 
     def _session(self, host: str, address: str, ctx: ssl.SSLContext) -> Awaitable[Session]:

@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mta_sts_policyd.discovery.policy_fetch import PolicyFetcher
 from mta_sts_policyd.errors import DnsLookupError, PolicyFetchError
@@ -22,6 +23,7 @@ from mta_sts_policyd.sts.txt import select_sts_record
 from mta_sts_policyd.tlsrpt.record import RecordSyntaxError, is_candidate, parse_tlsrpt_record
 from mta_sts_policyd.tools.check.observations import (
     DomainSeen,
+    EndpointProblem,
     MxAddressSeen,
     MxHostSeen,
     MxSeen,
@@ -31,7 +33,9 @@ from mta_sts_policyd.tools.check.observations import (
     TxtSeen,
 )
 from mta_sts_policyd.tools.check.tls_inspect import inspect_tls
-from mta_sts_policyd.tools.check.tlsrpt_targets import https_problem, mailto_problem
+from mta_sts_policyd.tools.check.tlsrpt_targets import https_problems, mailto_problem
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -194,12 +198,10 @@ def _https_uris(text: str) -> list[str]:
     return [d.target for d in record.destinations if d.kind == "https"]
 
 
-async def _https(uri: str, reach: Reach) -> str | None:
-    return await https_problem(uri, reach.dns, reach.ca_file, reach.timeout, reach.allow_private)
+async def _https(uri: str, reach: Reach) -> tuple[EndpointProblem, ...]:
+    return await https_problems(uri, reach.dns, reach.ca_file, reach.timeout, reach.allow_private)
 
 
-async def _each(
-    items: list[str], check: Callable[[str], Awaitable[str | None]]
-) -> dict[str, str | None]:
+async def _each(items: list[str], check: Callable[[str], Awaitable[T]]) -> dict[str, T]:
     results = await asyncio.gather(*(check(item) for item in items))
     return dict(zip(items, results, strict=True))

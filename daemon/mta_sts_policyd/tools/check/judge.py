@@ -10,6 +10,7 @@ from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.postfix.policy_reply import render_policy_reply
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import Mode, Policy, TxtRecord
+from mta_sts_policyd.tools.check.addresses import HostView, mx_host_view, policy_host_view
 from mta_sts_policyd.tools.check.findings import (
     Finding,
     NagiosStatus,
@@ -52,6 +53,9 @@ class DomainReport:
     sender: SenderView
     certificates: tuple[tuple[str, str, int], ...] = ()
     """(kind `policy_host` or `mx`, host, days left): the soonest expiry over its addresses."""
+    policy_host: HostView | None = None
+    mx_servers: tuple[HostView, ...] = ()
+    """Per address of the policy host and of each MX host: what was seen, findings or not."""
 
     def to_json(self) -> dict[str, object]:
         policy = None
@@ -77,6 +81,8 @@ class DomainReport:
                 {"kind": kind, "host": host, "days_left": days}
                 for kind, host, days in self.certificates
             ],
+            "policy_host": self.policy_host.to_json() if self.policy_host else None,
+            "mx_servers": [h.to_json() for h in self.mx_servers],
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -104,6 +110,8 @@ def judge_domain(seen: DomainSeen, options: Options, now: datetime) -> DomainRep
         mx_hosts=seen.mx.hosts,
         sender=_sender(seen, record, policy, ordered),
         certificates=_certificates(seen, now),
+        policy_host=policy_host_view(seen.policy_host, now) if seen.policy_host else None,
+        mx_servers=tuple(mx_host_view(h, now) for h in seen.mx_hosts),
     )
 
 

@@ -104,6 +104,15 @@ class MxSeen:
 
 
 @dataclass(frozen=True)
+class EndpointProblem:
+    """Why a TLS-RPT https: endpoint failed its TLS check, at one address (None: the name)."""
+
+    address: str | None
+    problem: str
+    not_public: bool = False
+
+
+@dataclass(frozen=True)
 class TlsRptSeen:
     name: str
     records: tuple[str, ...] = ()
@@ -111,8 +120,8 @@ class TlsRptSeen:
     error: str | None = None
     mailto_domains: dict[str, str | None] = field(default_factory=dict)
     """Domain of each mailto: address -> why it cannot receive mail, or None when it can."""
-    https: dict[str, str | None] = field(default_factory=dict)
-    """Each https: endpoint -> what its TLS check found wrong, or None."""
+    https: dict[str, tuple[EndpointProblem, ...]] = field(default_factory=dict)
+    """Each https: endpoint -> what its TLS check found wrong, per address (empty: nothing)."""
 
 
 @dataclass(frozen=True)

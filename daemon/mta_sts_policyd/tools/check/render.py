@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
+from mta_sts_policyd.tools.check.addresses import MxAddressView, PolicyAddressView, TlsView
 from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
 from mta_sts_policyd.tools.check.judge import DomainReport
 
@@ -49,9 +50,52 @@ def as_text(reports: Sequence[DomainReport], *, colour: bool) -> str:
                 lines.append(f"      evidence: {where}")
             if f.severity is not Severity.INFO:
                 lines.append(f"      fix: {f.fix}")
+        lines += _address_lines(report)
         lines.append(_sender_line(report))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _address_lines(report: DomainReport) -> list[str]:
+    """Per address of the policy host and each MX: the facts, whether or not a finding."""
+    hosts = [("policy host", report.policy_host)] if report.policy_host else []
+    hosts += [("MX", h) for h in report.mx_servers]
+    lines = []
+    for label, host in hosts:
+        assert host is not None
+        problem = host.error or ("" if host.addresses else "no A or AAAA record")
+        lines.append(f"  {label} {host.host}:" + (f" {problem}" if problem else ""))
+        for address in host.addresses:
+            lines.append(f"    {address.address}: {_address_text(address)}")
+    return lines
+
+
+def _address_text(address: PolicyAddressView | MxAddressView) -> str:
+    if not address.tried:
+        return "not contacted (not a public address)"
+    parts = []
+    if isinstance(address, MxAddressView) and address.starttls is not None:
+        parts.append("STARTTLS" if address.starttls else "no STARTTLS")
+    parts += _tls_text(address.tls)
+    if isinstance(address, PolicyAddressView) and address.http_status is not None:
+        shown = f"{address.content_type or 'no content type'}, {address.size} bytes"
+        parts.append(f"HTTP {address.http_status}, {shown}")
+    if address.error:
+        parts.append(f"error: {address.error}")
+    return ", ".join(parts)
+
+
+def _tls_text(tls: TlsView) -> list[str]:
+    parts = [tls.version] if tls.version else []
+    if tls.chain is not None:
+        parts.append(f"chain {tls.chain}")
+    if tls.names_cover_host is not None:
+        names = ", ".join(tls.names) or "no DNS names"
+        parts.append(f"names [{names}] {'cover' if tls.names_cover_host else 'do not cover'} it")
+    if tls.days_left is not None:
+        left = tls.days_left
+        parts.append(f"expires in {left} days" if left >= 0 else f"expired {-left} days ago")
+    return parts
 
 
 def _sender_line(report: DomainReport) -> str:

@@ -57,7 +57,11 @@ def judge_tlsrpt(seen: TlsRptSeen, policy: Policy | None) -> list[Finding]:
                     uri=f"mailto:...@{domain}",
                 )
             )
-    for uri, problem in sorted(seen.https.items()):
-        if problem is not None:
-            out.append(finding("TLSRPT_HTTPS_FAILED", f"{uri}: {problem}", name=name, uri=uri))
+    for uri, problems in sorted(seen.https.items()):
+        for p in problems:
+            code = "ADDRESS_NOT_PUBLIC" if p.not_public else "TLSRPT_HTTPS_FAILED"
+            at = f" at {p.address}" if p.address else ""
+            out.append(
+                finding(code, f"{uri}{at}: {p.problem}", name=name, uri=uri, address=p.address)
+            )
     return out
