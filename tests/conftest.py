@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,9 +84,11 @@ async def discovery(sts_world: StsWorld) -> AsyncIterator[Discovery]:
 
 
 @pytest.fixture
-def pebble_world(
+def pebble_start(
     tmp_path: Path, trust_ca: trustme.CA, dns_server: DnsServer
-) -> Iterator[tuple[Pebble, int]]:
+) -> Iterator[Callable[..., tuple[Pebble, int]]]:
+    """Starts Debian's pebble (keywords: http_port, validity_seconds); returns it and the
+    tls-alpn-01 port it validates on. mta-sts.a.test and mta-sts.b.test point at 127.0.0.1."""
     from support.pebble import NAME, PEBBLE, Pebble
     from support.postfix_instance import free_port
 
@@ -94,10 +96,21 @@ def pebble_world(
         pytest.fail("pebble not installed: .ci/setup installs Debian's pebble package")
     dns_server.set_a(NAME, "127.0.0.1")
     dns_server.set_a("mta-sts.b.test", "127.0.0.1")
-    tls_port = free_port()
-    pebble = Pebble(tmp_path, trust_ca, dns_server, tls_port)
-    yield pebble, tls_port
-    pebble.stop()
+    started: list[Pebble] = []
+
+    def start(**options: int) -> tuple[Pebble, int]:
+        tls_port = free_port()
+        started.append(Pebble(tmp_path, trust_ca, dns_server, tls_port, **options))
+        return started[-1], tls_port
+
+    yield start
+    for pebble in started:
+        pebble.stop()
+
+
+@pytest.fixture
+def pebble_world(pebble_start: Callable[..., tuple[Pebble, int]]) -> tuple[Pebble, int]:
+    return pebble_start()
 
 
 @pytest.fixture

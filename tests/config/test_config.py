@@ -118,6 +118,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "reports_in.retention_days": [0, -1],
     "host.poll_interval": [0],
     "host.reports_max_bytes": [0, -1, 1 << 40],
+    "host.status_interval": [0, -5.0, 1e9],
+    "host.acme_challenge": ["dns-01", "TLS-ALPN-01", ""],
     "reports_in.quarantine_keep": [0],
     "reports_in.min_days": [0],
     "reports_in.min_organizations": [0],

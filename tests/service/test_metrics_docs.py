@@ -31,7 +31,17 @@ def exported() -> set[str]:
     names = set()
     for family in metrics.REGISTRY.collect():
         names.add(family.name + "_total" if family.type == "counter" else family.name)
-    return names
+    return names | host_exported()
+
+
+def host_exported() -> set[str]:
+    """The policy host process's own registry ([host] metrics_listen), all gauges."""
+    from mta_sts_policyd.host.certificates import CertificateSet
+    from mta_sts_policyd.host.documents import PolicyDocuments
+    from mta_sts_policyd.tools.host_status.gauges import HostedGauges
+
+    gauges = HostedGauges(PolicyDocuments(Path("/nonexistent")), CertificateSet([]))
+    return {family.name for family in gauges.registry().collect()}
 
 
 def documented() -> set[str]:

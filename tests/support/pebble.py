@@ -17,9 +17,6 @@ import trustme
 from support.dns_server import DnsServer
 from support.postfix_instance import free_port
 
-NAME = "mta-sts.a.test"
-POLICY = b"version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\n"
-
 PEBBLE = shutil.which("pebble")
 NAME = "mta-sts.a.test"
 POLICY = b"version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\n"
@@ -36,7 +33,17 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 class Pebble:
-    def __init__(self, root: Path, ca: trustme.CA, dns: DnsServer, tls_port: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        ca: trustme.CA,
+        dns: DnsServer,
+        tls_port: int,
+        http_port: int | None = None,
+        validity_seconds: int | None = None,
+    ) -> None:
+        """`http_port`: where pebble validates http-01; `validity_seconds`: the lifetime of the
+        certificates it issues (Debian's pebble 2.4 key certificateValidityPeriod)."""
         self.port, self.management = free_port(), free_port()
         self.ca_file = root / "pebble-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
@@ -49,18 +56,21 @@ class Pebble:
                 "managementListenAddress": f"127.0.0.1:{self.management}",
                 "certificate": str(root / "pebble.pem"),
                 "privateKey": str(root / "pebble.key"),
-                "httpPort": free_port(),
+                "httpPort": http_port or free_port(),
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,
             }
         }
+        if validity_seconds is not None:
+            config["pebble"]["certificateValidityPeriod"] = validity_seconds
         (root / "pebble.json").write_text(json.dumps(config))
         env = dict(
             os.environ,
             PEBBLE_VA_NOSLEEP="1",
             PEBBLE_WFE_NONCEREJECT="0",
             PEBBLE_VA_ALWAYS_VALID="0",
+            PEBBLE_AUTHZREUSE="0",  # every order is validated again (renewals too)
         )
         host, port = dns.address
         self.process = subprocess.Popen(

@@ -209,7 +209,11 @@ class HostConfig:
     acme_directory: str = ""
     """ACME (RFC 8555) directory URL, e.g. Let's Encrypt's; empty: certificates from files."""
     acme_names: tuple[str, ...] = ()
-    """The allow-list: names (mta-sts.DOMAIN) the host gets certificates for by tls-alpn-01."""
+    """The allow-list: names (mta-sts.DOMAIN) the host gets certificates for."""
+    acme_challenge: Literal["tls-alpn-01", "http-01"] = "tls-alpn-01"
+    """tls-alpn-01 (RFC 8737) on the serving port, or http-01 (RFC 8555 §8.3) on http_listen."""
+    http_listen: tuple[str, ...] = ("0.0.0.0:80", "[::]:80")
+    """Plain-HTTP listeners, only with acme_challenge = "http-01": challenge answers, else 404."""
     acme_email: str = ""
     acme_ca_file: str = ""
     """Trust anchor for the ACME server's HTTPS (test set-ups); empty: the system store."""
@@ -221,6 +225,11 @@ class HostConfig:
     """`host status`: the addresses mta-sts.D must resolve to (only these)."""
     expect_cname: tuple[str, ...] = ()
     """`host status`: mta-sts.D must be a CNAME to one of these (provider set-ups)."""
+    metrics_listen: str = ""
+    """The host process's own metrics endpoint (HOST:PORT, loopback unless metrics.allow_remote);
+    empty: none."""
+    status_interval: float = 3600.0
+    """Seconds between the host process's own `host status` checks behind its metrics."""
 
 
 @dataclass(frozen=True)

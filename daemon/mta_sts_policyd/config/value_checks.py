@@ -87,6 +87,7 @@ RANGES: dict[str, Range] = {
     "probe.port": PORT,
     "host.poll_interval": _seconds(DAY),
     "host.reports_max_bytes": _count(64 * 1024 * 1024),
+    "host.status_interval": _seconds(7 * DAY),
     "monitor.interval": _seconds(7 * DAY),
     "monitor.jitter": _seconds(DAY, zero=True),
     "reports_in.retention_days": _count(3660),

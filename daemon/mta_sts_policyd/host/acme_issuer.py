@@ -1,11 +1,14 @@
-"""Certificates for the policy host from an ACME CA (RFC 8555), answered by tls-alpn-01 (RFC 8737).
+"""Certificates for the policy host from an ACME CA (RFC 8555), answered by tls-alpn-01 (RFC 8737)
+or, where the operator prefers port 80, by http-01 (RFC 8555 §8.3).
 
 The protocol (JOSE, nonces, orders, polling) is certbot's `acme` library; what it no longer
 ships is the tls-alpn-01 challenge type, registered here through its own extension mechanism,
 and the validation certificate (RFC 8737 §3: the name as the only SAN, the SHA-256 of the key
 authorization in a critical id-pe-acmeIdentifier extension), built with `cryptography`. The
 validation is answered on the serving port: while a name's challenge is pending, a handshake
-for it that offers ALPN `acme-tls/1` gets the validation certificate (`server.py`).
+for it that offers ALPN `acme-tls/1` gets the validation certificate (`server.py`). With
+http-01 the plain-HTTP listener (`challenge_http.py`) answers the token's path with the key
+authorization, for the name it was issued for only.
 
 The library is synchronous; `issue()` runs in a thread. The account key (JWK) and every issued
 key and chain are written 0600 under the state directory, in certbot's layout, so the
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 ACME_TLS_ALPN = "acme-tls/1"
 ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 USER_AGENT = "mta-sts-policyd-host"
+TLS_ALPN_01, HTTP_01 = "tls-alpn-01", "http-01"
 
 
 class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
@@ -98,17 +102,28 @@ class AcmeIssuer:
         state_dir: Path,
         email: str = "",
         ca_bundle: str | None = None,
+        challenge: str = TLS_ALPN_01,
     ) -> None:
+        if challenge not in (TLS_ALPN_01, HTTP_01):
+            raise ValueError(f"unknown ACME challenge type {challenge!r}")
         self.directory_url = directory_url
+        self.challenge = challenge
         self.state_dir = state_dir
         self.certs_dir = state_dir / "certs"
         self.email = email
         self.ca_bundle = ca_bundle
         self.pending: dict[str, ssl.SSLContext] = {}
         """Name -> validation context while its challenge is open (read by the SNI callback)."""
+        self.http_tokens: dict[str, tuple[str, str]] = {}
+        """http-01 token -> (name, key authorization) while its challenge is open."""
 
     def challenge_for(self, name: str) -> ssl.SSLContext | None:
         return self.pending.get(name)
+
+    def http_answer(self, name: str, token: str) -> str | None:
+        """The key authorization for an http-01 request to `name` (RFC 8555 §8.3), or None."""
+        entry = self.http_tokens.get(token)
+        return entry[1] if entry is not None and entry[0] == name else None
 
     def issue(self, name: str, timeout: float = 120.0) -> Path:
         """One certificate for `name` (blocking; run it in a thread). Returns its folder."""
@@ -124,6 +139,8 @@ class AcmeIssuer:
             order = acme.poll_and_finalize(order, deadline)
         finally:
             self.pending.pop(name, None)
+            for token in [t for t, (n, _) in self.http_tokens.items() if n == name]:
+                self.http_tokens.pop(token, None)
         folder = self.certs_dir / name
         _write_private(folder / "privkey.pem", _key_pem(cert_key))
         _write_private(folder / "fullchain.pem", order.fullchain_pem.encode())
@@ -136,10 +153,16 @@ class AcmeIssuer:
         if authz.body.status == messages.STATUS_VALID:
             return
         name = authz.body.identifier.value
-        challb = next((c for c in authz.body.challenges if isinstance(c.chall, TLSALPN01)), None)
+        kind = TLSALPN01 if self.challenge == TLS_ALPN_01 else challenges.HTTP01
+        challb = next((c for c in authz.body.challenges if isinstance(c.chall, kind)), None)
         if challb is None:
-            raise errors.Error(f"the CA offers no tls-alpn-01 challenge for {name}")
-        self.pending[name] = validation_context(name, challb.chall.validation(key))
+            raise errors.Error(f"the CA offers no {self.challenge} challenge for {name}")
+        if isinstance(challb.chall, TLSALPN01):
+            self.pending[name] = validation_context(name, challb.chall.validation(key))
+        else:
+            token = challb.chall.encode("token")
+            self.http_tokens[token] = (name, challb.chall.validation(key))
+        log.info("event=acme-challenge name=%s type=%s", name, self.challenge)
         acme.answer_challenge(challb, challb.chall.response(key))
 
     def _client(self, account_key: JWK) -> client.ClientV2:

@@ -1,7 +1,8 @@
 """The host process: serve, re-read policies and certificates on SIGHUP and on change, stop.
 
 A reload swaps what later requests see; connections in flight keep going (the listening
-socket and its TLS context stay, the context looks certificates up per handshake).
+socket and its TLS context stay, the context looks certificates up per handshake). With
+ACME http-01 a plain-HTTP listener answers the challenges (`challenge_http.py`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mta_sts_policyd.host.acme_issuer import AcmeIssuer
+from mta_sts_policyd.host.acme_issuer import HTTP_01, TLS_ALPN_01, AcmeIssuer
 from mta_sts_policyd.host.certificates import CertificateSet
+from mta_sts_policyd.host.challenge_http import HttpAnswer, make_challenge_app
 from mta_sts_policyd.host.documents import PolicyDocuments
 from mta_sts_policyd.host.renewal import Renewal
 from mta_sts_policyd.host.report_intake import ReportEndpoint
@@ -40,6 +44,16 @@ class HostSettings:
     reports_path: str = ""
     """Where senders POST TLS reports (RFC 8460 §5.4); empty: no intake."""
     reports_max_bytes: int = 1024 * 1024
+    acme_challenge: str = TLS_ALPN_01
+    """tls-alpn-01 (on the serving port) or http-01 (on `http_listen`)."""
+    http_listen: tuple[tuple[str, int], ...] = ()
+    """Plain-HTTP listeners for http-01 answers (nothing else is served there)."""
+    renewal_tick: float = 60.0
+    """Seconds between renewal checks (tests shorten it)."""
+
+
+Extras = Callable[["PolicyHost"], Sequence[Coroutine[Any, Any, None]]]
+"""What else runs while the host serves (the status gauges), given the host's live state."""
 
 
 class PolicyHost:
@@ -48,9 +62,11 @@ class PolicyHost:
         settings: HostSettings,
         challenges: ChallengeLookup | None = None,
         intake: Intake | None = None,
+        http_answer: HttpAnswer | None = None,
     ) -> None:
         self.settings = settings
         self.challenges = challenges
+        self.http_answer = http_answer
         self.reports: ReportEndpoint | None = None
         if settings.reports_path and intake is not None:
             self.reports = ReportEndpoint(intake, settings.reports_max_bytes)
@@ -63,9 +79,13 @@ class PolicyHost:
                 settings.acme_state,
                 settings.acme_email,
                 settings.acme_ca_file,
+                settings.acme_challenge,
             )
             cert_dirs = (*cert_dirs, issuer.certs_dir)
-            self.challenges = issuer.challenge_for
+            if settings.acme_challenge == HTTP_01:
+                self.http_answer = issuer.http_answer
+            else:
+                self.challenges = issuer.challenge_for
         self.certificates = CertificateSet(cert_dirs)
         if settings.acme_directory and settings.acme_state is not None:
             self.renewal = Renewal(issuer, self.certificates, settings.acme_names)
@@ -76,16 +96,20 @@ class PolicyHost:
         self.documents.reload()
         self.certificates.reload()
 
-    async def serve(self) -> None:
-        """Until `stop()` (or SIGTERM/SIGINT when run by `run_host`)."""
+    async def serve(self, extras: Sequence[Coroutine[Any, Any, None]] = ()) -> None:
+        """Until `stop()` (or SIGTERM/SIGINT when run by `run_host`); `extras` run alongside."""
         self.reload()
         routes = (self.settings.reports_path, self.reports) if self.reports else None
         app = make_app(self.documents, routes)
         context = tls_context(self.certificates, self.challenges)
         runners = [await start(app, host, port, context) for host, port in self.settings.listen]
-        tasks = [asyncio.create_task(self._poll())]
+        if self.http_answer is not None:
+            plain = make_challenge_app(self.http_answer)
+            for host, port in self.settings.http_listen:
+                runners.append(await start(plain, host, port, None))
+        tasks = [asyncio.create_task(self._poll()), *map(asyncio.create_task, extras)]
         if self.renewal is not None:
-            tasks.append(asyncio.create_task(self.renewal.run()))
+            tasks.append(asyncio.create_task(self.renewal.run(self.settings.renewal_tick)))
         try:
             await self._stop.wait()
         finally:
@@ -108,7 +132,9 @@ class PolicyHost:
                 log.exception("event=host-reload-crashed")
 
 
-def run_host(settings: HostSettings, intake: Intake | None = None) -> int:
+def run_host(
+    settings: HostSettings, intake: Intake | None = None, extras: Extras | None = None
+) -> int:
     async def main() -> int:
         host = PolicyHost(settings, intake=intake)
         loop = asyncio.get_running_loop()
@@ -116,7 +142,7 @@ def run_host(settings: HostSettings, intake: Intake | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, host.stop)
         with contextlib.suppress(asyncio.CancelledError):
-            await host.serve()
+            await host.serve(extras(host) if extras is not None else ())
         return 0
 
     return asyncio.run(main())

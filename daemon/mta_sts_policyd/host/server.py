@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from mta_sts_policyd.host.certificates import CertificateSet, server_context
+from mta_sts_policyd.host.client_hello import CLIENT_HELLO, offers_alpn
 from mta_sts_policyd.host.documents import PolicyDocuments
 from mta_sts_policyd.host.report_intake import ReportEndpoint
 
@@ -31,6 +32,9 @@ KEEPALIVE_TIMEOUT = 15.0
 
 ChallengeLookup = Callable[[str], ssl.SSLContext | None]
 """Server name -> the TLS context answering a pending ACME tls-alpn-01 challenge, if any."""
+ACME_TLS_ALPN = b"acme-tls/1"
+_OFFERS_ACME = "mta_sts_policyd_offers_acme"
+"""Attribute set on a handshake's SSLObject when its ClientHello offers ALPN acme-tls/1."""
 
 
 def make_app(
@@ -64,12 +68,20 @@ def _not_found() -> web.Response:
 def tls_context(
     certificates: CertificateSet, challenges: ChallengeLookup | None = None
 ) -> ssl.SSLContext:
-    """The listening context: picks the name's certificate (or an ACME challenge) by SNI."""
+    """The listening context: picks the name's certificate by SNI, or the validation
+    certificate of a pending ACME challenge, but only for a ClientHello offering acme-tls/1
+    (RFC 8737 §3): a sender fetching the policy during a renewal gets the real certificate."""
     context = server_context()
+
+    def on_hello(sock: Any, direction: str, _v: Any, _t: Any, kind: Any, data: bytes) -> None:
+        if direction == "read" and kind == CLIENT_HELLO:
+            setattr(sock, _OFFERS_ACME, offers_alpn(data, ACME_TLS_ALPN))
 
     def on_sni(sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
         name = (server_name or "").lower()
-        chosen = challenges(name) if challenges is not None else None
+        chosen = None
+        if challenges is not None and getattr(sock, _OFFERS_ACME, False):
+            chosen = challenges(name)
         chosen = chosen or certificates.context_for(name)
         if chosen is None:
             log.debug("event=tls-unknown-name name=%r", name)
@@ -78,12 +90,16 @@ def tls_context(
         return None
 
     context.sni_callback = on_sni
+    if challenges is not None:
+        setattr(context, "_msg_callback", on_hello)  # noqa: B010 (not in typeshed)
     return context
 
 
 async def start(
-    app: web.Application, host: str, port: int, context: ssl.SSLContext
+    app: web.Application, host: str, port: int, context: ssl.SSLContext | None
 ) -> web.AppRunner:
+    """One listener with the request-size limits and keep-alive idle timeout; `context` None:
+    plain HTTP (the http-01 challenge listener)."""
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -95,5 +111,6 @@ async def start(
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=context, backlog=512)
     await site.start()
-    log.info("event=host-listening address=%s:%d", host, port)
+    scheme = "https" if context is not None else "http"
+    log.info("event=host-listening address=%s:%d scheme=%s", host, port, scheme)
     return runner

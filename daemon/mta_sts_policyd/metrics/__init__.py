@@ -40,6 +40,7 @@ __all__ = [  # re-exported: callers write metrics.FastCounter, metrics.MetricsSe
     "MetricsServer",
     "Scalar",
     "loopback_host",
+    "serve_registry",
 ]
 
 # 10 µs (a cached answer) ... 5 s (a cold lookup that waited for DNS and HTTPS).

@@ -8,25 +8,31 @@ else); the host's stack (aiohttp) is imported inside the builders.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import Config, parse_listen_address
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.service.composition import make_reports_intake, make_state_dir
 
 if TYPE_CHECKING:
-    from mta_sts_policyd.host.run import HostSettings
+    from mta_sts_policyd.host.run import Extras, HostSettings, PolicyHost
     from mta_sts_policyd.reports_in.intake import Intake
+    from mta_sts_policyd.tools.host_status.gauges import HostedGauges
     from mta_sts_policyd.tools.host_status.judge import Expectations
+
+log = logging.getLogger(__name__)
 
 
 def host_settings(config: Config) -> HostSettings:
     from mta_sts_policyd.host.run import HostSettings
 
-    listen = tuple(parse_listen_address(a, "host.listen") for a in config.host.listen)
-    if any(host == "unix" for host, _ in listen):
-        raise ConfigError("host.listen: the policy host listens on TCP (HOST:PORT) only")
+    listen = _tcp_listen(config.host.listen, "host.listen")
+    http_listen: tuple[tuple[str, int], ...] = ()
+    if config.host.acme_directory and config.host.acme_challenge == "http-01":
+        http_listen = _tcp_listen(config.host.http_listen, "host.http_listen")
     return HostSettings(
         listen=listen,
         policy_dir=Path(config.host.policy_dir),
@@ -39,7 +45,54 @@ def host_settings(config: Config) -> HostSettings:
         acme_ca_file=config.host.acme_ca_file or None,
         reports_path=_reports_path(config.host.reports_path),
         reports_max_bytes=config.host.reports_max_bytes,
+        acme_challenge=config.host.acme_challenge,
+        http_listen=http_listen,
     )
+
+
+def _tcp_listen(addresses: Sequence[str], key: str) -> tuple[tuple[str, int], ...]:
+    listen = tuple(parse_listen_address(a, key) for a in addresses)
+    if not listen or any(host == "unix" for host, _ in listen):
+        raise ConfigError(f"{key}: the policy host listens on TCP (HOST:PORT) only")
+    return listen
+
+
+def host_extras(config: Config) -> Extras | None:
+    """With `[host] metrics_listen`: the host's own metrics endpoint and the periodic
+    `host status` behind its per-domain gauges (started once the host's state exists)."""
+    if not config.host.metrics_listen:
+        return None
+    from mta_sts_policyd import metrics
+    from mta_sts_policyd.service.composition import dns_client
+    from mta_sts_policyd.tools.check.observations import Options
+    from mta_sts_policyd.tools.host_status.gauges import HostedGauges, watch
+
+    address = parse_listen_address(config.host.metrics_listen, "host.metrics_listen")
+    try:
+        metrics.loopback_host(address[0], allow_remote=config.metrics.allow_remote)
+    except ValueError as exc:
+        raise ConfigError(f"host.metrics_listen: {exc}") from None
+    expect = host_expectations(config)
+
+    def extras(host: PolicyHost) -> list[Coroutine[Any, Any, None]]:
+        gauges = HostedGauges(host.documents, host.certificates)
+        watcher = watch(gauges, dns_client(config), expect, Options(), config.host.status_interval)
+        return [_exposed(gauges, address, config.metrics.allow_remote, watcher)]
+
+    return extras
+
+
+async def _exposed(
+    gauges: HostedGauges, address: tuple[str, int], remote: bool, watcher: Coroutine[Any, Any, None]
+) -> None:
+    from mta_sts_policyd import metrics
+
+    server = metrics.serve_registry(*address, gauges.registry(), allow_remote=remote)
+    log.info("event=metrics-listening address=%s:%d", server.host, server.port)
+    try:
+        await watcher
+    finally:
+        server.close()
 
 
 def _reports_path(path: str) -> str:

@@ -1,0 +1,181 @@
+"""`mta-sts-policyd host` as a real process: a SIGHUP under a steady stream of HTTPS requests
+swaps the policy without a failed request, and its metrics endpoint carries per-domain gauges
+from its own `host status` checks (against the test DNS server)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
+from mta_sts_policyd.host.documents import POLICY_FILE
+from mta_sts_policyd.sts import parse_policy
+from mta_sts_policyd.tools.policy_id import policy_id
+from support.daemon_process import COMMAND, subprocess_env, toml_text
+from support.dns_server import DnsServer
+from support.pebble import wait_port
+from support.postfix_instance import free_port
+
+OLD = b"version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\n"
+NEW = b"version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 604800\n"
+
+
+@dataclass
+class HostProcess:
+    root: Path
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def policy(self, domain: str, body: bytes) -> Path:
+        path = self.root / "policies" / domain / POLICY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        return path
+
+    def cert(self, ca: trustme.CA, name: str) -> None:
+        leaf = ca.issue_cert(name)
+        folder = self.root / "certs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CHAIN_FILE).write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+        (folder / KEY_FILE).write_bytes(leaf.private_key_pem.bytes())
+
+    def start(self, nameserver: str) -> None:
+        config = self.root / "config.toml"
+        config.write_text(
+            toml_text(
+                {
+                    "cache": {"state_dir": str(self.root / "state")},
+                    "logging": {"target": "stderr"},
+                    "discovery": {"nameservers": [nameserver], "dns_timeout": 1.0},
+                    "host": {
+                        "listen": [f"127.0.0.1:{self.port}"],
+                        "policy_dir": str(self.root / "policies"),
+                        "cert_dirs": [str(self.root / "certs")],
+                        "poll_interval": 3600.0,  # only the SIGHUP re-reads
+                        "metrics_listen": f"127.0.0.1:{self.metrics_port}",
+                        "status_interval": 0.3,
+                        "expect_addresses": ["127.0.0.1"],
+                    },
+                }
+            )
+        )
+        self.proc = subprocess.Popen(
+            [*COMMAND, "host", "-c", str(config)],
+            env=subprocess_env(),
+            stderr=(self.root / "host.log").open("wb"),
+        )
+        wait_port(self.port)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(10)
+
+    @property
+    def log(self) -> str:
+        return (self.root / "host.log").read_text()
+
+
+@pytest.fixture
+def host(tmp_path: Path, trust_ca: trustme.CA, dns_server: DnsServer) -> HostProcess:
+    process = HostProcess(tmp_path)
+    for domain, body in (("a.test", OLD), ("b.test", OLD)):
+        process.policy(domain, body)
+        process.cert(trust_ca, f"mta-sts.{domain}")
+        dns_server.set_a(f"mta-sts.{domain}", "127.0.0.1")
+    dns_server.set_txt("_mta-sts.a.test", f"v=STSv1; id={policy_id(parse_policy(OLD))}")
+    dns_server.set_txt("_mta-sts.b.test", f"v=STSv1; id={policy_id(parse_policy(NEW))}")  # stale
+    process.start(dns_server.nameserver)
+    yield process  # type: ignore[misc]
+    if process.proc is not None and process.proc.poll() is None:
+        process.proc.kill()
+        process.proc.wait()
+
+
+def client(ca: trustme.CA) -> httpx.AsyncClient:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return httpx.AsyncClient(verify=context, timeout=5.0)
+
+
+@pytest.mark.slow
+async def test_sighup_swaps_the_policy_under_load_without_a_failed_request(
+    host: HostProcess, trust_ca: trustme.CA
+) -> None:
+    url = f"https://127.0.0.1:{host.port}/.well-known/mta-sts.txt"
+    kw = {"headers": {"Host": "mta-sts.a.test"}, "extensions": {"sni_hostname": "mta-sts.a.test"}}
+    answers: list[tuple[float, int, bytes]] = []
+    errors: list[BaseException] = []
+    done = asyncio.Event()
+
+    async def kept_alive() -> None:  # one connection for all its requests
+        async with client(trust_ca) as http:
+            while not done.is_set():
+                try:
+                    r = await http.get(url, **kw)  # type: ignore[arg-type]
+                    answers.append((time.monotonic(), r.status_code, r.content))
+                except httpx.HTTPError as exc:
+                    errors.append(exc)
+
+    async def new_connections() -> None:  # a handshake per request
+        while not done.is_set():
+            try:
+                async with client(trust_ca) as http:
+                    r = await http.get(url, **kw)  # type: ignore[arg-type]
+                answers.append((time.monotonic(), r.status_code, r.content))
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+    workers = [asyncio.create_task(w()) for w in (kept_alive, kept_alive, new_connections) * 2]
+    await asyncio.sleep(1.0)
+    host.policy("a.test", NEW)
+    assert host.proc is not None
+    host.proc.send_signal(signal.SIGHUP)
+    signalled = time.monotonic()
+    await asyncio.sleep(1.5)
+    done.set()
+    await asyncio.gather(*workers)
+    assert errors == []
+    assert {status for _, status, _ in answers} == {200}
+    before = [body for at, _, body in answers if at < signalled]
+    after = [body for at, _, body in answers if at > signalled + 0.5]
+    assert set(before) == {OLD} and set(after) == {NEW}
+    assert len(before) > 20 and len(after) > 20, (len(before), len(after))
+    assert host.stop() == 0
+
+
+@pytest.mark.slow
+async def test_the_metrics_endpoint_carries_each_served_domains_status(
+    host: HostProcess,
+) -> None:
+    url = f"http://127.0.0.1:{host.metrics_port}/metrics"
+    await asyncio.to_thread(wait_port, host.metrics_port)
+    text = ""
+    async with httpx.AsyncClient() as http:
+        for _ in range(50):
+            text = (await http.get(url)).text
+            if 'hosted_domain_status{domain="b.test"}' in text:
+                break
+            await asyncio.sleep(0.1)
+    p = "mta_sts_policyd_hosted_domain_"
+    assert f'{p}served{{domain="a.test"}} 1.0' in text
+    assert f'{p}delegation_verified{{domain="a.test"}} 1.0' in text
+    assert f'{p}txt_id_current{{domain="a.test"}} 1.0' in text
+    assert f'{p}txt_id_current{{domain="b.test"}} 0.0' in text
+    assert f'{p}status{{domain="a.test"}} 0.0' in text
+    assert f'{p}findings{{domain="b.test",severity="critical"}} 1.0' in text
+    assert f'{p}status{{domain="b.test"}} 2.0' in text  # ID_NOT_BUMPED
+    days = next(line for line in text.splitlines() if line.startswith(f"{p}certificate_days_left"))
+    assert float(days.split()[-1]) > 80  # trustme's certificates last for centuries
+    assert "mta_sts_policyd_lookups_total" not in text  # the daemon's series are not here
+    assert host.stop() == 0
