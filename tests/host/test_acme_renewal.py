@@ -168,7 +168,7 @@ async def test_a_short_lived_certificate_is_renewed_without_dropping_connections
         second = host.certificates.validity(NAME)
         assert second is not None and second[1] > first[1]
         due = renew_after(*first, stable_spread(NAME))
-        assert due <= renewed_at <= due + timedelta(seconds=3)
+        assert due <= renewed_at <= due + timedelta(seconds=10)  # issuance takes a moment
     finally:
         if kept is not None:
             await kept.close()
