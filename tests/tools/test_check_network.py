@@ -278,6 +278,7 @@ async def test_generate_serve_check_round_trip(world: CheckWorld, tmp_path: Path
         "--write",
         str(tmp_path),
         "--json",
+        "--force",  # nothing served yet and no TLS reports kept: the switch would wait
     ]
     out = io.StringIO()
 

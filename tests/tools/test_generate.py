@@ -9,8 +9,9 @@ import pytest
 
 from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.reports_in.readiness import Verdict
 from mta_sts_policyd.sts import Mode, parse_policy
-from mta_sts_policyd.tools.generate import Request, build
+from mta_sts_policyd.tools.generate import Request, build, enforce_refusals, switches_to_enforce
 from mta_sts_policyd.tools.policy_id import policy_id
 from support.dns_server import DnsServer
 
@@ -93,10 +94,10 @@ def _run(dns: DnsServer, *args: str) -> int:
 def test_command_defaults_to_dns_mx_and_writes(
     mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = _run(mx_dns, "--domain", "example.com", "--mode", "enforce", "--write", str(tmp_path))
+    code = _run(mx_dns, "--domain", "example.com", "--write", str(tmp_path))
     out = capsys.readouterr().out
     written = tmp_path / "example.com/.well-known/mta-sts.txt"
-    assert code == 0
+    assert code == 0 and "mode: testing" in out
     policy = parse_policy(written.read_bytes())
     assert policy.mx == ("mx1.example.com", "mx2.example.com")
     assert f"id={policy_id(policy)}" in out
@@ -137,12 +138,14 @@ def test_command_json_shows_diff_with_written_file(
             "--json",
             "--write",
             str(tmp_path),
+            "--force",
         )
         == 0
     )
     data = json.loads(capsys.readouterr().out)
     assert "+mode: enforce" in data["diff"] and data["previous_id"] in first.out
     assert data["id"] != data["previous_id"] and data["refused"] is False
+    assert "no TLS reports are kept here" in data["refusals"][0]  # forced past, still shown
 
 
 def test_command_usage_errors(mx_dns: DnsServer) -> None:
@@ -246,3 +249,57 @@ def test_enforce_is_refused_until_the_reports_say_it_is_safe(
 def test_enforce_goes_ahead_when_the_reports_are_clean(mx_dns: DnsServer, tmp_path: Path) -> None:
     code, served = _enforce_with_reports(mx_dns, tmp_path, 14, False)
     assert code == 0 and "mode: enforce" in served.read_text()
+
+
+TESTING_FILE = ("\r\n".join(SERVED) + "\r\n").encode()
+ENFORCE_FILE = TESTING_FILE.replace(b"mode: testing", b"mode: enforce")
+
+
+def test_the_switch_to_enforce_waits_for_evidence() -> None:
+    """One rule for generate and publish: nothing served, no reports kept, or a NOT READY
+    verdict refuse the switch; a policy already enforced is no switch."""
+    [nothing] = enforce_refusals("example.com", None, None)
+    assert "no policy is served for example.com yet" in nothing
+    [no_store] = enforce_refusals("example.com", TESTING_FILE, None)
+    assert "no TLS reports are kept here" in no_store and "--force" in no_store
+    not_ready = Verdict("example.com", False, ("3 day(s) of reports",), 3, ("Org A",), 9, 0)
+    assert enforce_refusals("example.com", TESTING_FILE, not_ready) == [
+        "TLS reports: 3 day(s) of reports"
+    ]
+    ready = Verdict("example.com", True, (), 14, ("Org A", "Org B"), 90, 0)
+    assert enforce_refusals("example.com", TESTING_FILE, ready) == []
+    assert enforce_refusals("example.com", ENFORCE_FILE, None) == []
+    assert not switches_to_enforce(ENFORCE_FILE)
+    assert switches_to_enforce(b"not a policy") and switches_to_enforce(None)
+
+
+def test_command_refuses_the_switch_without_reports(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    www = _served(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    assert _run(mx_dns, *_enforce(state, www)) == 1
+    assert "refused: no TLS reports are kept here" in capsys.readouterr().err
+    served = www / "example.com/.well-known/mta-sts.txt"
+    assert "mode: testing" in served.read_text()
+    assert _run(mx_dns, *_enforce(state, www), "--force") == 0
+    assert "mode: enforce" in served.read_text()
+    # a change to the enforced policy (a third MX) is no switch: no reports needed
+    mx_dns.set_mx(
+        "example.com", (10, "mx1.example.com"), (20, "mx2.example.com"), (30, "mx3.e.com")
+    )
+    assert _run(mx_dns, *_enforce(state, www)) == 0
+    assert "mx: mx3.e.com" in served.read_text()
+
+
+def test_command_without_the_served_policy_cannot_judge_the_switch(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(mx_dns, "--domain", "example.com", "--mode", "enforce") == 1
+    assert "the policy served for example.com now is unknown" in capsys.readouterr().err
+    assert _run(mx_dns, "--domain", "example.com", "--mode", "enforce", "--force") == 0
+    www = tmp_path / "www"
+    assert _run(mx_dns, "--domain", "example.com", "--mode", "enforce", "--write", str(www)) == 1
+    assert "no policy is served for example.com yet" in capsys.readouterr().err
+    assert not www.exists()

@@ -121,6 +121,21 @@ async def test_enforce_is_refused_without_clean_reports(
     assert not world.served.exists() and not world.hook_file.exists()
 
 
+async def test_the_switch_waits_for_reports_like_generate(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A testing policy is served, no TLS reports are kept here: the same refusal as
+    `generate --mode enforce` (tools/generate.py enforce_refusals)."""
+    world.served.parent.mkdir(parents=True)
+    world.served.write_text(f"version: STSv1\nmode: testing\nmx: mx1.{D}\nmax_age: 604800\n")
+    policy = world.root / "edited.txt"
+    policy.write_text(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 604800\n")
+    assert await world.publish("--policy", str(policy)) == 1
+    out = capsys.readouterr().out
+    assert "not ready for enforce" in out and "no TLS reports are kept here" in out
+    assert "mode: testing" in world.served.read_text() and not world.hook_file.exists()
+
+
 async def test_a_broken_edited_file_is_refused_before_anything(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,6 +1,7 @@
 """`mta-sts-policyd generate`: print (or write) a policy file and its TXT record.
 
-Exit codes: 0 printed/written, 1 refused (see tools/generate.py; `--force` overrides),
+Exit codes: 0 printed/written, 1 refused (see tools/generate.py: MX coverage, and the switch to
+`enforce` without READY TLS reports, the rule `publish` shares; `--force` overrides),
 64 usage (invalid domain, pattern or max_age), 75 the MX hosts could not be looked up and no
 `--mx` was given.
 """
@@ -22,7 +23,14 @@ from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
-from mta_sts_policyd.tools.generate import POLICY_PATH, Output, Request, build
+from mta_sts_policyd.tools.generate import (
+    POLICY_PATH,
+    Output,
+    Request,
+    build,
+    enforce_refusals,
+    switches_to_enforce,
+)
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
@@ -90,7 +98,7 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     except PolicySyntaxError as exc:
         return fail("generate", f"{exc}", EXIT_USAGE, as_json=args.json)
     if Mode(args.mode) is Mode.ENFORCE:
-        _consult_reports(config, domain, existing, out)
+        out.refusals.extend(enforce_gate(config, domain, existing, known=existing_path is not None))
     refused = bool(out.refusals) and not args.force
     if not refused and target is not None:
         write_policy(target, out.text)
@@ -98,19 +106,21 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     return EXIT_REFUSED if refused else EXIT_OK
 
 
-def _consult_reports(config: Config, domain: str, served: bytes | None, out: Output) -> None:
-    """`enforce` only when the TLS reports received for the served policy say it is safe."""
-    if served is None:
-        return  # nothing served yet: no reports can be about it
-    lines = served.decode("utf-8", "replace").splitlines()
-    verdict = enforce_readiness(config, domain, lines)
-    if verdict is None:
-        out.warnings.append(
-            f"no TLS reports kept here: whether enforce is safe for {domain} is unknown "
-            "(reports-in, docs/reports-in.md)"
-        )
-    elif not verdict.ready:
-        out.refusals.extend(f"TLS reports: {reason}" for reason in verdict.reasons)
+def enforce_gate(config: Config, domain: str, served: bytes | None, *, known: bool) -> list[str]:
+    """The refusals of a switch to `enforce` (tools/generate.py's rule, shared with publish).
+
+    `known` is False when no file says what is served now (no --write, no --existing).
+    """
+    if not switches_to_enforce(served):
+        return []
+    if not known:
+        return [
+            f"the policy served for {domain} now is unknown (give --write DIR or --existing "
+            "FILE): the TLS reports about it decide whether enforce is safe"
+        ]
+    lines = served.decode("utf-8", "replace").splitlines() if served is not None else []
+    verdict = enforce_readiness(config, domain, lines) if served is not None else None
+    return enforce_refusals(domain, served, verdict)
 
 
 def write_policy(target: Path, text: str) -> None:

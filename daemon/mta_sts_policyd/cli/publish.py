@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
-from mta_sts_policyd.cli.generate import write_policy
+from mta_sts_policyd.cli.generate import enforce_gate, write_policy
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
-from mta_sts_policyd.service import composition
 from mta_sts_policyd.service.own_domains import ReachSettings, mx_lookup, open_reach
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
@@ -100,13 +99,9 @@ def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: 
 
 
 def _not_ready(config: Config, domain: str, target: Path) -> list[str]:
-    """The readiness verdict's reasons for the policy served now (generate's rule too)."""
-    if not target.is_file():
-        return [f"no policy is served for {domain} yet: publish it in testing mode first"]
-    verdict = composition.enforce_readiness(config, domain, target.read_text().splitlines())
-    if verdict is None:
-        return [f"no TLS reports kept here: whether enforce is safe for {domain} is unknown"]
-    return [] if verdict.ready else list(verdict.reasons)
+    """Why the switch to enforce must wait: generate's rule, for the policy served now."""
+    served = target.read_bytes() if target.is_file() else None
+    return enforce_gate(config, domain, served, known=True)
 
 
 async def _run(

@@ -5,7 +5,8 @@ module decides what to print and what to refuse, so every rule is tested without
 Refusals (unless `--force`): an `enforce` policy that does not cover every current MX host
 (compliant senders would defer mail to the others), or whose coverage could not be verified.
 Warnings: `enforce` with max_age under a day; `none` (withdrawal) with the time senders may
-still apply the old policy.
+still apply the old policy. The switch to `enforce` waits for the TLS reports (`enforce_refusals`,
+shared with `publish`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.reports_in.readiness import Verdict
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import MAX_AGE_LIMIT, Mode, Policy
 from mta_sts_policyd.sts.policy import parse_policy
@@ -136,3 +138,38 @@ def _compare(out: Output, existing: bytes) -> None:
     )
     old = _parse(existing)
     out.previous_id = policy_id(old) if old else None
+
+
+def switches_to_enforce(served: bytes | None) -> bool:
+    """An `enforce` policy replaces one that is not enforced (or nothing, or an unreadable file).
+
+    Changing a policy that is already enforced (an MX added) is no switch: senders already
+    defer mail on failures, and the MX coverage rule guards the change.
+    """
+    old = _parse(served)
+    return old is None or old.mode is not Mode.ENFORCE
+
+
+def enforce_refusals(domain: str, served: bytes | None, verdict: Verdict | None) -> list[str]:
+    """Why switching `domain` to `enforce` must wait (`--force` overrides); the one rule of
+    `generate` and `publish`.
+
+    Only TLS reports about the policy served now show that compliant senders will not defer
+    mail, so no evidence is not taken as good evidence: nothing served yet, or no reports kept
+    here, refuses like a NOT READY verdict does (its `min_days` is not met either). An
+    operator who reads the reports elsewhere says so with `--force`.
+    """
+    if not switches_to_enforce(served):
+        return []
+    if served is None:
+        return [
+            f"no policy is served for {domain} yet: publish it in testing mode first; "
+            "the TLS reports about it show when enforce is safe"
+        ]
+    if verdict is None:
+        return [
+            f"no TLS reports are kept here (reports-in, docs/reports-in.md), so nothing shows "
+            f"that enforce is safe for {domain}; if you read them elsewhere and they are "
+            "clean, give --force"
+        ]
+    return [f"TLS reports: {reason}" for reason in verdict.reasons]
