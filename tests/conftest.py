@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trustme
@@ -14,6 +14,7 @@ from support.dns_server import DnsServer
 from support.https_server import HttpsServer, Site
 
 if TYPE_CHECKING:
+    from support.fleet_world import FleetWorld
     from support.pebble import Pebble
     from support.redis_server import RedisServer
 
@@ -123,3 +124,26 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def make_fleet(tmp_path: Path, trust_ca: trustme.CA) -> Iterator[Callable[..., FleetWorld]]:
+    """make_fleet(nodes, **options): a started support.fleet_world.FleetWorld (shared Redis,
+    loopback DNS and HTTPS, `nodes` daemon processes), stopped after the test."""
+    from support.fleet_world import FleetWorld
+    from support.redis_server import REDIS_SERVER
+
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server not installed: .ci/setup installs Debian's redis-server")
+    worlds: list[FleetWorld] = []
+
+    def factory(nodes: int, **options: Any) -> FleetWorld:
+        world = FleetWorld(tmp_path / f"fleet{len(worlds)}", trust_ca, nodes, **options)
+        worlds.append(world)
+        world.__enter__()
+        world.start()
+        return world
+
+    yield factory
+    for world in worlds:
+        world.close()
