@@ -9,7 +9,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ import trustme
 
 from mta_sts_policyd.cli.main import main
 from support import TESTS_DIR
-from support.check_world import CheckWorld, check_world, codes, enforce_policy
+from support.check_world import CheckWorld, check_world, codes, derived_id, enforce_policy
 from support.dns_server import DnsServer, tlsa
 
+Setup = Callable[[str], None]
 D = "example.test"
 MX1, MX2 = "mx1.example.test", "mx2.example.test"
 GOLDEN = TESTS_DIR / "golden"
@@ -210,6 +211,16 @@ async def test_txt_cname_chain_and_hosting(world: CheckWorld) -> None:
         D, "--expect-cname", "other.provider.test", "--expect-id", "20260101"
     )
     assert "HOSTING_CNAME_MISSING" in codes(report) and "ID_UNEXPECTED" not in codes(report)
+    # the policy host delegated too: mta-sts.D is a CNAME to the provider's web server
+    world.dns.set_cname(f"mta-sts.{D}", "web.provider.test")
+    world.dns.set_a("web.provider.test", "127.0.0.1")
+    code, report = await world.run_check(
+        D, "--expect-cname", "web.provider.test", "--expect-id", "20260102"
+    )
+    assert "HOSTING_CNAME_MISSING" not in codes(report) and "ID_UNEXPECTED" in codes(report)
+    assert _finding(report, "ID_UNEXPECTED")["severity"] == "warning" and code == 1
+    [request] = world.https["127.0.0.1"].requests[-1:]
+    assert request.sni == f"mta-sts.{D}"  # the name asked for, not the CNAME target
 
 
 async def test_txt_problems(world: CheckWorld) -> None:
@@ -446,7 +457,9 @@ async def test_private_addresses_are_listed_as_not_contacted(world: CheckWorld) 
             return main(["check", "--json", D, *args])
 
     assert await asyncio.to_thread(call) == 3
-    entry = json.loads(out.getvalue())["domains"][0]
+    report = json.loads(out.getvalue())
+    assert "ADDRESS_NOT_PUBLIC" in codes(report)
+    entry = report["domains"][0]
     [address] = entry["policy_host"]["addresses"]
     assert address["tried"] is False and address["http_status"] is None
     assert entry["mx_servers"][0]["addresses"][0]["tried"] is False
@@ -470,3 +483,66 @@ async def test_tlsrpt_https_endpoint_checked_on_every_address(world: CheckWorld)
     world.https["::1"].set_site("reports.test", path=None)
     code, report = await world.run_check(D)
     assert "TLSRPT_HTTPS_FAILED" not in codes(report) and code == 0
+
+
+async def test_every_code_from_real_servers(world: CheckWorld) -> None:
+    """The codes the scenarios above do not reach, each produced by a domain of its own on the
+    loopback servers (one `check` run over all of them); test_clean_domain_is_ok is where none
+    of them appears. The pure rules have a near miss for every code (test_check_rules.py)."""
+    await world.mx_server(MX1)
+    broken_tls = await world.mx_server("mx-broken-tls.example.test")
+    broken_tls.behaviour.plaintext_after_starttls = True
+    world.dns.set_a("mx-nobody.example.test", "127.0.0.39")  # nothing listens there
+    good = enforce_policy(MX1)
+
+    def pub(policy: str | bytes = good, *then: Callable[[str], object], **kw: Any) -> Setup:
+        def setup(d: str) -> None:
+            world.publish(d, policy, **{"mx": [MX1], **kw})
+            for step in then:
+                step(d)
+
+        return setup
+
+    def txt(d: str) -> None:
+        world.dns.set_txt(f"_mta-sts.{d}", f"v=STSv1; id={derived_id(good)}", ttl=86401)
+
+    def two_tlsrpt(d: str) -> None:
+        rua = "v=TLSRPTv1; rua=mailto:"
+        world.dns.set_txt(f"_smtp._tls.{d}", f"{rua}a@{d}", f"{rua}b@{d}")
+
+    def unreachable(d: str) -> None:
+        world.dns.set_a(f"mta-sts.{d}", "127.0.0.1", "127.0.0.4")  # nothing listens on .4
+
+    nobody, broken = "mx-nobody.example.test", "mx-broken-tls.example.test"
+    scenarios: dict[str, tuple[str, Setup]] = {
+        "TXT_MISSING": ("t1.test", pub(txt=None)),
+        "TXT_INVALID": ("t2.test", pub(txt="v=STSv1; id=a-b")),
+        "TXT_EXTENSION": ("t3.test", pub(txt=f"v=STSv1; id={derived_id(good)}; ext=1")),
+        "TXT_TTL_HIGH": ("t4.test", pub(good, txt, txt=None)),
+        "POLICY_HOST_NO_ADDRESS": ("p1.test", pub(addresses=())),
+        "POLICY_CONNECT_FAILED": ("p2.test", pub(good, unreachable)),
+        "POLICY_SYNTAX": ("p3.test", pub("version: STSv1\nmode: on\n", txt="v=STSv1; id=1")),
+        "POLICY_BOM": ("p4.test", pub(b"\xef\xbb\xbf" + good.encode())),
+        "POLICY_MIXED_LINE_ENDINGS": ("p5.test", pub(good + "x-a: 1\n")),
+        "POLICY_DUPLICATE_KEY": ("p6.test", pub(good + "mode: testing\r\n")),
+        "POLICY_UNKNOWN_KEY": ("p7.test", pub(good + "x-note: hi\r\n")),
+        "POLICY_MAX_AGE_RANGE": ("p8.test", pub(enforce_policy(MX1, max_age=31557601))),
+        "POLICY_MAX_AGE_SHORT": ("p9.test", pub(enforce_policy(MX1, max_age=3600))),
+        "POLICY_MODE_NONE": ("p10.test", pub("version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n")),
+        "MX_CONNECT_FAILED": ("m1.test", pub(enforce_policy(nobody), mx=[nobody])),
+        "MX_TLS_FAILED": ("m2.test", pub(enforce_policy(broken), mx=[broken])),
+        "TLSRPT_MULTIPLE": ("r1.test", pub(good, two_tlsrpt, tlsrpt=None)),
+        "TLSRPT_INVALID": ("r2.test", pub(tlsrpt="v=TLSRPTv1; rua=mailto a")),
+        "TLSRPT_RUA_UNSUPPORTED": ("r3.test", pub(tlsrpt="v=TLSRPTv1; rua=ftp://r3.test/r")),
+    }
+    for domain, setup in scenarios.values():
+        setup(domain)
+    exit_code, report = await world.run_check(*(d for d, _ in scenarios.values()))
+    for code, (domain, _) in scenarios.items():
+        assert code in codes(report, domain), (code, codes(report, domain))
+    assert exit_code == 2  # the worst domain's status
+    by_domain = {d["domain"]: d for d in report["domains"]}
+    assert by_domain["m1.test"]["status"] == "UNKNOWN"  # could not check: not a failure
+    found = {(d, f["code"]): f for d, e in by_domain.items() for f in e["findings"]}
+    assert found["p2.test", "POLICY_CONNECT_FAILED"]["evidence"]["address"] == "127.0.0.4"
+    assert found["p3.test", "POLICY_SYNTAX"]["evidence"]["line"] == "2"

@@ -152,6 +152,7 @@ def test_command_usage_errors(mx_dns: DnsServer) -> None:
     assert _run(mx_dns, "--domain", "not a domain") == 64
     assert _run(mx_dns, "--domain", "example.com", "--mx", "bad host") == 64
     assert _run(mx_dns, "--domain", "example.com", "--max-age", "-1") == 64
+    assert _run(mx_dns, "--domain", "example.com", "--existing", "/nonexistent/policy") == 64
     mx_dns.fail("example.com", "servfail")
     assert _run(mx_dns, "--domain", "example.com") == 75
 

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -174,3 +175,42 @@ async def test_monitor_inside_serve(world: CheckWorld, tmp_path: Path) -> None:
     saved = json.loads(state.read_text())["domains"]["serve.test"]
     assert saved["status"] == "OK" and saved["findings"] == {}
     assert 'own_domain_status{domain="serve.test"} 0.0' in generate_latest(REGISTRY).decode()
+
+
+async def test_the_loop_sleeps_a_jittered_interval_and_outlives_a_failed_pass(
+    tmp_path: Path,
+) -> None:
+    """`monitor` without --once: every interval plus or minus the jitter (so many machines do
+    not check at the same instant), and a pass that crashes does not end the monitoring."""
+    from mta_sts_policyd.tools.monitor.alerts import AlertSettings
+    from mta_sts_policyd.tools.monitor.run import StateFile, run_forever
+
+    class FlakyState(StateFile):
+        loads = 0
+
+        def load(self) -> dict[str, Any]:
+            self.loads += 1
+            if self.loads == 1:
+                raise RuntimeError("first pass breaks")
+            return super().load()
+
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 30:
+            raise asyncio.CancelledError
+
+    state = FlakyState(tmp_path / "monitor.json")
+    with pytest.raises(asyncio.CancelledError):
+        await run_forever(
+            [],
+            None,
+            state,
+            AlertSettings(),
+            interval=7200,
+            jitter=900,
+            sleep=sleep,  # type: ignore[arg-type]
+        )
+    assert state.loads == 30 and (tmp_path / "monitor.json").is_file()
+    assert all(6300 <= d <= 8100 for d in delays) and len(set(delays)) > 20

@@ -85,6 +85,9 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
             EXIT_TEMPFAIL,
             as_json=args.json,
         )
+    if args.existing is not None and not args.existing.is_file():
+        message = f"--existing {args.existing}: no such file"
+        return fail("generate", message, EXIT_USAGE, as_json=args.json)
     target = args.write / domain / POLICY_PATH if args.write else None
     existing_path = args.existing or target
     existing = existing_path.read_bytes() if existing_path and existing_path.is_file() else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.tools.check.findings import NagiosStatus, worst_status
 from mta_sts_policyd.tools.check.gather import Reach
 from mta_sts_policyd.tools.check.judge import DomainReport
@@ -68,9 +68,8 @@ class StateFile:
 
     def save(self, states: dict[str, DomainState]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps(state_to_json(states), indent=2, sort_keys=True))
-        os.replace(temporary, self.path)
+        text = json.dumps(state_to_json(states), indent=2, sort_keys=True)
+        write_atomically(self.path, text.encode("utf-8"))
 
 
 async def run_once(
