@@ -140,6 +140,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "cache.memory_entries": [-5],
     "cache.flush_interval": [0],
     "cache.state_dir": [""],
+    "host.state_dir": ["", "  "],
     "tlsrpt.socket_mode": ["rw-rw----", "8"],
     "tlsrpt.retention_days": [0],
     "tlsrpt.max_report_bytes": [0],

@@ -200,8 +200,11 @@ class HostConfig:
 
     listen: tuple[str, ...] = ("0.0.0.0:443", "[::]:443")
     """Each address separately (asyncio binds `[::]` to IPv6 only)."""
-    policy_dir: str = "/var/lib/mta-sts-policyd/policies"
+    policy_dir: str = "/var/lib/mta-sts-policyd-host/policies"
     """What `generate --write DIR` fills: DIR/DOMAIN/.well-known/mta-sts.txt."""
+    state_dir: str = "/var/lib/mta-sts-policyd-host"
+    """The host's own state: the ACME account and certificates (acme/). Not the daemon's
+    cache.state_dir: the host runs as its own user (systemd/mta-sts-policyd-host.service)."""
     cert_dirs: tuple[str, ...] = ("/etc/letsencrypt/live",)
     """Folders of NAME/fullchain.pem + NAME/privkey.pem (certbot's layout), NAME = mta-sts.D."""
     poll_interval: float = 10.0

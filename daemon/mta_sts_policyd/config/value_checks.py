@@ -129,5 +129,6 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "server.unix_mode": _octal_mode,
     "tlsrpt.socket_mode": _octal_mode,
     "cache.state_dir": state_dir_problem,
+    "host.state_dir": state_dir_problem,
     **{key: bounds.problem for key, bounds in RANGES.items()},
 }

@@ -3,7 +3,8 @@
 Only `GET` and `HEAD` of `/.well-known/mta-sts.txt` on a host it serves answer 200
 (`text/plain`, the file's bytes); everything else is 404, never a redirect (RFC 8461 §3.3: a
 sender does not follow one). The certificate is chosen by SNI. A name the host has no
-certificate for gets a TLS `unrecognized_name` alert and the connection closes: answering with
+certificate for is refused in the handshake (`unrecognized_name`; asyncio closes the
+connection without flushing the alert) and never sees a certificate: answering with
 a default certificate would show one customer's name to whoever asks for another's, and a
 sender treats both outcomes alike (no valid policy). Request line and header sizes are capped;
 keep-alive connections close after an idle timeout.

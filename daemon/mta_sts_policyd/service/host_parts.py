@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import Config, parse_listen_address
-from mta_sts_policyd.errors import ConfigError
-from mta_sts_policyd.service.composition import make_reports_intake, make_state_dir
+from mta_sts_policyd.errors import ConfigError, StateUnusableError
+from mta_sts_policyd.service.composition import make_reports_intake
 
 if TYPE_CHECKING:
     from mta_sts_policyd.host.run import Extras, HostSettings, PolicyHost
@@ -40,7 +40,7 @@ def host_settings(config: Config) -> HostSettings:
         poll_interval=config.host.poll_interval,
         acme_directory=config.host.acme_directory,
         acme_names=tuple(n.lower().rstrip(".") for n in config.host.acme_names),
-        acme_state=make_state_dir(config) / "acme" if config.host.acme_directory else None,
+        acme_state=host_state_dir(config) / "acme" if config.host.acme_directory else None,
         acme_email=config.host.acme_email,
         acme_ca_file=config.host.acme_ca_file or None,
         reports_path=_reports_path(config.host.reports_path),
@@ -48,6 +48,18 @@ def host_settings(config: Config) -> HostSettings:
         acme_challenge=config.host.acme_challenge,
         http_listen=http_listen,
     )
+
+
+def host_state_dir(config: Config) -> Path:
+    """`[host] state_dir`, created 0700 if missing (the ACME account and certificates)."""
+    from mta_sts_policyd.state_files import make_private_dir
+
+    path = Path(config.host.state_dir)
+    try:
+        make_private_dir(path)
+    except StateUnusableError as exc:
+        raise StateUnusableError(str(exc).replace("cache.state_dir", "host.state_dir")) from None
+    return path
 
 
 def _tcp_listen(addresses: Sequence[str], key: str) -> tuple[tuple[str, int], ...]:
@@ -113,7 +125,7 @@ def host_cert_dirs(config: Config) -> tuple[Path, ...]:
     """Where the host finds certificates: the configured folders and the ACME state's."""
     dirs = tuple(Path(d) for d in config.host.cert_dirs)
     if config.host.acme_directory:
-        dirs += (make_state_dir(config) / "acme" / "certs",)
+        dirs += (host_state_dir(config) / "acme" / "certs",)
     return dirs
 
 
