@@ -304,10 +304,14 @@ def markdown(r: dict[str, Any]) -> str:
         f"{'uvloop' if r.get('incumbent_uses_uvloop') else 'asyncio (--disable-uvloop)'}"
         " (scenario 7 runs both on each).",
         "",
-        "| scenario / metric | ours | incumbent 1.5.1 | ours/theirs | target | met |",
-        "|---|---:|---:|---:|---|---|",
     ]
-    for label, ours, theirs, target, check in _rows(r):
+    rows = _rows(r)
+    if rows:
+        lines += [
+            "| scenario / metric | ours | incumbent 1.5.1 | ours/theirs | target | met |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+    for label, ours, theirs, target, check in rows:
         met = ""
         if check is not None and isinstance(ours, int | float):
             met = (
@@ -323,6 +327,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"no DNS, no HTTP library; bench/tls_floor.py): {floor['cpu_us_per_fetch']:,.0f} µs "
             "of CPU per fetch.",
         ]
+    if r.get("fleet"):
+        from fleet import markdown as fleet_markdown
+
+        lines += fleet_markdown(r["fleet"])
     ceiling = r.get("ceiling")
     if ceiling:
         lines += [

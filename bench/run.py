@@ -35,11 +35,13 @@ INCUMBENT_EXTRA = "[uvloop]"
 """Its recommended extra; the daemon runs with --disable-uvloop except in the `loops` scenario."""
 VENV = BENCH / ".venv-incumbent"
 OURS_VENV = BENCH / ".venv-ours"
-OURS_EXTRAS = "[speedups]"
+OURS_EXTRAS = "[speedups,redis]"
 BENCH_REQUIREMENTS = ("trustme", "py-spy")
 """What the orchestrator and fixtures import besides the daemon's own dependencies."""
 RESULTS = BENCH / "results"
-SCENARIOS = ("ceiling", "cached", "cold", "single_flight", "memory", "refresh", "rtt", "loops")
+SCENARIOS = (
+    "ceiling", "cached", "cold", "single_flight", "memory", "refresh", "rtt", "loops", "fleet",
+)  # fmt: skip
 
 
 def ensure_incumbent() -> None:
@@ -61,9 +63,11 @@ def ensure_ours() -> None:
     python = OURS_VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == OURS_VENV.resolve():
         return
-    if not python.exists():
+    has_redis = any(OURS_VENV.glob("lib/python*/site-packages/redis"))  # the fleet scenario
+    if not python.exists() or not has_redis:
         print(f"installing this checkout into {OURS_VENV.relative_to(BENCH.parent)}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(OURS_VENV)], check=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(OURS_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
         spec = f"{BENCH.parent}{OURS_EXTRAS}"
         pip = [str(python), "-m", "pip", "install", "-q", "-e", spec, *BENCH_REQUIREMENTS]
@@ -104,6 +108,7 @@ def machine() -> dict[str, Any]:
 def run(args: argparse.Namespace, loadgen: Path) -> dict[str, Any]:
     import scenarios
     from fixtures import start_fixtures
+    from fleet import fleet as fleet_scenario
     from harness import Env
     from loadgen_ceiling import ceiling
 
@@ -128,7 +133,8 @@ def run(args: argparse.Namespace, loadgen: Path) -> dict[str, Any]:
         "ours_uses_uvloop": importlib.util.find_spec("uvloop") is not None,
         "incumbent_uses_uvloop": False,  # --disable-uvloop outside the `loops` scenario
     }
-    steps = {"ceiling": ceiling, **{s: getattr(scenarios, s) for s in SCENARIOS[1:]}}
+    steps = {"ceiling": ceiling, **{s: getattr(scenarios, s) for s in SCENARIOS[1:-1]}}
+    steps["fleet"] = fleet_scenario
     try:
         for name in chosen:
             env.log(f"scenario {name}")
