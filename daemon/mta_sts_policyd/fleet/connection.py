@@ -143,8 +143,9 @@ class FleetClient:
         return self.breaker.state is BreakerState.CLOSED
 
     async def aclose(self) -> None:
+        close = getattr(self.redis, "aclose", None) or self.redis.close  # redis-py < 5.0.1
         try:
-            await self.redis.aclose()
+            await close()
         except self._errors as exc:
             log.info("event=fleet-close-failed reason=%r", str(exc))
 
