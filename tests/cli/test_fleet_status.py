@@ -55,8 +55,9 @@ def seed(redis_server: RedisServer) -> None:
     r.set("other:v1:policy:x.test", b"{}")  # another fleet's prefix
     r.hset(KEYS.snapshot(yesterday), mapping={"mx1": b"{}", "mx2": b"{}"})
     r.hset(KEYS.report_state(yesterday), mapping={
-        "a.test d1": json.dumps({"sent": True}), "b.test d2": json.dumps({"sent": False}),
-        "c.test d3": b"garbage",
+        "a.test d1": json.dumps({"state": "sent", "token": 3}),
+        "b.test d2": json.dumps({"state": "retry", "token": 4}),
+        "c.test d3": b"garbage", "d.test d4": json.dumps({"state": "<script>"}),
     })  # fmt: skip
     r.close()
 
@@ -89,8 +90,8 @@ def test_status_json_schema(
     assert data["shared_policies"] == {"count": 2500, "complete": True}
     days = data["reports"]
     assert [d["day"] for d in days] == recent_days(data["now"])
-    assert days[1] == {"day": days[1]["day"], "snapshot_nodes": ["mx1", "mx2"], "reports": 3,
-                       "sent": 1}  # fmt: skip
+    assert days[1] == {"day": days[1]["day"], "snapshot_nodes": ["mx1", "mx2"], "reports": 4,
+                       "sent": 1, "states": {"retry": 1, "sent": 1, "unreadable": 2}}  # fmt: skip
 
 
 def test_status_for_people(
@@ -108,7 +109,8 @@ def test_status_for_people(
     assert "nodes: 4 (1 gone, 1 stopped, 1 unreadable, 1 up)" in lines
     assert "refresh queue: 3 domains, 2 due now" in lines
     assert "shared policies: 2500" in lines
-    assert any("counts from mx1, mx2; 1 of 3 reports sent" in line for line in lines)
+    assert any("counts from mx1, mx2; 1 of 4 reports sent (retry 1, sent 1, unreadable 2)" in line
+               for line in lines)  # fmt: skip
 
 
 def test_unreachable_redis_exits_75_naming_url_and_reason(

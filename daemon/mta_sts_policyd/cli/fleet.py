@@ -80,6 +80,7 @@ def print_status(status: dict[str, Any], now: float) -> None:
     print("TLS reports (UTC days):")
     for day in status["reports"]:
         snap = ", ".join(day["snapshot_nodes"]) or "none"
+        states = ", ".join(f"{k} {v}" for k, v in day.get("states", {}).items())
         print(f"  {day['day']}: counts from {snap}; {day['sent']} of {day['reports']} "
-              f"reports sent")  # fmt: skip
+              f"reports sent{f' ({states})' if states else ''}")  # fmt: skip
     print(f"(as of {iso_time(status['now'])}; a node is gone after four missed heartbeats)")

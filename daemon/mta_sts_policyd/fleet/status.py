@@ -31,10 +31,13 @@ class DayReports:
     reports: int
     """(domain, record) reports the fleet has state for."""
     sent: int
+    states: dict[str, int]
+    """State name (sending, retry, sent, failed, no-destination) -> reports in it."""
 
     def as_json(self) -> dict[str, Any]:
         return {"day": self.day, "snapshot_nodes": list(self.snapshot_nodes),
-                "reports": self.reports, "sent": self.sent}  # fmt: skip
+                "reports": self.reports, "sent": self.sent,
+                "states": dict(sorted(self.states.items()))}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,16 @@ def recent_days(now: float, count: int = DAYS) -> list[str]:
     return [(today - timedelta(days=n)).isoformat() for n in range(count)]
 
 
-def _was_sent(raw: Any) -> bool:
-    """A report-state value says sent (tolerant: the value is validated, never trusted)."""
+def _state(raw: Any) -> str:
+    """A report-state value's state name; `unreadable` for anything else (never trusted)."""
     try:
         data = json.loads(raw)
     except (ValueError, TypeError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    return data.get("sent") is True or data.get("state") == "sent"
+        return "unreadable"
+    state = data.get("state") if isinstance(data, dict) else None
+    if isinstance(state, str) and 0 < len(state) <= 20 and state.replace("-", "").isalpha():
+        return state
+    return "unreadable"
 
 
 async def _count_policies(client: FleetClient) -> tuple[int, bool]:
@@ -127,7 +131,11 @@ async def _day(client: FleetClient, day: str) -> DayReports:
 
     nodes, states = await client.run(read, "read report state")
     names = sorted(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in nodes)
-    return DayReports(day, tuple(names), len(states), sum(_was_sent(s) for s in states))
+    counts: dict[str, int] = {}
+    for raw in states:
+        name = _state(raw)
+        counts[name] = counts.get(name, 0) + 1
+    return DayReports(day, tuple(names), len(states), counts.get("sent", 0), counts)
 
 
 async def collect_status(client: FleetClient, redis_name: str, now: float) -> FleetStatus:
