@@ -159,3 +159,38 @@ def test_unreadable_password_file_is_a_config_error(
     for command in (["fleet", "status"], ["check-config"]):
         code, _, err = run(capsys, *command, "-c", path)
         assert code == 78 and "fleet.password_file: cannot read" in err
+
+
+def test_check_config_shows_the_fleet_section(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = config(tmp_path, "redis://127.0.0.1:6379/0", node_name="mx7")
+    code, out, _ = run(capsys, "check-config", "-c", path)
+    assert code == 0
+    section = out[out.index("[fleet]") :]
+    assert 'redis = "redis://127.0.0.1:6379/0"' in section and 'node_name = "mx7"' in section
+    assert "heartbeat_interval = 15.0" in section and "breaker_failures = 3" in section
+    code, out, _ = run(capsys, "check-config", "-c", path, "--json")
+    assert json.loads(out)["fleet"]["key_prefix"] == "fl"
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ('redis = "localhost:6379"', "fleet.redis: expected a redis://, rediss:// or unix:///"),
+        ("command_timeout = 0", "fleet.command_timeout: expected a number of seconds"),
+        ("heartbeat_interval = 0", "fleet.heartbeat_interval: expected a number of seconds"),
+        ('sentinels = ["127.0.0.1:26379"]', "fleet.service: required with fleet.sentinels"),
+        ('ca_file = "/nonexistent/ca.pem"', "fleet.ca_file: no such file"),
+    ],
+)
+def test_check_config_refuses_bad_fleet_values(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, line: str, named: str
+) -> None:
+    path = tmp_path / "config.toml"
+    base = (
+        'redis = "redis://127.0.0.1:1/0"\n' if not line.startswith(("redis", "sentinels")) else ""
+    )
+    path.write_text(f"[fleet]\n{base}{line}\n")
+    code, _, err = run(capsys, "check-config", "-c", str(path))
+    assert code == 78 and named in err, err
