@@ -445,3 +445,19 @@ async def test_check_failed_only_when_the_check_itself_breaks() -> None:
     assert [f.code for f in broken.findings] == ["CHECK_FAILED"]
     assert broken.status is NagiosStatus.UNKNOWN
     assert "CHECK_FAILED" not in _codes(judge_domain(good(), DEFAULTS, NOW))
+
+
+def test_tlsrpt_endpoint_findings_name_the_address() -> None:
+    """Each failing address of an https: rua endpoint is its own finding; a non-public one
+    is not contacted (ADDRESS_NOT_PUBLIC, as for the policy host and the MX hosts)."""
+    uri = "https://r.example/"
+    problems = (
+        EndpointProblem("192.0.2.5", "certificate expired"),
+        EndpointProblem("10.0.0.5", "not a public address; not contacted", not_public=True),
+    )
+    seen = with_tlsrpt(f"v=TLSRPTv1; rua={uri}", https={uri: problems})
+    found = [f for f in judge_domain(seen, DEFAULTS, NOW).findings if "uri" in dict(f.evidence)]
+    assert sorted((f.code, dict(f.evidence)["address"]) for f in found) == [
+        ("ADDRESS_NOT_PUBLIC", "10.0.0.5"),
+        ("TLSRPT_HTTPS_FAILED", "192.0.2.5"),
+    ]

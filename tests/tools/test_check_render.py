@@ -1,4 +1,5 @@
-"""The per-address facts of `check` (policy host and MX hosts), from hand-made observations."""
+"""`check` output from hand-made observations: the per-address facts (policy host and MX
+hosts) and the text form (colour only when asked, i.e. on a terminal)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,12 @@ def test_text_lists_every_address() -> None:
         "expires in 10 days\n"
         "  MX mx2.example.test: no A or AAAA record\n"
     ) in text
+
+
+def test_colour_only_when_asked() -> None:
+    seen = DomainSeen("example.test", TxtSeen("_mta-sts.example.test", TxtAbsent()))
+    report = judge_domain(seen, Options(), NOW)
+    painted = as_text([report], colour=True)
+    assert painted.startswith("example.test: \033[31mCRITICAL\033[0m")
+    assert "\033[31mcritical\033[0m TXT_MISSING" in painted
+    assert "\033[" not in as_text([report], colour=False)
