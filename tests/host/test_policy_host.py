@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
 import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,6 +24,8 @@ from support.postfix_instance import free_port
 
 POLICY_A = b"version: STSv1\r\nmode: enforce\r\nmx: mx.a.test\r\nmax_age: 604800\r\n"
 POLICY_B = b"version: STSv1\nmode: testing\nmx: *.b.test\nmax_age: 86400\n"
+IDLE = 0.5
+"""The keep-alive idle timeout of the host under test (15 s in service)."""
 
 
 class World:
@@ -53,6 +58,7 @@ class World:
             policy_dir=self.policies,
             cert_dirs=(self.certs_dir,),
             poll_interval=0.2,
+            keepalive_timeout=IDLE,
         )
 
     async def get(
@@ -145,6 +151,26 @@ async def test_a_bad_policy_file_is_refused_and_the_last_good_one_served(
     host.reload()
     assert (await world.get("mta-sts.a.test")).content == POLICY_A
     assert "event=policy-file-refused" in caplog.text and "line=4" in caplog.text
+    assert "mta-sts.txt" in caplog.text and "kept=last-good" in caplog.text
+    said = caplog.text.count("event=policy-file-refused")
+    host.reload()  # the same bad file: not said again on every poll
+    assert caplog.text.count("event=policy-file-refused") == said
+
+
+async def test_sighup_rereads_a_file_rewritten_within_one_mtime_tick(
+    world: World, host: PolicyHost
+) -> None:
+    path = world.policies / "a.test" / POLICY_FILE
+    stamp = path.stat().st_mtime_ns
+    new = POLICY_A.replace(b"604800", b"86400")
+    staged = path.with_name("staged")
+    staged.write_bytes(new)
+    os.utime(staged, ns=(stamp, stamp))  # as if written in the same tick as the old one
+    staged.replace(path)
+    host.reload()
+    assert (await world.get("mta-sts.a.test")).content == POLICY_A  # the poll cannot tell
+    host.reload(force=True)  # what SIGHUP does
+    assert (await world.get("mta-sts.a.test")).content == new
 
 
 async def test_a_new_policy_and_a_new_domain_are_picked_up_without_restart(
@@ -182,3 +208,121 @@ async def test_reloads_under_load_lose_no_request(world: World, host: PolicyHost
 
     results = await asyncio.gather(reloader(), *(world.get("mta-sts.a.test") for _ in range(40)))
     assert all(r.status_code == 200 and r.content == POLICY_A for r in results[1:])
+
+
+async def tls_stream(
+    world: World, name: str | None = "mta-sts.a.test"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    context = ssl.create_default_context(cafile=str(world.ca_path))
+    if name is None:
+        context.check_hostname = False
+    return await asyncio.open_connection(
+        "127.0.0.1", world.port, ssl=context, server_hostname=name or ""
+    )
+
+
+async def one_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
+) -> bytes:
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: mta-sts.a.test\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_keep_alive_serves_many_requests_then_closes_when_idle(
+    world: World, host: PolicyHost
+) -> None:
+    reader, writer = await tls_stream(world)
+    for _ in range(3):
+        assert await one_exchange(reader, writer, "/.well-known/mta-sts.txt") == b"HTTP/1.1 200 OK"
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), IDLE + 5) == b""  # the host closed it
+    assert asyncio.get_running_loop().time() - started >= IDLE * 0.8
+    writer.close()
+
+
+async def test_a_connection_that_never_asks_is_closed_too(world: World, host: PolicyHost) -> None:
+    reader, writer = await tls_stream(world)
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), IDLE + 5) == b""
+    assert asyncio.get_running_loop().time() - started < IDLE + 2
+    writer.close()
+
+
+async def test_an_oversized_request_line_is_refused(world: World, host: PolicyHost) -> None:
+    response = await world.get("mta-sts.a.test", path="/" + "x" * 10_000)
+    assert response.status_code in (400, 414)
+
+
+async def test_a_handshake_without_sni_gets_no_certificate(world: World, host: PolicyHost) -> None:
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await tls_stream(world, None)
+
+
+async def test_a_slow_drip_request_is_cut_off_at_the_idle_timeout(
+    world: World, host: PolicyHost
+) -> None:
+    """A byte every 0.1 s never completes a request: the idle timer is not reset by bytes."""
+    reader, writer = await tls_stream(world)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    request = b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.a.test\r\nX: " + b"y" * 200
+    for byte in request:
+        writer.write(bytes([byte]))
+        await asyncio.sleep(0.1)
+        if writer.transport.is_closing() or reader.at_eof():
+            break
+        with contextlib.suppress(TimeoutError):
+            if await asyncio.wait_for(reader.read(100), 0.01) == b"":
+                break
+    assert loop.time() - started < IDLE + 2
+    writer.close()
+
+
+def write_pair(folder: Path, ca: trustme.CA, name: str, **validity: datetime) -> None:
+    leaf = ca.issue_cert(name, **validity)  # type: ignore[arg-type]
+    (folder / CHAIN_FILE).write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+    (folder / KEY_FILE).write_bytes(leaf.private_key_pem.bytes())
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("key of another certificate", "KEY_VALUES_MISMATCH"),
+        ("not valid yet", "not valid before"),
+        ("expires before the one in use", "before the one in use"),
+    ],
+)
+async def test_no_worse_certificate_replaces_the_one_in_use(
+    world: World,
+    host: PolicyHost,
+    trust_ca: trustme.CA,
+    caplog: pytest.LogCaptureFixture,
+    change: str,
+    reason: str,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    folder, now = world.certs_dir / "mta-sts.a.test", datetime.now(UTC)
+    in_use = host.certificates.validity("mta-sts.a.test")
+    if change == "key of another certificate":
+        (folder / KEY_FILE).write_bytes(trust_ca.issue_cert("x.test").private_key_pem.bytes())
+    elif change == "not valid yet":
+        later = {"not_before": now + timedelta(days=1), "not_after": now + timedelta(days=90)}
+        write_pair(folder, trust_ca, "mta-sts.a.test", **later)
+    else:
+        sooner = {"not_before": now - timedelta(days=1), "not_after": now + timedelta(days=3)}
+        write_pair(folder, trust_ca, "mta-sts.a.test", **sooner)
+    host.reload()
+    assert (await world.get("mta-sts.a.test")).status_code == 200
+    assert host.certificates.validity("mta-sts.a.test") == in_use
+    assert "event=certificate-refused name=mta-sts.a.test" in caplog.text
+    assert reason in caplog.text and "kept=in-use" in caplog.text
+    said = caplog.text.count("event=certificate-refused")
+    host.reload()  # said once per file, not on every poll
+    assert caplog.text.count("event=certificate-refused") == said

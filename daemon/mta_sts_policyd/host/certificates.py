@@ -3,8 +3,9 @@
 Files in certbot's layout, `DIR/NAME/fullchain.pem` + `DIR/NAME/privkey.pem` (certbot's
 `/etc/letsencrypt/live`, or the state directory where the built-in ACME client writes), are
 re-read when they change. A new file is used only if it loads (key matches), covers NAME by
-RFC 6125 rules and is valid now; otherwise a log line says why and the certificate in use
-stays. An unknown name gets no certificate at all (see `server.py`).
+RFC 6125 rules, is valid now, and does not expire before the one in use (an older file put
+back, say); otherwise a log line says why and the certificate in use stays (a restart takes
+the file as it is). An unknown name gets no certificate at all (see `server.py`).
 """
 
 from __future__ import annotations
@@ -70,27 +71,35 @@ class CertificateSet:
     def names(self) -> list[str]:
         return sorted(self._loaded)
 
-    def reload(self) -> bool:
-        """Load new and changed files; True when a certificate in use changed."""
+    def reload(self, force: bool = False) -> bool:
+        """Load new and changed files (all with `force`: SIGHUP); True when a certificate in
+        use changed."""
         changed = False
         for directory in self.directories:
             for chain in sorted(directory.glob(f"*/{CHAIN_FILE}")):
                 changed |= self._consider(
-                    chain.parent.name.lower(), chain, chain.with_name(KEY_FILE)
+                    chain.parent.name.lower(), chain, chain.with_name(KEY_FILE), force
                 )
         return changed
 
-    def _consider(self, name: str, chain: Path, key: Path) -> bool:
+    def _consider(self, name: str, chain: Path, key: Path, force: bool = False) -> bool:
         try:
             stamp = (chain.stat().st_mtime_ns, key.stat().st_mtime_ns)
         except OSError as exc:
             log.warning("event=certificate-refused name=%s reason=%r", name, str(exc))
             return False
         current = self._loaded.get(name)
-        if (current is not None and current.stamp == stamp) or self._refused.get(name) == stamp:
+        if not force and (
+            (current is not None and current.stamp == stamp) or self._refused.get(name) == stamp
+        ):
             return False
         try:
             loaded = self._load(name, chain, key, stamp)
+            if current is not None and loaded.not_after < current.not_after:
+                raise ValueError(
+                    f"expires {loaded.not_after.isoformat()}, before the one in use "
+                    f"({current.not_after.isoformat()})"
+                )
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning(
                 "event=certificate-refused name=%s file=%s reason=%r kept=%s",
@@ -114,6 +123,8 @@ class CertificateSet:
         now = self.clock()
         if info.not_after <= now:
             raise ValueError(f"expired {info.not_after.isoformat()}")
+        if leaf.not_valid_before_utc > now:
+            raise ValueError(f"not valid before {leaf.not_valid_before_utc.isoformat()}")
         if not matches_host(info.dns_names, name):
             raise ValueError(
                 f"does not cover {name} (names: {', '.join(info.dns_names) or 'none'})"

@@ -35,6 +35,8 @@ class PolicyDocuments:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._served: dict[str, Served] = {}
+        self._refused: dict[str, int] = {}
+        """Domain -> mtime of the file refused last: said once, read again when it changes."""
 
     def get(self, host: str) -> bytes | None:
         """The policy for a request to `host` (`mta-sts.DOMAIN`), or None."""
@@ -48,21 +50,30 @@ class PolicyDocuments:
     def domains(self) -> list[str]:
         return sorted(self._served)
 
-    def reload(self) -> bool:
-        """Re-read changed files; True when what is served changed."""
+    def reload(self, force: bool = False) -> bool:
+        """Re-read changed files (all of them with `force`: SIGHUP, for a file rewritten within
+        one mtime tick); True when what is served changed."""
         seen: dict[str, Served] = {}
         for path in sorted(self.root.glob(f"*/{POLICY_FILE}")):
             domain = self._domain(path)
             if domain is None:
                 continue
             current = self._served.get(domain)
+            mtime = None
             try:
                 mtime = path.stat().st_mtime_ns
-                if current is not None and current.mtime_ns == mtime:
+                if not force and current is not None and current.mtime_ns == mtime:
                     seen[domain] = current
                     continue
+                if not force and self._refused.get(domain) == mtime:
+                    if current is not None:
+                        seen[domain] = current
+                    continue
                 seen[domain] = Served(self._read_valid(path), mtime)
+                self._refused.pop(domain, None)
             except (OSError, PolicySyntaxError) as exc:
+                if mtime is not None:
+                    self._refused[domain] = mtime
                 where = f" line={exc.line}" if isinstance(exc, PolicySyntaxError) else ""
                 reason = exc.reason if isinstance(exc, PolicySyntaxError) else str(exc)
                 log.warning(
@@ -74,7 +85,7 @@ class PolicyDocuments:
                 )
                 if current is not None:
                     seen[domain] = current
-        changed = seen != self._served
+        changed = _bodies(seen) != _bodies(self._served)
         self._served = seen
         if changed:
             log.info("event=policies-loaded domains=%d", len(seen))
@@ -95,3 +106,7 @@ class PolicyDocuments:
             raise PolicySyntaxError(f"larger than {MAX_POLICY_BYTES} bytes (RFC 8461 §3.3)")
         parse_policy(body)
         return body
+
+
+def _bodies(served: dict[str, Served]) -> dict[str, bytes]:
+    return {domain: s.body for domain, s in served.items()}

@@ -22,7 +22,13 @@ from mta_sts_policyd.host.challenge_http import HttpAnswer, make_challenge_app
 from mta_sts_policyd.host.documents import PolicyDocuments
 from mta_sts_policyd.host.renewal import Renewal
 from mta_sts_policyd.host.report_intake import ReportEndpoint
-from mta_sts_policyd.host.server import ChallengeLookup, make_app, start, tls_context
+from mta_sts_policyd.host.server import (
+    KEEPALIVE_TIMEOUT,
+    ChallengeLookup,
+    make_app,
+    start,
+    tls_context,
+)
 from mta_sts_policyd.reports_in.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,8 @@ class HostSettings:
     """Plain-HTTP listeners for http-01 answers (nothing else is served there)."""
     renewal_tick: float = 60.0
     """Seconds between renewal checks (tests shorten it)."""
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
+    """Seconds an idle keep-alive connection stays open (tests shorten it)."""
 
 
 Extras = Callable[["PolicyHost"], Sequence[Coroutine[Any, Any, None]]]
@@ -92,9 +100,10 @@ class PolicyHost:
         self._stop = asyncio.Event()
         self._runners: list[object] = []
 
-    def reload(self) -> None:
-        self.documents.reload()
-        self.certificates.reload()
+    def reload(self, force: bool = False) -> None:
+        """`force` (SIGHUP): read every file again, not only those whose stamp changed."""
+        self.documents.reload(force)
+        self.certificates.reload(force)
 
     async def serve(self, extras: Sequence[Coroutine[Any, Any, None]] = ()) -> None:
         """Until `stop()` (or SIGTERM/SIGINT when run by `run_host`); `extras` run alongside."""
@@ -102,11 +111,12 @@ class PolicyHost:
         routes = (self.settings.reports_path, self.reports) if self.reports else None
         app = make_app(self.documents, routes)
         context = tls_context(self.certificates, self.challenges)
-        runners = [await start(app, host, port, context) for host, port in self.settings.listen]
+        idle = self.settings.keepalive_timeout
+        runners = [await start(app, h, p, context, idle) for h, p in self.settings.listen]
         if self.http_answer is not None:
             plain = make_challenge_app(self.http_answer)
             for host, port in self.settings.http_listen:
-                runners.append(await start(plain, host, port, None))
+                runners.append(await start(plain, host, port, None, idle))
         tasks = [asyncio.create_task(self._poll()), *map(asyncio.create_task, extras)]
         if self.renewal is not None:
             tasks.append(asyncio.create_task(self.renewal.run(self.settings.renewal_tick)))
@@ -138,7 +148,7 @@ def run_host(
     async def main() -> int:
         host = PolicyHost(settings, intake=intake)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, host.reload)
+        loop.add_signal_handler(signal.SIGHUP, host.reload, True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, host.stop)
         with contextlib.suppress(asyncio.CancelledError):

@@ -97,14 +97,18 @@ def tls_context(
 
 
 async def start(
-    app: web.Application, host: str, port: int, context: ssl.SSLContext | None
+    app: web.Application,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
 ) -> web.AppRunner:
     """One listener with the request-size limits and keep-alive idle timeout; `context` None:
     plain HTTP (the http-01 challenge listener)."""
     runner = web.AppRunner(
         app,
         access_log=None,
-        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        keepalive_timeout=keepalive_timeout,
         max_line_size=MAX_LINE,
         max_field_size=MAX_HEADER,
         handle_signals=False,
