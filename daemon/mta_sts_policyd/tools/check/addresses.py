@@ -120,17 +120,18 @@ class HostView:
 
 
 def policy_host_view(seen: PolicyHostSeen, now: datetime) -> HostView:
-    shown = sorted(seen.addresses, key=lambda a: _address_order(a.address))
+    shown = sorted(seen.addresses, key=lambda a: address_order(a.address))
     return HostView(seen.host, tuple(_policy(seen.host, a, now) for a in shown), seen.error)
 
 
 def mx_host_view(seen: MxHostSeen, now: datetime) -> HostView:
-    shown = sorted(seen.addresses, key=lambda a: _address_order(a.address))
+    shown = sorted(seen.addresses, key=lambda a: address_order(a.address))
     return HostView(seen.host, tuple(_mx(seen.host, a, now) for a in shown), seen.error)
 
 
-def _address_order(address: str) -> tuple[int, int]:
-    """IPv4 before IPv6, numerically: DNS answers come in any order, the report does not."""
+def address_order(address: str) -> tuple[int, int]:
+    """IPv4 before IPv6, numerically: DNS answers come in any order; the report, and which
+    address's policy stands for the domain when they differ, do not."""
     ip = ipaddress.ip_address(address)
     return ip.version, int(ip)
 

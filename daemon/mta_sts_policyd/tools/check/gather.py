@@ -21,6 +21,7 @@ from mta_sts_policyd.net.dns_client import DnsClient, RecordSet
 from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.sts.txt import select_sts_record
 from mta_sts_policyd.tlsrpt.record import RecordSyntaxError, is_candidate, parse_tlsrpt_record
+from mta_sts_policyd.tools.check.addresses import address_order
 from mta_sts_policyd.tools.check.observations import (
     DomainSeen,
     EndpointProblem,
@@ -85,9 +86,10 @@ async def observe_txt(domain: str, dns: DnsClient) -> TxtSeen:
 
 
 async def addresses(name: str, dns: DnsClient) -> tuple[list[str], tuple[tuple[str, str], ...]]:
-    """Every A and AAAA address of `name` (both asked), and the CNAME chain to them."""
+    """Every A and AAAA address of `name` (both asked; IPv4 first, in numeric order, so runs
+    over the same records judge them in the same order), and the CNAME chain to them."""
     v4, v6 = await asyncio.gather(dns.records(name, "A"), dns.records(name, "AAAA"))
-    return [*v4.texts, *v6.texts], v4.chain or v6.chain
+    return sorted([*v4.texts, *v6.texts], key=address_order), v4.chain or v6.chain
 
 
 async def _policy_host(domain: str, reach: Reach) -> PolicyHostSeen:
