@@ -9,6 +9,7 @@ call while it is open raises `FleetUnavailable` without touching the network.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from mta_sts_policyd.fleet.keys import FleetKeys
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MAX_IN_FLIGHT = 64
+"""Redis calls of one process under way at once; more wait for a free slot. redis-py >= 6
+refuses a call beyond its pool's 100 connections at once (MaxConnectionsError), which a burst
+of first lookups reached: the breaker opened without Redis being down at all."""
 
 Redis = Any
 """redis.asyncio.Redis (redis-py ships no type information mypy --strict can use)."""
@@ -118,14 +124,19 @@ class FleetClient:
         self.skipped = 0
         """Calls refused without a network round trip because the breaker was open."""
         self._errors = redis_errors()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def run(self, op: Callable[[Redis], Awaitable[T]], what: str) -> T:
         if not self.breaker.allow():
             self.skipped += 1
             raise FleetUnavailable(f"{what}: Redis is off the answer path (breaker open)")
-        self.calls += 1
         try:
-            result = await op(self.redis)
+            async with self._slots:
+                if self.breaker.state is BreakerState.OPEN:  # opened while this call waited
+                    self.skipped += 1
+                    raise FleetUnavailable(f"{what}: Redis is off the answer path (breaker open)")
+                self.calls += 1
+                result = await op(self.redis)
         except self._errors as exc:
             self.errors += 1
             reason = f"{what}: {describe(exc)}"
