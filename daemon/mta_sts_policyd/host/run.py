@@ -1,10 +1,12 @@
 """The host process: serve, re-read policies and certificates on SIGHUP and on change, stop.
 
-A reload swaps what later requests see; connections in flight keep going (the listening
-socket and its TLS context stay, the context looks certificates up per handshake). With
-ACME http-01 a plain-HTTP listener answers the challenges (`challenge_http.py`).
+Under systemd (Type=notify) it reports READY=1 once it listens, so `systemctl reload` cannot
+deliver a SIGHUP before the handler is there (the default action would end the process), and
+RELOADING=1 / READY=1 around a reload. A reload swaps what later requests see; connections
+in flight keep going (the listening socket and its TLS context stay, the context looks
+certificates up per handshake). With ACME http-01 a plain-HTTP listener answers the
+challenges (`challenge_http.py`).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +31,7 @@ from mta_sts_policyd.host.server import (
     start,
     tls_context,
 )
+from mta_sts_policyd.net import systemd as sdnotify
 from mta_sts_policyd.reports_in.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -118,10 +121,12 @@ class PolicyHost:
             for host, port in self.settings.http_listen:
                 runners.append(await start(plain, host, port, None, idle))
         tasks = [asyncio.create_task(self._poll()), *map(asyncio.create_task, extras)]
+        sdnotify.ready(f"serving {len(self.documents.domains)} domains")
         if self.renewal is not None:
             tasks.append(asyncio.create_task(self.renewal.run(self.settings.renewal_tick)))
         try:
             await self._stop.wait()
+            sdnotify.stopping()
         finally:
             for task in tasks:
                 task.cancel()
@@ -142,13 +147,19 @@ class PolicyHost:
                 log.exception("event=host-reload-crashed")
 
 
+def _reload(host: PolicyHost) -> None:
+    sdnotify.reloading()
+    host.reload(force=True)
+    sdnotify.ready(f"serving {len(host.documents.domains)} domains")
+
+
 def run_host(
     settings: HostSettings, intake: Intake | None = None, extras: Extras | None = None
 ) -> int:
     async def main() -> int:
         host = PolicyHost(settings, intake=intake)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, host.reload, True)
+        loop.add_signal_handler(signal.SIGHUP, _reload, host)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, host.stop)
         with contextlib.suppress(asyncio.CancelledError):
