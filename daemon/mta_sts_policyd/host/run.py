@@ -7,6 +7,7 @@ in flight keep going (the listening socket and its TLS context stay, the context
 certificates up per handshake). With ACME http-01 a plain-HTTP listener answers the
 challenges (`challenge_http.py`).
 """
+
 from __future__ import annotations
 
 import asyncio
