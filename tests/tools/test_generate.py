@@ -304,3 +304,20 @@ def test_command_without_the_served_policy_cannot_judge_the_switch(
     assert _run(mx_dns, "--domain", "example.com", "--mode", "enforce", "--write", str(www)) == 1
     assert "no policy is served for example.com yet" in capsys.readouterr().err
     assert not www.exists()
+
+
+def test_command_sees_implicit_and_null_mx_as_check_does(
+    mx_dns: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No MX record: senders deliver to the domain itself (RFC 5321 §5.1), so that is the MX
+    host to cover, as `check` says (MX_IMPLICIT); a null MX (RFC 7505) has none."""
+    mx_dns.set_a("bare.example.com", "192.0.2.1")
+    assert _run(mx_dns, "--domain", "bare.example.com") == 0
+    assert "mx: bare.example.com\n" in capsys.readouterr().out
+    args = ("--domain", "bare.example.com", "--mode", "enforce", "--mx", "mx.example.com")
+    assert _run(mx_dns, *args, "--json", "--force") == 0
+    refusals = json.loads(capsys.readouterr().out)["refusals"]
+    assert "MX host bare.example.com is not covered by any mx line" in refusals[0]
+    mx_dns.set_mx("nomail.example.com", (0, "."))
+    assert _run(mx_dns, "--domain", "nomail.example.com") == 64
+    assert "has no MX hosts; give --mx" in capsys.readouterr().err

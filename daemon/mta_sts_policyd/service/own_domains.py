@@ -18,13 +18,12 @@ from typing import Any
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.discovery.client import DEFAULT_USER_AGENT
 from mta_sts_policyd.discovery.policy_fetch import MAX_TIMEOUT, PolicyFetcher
-from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.state_files import MONITOR_STATE_NAME
 from mta_sts_policyd.sts.keys import policy_domain_for_key
-from mta_sts_policyd.tools.check.gather import Reach
+from mta_sts_policyd.tools.check.gather import Reach, observe_mx
 from mta_sts_policyd.tools.check.observations import Options
 from mta_sts_policyd.tools.monitor.alerts import AlertSettings
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever
@@ -52,14 +51,14 @@ def _dns(config: Config, nameservers: Sequence[str] | None) -> DnsClient:
 
 
 def mx_lookup(config: Config, nameservers: Sequence[str] | None = None) -> MxLookup:
-    """For `generate`: the domain's current MX hosts through the configured resolvers."""
+    """For `generate`: the domain's current MX hosts through the configured resolvers, as
+    `check` sees them (an implicit MX is the domain itself; a null MX is none; None: the
+    lookup failed)."""
     dns = _dns(config, nameservers)
 
     async def lookup(domain: str) -> Sequence[str] | None:
-        try:
-            return await dns.mx(domain)
-        except DnsLookupError:
-            return None
+        seen = await observe_mx(domain, dns)
+        return None if seen.error is not None else seen.hosts
 
     return lookup
 

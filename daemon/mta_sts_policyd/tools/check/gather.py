@@ -131,8 +131,14 @@ async def _policy_address(domain: str, host: str, address: str, reach: Reach) ->
 
 
 async def _mx(domain: str, reach: Reach) -> MxSeen:
+    return await observe_mx(domain, reach.dns)
+
+
+async def observe_mx(domain: str, dns: DnsClient) -> MxSeen:
+    """The MX RRset as senders use it: null MX (RFC 7505) and implicit MX (RFC 5321 §5.1: no
+    MX record, the domain itself) told apart (also `generate`'s coverage check)."""
     try:
-        answer = await reach.dns.records(domain, "MX")
+        answer = await dns.records(domain, "MX")
     except DnsLookupError as exc:
         return MxSeen(error=exc.reason)
     records = sorted((int(p), h) for p, _, h in (t.partition(" ") for t in answer.texts))
