@@ -109,8 +109,9 @@ class Daemon:
         await self._start_extras()
 
     def _start_fleet(self) -> None:
-        """Fleet mode when configured (docs/fleet.md): the process's one guarded Redis client
-        and this node's heartbeat. No I/O here: Redis is reached on first use."""
+        """Fleet mode when configured (docs/fleet.md): the process's one guarded Redis client,
+        the shared refresh queue and this node's heartbeat. No I/O here: Redis is reached on
+        first use."""
         from mta_sts_policyd.service import fleet_parts
 
         settings = fleet_parts.check_fleet(self.config)
@@ -118,6 +119,7 @@ class Daemon:
             return
         self.fleet = fleet_parts.make_fleet_client(settings)
         self._closers.append(self.fleet.aclose)  # closers run in reverse: the client last
+        self.resolver.refresher.shared = fleet_parts.make_refresh_queue(settings, self.fleet)
         heartbeat = fleet_parts.make_heartbeat(settings, self.fleet, self.clock)
         self._spawn(heartbeat.run())
         self._closers.append(heartbeat.farewell)

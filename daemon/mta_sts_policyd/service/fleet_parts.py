@@ -20,6 +20,10 @@ from mta_sts_policyd.errors import ConfigError, FleetUnavailable
 if TYPE_CHECKING:
     from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings
     from mta_sts_policyd.fleet.nodes import Heartbeat
+    from mta_sts_policyd.fleet.refresh_queue import RefreshQueue
+
+REFRESH_TICK = 60.0
+"""Seconds between rounds of the refresh loop (PolicyResolver.run_refresh_loop's default)."""
 
 
 def fleet_enabled(config: Config) -> bool:
@@ -158,3 +162,22 @@ def read_fleet_status(config: Config, now: float | None = None) -> dict[str, Any
         return status.as_json()
 
     return asyncio.run(go())
+
+
+def refresh_slack(settings: FleetSettings) -> float:
+    """How late a policy's refresh may be before a node that uses it refreshes it itself: the
+    fleet's claim comes within a round of the due time, its refetch within the lease, and the
+    shared cache brings the result to every node within a revalidation interval."""
+    return REFRESH_TICK + settings.refresh_lease + settings.revalidate_interval
+
+
+def make_refresh_queue(settings: FleetSettings, client: FleetClient) -> RefreshQueue:
+    from mta_sts_policyd.fleet.refresh_queue import RefreshQueue
+
+    return RefreshQueue(
+        client,
+        lease=settings.refresh_lease,
+        batch=settings.refresh_batch,
+        forget_after=settings.forget_after,
+        slack=refresh_slack(settings),
+    )
