@@ -243,7 +243,10 @@ class ProactiveRefresh:
         while True:
             await asyncio.sleep(tick)
             if self._ctx.settings.refresh:
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception:  # a bug in one round must not end the refresh for good
+                    log.exception("event=refresh-round-failed")
 
     async def tick(self) -> int:
         """One round of the refresh loop."""
