@@ -142,6 +142,10 @@ async def test_monitor_without_domains_or_with_a_broken_state(
     assert await asyncio.to_thread(call) == 0
     assert (tmp_path / "state.json.broken").read_text() == "{not json"  # kept, not lost
     assert json.loads(state.read_text())["version"] == 1
+    state.write_text("[]")  # broken again: the first broken file stays as it was
+    assert await asyncio.to_thread(call) == 0
+    assert (tmp_path / "state.json.broken").read_text() == "{not json"
+    assert (tmp_path / "state.json.broken.1").read_text() == "[]"
 
 
 async def test_monitor_inside_serve(world: CheckWorld, tmp_path: Path) -> None:

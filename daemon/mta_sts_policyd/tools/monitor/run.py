@@ -60,6 +60,10 @@ class StateFile:
             return {}
         except (OSError, ValueError) as exc:
             aside = self.path.with_name(self.path.name + ".broken")
+            n = 0
+            while aside.exists():  # an earlier broken file is kept too
+                n += 1
+                aside = self.path.with_name(f"{self.path.name}.broken.{n}")
             log.error(
                 "event=monitor-state-unreadable path=%s error=%s kept=%s", self.path, exc, aside
             )
