@@ -21,7 +21,7 @@ from typing import TypeVar
 from mta_sts_policyd.errors import DnsLookupError, FleetUnavailable
 from mta_sts_policyd.policy import refresh_rule
 from mta_sts_policyd.policy.cache import CacheEntry
-from mta_sts_policyd.policy.shared_refresh import SharedLoader, SharedRefreshQueue
+from mta_sts_policyd.policy.shared_refresh import SharedRefreshQueue
 from mta_sts_policyd.policy.store.sqlite import RefreshFacts
 from mta_sts_policyd.policy.types import ResolverContext
 from mta_sts_policyd.policy.update import PolicyUpdater
@@ -40,8 +40,6 @@ class ProactiveRefresh:
         self._updater = updater
         self.shared: SharedRefreshQueue | None = None
         """The fleet's due-queue (fleet mode), plugged in by the composition root."""
-        self.load_shared: SharedLoader | None = None
-        """The fleet's shared policy cache, for claimed domains this node does not hold."""
         self._reported_until = 0.0
         self._local_reason: str | None = None
         """Why the fleet's queue is not used now (None: it is); logged once per change."""
@@ -222,22 +220,30 @@ class ProactiveRefresh:
         async def one(domain: str) -> None:
             entry = await self._claimed_entry(domain)
             if entry.policy is None or self.next_due(entry) <= now:
-                await self._refresh(entry)  # else refetched meanwhile, here or elsewhere
+                await self._refresh_claimed_entry(entry)
+            # else refetched meanwhile, here or elsewhere: only rescheduled
             due[domain] = self.next_due(entry)
 
         await self._each(list(domains), one)
         return due
 
     async def _claimed_entry(self, domain: str) -> CacheEntry:
-        """This node's entry, else the fleet's shared one, else a new one (not in the cache
-        until a fetch succeeds): a claimed domain is refreshed whoever answered it."""
+        """This node's entry (memory or store), else a new one, which the update path fills
+        (from the fleet's shared cache, or by a fetch) and puts in the cache: a claimed domain
+        is refreshed whichever node answered it."""
         entry = await self._stored_entry(domain)
-        if entry is None and self.load_shared is not None:
-            try:
-                entry = await self.load_shared(domain)
-            except FleetUnavailable:
-                entry = None
         return entry if entry is not None else CacheEntry(domain)
+
+    async def _refresh_claimed_entry(self, entry: CacheEntry) -> None:
+        """Refresh; in a fleet the update path may adopt the shared copy instead of fetching
+        (another node's newer fetch). A copy that is itself due was only a step: once more,
+        which then fetches (the shared copy is no newer than this one any more)."""
+        started = self._ctx.clock()
+        before = entry.fetched_at
+        await self._refresh(entry)
+        adopted = entry.fetched_at != before and entry.fetched_at < started
+        if adopted and self.next_due(entry) <= self._ctx.clock():
+            await self._refresh(entry)
 
     async def run(self, tick: float = 60.0) -> None:
         while True:
