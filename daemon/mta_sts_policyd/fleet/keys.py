@@ -73,6 +73,11 @@ class FleetKeys:
         """Hash node name -> that node's counts of one UTC day (JSON), replaced on re-upload."""
         return f"{self.base}:tlsrpt:snapshot:{day}"
 
+    def report_inputs(self, day: str) -> str:
+        """The snapshots of one day as the fleet's report uses them: a copy of snapshot:DAY
+        made once (when every node is in, or at the deadline); later uploads do not change it."""
+        return f"{self.base}:tlsrpt:inputs:{day}"
+
     def report_lease(self, day: str, domain: str, record_digest: str) -> str:
         """Held by the one node sending a (day, domain, record) report; value: fencing token."""
         return f"{self.base}:tlsrpt:lease:{day}:{domain}:{record_digest}"

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings
     from mta_sts_policyd.fleet.nodes import Heartbeat
     from mta_sts_policyd.fleet.refresh_queue import RefreshQueue
+    from mta_sts_policyd.fleet.report_runner import FleetReporting
+    from mta_sts_policyd.tlsrpt.context import ReportContext
+    from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 
 REFRESH_TICK = 60.0
 """Seconds between rounds of the refresh loop (PolicyResolver.run_refresh_loop's default)."""
@@ -180,4 +183,57 @@ def make_refresh_queue(settings: FleetSettings, client: FleetClient) -> RefreshQ
         batch=settings.refresh_batch,
         forget_after=settings.forget_after,
         slack=refresh_slack(settings),
+    )
+
+
+REPORT_COMMAND_TIMEOUT = 10.0
+"""Seconds a report call may take: a day's snapshots are larger than a policy entry."""
+
+
+def make_fleet_reporting(
+    settings: FleetSettings, ctx: ReportContext, store: TlsRptStore
+) -> FleetReporting:
+    """The fleet's report loop (replaces the local ReportSender, which would send twice).
+
+    Its own Redis client and breaker: large snapshot reads get a longer timeout, and a slow
+    report call never takes Redis off the answer path of the lookups."""
+    from dataclasses import replace
+
+    from mta_sts_policyd.fleet.breaker import CircuitBreaker
+    from mta_sts_policyd.fleet.connection import FleetClient, log_breaker_change, open_redis
+    from mta_sts_policyd.fleet.keys import FleetKeys
+    from mta_sts_policyd.fleet.report_ledger import ReportLedger
+    from mta_sts_policyd.fleet.report_runner import FleetReporting
+    from mta_sts_policyd.fleet.report_sender import FleetReportSender
+    from mta_sts_policyd.fleet.report_upload import SnapshotUploader
+    from mta_sts_policyd.tlsrpt.deliver import NetworkTransport
+
+    timeout = max(settings.command_timeout, REPORT_COMMAND_TIMEOUT)
+    redis = open_redis(replace(settings, command_timeout=timeout))
+    breaker = CircuitBreaker(
+        settings.breaker_failures, settings.breaker_reset, time.monotonic, log_breaker_change
+    )
+    keys = FleetKeys(settings.key_prefix)
+    client = FleetClient(redis, keys, breaker)
+    d = ctx.delivery
+    keep = (d.catch_up_days + 2) * 86400.0
+    ledger = ReportLedger(
+        client, keys, lease_seconds=d.smtp_timeout + d.https_timeout + 60.0, keep_seconds=keep
+    )
+    sender = FleetReportSender(
+        ledger,
+        ctx.report,
+        d,
+        NetworkTransport(d, ctx.dkim),
+        node=settings.node_name,
+        settle=settings.report_settle,
+        deadline=settings.report_deadline,
+        txt_lookup=ctx.txt_lookup,
+    )
+    uploader = SnapshotUploader(
+        client, keys, store, settings.node_name, deadline=settings.report_deadline,
+        keep_seconds=keep,
+    )  # fmt: skip
+    return FleetReporting(
+        store, uploader, sender, snapshot_interval=settings.snapshot_interval, client=client
     )

@@ -19,7 +19,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
-from mta_sts_policyd.service import tlsrpt_parts
+from mta_sts_policyd.service import fleet_parts, tlsrpt_parts
 from mta_sts_policyd.service.failure_sessions import FailureSessions
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import Mode
@@ -35,6 +35,9 @@ from mta_sts_policyd.tlsrpt.model import (
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 
 if TYPE_CHECKING:
+    from mta_sts_policyd.fleet.report_runner import FleetReporting
+    from mta_sts_policyd.tlsrpt.context import ReportContext
+    from mta_sts_policyd.tlsrpt.sender import ReportSender
     from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
 
 log = logging.getLogger(__name__)
@@ -150,7 +153,15 @@ class Reporting:
             self._start_collector()
         if config.maillog.enabled:
             await self._start_maillog()
-        self._tasks.append(asyncio.create_task(ctx.sender(self.store).run(self._stop)))
+        self._tasks.append(asyncio.create_task(self._sender(ctx).run(self._stop)))
+
+    def _sender(self, ctx: ReportContext) -> ReportSender | FleetReporting:
+        """The local sender, or in fleet mode the fleet's (never both: each would send)."""
+        if not fleet_parts.fleet_enabled(self.config):
+            return ctx.sender(self.store)
+        settings = fleet_parts.fleet_settings(self.config)
+        log.info("event=tlsrpt-fleet-mode node=%s", settings.node_name)
+        return fleet_parts.make_fleet_reporting(settings, ctx, self.store)
 
     def _start_shadow(self, store: EventSink) -> EventSink:
         """Testing-mode domains: probe their MX hosts and label their sessions (issue 6)."""

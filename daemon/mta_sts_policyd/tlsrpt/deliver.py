@@ -31,6 +31,8 @@ from mta_sts_policyd.tlsrpt.message import (
     build_message,
     message_id_for,
     sign_message,
+    signature_header,
+    stable_message_id,
 )
 from mta_sts_policyd.tlsrpt.record import RuaDestination
 from mta_sts_policyd.tlsrpt.report import ReportDocument
@@ -40,6 +42,7 @@ __all__ = [
     "DeliverySettings",
     "DkimSettings",
     "NetworkTransport",
+    "Stamp",
     "Transport",
     "check_dkim_key",
 ]
@@ -77,6 +80,16 @@ class DeliverySettings:
     @property
     def header_from(self) -> str:
         return self.from_address or self.envelope_sender
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What makes a report's mail one fixed byte string (fleet mode): its Date and, when
+    signed, the DKIM-Signature header made for it once (DKIM's t= is the signing time).
+    The Message-ID then derives from the report and destination (stable_message_id)."""
+
+    date: float
+    dkim_signature: bytes | None = None
 
 
 class Transport(Protocol):
@@ -214,16 +227,38 @@ class NetworkTransport:
         self.dkim = dkim
         self._clock = clock
 
-    def render_mail(self, doc: ReportDocument, rcpt: str) -> bytes:
-        """The exact bytes that would be submitted (also used by `report send --outbox`)."""
-        now = self._clock() if self._clock else datetime.now(UTC).timestamp()
-        msg = build_message(
+    def render_mail(self, doc: ReportDocument, rcpt: str, stamp: Stamp | None = None) -> bytes:
+        """The exact bytes that would be submitted (also used by `report send --outbox`).
+
+        With a `stamp` the bytes are fixed: its Date, a Message-ID from the report, and its
+        DKIM header if it has one (else the message is signed now)."""
+        msg = self._unsigned(doc, rcpt, stamp)
+        if stamp is not None and stamp.dkim_signature is not None:
+            return stamp.dkim_signature + msg
+        return self._signed(doc, msg)
+
+    def stamp(self, doc: ReportDocument, dest: RuaDestination, date: float) -> Stamp:
+        """Fix the mail for `dest` now (signed once); HTTPS bodies are fixed bytes already."""
+        if dest.kind == "https":
+            return Stamp(date)
+        msg = self._unsigned(doc, dest.target, Stamp(date))
+        return Stamp(date, signature_header(self._signed(doc, msg), msg) or None)
+
+    def _unsigned(self, doc: ReportDocument, rcpt: str, stamp: Stamp | None) -> bytes:
+        if stamp is None:
+            now = self._clock() if self._clock else datetime.now(UTC).timestamp()
+            message_id = message_id_for(doc, rcpt, secrets.token_hex(8))
+        else:
+            now, message_id = stamp.date, stable_message_id(doc, rcpt)
+        return build_message(
             doc,
             from_addr=self.settings.header_from,
             to_addr=rcpt,
             date=datetime.fromtimestamp(now, UTC),
-            message_id=message_id_for(doc, rcpt, secrets.token_hex(8)),
+            message_id=message_id,
         )
+
+    def _signed(self, doc: ReportDocument, msg: bytes) -> bytes:
         key = load_dkim_key(self.dkim)
         if key is None:
             log.warning(
@@ -235,11 +270,13 @@ class NetworkTransport:
         except Exception as exc:  # dkimpy raises its own types (bad key, parse errors)
             raise DeliveryError(f"DKIM signing failed: {exc}", temporary=False) from exc
 
-    async def deliver(self, doc: ReportDocument, dest: RuaDestination) -> None:
+    async def deliver(
+        self, doc: ReportDocument, dest: RuaDestination, stamp: Stamp | None = None
+    ) -> None:
         if dest.kind == "https":
             await https_post(doc.gzip_bytes(), dest.target, self.settings)
             return
-        message = self.render_mail(doc, dest.target)
+        message = self.render_mail(doc, dest.target, stamp)
         await asyncio.to_thread(
             smtp_submit, message, self.settings.envelope_sender, dest.target, self.settings
         )

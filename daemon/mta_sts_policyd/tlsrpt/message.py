@@ -6,6 +6,7 @@ ReportDocument, so they cannot disagree with the JSON (RFC 8460 §5.6).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy as email_policy
@@ -94,6 +95,20 @@ def sign_message(message: bytes, settings: DkimSettings, private_key: bytes) -> 
         tlsrpt=True,  # never emits l= (RFC 8460 §3)
     )
     return bytes(header) + message
+
+
+def signature_header(signed: bytes, message: bytes) -> bytes:
+    """The DKIM-Signature header `sign_message` put in front of `message` (kept by the fleet,
+    so a re-send after a crash can carry the same signature: byte-identical mail)."""
+    if not signed.endswith(message):
+        raise ValueError("signed message does not end with the message")
+    return signed[: len(signed) - len(message)]
+
+
+def stable_message_id(doc: ReportDocument, destination: str) -> str:
+    """A Message-ID that the report's content and destination alone decide: every re-send of
+    the same report to the same destination is the same message (fleet mode)."""
+    return message_id_for(doc, destination, hashlib.sha256(doc.json_bytes).hexdigest()[:16])
 
 
 def message_id_for(doc: ReportDocument, destination: str, attempt_token: str) -> str:

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -267,8 +267,9 @@ class TlsRptStore:
 
     # -- retention ---------------------------------------------------------------------------
 
-    def prune(self, today: date) -> list[date]:
-        """Delete days older than retention_days unless a report for them is still unresolved."""
+    def prune(self, today: date, keep: Collection[date] = ()) -> list[date]:
+        """Delete days older than retention_days unless a report for them is still unresolved
+        (a local job, or a day in `keep`: in fleet mode, one the fleet has not yet sent)."""
         cutoff = (today - timedelta(days=self.retention_days)).isoformat()
         with self.transaction() as conn:
             rows = conn.execute(
@@ -276,7 +277,8 @@ class TlsRptStore:
                 "(SELECT day FROM job WHERE state = 'scheduled')",
                 (cutoff,),
             ).fetchall()
-            days = [r[0] for r in rows]
+            kept = {d.isoformat() for d in keep}
+            days = [r[0] for r in rows if r[0] not in kept]
             for d in days:
                 conn.execute(
                     "DELETE FROM detail WHERE agg_id IN (SELECT id FROM agg WHERE day = ?)", (d,)

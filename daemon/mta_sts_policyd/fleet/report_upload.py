@@ -1,0 +1,130 @@
+"""Each node's share of the fleet's TLS reports: its counts of each open day, uploaded to Redis.
+
+The local SQLite store stays the source of truth; Redis gets a copy of each day (snapshot:DAY,
+field = node name) every snapshot interval while it changes, and once more right after the day
+ends (`final`: the node's counts of the day are complete). HSET replaces the node's field, so a
+re-upload never counts anything twice. A node that was down or cut off at midnight uploads
+when it is back, until the day's inputs are frozen (then it is left out, and logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import date
+
+from mta_sts_policyd.fleet.connection import FleetClient, Redis
+from mta_sts_policyd.fleet.keys import FleetKeys
+from mta_sts_policyd.fleet.report_snapshot import encode_snapshot
+from mta_sts_policyd.tlsrpt.sender import midnight_after
+from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore, utc_day
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotUploader:
+    def __init__(
+        self,
+        client: FleetClient,
+        keys: FleetKeys,
+        store: TlsRptStore,
+        node: str,
+        *,
+        deadline: float,
+        keep_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.store = store
+        self.node = node
+        self.deadline = deadline
+        self.keep_ms = max(int(keep_seconds * 1000), 1)
+        self.clock = clock
+        self._uploaded: dict[date, tuple[str, bool]] = {}
+        """Day -> (content digest, final) of this node's last upload."""
+        self._closed: set[date] = set()
+        """Days whose fleet inputs are frozen: nothing more to upload."""
+        self.last_upload: float | None = None
+        """When this node last uploaded a snapshot (`fleet status`)."""
+
+    async def tick(self) -> int:
+        """Upload every open day that changed; returns how many were uploaded. Raises
+        FleetUnavailable at the first Redis failure (the next pass tries again)."""
+        now = self.clock()
+        today = utc_day(now)
+        await asyncio.to_thread(self.store.flush)
+        uploaded = 0
+        for day in await asyncio.to_thread(self.store.days):
+            if day in self._closed or day > today:
+                continue
+            if day < today and now >= midnight_after(day) + self.deadline:
+                self._too_late(day)
+                continue
+            uploaded += await self._upload(day, now, final=day < today)
+        return uploaded
+
+    async def _upload(self, day: date, now: float, *, final: bool) -> int:
+        if final and await self._frozen_without_us(day):
+            return 0
+        domain_days = await asyncio.to_thread(self.store.domain_days, day)
+        content = encode_snapshot(self.node, day, final=final, uploaded_at=0.0,
+                                  domain_days=domain_days)  # fmt: skip
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        key = self.keys.snapshot(day.isoformat())
+        if self._uploaded.get(day) == (digest, final) and await self.client.run(
+            lambda r: r.hexists(key, self.node), "check snapshot"
+        ):
+            return 0  # unchanged and still there (a Redis restart would have lost it)
+        body = encode_snapshot(self.node, day, final=final, uploaded_at=now,
+                               domain_days=domain_days)  # fmt: skip
+
+        async def write(r: Redis) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hset(key, self.node, body)
+                pipe.pexpire(key, self.keep_ms)
+                await pipe.execute()
+
+        await self.client.run(write, "upload snapshot")
+        self._uploaded[day] = (digest, final)
+        self.last_upload = now
+        log.debug("event=fleet-snapshot-uploaded day=%s final=%s bytes=%d", day, final, len(body))
+        return 1
+
+    def _too_late(self, day: date) -> None:
+        """Past the deadline the fleet has sent (or sends) the day without this node's final
+        counts: say so once if this node never uploaded them."""
+        self._closed.add(day)
+        if not self._uploaded.get(day, ("", False))[1]:
+            log.warning(
+                "event=fleet-snapshot-left-out day=%s node=%s reason=back-after-deadline",
+                day, self.node,
+            )  # fmt: skip
+
+    async def _frozen_without_us(self, day: date) -> bool:
+        """Once the day's inputs are frozen an upload changes nothing: stop, and say so if
+        this node's counts are not in them (it came back too late)."""
+        key = self.keys.report_inputs(day.isoformat())
+        exists, ours = await self.client.run(
+            lambda r: _exists_and_field(r, key, self.node), "check report inputs"
+        )
+        if not exists:
+            return False
+        self._closed.add(day)
+        if not ours:
+            log.warning(
+                "event=fleet-snapshot-left-out day=%s node=%s reason=inputs-frozen-before-upload",
+                day, self.node,
+            )  # fmt: skip
+        return True
+
+
+async def _exists_and_field(r: Redis, key: str, field: str) -> tuple[bool, bool]:
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.exists(key)
+        pipe.hexists(key, field)
+        exists, ours = await pipe.execute()
+    return bool(exists), bool(ours)
