@@ -18,8 +18,13 @@ from mta_sts_policyd.fleet.report_snapshot import (
     encode_snapshot,
     merge,
 )
-from mta_sts_policyd.tlsrpt.model import DomainDay, FailureDetail, PolicyAggregate, PolicyRef
-from mta_sts_policyd.tlsrpt.model import PolicyType
+from mta_sts_policyd.tlsrpt.model import (
+    DomainDay,
+    FailureDetail,
+    PolicyAggregate,
+    PolicyRef,
+    PolicyType,
+)
 from mta_sts_policyd.tlsrpt.report import ReportSettings, build_report
 
 DAY = date(2026, 11, 21)

@@ -108,6 +108,25 @@ def test_dkim_signature_verifies_and_covers_tls_headers(
     assert not dkim.verify(tampered, dnsfunc=key.dnsfunc("rpt", "sender.example"), tlsrpt=mode)
 
 
+def test_a_stamped_mail_is_the_same_bytes_every_time(
+    doc: ReportDocument, key: DkimKey, tmp_path: Path
+) -> None:
+    """Fleet mode re-sends after a crash: the stamp (Date, DKIM header made once) and a
+    Message-ID from the report make the same bytes, and the signature still verifies."""
+    transport = NetworkTransport(_delivery(25), dkim_settings(tmp_path, key))
+    dest = RuaDestination("mailto", "tlsrpt@company-y.example")
+    stamp = transport.stamp(doc, dest, 1795305600.0)
+    first = transport.render_mail(doc, dest.target, stamp)
+    assert transport.render_mail(doc, dest.target, stamp) == first
+    assert dkim.verify(first, dnsfunc=key.dnsfunc("rpt", "sender.example"), tlsrpt=True)
+    msg = email.message_from_bytes(first)
+    assert msg["Date"] == "Sun, 22 Nov 2026 00:00:00 +0000"
+    assert msg["Message-ID"].startswith(f"<{doc.unique_id}.")
+    assert transport.render_mail(doc, dest.target) != first  # without a stamp: a new message
+    https = RuaDestination("https", "https://r.company-y.example/x")
+    assert transport.stamp(doc, https, 1.0).dkim_signature is None
+
+
 def test_unsigned_is_refused_unless_allowed(tmp_path: Path) -> None:
     with pytest.raises(DeliveryError) as err:
         load_dkim_key(DkimSettings())

@@ -154,6 +154,16 @@ def test_retention_keeps_unresolved_days(tmp_path: Path) -> None:
         assert book.get(DAY + timedelta(days=1), "company-y.example", None) is None
 
 
+def test_retention_keeps_days_the_fleet_has_not_sent(tmp_path: Path) -> None:
+    """Fleet mode has no local jobs: the days it names in `keep` stay (docs/fleet.md)."""
+    with TlsRptStore(tmp_path / "s.db", retention_days=10) as store:
+        for offset in (0, 1):
+            store.submit(ev(True, ts=DAY_TS + offset * 86400))
+        store.flush()
+        assert store.prune(DAY + timedelta(days=31), keep={DAY}) == [DAY + timedelta(days=1)]
+        assert store.days() == [DAY]
+
+
 _WRITER = textwrap.dedent("""
     import sys, time
     from mta_sts_policyd.tlsrpt.model import PolicyRef, PolicyType, SessionEvent

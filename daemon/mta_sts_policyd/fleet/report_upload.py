@@ -24,6 +24,9 @@ from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore, utc_day
 
 log = logging.getLogger(__name__)
 
+MAX_DAYS_SHOWN = 3
+"""Days whose last upload time the heartbeat carries (`fleet status`)."""
+
 
 class SnapshotUploader:
     def __init__(
@@ -48,8 +51,8 @@ class SnapshotUploader:
         """Day -> (content digest, final) of this node's last upload."""
         self._closed: set[date] = set()
         """Days whose fleet inputs are frozen: nothing more to upload."""
-        self.last_upload: float | None = None
-        """When this node last uploaded a snapshot (`fleet status`)."""
+        self.last_upload: dict[str, float] = {}
+        """Day -> when this node last uploaded its counts of it (the heartbeat shows them)."""
 
     async def tick(self) -> int:
         """Upload every open day that changed; returns how many were uploaded. Raises
@@ -90,7 +93,9 @@ class SnapshotUploader:
 
         await self.client.run(write, "upload snapshot")
         self._uploaded[day] = (digest, final)
-        self.last_upload = now
+        self.last_upload[day.isoformat()] = now
+        for old in sorted(self.last_upload)[:-MAX_DAYS_SHOWN]:
+            del self.last_upload[old]
         log.debug("event=fleet-snapshot-uploaded day=%s final=%s bytes=%d", day, final, len(body))
         return 1
 

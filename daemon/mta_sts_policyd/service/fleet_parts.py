@@ -29,6 +29,11 @@ REFRESH_TICK = 60.0
 """Seconds between rounds of the refresh loop (PolicyResolver.run_refresh_loop's default)."""
 
 
+SNAPSHOT_TIMES: dict[str, float] = {}
+"""Day -> when this process last uploaded its TLS-RPT counts of it: filled by the snapshot
+uploader (make_fleet_reporting), read by the heartbeat (make_heartbeat), which start apart."""
+
+
 def fleet_enabled(config: Config) -> bool:
     return bool(config.fleet.redis or config.fleet.sentinels)
 
@@ -118,7 +123,10 @@ def make_heartbeat(
     from mta_sts_policyd import __version__, metrics
     from mta_sts_policyd.fleet.nodes import Heartbeat, NodeFacts
 
-    facts = NodeFacts(queued_writes=lambda: int(metrics.FLEET_QUEUED_WRITES.read()))
+    facts = NodeFacts(
+        queued_writes=lambda: int(metrics.FLEET_QUEUED_WRITES.read()),
+        snapshots=lambda: SNAPSHOT_TIMES,
+    )
     return Heartbeat(
         client, settings.node_name, __version__, clock, facts, settings.heartbeat_interval
     )
@@ -234,6 +242,7 @@ def make_fleet_reporting(
         client, keys, store, settings.node_name, deadline=settings.report_deadline,
         keep_seconds=keep,
     )  # fmt: skip
+    uploader.last_upload = SNAPSHOT_TIMES
     return FleetReporting(
         store, uploader, sender, snapshot_interval=settings.snapshot_interval, client=client
     )
