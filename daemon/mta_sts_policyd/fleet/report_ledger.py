@@ -79,7 +79,7 @@ class ReportState:
     stamp_date: float = 0.0
     """The mail's Date (sending): a takeover re-sends the same bytes."""
     dkim: str = ""
-    """The DKIM-Signature header made for the mail (latin-1 text), '' when unsigned."""
+    """The DKIM-Signature header made for the mail (as latin-1 text), '' when unsigned."""
     failed: tuple[str, ...] = ()
     """Destinations that refused the report for good."""
     error: str = ""

@@ -55,8 +55,8 @@ class FleetReporting:
                 self._next_upload = min(
                     now + self.snapshot_interval, midnight_after(utc_day(now)) + MIDNIGHT_LAG
                 )
-            except FleetUnavailable as exc:  # tried again on the next pass
-                log.info("event=fleet-snapshot-waiting reason=%r", str(exc))
+            except FleetUnavailable:  # tried again on the next pass (the sender logs it)
+                pass
         await self.sender.tick()
         today = utc_day(self.clock())
         await asyncio.to_thread(self.store.prune, today, self.sender.open_days(today))

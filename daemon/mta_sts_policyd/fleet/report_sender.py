@@ -105,6 +105,9 @@ class FleetReportSender:
         self._unrecorded: dict[tuple[date, str], ReportState] = {}
         """Deliveries whose `sent` could not be written (Redis went away): written later."""
         self._waiting_logged: set[date] = set()
+        self._merged: dict[date, list[DomainDay]] = {}
+        """The reports of days whose inputs are frozen (they never change once frozen)."""
+        self._redis_failing = False
 
     def open_days(self, today: date) -> list[date]:
         """Ended days within the catch-up bound not yet resolved (kept in the local store)."""
@@ -120,18 +123,30 @@ class FleetReportSender:
             for day in reversed(self.open_days(utc_day(now))):
                 await self._day(day, now)
         except FleetUnavailable as exc:
-            log.info("event=fleet-reports-waiting reason=%r", str(exc))
+            if not self._redis_failing:  # once per change
+                self._redis_failing = True
+                log.warning("event=fleet-reports-waiting reason=%r", str(exc))
+            return
+        if self._redis_failing:
+            self._redis_failing = False
+            log.info("event=fleet-reports-resumed")
+        for day in [d for d in self._merged if d in self.done]:
+            del self._merged[day]
 
     async def _day(self, day: date, now: float) -> None:
         midnight = midnight_after(day)
         if now < midnight + self.settle:
             return
-        raw = await self.ledger.inputs(day)
-        if not raw:
-            raw = await self._freeze(day, now, midnight)
-        if not raw:
-            return
-        merged = merge(decode_all(raw, day))
+        merged = self._merged.get(day)
+        if merged is None:
+            raw = await self.ledger.inputs(day)
+            if not raw:
+                raw = await self._freeze(day, now, midnight)
+            if not raw:
+                return
+            # off the event loop: a fleet's day can be megabytes of JSON
+            merged = await asyncio.to_thread(lambda: merge(decode_all(raw, day)))
+            self._merged[day] = merged
         states = await self.ledger.states(day)
         pending = [dd for dd in merged if not _final(states.get(_field(dd)))]
         if not pending:
@@ -146,7 +161,8 @@ class FleetReportSender:
 
     async def _freeze(self, day: date, now: float, midnight: float) -> dict[str, bytes]:
         """Freeze the day's inputs when every node is in, or at the deadline."""
-        snaps = decode_all(await self.ledger.snapshots(day), day)
+        raw = await self.ledger.snapshots(day)
+        snaps = await asyncio.to_thread(decode_all, raw, day)
         late = now >= midnight + self.deadline
         if not snaps:
             if late:
@@ -179,7 +195,7 @@ class FleetReportSender:
         st = await self.ledger.state(dd.day, name)
         if st is not None and (st.final or (st.state == "retry" and st.due > now)):
             return
-        doc = build_report(dd, self.report)
+        doc = await asyncio.to_thread(build_report, dd, self.report)
         digest = hashlib.sha256(doc.json_bytes).hexdigest()
         takeover = st if st is not None and st.state == "sending" else None
         if takeover is not None:
@@ -237,7 +253,7 @@ class FleetReportSender:
         """Send to one destination: None when done (accepted or superseded), else the error."""
         try:
             if previous is not None:  # the same bytes as the attempt that may have arrived
-                stamp = Stamp(previous.stamp_date, previous.dkim.encode("ascii") or None)
+                stamp = Stamp(previous.stamp_date, previous.dkim.encode("latin-1") or None)
             else:
                 stamp = await asyncio.to_thread(self.transport.stamp, doc, dest, self.clock())
         except DeliveryError as exc:
@@ -246,7 +262,7 @@ class FleetReportSender:
             base,
             destination=str(dest),
             stamp_date=stamp.date,
-            dkim=(stamp.dkim_signature or b"").decode("ascii"),
+            dkim=(stamp.dkim_signature or b"").decode("latin-1"),
         )
         await self.ledger.renew(day, name, base.token)
         if not await self.ledger.write(day, name, sending):

@@ -73,17 +73,13 @@ class SnapshotUploader:
     async def _upload(self, day: date, now: float, *, final: bool) -> int:
         if final and await self._frozen_without_us(day):
             return 0
-        domain_days = await asyncio.to_thread(self.store.domain_days, day)
-        content = encode_snapshot(self.node, day, final=final, uploaded_at=0.0,
-                                  domain_days=domain_days)  # fmt: skip
+        content, body = await asyncio.to_thread(self._encoded, day, now, final)
         digest = hashlib.sha256(content.encode()).hexdigest()
         key = self.keys.snapshot(day.isoformat())
         if self._uploaded.get(day) == (digest, final) and await self.client.run(
             lambda r: r.hexists(key, self.node), "check snapshot"
         ):
             return 0  # unchanged and still there (a Redis restart would have lost it)
-        body = encode_snapshot(self.node, day, final=final, uploaded_at=now,
-                               domain_days=domain_days)  # fmt: skip
 
         async def write(r: Redis) -> None:
             async with r.pipeline(transaction=True) as pipe:
@@ -108,6 +104,14 @@ class SnapshotUploader:
                 "event=fleet-snapshot-left-out day=%s node=%s reason=back-after-deadline",
                 day, self.node,
             )  # fmt: skip
+
+    def _encoded(self, day: date, now: float, final: bool) -> tuple[str, str]:
+        """(content without the upload time, for change detection; the body to upload): read
+        and encoded in a thread, off the event loop."""
+        dds = self.store.domain_days(day)
+        content = encode_snapshot(self.node, day, final=final, uploaded_at=0.0, domain_days=dds)
+        body = encode_snapshot(self.node, day, final=final, uploaded_at=now, domain_days=dds)
+        return content, body
 
     async def _frozen_without_us(self, day: date) -> bool:
         """Once the day's inputs are frozen an upload changes nothing: stop, and say so if
