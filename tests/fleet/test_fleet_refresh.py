@@ -180,6 +180,28 @@ async def test_redis_down_the_node_refreshes_what_it_uses_itself(
     assert fetches(sts_world, domains) == {d: n + 1 for d, n in start.items()}
 
 
+async def test_a_frozen_redis_costs_a_timeout_then_the_local_refresh_runs(
+    sts_world: StsWorld,
+    clock: FakeClock,
+    make_nodes: Callable[..., list[Node]],
+    redis_server: RedisServer,
+) -> None:
+    (node,) = make_nodes(1)
+    domains = publish(sts_world, 2)
+    await answer_all([node], domains)
+    await rounds([node], clock, 1)
+    start = fetches(sts_world, domains)
+    clock.advance(DAY + JITTER)
+    redis_server.freeze()
+    try:
+        began = time.monotonic()
+        await rounds([node], clock, 1)
+        assert time.monotonic() - began < 2.0  # one 0.3 s command timeout, no retries
+    finally:
+        redis_server.thaw()
+    assert fetches(sts_world, domains) == {d: n + 1 for d, n in start.items()}
+
+
 async def test_a_claimed_domain_this_node_never_used_is_discovered_and_refetched(
     sts_world: StsWorld, clock: FakeClock, make_nodes: Callable[..., list[Node]]
 ) -> None:

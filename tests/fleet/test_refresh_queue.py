@@ -119,3 +119,13 @@ async def test_large_reports_go_in_chunks(client: FleetClient) -> None:
     await queue.report(used, dict.fromkeys(used, T0))
     assert await queue.depth(T0) == (2500, 2500)
     assert len(await queue.claim(T0)) == 2500
+
+
+async def test_the_claim_script_is_loaded_again_where_it_is_missing(client: FleetClient) -> None:
+    """A new master after a Sentinel failover (or SCRIPT FLUSH) does not know the script."""
+    queue = refresh_queue(client)
+    await queue.report({"a.test": T0, "b.test": T0}, {"a.test": T0, "b.test": T0})
+    assert await queue.claim(T0) == ["a.test", "b.test"]
+    await client.redis.script_flush()
+    await queue.done({"a.test": T0})
+    assert await queue.claim(T0) == ["a.test"]

@@ -273,6 +273,8 @@ class FleetConfig:
     refresh_lease: float = 600.0
     """Seconds a node owns a claimed batch of refreshes (a crashed node's claims come back)."""
     refresh_batch: int = 50
+    """Domains a node claims at once from the shared refresh queue (it claims again until
+    none is due)."""
     forget_after: float = 30 * 86400.0
     """Domains no node has asked for in this long leave the shared refresh queue."""
     snapshot_interval: float = 300.0
