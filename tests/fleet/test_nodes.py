@@ -3,6 +3,7 @@ read back, skipped (not retried, not on the answer path) while Redis is away, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -126,4 +127,30 @@ async def test_prune_forgets_long_gone_and_unreadable_nodes(redis_server: RedisS
     assert list(await read_nodes(client)) == ["mx1"]
     raw = await client.run(lambda r: r.hget("t:v1:nodes", "mx1"), "read")
     assert json.loads(raw)["name"] == "mx1"
+    await client.aclose()
+
+
+async def test_an_outage_is_two_log_lines_at_info(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Down, trial calls failing for a while, back: one warning and one info line."""
+    from mta_sts_policyd.fleet.connection import log_breaker_change
+
+    caplog.set_level(logging.INFO, logger="mta_sts_policyd.fleet.connection")
+    s = settings(redis_server.url)
+    breaker = CircuitBreaker(1, 0.05, time.monotonic, log_breaker_change)
+    client = FleetClient(open_redis(s), FleetKeys("t"), breaker)
+    beat = Heartbeat(client, "mx1", "9.9", Clock())
+    redis_server.kill()
+    for _ in range(4):
+        await beat.beat()
+        await asyncio.sleep(0.06)  # each time a failing trial call
+    redis_server.start()
+    await asyncio.sleep(0.06)
+    assert await beat.beat()
+    lines = [r.getMessage() for r in caplog.records if "fleet-breaker-changed" in r.getMessage()]
+    assert [line.split(" reason")[0] for line in lines] == [
+        "event=fleet-breaker-changed from=closed to=open",
+        "event=fleet-breaker-changed from=half-open to=closed",
+    ]
     await client.aclose()

@@ -162,7 +162,12 @@ class FleetClient:
 
 
 def log_breaker_change(before: BreakerState, after: BreakerState, reason: str) -> None:
-    """Once per change: opening is a warning (the fleet is degraded), closing information."""
-    level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
+    """Once per change: opening is a warning (the fleet is degraded), closing information; the
+    trial calls while Redis stays down (open -> half-open -> open, every breaker_reset) are
+    debug, so an hour-long outage is two lines at the default level, not hundreds."""
+    if before is BreakerState.CLOSED or after is BreakerState.CLOSED:
+        level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
+    else:
+        level = logging.DEBUG
     log.log(level, "event=fleet-breaker-changed from=%s to=%s reason=%r", before.value,
             after.value, reason)  # fmt: skip
