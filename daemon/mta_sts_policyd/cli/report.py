@@ -201,6 +201,14 @@ def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
             file=sys.stderr,
         )
         return EX_USAGE
+    if ctx.fleet and args.outbox is None:
+        print(
+            "report send: fleet mode is on: the fleet sends each report once with every node's "
+            "counts (docs/fleet.md); this node's counts alone would be a second, partial "
+            "report. `report send --outbox DIR` writes it without sending",
+            file=sys.stderr,
+        )
+        return EX_USAGE
     store = _open(ctx)
     if store is None:
         return _no_data(args, ctx)

@@ -15,6 +15,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.policy.types import DiscoveryLike
 from mta_sts_policyd.service.composition import make_prober
+from mta_sts_policyd.service.fleet_parts import fleet_enabled
 from mta_sts_policyd.state_files import (
     JOURNAL_CURSOR,
     MAILLOG_POSITION,
@@ -86,6 +87,7 @@ def report_context(config: Config) -> ReportContext:
         ),
         retention_days=t.retention_days,
         txt_lookup=txt_lookup(config.discovery.nameservers, config.discovery.dns_timeout),
+        fleet=fleet_enabled(config),
     )
 
 

@@ -35,6 +35,9 @@ class ReportContext:
     """Where the `report` commands print (None: standard output)."""
     clock: Callable[[], float] = time.time
     """Unix time now (`report send` refuses a day that has not ended)."""
+    fleet: bool = False
+    """Fleet mode: the fleet sends each report once for every node (docs/fleet.md), so
+    `report send` refuses to send this node's counts alone (a second, partial report)."""
 
     def open_store(self) -> TlsRptStore:
         """The aggregates store (created when missing); blocking, call it off the loop."""
