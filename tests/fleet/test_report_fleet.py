@@ -22,6 +22,7 @@ import trustme
 from mta_sts_policyd import metrics
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.fleet.keys import FleetKeys
+from mta_sts_policyd.fleet.nodes import Heartbeat, NodeFacts
 from mta_sts_policyd.fleet.report_snapshot import state_field
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport, Stamp
 from mta_sts_policyd.tlsrpt.message import DkimSettings
@@ -285,6 +286,29 @@ async def test_a_node_cut_off_all_day_joins_before_the_inputs_are_frozen(world: 
     world.clock.now = MIDNIGHT + SETTLE + 1
     await world.tick()
     for reports in world.reports().values():
+        (report,) = reports
+        assert totals(report) == (12, 3, 3)
+
+
+async def test_a_node_up_but_cut_off_that_day_is_waited_for(world: World) -> None:
+    """Its heartbeat says it is up and uploads snapshots: the fleet waits for its final counts
+    of the day (before the deadline) rather than leave it out."""
+    up = [world.add("a"), world.add("b")]
+    quiet = world.add("quiet")
+    for node in world.nodes:
+        world.feed(node, 4, 1)
+    world.clock.now = MIDNIGHT + 10
+    await world.tick(up)
+    world.clock.now = MIDNIGHT + SETTLE + 1
+    facts = NodeFacts(snapshots=lambda: {"2026-11-20": DAY_TS - 3600})
+    assert await Heartbeat(quiet.client, "quiet", "0", world.clock, facts).beat()
+    await world.tick(up)
+    assert world.reports() == {}  # waiting for "quiet"
+    await world.tick([quiet])
+    await world.tick(up)
+    got = world.reports()
+    assert len(got) == 3
+    for reports in got.values():
         (report,) = reports
         assert totals(report) == (12, 3, 3)
 

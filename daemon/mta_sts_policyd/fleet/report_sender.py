@@ -1,7 +1,8 @@
 """The fleet's TLS-RPT sender: one report per (day, domain, record) for the whole fleet.
 
-After 00:00 UTC + `settle`, once every node that uploaded a snapshot of the day has uploaded one
-after midnight (or `deadline` passed), the day's snapshots are frozen (ReportLedger.freeze,
+After 00:00 UTC + `settle`, once every node that uploaded a snapshot of the day, and every node
+up now that uploads snapshots (its heartbeat says so), has uploaded one after midnight (or
+`deadline` passed), the day's snapshots are frozen (ReportLedger.freeze,
 first node wins) and every report is built from all of them merged (report_snapshot.merge),
 so every node builds the same bytes. Each report is sent under a lease with a fencing token;
 its state lives in Redis. Without Redis nothing is sent (no double sends in a split): the
@@ -27,6 +28,7 @@ from typing import Protocol
 
 from mta_sts_policyd import metrics
 from mta_sts_policyd.errors import DnsLookupError, FleetUnavailable
+from mta_sts_policyd.fleet.nodes import node_condition, read_nodes
 from mta_sts_policyd.fleet.report_ledger import ReportLedger, ReportState
 from mta_sts_policyd.fleet.report_snapshot import (
     NodeSnapshot,
@@ -168,7 +170,8 @@ class FleetReportSender:
             if late:
                 self.done.add(day)  # no node counted anything that day
             return {}
-        waiting = sorted(n for n, s in snaps.items() if not s.final)
+        unfinished = {n for n, s in snaps.items() if not s.final}
+        waiting = sorted(unfinished | (await self._reporting_nodes(now) - snaps.keys()))
         if waiting and not late:
             if day not in self._waiting_logged:
                 self._waiting_logged.add(day)
@@ -181,6 +184,17 @@ class FleetReportSender:
                 day, len(snaps), ",".join(waiting) or "-",
             )  # fmt: skip
         return await self.ledger.inputs(day)
+
+    async def _reporting_nodes(self, now: float) -> set[str]:
+        """Nodes up now (heartbeat) that upload TLS-RPT snapshots: each uploads a final one of
+        every ended day, so the fleet waits for one it has not seen yet (cut off from Redis
+        that day, or Redis lost its data) instead of leaving it out."""
+        nodes = await read_nodes(self.ledger.client)
+        return {
+            name
+            for name, rec in nodes.items()
+            if rec is not None and rec.snapshots and node_condition(rec, now) == "up"
+        }
 
     async def _leased(self, dd: DomainDay) -> None:
         name = _field(dd)

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 
 from mta_sts_policyd.fleet.connection import FleetClient, Redis
 from mta_sts_policyd.fleet.keys import FleetKeys
@@ -61,17 +61,19 @@ class SnapshotUploader:
         today = utc_day(now)
         await asyncio.to_thread(self.store.flush)
         uploaded = 0
-        for day in await asyncio.to_thread(self.store.days):
+        yesterday = today - timedelta(days=1)
+        counted = set(await asyncio.to_thread(self.store.days))
+        for day in sorted(counted | {yesterday}):  # yesterday also when empty: the fleet waits
             if day in self._closed or day > today:
                 continue
             if day < today and now >= midnight_after(day) + self.deadline:
-                self._too_late(day)
+                self._too_late(day, counted=day in counted)
                 continue
-            uploaded += await self._upload(day, now, final=day < today)
+            uploaded += await self._upload(day, now, final=day < today, counted=day in counted)
         return uploaded
 
-    async def _upload(self, day: date, now: float, *, final: bool) -> int:
-        if final and await self._frozen_without_us(day):
+    async def _upload(self, day: date, now: float, *, final: bool, counted: bool) -> int:
+        if final and await self._frozen_without_us(day, counted=counted):
             return 0
         content, body = await asyncio.to_thread(self._encoded, day, now, final)
         digest = hashlib.sha256(content.encode()).hexdigest()
@@ -95,11 +97,11 @@ class SnapshotUploader:
         log.debug("event=fleet-snapshot-uploaded day=%s final=%s bytes=%d", day, final, len(body))
         return 1
 
-    def _too_late(self, day: date) -> None:
+    def _too_late(self, day: date, *, counted: bool) -> None:
         """Past the deadline the fleet has sent (or sends) the day without this node's final
-        counts: say so once if this node never uploaded them."""
+        counts: say so once if this node has counts it never uploaded."""
         self._closed.add(day)
-        if not self._uploaded.get(day, ("", False))[1]:
+        if counted and not self._uploaded.get(day, ("", False))[1]:
             log.warning(
                 "event=fleet-snapshot-left-out day=%s node=%s reason=back-after-deadline",
                 day, self.node,
@@ -113,7 +115,7 @@ class SnapshotUploader:
         body = encode_snapshot(self.node, day, final=final, uploaded_at=now, domain_days=dds)
         return content, body
 
-    async def _frozen_without_us(self, day: date) -> bool:
+    async def _frozen_without_us(self, day: date, *, counted: bool) -> bool:
         """Once the day's inputs are frozen an upload changes nothing: stop, and say so if
         this node's counts are not in them (it came back too late)."""
         key = self.keys.report_inputs(day.isoformat())
@@ -123,7 +125,7 @@ class SnapshotUploader:
         if not exists:
             return False
         self._closed.add(day)
-        if not ours:
+        if counted and not ours:
             log.warning(
                 "event=fleet-snapshot-left-out day=%s node=%s reason=inputs-frozen-before-upload",
                 day, self.node,
