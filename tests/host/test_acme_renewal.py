@@ -56,17 +56,21 @@ def test_the_spread_is_stable_per_name() -> None:
 async def test_the_host_gets_its_certificate_at_start(
     tmp_path: Path, pebble_world: tuple[Pebble, int]
 ) -> None:
+    """Two names on the allow-list: each gets its certificate, and a client trusting only
+    pebble's root fetches each domain's own policy by SNI."""
     pebble, port = pebble_world
-    policy = tmp_path / "policies" / "a.test" / ".well-known" / "mta-sts.txt"
-    policy.parent.mkdir(parents=True)
-    policy.write_bytes(POLICY)
+    policy_b = POLICY.replace(b"mx.a.test", b"mx.b.test")
+    for domain, body in (("a.test", POLICY), ("b.test", policy_b)):
+        policy = tmp_path / "policies" / domain / ".well-known" / "mta-sts.txt"
+        policy.parent.mkdir(parents=True)
+        policy.write_bytes(body)
     settings = HostSettings(
         listen=(("127.0.0.1", port),),
         policy_dir=tmp_path / "policies",
         cert_dirs=(),
         poll_interval=0.2,
         acme_directory=pebble.directory,
-        acme_names=(NAME,),
+        acme_names=(NAME, "mta-sts.b.test"),
         acme_state=tmp_path / "acme",
         acme_ca_file=str(pebble.ca_file),
     )
@@ -75,11 +79,14 @@ async def test_the_host_gets_its_certificate_at_start(
     await asyncio.to_thread(wait_port, port)
     try:
         for _ in range(300):
-            if host.certificates.not_after(NAME) is not None:
+            if host.certificates.names == [NAME, "mta-sts.b.test"]:
                 break
             await asyncio.sleep(0.1)
-        response = await fetch(port, await asyncio.to_thread(pebble.root_pem))
+        root = await asyncio.to_thread(pebble.root_pem)
+        response = await fetch(port, root)
         assert (response.status_code, response.content) == (200, POLICY)
+        response = await fetch(port, root, "mta-sts.b.test")
+        assert (response.status_code, response.content) == (200, policy_b)
     finally:
         host.stop()
         await task

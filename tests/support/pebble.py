@@ -95,11 +95,11 @@ class Pebble:
         self.process.wait(10)
 
 
-async def fetch(port: int, root_pem: bytes) -> httpx.Response:
+async def fetch(port: int, root_pem: bytes, name: str = NAME) -> httpx.Response:
     context = ssl.create_default_context(cadata=root_pem.decode())
     async with httpx.AsyncClient(verify=context) as client:
         return await client.get(
             f"https://127.0.0.1:{port}/.well-known/mta-sts.txt",
-            headers={"Host": NAME},
-            extensions={"sni_hostname": NAME},
+            headers={"Host": name},
+            extensions={"sni_hostname": name},
         )
