@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -124,11 +125,14 @@ class KeptConnection:
 
 @pytest.mark.slow
 async def test_a_short_lived_certificate_is_renewed_without_dropping_connections(
-    tmp_path: Path, pebble_start: Callable[..., tuple[Pebble, int]]
+    tmp_path: Path,
+    pebble_start: Callable[..., tuple[Pebble, int]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """pebble issues 9-second certificates; the renewal loop (a 0.2 s tick, real clock) renews
     at two thirds of that, less the jitter; new handshakes get the new certificate while a
     connection opened before keeps answering, and no request fails on the way."""
+    caplog.set_level(logging.INFO)
     lifetime = 9
     pebble, port = pebble_start(validity_seconds=lifetime)
     policy = tmp_path / "policies" / "a.test" / ".well-known" / "mta-sts.txt"
@@ -174,6 +178,8 @@ async def test_a_short_lived_certificate_is_renewed_without_dropping_connections
         assert set(answers) == {(200, POLICY)} and len(answers) > 10
         second = host.certificates.validity(NAME)
         assert second is not None and second[1] > first[1]
+        assert "event=certificate-refused" not in caplog.text  # the pair is swapped in whole
+        assert list((tmp_path / "acme" / "staging").iterdir()) == []
         due = renew_after(*first, stable_spread(NAME))
         assert due <= renewed_at <= due + timedelta(seconds=10)  # issuance takes a moment
     finally:

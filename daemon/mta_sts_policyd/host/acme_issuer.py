@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import json
 import logging
+import shutil
 import ssl
 import tempfile
 from pathlib import Path
@@ -141,10 +142,26 @@ class AcmeIssuer:
             self.pending.pop(name, None)
             for token in [t for t, (n, _) in self.http_tokens.items() if n == name]:
                 self.http_tokens.pop(token, None)
-        folder = self.certs_dir / name
-        _write_private(folder / "privkey.pem", _key_pem(cert_key))
-        _write_private(folder / "fullchain.pem", order.fullchain_pem.encode())
+        folder = self._install(name, _key_pem(cert_key), order.fullchain_pem.encode())
         log.info("event=acme-issued name=%s", name)
+        return folder
+
+    def _install(self, name: str, key: bytes, chain: bytes) -> Path:
+        """Key and chain into `certs/NAME/` as a pair: written in a staging folder beside
+        `certs/`, then swapped in by two renames. A reload in between finds no folder for the
+        name and keeps the certificate in use; it never sees a new key with an old chain."""
+        staging = self.state_dir / "staging"
+        new, old = staging / f"{name}.new", staging / f"{name}.old"
+        for leftover in (new, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        _write_private(new / "privkey.pem", key)
+        _write_private(new / "fullchain.pem", chain)
+        folder = self.certs_dir / name
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.exists():
+            folder.rename(old)
+        new.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
         return folder
 
     def _answer(
