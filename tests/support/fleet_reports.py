@@ -32,9 +32,11 @@ class Clock:
         return self.now
 
 
-def fleet_settings(url: str) -> FleetSettings:
+def fleet_settings(url: str, sentinels: tuple[tuple[str, int], ...] = ()) -> FleetSettings:
+    """`url` is a redis:// URL, or with `sentinels` the Sentinel service's name."""
     return FleetSettings(
-        redis_url=url, sentinels=(), service="", password=None, ca_file=None,
+        redis_url="" if sentinels else url, sentinels=sentinels,
+        service=url if sentinels else "", password=None, ca_file=None,
         key_prefix=PREFIX, node_name="n", connect_timeout=0.5, command_timeout=2.0,
         breaker_failures=1, breaker_reset=0.3, fetch_lock=5.0, entry_grace=60.0,
         revalidate_interval=60.0, refresh_lease=60.0, refresh_batch=10, forget_after=3600.0,
@@ -83,11 +85,14 @@ def make_node(
     lease: float = 30.0,
     settle: float = 3600.0,
     deadline: float = 6 * 3600.0,
+    sentinels: tuple[tuple[str, int], ...] = (),
 ) -> Node:
     store = TlsRptStore(root / f"{name}.db", flush_interval=3600)
     keys = FleetKeys(PREFIX)
     client = FleetClient(
-        open_redis(fleet_settings(redis_url)), keys, CircuitBreaker(1, 0.3, time.monotonic)
+        open_redis(fleet_settings(redis_url, sentinels)),
+        keys,
+        CircuitBreaker(1, 0.3, time.monotonic),
     )
     ledger = ReportLedger(client, keys, lease_seconds=lease, keep_seconds=9 * 86400)
     sender = FleetReportSender(
