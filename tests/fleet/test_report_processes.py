@@ -71,10 +71,9 @@ def test_three_daemons_send_one_report_per_domain_with_the_sum(
                         record = f"v=TLSRPTv1;rua=mailto:tlsrpt@{domain}"
                         store.submit(SessionEvent(noon, domain, STS, True, (), record, 10 + n))
                 # What each node uploaded during the day: the fleet waits for its final counts.
-                day_time = encode_snapshot(
-                    f"node{n}", yesterday, final=False, uploaded_at=noon, domain_days=[]
-                )
+                day_time = encode_snapshot(f"node{n}", yesterday, final=False, domain_days=[])
                 r.hset(keys.snapshot(yesterday.isoformat()), f"node{n}", day_time)
+                r.hset(keys.snapshot_status(yesterday.isoformat()), f"node{n}", "open")
             world.start()
             assert wait_until(lambda: len(smtp.sink.messages) >= len(DOMAINS), 30), world.logs()
             time.sleep(3)  # every node has had more passes: still one report each

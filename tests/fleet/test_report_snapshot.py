@@ -58,7 +58,7 @@ node_days = st.lists(domain_days, max_size=4)
 
 
 def snap(node: str, dds: list[DomainDay], *, final: bool = True) -> NodeSnapshot:
-    raw = encode_snapshot(node, DAY, final=final, uploaded_at=1.0, domain_days=dds)
+    raw = encode_snapshot(node, DAY, final=final, domain_days=dds)
     return decode_snapshot(raw, node=node, day=DAY)
 
 
@@ -133,9 +133,7 @@ def _valid() -> dict[str, object]:
     dd = DomainDay(
         DAY, "a.example", None, (PolicyAggregate(POLICIES[0], 1, 1, ((DETAILS[0], 1),)),)
     )
-    return dict(
-        json.loads(encode_snapshot("n1", DAY, final=True, uploaded_at=5.0, domain_days=[dd]))
-    )
+    return dict(json.loads(encode_snapshot("n1", DAY, final=True, domain_days=[dd])))
 
 
 def _with(path: tuple[object, ...], value: object) -> bytes:

@@ -73,6 +73,12 @@ class FleetKeys:
         """Hash node name -> that node's counts of one UTC day (JSON), replaced on re-upload."""
         return f"{self.base}:tlsrpt:snapshot:{day}"
 
+    def snapshot_status(self, day: str) -> str:
+        """Hash node name -> "final" or "open": whether its snapshot of the day was uploaded
+        after the day ended (written with the snapshot, in one transaction; small, so the
+        report sender reads it on every pass while it waits for the nodes)."""
+        return f"{self.base}:tlsrpt:snapshot-status:{day}"
+
     def report_inputs(self, day: str) -> str:
         """The snapshots of one day as the fleet's report uses them: a copy of snapshot:DAY
         made once (when every node is in, or at the deadline); later uploads do not change it."""

@@ -128,9 +128,12 @@ class ReportLedger:
         self.lease_ms = max(int(lease_seconds * 1000), 1)
         self.keep_ms = max(int(keep_seconds * 1000), 1)
 
-    async def snapshots(self, day: date) -> dict[str, bytes]:
-        key = self.keys.snapshot(day.isoformat())
-        return _fields(await self.client.run(lambda r: r.hgetall(key), "read snapshots"))
+    async def snapshot_status(self, day: date) -> dict[str, bool]:
+        """Node -> has it uploaded its final snapshot of the day (anything but "final" is
+        not: the fleet waits for that node until the deadline)."""
+        key = self.keys.snapshot_status(day.isoformat())
+        raw = _fields(await self.client.run(lambda r: r.hgetall(key), "read snapshot status"))
+        return {node: value == b"final" for node, value in raw.items()}
 
     async def inputs(self, day: date) -> dict[str, bytes]:
         """The day's frozen inputs ({} while not frozen)."""

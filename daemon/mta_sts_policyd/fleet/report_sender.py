@@ -163,14 +163,13 @@ class FleetReportSender:
 
     async def _freeze(self, day: date, now: float, midnight: float) -> dict[str, bytes]:
         """Freeze the day's inputs when every node is in, or at the deadline."""
-        raw = await self.ledger.snapshots(day)
-        snaps = await asyncio.to_thread(decode_all, raw, day)
+        snaps = await self.ledger.snapshot_status(day)
         late = now >= midnight + self.deadline
         if not snaps:
             if late:
                 self.done.add(day)  # no node counted anything that day
             return {}
-        unfinished = {n for n, s in snaps.items() if not s.final}
+        unfinished = {n for n, final in snaps.items() if not final}
         waiting = sorted(unfinished | (await self._reporting_nodes(now) - snaps.keys()))
         if waiting and not late:
             if day not in self._waiting_logged:

@@ -53,7 +53,6 @@ class NodeSnapshot:
     day: date
     final: bool
     """Uploaded after the day ended (the node's counts of the day are complete)."""
-    uploaded_at: float
     reports: Mapping[ReportKey, Mapping[str, PolicyCounts]]
     """(domain, record) -> canonical policy text -> counts."""
 
@@ -72,9 +71,7 @@ def state_field(domain: str, record: str | None) -> str:
     return f"{domain} {record_digest(record)}"
 
 
-def encode_snapshot(
-    node: str, day: date, *, final: bool, uploaded_at: float, domain_days: Iterable[DomainDay]
-) -> str:
+def encode_snapshot(node: str, day: date, *, final: bool, domain_days: Iterable[DomainDay]) -> str:
     """The JSON of one node's day (canonical: sorted keys), from the local store's DomainDays."""
     reports: dict[ReportKey, dict[str, dict[str, Any]]] = {}
     for dd in domain_days:
@@ -94,7 +91,6 @@ def encode_snapshot(
         "node": node,
         "day": day.isoformat(),
         "final": final,
-        "at": uploaded_at,
         "reports": [
             {"d": d, "r": r, "p": [{"k": k, **v} for k, v in sorted(pols.items())]}
             for (d, r), pols in sorted(reports.items())
@@ -109,20 +105,26 @@ def decode_snapshot(raw: str | bytes, *, node: str, day: date) -> NodeSnapshot:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SnapshotInvalid(f"not JSON: {exc}") from None
-    if not isinstance(body, dict) or body.get("v") != FORMAT:
-        raise SnapshotInvalid("not a snapshot of a known format")
-    if body.get("node") != node or body.get("day") != day.isoformat():
-        raise SnapshotInvalid("node or day does not match the key it was stored under")
-    final, at = body.get("final"), body.get("at")
-    if not isinstance(final, bool) or not isinstance(at, int | float) or at != at:
-        raise SnapshotInvalid("final/at missing or of the wrong type")
+    final = snapshot_final(body, node=node, day=day)
     reports: dict[ReportKey, dict[str, PolicyCounts]] = {}
     for item in _list(body.get("reports"), "reports"):
         domain, record, policies = _report(item)
         slot = reports.setdefault((domain, record), {})
         for key, counts in policies:
             slot[key] = _added(slot.get(key), counts)
-    return NodeSnapshot(node, day, final, float(at), reports)
+    return NodeSnapshot(node, day, final, reports)
+
+
+def snapshot_final(body: object, *, node: str, day: date) -> bool:
+    """The envelope of a parsed snapshot (format, node, day) checked; is it final?"""
+    if not isinstance(body, dict) or body.get("v") != FORMAT:
+        raise SnapshotInvalid("not a snapshot of a known format")
+    if body.get("node") != node or body.get("day") != day.isoformat():
+        raise SnapshotInvalid("node or day does not match the key it was stored under")
+    final = body.get("final")
+    if not isinstance(final, bool):
+        raise SnapshotInvalid("final missing or not a boolean")
+    return final
 
 
 def merge(snapshots: Mapping[str, NodeSnapshot]) -> list[DomainDay]:

@@ -75,18 +75,22 @@ class SnapshotUploader:
     async def _upload(self, day: date, now: float, *, final: bool, counted: bool) -> int:
         if final and await self._frozen_without_us(day, counted=counted):
             return 0
-        content, body = await asyncio.to_thread(self._encoded, day, now, final)
-        digest = hashlib.sha256(content.encode()).hexdigest()
+        body = await asyncio.to_thread(self._encoded, day, final)
+        digest = hashlib.sha256(body.encode()).hexdigest()
         key = self.keys.snapshot(day.isoformat())
         if self._uploaded.get(day) == (digest, final) and await self.client.run(
             lambda r: r.hexists(key, self.node), "check snapshot"
         ):
             return 0  # unchanged and still there (a Redis restart would have lost it)
 
+        status = self.keys.snapshot_status(day.isoformat())
+
         async def write(r: Redis) -> None:
             async with r.pipeline(transaction=True) as pipe:
                 pipe.hset(key, self.node, body)
+                pipe.hset(status, self.node, "final" if final else "open")
                 pipe.pexpire(key, self.keep_ms)
+                pipe.pexpire(status, self.keep_ms)
                 await pipe.execute()
 
         await self.client.run(write, "upload snapshot")
@@ -107,13 +111,10 @@ class SnapshotUploader:
                 day, self.node,
             )  # fmt: skip
 
-    def _encoded(self, day: date, now: float, final: bool) -> tuple[str, str]:
-        """(content without the upload time, for change detection; the body to upload): read
-        and encoded in a thread, off the event loop."""
+    def _encoded(self, day: date, final: bool) -> str:
+        """The day's snapshot, read and encoded in a thread (off the event loop)."""
         dds = self.store.domain_days(day)
-        content = encode_snapshot(self.node, day, final=final, uploaded_at=0.0, domain_days=dds)
-        body = encode_snapshot(self.node, day, final=final, uploaded_at=now, domain_days=dds)
-        return content, body
+        return encode_snapshot(self.node, day, final=final, domain_days=dds)
 
     async def _frozen_without_us(self, day: date, *, counted: bool) -> bool:
         """Once the day's inputs are frozen an upload changes nothing: stop, and say so if
