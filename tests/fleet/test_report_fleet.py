@@ -11,7 +11,7 @@ import email.policy
 import gzip
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from mta_sts_policyd import metrics
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.fleet.keys import FleetKeys
 from mta_sts_policyd.fleet.nodes import Heartbeat, NodeFacts
-from mta_sts_policyd.fleet.report_snapshot import state_field
+from mta_sts_policyd.fleet.report_sender import decode_all, send_delay
+from mta_sts_policyd.fleet.report_snapshot import merge, state_field
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport, Stamp
 from mta_sts_policyd.tlsrpt.message import DkimSettings
 from mta_sts_policyd.tlsrpt.model import FailureDetail, SessionEvent
@@ -311,6 +312,29 @@ async def test_a_node_up_but_cut_off_that_day_is_waited_for(world: World) -> Non
     for reports in got.values():
         (report,) = reports
         assert totals(report) == (12, 3, 3)
+
+
+async def test_reports_are_spread_over_send_delay_max_the_same_on_every_node(
+    world: World,
+) -> None:
+    """As on a single host, a fleet's reports go out over `send_delay_max` after midnight +
+    settle, not all at once; each report's moment is the same on every node."""
+    spread = replace(world.deliver, send_delay_max=4 * 3600.0)
+    nodes = [world.add(f"n{i}") for i in range(2)]
+    for node in nodes:
+        node.sender.delivery = spread
+        world.feed(node, 3, 0)
+    await cross_midnight(world)
+    await world.tick()  # midnight + settle: the inputs are frozen, the reports wait
+    inputs = await nodes[0].sender.ledger.inputs(DAY)
+    merged = merge(decode_all(inputs, DAY))
+    delays = sorted(send_delay(dd, spread.send_delay_max) for dd in merged)
+    assert len(set(delays)) == 3 and all(0 <= d < 4 * 3600 for d in delays)
+    for delay in delays:
+        world.clock.now = MIDNIGHT + SETTLE + delay + 1
+        sent = sum(map(len, world.reports().values()))
+        await world.tick()
+        assert sum(map(len, world.reports().values())) == sent + 1
 
 
 async def test_a_stale_token_cannot_overwrite_a_newer_state(world: World) -> None:

@@ -157,6 +157,8 @@ class FleetReportSender:
         self.rng.shuffle(pending)  # nodes start at different reports: the leases spread
         for dd in pending:
             st = states.get(_field(dd))
+            if midnight + self.settle + send_delay(dd, self.delivery.send_delay_max) > now:
+                continue
             if st is not None and st.state == "retry" and st.due > self.clock():
                 continue
             await self._leased(dd)
@@ -340,6 +342,16 @@ class FleetReportSender:
         if self.txt_lookup is None:
             return None
         return await fetch_tlsrpt_record(dd.report_domain, self.txt_lookup)
+
+
+def send_delay(dd: DomainDay, spread: float) -> float:
+    """Seconds after midnight + settle before a report goes out: spread over `spread` (the
+    single host's send_delay_max) so a fleet does not send every report at one moment, and
+    the same on every node (derived from the report, not drawn at random)."""
+    if spread <= 0:
+        return 0.0
+    key = f"{dd.day} {_field(dd)}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % int(spread * 1000) / 1000
 
 
 def _field(dd: DomainDay) -> str:
