@@ -11,9 +11,10 @@ from pathlib import Path
 from mta_sts_policyd.fleet.breaker import CircuitBreaker
 from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings, open_redis
 from mta_sts_policyd.fleet.keys import FleetKeys
+from mta_sts_policyd.fleet.report_delivery import StampingTransport
 from mta_sts_policyd.fleet.report_ledger import ReportLedger
 from mta_sts_policyd.fleet.report_runner import FleetReporting
-from mta_sts_policyd.fleet.report_sender import FleetReportSender, StampingTransport
+from mta_sts_policyd.fleet.report_sender import FleetReportSender
 from mta_sts_policyd.fleet.report_upload import SnapshotUploader
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings, NetworkTransport
 from mta_sts_policyd.tlsrpt.message import DkimSettings

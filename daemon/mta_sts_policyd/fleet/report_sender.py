@@ -5,13 +5,9 @@ up now that uploads snapshots (its heartbeat says so), has uploaded one after mi
 `deadline` passed), the day's snapshots are frozen (ReportLedger.freeze,
 first node wins) and every report is built from all of them merged (report_snapshot.merge),
 so every node builds the same bytes. Each report is sent under a lease with a fencing token;
-its state lives in Redis. Without Redis nothing is sent (no double sends in a split): the
-reports wait and catch up when it returns.
-
-A node that dies between handing a report to the relay and recording it leaves the state
-`sending`; the node that takes the report over after the lease expires re-sends the same bytes
-(same Date, Message-ID and DKIM header, kept in the state) to the same destination and counts a
-possible duplicate (fleet_possible_duplicates). Clock and RNG are injected.
+its state lives in Redis (report_delivery.py sends one report). Without Redis nothing is sent
+(no double sends in a split): the reports wait and catch up when it returns. Clock and RNG are
+injected.
 """
 
 from __future__ import annotations
@@ -22,13 +18,11 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import date, timedelta
-from typing import Protocol
 
-from mta_sts_policyd import metrics
-from mta_sts_policyd.errors import DnsLookupError, FleetUnavailable
+from mta_sts_policyd.errors import FleetUnavailable
 from mta_sts_policyd.fleet.nodes import node_condition, read_nodes
+from mta_sts_policyd.fleet.report_delivery import ReportDelivery, StampingTransport
 from mta_sts_policyd.fleet.report_ledger import ReportLedger, ReportState
 from mta_sts_policyd.fleet.report_snapshot import (
     NodeSnapshot,
@@ -37,31 +31,14 @@ from mta_sts_policyd.fleet.report_snapshot import (
     merge,
     state_field,
 )
-from mta_sts_policyd.tlsrpt.deliver import DeliveryError, DeliverySettings, Stamp
+from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
 from mta_sts_policyd.tlsrpt.model import DomainDay
-from mta_sts_policyd.tlsrpt.record import (
-    RecordSyntaxError,
-    RuaDestination,
-    TlsRptRecord,
-    TxtQuery,
-    fetch_tlsrpt_record,
-    parse_tlsrpt_record,
-)
-from mta_sts_policyd.tlsrpt.report import ReportDocument, ReportSettings, build_report
-from mta_sts_policyd.tlsrpt.sender import backoff, midnight_after
+from mta_sts_policyd.tlsrpt.record import TxtQuery
+from mta_sts_policyd.tlsrpt.report import ReportSettings
+from mta_sts_policyd.tlsrpt.sender import midnight_after
 from mta_sts_policyd.tlsrpt.store.aggregates import utc_day
 
 log = logging.getLogger(__name__)
-
-
-class StampingTransport(Protocol):
-    """NetworkTransport: fixes a mail's bytes once (stamp), then delivers exactly those."""
-
-    def stamp(self, doc: ReportDocument, dest: RuaDestination, date: float) -> Stamp: ...
-
-    async def deliver(
-        self, doc: ReportDocument, dest: RuaDestination, stamp: Stamp | None = None
-    ) -> None: ...
 
 
 def decode_all(raw: dict[str, bytes], day: date) -> dict[str, NodeSnapshot]:
@@ -104,8 +81,10 @@ class FleetReportSender:
         self.rng = rng or random.Random()
         self.done: set[date] = set()
         """Days whose every report is resolved (or that had nothing to report)."""
-        self._unrecorded: dict[tuple[date, str], ReportState] = {}
-        """Deliveries whose `sent` could not be written (Redis went away): written later."""
+        self.reports = ReportDelivery(
+            ledger, report, delivery, transport, node=node, txt_lookup=txt_lookup, clock=clock,
+            rng=self.rng,
+        )  # fmt: skip
         self._waiting_logged: set[date] = set()
         self._merged: dict[date, list[DomainDay]] = {}
         """The reports of days whose inputs are frozen (they never change once frozen)."""
@@ -121,7 +100,7 @@ class FleetReportSender:
         without Redis) and is simply run again later."""
         now = self.clock()
         try:
-            await self._write_unrecorded()
+            await self.reports.write_unrecorded()
             for day in reversed(self.open_days(utc_day(now))):
                 await self._day(day, now)
         except FleetUnavailable as exc:
@@ -202,146 +181,8 @@ class FleetReportSender:
         token = await self.ledger.take_lease(dd.day, name)
         if token is None:
             return  # another node is on it
-        await self._send(dd, name, token)
+        await self.reports.send(dd, name, token)
         await self.ledger.release(dd.day, name, token)
-
-    async def _send(self, dd: DomainDay, name: str, token: int) -> None:
-        now = self.clock()
-        st = await self.ledger.state(dd.day, name)
-        if st is not None and (st.final or (st.state == "retry" and st.due > now)):
-            return
-        doc = await asyncio.to_thread(build_report, dd, self.report)
-        digest = hashlib.sha256(doc.json_bytes).hexdigest()
-        takeover = st if st is not None and st.state == "sending" else None
-        if takeover is not None:
-            log.warning(
-                "event=fleet-report-takeover report_id=%s previous_node=%r destination=%s "
-                "same_bytes=%s",
-                doc.report_id, takeover.node, takeover.destination, takeover.digest == digest,
-            )  # fmt: skip
-        base = ReportState(
-            state="sending",
-            token=token,
-            node=self.node,
-            report_id=doc.report_id,
-            digest=digest,
-            attempts=(st.attempts if st else 0) + 1,
-            first_attempt=st.first_attempt if st and st.first_attempt else now,
-            failed=st.failed if st else (),
-        )
-        try:
-            record = await self._record(dd)
-        except DnsLookupError as exc:
-            await self._unsent(dd.day, name, base, [], f"TLSRPT lookup: {exc}")
-            return
-        if record is None or not record.destinations:
-            await self.ledger.write(dd.day, name, replace(base, state="no-destination"))
-            return
-        dests = {str(d): d for d in record.destinations}
-        if takeover is not None and takeover.destination in dests:  # where it may have arrived
-            first = takeover.destination
-            dests = {first: dests[first], **{k: v for k, v in dests.items() if k != first}}
-        errors: list[str] = []
-        failed = list(base.failed)
-        for dest_name, dest in dests.items():
-            if dest_name in failed:
-                continue
-            again = takeover is not None and takeover.destination == dest_name
-            outcome = await self._one(dd.day, name, base, doc, dest, takeover if again else None)
-            if outcome is None:
-                return  # accepted, or superseded by a newer holder
-            errors.append(f"{dest_name}: {outcome.reason}")
-            if not outcome.temporary:
-                failed.append(dest_name)
-        base = replace(base, failed=tuple(failed))
-        await self._unsent(dd.day, name, base, list(dests), "; ".join(errors))
-
-    async def _one(
-        self,
-        day: date,
-        name: str,
-        base: ReportState,
-        doc: ReportDocument,
-        dest: RuaDestination,
-        previous: ReportState | None,
-    ) -> DeliveryError | None:
-        """Send to one destination: None when done (accepted or superseded), else the error."""
-        try:
-            if previous is not None:  # the same bytes as the attempt that may have arrived
-                stamp = Stamp(previous.stamp_date, previous.dkim.encode("latin-1") or None)
-            else:
-                stamp = await asyncio.to_thread(self.transport.stamp, doc, dest, self.clock())
-        except DeliveryError as exc:
-            return exc
-        sending = replace(
-            base,
-            destination=str(dest),
-            stamp_date=stamp.date,
-            dkim=(stamp.dkim_signature or b"").decode("latin-1"),
-        )
-        await self.ledger.renew(day, name, base.token)
-        if not await self.ledger.write(day, name, sending):
-            log.info("event=fleet-report-superseded report_id=%s", doc.report_id)
-            return None
-        try:
-            await self.transport.deliver(doc, dest, stamp)
-        except DeliveryError as exc:
-            _count(dest, delivered=False)
-            log.warning(
-                "event=tlsrpt-report-failed report_id=%s destination=%s reason=%r",
-                doc.report_id, dest, exc.reason,
-            )  # fmt: skip
-            return exc
-        _count(dest, delivered=True)
-        metrics.FLEET_REPORTS_SENT.inc()
-        if previous is not None:
-            metrics.FLEET_POSSIBLE_DUPLICATES.inc()
-        log.info(
-            "event=tlsrpt-report-delivered report_id=%s destination=%s fleet=yes resent=%s",
-            doc.report_id, dest, "yes" if previous is not None else "no",
-        )  # fmt: skip
-        await self._record_sent(day, name, replace(sending, state="sent"))
-        return None
-
-    async def _record_sent(self, day: date, name: str, state: ReportState) -> None:
-        try:
-            ok = await self.ledger.write(day, name, state)
-        except FleetUnavailable:
-            self._unrecorded[(day, name)] = state  # written on a later pass (fenced)
-            raise
-        if not ok:
-            log.warning("event=fleet-report-record-refused report_id=%s token=%d",
-                        state.report_id, state.token)  # fmt: skip
-
-    async def _write_unrecorded(self) -> None:
-        for (day, name), state in list(self._unrecorded.items()):
-            await self._record_sent(day, name, state)
-            del self._unrecorded[(day, name)]
-
-    async def _unsent(
-        self, day: date, name: str, base: ReportState, dests: list[str], error: str
-    ) -> None:
-        """No destination accepted: give up (all refused for good, or the retry window is
-        over; RFC 8460 §5.5) or retry later with exponential back-off."""
-        now = self.clock()
-        every_failed = bool(dests) and all(d in base.failed for d in dests)
-        if every_failed or now >= base.first_attempt + self.delivery.retry_window:
-            await self.ledger.write(day, name, replace(base, state="failed", error=error[:500]))
-            return
-        due = min(now + backoff(base.attempts, self.rng),
-                  base.first_attempt + self.delivery.retry_window)  # fmt: skip
-        await self.ledger.write(day, name, replace(base, state="retry", due=due, error=error[:500]))
-
-    async def _record(self, dd: DomainDay) -> TlsRptRecord | None:
-        """The producer's record text if known (Postfix's `pr`), else a DNS lookup."""
-        if dd.tlsrpt_record is not None:
-            try:
-                return parse_tlsrpt_record(dd.tlsrpt_record)
-            except RecordSyntaxError:
-                return None
-        if self.txt_lookup is None:
-            return None
-        return await fetch_tlsrpt_record(dd.report_domain, self.txt_lookup)
 
 
 def send_delay(dd: DomainDay, spread: float) -> float:
@@ -360,9 +201,3 @@ def _field(dd: DomainDay) -> str:
 
 def _final(state: ReportState | None) -> bool:
     return state is not None and state.final
-
-
-def _count(dest: RuaDestination, *, delivered: bool) -> None:
-    transport = "mail" if dest.kind == "mailto" else "https"
-    family = metrics.REPORTS_SENT if delivered else metrics.REPORTS_FAILED
-    family.labels(transport).inc()
