@@ -97,32 +97,26 @@ def body(response: Path) -> bytes:
     return data.split(b"\r\n\r\n", 1)[1]
 
 
-@pytest.mark.slow
-def test_the_shipped_host_unit_serves_as_docs_host_md_sets_it_up(tmp_path: Path) -> None:
+def boot(tmp_path: Path, smoke: str, files: dict[str, Path]) -> tuple[Path, str]:
+    """Boot this machine's /usr with the shipped host unit, `smoke` as the unit that drives
+    the test, and `files` (container path -> host path) bound read-only; returns the /out
+    folder and the host unit's journal messages."""
     binary = nspawn()
     if sys.version_info[:2] != (3, 11) or not Path("/usr/bin/python3.11").exists():
         pytest.skip("the bind-mounted packages need the system's python3.11")
-    venv, links, out, units, certs = (
-        tmp_path / n for n in ("venv", "bin", "out", "units", "certs")
-    )
+    venv, links, out, units = (tmp_path / n for n in ("venv", "bin", "out", "units"))
     command_venv(venv)
-    for d in (links, out, units, certs):
+    for d in (links, out, units):
         d.mkdir()
     (links / "mta-sts-policyd").symlink_to("/opt/mta-sts-policyd/bin/mta-sts-policyd")
-    (units / "smoke.service").write_text(SMOKE)
+    (units / "smoke.service").write_text(smoke)
     (units / "default.target").write_text(TARGET)
-    certbot_folder(certs)
-    (tmp_path / "hook.sh").write_text(deploy_hook())
-    (tmp_path / "fetch.py").write_text(FETCH)
-    (tmp_path / "config.toml").write_text(CONFIG)
     binds = [f"--bind-ro={venv}:/opt/mta-sts-policyd", f"--bind-ro={links}:/usr/local/bin",
              f"--bind-ro={sysconfig.get_paths()['purelib']}:{SITE_IN_CONTAINER}",
              f"--bind-ro={REPO_ROOT / 'daemon'}:{SOURCE_IN_CONTAINER}",
-             f"--bind-ro={certs}:/srv/certs", f"--bind-ro={tmp_path / 'hook.sh'}:/srv/hook.sh",
-             f"--bind-ro={tmp_path / 'fetch.py'}:/srv/fetch.py",
-             f"--bind-ro={tmp_path / 'config.toml'}:/etc/mta-sts-policyd/config.toml",
              f"--bind-ro={REPO_ROOT / 'systemd' / UNIT}:/etc/systemd/system/{UNIT}",
              f"--bind={out}:/out"]  # fmt: skip
+    binds += [f"--bind-ro={source}:{inside}" for inside, source in files.items()]
     for unit in units.iterdir():
         binds.append(f"--bind-ro={unit}:/etc/systemd/system/{unit.name}")
     resolv = tmp_path / "resolv.conf"
@@ -136,7 +130,24 @@ def test_the_shipped_host_unit_serves_as_docs_host_md_sets_it_up(tmp_path: Path)
     )  # fmt: skip
     assert (out / "active").exists(), done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(line) for line in (out / "journal.json").read_text().splitlines()]
-    journal = "\n".join(str(r.get("MESSAGE", "")) for r in records)
+    return out, "\n".join(str(r.get("MESSAGE", "")) for r in records)
+
+
+@pytest.mark.slow
+def test_the_shipped_host_unit_serves_as_docs_host_md_sets_it_up(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    certbot_folder(certs)
+    (tmp_path / "hook.sh").write_text(deploy_hook())
+    (tmp_path / "fetch.py").write_text(FETCH)
+    (tmp_path / "config.toml").write_text(CONFIG)
+    files = {
+        "/srv/certs": certs,
+        "/srv/hook.sh": tmp_path / "hook.sh",
+        "/srv/fetch.py": tmp_path / "fetch.py",
+        "/etc/mta-sts-policyd/config.toml": tmp_path / "config.toml",
+    }
+    out, journal = boot(tmp_path, SMOKE, files)
     assert (out / "active").read_text() == "active\n", journal
     assert "User=mta-sts-policyd-host" in (out / "show").read_text()
     assert (out / "hook.rc").read_text() == "0\n", (out / "hook.txt").read_text()
@@ -145,3 +156,124 @@ def test_the_shipped_host_unit_serves_as_docs_host_md_sets_it_up(tmp_path: Path)
     assert b"mode: enforce" in second, (second, journal)
     assert "event=certificate-loaded name=mta-sts.a.test" in journal
     assert "event=certificate-refused" not in journal and "event=policy-file-refused" not in journal
+
+
+DNS = """\
+import os, sys, time
+sys.path.insert(0, "/srv/tests")
+from support.dns_server import DnsServer
+server = DnsServer()
+server.start()
+server.set_a("mta-sts.a.test", "127.0.0.1")
+with open("/run/dns.port.new", "w") as out:
+    out.write(str(server.address[1]))
+os.rename("/run/dns.port.new", "/run/dns.port")
+while True:
+    time.sleep(3600)
+"""
+FETCH_ACME = """\
+import socket, ssl, sys, time, urllib.request
+anchor = ssl.create_default_context(cafile="/srv/acme/ca.pem")
+root = urllib.request.urlopen("https://127.0.0.1:15000/roots/0", context=anchor).read()
+context = ssl.create_default_context(cadata=root.decode())
+for attempt in range(120):  # the host asks pebble at start; give it a minute
+    try:
+        with socket.create_connection(("127.0.0.1", 443), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="mta-sts.a.test") as tls:
+                tls.sendall(b"GET /.well-known/mta-sts.txt HTTP/1.1\\r\\nHost: mta-sts.a.test\\r\\n"
+                            b"Connection: close\\r\\n\\r\\n")
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+        sys.stdout.buffer.write(data)
+        break
+    except (OSError, ssl.SSLError) as exc:
+        print(attempt, exc, file=sys.stderr)
+        time.sleep(0.5)
+"""
+RUN_ACME = f"""\
+#!/bin/sh
+trap 'systemctl poweroff' EXIT
+/opt/mta-sts-policyd/bin/python3 /srv/acme/zone.py > /out/dns.log 2>&1 &
+for i in $(seq 100); do [ -s /run/dns.port ] && break; sleep 0.1; done
+PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_VA_ALWAYS_VALID=0 \\
+  /usr/bin/pebble -config /srv/acme/pebble.json -dnsserver 127.0.0.1:$(cat /run/dns.port) \\
+  > /out/pebble.log 2>&1 &
+{GENERATE} /var/lib/mta-sts-policyd-host/policies --mode testing > /out/generate.txt 2>&1
+sleep 2
+systemctl start {UNIT}
+/usr/bin/python3 /srv/acme/fetch.py > /out/first.http 2> /out/fetch.err
+ls -lR /var/lib/mta-sts-policyd-host/acme > /out/acme.ls 2>&1
+systemctl is-active {UNIT} > /out/active
+systemctl show -p User {UNIT} > /out/show
+journalctl -u {UNIT} -o json --no-pager > /out/journal.json
+"""
+SMOKE_ACME = """\
+[Unit]
+After=basic.target
+
+[Service]
+Type=oneshot
+TimeoutStartSec=180
+ExecStart=/bin/sh /srv/acme/run.sh
+"""
+CONFIG_ACME = """\
+[host]
+listen = ["127.0.0.1:443"]
+cert_dirs = []
+acme_directory = "https://127.0.0.1:14000/dir"
+acme_names = ["mta-sts.a.test"]
+acme_ca_file = "/srv/acme/ca.pem"
+"""
+
+
+def pebble_folder(folder: Path) -> None:
+    """pebble's configuration and its own HTTPS certificate, readable by the host's user."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(folder / "pebble.pem"))
+    leaf.private_key_pem.write_to_path(str(folder / "pebble.key"))
+    config = {
+        "pebble": {
+            "listenAddress": "127.0.0.1:14000",
+            "managementListenAddress": "127.0.0.1:15000",
+            "certificate": "/srv/acme/pebble.pem",
+            "privateKey": "/srv/acme/pebble.key",
+            "httpPort": 5002,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (folder / "pebble.json").write_text(json.dumps(config))
+    for name, text in (("zone.py", DNS), ("fetch.py", FETCH_ACME), ("run.sh", RUN_ACME)):
+        (folder / name).write_text(text)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    folder.chmod(0o755)
+
+
+@pytest.mark.slow
+def test_the_shipped_host_unit_gets_its_certificate_by_acme(tmp_path: Path) -> None:
+    """Built-in ACME under the unit's sandbox, from its own state directory: pebble (real
+    tls-alpn-01 validation on port 443) issues, the host serves with it."""
+    acme = tmp_path / "acme"
+    acme.mkdir()
+    pebble_folder(acme)
+    (tmp_path / "config.toml").write_text(CONFIG_ACME)
+    files = {
+        "/srv/acme": acme,
+        "/srv/tests": REPO_ROOT / "tests",
+        "/etc/mta-sts-policyd/config.toml": tmp_path / "config.toml",
+    }
+    out, journal = boot(tmp_path, SMOKE_ACME, files)
+    pebble_log = (out / "pebble.log").read_text()
+    assert (out / "active").read_text() == "active\n", journal + pebble_log
+    assert "set VALID by completed challenge" in pebble_log, pebble_log[-3000:]
+    first = body(out / "first.http")
+    assert b"mode: testing" in first, (first, journal)
+    assert "event=acme-issued name=mta-sts.a.test" in journal
+    listing = (out / "acme.ls").read_text()
+    assert "account.json" in listing and "privkey.pem" in listing, listing
+    assert all(line.startswith("-rw-------") for line in listing.splitlines() if ".pem" in line)
