@@ -19,7 +19,7 @@ from mta_sts_policyd.policy.stats import LATENCY_BUCKETS, LookupStats
 from mta_sts_policyd.tlsrpt.libtlsrpt.collector import CollectorStats
 
 P = metrics.PREFIX
-ALLOWED_LABELS = {"answer", "result", "transport", "version", "le"}
+ALLOWED_LABELS = {"answer", "result", "transport", "version", "le", "tier", "role"}
 
 
 @pytest.fixture(scope="module")

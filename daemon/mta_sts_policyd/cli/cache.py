@@ -68,11 +68,33 @@ def print_cache_response(
         _print_list(response, now)
     elif command == "purge":
         print(f"purged {response['purged']} {_plural(response['purged'], 'policy', 'policies')}")
+        if "shared_purged" in response:
+            shared = response["shared_purged"]
+            print(response["warning"] if shared is None else
+                  f"fleet: {shared} shared {_plural(shared, 'entry', 'entries')} deleted,"
+                  " the other nodes told")  # fmt: skip
     elif response.get("entry") is None:
         what = "no policy" if code is ExitCode.NOT_FOUND else "could not find out (DNS failed)"
         print(what)
     else:
         _print_entry(response["entry"], now)
+
+
+def _shared_line(shared: dict[str, Any] | None, now: float) -> str:
+    """What Redis holds for the domain (fleet mode)."""
+    if shared is None:
+        return "Redis unavailable"
+    if shared.get("id") is None:
+        parts = ["no shared policy"]
+    else:
+        fetched = shared["fetched_at"]
+        parts = [f"id {shared['id']}, {shared['mode']}, fetched {iso_time(fetched)} "
+                 f"({relative(fetched, now)}), version {shared['version']}"]  # fmt: skip
+    if shared.get("failure"):
+        parts.append(f"failure of id {shared['failure']['id']}: {shared['failure']['result_type']}")
+    if shared.get("no_policy_until"):
+        parts.append(f"no policy published until {iso_time(shared['no_policy_until'])}")
+    return "; ".join(parts)
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -111,6 +133,11 @@ def _print_entry(entry: dict[str, Any], now: float) -> None:
         fields.append((label, f"{iso_time(value)} ({relative(value, now)})" if value else "-"))
     fields.append(("failure", f"{failure['result_type']}: {failure['reason']}" if failure else "-"))
     fields.append(("reply", entry.get("reply", "").rstrip() or "-"))
+    if "tier" in entry:
+        fields.append(("tier", entry["tier"]))
+        fields.append(("origin", plain(entry.get("origin"))))
+    if "shared" in entry:
+        fields.append(("fleet", _shared_line(entry["shared"], now)))
     for label, value in fields:
         print(f"{label + ':':<13}{value}")
     lines = entry.get("policy_lines") or []

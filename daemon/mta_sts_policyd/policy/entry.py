@@ -37,6 +37,9 @@ class CacheEntry:
     """An MX host has DNSSEC-validated TLSA records (RFC 8461 §2: DANE takes precedence)."""
     reply: bytes = field(default=b"", repr=False)
     """Precomputed socketmap reply payload; rendered when the policy or MX set changes."""
+    origin: str = ""
+    """Where the policy came from since this process started: "fetched" (by this node),
+    "redis" (adopted from the fleet), "" (read from the store). `cache show` says it."""
 
     def valid(self, now: float) -> bool:
         return self.policy is not None and now < self.expires_at

@@ -25,6 +25,7 @@ from mta_sts_policyd.policy.types import (
     LookupSettings,
     PolicyListener,
     ResolverContext,
+    SharedPolicies,
 )
 from mta_sts_policyd.policy.update import PolicyUpdater
 from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
@@ -149,7 +150,10 @@ class PolicyResolver:
             if entry is not None:
                 self.updates.render(entry)
                 self.cache.put(entry, dirty=False)  # unchanged: no write back
+                if self.updates.fleet is not None:
+                    self.updates.fleet.check_later(domain)  # the fleet may know a newer one
                 if entry.valid(now):
+                    self.stats.store_hits += 1
                     return self._answer_cached(entry, now)
         task = self.updates.start(domain)
         try:
@@ -212,16 +216,36 @@ class PolicyResolver:
         await asyncio.gather(self.refresher.run(tick), self.updates.mx.run())
 
     async def refresh_domain(self, domain: str) -> CacheEntry | None:
-        """`cache refresh DOMAIN`: forget back-off and negative state, discover now."""
+        """`cache refresh DOMAIN`: forget back-off and negative state, discover now (in fleet
+        mode a real fetch too, whatever the shared tier holds; the other nodes adopt it)."""
         self.updates.forget(domain)
         entry = self.cache.get(domain)
         if entry is not None:
             entry.failed_id, entry.failed_at, entry.policy_id = None, 0.0, None
+        if self.updates.fleet is not None:
+            self.updates.fleet.forced.add(domain)
         return await self.updates.start(domain)
 
     def known_absent(self, domain: str) -> bool:
         """The last lookup found no policy (negative-cached), as opposed to a failed lookup."""
         return self.updates.no_policy(domain, self.clock())
+
+    @property
+    def shared(self) -> SharedPolicies | None:
+        """Fleet mode's shared tier (None on a single host)."""
+        return self.ctx.shared
+
+    def attach_shared(self, shared: SharedPolicies) -> None:
+        self.updates.attach_shared(shared)
+
+    async def revalidate_shared(self) -> int:
+        """Fleet mode: re-read the shared entries whose version changed unseen."""
+        return 0 if self.updates.fleet is None else await self.updates.fleet.revalidate()
+
+    async def shared_changed(self, domain: str) -> None:
+        """Fleet mode: another node wrote `domain`'s shared entry."""
+        if self.updates.fleet is not None:
+            await self.updates.fleet.changed(domain)
 
     async def purge(self, domain: str | None) -> int:
         """`cache purge [DOMAIN]`: forget one domain or everything, in memory and on disk."""

@@ -40,6 +40,11 @@ class LookupStats:
     refresh_peak: int = 0
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
+    store_hits: int = 0
+    """Valid policies read from the local store on a memory miss."""
+    fleet: dict[str, int] = field(default_factory=dict)
+    """Fleet mode: how policies were got (fetched, adopted, waited, fallback), the policies
+    found in the shared tier (redis) and the lock waits (lock_waits)."""
     memo_hits: int = 0
     """Answers written by the reply memo: enforce answers from the cache, counted only here
     (one increment on that path) and added to hits, enforce and the lowest latency bucket on
@@ -68,6 +73,16 @@ class LookupStats:
             self.notfound_testing += 1
         else:
             self.notfound_none += 1
+
+    def count_fleet(self, what: str) -> None:
+        self.fleet[what] = self.fleet.get(what, 0) + 1
+
+    def tier_hits(self) -> dict[str, int]:
+        return {
+            "memory": self.cache_hits(),
+            "redis": self.fleet.get("redis", 0),
+            "store": self.store_hits,
+        }
 
     def count_fetch_failure(self, result_type: ResultType) -> None:
         self.fetch_failures[result_type.value] = self.fetch_failures.get(result_type.value, 0) + 1

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache
+from mta_sts_policyd.policy.shared_model import SharedFailure, SharedView
 from mta_sts_policyd.policy.stats import LookupStats
 
 if TYPE_CHECKING:
@@ -61,6 +62,43 @@ class LookupSettings:
     """Reply for DANE-protected enforce domains; None: DANE is not checked."""
 
 
+class SharedPolicies(Protocol):
+    """The fleet's shared tier between the memory hot set and the local store (fleet/ has the
+    Redis implementation; the composition root plugs it in). Reads and the lock raise
+    errors.FleetUnavailable when Redis cannot be used; writes never raise (they are queued
+    while Redis is away and reconciled when it returns, the newest fetch winning)."""
+
+    async def view(self, domain: str) -> SharedView: ...
+
+    async def lock(self, domain: str) -> str | None:
+        """Take the fleet-wide fetch lock: its token, or None when another node holds it."""
+        ...
+
+    async def unlock(self, domain: str, token: str) -> None: ...
+
+    async def wait(
+        self, domain: str, ready: Callable[[SharedView], bool], within: float
+    ) -> SharedView | None:
+        """The domain's view once `ready` accepts it; None after `within` seconds or when
+        Redis fails."""
+        ...
+
+    async def put_policy(self, entry: CacheEntry) -> None: ...
+
+    async def put_failure(self, domain: str, failure: SharedFailure, ttl: float) -> None: ...
+
+    async def put_negative(self, domain: str, until: float) -> None: ...
+
+    async def purge(self, domain: str | None) -> int | None:
+        """Delete shared entries (one domain or all) and tell the other nodes; None when Redis
+        could not be reached."""
+        ...
+
+    async def changed(self, domains: Sequence[str]) -> list[str]:
+        """Of `domains`, those whose shared version differs from the one this node last saw."""
+        ...
+
+
 @dataclass
 class ResolverContext:
     """What the answer path, the update path and the proactive refresh share. `settings` and
@@ -71,3 +109,5 @@ class ResolverContext:
     settings: LookupSettings
     clock: Callable[[], float]
     stats: LookupStats = field(default_factory=LookupStats)
+    shared: SharedPolicies | None = None
+    """Fleet mode's shared tier (None: a single host, nothing changes)."""

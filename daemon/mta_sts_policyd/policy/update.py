@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 from mta_sts_policyd.errors import DnsLookupError, PolicyFetchError
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.mx_watch import MxWatch, wants_mx
-from mta_sts_policyd.policy.types import ResolverContext
+from mta_sts_policyd.policy.shared_model import SharedPolicy, SharedView
+from mta_sts_policyd.policy.shared_tier import FleetTier
+from mta_sts_policyd.policy.types import ResolverContext, SharedPolicies
 from mta_sts_policyd.postfix.policy_reply import render_policy_reply
 from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
-from mta_sts_policyd.sts.model import Mode, Policy, TxtInvalid, TxtRecord
+from mta_sts_policyd.sts.model import Mode, Policy, TxtAbsent, TxtInvalid, TxtRecord
 
 if TYPE_CHECKING:
     from mta_sts_policyd.discovery.client import StsTxtLookup
@@ -45,6 +47,18 @@ class PolicyUpdater:
         self._unreachable: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Task[CacheEntry | None]] = {}
         self._background = 0
+        self.fleet: FleetTier | None = None
+        if ctx.shared is not None:
+            self.attach_shared(ctx.shared)
+
+    def attach_shared(self, shared: SharedPolicies) -> None:
+        """Fleet mode: the shared tier between memory and the store (docs/fleet.md)."""
+        self.ctx.shared = shared
+        self.fleet = FleetTier(self.ctx, shared, self.fetch_here, self.adopt, self._recheck)
+
+    def _recheck(self, domain: str) -> None:
+        if domain not in self._inflight and self.may_start_background():
+            self.start(domain, background=True)
 
     # --- what the answer path asks -----------------------------------------------------------
 
@@ -89,6 +103,8 @@ class PolicyUpdater:
     async def wait_idle(self) -> None:
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+        if self.fleet is not None:
+            await self.fleet.wait_idle()
 
     # --- discovery ----------------------------------------------------------------------------
 
@@ -113,6 +129,11 @@ class PolicyUpdater:
         entry = ctx.cache.get(domain)
         # No valid policy: a fetch follows if a record exists, so its address question starts now.
         cold = entry is None or not entry.valid(now)
+        view = None
+        if cold and self.fleet is not None:
+            view = await self.fleet.cold_view(domain)
+            if view is not None and self._shared_negative(domain, view, now):
+                return entry
         try:
             lookup = await ctx.discovery.lookup_txt(domain, fetch_likely=cold)
         except DnsLookupError as exc:
@@ -135,7 +156,19 @@ class PolicyUpdater:
         backoff = ctx.settings.failure_backoff
         if entry.failed_id == record.id and now - entry.failed_at < backoff:
             return entry  # RFC 8461 §3.3: at most one attempt per id every failure_backoff seconds
-        return await self.fetch(entry, record.id, now)
+        return await self.fetch(entry, record.id, now, view)
+
+    def _shared_negative(self, domain: str, view: SharedView, now: float) -> bool:
+        """The fleet found no policy published lately: remember it here, skip DNS (bounded by
+        this node's own negative TTL, whatever the shared record claims)."""
+        assert self.fleet is not None
+        until = self.fleet.negative_until(view, now)
+        if not until:
+            return False
+        self._remember(
+            self._negative, domain, min(until, now + self.ctx.settings.negative_ttl), now
+        )
+        return True
 
     def _txt_failed(
         self, domain: str, entry: CacheEntry | None, now: float, exc: DnsLookupError
@@ -163,6 +196,8 @@ class PolicyUpdater:
                 return entry
         ttl = min(self.ctx.settings.negative_ttl, max(float(lookup.ttl), 30.0))
         self._remember(self._negative, domain, now + ttl, now)
+        if self.fleet is not None and isinstance(lookup.result, TxtAbsent):
+            self.fleet.spawn(self.fleet.shared.put_negative(domain, now + ttl))
         return entry
 
     @staticmethod
@@ -174,7 +209,17 @@ class PolicyUpdater:
 
     # --- fetch ---------------------------------------------------------------------------------
 
-    async def fetch(self, entry: CacheEntry, policy_id: str | None, now: float) -> CacheEntry:
+    async def fetch(
+        self, entry: CacheEntry, policy_id: str | None, now: float, view: SharedView | None = None
+    ) -> CacheEntry:
+        """Get the policy: in fleet mode through the fleet's single flight (which may adopt
+        another node's fetch), else fetched here."""
+        if self.fleet is not None:
+            return await self.fleet.fetch(entry, policy_id, now, view)
+        await self.fetch_here(entry, policy_id, now)
+        return entry
+
+    async def fetch_here(self, entry: CacheEntry, policy_id: str | None, now: float) -> bool:
         """Fetch the policy; on success replace the entry's policy, MX data and reply at once."""
         early = self._start_mx_and_dane(entry)
         try:
@@ -183,7 +228,7 @@ class PolicyUpdater:
             if early is not None:
                 early.cancel()
             self._fetch_failed(entry, policy_id, now, exc)
-            return entry
+            return False
         policy = fetched.policy
         # Everything that may wait or fail comes first; the entry changes in one step after it,
         # so no entry ever holds a policy without its reply (a crash must not leave `0:,`).
@@ -206,7 +251,28 @@ class PolicyUpdater:
             policy.max_age,
             ",".join(policy.mx),
         )
-        return entry
+        return True
+
+    async def adopt(self, entry: CacheEntry, shared: SharedPolicy) -> bool:
+        """Take a policy another node fetched (already re-validated by the fleet tier), with
+        this node's own MX and DANE data; False when this node learnt a newer one meanwhile."""
+        mx, dane = await self._mx_and_dane(entry, shared.policy, None)
+        if entry.valid(self.ctx.clock()) and entry.fetched_at >= shared.fetched_at:
+            return False  # never a downgrade
+        now = self.ctx.clock()
+        entry.policy_id, entry.policy = shared.policy_id, shared.policy
+        entry.fetched_at = shared.fetched_at
+        entry.expires_at = shared.fetched_at + shared.policy.max_age
+        entry.failed_id, entry.failed_at, entry.failure = None, 0.0, None
+        entry.origin = "redis"
+        self.mx.apply(entry, mx, now)
+        entry.dane = dane
+        self.render(entry)
+        self.ctx.cache.put(entry)
+        log.info("event=policy-adopted domain=%s id=%s mode=%s max_age=%d fetched_at=%d",
+                 entry.domain, entry.policy_id, shared.policy.mode, shared.policy.max_age,
+                 shared.fetched_at)  # fmt: skip
+        return True
 
     def _start_mx_and_dane(
         self, entry: CacheEntry

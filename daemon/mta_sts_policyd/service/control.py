@@ -14,9 +14,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.errors import FleetUnavailable
 from mta_sts_policyd.net.unix_socket import BoundUnixSocket, bind_unix_socket
 from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.resolver import PolicyResolver
+from mta_sts_policyd.policy.shared_model import SharedView
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ def entry_summary(entry: CacheEntry) -> dict[str, Any]:
         "expires_at": entry.expires_at or None,
         "txt_checked_at": entry.txt_checked_at or None,
         "last_used": entry.last_used or None,
+        "origin": entry.origin or None,
         "failure": None if entry.failure is None else {
             "result_type": entry.failure[0].value, "reason": entry.failure[1],
         },
@@ -143,21 +146,76 @@ class ControlServer:
             return {"ok": True, "entries": [entry_summary(e) for e in entries],
                     "memory": len(entries), "stored": stored}  # fmt: skip
         if command == "purge":
-            return {"ok": True, "purged": await self.resolver.purge(domain)}
+            return await self._purge(domain)
         if domain is None:  # parse_request lets show and refresh through only with one
             raise BadRequest(f"{command} needs a domain")
         if command == "show":
-            entry = cache.get(domain)
-            if entry is None:
-                entry = await asyncio.to_thread(cache.load_from_store, domain)
-                if entry is None:
-                    return {"ok": False, "error": f"{domain} is not in the cache", "missing": True}
-                self.resolver.render(entry)  # store rows carry no reply bytes
-            return {"ok": True, "entry": entry_details(entry)}
+            return await self._show(domain)
         entry = await self.resolver.refresh_domain(domain)
         if entry is None:  # no policy (negative-cached) or could not find out (DNS failed)
             return {"ok": True, "entry": None, "no_policy": self.resolver.known_absent(domain)}
         return {"ok": True, "entry": entry_details(entry)}
+
+    async def _show(self, domain: str) -> dict[str, Any]:
+        """One domain's entry and the tier it came from: memory, the local store, or (fleet
+        mode, known to neither) the shared tier; with the fleet's own entry beside it."""
+        cache, tier = self.resolver.cache, "memory"
+        entry = cache.hot_set.get(domain)
+        if entry is None:
+            tier, entry = "store", await asyncio.to_thread(cache.load_from_store, domain)
+        shared = await self._shared_view(domain)
+        if entry is None and shared is not None and shared.policy is not None:
+            tier, entry = "redis", CacheEntry(
+                domain, policy_id=shared.policy.policy_id, policy=shared.policy.policy,
+                fetched_at=shared.policy.fetched_at,
+                expires_at=shared.policy.fetched_at + shared.policy.policy.max_age,
+                origin="redis",
+            )  # fmt: skip
+        if entry is None:
+            return {"ok": False, "error": f"{domain} is not in the cache", "missing": True}
+        if not entry.reply:
+            self.resolver.render(entry)  # store rows carry no reply bytes
+        details = entry_details(entry)
+        details["tier"] = tier
+        if self.resolver.shared is not None:
+            details["shared"] = shared_summary(shared)
+        return {"ok": True, "entry": details}
+
+    async def _shared_view(self, domain: str) -> SharedView | None:
+        if self.resolver.shared is None:
+            return None
+        try:
+            return await self.resolver.shared.view(domain)
+        except FleetUnavailable:
+            return None
+
+    async def _purge(self, domain: str | None) -> dict[str, Any]:
+        """Here, and in fleet mode also the shared entries (the other nodes are told)."""
+        result: dict[str, Any] = {"ok": True, "purged": await self.resolver.purge(domain)}
+        if self.resolver.shared is not None:
+            shared = await self.resolver.shared.purge(domain)
+            result["shared_purged"] = shared
+            if shared is None:
+                result["warning"] = "Redis unavailable: the shared entries were not purged"
+        return result
+
+
+def shared_summary(view: SharedView | None) -> dict[str, Any] | None:
+    """What the fleet holds for a domain (None: Redis could not be read)."""
+    if view is None:
+        return None
+    policy = view.policy
+    return {
+        "id": policy.policy_id if policy else None,
+        "mode": policy.policy.mode.value if policy else None,
+        "fetched_at": policy.fetched_at if policy else None,
+        "version": policy.version if policy else None,
+        "failure": None if view.failure is None else {
+            "id": view.failure.policy_id, "at": view.failure.at,
+            "result_type": view.failure.result_type.value,
+        },
+        "no_policy_until": view.negative_until or None,
+    }  # fmt: skip
 
 
 def control_request(path: Path, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

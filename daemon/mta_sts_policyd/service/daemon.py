@@ -110,6 +110,7 @@ class Daemon:
 
     def _start_fleet(self) -> None:
         """Fleet mode when configured (docs/fleet.md): the process's one guarded Redis client,
+        the shared tier of the policy cache (with its invalidation subscriber and revalidation),
         the shared refresh queue and this node's heartbeat. No I/O here: Redis is reached on
         first use."""
         from mta_sts_policyd.service import fleet_parts
@@ -120,6 +121,11 @@ class Daemon:
         self.fleet = fleet_parts.make_fleet_client(settings)
         self._closers.append(self.fleet.aclose)  # closers run in reverse: the client last
         self.resolver.refresher.shared = fleet_parts.make_refresh_queue(settings, self.fleet)
+        invalidations = fleet_parts.start_shared_cache(
+            self.config, settings, self.fleet, self.resolver
+        )
+        self._spawn(invalidations.run())
+        self._spawn(invalidations.run_revalidation())
         heartbeat = fleet_parts.make_heartbeat(settings, self.fleet, self.clock)
         self._spawn(heartbeat.run())
         self._closers.append(heartbeat.farewell)

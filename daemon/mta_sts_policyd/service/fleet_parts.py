@@ -19,9 +19,11 @@ from mta_sts_policyd.errors import ConfigError, FleetUnavailable
 
 if TYPE_CHECKING:
     from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings
+    from mta_sts_policyd.fleet.invalidation import Invalidations
     from mta_sts_policyd.fleet.nodes import Heartbeat
     from mta_sts_policyd.fleet.refresh_queue import RefreshQueue
     from mta_sts_policyd.fleet.report_runner import FleetReporting
+    from mta_sts_policyd.policy.resolver import PolicyResolver
     from mta_sts_policyd.tlsrpt.context import ReportContext
     from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 
@@ -246,3 +248,32 @@ def make_fleet_reporting(
     return FleetReporting(
         store, uploader, sender, snapshot_interval=settings.snapshot_interval, client=client
     )
+
+
+def start_shared_cache(
+    config: Config, settings: FleetSettings, client: FleetClient, resolver: PolicyResolver
+) -> Invalidations:
+    """The shared tier of the policy cache: plugged into the resolver, its metrics bound;
+    returns its invalidations, whose two loops the daemon runs (`run`, `run_revalidation`)."""
+    from mta_sts_policyd import metrics
+    from mta_sts_policyd.fleet.invalidation import Invalidations
+    from mta_sts_policyd.fleet.shared_policies import SharedPolicyCache
+
+    shared = SharedPolicyCache(
+        client,
+        node=settings.node_name,
+        fetch_lock=settings.fetch_lock,
+        entry_grace=settings.entry_grace,
+        negative_limit=config.cache.negative_ttl,
+        clock=resolver.clock,
+    )
+    resolver.attach_shared(shared)
+    stats = resolver.stats
+    metrics.TIER_HITS.set_function(stats.tier_hits)
+    metrics.FLEET_FETCHES.set_function(lambda: stats.fleet)
+    metrics.FLEET_LOCK_WAITS.set_function(lambda: stats.fleet.get("lock_waits", 0))
+    metrics.FLEET_QUEUED_WRITES.set_function(lambda: float(len(shared.queue)))
+    invalidations = Invalidations(
+        client, shared, resolver, revalidate_interval=settings.revalidate_interval
+    )
+    return invalidations

@@ -1,0 +1,291 @@
+"""The shared policy cache: several resolvers in one process share one real redis-server and one
+HTTPS policy server that counts requests (docs/fleet.md "Shared policy cache")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import StsWorld
+from mta_sts_policyd.fleet.breaker import BreakerState
+from mta_sts_policyd.service.control import ControlServer
+from support.dns_server import DnsServer
+from support.fleet_nodes import FleetNode, make_node
+from support.https_server import HttpsServer
+from support.redis_server import RedisServer
+from support.resolver_world import ENFORCE, ENFORCE_REPLY, NOTFOUND, T0, FakeClock
+
+D = "example.test"
+HOST = f"mta-sts.{D}"
+ENFORCE2 = ENFORCE.replace("mail.example.test", "mx2.example.test")
+ENFORCE2_REPLY = ENFORCE_REPLY.replace(b"mail.example.test", b"mx2.example.test")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def nodes(
+    sts_world: StsWorld, redis_server: RedisServer, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[Callable[..., FleetNode]]:
+    made: list[FleetNode] = []
+
+    def node(name: str | None = None, **settings: object) -> FleetNode:
+        name = name or f"n{len(made) + 1}"
+        made.append(make_node(sts_world, redis_server.url, clock, name, **settings))
+        return made[-1]
+
+    yield node
+    for n in made:
+        await n.close()
+
+
+async def until(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_200_first_lookups_over_4_nodes_cost_one_fetch(
+    sts_world: StsWorld, https_server: HttpsServer, nodes: Callable[..., FleetNode]
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    fleet = [nodes() for _ in range(4)]
+    for n in fleet:
+        n.listen()
+    for n in fleet:
+        await n.subscribed()
+    replies = await asyncio.gather(
+        *(fleet[i % 4].resolver.answer("postfix", D) for i in range(200))
+    )
+    assert set(replies) == {ENFORCE_REPLY}
+    assert https_server.request_count(HOST) == 1
+    roles: dict[str, int] = {}
+    for n in fleet:
+        for role in ("fetched", "adopted", "waited", "fallback"):
+            roles[role] = roles.get(role, 0) + n.resolver.stats.fleet.get(role, 0)
+    assert roles["fetched"] == 1 and roles["fallback"] == 0
+    assert roles["adopted"] + roles["waited"] == 3
+
+
+async def test_an_id_change_costs_one_fetch_and_no_answer_waits(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    nodes: Callable[..., FleetNode],
+    clock: FakeClock,
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    fleet = [nodes() for _ in range(4)]
+    for n in fleet:
+        n.listen()
+    for n in fleet:
+        await n.subscribed()
+    assert {await n.resolver.answer("postfix", D) for n in fleet} == {ENFORCE_REPLY}
+    assert https_server.request_count(HOST) == 1
+    sts_world.publish(D, ENFORCE2, txt="v=STSv1; id=2")
+    https_server.set_policy(D, ENFORCE2, delay=0.3)
+    clock.advance(120)  # past the TXT re-check: every node looks again, in the background
+    started = time.monotonic()
+    replies = await asyncio.gather(*(fleet[i % 4].resolver.answer("postfix", D) for i in range(80)))
+    assert time.monotonic() - started < 0.25  # nobody waited for the 0.3 s fetch
+    assert set(replies) == {ENFORCE_REPLY}  # the old valid policy meanwhile, never NOTFOUND
+    for n in fleet:
+        await until(lambda n=n: (e := n.resolver.cache.get(D)) is not None and e.policy_id == "2")
+        await n.resolver.wait_idle()
+    assert {await n.resolver.answer("postfix", D) for n in fleet} == {ENFORCE2_REPLY}
+    assert https_server.request_count(HOST) == 2
+
+
+async def test_a_malformed_or_forged_shared_entry_is_refused(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    redis_server: RedisServer,
+    nodes: Callable[..., FleetNode],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a = nodes()
+    key = a.client.keys.policy(D)
+    forged = {
+        "v": 1, "domain": D, "id": "1", "mode": "enforce", "max_age": 86400,
+        "mx": ["evil.example"], "lines": ["version: STSv1", "mode: none", "max_age: 86400"],
+        "fetched_at": T0, "node": "x",
+    }  # fmt: skip
+    for value in (b"\x00garbage", json.dumps(forged).encode()):
+        await a.client.run(lambda r, v=value: r.set(key, v), "test write")
+        a.resolver.cache.remove(D)
+        assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY  # fetched itself
+        await a.resolver.wait_idle()
+    assert https_server.request_count(HOST) == 2
+    assert "event=fleet-value-refused" in caplog.text
+    # The node's own fetch replaced the forged value (a malformed entry blocks no write).
+    raw = await a.client.run(lambda r: r.get(key), "test read")
+    assert json.loads(raw)["mx"] == ["mail.example.test"]
+
+
+async def test_an_older_shared_entry_never_downgrades(
+    sts_world: StsWorld, nodes: Callable[..., FleetNode], clock: FakeClock
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a, b = nodes(), nodes()
+    b.listen()
+    await b.subscribed()
+    clock.advance(100)
+    assert await b.resolver.answer("postfix", D) == ENFORCE_REPLY  # b fetched at T0 + 100
+    entry = b.resolver.cache.get(D)
+    assert entry is not None and entry.fetched_at == T0 + 100
+    # a writes an entry of the same id fetched earlier: Redis keeps the newer one ...
+    older = a.resolver.cache.get(D) or entry.__class__(D)
+    older.policy_id, older.policy, older.fetched_at = "1", entry.policy, T0
+    await a.shared.put_policy(older)
+    raw = await a.client.run(lambda r: r.get(a.client.keys.policy(D)), "test read")
+    assert json.loads(raw)["fetched_at"] == T0 + 100
+    # ... and one forced in behind its back, announced, is not adopted either.
+    testing = json.loads(raw) | {"fetched_at": T0, "mode": "testing",
+                                 "lines": [ln.replace("enforce", "testing") for ln in
+                                           json.loads(raw)["lines"]]}  # fmt: skip
+    await a.client.run(lambda r: r.set(a.client.keys.policy(D), json.dumps(testing)), "test")
+    await a.client.run(lambda r: r.publish(a.client.keys.invalidations, f"{D} 99"), "test")
+    await until(lambda: b.invalidations.messages >= 1)
+    await b.resolver.wait_idle()
+    assert await b.resolver.revalidate_shared() >= 0
+    assert b.resolver.cache.get(D) is entry and entry.fetched_at == T0 + 100
+    assert await b.resolver.answer("postfix", D) == ENFORCE_REPLY
+
+
+async def test_a_newer_shared_entry_is_adopted_by_invalidation_and_by_revalidation(
+    sts_world: StsWorld, https_server: HttpsServer, nodes: Callable[..., FleetNode],
+    clock: FakeClock,
+) -> None:  # fmt: skip
+    sts_world.publish(D, ENFORCE)
+    a, b, c = nodes(), nodes(), nodes()
+    b.listen()
+    await b.subscribed()
+    for n in (a, b, c):
+        assert await n.resolver.answer("postfix", D) == ENFORCE_REPLY
+    assert https_server.request_count(HOST) == 1
+    clock.advance(3600)
+    await a.resolver.refresh_domain(D)  # a real refetch (same id), shared with the fleet
+    assert https_server.request_count(HOST) == 2
+    await until(lambda: (e := b.resolver.cache.get(D)) is not None and e.fetched_at == T0 + 3600)
+    # c did not listen (a lost message): its revalidation finds the new version.
+    assert c.resolver.cache.get(D).fetched_at == T0  # type: ignore[union-attr]
+    assert await c.resolver.revalidate_shared() == 1
+    assert c.resolver.cache.get(D).fetched_at == T0 + 3600  # type: ignore[union-attr]
+    assert https_server.request_count(HOST) == 2
+
+
+async def test_the_failure_back_off_is_shared(
+    sts_world: StsWorld, https_server: HttpsServer, nodes: Callable[..., FleetNode]
+) -> None:
+    sts_world.publish(D, ENFORCE, status=500)
+    a, b = nodes(), nodes()
+    assert await a.resolver.answer("postfix", D) == NOTFOUND
+    await a.resolver.wait_idle()
+    assert https_server.request_count(HOST) == 1
+    # b never fetched this id, but the fleet tried it moments ago (RFC 8461 §3.3 per id).
+    assert await b.resolver.answer("postfix", D) == NOTFOUND
+    await b.resolver.wait_idle()
+    assert https_server.request_count(HOST) == 1
+    entry = b.resolver.cache.get(D)
+    assert entry is not None and entry.failed_id == "1" and entry.failure is not None
+
+
+async def test_no_policy_published_is_shared(
+    sts_world: StsWorld, dns_server: DnsServer, nodes: Callable[..., FleetNode]
+) -> None:
+    sts_world.publish(D, None, txt=None)
+    a, b = nodes(), nodes()
+    assert await a.resolver.answer("postfix", D) == NOTFOUND
+    await a.resolver.wait_idle()
+    asked = dns_server.query_count(f"_mta-sts.{D}", "TXT")
+    assert asked >= 1
+    assert await b.resolver.answer("postfix", D) == NOTFOUND
+    assert dns_server.query_count(f"_mta-sts.{D}", "TXT") == asked  # b asked Redis, not DNS
+    assert b.resolver.known_absent(D)
+
+
+async def test_purge_and_show_work_fleet_wide(
+    sts_world: StsWorld, nodes: Callable[..., FleetNode]
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a, b = nodes(), nodes()
+    b.listen()
+    await b.subscribed()
+    for n in (a, b):
+        assert await n.resolver.answer("postfix", D) == ENFORCE_REPLY
+    shown = await ControlServer(b.resolver).handle("show", D)
+    assert shown["entry"]["tier"] == "memory" and shown["entry"]["origin"] == "redis"
+    assert shown["entry"]["shared"]["id"] == "1"
+    result = await ControlServer(a.resolver).handle("purge", D)
+    assert result == {"ok": True, "purged": 1, "shared_purged": 1}
+    await until(lambda: b.resolver.cache.get(D) is None)
+    assert await a.client.run(lambda r: r.get(a.client.keys.policy(D)), "test") is None
+    missing = await ControlServer(a.resolver).handle("show", D)
+    assert missing["ok"] is False
+
+
+async def test_redis_killed_known_domains_answered_no_calls_writes_reconciled(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    redis_server: RedisServer,
+    nodes: Callable[..., FleetNode],
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    sts_world.publish("new.test", ENFORCE.replace("mail.example.test", "mail.new.test"))
+    a = nodes()
+    a.listen()
+    await a.subscribed()
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    redis_server.kill()
+    # A cold domain is discovered here while Redis fails: the breaker opens, the write queues.
+    assert (await a.resolver.answer("postfix", "new.test")).startswith(b"OK secure")
+    await a.resolver.wait_idle()
+    await until(lambda: a.client.breaker.state is BreakerState.OPEN)
+    assert list(a.shared.queue) == ["new.test"]
+    calls = a.client.calls
+    for _ in range(50):
+        assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    sts_world.publish("cold.test", ENFORCE.replace("mail.example.test", "mail.cold.test"))
+    assert (await a.resolver.answer("postfix", "cold.test")).startswith(b"OK secure")
+    await a.resolver.wait_idle()
+    assert a.client.calls == calls  # zero Redis calls while the breaker is open
+    assert a.resolver.stats.fleet["fallback"] >= 2
+    redis_server.start()  # empty: no persistence
+    await until(lambda: not a.shared.queue and a.invalidations.subscribed, within=5)
+    for domain in ("new.test", "cold.test"):
+        raw = await a.client.run(lambda r, d=domain: r.get(a.client.keys.policy(d)), "test")
+        assert json.loads(raw)["domain"] == domain
+
+
+async def test_redis_frozen_known_domains_answered_at_once(
+    sts_world: StsWorld, redis_server: RedisServer, nodes: Callable[..., FleetNode]
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a = nodes()
+    a.listen()
+    await a.subscribed()
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    redis_server.freeze()
+    try:
+        worst = 0.0
+        for _ in range(100):
+            started = time.monotonic()
+            assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+            worst = max(worst, time.monotonic() - started)
+        assert worst < 0.05
+        sts_world.publish("cold.test", ENFORCE.replace("mail.example.test", "mail.cold.test"))
+        # A cold domain costs at most the command timeouts until the breaker opens.
+        assert (await a.resolver.answer("postfix", "cold.test")).startswith(b"OK secure")
+        await a.resolver.wait_idle()
+    finally:
+        redis_server.thaw()
+    await until(lambda: not a.shared.queue, within=5)
