@@ -4,7 +4,6 @@ redis-server and the loopback DNS/HTTPS world; fetches are counted at the policy
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -219,34 +218,6 @@ async def test_a_claimed_domain_this_node_never_used_is_discovered_and_refetched
     assert due == other.resolver.refresher.next_due(entry)
     await rounds([user, other], clock, 1)  # the user's old copy does not make it due again
     assert fetches(sts_world, ["d0.test"]) == {"d0.test": 2}
-
-
-async def test_a_claimed_domain_starts_from_the_shared_copy(
-    sts_world: StsWorld, clock: FakeClock, make_nodes: Callable[..., list[Node]]
-) -> None:
-    """The shared cache's copy (here: the user's own entry, as the shared tier would hand it)
-    is fresh: rescheduled, no fetch. Without a fresh copy the claim fetches."""
-    user, other = make_nodes(2)
-    publish(sts_world, 2)
-    await answer_all([user], ["d0.test", "d1.test"])
-    await rounds([user], clock, 1)
-    loads: list[str] = []
-
-    async def load(domain: str) -> CacheEntry | None:
-        loads.append(domain)
-        entry = user.resolver.cache.get(domain) if domain == "d0.test" else None
-        return None if entry is None else dataclasses.replace(entry)
-
-    other.resolver.refresher.load_shared = load
-    clock.advance(DAY + JITTER)
-    assert await user.resolver.refresher.refresh_once() == 2  # refetched, the queue not told
-    assert await other.tick() == 2
-    assert sorted(loads) == ["d0.test", "d1.test"]
-    assert fetches(sts_world, ["d0.test", "d1.test"]) == {"d0.test": 2, "d1.test": 3}
-    user_copy = user.resolver.cache.get("d0.test")
-    assert user_copy is not None
-    due = await other.client.redis.zscore(other.client.keys.refresh_due, "d0.test")
-    assert due == other.resolver.refresher.next_due(user_copy) > clock()
 
 
 async def test_a_failed_fleet_refresh_keeps_the_policy_and_backs_off(

@@ -21,7 +21,7 @@ from typing import TypeVar
 from mta_sts_policyd.errors import DnsLookupError, FleetUnavailable
 from mta_sts_policyd.policy import refresh_rule
 from mta_sts_policyd.policy.cache import CacheEntry
-from mta_sts_policyd.policy.shared_refresh import SharedLoader, SharedRefreshQueue
+from mta_sts_policyd.policy.shared_refresh import SharedRefreshQueue
 from mta_sts_policyd.policy.store.sqlite import RefreshFacts
 from mta_sts_policyd.policy.types import ResolverContext
 from mta_sts_policyd.policy.update import PolicyUpdater
@@ -40,8 +40,6 @@ class ProactiveRefresh:
         self._updater = updater
         self.shared: SharedRefreshQueue | None = None
         """The fleet's due-queue (fleet mode), plugged in by the composition root."""
-        self.load_shared: SharedLoader | None = None
-        """The fleet's shared policy cache, for claimed domains this node does not hold."""
         self._reported_until = 0.0
         self._local_reason: str | None = None
         """Why the fleet's queue is not used now (None: it is); logged once per change."""
@@ -230,15 +228,10 @@ class ProactiveRefresh:
         return due
 
     async def _claimed_entry(self, domain: str) -> CacheEntry:
-        """This node's entry (memory or store), else the fleet's shared one, else a new one
-        (the update path fills it and puts it in the cache): a claimed domain is refreshed
-        whichever node answered it."""
+        """This node's entry (memory or store), else a new one, which the update path fills
+        (in a fleet from the shared cache's copy when that is newer, else by a fetch) and puts
+        in the cache: a claimed domain is refreshed whichever node answered it."""
         entry = await self._stored_entry(domain)
-        if entry is None and self.load_shared is not None:
-            try:
-                entry = await self.load_shared(domain)
-            except FleetUnavailable:
-                entry = None
         return entry if entry is not None else CacheEntry(domain)
 
     async def _refresh_claimed_entry(self, entry: CacheEntry) -> None:

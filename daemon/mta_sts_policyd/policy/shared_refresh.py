@@ -8,10 +8,8 @@ refresh then falls back to refreshing the domains this node uses by itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
-
-from mta_sts_policyd.policy.entry import CacheEntry
 
 
 class SharedRefreshQueue(Protocol):
@@ -33,8 +31,3 @@ class SharedRefreshQueue(Protocol):
     async def done(self, due: Mapping[str, float]) -> None:
         """The claimed domains were refreshed (or tried): when each is due next."""
         ...
-
-
-SharedLoader = Callable[[str], Awaitable[CacheEntry | None]]
-"""Reads a domain's entry from the fleet's shared policy cache (None: not there or unusable;
-may raise errors.FleetUnavailable): a claimed domain this node does not hold starts from it."""
