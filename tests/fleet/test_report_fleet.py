@@ -337,6 +337,35 @@ async def test_reports_are_spread_over_send_delay_max_the_same_on_every_node(
         assert sum(map(len, world.reports().values())) == sent + 1
 
 
+async def test_a_refusing_destination_is_retried_with_back_off_then_sent_once(
+    world: World,
+) -> None:
+    """RFC 8460 §3, §5.5 in the fleet: HTTPS 500 is temporary; with a second rua the mail
+    destination takes the report, with none the report waits in `retry` and goes out later."""
+    nodes = [world.add("a"), world.add("b")]
+    for node in nodes:
+        world.feed(node, 2, 0)
+    world.https.mode = "500"
+    await cross_midnight(world)
+    await world.tick()
+    mailed = sorted(rcpts[0] for _, rcpts, _ in world.smtp.sink.messages)
+    assert mailed == ["r@both.example", "tlsrpt@mail.example"]  # /both refused: mail took it
+    assert sorted(p.path for p in world.https.posts) == ["/both", "/web"]  # both answered 500
+    field = state_field("web.example", world.records()["web.example"])
+    state = (await nodes[0].sender.ledger.states(DAY))[field]
+    assert state is not None and state.state == "retry" and state.attempts == 1
+    await world.tick()  # not due yet: no new attempt
+    assert len(world.https.posts) == 2
+    world.https.mode = "200"
+    world.clock.now = state.due + 1
+    await world.tick()
+    await world.tick()
+    assert [p.path for p in world.https.posts][2:] == ["/web"]  # accepted, once
+    assert len(world.smtp.sink.messages) == 2
+    states = await nodes[0].sender.ledger.states(DAY)
+    assert {s.state for s in states.values() if s} == {"sent"}
+
+
 async def test_a_stale_token_cannot_overwrite_a_newer_state(world: World) -> None:
     node = world.add("a")
     ledger = node.sender.ledger
