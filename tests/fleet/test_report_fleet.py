@@ -366,6 +366,23 @@ async def test_a_refusing_destination_is_retried_with_back_off_then_sent_once(
     assert {s.state for s in states.values() if s} == {"sent"}
 
 
+async def test_the_loop_uploads_once_more_at_stop_and_closes_its_client(world: World) -> None:
+    """A node stopping (SIGTERM) leaves what it counted in Redis while it is down."""
+    node = world.add("a")
+    node.reporting.client = node.client
+    world.feed(node, 3, 0)
+    stop = asyncio.Event()
+    stop.set()
+    await node.reporting.run(stop)
+    key = FleetKeys(PREFIX).snapshot(DAY.isoformat())
+    probe = make_node(world.tmp, "probe", world.redis.url, world.clock, world.deliver)
+    world.nodes.append(probe)
+    assert await probe.client.run(lambda r: r.hexists(key, "a"), "read")
+    assert node.uploader.last_upload == {DAY.isoformat(): world.clock.now}
+    node.closed = True  # its client is closed already
+    node.store.close()
+
+
 async def test_a_stale_token_cannot_overwrite_a_newer_state(world: World) -> None:
     node = world.add("a")
     ledger = node.sender.ledger
