@@ -5,7 +5,9 @@ test_fleet_single_flight.py.
 
 - Redis killed (kill -9) or frozen (SIGSTOP) under steady load: every known enforce domain
   still answered `secure` (p99 printed), the breaker metric shows open, Redis calls stop while
-  it is open (only the breaker's trial calls); Redis back: breakers close, no refetch storm.
+  it is open (only the breaker's trial calls); Redis back: breakers close, no refetch storm,
+  and a domain one node discovered alone during the outage reaches Redis from its queue and
+  the other nodes adopt it without fetching.
   A few seconds in the default run, 60 s in the slow-marked run.
 - Every node's heartbeat in `fleet status`.
 """
@@ -87,16 +89,26 @@ def outage(world: FleetWorld, how: str, seconds: float) -> dict[str, object]:
                     calls_while_open[n] = calls - first_open[n]
             time.sleep(0.25)
         during = load.snapshot()[0] - before
+        # A domain first asked during the outage: node0 discovers it itself (one fetch) and
+        # queues its write for Redis.
+        world.publish("during.test")
+        new_during = world.daemons[0].query("during.test")
+        queued = world.metric(0, "fleet_queued_writes")
         if how == "kill":
             world.redis.start()
         else:
             world.redis.thaw()
         closed = world.wait_breakers(open_=False, timeout=30)
+        # Converged: the queued write reached Redis, the other nodes adopt it without a fetch.
+        drained = wait_until(lambda: world.metric(0, "fleet_queued_writes") == 0, timeout=15)
+        adopted = [d.query("during.test") for d in world.daemons[1:]]
         time.sleep(1.0)
     result = load.result
     return {
         "result": result, "during": during, "seen_open": seen_open, "closed_again": closed,
-        "calls_while_open": calls_while_open, "refetched": {
+        "calls_while_open": calls_while_open, "new_during": new_during, "queued": queued,
+        "drained": drained, "adopted": adopted, "during_fetches": world.fetches("during.test"),
+        "refetched": {
             d: world.fetches(d) - fetched[d] for d in KNOWN if world.fetches(d) != fetched[d]
         },
     }  # fmt: skip
@@ -118,6 +130,11 @@ def check_outage(world: FleetWorld, seen: dict[str, object], how: str, seconds: 
     bound = seconds / FLEET_DEFAULTS["breaker_reset"] * 3 + 10
     assert all(c <= bound for c in seen["calls_while_open"].values()), seen["calls_while_open"]  # type: ignore[attr-defined]
     assert seen["refetched"] == {}  # no refetch storm when Redis is back
+    # The node that discovered a domain alone wrote it to Redis once back; the others adopt it.
+    assert seen["new_during"] == enforce_reply("during.test")
+    assert seen["queued"] == 1 and seen["drained"], world.logs()
+    assert seen["adopted"] == [enforce_reply("during.test")] * (len(world.daemons) - 1)
+    assert seen["during_fetches"] == 1
     assert wait_until(lambda: set(conditions(world).values()) == {"up"}, timeout=20)
 
 
