@@ -168,6 +168,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "fleet.snapshot_interval": [0],
     "fleet.report_settle": [-1],
     "fleet.report_deadline": [-1],
+    "fleet.report_lease": [0, 86401],
     "fleet.redis": ["localhost:6379", "http://127.0.0.1"],
     "fleet.sentinels": [["127.0.0.1"], ["unix:/run/s.sock"]],
     "fleet.key_prefix": ["", "a b"],

@@ -284,6 +284,9 @@ class FleetConfig:
     report_deadline: float = 6 * 3600.0
     """Seconds after 00:00 UTC after which a node that has not uploaded is left out of the
     report (a report never goes out before `report_settle`)."""
+    report_lease: float = 180.0
+    """Seconds a node holds a report it is sending (renewed before each destination); after a
+    crash another node takes the report over when it expires. Longer than one delivery."""
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ RANGES: dict[str, Range] = {
     "fleet.snapshot_interval": _seconds(DAY),
     "fleet.report_settle": _seconds(DAY, zero=True),
     "fleet.report_deadline": _seconds(7 * DAY, zero=True),
+    "fleet.report_lease": _seconds(DAY),
 }
 
 

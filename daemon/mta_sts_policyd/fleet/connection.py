@@ -57,6 +57,7 @@ class FleetSettings:
     report_settle: float
     report_deadline: float
     heartbeat_interval: float = 15.0
+    report_lease: float = 180.0
 
 
 def _client_options(settings: FleetSettings) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def fleet_settings(config: Config) -> FleetSettings:
         report_settle=f.report_settle,
         report_deadline=f.report_deadline,
         heartbeat_interval=f.heartbeat_interval,
+        report_lease=f.report_lease,
     )
 
 
@@ -227,9 +228,7 @@ def make_fleet_reporting(
     client = FleetClient(redis, keys, breaker)
     d = ctx.delivery
     keep = (d.catch_up_days + 2) * 86400.0
-    ledger = ReportLedger(
-        client, keys, lease_seconds=d.smtp_timeout + d.https_timeout + 60.0, keep_seconds=keep
-    )
+    ledger = ReportLedger(client, keys, lease_seconds=settings.report_lease, keep_seconds=keep)
     sender = FleetReportSender(
         ledger,
         ctx.report,
