@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import StsWorld
+from mta_sts_policyd.fleet import policy_codec as codec
 from mta_sts_policyd.fleet.breaker import BreakerState
+from mta_sts_policyd.fleet.shared_policies import PendingWrite
+from mta_sts_policyd.policy.entry import CacheEntry
 from mta_sts_policyd.service.control import ControlServer
 from support.dns_server import DnsServer
 from support.fleet_nodes import FleetNode, make_node
@@ -289,3 +292,80 @@ async def test_redis_frozen_known_domains_answered_at_once(
     finally:
         redis_server.thaw()
     await until(lambda: not a.shared.queue, within=5)
+
+
+async def test_a_queued_write_never_replaces_a_newer_shared_entry(
+    sts_world: StsWorld, nodes: Callable[..., FleetNode], clock: FakeClock
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a, b = nodes(), nodes()
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    entry = a.resolver.cache.get(D)
+    assert entry is not None
+    a.shared.queue.clear()
+    older = CacheEntry(D, policy_id="1", policy=entry.policy, fetched_at=T0 - 50)
+    await a.shared.put_policy(older)  # Redis holds a's fetch at T0: refused, not queued
+    assert not a.shared.queue
+    # Redis away at write time: the older fetch waits in the queue ...
+    a.shared._enqueue(
+        PendingWrite(D, codec.encode_policy(older, "n1"), older.fetched_at, T0 + 10**6)
+    )
+    clock.advance(10)
+    await b.resolver.refresh_domain(D)  # ... while b writes a newer one
+    assert await a.shared.reconcile() == 1 and not a.shared.queue
+    raw = await a.client.run(lambda r: r.get(a.client.keys.policy(D)), "test")
+    assert json.loads(raw)["fetched_at"] == T0 + 10 and json.loads(raw)["node"] == b.name
+
+
+async def test_the_write_queue_keeps_the_newest_per_domain_and_is_bounded(
+    nodes: Callable[..., FleetNode],
+) -> None:
+    a = nodes()
+    a.shared.queue_limit = 3
+    for n, when in enumerate((5.0, 9.0, 7.0)):
+        a.shared._enqueue(PendingWrite("one.test", str(n).encode(), T0 + when, T0 + 100))
+    assert a.shared.queue["one.test"].fetched_at == T0 + 9.0
+    for name in ("two.test", "three.test", "four.test"):
+        a.shared._enqueue(PendingWrite(name, b"", T0, T0 + 100))
+    assert list(a.shared.queue) == ["two.test", "three.test", "four.test"]  # oldest dropped
+
+
+async def test_after_a_restart_with_redis_down_the_store_answers(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    redis_server: RedisServer,
+    nodes: Callable[..., FleetNode],
+    tmp_path: Path,
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    store = tmp_path / "policies.sqlite"
+    first = nodes("a", store=store)
+    assert await first.resolver.answer("postfix", D) == ENFORCE_REPLY
+    await first.resolver.wait_idle()
+    cache = first.resolver.cache
+    await asyncio.to_thread(cache.write_batch, *cache.take_batch())
+    redis_server.kill()
+    again = nodes("a2", store=store)  # a restart: the same store ...
+    await asyncio.to_thread(again.resolver.cache.load, T0)
+    again.resolver.cache.hot_set.clear()  # ... the domain not among the most recent
+    assert await again.resolver.answer("postfix", D) == ENFORCE_REPLY
+    await again.resolver.wait_idle()
+    assert again.resolver.stats.tier_hits()["store"] == 1
+    assert https_server.request_count(HOST) == 1
+
+
+async def test_show_names_the_tier_an_entry_came_from(
+    sts_world: StsWorld, nodes: Callable[..., FleetNode], tmp_path: Path
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a, b = nodes(), nodes(store=tmp_path / "b.sqlite")
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    only_redis = await ControlServer(b.resolver).handle("show", D)
+    assert only_redis["entry"]["tier"] == "redis" and only_redis["entry"]["mode"] == "enforce"
+    assert await b.resolver.answer("postfix", D) == ENFORCE_REPLY
+    cache = b.resolver.cache
+    await asyncio.to_thread(cache.write_batch, *cache.take_batch())
+    cache.hot_set.pop(D)
+    stored = await ControlServer(b.resolver).handle("show", D)
+    assert stored["entry"]["tier"] == "store"
+    assert stored["entry"]["shared"]["version"] == 1
