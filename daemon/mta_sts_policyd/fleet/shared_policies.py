@@ -102,6 +102,9 @@ class SharedPolicyCache:
         self.seen: dict[str, int] = {}
         """Domain -> the shared version this node last read or wrote (revalidation)."""
         self._waiters: dict[str, list[asyncio.Event]] = {}
+        self._write_newest = client.redis.register_script(WRITE_NEWEST)
+        self._release_lock = client.redis.register_script(RELEASE_LOCK)
+        """EVALSHA, loaded again by redis-py when a server lost it (restart, failover)."""
         self._refused: dict[str, bytes] = {}
         """Key -> the malformed value last logged (logged once, not on every read)."""
 
@@ -183,7 +186,7 @@ class SharedPolicyCache:
     async def unlock(self, domain: str, token: str) -> None:
         key = self.keys.fetch_lock(domain)
         with contextlib.suppress(FleetUnavailable):  # else it expires after fetch_lock seconds
-            await self._run(lambda r: r.eval(RELEASE_LOCK, 1, key, token), "release fetch lock")
+            await self._run(lambda r: self._release_lock([key], [token], r), "release fetch lock")
 
     async def wait(
         self, domain: str, ready: Callable[[SharedView], bool], within: float
@@ -241,7 +244,7 @@ class SharedPolicyCache:
         args = (write.value, repr(write.fetched_at), ms, write.domain, k.invalidations,
                 repr(now + codec.MAX_SKEW), refused)  # fmt: skip
         version = await self._run(
-            lambda r: r.eval(WRITE_NEWEST, len(keys), *keys, *args), "write shared policy"
+            lambda r: self._write_newest(keys, args, r), "write shared policy"
         )
         if int(version):
             self._saw(write.domain, int(version))

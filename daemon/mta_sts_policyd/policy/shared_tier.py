@@ -29,6 +29,8 @@ FetchHere = Callable[[CacheEntry, str | None, float], Awaitable[bool]]
 Adopt = Callable[[CacheEntry, SharedPolicy], Awaitable[bool]]
 Recheck = Callable[[str], None]
 
+REREAD_WIDTH = 16
+"""Shared entries re-read at once by a revalidation."""
 BACKGROUND_LIMIT = 1_000
 """Shared re-reads (invalidations, store hits) running at once at most; more are dropped (the
 periodic revalidation catches up)."""
@@ -231,8 +233,8 @@ class FleetTier:
             changed = await self.shared.changed(domains)
         except FleetUnavailable:
             return 0
-        for domain in changed:
-            await self.changed(domain)
+        for start in range(0, len(changed), REREAD_WIDTH):  # after a restart: every domain
+            await asyncio.gather(*(self.changed(d) for d in changed[start : start + REREAD_WIDTH]))
         return len(changed)
 
     async def wait_idle(self) -> None:
