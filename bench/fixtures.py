@@ -13,6 +13,7 @@ requests and the peak number of connections open at once (the fetch concurrency 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -89,6 +90,7 @@ class _Dns(DnsServer):
         self._wire: dict[tuple[int, bytes], bytes] = {}
         self.rtt = 0.0
         """Seconds every reply waits (the rtt scenario: one round trip per question)."""
+        self.delayer = _Delayer()
         self.no_policy_queries = 0
 
     def start(self) -> None:
@@ -127,19 +129,65 @@ class _Dns(DnsServer):
             send(replies[0])
 
     def _delayed(self, send: Callable[[bytes], None], sync: bool) -> Callable[[bytes], None]:
-        """`send` after one round trip: a timer for UDP, a wait in the TCP connection's thread."""
-        rtt = self.rtt
+        """`send` after one round trip: queued on the delay thread for UDP, a wait in the TCP
+        connection's thread. The round trip starts when the question arrived."""
+        due = time.monotonic() + self.rtt
 
         def later(wire: bytes) -> None:
             if sync:
-                time.sleep(rtt)
+                time.sleep(max(0.0, due - time.monotonic()))
                 send(wire)
                 return
-            timer = threading.Timer(rtt, send, args=(wire,))
-            timer.daemon = True
-            timer.start()
+            self.delayer.at(due, send, wire)
 
         return later
+
+
+class Lateness:
+    """How late the emulated network delivered (actual time - due time), in ms, for the report:
+    a delay emulation that falls behind under load adds queueing the real network would not."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def add(self, late_seconds: float) -> None:
+        if len(self.samples) < 200_000:
+            self.samples.append(late_seconds * 1000)
+
+    def take(self) -> dict[str, float]:
+        values, self.samples = sorted(self.samples), []
+        if not values:
+            return {"count": 0}
+        pick = lambda q: round(values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))], 2)  # noqa: E731
+        return {"count": len(values), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1)}
+
+
+class _Delayer:
+    """One thread that sends delayed DNS replies at their due time (a heap, not a thread each:
+    a thread per reply cost more CPU than the reply and fell behind under load)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[bytes], None], bytes]] = []
+        self._seq = 0
+        self._cond = threading.Condition()
+        self.lateness = Lateness()
+        threading.Thread(target=self._run, name="bench-dns-delay", daemon=True).start()
+
+    def at(self, due: float, send: Callable[[bytes], None], wire: bytes) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, send, wire))
+            if self._heap[0][1] == self._seq:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                due, _, send, wire = heapq.heappop(self._heap)
+            self.lateness.add(time.monotonic() - due)
+            send(wire)
 
 
 class _DelayRelay:
@@ -151,9 +199,10 @@ class _DelayRelay:
     server sees it when it would have after a real SYN/SYN-ACK exchange.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rtt: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, rtt: float, lateness: Lateness) -> None:
         self.loop = loop
         self.rtt = rtt
+        self.lateness = lateness
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted = self.loop.time()
@@ -185,6 +234,7 @@ class _DelayRelay:
                 wait = due - self.loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                self.lateness.add(self.loop.time() - due)
                 if not chunk:
                     dst.close()
                     return
@@ -230,7 +280,6 @@ class _PolicyHost:
         self._context = default
         self._server = asyncio.run_coroutine_threadsafe(self._listen(self.port), self._loop)
         self._direct = asyncio.run_coroutine_threadsafe(self._listen(DIRECT_PORT), self._loop)
-        self._relay: asyncio.Server | None = None
 
     async def _listen(self, port: int) -> asyncio.Server:
         return await self._loop.create_server(
@@ -239,23 +288,18 @@ class _PolicyHost:
 
     def start(self) -> None:
         self._thread.start()
-        self._listening = self._server.result(30)
+        self._listening: asyncio.Server | None = self._server.result(30)
         self._direct.result(30)
 
     def set_rtt(self, rtt: float) -> None:
-        """rtt > 0: port 443 becomes the delay relay in front of DIRECT_PORT; 0: direct again."""
+        """rtt > 0: free port 443 for the delay relay (its own process); 0: listen there again."""
 
         async def swap() -> None:
-            current = self._relay or self._listening
-            current.close()
-            await current.wait_closed()
-            if rtt > 0:
-                relay = _DelayRelay(self._loop, rtt)
-                self._relay = await asyncio.start_server(
-                    relay.handle, "127.0.0.1", self.port, backlog=1024
-                )
-            else:
-                self._relay = None
+            if rtt > 0 and self._listening is not None:
+                self._listening.close()
+                await self._listening.wait_closed()
+                self._listening = None
+            elif rtt <= 0 and self._listening is None:
                 self._listening = await self._listen(self.port)
 
         asyncio.run_coroutine_threadsafe(swap(), self._loop).result(30)
@@ -367,6 +411,11 @@ class Fixtures:
     process: multiprocessing.Process
     pipe: multiprocessing.connection.Connection
     ca_pem: str
+    helpers: list[multiprocessing.Process]
+    """The DNS and relay processes."""
+
+    def pids(self) -> list[int]:
+        return [p.pid or 0 for p in (self.process, *self.helpers)]
 
     def call(self, command: str) -> Any:
         self.pipe.send(command)
@@ -389,6 +438,11 @@ class Fixtures:
         self.pipe.send(("rtt", seconds))
         self.pipe.recv()
 
+    def lateness(self) -> dict[str, Any]:
+        """How late the delayed DNS replies and relayed chunks went out since the last call."""
+        stats: dict[str, Any] = self.call("lateness")
+        return stats
+
     def no_policy_queries(self) -> int:
         """DNS questions about `nopol*` names since the fixtures started."""
         count: int = self.call("nopol")
@@ -400,10 +454,18 @@ class Fixtures:
 
     def stop(self) -> None:
         self.call("stop")
-        self.process.join(5)
+        for process in (self.process, *self.helpers):
+            process.join(5)
 
 
-def _child(pipe: multiprocessing.connection.Connection, ca_pem: str, cpus: set[int] | None) -> None:
+def _child(
+    pipe: multiprocessing.connection.Connection,
+    ca_pem: str,
+    cpus: set[int] | None,
+    dns_pipe: multiprocessing.connection.Connection,
+    relay_pipe: multiprocessing.connection.Connection,
+) -> None:
+    """The HTTPS policy host; forwards DNS and relay commands to their own processes."""
     if cpus:
         os.sched_setaffinity(0, cpus)
     world = _World()
@@ -411,41 +473,124 @@ def _child(pipe: multiprocessing.connection.Connection, ca_pem: str, cpus: set[i
     ca.cert_pem.write_to_path(ca_pem)
     workdir = Path(tempfile.mkdtemp(prefix="bench-certs-"))
     https = _PolicyHost(ca, 443, world, workdir)
+    https.start()
+    pipe.send("ready")
+    while True:
+        command = pipe.recv()
+        if isinstance(command, tuple) and command[0] == "prepare":
+            https.prepare(command[1])
+            pipe.send("ok")
+        elif isinstance(command, tuple) and command[0] == "rtt":
+            if command[1] > 0:
+                https.set_rtt(command[1])  # port 443 free first, then the relay takes it
+            _ask(relay_pipe, command)
+            if command[1] <= 0:
+                https.set_rtt(command[1])
+            pipe.send(_ask(dns_pipe, command))
+        elif command == "lateness":
+            pipe.send({"dns": _ask(dns_pipe, command), "https": _ask(relay_pipe, command)})
+        elif command in ("nopol", "bump"):
+            pipe.send(_ask(dns_pipe, command))
+        elif command == "stats":
+            pipe.send(https.stats())
+        elif command == "reset":
+            https.reset_stats()
+            pipe.send("ok")
+        elif command == "stop":
+            _ask(dns_pipe, command)
+            _ask(relay_pipe, command)
+            https.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            pipe.send("ok")
+            return
+
+
+def _ask(pipe: multiprocessing.connection.Connection, command: Any) -> Any:
+    pipe.send(command)
+    return pipe.recv()
+
+
+def _dns_child(pipe: multiprocessing.connection.Connection, cpus: set[int] | None) -> None:
+    """DNS in a process of its own: its threads never wait for the HTTPS loop's GIL (a GIL
+    shared with the TLS server made delayed replies 10-50 ms late under load)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    world = _World()
     with _Dns(53, world) as dns:
-        https.start()
         pipe.send("ready")
         while True:
             command = pipe.recv()
-            if isinstance(command, tuple) and command[0] == "prepare":
-                https.prepare(command[1])
-                pipe.send("ok")
-            elif isinstance(command, tuple) and command[0] == "rtt":
+            if isinstance(command, tuple) and command[0] == "rtt":
                 dns.rtt = command[1]
-                https.set_rtt(command[1])
                 pipe.send("ok")
+            elif command == "lateness":
+                pipe.send(dns.delayer.lateness.take())
             elif command == "nopol":
                 pipe.send(dns.no_policy_queries)
-            elif command == "stats":
-                pipe.send(https.stats())
-            elif command == "reset":
-                https.reset_stats()
-                pipe.send("ok")
             elif command == "bump":
                 world.generation += 1
                 pipe.send("ok")
             elif command == "stop":
-                https.close()
-                shutil.rmtree(workdir, ignore_errors=True)
                 pipe.send("ok")
                 return
 
 
+def _relay_child(pipe: multiprocessing.connection.Connection, cpus: set[int] | None) -> None:
+    """The delay relay on port 443 (rtt scenario) in a process of its own, on its own loop."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    loop = _new_loop()
+    threading.Thread(target=loop.run_forever, name="bench-relay", daemon=True).start()
+    lateness = Lateness()
+    servers: list[asyncio.Server] = []
+
+    async def set_rtt(rtt: float) -> None:
+        while servers:
+            server = servers.pop()
+            server.close()
+            await server.wait_closed()
+        if rtt > 0:
+            relay = _DelayRelay(loop, rtt, lateness)
+            servers.append(
+                await asyncio.start_server(relay.handle, "127.0.0.1", 443, backlog=1024)
+            )
+
+    async def take() -> dict[str, float]:
+        return lateness.take()
+
+    pipe.send("ready")
+    while True:
+        command = pipe.recv()
+        if isinstance(command, tuple) and command[0] == "rtt":
+            asyncio.run_coroutine_threadsafe(set_rtt(command[1]), loop).result(30)
+            pipe.send("ok")
+        elif command == "lateness":
+            pipe.send(asyncio.run_coroutine_threadsafe(take(), loop).result(30))
+        elif command == "stop":
+            pipe.send("ok")
+            return
+
+
 def start_fixtures(ca_pem: str, cpus: set[int] | None = None) -> Fixtures:
-    """Start DNS :53 and HTTPS :443 on 127.0.0.1 (needs root in a private network namespace)."""
+    """Start DNS :53 and HTTPS :443 on 127.0.0.1 (needs root in a private network namespace).
+
+    Three processes: the HTTPS policy host, DNS, and the delay relay of the rtt scenario, so
+    that none of them waits for another's GIL (the emulated network stays on time under load).
+    """
     ctx = multiprocessing.get_context("fork")
+    helpers = []
+    pipes = []
+    for target in (_dns_child, _relay_child):
+        parent, child = ctx.Pipe()
+        helper = ctx.Process(target=target, args=(child, cpus), daemon=True)
+        helper.start()
+        if not parent.poll(30) or parent.recv() != "ready":
+            raise RuntimeError("benchmark fixtures did not start")
+        helpers.append(helper)
+        pipes.append(parent)
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_child, args=(child, ca_pem, cpus), daemon=True)
+    process = ctx.Process(target=_child, args=(child, ca_pem, cpus, *pipes), daemon=True)
     process.start()
     if not parent.poll(30) or parent.recv() != "ready":
         raise RuntimeError("benchmark fixtures did not start")
-    return Fixtures(process, parent, ca_pem)
+    return Fixtures(process, parent, ca_pem, helpers)

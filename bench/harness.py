@@ -102,13 +102,13 @@ def run_load(
     """One load generator run against `daemon`, with the server's CPU over exactly that run."""
     argv = [str(env.loadgen), "client", "127.0.0.1", str(daemon.port), str(conns), str(keys)]
     argv = pinned(env.client_cpus, [*argv, mode, str(seconds)])
-    fixtures_pid = env.fixtures.process.pid or 0
+    fixture_pids = env.fixtures.pids()
     user0, sys0 = process_cpu_split(daemon.pid)
-    fixtures_before = process_cpu_seconds(fixtures_pid)
+    fixtures_before = sum(process_cpu_seconds(pid) for pid in fixture_pids)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
     user1, sys1 = process_cpu_split(daemon.pid)
     cpu = (user1 - user0) + (sys1 - sys0)
-    fixtures_cpu = process_cpu_seconds(fixtures_pid) - fixtures_before
+    fixtures_cpu = sum(process_cpu_seconds(pid) for pid in fixture_pids) - fixtures_before
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr.strip()} / {daemon.log_tail()}")
     result: dict[str, Any] = json.loads(out.stdout)
