@@ -22,7 +22,7 @@ from mta_sts_policyd.errors import (
     InvalidName,
     PolicyFetchError,
 )
-from mta_sts_policyd.net.dns_client import DnsClient, MxLookup, StsTxtLookup, make_resolver
+from mta_sts_policyd.net.dns_client import DnsClient, Later, MxLookup, StsTxtLookup, make_resolver
 from mta_sts_policyd.sts.model import TxtRecord
 from mta_sts_policyd.sts.names import to_a_label
 
@@ -85,6 +85,10 @@ class Discovery:
     async def lookup_mx_ttl(self, domain: str) -> MxLookup:
         """MX host names with the TTL of the answer (exact wildcards re-read them when it ends)."""
         return await self._dns.mx_lookup(_name(domain, DnsLookupError))
+
+    def mx_later(self, domain: str) -> Later:
+        """Ask for the MX set now, parse the answer only if it is read (`await later.mx()`)."""
+        return self._dns.mx_later(_name(domain, DnsLookupError))
 
     async def lookup_addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of a host (for the MX probe); DnsLookupError on failure."""

@@ -23,6 +23,7 @@ from mta_sts_policyd.net.happy_eyeballs import (
     AllAttemptsFailed,
     NoAddresses,
     connect_happy,
+    connect_v4_first,
 )
 from mta_sts_policyd.net.https_stream import AsyncNetworkBackend, AsyncNetworkStream, open_stream
 
@@ -81,10 +82,6 @@ class ResolvingBackend(AsyncNetworkBackend):
         if _is_address(host.strip("[]")):
             return await open_stream(host.strip("[]"), self._port, timeout)  # `check`: one address
         early = self._take_early(host)
-        # The early A answer came with the TXT one; AAAA is only asked now. Waiting the RFC 8305
-        # resolution delay for it would add that round trip to every cold fetch, so IPv4 goes
-        # first and IPv6 answers still serve as the fallback (connect_happy).
-        delay = 0.0 if early is not None else RESOLUTION_DELAY
 
         async def attempt(address: str) -> AsyncNetworkStream:
             return await open_stream(address, self._port, timeout)
@@ -92,9 +89,18 @@ class ResolvingBackend(AsyncNetworkBackend):
         async def close(stream: AsyncNetworkStream) -> None:
             await stream.aclose()
 
-        v4 = early or self._dns.ipv4(host)
         try:
-            return await connect_happy(v4, self._dns.ipv6(host), attempt, close, delay)
+            if early is None:
+                v4, v6 = self._dns.ipv4(host), self._dns.ipv6(host)
+                return await connect_happy(v4, v6, attempt, close, RESOLUTION_DELAY)
+            # The early A answer came with the TXT one; AAAA is only asked now. Waiting the
+            # RFC 8305 resolution delay for it would add that round trip to every cold fetch,
+            # so IPv4 goes first and the AAAA answer is the fallback, read only if needed.
+            v6_later = self._dns.ipv6_later(host)
+            try:
+                return await connect_v4_first(early, v6_later.addresses, attempt, close)
+            finally:
+                v6_later.cancel()
         except NoAddresses as exc:
             if exc.failure is not None:
                 reason = exc.failure.reason

@@ -9,6 +9,7 @@ DnsLookupError.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.flags
 import dns.inet
+import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
@@ -166,12 +168,7 @@ class DnsClient:
 
     async def mx_lookup(self, domain: str) -> MxLookup:
         """MX host names by preference with the answer's TTL (how long they may be relied on)."""
-        answer = await self._query(domain, dns.rdatatype.MX)
-        if answer.rrset is None:
-            return MxLookup((), answer.ttl)
-        ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
-        hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
-        return MxLookup(tuple(h for h in hosts if h not in ("", ".")), answer.ttl)
+        return _mx_lookup(await self._query(domain, dns.rdatatype.MX))
 
     async def records(self, name: str, rtype: str) -> RecordSet:
         """The answer to `name`/`rtype` with its CNAME chain; DnsLookupError when there is none."""
@@ -233,9 +230,21 @@ class DnsClient:
         answer = await self._query(host, rdtype)
         return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
 
+    def ipv6_later(self, host: str) -> Later:
+        """The AAAA question of `host` asked now; its reply is parsed only if it is read."""
+        return Later(self, host, dns.rdatatype.AAAA)
+
+    def mx_later(self, domain: str) -> Later:
+        """The MX question of `domain` asked now; its reply is parsed only if it is read."""
+        return Later(self, domain, dns.rdatatype.MX)
+
     async def _query(self, qname: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
         """Ask; follow the CNAME chain inside the reply. Failures become DnsLookupError."""
-        reply = await self._transport.ask(qname, rdtype)
+        return self._answer(qname, rdtype, await self._transport.ask(qname, rdtype))
+
+    def _answer(
+        self, qname: str, rdtype: dns.rdatatype.RdataType, reply: dns.message.QueryMessage
+    ) -> _Answer:
         try:
             chain = reply.resolve_chaining()
         except dns.exception.DNSException as exc:
@@ -246,6 +255,47 @@ class DnsClient:
             nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
             authenticated=bool(reply.flags & dns.flags.AD),
         )
+
+
+class Later:
+    """A question asked on speculation (the AAAA fallback of a fetch, the MX set a policy may
+    need): the reply is received now but parsed only when read. Parsing a reply costs more CPU
+    than asking (dnspython builds every name and record), and most of these are never read.
+    A reply that turns out unusable is asked again the ordinary way."""
+
+    def __init__(self, client: DnsClient, qname: str, rdtype: dns.rdatatype.RdataType) -> None:
+        self._client = client
+        self._qname = qname
+        self._rdtype = rdtype
+        self._reply = asyncio.ensure_future(client._transport.ask_unparsed(qname, rdtype))
+
+    def cancel(self) -> None:
+        """Not needed after all: stop waiting (the reply, if it comes, is never read)."""
+        self._reply.cancel()
+
+    async def _read(self) -> _Answer:
+        transport = self._client._transport
+        reply = transport.parse(await self._reply)
+        if reply is None:
+            reply = await transport.ask(self._qname, self._rdtype)
+        return self._client._answer(self._qname, self._rdtype, reply)
+
+    async def addresses(self) -> list[str]:
+        """A/AAAA: the addresses ([] for NXDOMAIN and NODATA); DnsLookupError on failure."""
+        answer = await self._read()
+        return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
+
+    async def mx(self) -> MxLookup:
+        """MX: as `DnsClient.mx_lookup`."""
+        return _mx_lookup(await self._read())
+
+
+def _mx_lookup(answer: _Answer) -> MxLookup:
+    if answer.rrset is None:
+        return MxLookup((), answer.ttl)
+    ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
+    hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
+    return MxLookup(tuple(h for h in hosts if h not in ("", ".")), answer.ttl)
 
 
 def _text(name: dns.name.Name) -> str:

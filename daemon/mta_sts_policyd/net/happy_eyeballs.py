@@ -96,6 +96,41 @@ async def connect_happy(
         v4_task.cancel()
 
 
+async def connect_v4_first(
+    v4: Awaitable[list[str]],
+    v6_later: Callable[[], Awaitable[list[str]]],
+    connect: Callable[[str], Awaitable[T]],
+    close: Callable[[T], Awaitable[None]],
+) -> T:
+    """`connect_happy` with no resolution delay, for an A question asked early (beside the
+    TXT one): IPv4 attempts start as soon as A has addresses; the AAAA answer (asked in
+    parallel, `v6_later` reads it) is only read when A has none or every IPv4 attempt failed.
+    Most of these AAAA answers are never needed, and reading one costs more than asking."""
+    failure: DnsLookupError | None = None
+    try:
+        v4_addresses = await v4
+    except DnsLookupError as exc:
+        failure, v4_addresses = exc, []
+    problems: list[str] = []
+    if v4_addresses:
+        try:
+            return await connect_first(v4_addresses, connect, close)
+        except AllAttemptsFailed as failed:
+            problems = failed.problems
+    try:
+        v6_addresses = [a for a in await v6_later() if a not in v4_addresses]
+    except DnsLookupError as exc:
+        failure, v6_addresses = failure or exc, []
+    if not v6_addresses:
+        if problems:
+            raise AllAttemptsFailed(problems)
+        raise NoAddresses(failure)
+    try:
+        return await connect_first(v6_addresses, connect, close)
+    except AllAttemptsFailed as again:
+        raise AllAttemptsFailed(problems + again.problems) from None
+
+
 async def _first_addresses(
     v4_task: asyncio.Future[list[str]], v6_task: asyncio.Future[list[str]], delay: float
 ) -> list[str]:

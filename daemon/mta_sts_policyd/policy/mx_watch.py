@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from mta_sts_policyd.policy.cache import CacheEntry
-from mta_sts_policyd.policy.types import LookupSettings, ResolverContext
+from mta_sts_policyd.policy.types import LookupSettings, MxQuestion, ResolverContext
 from mta_sts_policyd.sts.model import Mode
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,16 @@ class MxWatch:
         if wants_mx(entry, self._ctx.settings):
             self._watched[entry.domain] = None
 
-    async def read(self, domain: str) -> tuple[tuple[str, ...], float] | None:
-        """(MX hosts, TTL), or None when the lookup failed in any way (never raises)."""
+    async def read(
+        self, domain: str, asked: MxQuestion | None = None
+    ) -> tuple[tuple[str, ...], float] | None:
+        """(MX hosts, TTL), or None when the lookup failed in any way (never raises).
+        `asked`: the question was asked already (its answer is read, not asked again)."""
         try:
-            lookup = await self._ctx.discovery.lookup_mx_ttl(domain)
+            if asked is not None:
+                lookup = await asked.mx()
+            else:
+                lookup = await self._ctx.discovery.lookup_mx_ttl(domain)
         except Exception as exc:  # any failure means "no MX data": the `.x` form, fail-open
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             log.info("event=mx-lookup-failed domain=%s reason=%r", domain, reason)

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from mta_sts_policyd.discovery.client import FetchResult, MxLookup, StsTxtLookup
 
 
+class MxQuestion(Protocol):
+    """An MX question asked ahead of need; `mx` reads (and only then parses) its answer."""
+
+    def cancel(self) -> None: ...
+
+    async def mx(self) -> MxLookup: ...
+
+
 class DiscoveryLike(Protocol):
     async def lookup_txt(self, domain: str, *, fetch_likely: bool = False) -> StsTxtLookup: ...
 
@@ -25,6 +33,8 @@ class DiscoveryLike(Protocol):
     async def lookup_mx(self, domain: str) -> tuple[str, ...]: ...
 
     async def lookup_mx_ttl(self, domain: str) -> MxLookup: ...
+
+    def mx_later(self, domain: str) -> MxQuestion: ...
 
     async def lookup_addresses(self, host: str) -> list[str]: ...
 

@@ -18,7 +18,7 @@ from mta_sts_policyd.policy.cache import CacheEntry
 from mta_sts_policyd.policy.mx_watch import MxWatch, wants_mx
 from mta_sts_policyd.policy.shared_model import SharedPolicy, SharedView
 from mta_sts_policyd.policy.shared_tier import FleetTier
-from mta_sts_policyd.policy.types import ResolverContext, SharedPolicies
+from mta_sts_policyd.policy.types import MxQuestion, ResolverContext, SharedPolicies
 from mta_sts_policyd.postfix.policy_reply import render_policy_reply
 from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND
 from mta_sts_policyd.sts.model import Mode, Policy, TxtAbsent, TxtInvalid, TxtRecord
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from mta_sts_policyd.discovery.client import StsTxtLookup
 
 log = logging.getLogger("mta_sts_policyd.policy.resolver")
+
+_EarlyMx = asyncio.Future[tuple[tuple[tuple[str, ...], float] | None, bool]] | MxQuestion
+"""The MX work started beside a fetch: the whole read (with DANE) or the bare question."""
 
 MEMORY_LIMIT = 10_000
 """Negative and unreachable domains remembered before expired ones are pruned."""
@@ -274,27 +277,29 @@ class PolicyUpdater:
                  shared.fetched_at)  # fmt: skip
         return True
 
-    def _start_mx_and_dane(
-        self, entry: CacheEntry
-    ) -> asyncio.Future[tuple[tuple[tuple[str, ...], float] | None, bool]] | None:
+    def _start_mx_and_dane(self, entry: CacheEntry) -> _EarlyMx | None:
         """MX (and TLSA) questions in parallel with the fetch, when the reply may need them.
 
         Known before the fetch only from the previous policy; a cold domain (none yet) asks
         when exact wildcards or DANE are on: one MX question, which the resolver usually has
-        cached (Postfix asks for the same set), against a round trip after the fetch.
+        cached (Postfix asks for the same set), against a round trip after the fetch. Without
+        DANE its answer is parsed only if the policy turns out to need it (a `*.` pattern):
+        most policies name their MX hosts, and parsing costs more CPU than asking.
         """
         settings = self.ctx.settings
         if entry.policy is not None and not (wants_mx(entry, settings) or settings.dane_reply):
             return None
         if entry.policy is None and not (settings.exact_wildcards or settings.dane_reply):
             return None
-        return asyncio.ensure_future(self._read_mx_and_dane(entry.domain))
+        if settings.dane_reply:  # the TLSA questions need the MX hosts at once
+            return asyncio.ensure_future(self._read_mx_and_dane(entry.domain))
+        try:
+            return self.ctx.discovery.mx_later(entry.domain)
+        except DnsLookupError:  # not a name that can be asked: the ordinary read reports it
+            return None
 
     async def _mx_and_dane(
-        self,
-        entry: CacheEntry,
-        policy: Policy,
-        early: asyncio.Future[tuple[tuple[tuple[str, ...], float] | None, bool]] | None,
+        self, entry: CacheEntry, policy: Policy, early: _EarlyMx | None
     ) -> tuple[tuple[tuple[str, ...], float] | None, bool]:
         settings = self.ctx.settings
         probe = CacheEntry(entry.domain, policy=policy)
@@ -304,13 +309,15 @@ class PolicyUpdater:
             if early is not None:
                 early.cancel()
             return None, False
-        return await (early if early is not None else self._read_mx_and_dane(entry.domain))
+        if isinstance(early, asyncio.Future):
+            return await early
+        return await self._read_mx_and_dane(entry.domain, early)
 
     async def _read_mx_and_dane(
-        self, domain: str
+        self, domain: str, asked: MxQuestion | None = None
     ) -> tuple[tuple[tuple[str, ...], float] | None, bool]:
         """(MX hosts, TTL) or None, and whether DANE protects them. Never raises."""
-        mx = await self.mx.read(domain)
+        mx = await self.mx.read(domain, asked)
         if mx is None or not mx[0] or not self.ctx.settings.dane_reply:
             return mx, False
         try:
