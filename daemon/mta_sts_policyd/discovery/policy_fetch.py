@@ -109,7 +109,10 @@ class PolicyFetcher:
         self._client = httpx.AsyncClient(
             transport=PoolTransport(pool),
             follow_redirects=False,
-            timeout=httpx.Timeout(self.timeout),
+            # No per-step timeouts: `fetch` and `exchange` put one deadline around the whole
+            # exchange (same length, started first, so a per-step timer could never fire first;
+            # each still cost a timer per read and write).
+            timeout=httpx.Timeout(None),
             trust_env=False,
             headers={
                 "User-Agent": user_agent,

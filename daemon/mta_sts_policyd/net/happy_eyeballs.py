@@ -152,6 +152,11 @@ async def connect_first(
     attempt_delay: float = CONNECTION_ATTEMPT_DELAY,
 ) -> T:
     """Staggered attempts over `addresses`; the first connection wins, the others are closed."""
+    if len(addresses) == 1:  # nothing to stagger: no task, no wait set (most policy hosts)
+        try:
+            return await connect(addresses[0])
+        except Exception as exc:
+            raise AllAttemptsFailed([f"{_where(addresses[0])}: {_describe(exc)}"]) from None
     problems: dict[str, str] = {}
     pending: dict[asyncio.Task[T], str] = {}
     remaining = list(addresses)

@@ -55,6 +55,8 @@ class AsyncioStream(AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
         try:
+            if timeout is None:  # the caller's own deadline applies (the policy fetch)
+                return await self._reader.read(max_bytes)
             async with asyncio.timeout(timeout):
                 return await self._reader.read(max_bytes)
         except TimeoutError as exc:
@@ -66,9 +68,12 @@ class AsyncioStream(AsyncNetworkStream):
         if not buffer:
             return
         try:
-            async with asyncio.timeout(timeout):
-                self._writer.write(buffer)
+            self._writer.write(buffer)
+            if timeout is None:  # the caller's own deadline applies (the policy fetch)
                 await self._writer.drain()
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._writer.drain()
         except TimeoutError as exc:
             raise httpcore.WriteTimeout("write timed out") from exc
         except OSError as exc:
