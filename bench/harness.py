@@ -104,11 +104,12 @@ def run_load(
     argv = pinned(env.client_cpus, [*argv, mode, str(seconds)])
     fixture_pids = env.fixtures.pids()
     user0, sys0 = process_cpu_split(daemon.pid)
-    fixtures_before = sum(process_cpu_seconds(pid) for pid in fixture_pids)
+    fixtures_before = [process_cpu_seconds(pid) for pid in fixture_pids]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
     user1, sys1 = process_cpu_split(daemon.pid)
     cpu = (user1 - user0) + (sys1 - sys0)
-    fixtures_cpu = sum(process_cpu_seconds(pid) for pid in fixture_pids) - fixtures_before
+    fixtures_each = [process_cpu_seconds(p) - b for p, b in zip(fixture_pids, fixtures_before)]
+    fixtures_cpu = sum(fixtures_each)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr.strip()} / {daemon.log_tail()}")
     result: dict[str, Any] = json.loads(out.stdout)
@@ -118,6 +119,9 @@ def run_load(
     result["user_us_per_answer"] = round((user1 - user0) / answers * 1e6, 2)
     result["system_us_per_answer"] = round((sys1 - sys0) / answers * 1e6, 2)
     result["fixtures_cpu_us_per_answer"] = round(fixtures_cpu / answers * 1e6, 2)
+    result["fixtures_cpu_us_per_answer_https_dns_relay"] = [
+        round(c / answers * 1e6) for c in fixtures_each
+    ]
     return result
 
 
