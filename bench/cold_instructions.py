@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--domains", default="10,40", help="N1,N2 cold domains per daemon run")
     parser.add_argument("--conns", type=int, default=1, help="connections of the load generator")
     parser.add_argument("--only", default="ours,theirs")
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="emulated round-trip time")
     parser.add_argument(
         "--ours-path", default="", help="a daemon/ directory to run instead of this checkout's"
     )
@@ -97,6 +98,8 @@ def main() -> int:
     netns.setup_namespace(workdir)
     fixtures = start_fixtures(str(workdir / "ca.pem"))
     ctx = {"workdir": workdir, "fixtures": fixtures, "loadgen": bench_run.build_loadgen()}
+    if args.rtt_ms:
+        fixtures.set_rtt(args.rtt_ms / 1000)
     n1, n2 = (int(x) for x in args.domains.split(","))
     env_extra = {"PYTHONPATH": args.ours_path} if args.ours_path else {}
     try:

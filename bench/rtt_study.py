@@ -116,7 +116,7 @@ def main() -> int:
                         print(f"!! {spec}: {sample['ok']} OK", daemon.log_tail(5), flush=True)
                     row = {"round": rnd, "variant": spec, **{k: sample[k] for k in (
                         "p50_us", "p90_us", "p99_us", "max_us", "cpu_us_per_answer",
-                        "fixtures_cpu_us_per_answer", "fixtures_cpu_us_per_answer_https_dns_relay", "ok")}, "late": late,
+                        "fixtures_cpu_us_per_answer", "fixtures_cpu_us_per_answer_https_dns_relay", "ok", "user_us_per_answer", "system_us_per_answer")}, "late": late,
                         "load": os.getloadavg()[0]}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
