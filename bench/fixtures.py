@@ -119,7 +119,7 @@ class _Dns(DnsServer):
             send = self._delayed(send, sync)
         shape = _shape(data)
         if shape is not None:  # a never-seen name answered like others of its kind
-            key: tuple[object, ...] = (self.world.generation, *shape[1:])
+            key: tuple[object, ...] = (self.world.generation, *shape)
             question = data[12 : shape[0]]
             cached = self._shapes.get(key)
             if cached is not None:
@@ -184,7 +184,8 @@ def _shape(data: bytes) -> tuple[int, bytes, tuple[bytes, ...], bool, bytes] | N
     and each question cost the fixture a dnspython reply (~0.5 ms, about 2 ms of the fixtures'
     CPU per cold domain, on the cores the daemons use). The replies of this world name the
     question only by a compression pointer (answers) or not at all (the SOA of NODATA is owned
-    by the root), so one reply of each kind serves every name of that kind.
+    by the root), so one reply of each kind serves every name of that kind and length (the
+    length is part of the key: a compression pointer in the SOA points past the question).
     """
     labels: list[bytes] = []
     at = 12
