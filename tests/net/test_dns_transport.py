@@ -170,3 +170,58 @@ async def test_tcp_closed_without_answer_everywhere_is_a_lookup_error(
     dns_server.fail(Q, "tc-then-close")
     with pytest.raises(DnsLookupError, match="TCP retry after truncation: EOFError"):
         await transport(dns_server.address).ask(Q, TXT)
+
+
+def test_the_packed_query_is_the_one_dnspython_would_send() -> None:
+    """`_Query` replaced dnspython's make_query(...).to_wire() for speed, not for content."""
+    from mta_sts_policyd.net.dns_transport import _Query
+
+    for name, rdtype in ((Q, TXT), ("mta-sts.Example.TEST", dns.rdatatype.AAAA)):
+        packed = _Query(name, rdtype, dns.flags.RD | dns.flags.AD, 1232)
+        made = dns.message.make_query(
+            name, rdtype, use_edns=0, payload=1232, flags=dns.flags.RD | dns.flags.AD
+        )
+        made.id = int.from_bytes(packed.wire[:2], "big")
+        assert packed.wire == made.to_wire()
+        reply = dns.message.make_response(made)
+        assert packed.is_response(reply)
+        other = dns.message.make_response(dns.message.make_query("other.test", rdtype))
+        other.id = made.id
+        assert not packed.is_response(other)  # our ID, another question
+
+
+class HeaderForger(ForgingServer):
+    """Sends a well-formed header with our ID and an unparsable question before the reply."""
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            self.sock.sendto(data[:2] + bytes.fromhex("818000010000000000000000ff") + b"junk", peer)
+            self.sock.sendto(self._reply(query, "v=STSv1; id=genuine"), peer)
+
+
+async def test_an_unparsed_reply_is_checked_when_read_and_asked_again_if_unusable() -> None:
+    """ask_unparsed keeps the first datagram with our ID and a whole header (here a forged
+    one); reading it finds it unusable, and the question is asked again the ordinary way."""
+    forger = HeaderForger()
+    try:
+        dns_transport = transport(forger.address)
+        unparsed = await dns_transport.ask_unparsed(Q, TXT)
+        assert dns_transport.parse(unparsed) is None
+        assert strings(await dns_transport.ask(Q, TXT)) == [b"v=STSv1; id=genuine"]
+    finally:
+        forger.close()
+
+
+async def test_an_unparsed_reply_reads_like_an_asked_one(dns_server: DnsServer) -> None:
+    dns_server.set_txt(Q, "v=STSv1; id=1")
+    dns_transport = transport(dns_server.address)
+    reply = dns_transport.parse(await dns_transport.ask_unparsed(Q, TXT))
+    assert reply is not None and strings(reply) == [b"v=STSv1; id=1"]
+    dns_server.fail(Q, "servfail")
+    with pytest.raises(DnsLookupError, match="SERVFAIL"):  # the header's rcode is checked
+        await dns_transport.ask_unparsed(Q, TXT)

@@ -15,6 +15,7 @@ from mta_sts_policyd.net.happy_eyeballs import (
     NoAddresses,
     connect_first,
     connect_happy,
+    connect_v4_first,
     interleave,
     resolve_both,
 )
@@ -195,3 +196,67 @@ async def test_every_address_failing_names_all_of_them() -> None:
             0.0,
         )
     assert len(caught.value.problems) == 2
+
+
+class V6Reads:
+    """The AAAA answer of connect_v4_first, counting whether it was read at all."""
+
+    def __init__(self, addresses: list[str] | None) -> None:
+        self.addresses = addresses
+        self.reads = 0
+
+    async def read(self) -> list[str]:
+        self.reads += 1
+        if self.addresses is None:
+            raise DnsLookupError("SERVFAIL")
+        return self.addresses
+
+
+async def test_ipv4_first_never_reads_the_aaaa_answer_when_ipv4_connects() -> None:
+    attempts = Attempts({"192.0.2.1": (0.0, True), "2001:db8::1": (0.0, True)})
+    v6 = V6Reads(["2001:db8::1"])
+    got = await connect_v4_first(
+        answer(["192.0.2.1"], 0), v6.read, attempts.connect, attempts.close
+    )
+    assert got == "192.0.2.1" and v6.reads == 0
+
+
+async def test_ipv4_first_falls_back_to_ipv6_when_ipv4_refuses_or_has_none() -> None:
+    attempts = Attempts({"192.0.2.1": (0.0, False), "2001:db8::1": (0.0, True)})
+    got = await connect_v4_first(
+        answer(["192.0.2.1"], 0), V6Reads(["2001:db8::1"]).read, attempts.connect, attempts.close
+    )
+    assert got == "2001:db8::1"
+    got = await connect_v4_first(
+        fail(0), V6Reads(["2001:db8::1"]).read, attempts.connect, attempts.close
+    )
+    assert got == "2001:db8::1"
+
+
+async def test_ipv4_first_names_every_failure() -> None:
+    attempts = Attempts({"192.0.2.1": (0.0, False), "2001:db8::1": (0.0, False)})
+    with pytest.raises(AllAttemptsFailed) as caught:
+        await connect_v4_first(
+            answer(["192.0.2.1"], 0),
+            V6Reads(["2001:db8::1"]).read,
+            attempts.connect,
+            attempts.close,
+        )
+    assert caught.value.problems == [
+        "192.0.2.1: refused by 192.0.2.1",
+        "[2001:db8::1]: refused by 2001:db8::1",
+    ]
+    with pytest.raises(AllAttemptsFailed):  # IPv4 refused, no AAAA answer: IPv4's failure
+        await connect_v4_first(
+            answer(["192.0.2.1"], 0), V6Reads(None).read, attempts.connect, attempts.close
+        )
+    with pytest.raises(NoAddresses) as none:  # no address at all: the first DNS failure
+        await connect_v4_first(fail(0), V6Reads([]).read, attempts.connect, attempts.close)
+    assert none.value.failure is not None
+
+
+async def test_a_single_refused_address_is_named() -> None:
+    attempts = Attempts({"a": (0.0, False)})
+    with pytest.raises(AllAttemptsFailed) as caught:
+        await connect_first(["a"], attempts.connect, attempts.close)
+    assert caught.value.problems == ["a: refused by a"]

@@ -77,6 +77,22 @@ async def test_slow_mx_runs_beside_the_fetch_not_after_it(
     assert elapsed < 2 * DELAY - 0.1, elapsed
 
 
+async def test_the_mx_question_asked_beside_the_fetch_is_read_not_asked_again(
+    sts_world: StsWorld, dns_server: DnsServer, clock: FakeClock
+) -> None:
+    """Its answer is parsed only when the policy needs it (a `*.` pattern), never re-asked."""
+    sts_world.publish(D, WILDCARD)
+    dns_server.set_mx(D, (10, "a.mx.example.test"))
+    reply, _ = await timed_answer(sts_world, clock, exact_wildcards=True)
+    assert reply == b"OK secure match=a.mx.example.test servername=hostname"
+    assert dns_server.query_count(D, "MX") == 1
+    sts_world.publish("other.test", ENFORCE)
+    resolver = make_resolver(sts_world, clock, exact_wildcards=True)
+    assert (await resolver.answer("postfix", "other.test")).startswith(b"OK secure")
+    await resolver.wait_idle()
+    assert dns_server.query_count("other.test", "MX") == 1  # asked on speculation, unread
+
+
 async def test_slow_mx_does_not_delay_the_txt_answer(
     sts_world: StsWorld, dns_server: DnsServer, clock: FakeClock
 ) -> None:
