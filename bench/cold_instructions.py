@@ -62,7 +62,7 @@ def count(name: str, n: int, env_extra: dict[str, str], args: argparse.Namespace
         argv = [str(ctx["loadgen"]), "client", "127.0.0.1", str(daemon.port), str(args.conns),
                 str(keys), "once", "0"]  # fmt: skip
         out = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
-        if '"ok": %d' % n not in out.stdout:
+        if f'"ok": {n},' not in out.stdout:
             raise RuntimeError(f"{name}: {out.stdout} {out.stderr} {daemon.log_tail()}")
     finally:
         daemon.process.send_signal(signal.SIGTERM)
@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--domains", default="10,40", help="N1,N2 cold domains per daemon run")
     parser.add_argument("--conns", type=int, default=1, help="connections of the load generator")
     parser.add_argument("--only", default="ours,theirs")
-    parser.add_argument("--rtt-ms", type=float, default=0.0, help="emulated round-trip time")
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="emulated round trip, ms")
     parser.add_argument(
         "--ours-path", default="", help="a daemon/ directory to run instead of this checkout's"
     )
@@ -107,8 +107,8 @@ def main() -> int:
             low = count(name, n1, env_extra, args, ctx)
             high = count(name, n2, env_extra, args, ctx)
             per = (high - low) / (n2 - n1)
-            print(f"{name}: {per / 1e6:.2f} M instructions per cold answer "
-                  f"({n1}: {low:,}, {n2}: {high:,}; {args.conns} connection(s))", flush=True)  # fmt: skip
+            detail = f"{n1}: {low:,}, {n2}: {high:,}; {args.conns} connection(s)"
+            print(f"{name}: {per / 1e6:.2f} M instructions per cold answer ({detail})", flush=True)
     finally:
         fixtures.stop()
     return 0

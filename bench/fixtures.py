@@ -593,9 +593,7 @@ def _relay_child(pipe: multiprocessing.connection.Connection, cpus: set[int] | N
             await server.wait_closed()
         if rtt > 0:
             relay = _DelayRelay(loop, rtt, lateness)
-            servers.append(
-                await asyncio.start_server(relay.handle, "127.0.0.1", 443, backlog=1024)
-            )
+            servers.append(await asyncio.start_server(relay.handle, "127.0.0.1", 443, backlog=1024))
 
     async def take() -> dict[str, float]:
         return lateness.take()

@@ -108,7 +108,9 @@ def run_load(
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 600)
     user1, sys1 = process_cpu_split(daemon.pid)
     cpu = (user1 - user0) + (sys1 - sys0)
-    fixtures_each = [process_cpu_seconds(p) - b for p, b in zip(fixture_pids, fixtures_before)]
+    fixtures_each = [
+        process_cpu_seconds(p) - b for p, b in zip(fixture_pids, fixtures_before, strict=True)
+    ]
     fixtures_cpu = sum(fixtures_each)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr.strip()} / {daemon.log_tail()}")

@@ -241,6 +241,20 @@ def _rtt_rows(t: dict[str, Any] | None) -> list[Row]:
             None,
         ),
         ("6. no-policy domain: p50 ms", o["no_policy_p50_ms"], i["no_policy_p50_ms"], "", None),
+        (
+            f"{head}: server CPU µs/answer",
+            o.get("cpu_us_per_answer", 0),
+            i.get("cpu_us_per_answer", 0),
+            "",
+            None,
+        ),
+        (
+            f"{head}: emulated network late, p99 ms (DNS / relay)",
+            f"{o.get('late_dns_p99_ms', 0):g} / {o.get('late_https_p99_ms', 0):g}",
+            f"{i.get('late_dns_p99_ms', 0):g} / {i.get('late_https_p99_ms', 0):g}",
+            "",
+            None,
+        ),
     ]
 
 

@@ -236,11 +236,16 @@ def rtt(env: Env) -> dict[str, Any]:
                 for run in range(runs):
                     names = domains(f"rtt{run}-{name}-", 200)
                     env.fixtures.prepare(names)
+                    env.fixtures.lateness()  # counted from here
                     sample = run_load(env, daemon, keys_file(env, "rtt", names), 20, "once")
                     if sample["ok"] != 200:
                         raise RuntimeError(f"{name}: rtt run answered {sample['ok']}/200 OK")
+                    late = env.fixtures.lateness()
+                    sample["late_dns_p99_ms"] = late["dns"].get("p99_ms", 0.0)
+                    sample["late_https_p99_ms"] = late["https"].get("p99_ms", 0.0)
                     samples.append(sample)
-                summary = median_of(samples, ("p50_us", "p99_us", "max_us"))
+                fields = ("p50_us", "p99_us", "max_us", "cpu_us_per_answer")
+                summary = median_of(samples, (*fields, "late_dns_p99_ms", "late_https_p99_ms"))
                 summary["p50_round_trips"] = round(summary["p50_us"] / 1000 / env.rtt_ms, 2)
                 summary["p99_round_trips"] = round(summary["p99_us"] / 1000 / env.rtt_ms, 2)
                 summary.update(_one_at_a_time(env, daemon, name))
