@@ -369,3 +369,27 @@ async def test_show_names_the_tier_an_entry_came_from(
     stored = await ControlServer(b.resolver).handle("show", D)
     assert stored["entry"]["tier"] == "store"
     assert stored["entry"]["shared"]["version"] == 1
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_a_cold_loser_waits_for_the_winners_result(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    nodes: Callable[..., FleetNode],
+    status: int,
+) -> None:
+    sts_world.publish(D, ENFORCE, status=status, delay=0.5)
+    a, b = nodes(), nodes()
+    b.listen()
+    await b.subscribed()
+    first = asyncio.create_task(a.resolver.answer("postfix", D))
+    await until(lambda: https_server.request_count(HOST) == 1)  # a holds the lock, fetching
+    started = time.monotonic()
+    reply = await b.resolver.answer("postfix", D)
+    waited = time.monotonic() - started
+    assert reply == await first == (ENFORCE_REPLY if status == 200 else NOTFOUND)
+    await b.resolver.wait_idle()
+    assert https_server.request_count(HOST) == 1  # the failure is shared as well
+    assert b.resolver.stats.fleet.get("lock_waits") == 1
+    assert b.resolver.stats.fleet.get("waited", 0) == (1 if status == 200 else 0)
+    assert waited < 2.0  # woken by the winner's message, far from cold_wait (5 s)

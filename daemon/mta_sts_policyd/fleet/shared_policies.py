@@ -196,6 +196,7 @@ class SharedPolicyCache:
         self._waiters.setdefault(domain, []).append(event)
         try:
             while True:
+                event.clear()  # before the read: a message that comes during it is not lost
                 try:
                     view = await self.view(domain)
                 except FleetUnavailable:
@@ -203,7 +204,6 @@ class SharedPolicyCache:
                 left = deadline - time.monotonic()
                 if ready(view) or left <= 0:
                     return view if ready(view) else None
-                event.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(left, WAIT_POLL))
         finally:
