@@ -393,3 +393,18 @@ async def test_a_cold_loser_waits_for_the_winners_result(
     assert b.resolver.stats.fleet.get("lock_waits") == 1
     assert b.resolver.stats.fleet.get("waited", 0) == (1 if status == 200 else 0)
     assert waited < 2.0  # woken by the winner's message, far from cold_wait (5 s)
+
+
+async def test_a_lock_left_by_a_dead_node_costs_no_notfound(
+    sts_world: StsWorld, https_server: HttpsServer, nodes: Callable[..., FleetNode]
+) -> None:
+    sts_world.publish(D, ENFORCE)
+    a = nodes(cold_wait=1.0)
+    lock = a.client.keys.fetch_lock(D)
+    await a.client.run(lambda r: r.set(lock, "dead 1", px=30_000), "a crashed holder")
+    started = time.monotonic()
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    assert 0.5 <= time.monotonic() - started < 1.0  # waited half of cold_wait, then fetched
+    assert a.resolver.stats.fleet.get("fallback") == 1
+    await a.resolver.wait_idle()
+    assert https_server.request_count(HOST) == 1

@@ -29,6 +29,8 @@ FetchHere = Callable[[CacheEntry, str | None, float], Awaitable[bool]]
 Adopt = Callable[[CacheEntry, SharedPolicy], Awaitable[bool]]
 Recheck = Callable[[str], None]
 
+COLD_WAIT_SHARE = 0.5
+"""Of cache.cold_wait, what a cold node waits for another node's fetch before its own."""
 REREAD_WIDTH = 16
 """Shared entries re-read at once by a revalidation."""
 BACKGROUND_LIMIT = 1_000
@@ -112,13 +114,13 @@ class FleetTier:
 
     async def _lost(self, entry: CacheEntry, policy_id: str, now: float) -> CacheEntry:
         """Another node fetches. With a valid policy: keep answering it, no wait. Cold: wait
-        a bounded time for the winner's result, then fetch here."""
+        for the winner's result at most half of cold_wait, then fetch here: a winner that
+        died holding the lock still leaves this node time to answer the lookup waiting."""
         if entry.valid(now):
             return entry
         self.ctx.stats.count_fleet("lock_waits")
-        view = await self.shared.wait(
-            entry.domain, lambda v: self._ready(v, policy_id), self.ctx.settings.cold_wait
-        )
+        within = self.ctx.settings.cold_wait * COLD_WAIT_SHARE
+        view = await self.shared.wait(entry.domain, lambda v: self._ready(v, policy_id), within)
         if view is not None and await self._use(entry, policy_id, self.ctx.clock(), view, "waited"):
             return entry
         return await self._fallback(entry, policy_id, now)
