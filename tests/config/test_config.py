@@ -123,6 +123,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "reports_in.quarantine_keep": [0],
     "reports_in.min_days": [0],
     "reports_in.min_organizations": [0],
+    "reports_in.spool_interval": [0, -1.0, 1e9],
     "server.unix_mode": ["660x", "0999", "1777", ""],
     "server.max_connections": [0, -1],
     "server.idle_timeout": [0, -0.5],

@@ -59,7 +59,7 @@ class Reports:
         return config_from_mapping(
             {
                 "cache": {"state_dir": str(self.root / "state")},
-                "reports_in": {"domains": ["example.com"]},
+                "reports_in": {"domains": ["example.com"], "spool_dir": ""},
                 "host": {
                     "listen": [f"127.0.0.1:{self.port}"],
                     "policy_dir": str(self.root / "policies"),

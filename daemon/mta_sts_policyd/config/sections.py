@@ -192,6 +192,11 @@ class ReportsInConfig:
     """Readiness for `enforce`: days of reports about the served policy needed."""
     min_organizations: int = 2
     """Readiness for `enforce`: distinct reporting organisations needed."""
+    spool_dir: str = "/var/spool/mta-sts-policyd-reports"
+    """Maildir between the host's HTTPS intake and `serve` (both in its group); empty: the
+    host writes the store itself (only when it runs as the daemon's user)."""
+    spool_interval: float = 30.0
+    """Seconds between `serve`'s passes over spool_dir."""
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ RANGES: dict[str, Range] = {
     "reports_in.quarantine_keep": _count(1_000_000),
     "reports_in.min_days": _count(366),
     "reports_in.min_organizations": _count(10_000),
+    "reports_in.spool_interval": _seconds(DAY),
     "maillog.silence_alert": _seconds(30 * DAY, zero=True),
     "fleet.heartbeat_interval": _seconds(3600),
     "fleet.connect_timeout": _seconds(60),

@@ -1,13 +1,16 @@
-"""TLS reports POSTed to the policy host (RFC 8460 §5.4), handed to reports_in's Intake.
+"""TLS reports POSTed to the policy host (RFC 8460 §5.4), handed to a BodyIntake.
 
-The answer is 2xx only once the report is in the store (or was already: the same report
-twice counts once, and a sender told "no" for a report we hold would only send it again).
-A report that is refused gets a 4xx with the reason (413 too large, 415 not a report type,
-400 anything the parser or the own-domain rule refuses) and is quarantined like a refused
-mail; a store that cannot write gets 503 with Retry-After, so the sender tries again later.
+Under the shipped units that is the spool (reports_in/spool.py: checked here, delivered into a
+Maildir the daemon takes in); with `[reports_in] spool_dir` empty, the store itself (a host
+running as the daemon's user). The answer is 2xx only once the report is on disk (in the store,
+already in it, or in the spool: the same report twice counts once, and a sender told "no" for
+a report we hold would only send it again). A report that is refused gets a 4xx with the
+reason (413 too large, 415 not a report type, 400 anything the parser or the own-domain rule
+refuses) and is quarantined like a refused mail; a store or spool that cannot write gets 503
+with Retry-After, so the sender tries again later.
 
-The store is SQLite: every intake runs on one worker thread, one after the other, so the
-event loop keeps serving policies while a report is written.
+Every intake runs on one worker thread, one after the other, so the event loop keeps
+serving policies while a report is written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from mta_sts_policyd.errors import StoreError
-from mta_sts_policyd.reports_in.intake import Intake, Outcome
+from mta_sts_policyd.reports_in.intake import BodyIntake, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ T = TypeVar("T")
 class ReportEndpoint:
     """The aiohttp handler for `[host] reports_path`."""
 
-    def __init__(self, intake: Intake, max_bytes: int) -> None:
+    def __init__(self, intake: BodyIntake, max_bytes: int) -> None:
         self.intake = intake
         self.max_bytes = max_bytes
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports-in")

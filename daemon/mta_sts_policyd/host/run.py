@@ -33,7 +33,7 @@ from mta_sts_policyd.host.server import (
     tls_context,
 )
 from mta_sts_policyd.net import systemd as sdnotify
-from mta_sts_policyd.reports_in.intake import Intake
+from mta_sts_policyd.reports_in.intake import BodyIntake
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class PolicyHost:
         self,
         settings: HostSettings,
         challenges: ChallengeLookup | None = None,
-        intake: Intake | None = None,
+        intake: BodyIntake | None = None,
         http_answer: HttpAnswer | None = None,
     ) -> None:
         self.settings = settings
@@ -155,7 +155,7 @@ def _reload(host: PolicyHost) -> None:
 
 
 def run_host(
-    settings: HostSettings, intake: Intake | None = None, extras: Extras | None = None
+    settings: HostSettings, intake: BodyIntake | None = None, extras: Extras | None = None
 ) -> int:
     async def main() -> int:
         host = PolicyHost(settings, intake=intake)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from mta_sts_policyd.errors import ReportRejected
 from mta_sts_policyd.reports_in.parse import parse_report
@@ -44,6 +45,17 @@ class Outcome:
     def ok(self) -> bool:
         """At least one report taken (stored now or before), so the input was a report."""
         return self.stored + self.duplicates > 0
+
+
+class BodyIntake(Protocol):
+    """What the HTTPS endpoint hands a POSTed body to: the store's Intake, or the host's spool
+    (reports_in/spool.py) when the host cannot write the store itself."""
+
+    def take_body(self, body: bytes, content_type: str, source: str) -> Outcome: ...
+
+    def refuse(self, raw: bytes, reason: str, source: str) -> Outcome: ...
+
+    def prune(self) -> int: ...
 
 
 class Quarantine:

@@ -24,14 +24,18 @@ class ScanResult:
     rejected: int = 0
 
 
-def scan_maildir(root: Path, intake: Intake) -> ScanResult:
+def scan_maildir(root: Path, intake: Intake, keep_taken: bool = True) -> ScanResult:
+    """`keep_taken=False` (the host's spool): a taken message is removed, not moved to cur/."""
     result = ScanResult()
     new = root / "new"
     if not new.is_dir():
         raise FileNotFoundError(f"{root} is not a Maildir (no new/ folder)")
     for message in sorted(p for p in new.iterdir() if p.is_file()):
         outcome = intake.take_message(message.read_bytes(), f"maildir:{message.name}")
-        if outcome.ok:
+        if outcome.ok and not keep_taken:
+            message.unlink()
+            result.taken += 1
+        elif outcome.ok:
             _move(message, root / "cur")
             result.taken += 1
         else:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import Config, parse_listen_address
 from mta_sts_policyd.errors import ConfigError, StateUnusableError
-from mta_sts_policyd.service.composition import make_reports_intake
+from mta_sts_policyd.service.composition import make_reports_intake, own_report_domains
 
 if TYPE_CHECKING:
     from mta_sts_policyd.host.run import Extras, HostSettings, PolicyHost
-    from mta_sts_policyd.reports_in.intake import Intake
+    from mta_sts_policyd.reports_in.intake import BodyIntake
     from mta_sts_policyd.tools.host_status.gauges import HostedGauges
     from mta_sts_policyd.tools.host_status.judge import Expectations
 
@@ -116,9 +116,34 @@ def _reports_path(path: str) -> str:
     return path
 
 
-def make_host_intake(config: Config) -> Intake | None:
-    """The received-reports intake behind `[host] reports_path`, or None when that is off."""
-    return make_reports_intake(config) if config.host.reports_path else None
+def make_host_intake(config: Config) -> BodyIntake | None:
+    """What takes the reports POSTed to `[host] reports_path` (None when that is off): the
+    spool that `serve` takes in (`reports_in.spool_dir`, the shipped units), else the store."""
+    if not config.host.reports_path:
+        return None
+    spool = config.reports_in.spool_dir
+    if not spool:
+        return make_reports_intake(config)
+    import os
+    import time
+
+    from mta_sts_policyd.reports_in.intake import Quarantine
+    from mta_sts_policyd.reports_in.spool import SpoolIntake
+
+    root = Path(spool)
+    for sub in ("tmp", "new"):
+        if not os.access(root / sub, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"reports_in.spool_dir: {root / sub} is not a folder this user may write: "
+                "create the spool (systemd/mta-sts-policyd.tmpfiles, docs/reports-in.md)"
+            )
+    domains = own_report_domains(config)
+    if not domains:
+        raise ConfigError("reports_in.domains is empty: name the own domains")
+    quarantine = Quarantine(
+        host_state_dir(config) / "reports-in-quarantine", config.reports_in.quarantine_keep
+    )
+    return SpoolIntake(root, domains, quarantine, time.time)
 
 
 def host_cert_dirs(config: Config) -> tuple[Path, ...]:
