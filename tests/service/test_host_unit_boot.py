@@ -4,10 +4,13 @@ the host starts as its own dynamic user with nothing to serve; root writes a pol
 `generate --write` into the default policy_dir and runs docs/host.md's certbot deploy hook
 (taken from the document) on a root-only certbot-style folder; the hook's `systemctl reload`
 makes the host serve the policy on port 443; a second `generate` and reload serve the new bytes.
+With both units (the daemon's with its report-spool drop-in), a TLS report POSTed to the host
+while the daemon is stopped is spooled, and the daemon, once started, takes it into its store.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -116,6 +119,9 @@ def boot(tmp_path: Path, smoke: str, files: dict[str, Path]) -> tuple[Path, str]
              f"--bind-ro={REPO_ROOT / 'daemon'}:{SOURCE_IN_CONTAINER}",
              f"--bind-ro={REPO_ROOT / 'systemd' / UNIT}:/etc/systemd/system/{UNIT}",
              f"--bind={out}:/out"]  # fmt: skip
+    systemd = REPO_ROOT / "systemd"  # the report spool's group and folder, as installed
+    binds += [f"--bind-ro={systemd / 'mta-sts-policyd.sysusers'}:/etc/sysusers.d/mta-sts-policyd.conf",
+              f"--bind-ro={systemd / 'mta-sts-policyd.tmpfiles'}:/etc/tmpfiles.d/mta-sts-policyd.conf"]  # fmt: skip
     binds += [f"--bind-ro={source}:{inside}" for inside, source in files.items()]
     for unit in units.iterdir():
         binds.append(f"--bind-ro={unit}:/etc/systemd/system/{unit.name}")
@@ -277,3 +283,96 @@ def test_the_shipped_host_unit_gets_its_certificate_by_acme(tmp_path: Path) -> N
     listing = (out / "acme.ls").read_text()
     assert "account.json" in listing and "privkey.pem" in listing, listing
     assert all(line.startswith("-rw-------") for line in listing.splitlines() if ".pem" in line)
+
+
+POST = """\
+import http.client, ssl, sys
+context = ssl.create_default_context(cafile="/srv/certs/ca.pem")
+connection = http.client.HTTPSConnection("127.0.0.1", 443, context=context, timeout=10)
+connection.sock = context.wrap_socket(
+    __import__("socket").create_connection(("127.0.0.1", 443), timeout=10),
+    server_hostname="mta-sts.a.test")
+body = open("/srv/report.json.gz", "rb").read()
+connection.request("POST", "/tlsrpt", body, {"Host": "mta-sts.a.test",
+                   "Content-Type": "application/tlsrpt+gzip"})
+answer = connection.getresponse()
+print(answer.status, answer.read().decode().strip())
+"""
+SPOOL = "/var/spool/mta-sts-policyd-reports"
+RUN_REPORTS = f"""\
+#!/bin/sh
+trap 'systemctl poweroff' EXIT
+systemctl start {UNIT}
+{GENERATE} /var/lib/mta-sts-policyd-host/policies --mode testing > /out/generate.txt 2>&1
+RENEWED_LINEAGE=/srv/certs/live/{NAME} sh /srv/hook.sh > /out/hook.txt 2>&1
+sleep 1
+/usr/bin/python3 /srv/post.py > /out/post.txt 2>&1
+ls -ln {SPOOL}/new > /out/spooled.ls 2>&1
+systemctl start mta-sts-policyd.service
+for i in $(seq 60); do [ -z "$(ls -A {SPOOL}/new)" ] && break; sleep 0.5; done
+ls -A {SPOOL}/new > /out/left.ls 2>&1
+systemd-run --pipe --wait --collect -p DynamicUser=yes -p User=mta-sts-policyd \\
+  -p StateDirectory=mta-sts-policyd /usr/local/bin/mta-sts-policyd reports-in summary --json \\
+  > /out/summary.json 2> /out/summary.err
+systemctl is-active mta-sts-policyd.service > /out/daemon.active
+journalctl -u mta-sts-policyd.service -o cat --no-pager > /out/daemon.log
+systemctl is-active {UNIT} > /out/active
+journalctl -u {UNIT} -o json --no-pager > /out/journal.json
+"""
+SMOKE_REPORTS = """\
+[Unit]
+After=basic.target
+
+[Service]
+Type=oneshot
+TimeoutStartSec=180
+ExecStart=/bin/sh /srv/run.sh
+"""
+CONFIG_REPORTS = CONFIG + """\
+reports_path = "/tlsrpt"
+
+[reports_in]
+domains = ["a.test"]
+spool_interval = 0.5
+"""
+
+
+@pytest.mark.slow
+def test_both_shipped_units_take_a_report_posted_over_https(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from support.received_reports import report
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    certbot_folder(certs)
+    doc = report("Sender Z", datetime.now(UTC).date() - timedelta(days=1), ok=11, failed=1)
+    doc["policies"][0]["policy"]["policy-domain"] = "a.test"
+    (tmp_path / "report.json.gz").write_bytes(gzip.compress(json.dumps(doc).encode()))
+    for name, text in (("hook.sh", deploy_hook()), ("post.py", POST), ("run.sh", RUN_REPORTS),
+                       ("config.toml", CONFIG_REPORTS)):  # fmt: skip
+        (tmp_path / name).write_text(text)
+    systemd = REPO_ROOT / "systemd"
+    dropin = "mta-sts-policyd.service.d/reports-spool.conf"
+    files = {
+        "/srv/certs": certs,
+        "/srv/hook.sh": tmp_path / "hook.sh",
+        "/srv/post.py": tmp_path / "post.py",
+        "/srv/run.sh": tmp_path / "run.sh",
+        "/srv/report.json.gz": tmp_path / "report.json.gz",
+        "/etc/mta-sts-policyd/config.toml": tmp_path / "config.toml",
+        "/etc/systemd/system/mta-sts-policyd.service": systemd / "mta-sts-policyd.service",
+        f"/etc/systemd/system/{dropin}": systemd / dropin,
+    }
+    out, journal = boot(tmp_path, SMOKE_REPORTS, files)
+    daemon_log = (out / "daemon.log").read_text()
+    evidence = journal + daemon_log
+    assert (out / "post.txt").read_text().startswith("201 "), (out / "post.txt").read_text() + evidence
+    assert "event=report-spooled" in journal
+    spooled = (out / "spooled.ls").read_text()
+    assert "-rw-r-----" in spooled, spooled  # group-readable, nobody else
+    assert (out / "left.ls").read_text() == "", evidence
+    assert (out / "daemon.active").read_text() == "active\n", evidence
+    assert "event=report-spool-taken" in daemon_log and "taken=1" in daemon_log, daemon_log
+    summary = (out / "summary.json").read_text()
+    assert "Sender Z" in summary, summary + (out / "summary.err").read_text()
