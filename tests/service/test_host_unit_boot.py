@@ -119,9 +119,10 @@ def boot(tmp_path: Path, smoke: str, files: dict[str, Path]) -> tuple[Path, str]
              f"--bind-ro={REPO_ROOT / 'daemon'}:{SOURCE_IN_CONTAINER}",
              f"--bind-ro={REPO_ROOT / 'systemd' / UNIT}:/etc/systemd/system/{UNIT}",
              f"--bind={out}:/out"]  # fmt: skip
-    systemd = REPO_ROOT / "systemd"  # the report spool's group and folder, as installed
-    binds += [f"--bind-ro={systemd / 'mta-sts-policyd.sysusers'}:/etc/sysusers.d/mta-sts-policyd.conf",
-              f"--bind-ro={systemd / 'mta-sts-policyd.tmpfiles'}:/etc/tmpfiles.d/mta-sts-policyd.conf"]  # fmt: skip
+    shipped = REPO_ROOT / "systemd"  # the report spool's group and folder, as installed
+    for kind in ("sysusers", "tmpfiles"):
+        source = shipped / f"mta-sts-policyd.{kind}"
+        binds.append(f"--bind-ro={source}:/etc/{kind}.d/mta-sts-policyd.conf")
     binds += [f"--bind-ro={source}:{inside}" for inside, source in files.items()]
     for unit in units.iterdir():
         binds.append(f"--bind-ro={unit}:/etc/systemd/system/{unit.name}")
@@ -328,13 +329,16 @@ Type=oneshot
 TimeoutStartSec=180
 ExecStart=/bin/sh /srv/run.sh
 """
-CONFIG_REPORTS = CONFIG + """\
+CONFIG_REPORTS = (
+    CONFIG
+    + """\
 reports_path = "/tlsrpt"
 
 [reports_in]
 domains = ["a.test"]
 spool_interval = 0.5
 """
+)
 
 
 @pytest.mark.slow
@@ -367,7 +371,8 @@ def test_both_shipped_units_take_a_report_posted_over_https(tmp_path: Path) -> N
     out, journal = boot(tmp_path, SMOKE_REPORTS, files)
     daemon_log = (out / "daemon.log").read_text()
     evidence = journal + daemon_log
-    assert (out / "post.txt").read_text().startswith("201 "), (out / "post.txt").read_text() + evidence
+    posted = (out / "post.txt").read_text()
+    assert posted.startswith("201 "), posted + evidence
     assert "event=report-spooled" in journal
     spooled = (out / "spooled.ls").read_text()
     assert "-rw-r-----" in spooled, spooled  # group-readable, nobody else

@@ -4,6 +4,7 @@ certificate; findings with check's codes and Nagios exit codes."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import trustme
 from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.documents import POLICY_FILE
+from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.sts import parse_policy
+from mta_sts_policyd.tools.host_status.observe import observe_hosted, served
 from mta_sts_policyd.tools.policy_id import policy_id
 from support.dns_server import DnsServer
 
@@ -158,3 +161,54 @@ def test_no_policies_is_unknown(hosted: Hosted, capsys: pytest.CaptureFixture[st
     (hosted.root / "policies").mkdir()
     code, _ = hosted.status()
     assert code == 3 and "no policies" in capsys.readouterr().err
+
+
+class CountingDns(DnsClient):
+    """The real client against the test DNS server, counting questions in flight."""
+
+    def __init__(self, nameserver: str) -> None:
+        super().__init__(make_resolver([nameserver], 2.0))
+        self.in_flight = 0
+        self.most = 0
+        self.started: list[float] = []
+        ask = self._transport.ask
+
+        async def counted(qname: Any, rdtype: Any) -> Any:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self.started.append(time.monotonic())
+            try:
+                return await ask(qname, rdtype)
+            finally:
+                self.in_flight -= 1
+
+        self._transport.ask = counted  # type: ignore[method-assign]
+
+
+async def test_the_host_observes_its_domains_a_few_at_a_time_and_paced(
+    hosted: Hosted, dns_server: DnsServer
+) -> None:
+    """The host's own periodic check must not send every domain's questions at once."""
+    domains = [f"d{k}.a.test" for k in range(24)]
+    for domain in domains:
+        hosted.serve(domain, cert_days=None)
+        dns_server.set_a(f"mta-sts.{domain}", HOST_IP)
+        dns_server.delay(f"mta-sts.{domain}", 0.1)  # slow answers: the bound is what limits
+        dns_server.set_txt(f"_mta-sts.{domain}", f"v=STSv1; id={SERVED_ID}")
+    documents, certificates = served(hosted.root / "policies", ())
+    dns = CountingDns(dns_server.nameserver)
+    began = time.monotonic()
+    seen = await observe_hosted(documents, certificates, dns, concurrency=4, rate=100.0)
+    assert [s.domain for s in seen] == sorted(domains)
+    assert all(s.addresses == (HOST_IP,) for s in seen)
+    # a domain asks TXT, then A and AAAA together: 4 domains, 8 questions at most (24 without)
+    assert dns.most == 8, dns.most
+    assert time.monotonic() - began >= 23 / 100.0
+
+    paced = CountingDns(dns_server.nameserver)
+    began = time.monotonic()
+    await observe_hosted(documents, certificates, paced, concurrency=100, rate=40.0)
+    first = sorted(paced.started)[0]
+    # the last domain starts no earlier than 23/40 s after the first, whatever the bound
+    assert sorted(paced.started)[-1] - first >= 23 / 40.0 - 0.02
+    assert paced.most <= 16, paced.most  # ~4 domains start per 0.1 s answer at 40/s
