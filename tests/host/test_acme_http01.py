@@ -12,7 +12,7 @@ import httpx
 import pytest
 from acme import errors as acme_errors
 
-from mta_sts_policyd.host.acme_issuer import HTTP_01, AcmeIssuer
+from mta_sts_policyd.host.acme_issuer import HTTP_01, AcmeFailure, AcmeIssuer
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
 from support.pebble import NAME, POLICY, Pebble, fetch, wait_port
 from support.postfix_instance import free_port
@@ -83,8 +83,9 @@ async def test_an_unanswered_http_01_challenge_gets_no_certificate(
     task = asyncio.create_task(host.serve())
     await asyncio.to_thread(wait_port, http_port)
     try:
-        with pytest.raises(acme_errors.Error):
+        with pytest.raises(AcmeFailure) as failed:  # the library's error, as its cause
             await asyncio.to_thread(issuer.issue, NAME, 30.0)
+        assert isinstance(failed.value.__cause__, acme_errors.Error)
     finally:
         host.stop()
         await task

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from acme import errors as acme_errors
 
-from mta_sts_policyd.host.acme_issuer import AcmeIssuer
+from mta_sts_policyd.host.acme_issuer import AcmeFailure, AcmeIssuer
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
 from support.pebble import NAME, POLICY, Pebble, fetch, wait_port
@@ -68,8 +68,9 @@ async def test_an_unanswered_challenge_gets_no_certificate(
     task = asyncio.create_task(host.serve())
     await asyncio.to_thread(wait_port, port)
     try:
-        with pytest.raises(acme_errors.Error):
+        with pytest.raises(AcmeFailure) as failed:  # the library's error, as its cause
             await asyncio.to_thread(issuer.issue, "mta-sts.b.test", 30.0)
+        assert isinstance(failed.value.__cause__, acme_errors.Error)
     finally:
         host.stop()
         await task

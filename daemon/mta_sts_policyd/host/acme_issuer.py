@@ -10,7 +10,10 @@ for it that offers ALPN `acme-tls/1` gets the validation certificate (`server.py
 http-01 the plain-HTTP listener (`challenge_http.py`) answers the token's path with the key
 authorization, for the name it was issued for only.
 
-The library is synchronous; `issue()` runs in a thread. The account key (JWK) and every issued
+The library is synchronous; `issue()` runs in a thread. Every failure leaves it as
+AcmeFailure, carrying the CA's problem type (RFC 8555 §6.7, e.g. `rateLimited`) and its
+`Retry-After` (§6.6), which the library reads for polling only: the network layer below keeps
+the last refused response's header so the renewal loop can wait as long as the CA asked. The account key (JWK) and every issued
 key and chain are written 0600 under the state directory, in certbot's layout, so the
 certificate set loads them like any other file.
 """
@@ -18,6 +21,7 @@ certificate set loads them like any other file.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import hashlib
 import json
 import logging
@@ -27,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,6 +47,57 @@ ACME_TLS_ALPN = "acme-tls/1"
 ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 USER_AGENT = "mta-sts-policyd-host"
 TLS_ALPN_01, HTTP_01 = "tls-alpn-01", "http-01"
+
+
+class AcmeFailure(Exception):
+    """An order that did not end in a certificate, with what the CA said about trying again."""
+
+    def __init__(self, reason: str, problem: str = "", retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.problem = problem
+        """The ACME problem type (urn:ietf:params:acme:error:...), or "" (network, timeout)."""
+        self.retry_after = retry_after
+        """Seconds the CA asked us to wait (its Retry-After), or None."""
+
+
+def retry_after_seconds(value: str | None, now: datetime.datetime) -> float | None:
+    """An HTTP Retry-After value (delay-seconds or an HTTP-date, RFC 9110 §10.2.3) as seconds
+    from `now`; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class _Network(client.ClientNetwork):
+    """The library's network layer, remembering the CA's last refusal (status, Retry-After)."""
+
+    refused: requests.Response | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = super()._send_request(method, url, *args, **kwargs)
+        if not response.ok:
+            self.refused = response
+        return response
+
+
+def _failure(exc: Exception, network: _Network | None) -> AcmeFailure:
+    problem = exc.typ if isinstance(exc, messages.Error) else ""
+    answered = isinstance(exc, messages.Error | errors.ClientError)  # the refusal it came from
+    refused = network.refused if network is not None and answered else None
+    retry = None
+    if refused is not None:
+        now = datetime.datetime.now(datetime.UTC)
+        retry = retry_after_seconds(refused.headers.get("Retry-After"), now)
+    return AcmeFailure(str(exc) or type(exc).__name__, problem, retry)
 
 
 class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
@@ -127,9 +183,18 @@ class AcmeIssuer:
         return entry[1] if entry is not None and entry[0] == name else None
 
     def issue(self, name: str, timeout: float = 120.0) -> Path:
-        """One certificate for `name` (blocking; run it in a thread). Returns its folder."""
+        """One certificate for `name` (blocking; run it in a thread). Returns its folder;
+        raises AcmeFailure, with the CA's problem type and Retry-After when it gave them."""
         account_key = self._account_key()
-        acme = self._client(account_key)
+        verify: bool | str = self.ca_bundle or True
+        network = _Network(account_key, user_agent=USER_AGENT, verify_ssl=verify)  # type: ignore[arg-type]
+        try:
+            return self._issue(name, account_key, network, timeout)
+        except Exception as exc:
+            raise _failure(exc, network) from exc
+
+    def _issue(self, name: str, account_key: JWK, network: _Network, timeout: float) -> Path:
+        acme = self._client(network)
         cert_key = ec.generate_private_key(ec.SECP256R1())
         csr = crypto_util.make_csr(_key_pem(cert_key), [name])
         order = acme.new_order(csr)
@@ -182,9 +247,7 @@ class AcmeIssuer:
         log.info("event=acme-challenge name=%s type=%s", name, self.challenge)
         acme.answer_challenge(challb, challb.chall.response(key))
 
-    def _client(self, account_key: JWK) -> client.ClientV2:
-        verify: bool | str = self.ca_bundle or True
-        network = client.ClientNetwork(account_key, user_agent=USER_AGENT, verify_ssl=verify)  # type: ignore[arg-type]
+    def _client(self, network: _Network) -> client.ClientV2:
         directory = client.ClientV2.get_directory(self.directory_url, network)
         acme = client.ClientV2(directory, network)
         registration = messages.NewRegistration.from_data(
