@@ -91,8 +91,8 @@ class RefusingCa:
 
             def do_GET(self) -> None:
                 base = f"http://127.0.0.1:{self.server.server_address[1]}"
-                body = json.dumps({k: f"{base}/{k}" for k in (
-                    "newNonce", "newAccount", "newOrder", "revokeCert", "keyChange")}).encode()  # fmt: skip
+                names = ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange")
+                body = json.dumps({k: f"{base}/{k}" for k in names}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -13,9 +13,10 @@ authorization, for the name it was issued for only.
 The library is synchronous; `issue()` runs in a thread. Every failure leaves it as
 AcmeFailure, carrying the CA's problem type (RFC 8555 §6.7, e.g. `rateLimited`) and its
 `Retry-After` (§6.6), which the library reads for polling only: the network layer below keeps
-the last refused response's header so the renewal loop can wait as long as the CA asked. The account key (JWK) and every issued
-key and chain are written 0600 under the state directory, in certbot's layout, so the
-certificate set loads them like any other file.
+the last refused response's header so the renewal loop can wait as long as the CA asked.
+
+The account key (JWK) and every issued key and chain are written 0600 under the state
+directory, in certbot's layout, so the certificate set loads them like any other file.
 """
 
 from __future__ import annotations
