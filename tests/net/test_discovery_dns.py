@@ -203,3 +203,24 @@ async def test_servers_from_resolv_conf_are_used(dns_server: DnsServer, tmp_path
     resolver.port = dns_server.address[1]
     dns_server.set_txt(Q, "v=STSv1; id=conf")
     assert (await DnsClient(resolver).txt(D)).result == TxtRecord(id="conf")
+
+
+async def test_a_speculative_mx_answer_is_read_when_wanted_and_dropped_quietly_when_not(
+    discovery: Discovery, dns_server: DnsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mx_later`: the question leaves at once; its answer is parsed only when read. One that
+    failed and was never read is dropped without asyncio's "never retrieved" complaint."""
+    import asyncio
+    import gc
+
+    dns_server.set_mx("example.test", (10, "mx.example.test"))
+    later = discovery.mx_later("example.test")
+    assert (await later.mx()).hosts == ("mx.example.test",)
+    dns_server.fail("failing.test", "servfail", "MX")
+    unread = discovery.mx_later("failing.test")
+    await asyncio.sleep(0.3)  # the SERVFAIL answer has come and failed the question
+    unread.cancel()
+    del unread
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text

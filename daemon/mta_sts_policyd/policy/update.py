@@ -232,6 +232,10 @@ class PolicyUpdater:
                 early.cancel()
             self._fetch_failed(entry, policy_id, now, exc)
             return False
+        except BaseException:  # cancelled (shutdown) or a bug: nobody reads the MX answer
+            if early is not None:
+                early.cancel()
+            raise
         policy = fetched.policy
         # Everything that may wait or fail comes first; the entry changes in one step after it,
         # so no entry ever holds a policy without its reply (a crash must not leave `0:,`).
