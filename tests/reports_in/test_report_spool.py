@@ -237,3 +237,27 @@ def test_host_process_spools_a_post_and_serve_takes_it_in(
         finally:
             host.terminate()
             host.wait(10)
+
+
+async def test_a_spool_serve_may_not_enter_is_logged_once_with_the_fix(
+    spooled: tuple[Config, SpoolIntake], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under the daemon's unit without the drop-in the spool is closed to it (the suite runs
+    as root, who enters any folder, so the refusal is raised where the intake is opened)."""
+    _, host = spooled
+    host.take_body(gz(report("Sender F", DAY)), "application/tlsrpt+gzip", "x")
+    rounds: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        rounds.append(seconds)
+        if len(rounds) == 3:
+            raise asyncio.CancelledError
+
+    def intake() -> Intake:
+        raise PermissionError(13, "Permission denied", str(host.root / "new"))
+
+    with pytest.raises(asyncio.CancelledError):
+        await watch_spool(host.root, intake, 1.0, sleep)
+    assert caplog.text.count("event=report-spool-failed") == 1
+    assert "reports-spool.conf" in caplog.text
+    assert len(list((host.root / "new").iterdir())) == 1  # left for a later pass

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FILE_MODE = 0o640
 """Readable by the spool's group (the daemon), whatever the writer's umask."""
+JOIN_THE_GROUP = " (the unit needs systemd/mta-sts-policyd.service.d/reports-spool.conf)"
 _NAMES = {"application/tlsrpt+gzip": "report.json.gz", "application/tlsrpt+json": "report.json"}
 
 
@@ -155,7 +156,8 @@ async def watch_spool(
             taken, rejected = await asyncio.to_thread(take_spool, root, intake)
         except (StoreError, OSError) as exc:
             if not failing:
-                log.warning("event=report-spool-failed spool=%s reason=%r", root, str(exc))
+                hint = JOIN_THE_GROUP if isinstance(exc, PermissionError) else ""
+                log.warning("event=report-spool-failed spool=%s reason=%r%s", root, str(exc), hint)
             failing = True
         else:
             if failing:
