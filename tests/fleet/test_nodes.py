@@ -94,10 +94,16 @@ async def test_heartbeat_writes_reads_and_says_goodbye(redis_server: RedisServer
     await client.aclose()
 
 
-async def test_an_unreadable_record_is_shown_as_none(redis_server: RedisServer) -> None:
+async def test_an_unreadable_record_is_shown_as_none_and_logged_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     client = client_for(redis_server.url)
     await client.run(lambda r: r.hset("t:v1:nodes", "evil", b'{"seen": "x"}'), "seed")
+    assert await read_nodes(client, log_invalid=False) == {"evil": None}
+    assert "fleet-node-record-invalid" not in caplog.text
     assert await read_nodes(client) == {"evil": None}
+    assert await read_nodes(client) == {"evil": None}
+    assert caplog.text.count("event=fleet-node-record-invalid node='evil'") == 1
     await client.aclose()
 
 

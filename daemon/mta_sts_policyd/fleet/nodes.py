@@ -227,8 +227,13 @@ class Heartbeat:
         await self.beat("stopped")
 
 
-async def read_nodes(client: FleetClient) -> dict[str, NodeRecord | None]:
-    """Every node's record (None where the stored value is not a valid heartbeat)."""
+_LOGGED_INVALID: set[tuple[str, bytes]] = set()
+"""(node, value) pairs already logged as invalid: a bad record is logged once, not per read."""
+
+
+async def read_nodes(client: FleetClient, log_invalid: bool = True) -> dict[str, NodeRecord | None]:
+    """Every node's record (None where the stored value is not a valid heartbeat). The daemon
+    logs an invalid record once; `fleet status` shows it as unreadable instead."""
 
     async def hgetall(r: Redis) -> dict[Any, Any]:
         result: dict[Any, Any] = await r.hgetall(client.keys.nodes)
@@ -241,6 +246,9 @@ async def read_nodes(client: FleetClient) -> dict[str, NodeRecord | None]:
         try:
             records[name] = parse_record(name, value)
         except (ValueError, UnicodeDecodeError) as exc:
-            log.warning("event=fleet-node-record-invalid node=%r reason=%r", name, str(exc))
             records[name] = None
+            seen = (name, value if isinstance(value, bytes) else str(value).encode())
+            if log_invalid and seen not in _LOGGED_INVALID and len(_LOGGED_INVALID) < 1000:
+                _LOGGED_INVALID.add(seen)
+                log.warning("event=fleet-node-record-invalid node=%r reason=%r", name, str(exc))
     return records

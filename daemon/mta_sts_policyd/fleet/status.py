@@ -17,8 +17,8 @@ from mta_sts_policyd.fleet.connection import FleetClient, Redis
 from mta_sts_policyd.fleet.nodes import NodeRecord, gone_after, node_condition, read_nodes
 
 SCHEMA_VERSION = 1
-SCAN_BATCH = 1000
-MAX_SCAN_CALLS = 2000
+SCAN_BATCH = 10_000
+MAX_SCAN_CALLS = 500
 """The shared-policy count stops (and says "at least") after this many SCAN calls."""
 DAYS = 3
 
@@ -140,7 +140,7 @@ async def _day(client: FleetClient, day: str) -> DayReports:
 
 async def collect_status(client: FleetClient, redis_name: str, now: float) -> FleetStatus:
     """Everything `fleet status` shows; raises errors.FleetUnavailable if Redis fails."""
-    nodes = await read_nodes(client)
+    nodes = await read_nodes(client, log_invalid=False)
     due_key = client.keys.refresh_due
     depth = await client.run(lambda r: r.zcard(due_key), "read refresh queue")
     due_now = await client.run(lambda r: r.zcount(due_key, "-inf", now), "read refresh queue")
