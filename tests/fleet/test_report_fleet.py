@@ -180,10 +180,10 @@ async def test_killed_between_sending_and_recording_resends_the_same_bytes_once(
     pem.write_bytes(key.pem)
     dkim = DkimSettings("sender.example", "rpt", str(pem))
     doomed = world.add(
-        "doomed", lease=1.0, dkim=dkim,
+        "doomed", lease=3.0, dkim=dkim,
         transport=DiesAfterSending(NetworkTransport(world.deliver, dkim)),
     )  # fmt: skip
-    heir = world.add("heir", lease=1.0, dkim=dkim)
+    heir = world.add("heir", lease=3.0, dkim=dkim)
     world.feed(doomed, 5, 1)
     world.feed(heir, 7, 0)
     await cross_midnight(world)  # both nodes' final counts are in
@@ -194,7 +194,7 @@ async def test_killed_between_sending_and_recording_resends_the_same_bytes_once(
     assert len(world.https.posts) + len(world.smtp.sink.messages) == 3
     await world.tick([heir])  # the leases have not expired: the heir leaves them alone
     assert len(world.https.posts) + len(world.smtp.sink.messages) == 3
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(3.1)
     await world.tick([heir])
     assert metrics.FLEET_POSSIBLE_DUPLICATES.read() - duplicates == 3
     first, again = (m[2] for m in world.smtp.sink.messages)
