@@ -131,6 +131,7 @@ class FleetClient:
         if not self.breaker.allow():
             self.skipped += 1
             raise FleetUnavailable(f"{what}: Redis is off the answer path (breaker open)")
+        was_down = self.breaker.state is not BreakerState.CLOSED
         try:
             async with self._slots:
                 if self.breaker.state is BreakerState.OPEN:  # opened while this call waited
@@ -142,12 +143,28 @@ class FleetClient:
             self.errors += 1
             reason = f"{what}: {describe(exc)}"
             self.breaker.failed(reason)
+            if isinstance(exc, ConnectionError | OSError) or "Connection" in type(exc).__name__:
+                await self._drop_idle_connections()
             raise FleetUnavailable(reason) from exc
         except BaseException:
             self.breaker.abandoned()
             raise
         self.breaker.succeeded()
+        if was_down:
+            await self._drop_idle_connections()
         return result
+
+    async def _drop_idle_connections(self) -> None:
+        """Close the pool's idle connections: after a connection error or when Redis is back,
+        they are likely dead (a restarted server reset them), and with no retries each would
+        fail one call, the first lookup to use it fetching on its own."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is None:
+            return
+        try:
+            await pool.disconnect(inuse_connections=False)
+        except self._errors as exc:
+            log.debug("event=fleet-pool-reset-failed reason=%r", describe(exc))
 
     @property
     def available(self) -> bool:
