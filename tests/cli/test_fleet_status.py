@@ -194,3 +194,25 @@ def test_check_config_refuses_bad_fleet_values(
     path.write_text(f"[fleet]\n{base}{line}\n")
     code, _, err = run(capsys, "check-config", "-c", str(path))
     assert code == 78 and named in err, err
+
+
+@pytest.mark.parametrize(
+    ("version", "too_old"),
+    [("4.3.4", True), ("5.0.0", True), ("5.0.1", False), ("8.1.0", False), ("10.0", False),
+     ("5.0.1rc1", False), ("", True), ("dev", True)],
+)  # fmt: skip
+def test_redis_py_version_floor(version: str, too_old: bool) -> None:
+    from mta_sts_policyd.service.fleet_parts import redis_version_too_old
+
+    assert redis_version_too_old(version) is too_old
+
+
+def test_check_config_refuses_an_old_redis_py(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12's python3-redis (4.3.4) fails the fleet's outage tests: named, not run."""
+    import redis
+
+    monkeypatch.setattr(redis, "__version__", "4.3.4")
+    code, _, err = run(capsys, "check-config", "-c", config(tmp_path, "redis://127.0.0.1:1/0"))
+    assert code == 78 and "redis-py 5.0.1 or newer, found 4.3.4" in err

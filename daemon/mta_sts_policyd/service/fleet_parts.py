@@ -144,13 +144,40 @@ def check_fleet(config: Config) -> FleetSettings | None:
     if settings.ca_file and not Path(settings.ca_file).is_file():
         raise ConfigError(f"fleet.ca_file: no such file {settings.ca_file}")
     try:
-        import redis  # noqa: F401
+        import redis
     except ImportError:
         raise ConfigError(
             "fleet: fleet mode needs redis-py (install the package's redis extra:"
             " pip install 'mta-sts-policyd[redis]')"
         ) from None
+    found = str(getattr(redis, "__version__", "0"))
+    if redis_version_too_old(found):
+        raise ConfigError(
+            f"fleet: fleet mode needs redis-py {REDIS_PY_MINIMUM} or newer, found {found}"
+            " (Debian 12's python3-redis is 4.3.4: pip install 'mta-sts-policyd[redis]')"
+        )
     return settings
+
+
+REDIS_PY_MINIMUM = "5.0.1"
+"""The oldest redis-py the fleet's tests pass with (4.3's asyncio client has no aclose() and
+loses the outage tests' reconciliation)."""
+
+
+def redis_version_too_old(version: str) -> bool:
+    """Compare dotted release numbers; anything unreadable counts as too old."""
+
+    def numbers(text: str) -> tuple[int, ...]:
+        parts = []
+        for piece in text.split(".")[:3]:
+            digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+            if not digits:
+                break
+            parts.append(int(digits))
+        return tuple(parts)
+
+    found = numbers(version)
+    return not found or found < numbers(REDIS_PY_MINIMUM)
 
 
 def read_fleet_status(config: Config, now: float | None = None) -> dict[str, Any]:
