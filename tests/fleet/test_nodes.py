@@ -160,3 +160,33 @@ async def test_an_outage_is_two_log_lines_at_info(
         "event=fleet-breaker-changed from=half-open to=closed",
     ]
     await client.aclose()
+
+
+def test_the_reports_breaker_says_so_and_its_calls_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reports' own client: its breaker lines name the part, its calls add to the metric."""
+    from mta_sts_policyd import metrics
+    from mta_sts_policyd.fleet.breaker import BreakerState
+    from mta_sts_policyd.fleet.connection import log_report_breaker_change
+    from mta_sts_policyd.service import fleet_parts
+
+    caplog.set_level(logging.INFO, logger="mta_sts_policyd.fleet.connection")
+    log_report_breaker_change(BreakerState.CLOSED, BreakerState.OPEN, "timeout")
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith("event=fleet-breaker-changed part=reports from=closed to=open")
+    )
+    lookups = FleetClient(None, FleetKeys("t"), CircuitBreaker(1, 1.0, time.monotonic))
+    reports = FleetClient(None, FleetKeys("t"), CircuitBreaker(1, 1.0, time.monotonic))
+    lookups.calls, reports.calls, reports.errors = 5, 3, 2
+    saved = dict(fleet_parts._COUNTED)
+    try:
+        fleet_parts._count_calls(lookups, lookups=True)
+        fleet_parts._count_calls(reports, lookups=False)
+        assert metrics.FLEET_REDIS_CALLS.read() == 8
+        assert metrics.FLEET_REDIS_ERRORS.read() == 2
+    finally:
+        fleet_parts._COUNTED.clear()
+        fleet_parts._COUNTED.update(saved)

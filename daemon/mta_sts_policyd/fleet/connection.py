@@ -183,9 +183,18 @@ def log_breaker_change(before: BreakerState, after: BreakerState, reason: str) -
     """Once per change: opening is a warning (the fleet is degraded), closing information; the
     trial calls while Redis stays down (open -> half-open -> open, every breaker_reset) are
     debug, so an hour-long outage is two lines at the default level, not hundreds."""
+    _log_change("", before, after, reason)
+
+
+def log_report_breaker_change(before: BreakerState, after: BreakerState, reason: str) -> None:
+    """The same for the fleet reports' own client (`part=reports`: lookups are unaffected)."""
+    _log_change("part=reports ", before, after, reason)
+
+
+def _log_change(part: str, before: BreakerState, after: BreakerState, reason: str) -> None:
     if before is BreakerState.CLOSED or after is BreakerState.CLOSED:
         level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
     else:
         level = logging.DEBUG
-    log.log(level, "event=fleet-breaker-changed from=%s to=%s reason=%r", before.value,
+    log.log(level, "event=fleet-breaker-changed %sfrom=%s to=%s reason=%r", part, before.value,
             after.value, reason)  # fmt: skip

@@ -129,6 +129,7 @@ MAILLOG_NOT_UNDERSTOOD = FastCounter()
 MAILLOG_SKIPPED = FastCounter()
 MAILLOG_SESSIONS = FastCounter()
 FLEET_BREAKER_OPEN = FastGauge()
+FLEET_REPORTS_BREAKER_OPEN = FastGauge()
 FLEET_REDIS_CALLS = FastCounter()
 FLEET_REDIS_ERRORS = FastCounter()
 FLEET_REDIS_SKIPPED = FastCounter()
@@ -201,6 +202,11 @@ _SCALARS = (
         "fleet_breaker_open",
         "Fleet mode: 1 while Redis is off the answer path (circuit breaker open or half open).",
         FLEET_BREAKER_OPEN,
+    ),
+    Scalar(
+        "fleet_reports_breaker_open",
+        "Fleet mode: 1 while the TLS reports' Redis client has its breaker open (reports wait).",
+        FLEET_REPORTS_BREAKER_OPEN,
     ),
     Scalar("fleet_redis_calls", "Fleet mode: calls made to Redis.", FLEET_REDIS_CALLS),
     Scalar("fleet_redis_errors", "Fleet mode: Redis calls that failed.", FLEET_REDIS_ERRORS),

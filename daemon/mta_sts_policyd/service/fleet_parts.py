@@ -82,6 +82,21 @@ def fleet_settings(config: Config) -> FleetSettings:
     )
 
 
+_COUNTED: dict[bool, FleetClient] = {}
+"""The process's guarded clients (lookups: True, reports: False), whose calls the Redis call
+metrics add up."""
+
+
+def _count_calls(client: FleetClient, *, lookups: bool) -> None:
+    from mta_sts_policyd import metrics
+
+    _COUNTED[lookups] = client
+    clients = _COUNTED.values
+    metrics.FLEET_REDIS_CALLS.set_function(lambda: sum(c.calls for c in clients()))
+    metrics.FLEET_REDIS_ERRORS.set_function(lambda: sum(c.errors for c in clients()))
+    metrics.FLEET_REDIS_SKIPPED.set_function(lambda: sum(c.skipped for c in clients()))
+
+
 def make_fleet_client(
     settings: FleetSettings, clock: Callable[[], float] = time.monotonic
 ) -> FleetClient:
@@ -96,9 +111,7 @@ def make_fleet_client(
     )
     client = FleetClient(open_redis(settings), FleetKeys(settings.key_prefix), breaker)
     metrics.FLEET_BREAKER_OPEN.set_function(lambda: float(breaker.is_open))
-    metrics.FLEET_REDIS_CALLS.set_function(lambda: client.calls)
-    metrics.FLEET_REDIS_ERRORS.set_function(lambda: client.errors)
-    metrics.FLEET_REDIS_SKIPPED.set_function(lambda: client.skipped)
+    _count_calls(client, lookups=True)
     return client
 
 
@@ -237,8 +250,9 @@ def make_fleet_reporting(
     report call never takes Redis off the answer path of the lookups."""
     from dataclasses import replace
 
+    from mta_sts_policyd import metrics
     from mta_sts_policyd.fleet.breaker import CircuitBreaker
-    from mta_sts_policyd.fleet.connection import FleetClient, log_breaker_change, open_redis
+    from mta_sts_policyd.fleet.connection import FleetClient, log_report_breaker_change, open_redis
     from mta_sts_policyd.fleet.keys import FleetKeys
     from mta_sts_policyd.fleet.report_ledger import ReportLedger
     from mta_sts_policyd.fleet.report_runner import FleetReporting
@@ -249,10 +263,12 @@ def make_fleet_reporting(
     timeout = max(settings.command_timeout, REPORT_COMMAND_TIMEOUT)
     redis = open_redis(replace(settings, command_timeout=timeout))
     breaker = CircuitBreaker(
-        settings.breaker_failures, settings.breaker_reset, time.monotonic, log_breaker_change
+        settings.breaker_failures, settings.breaker_reset, time.monotonic, log_report_breaker_change
     )
     keys = FleetKeys(settings.key_prefix)
     client = FleetClient(redis, keys, breaker)
+    metrics.FLEET_REPORTS_BREAKER_OPEN.set_function(lambda: float(breaker.is_open))
+    _count_calls(client, lookups=False)
     d = ctx.delivery
     keep = (d.catch_up_days + 2) * 86400.0
     ledger = ReportLedger(client, keys, lease_seconds=settings.report_lease, keep_seconds=keep)
