@@ -180,3 +180,23 @@ async def test_fetch_over_dns(dns: DnsServer) -> None:
     dns.fail("_smtp._tls.broken.example", "servfail")
     with pytest.raises(DnsLookupError):
         await fetch_tlsrpt_record("broken.example", lookup)
+
+
+async def test_report_record_prefers_the_producers_text_then_dns() -> None:
+    """The one rule both senders (single host and fleet) use for where a report goes."""
+    from mta_sts_policyd.tlsrpt.record import report_record
+
+    asked: list[str] = []
+
+    async def lookup(name: str) -> list[list[bytes]]:
+        asked.append(name)
+        return [[b"v=TLSRPTv1; rua=mailto:dns@example.net"]]
+
+    known = await report_record("v=TLSRPTv1; rua=mailto:pr@example.net", "a.test", lookup)
+    assert known is not None and str(known.destinations[0]) == "mailto:pr@example.net"
+    assert asked == []
+    assert await report_record("v=TLSRPTv1; rua=", "a.test", lookup) is None  # broken: no report
+    found = await report_record(None, "a.test", lookup)
+    assert found is not None and str(found.destinations[0]) == "mailto:dns@example.net"
+    assert asked == ["_smtp._tls.a.test"]
+    assert await report_record(None, "a.test", None) is None

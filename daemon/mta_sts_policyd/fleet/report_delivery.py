@@ -24,16 +24,9 @@ from mta_sts_policyd.errors import DnsLookupError, FleetUnavailable
 from mta_sts_policyd.fleet.report_ledger import ReportLedger, ReportState
 from mta_sts_policyd.tlsrpt.deliver import DeliveryError, DeliverySettings, Stamp
 from mta_sts_policyd.tlsrpt.model import DomainDay
-from mta_sts_policyd.tlsrpt.record import (
-    RecordSyntaxError,
-    RuaDestination,
-    TlsRptRecord,
-    TxtQuery,
-    fetch_tlsrpt_record,
-    parse_tlsrpt_record,
-)
+from mta_sts_policyd.tlsrpt.record import RuaDestination, TxtQuery, report_record
 from mta_sts_policyd.tlsrpt.report import ReportDocument, ReportSettings, build_report
-from mta_sts_policyd.tlsrpt.sender import backoff
+from mta_sts_policyd.tlsrpt.sender import backoff, count_delivery
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +91,7 @@ class ReportDelivery:
             failed=st.failed if st else (),
         )
         try:
-            record = await self._record(dd)
+            record = await report_record(dd.tlsrpt_record, dd.report_domain, self.txt_lookup)
         except DnsLookupError as exc:
             await self._unsent(dd.day, name, base, [], f"TLSRPT lookup: {exc}")
             return
@@ -156,13 +149,13 @@ class ReportDelivery:
         try:
             await self.transport.deliver(doc, dest, stamp)
         except DeliveryError as exc:
-            _count(dest, delivered=False)
+            count_delivery(dest, delivered=False)
             log.warning(
                 "event=tlsrpt-report-failed report_id=%s destination=%s reason=%r",
                 doc.report_id, dest, exc.reason,
             )  # fmt: skip
             return exc
-        _count(dest, delivered=True)
+        count_delivery(dest, delivered=True)
         metrics.FLEET_REPORTS_SENT.inc()
         if previous is not None:
             metrics.FLEET_POSSIBLE_DUPLICATES.inc()
@@ -202,20 +195,3 @@ class ReportDelivery:
         due = min(now + backoff(base.attempts, self.rng),
                   base.first_attempt + self.delivery.retry_window)  # fmt: skip
         await self.ledger.write(day, name, replace(base, state="retry", due=due, error=error[:500]))
-
-    async def _record(self, dd: DomainDay) -> TlsRptRecord | None:
-        """The producer's record text if known (Postfix's `pr`), else a DNS lookup."""
-        if dd.tlsrpt_record is not None:
-            try:
-                return parse_tlsrpt_record(dd.tlsrpt_record)
-            except RecordSyntaxError:
-                return None
-        if self.txt_lookup is None:
-            return None
-        return await fetch_tlsrpt_record(dd.report_domain, self.txt_lookup)
-
-
-def _count(dest: RuaDestination, *, delivered: bool) -> None:
-    transport = "mail" if dest.kind == "mailto" else "https"
-    family = metrics.REPORTS_SENT if delivered else metrics.REPORTS_FAILED
-    family.labels(transport).inc()

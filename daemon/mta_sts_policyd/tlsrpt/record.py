@@ -157,3 +157,18 @@ async def fetch_tlsrpt_record(domain: str, txt_lookup: TxtQuery) -> TlsRptRecord
         return parse_tlsrpt_record(text)
     except RecordSyntaxError:
         return None
+
+
+async def report_record(
+    known_text: str | None, domain: str, txt_lookup: TxtQuery | None
+) -> TlsRptRecord | None:
+    """Where a day's report goes: the record text the producer saw (Postfix's `pr`) when known,
+    else the domain's `_smtp._tls` record from DNS (RFC 8460 §3); None: no report."""
+    if known_text is not None:
+        try:
+            return parse_tlsrpt_record(known_text)
+        except RecordSyntaxError:
+            return None
+    if txt_lookup is None:
+        return None
+    return await fetch_tlsrpt_record(domain, txt_lookup)

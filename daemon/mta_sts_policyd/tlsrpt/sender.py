@@ -18,14 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from mta_sts_policyd import metrics
 from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.tlsrpt.deliver import DeliveryError, DeliverySettings, Transport
-from mta_sts_policyd.tlsrpt.record import (
-    RecordSyntaxError,
-    RuaDestination,
-    TlsRptRecord,
-    TxtQuery,
-    fetch_tlsrpt_record,
-    parse_tlsrpt_record,
-)
+from mta_sts_policyd.tlsrpt.record import RuaDestination, TxtQuery, report_record
 from mta_sts_policyd.tlsrpt.report import ReportDocument, ReportSettings, build_report
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore, utc_day
 from mta_sts_policyd.tlsrpt.store.ledger import DestState, Job, JobBook, JobState
@@ -109,17 +102,6 @@ class ReportSender:
                 return build_report(dd, self.report)
         return None
 
-    async def _record(self, job: Job) -> TlsRptRecord | None:
-        """The producer's record text if known (Postfix's `pr`), else a DNS lookup (RFC 8460 §3)."""
-        if job.tlsrpt_record is not None:
-            try:
-                return parse_tlsrpt_record(job.tlsrpt_record)
-            except RecordSyntaxError:
-                return None
-        if self.txt_lookup is None:
-            return None
-        return await fetch_tlsrpt_record(job.report_domain, self.txt_lookup)
-
     async def attempt(self, job: Job) -> JobState:
         """Try the open destinations in record order; resolve or reschedule the job."""
         now = self.clock()
@@ -129,7 +111,7 @@ class ReportSender:
             return JobState.FAILED
         job = await asyncio.to_thread(self.book.start_attempt, job, doc.report_id, now)
         try:
-            record = await self._record(job)
+            record = await report_record(job.tlsrpt_record, job.report_domain, self.txt_lookup)
         except DnsLookupError as exc:
             return await self._retry(job, now, f"TLSRPT lookup: {exc}")
         if record is None or not record.destinations:
@@ -158,7 +140,7 @@ class ReportSender:
             try:
                 await self.transport.deliver(doc, dest)
             except DeliveryError as exc:
-                _count(dest, delivered=False)
+                count_delivery(dest, delivered=False)
                 state = DestState.PENDING if exc.temporary else DestState.FAILED
                 await asyncio.to_thread(self.book.mark, job, name, state, self.clock(), exc.reason)
                 errors.append(f"{name}: {exc.reason}")
@@ -169,7 +151,7 @@ class ReportSender:
                     exc.reason,
                 )
                 continue
-            _count(dest, delivered=True)
+            count_delivery(dest, delivered=True)
             await asyncio.to_thread(self.book.mark, job, name, DestState.SENT, self.clock())
             log.info(
                 "event=tlsrpt-report-delivered report_id=%s destination=%s", doc.report_id, name
@@ -196,7 +178,7 @@ class ReportSender:
         return JobState.SCHEDULED
 
 
-def _count(dest: RuaDestination, *, delivered: bool) -> None:
+def count_delivery(dest: RuaDestination, *, delivered: bool) -> None:
     """Reports sent / failed by transport (metrics; mail or https)."""
     transport = "mail" if dest.kind == "mailto" else "https"
     family = metrics.REPORTS_SENT if delivered else metrics.REPORTS_FAILED
