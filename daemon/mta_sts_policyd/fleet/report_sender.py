@@ -70,13 +70,9 @@ class FleetReportSender:
         rng: random.Random | None = None,
     ) -> None:
         self.ledger = ledger
-        self.report = report
         self.delivery = delivery
-        self.transport = transport
-        self.node = node
         self.settle = settle
         self.deadline = max(deadline, settle)
-        self.txt_lookup = txt_lookup
         self.clock = clock
         self.rng = rng or random.Random()
         self.done: set[date] = set()
