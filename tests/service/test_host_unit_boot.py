@@ -13,14 +13,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import trustme
-from test_systemd_boot import SITE_IN_CONTAINER, SOURCE_IN_CONTAINER, command_venv, nspawn
+from test_systemd_boot import boot_container
 
 from support import REPO_ROOT
 
@@ -66,11 +63,6 @@ ExecStart=/bin/sh -c '\\
   journalctl -u {UNIT} -o json --no-pager > /out/journal.json; \\
   systemctl poweroff'
 """
-TARGET = """\
-[Unit]
-Requires=basic.target smoke.service
-After=basic.target
-"""
 
 
 def deploy_hook() -> str:
@@ -101,42 +93,16 @@ def body(response: Path) -> bytes:
 
 
 def boot(tmp_path: Path, smoke: str, files: dict[str, Path]) -> tuple[Path, str]:
-    """Boot this machine's /usr with the shipped host unit, `smoke` as the unit that drives
-    the test, and `files` (container path -> host path) bound read-only; returns the /out
-    folder and the host unit's journal messages."""
-    binary = nspawn()
-    if sys.version_info[:2] != (3, 11) or not Path("/usr/bin/python3.11").exists():
-        pytest.skip("the bind-mounted packages need the system's python3.11")
-    venv, links, out, units = (tmp_path / n for n in ("venv", "bin", "out", "units"))
-    command_venv(venv)
-    for d in (links, out, units):
-        d.mkdir()
-    (links / "mta-sts-policyd").symlink_to("/opt/mta-sts-policyd/bin/mta-sts-policyd")
-    (units / "smoke.service").write_text(smoke)
-    (units / "default.target").write_text(TARGET)
-    binds = [f"--bind-ro={venv}:/opt/mta-sts-policyd", f"--bind-ro={links}:/usr/local/bin",
-             f"--bind-ro={sysconfig.get_paths()['purelib']}:{SITE_IN_CONTAINER}",
-             f"--bind-ro={REPO_ROOT / 'daemon'}:{SOURCE_IN_CONTAINER}",
-             f"--bind-ro={REPO_ROOT / 'systemd' / UNIT}:/etc/systemd/system/{UNIT}",
-             f"--bind={out}:/out"]  # fmt: skip
+    """Boot with the shipped host unit, `smoke` as the unit that drives the test, and `files`
+    (container path -> host path) bound read-only; returns the /out folder and the host unit's
+    journal messages."""
     shipped = REPO_ROOT / "systemd"  # the report spool's group and folder, as installed
+    binds = [f"--bind-ro={shipped / UNIT}:/etc/systemd/system/{UNIT}"]
     for kind in ("sysusers", "tmpfiles"):
         source = shipped / f"mta-sts-policyd.{kind}"
         binds.append(f"--bind-ro={source}:/etc/{kind}.d/mta-sts-policyd.conf")
     binds += [f"--bind-ro={source}:{inside}" for inside, source in files.items()]
-    for unit in units.iterdir():
-        binds.append(f"--bind-ro={unit}:/etc/systemd/system/{unit.name}")
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\n")
-    done = subprocess.run(
-        [binary, "-D", "/", "--volatile=yes", "--register=no", "--keep-unit", "-q", "-b",
-         "--private-network", "--resolv-conf=off", f"--bind-ro={resolv}:/etc/resolv.conf",
-         "--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service",
-         "--console=pipe", *binds],
-        capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    assert (out / "active").exists(), done.stdout[-3000:] + done.stderr[-3000:]
-    records = [json.loads(line) for line in (out / "journal.json").read_text().splitlines()]
+    out, records = boot_container(tmp_path, smoke, binds)
     return out, "\n".join(str(r.get("MESSAGE", "")) for r in records)
 
 

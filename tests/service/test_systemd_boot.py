@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,8 +74,11 @@ def command_venv(directory: Path) -> Path:
     return directory
 
 
-@pytest.mark.slow
-def test_systemd_starts_the_shipped_unit_and_it_answers(tmp_path: Path) -> None:
+def boot_container(tmp_path: Path, smoke: str, extra_binds: list[str]) -> tuple[Path, list[Any]]:
+    """Boot this machine's /usr in a private network, the package installed as the README
+    says, `smoke` as the unit that drives the test, plus `extra_binds` (nspawn options: the
+    shipped units and files under test); returns the /out folder and the journal records the
+    smoke unit saved there."""
     binary = nspawn()
     if sys.version_info[:2] != (3, 11) or not Path("/usr/bin/python3.11").exists():
         pytest.skip("the bind-mounted packages need the system's python3.11")
@@ -83,14 +87,12 @@ def test_systemd_starts_the_shipped_unit_and_it_answers(tmp_path: Path) -> None:
     for d in (links, out, units):
         d.mkdir()
     (links / "mta-sts-policyd").symlink_to("/opt/mta-sts-policyd/bin/mta-sts-policyd")
-    (units / "smoke.service").write_text(SMOKE)
+    (units / "smoke.service").write_text(smoke)
     (units / "default.target").write_text(TARGET)
     binds = [f"--bind-ro={venv}:/opt/mta-sts-policyd", f"--bind-ro={links}:/usr/local/bin",
              f"--bind-ro={sysconfig.get_paths()['purelib']}:{SITE_IN_CONTAINER}",
              f"--bind-ro={REPO_ROOT / 'daemon'}:{SOURCE_IN_CONTAINER}",
-             f"--bind={out}:/out"]  # fmt: skip
-    for name in ("mta-sts-policyd.service", "mta-sts-policyd.socket"):  # as shipped
-        binds.append(f"--bind-ro={REPO_ROOT / 'systemd' / name}:/etc/systemd/system/{name}")
+             f"--bind={out}:/out", *extra_binds]  # fmt: skip
     for unit in units.iterdir():
         binds.append(f"--bind-ro={unit}:/etc/systemd/system/{unit.name}")
     resolv = tmp_path / "resolv.conf"  # a private network: nothing on this host's ports interferes
@@ -105,6 +107,16 @@ def test_systemd_starts_the_shipped_unit_and_it_answers(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (out / "active").exists(), done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(line) for line in (out / "journal.json").read_text().splitlines()]
+    return out, records
+
+
+@pytest.mark.slow
+def test_systemd_starts_the_shipped_unit_and_it_answers(tmp_path: Path) -> None:
+    shipped = [
+        f"--bind-ro={REPO_ROOT / 'systemd' / name}:/etc/systemd/system/{name}"
+        for name in ("mta-sts-policyd.service", "mta-sts-policyd.socket")
+    ]
+    out, records = boot_container(tmp_path, SMOKE, shipped)
     journal = "\n".join(str(r.get("MESSAGE", "")) for r in records)
     assert (out / "active").read_text() == "active\n", journal
     assert "User=mta-sts-policyd" in (out / "show").read_text()
