@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_report_send_unfinished_day import reporting_config
 
 from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.tlsrpt.model import PolicyRef, PolicyType, SessionEvent
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
-from support.daemon_process import toml_text
 from support.tlsrpt_receivers import SmtpReceiver
 
 RECORD = "v=TLSRPTv1; rua=mailto:tlsrpt@rcpt.example"
@@ -27,24 +27,7 @@ def test_report_send_refuses_in_fleet_mode_and_outbox_still_writes(
         ref = PolicyRef(PolicyType.NO_POLICY_FOUND, "rcpt.example")
         store.submit(SessionEvent(time.time() - 86400, "rcpt.example", ref, True, (), RECORD))
     with SmtpReceiver() as receiver:
-        config = tmp_path / "config.toml"
-        config.write_text(
-            toml_text(
-                {
-                    "cache": {"state_dir": str(tmp_path)},
-                    "tlsrpt": {
-                        "enabled": True,
-                        "socket": "",
-                        "organization_name": "Example Sender",
-                        "contact_info": "tlsrpt@sender.example",
-                        "envelope_sender": "tlsrpt@sender.example",
-                        "allow_unsigned": True,
-                        "smtp_relay": f"127.0.0.1:{receiver.port}",
-                    },
-                    "fleet": {"redis": "redis://127.0.0.1:1/0"},
-                }
-            )
-        )
+        config = reporting_config(tmp_path, receiver.port, fleet={"redis": "redis://127.0.0.1:1/0"})
         day = yesterday.isoformat()
         assert main(["report", "send", "-c", str(config), "--day", day]) == 64
         assert "fleet mode is on" in capsys.readouterr().err

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.fault
 RECORD = "v=TLSRPTv1; rua=mailto:tlsrpt@rcpt.example"
 
 
-def _config(tmp_path: Path, smtp_port: int) -> Path:
+def reporting_config(tmp_path: Path, smtp_port: int, **tables: dict[str, object]) -> Path:
+    """Reporting on, unsigned, through the test's relay; `tables` adds sections (e.g. fleet)."""
     path = tmp_path / "config.toml"
     path.write_text(
         toml_text(
@@ -40,6 +41,7 @@ def _config(tmp_path: Path, smtp_port: int) -> Path:
                     "allow_unsigned": True,
                     "smtp_relay": f"127.0.0.1:{smtp_port}",
                 },
+                **tables,
             }
         )
     )
@@ -61,7 +63,7 @@ def test_send_refuses_a_day_that_has_not_ended(
     yesterday = today - timedelta(days=1)
     _fill(tmp_path, now, now - 86400)
     with SmtpReceiver() as receiver:
-        config = str(_config(tmp_path, receiver.port))
+        config = str(reporting_config(tmp_path, receiver.port))
         code = main(["report", "send", "-c", config, "--day", today.isoformat()])
         err = capsys.readouterr().err
         assert code == 64
@@ -84,7 +86,7 @@ def test_outbox_of_an_unfinished_day_is_refused_too(
     now = time.time()
     _fill(tmp_path, now)
     outbox = tmp_path / "out"
-    config = str(_config(tmp_path, 1))
+    config = str(reporting_config(tmp_path, 1))
     today = datetime.fromtimestamp(now, UTC).date().isoformat()
     code = main(["report", "send", "-c", config, "--day", today, "--outbox", str(outbox)])
     assert code == 64 and "has not ended" in capsys.readouterr().err
