@@ -11,7 +11,7 @@ from pathlib import Path
 from mta_sts_policyd.fleet.breaker import CircuitBreaker
 from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings, open_redis
 from mta_sts_policyd.fleet.keys import FleetKeys
-from mta_sts_policyd.fleet.report_delivery import StampingTransport
+from mta_sts_policyd.fleet.report_delivery import ReportDelivery, StampingTransport
 from mta_sts_policyd.fleet.report_ledger import ReportLedger
 from mta_sts_policyd.fleet.report_runner import FleetReporting
 from mta_sts_policyd.fleet.report_sender import FleetReportSender
@@ -97,17 +97,16 @@ def make_node(
         CircuitBreaker(1, 0.3, time.monotonic),
     )
     ledger = ReportLedger(client, keys, lease_seconds=lease, keep_seconds=9 * 86400)
-    sender = FleetReportSender(
+    reports = ReportDelivery(
         ledger,
         REPORT,
         deliver,
         transport or NetworkTransport(deliver, dkim or DkimSettings(allow_unsigned=True)),
         node=name,
-        settle=settle,
-        deadline=deadline,
         clock=clock,
         rng=random.Random(name),
     )
+    sender = FleetReportSender(reports, settle=settle, deadline=deadline)
     uploader = SnapshotUploader(
         client, keys, store, name, deadline=deadline, keep_seconds=9 * 86400, clock=clock
     )

@@ -15,15 +15,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
-import time
-from collections.abc import Callable
 from datetime import date, timedelta
 
 from mta_sts_policyd.errors import FleetUnavailable
 from mta_sts_policyd.fleet.nodes import node_condition, read_nodes
-from mta_sts_policyd.fleet.report_delivery import ReportDelivery, StampingTransport
-from mta_sts_policyd.fleet.report_ledger import ReportLedger, ReportState
+from mta_sts_policyd.fleet.report_delivery import ReportDelivery
+from mta_sts_policyd.fleet.report_ledger import ReportState
 from mta_sts_policyd.fleet.report_snapshot import (
     NodeSnapshot,
     SnapshotInvalid,
@@ -31,10 +28,7 @@ from mta_sts_policyd.fleet.report_snapshot import (
     merge,
     state_field,
 )
-from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
 from mta_sts_policyd.tlsrpt.model import DomainDay
-from mta_sts_policyd.tlsrpt.record import TxtQuery
-from mta_sts_policyd.tlsrpt.report import ReportSettings
 from mta_sts_policyd.tlsrpt.sender import midnight_after
 from mta_sts_policyd.tlsrpt.store.aggregates import utc_day
 
@@ -55,32 +49,18 @@ def decode_all(raw: dict[str, bytes], day: date) -> dict[str, NodeSnapshot]:
 
 
 class FleetReportSender:
-    def __init__(
-        self,
-        ledger: ReportLedger,
-        report: ReportSettings,
-        delivery: DeliverySettings,
-        transport: StampingTransport,
-        *,
-        node: str,
-        settle: float,
-        deadline: float,
-        txt_lookup: TxtQuery | None = None,
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.ledger = ledger
-        self.delivery = delivery
+    def __init__(self, reports: ReportDelivery, *, settle: float, deadline: float) -> None:
+        """`reports` sends one report under its lease; its ledger, settings, clock and random
+        source are the ones this sender schedules with."""
+        self.reports = reports
+        self.ledger = reports.ledger
+        self.delivery = reports.delivery
         self.settle = settle
         self.deadline = max(deadline, settle)
-        self.clock = clock
-        self.rng = rng or random.Random()
+        self.clock = reports.clock
+        self.rng = reports.rng
         self.done: set[date] = set()
         """Days whose every report is resolved (or that had nothing to report)."""
-        self.reports = ReportDelivery(
-            ledger, report, delivery, transport, node=node, txt_lookup=txt_lookup, clock=clock,
-            rng=self.rng,
-        )  # fmt: skip
         self._waiting_logged: set[date] = set()
         self._merged: dict[date, list[DomainDay]] = {}
         """The reports of days whose inputs are frozen (they never change once frozen)."""

@@ -254,6 +254,7 @@ def make_fleet_reporting(
     from mta_sts_policyd.fleet.breaker import CircuitBreaker
     from mta_sts_policyd.fleet.connection import FleetClient, log_report_breaker_change, open_redis
     from mta_sts_policyd.fleet.keys import FleetKeys
+    from mta_sts_policyd.fleet.report_delivery import ReportDelivery
     from mta_sts_policyd.fleet.report_ledger import ReportLedger
     from mta_sts_policyd.fleet.report_runner import FleetReporting
     from mta_sts_policyd.fleet.report_sender import FleetReportSender
@@ -272,15 +273,16 @@ def make_fleet_reporting(
     d = ctx.delivery
     keep = (d.catch_up_days + 2) * 86400.0
     ledger = ReportLedger(client, keys, lease_seconds=settings.report_lease, keep_seconds=keep)
-    sender = FleetReportSender(
+    reports = ReportDelivery(
         ledger,
         ctx.report,
         d,
         NetworkTransport(d, ctx.dkim),
         node=settings.node_name,
-        settle=settings.report_settle,
-        deadline=settings.report_deadline,
         txt_lookup=ctx.txt_lookup,
+    )
+    sender = FleetReportSender(
+        reports, settle=settings.report_settle, deadline=settings.report_deadline
     )
     uploader = SnapshotUploader(
         client, keys, store, settings.node_name, deadline=settings.report_deadline,
