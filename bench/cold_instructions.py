@@ -84,13 +84,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     if os.environ.get(netns.MARKER) != "1":
-        python = bench_run.OURS_VENV / "bin" / "python"
         bench_run.ensure_incumbent()
         bench_run.build_loadgen()
-        if Path(sys.prefix).resolve() != bench_run.OURS_VENV.resolve():
-            if not python.exists():
-                bench_run.ensure_ours()  # installs, then re-executes run.py: run this again
-            os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+        bench_run.ensure_ours()
     netns.reexec_in_namespace()
     from fixtures import start_fixtures
 

@@ -116,9 +116,7 @@ def main() -> int:
     if os.environ.get(netns.MARKER) != "1":
         bench_run.ensure_incumbent()
         bench_run.build_loadgen()
-        python = bench_run.OURS_VENV / "bin" / "python"
-        if Path(sys.prefix).resolve() != bench_run.OURS_VENV.resolve() and python.exists():
-            os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+        bench_run.ensure_ours()
     netns.reexec_in_namespace()
 
     from daemons import wait_answering

@@ -56,9 +56,9 @@ def ensure_incumbent() -> None:
 def ensure_ours() -> None:
     """Run under bench/.venv-ours: this checkout installed as users get it (uvloop included).
 
-    Re-executes run.py with that interpreter, so the daemon, the fixtures and the orchestrator
-    all use exactly the dependencies pip resolves for the project, not whatever the machine's
-    Python happens to have.
+    Re-executes the running script (run.py, rtt_study.py, ...) with that interpreter, so the
+    daemon, the fixtures and the orchestrator all use exactly the dependencies pip resolves for
+    the project, not whatever the machine's Python happens to have.
     """
     python = OURS_VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == OURS_VENV.resolve():
@@ -72,7 +72,8 @@ def ensure_ours() -> None:
         spec = f"{BENCH.parent}{OURS_EXTRAS}"
         pip = [str(python), "-m", "pip", "install", "-q", "-e", spec, *BENCH_REQUIREMENTS]
         subprocess.run(pip, check=True)
-    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    script = str(Path(sys.argv[0]).resolve())
+    os.execv(str(python), [str(python), script, *sys.argv[1:]])
 
 
 def build_loadgen() -> Path:
