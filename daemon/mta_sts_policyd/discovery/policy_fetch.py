@@ -4,8 +4,9 @@ RFC 8461 §3.2/§3.3/§7 limits, all enforced here: Web-PKI certificate for the 
 DNS-ID only (no CN fallback), SNI, TLS >= 1.2, status 200 only, no redirects, no HTTP caching,
 `text/plain`, at most 64 KiB (counted while streaming) and one deadline for the whole exchange
 (slow-drip servers cannot stretch it). The policy host is resolved by the daemon's own resolver
-(a custom httpcore network backend), so tests and operators' `nameservers` apply to it too.
-httpx, httpcore and ssl exceptions are translated to PolicyFetchError here and nowhere else.
+(http_transport.py's backend), so tests and operators' `nameservers` apply to it too; the fetch
+reads its one GET with h11 (one_get.py), `check`'s per-address exchange goes through httpx.
+httpx, httpcore, h11 and ssl exceptions are translated to PolicyFetchError here and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ssl
 from dataclasses import dataclass
 from typing import TypeVar
 
+import h11
 import httpcore
 import httpx
 
@@ -25,6 +27,7 @@ from mta_sts_policyd.discovery.http_rules import (
     status_problem,
 )
 from mta_sts_policyd.discovery.http_transport import PoolTransport, ResolvingBackend
+from mta_sts_policyd.discovery.one_get import OneGet
 from mta_sts_policyd.errors import (
     PolicyFetchError,
     PolicySyntaxError,
@@ -52,6 +55,7 @@ _NETWORK_ERRORS = (
     httpcore.ProtocolError,
     httpcore.TimeoutException,
     httpcore.NetworkError,
+    h11.ProtocolError,
     OSError,  # includes ssl.SSLError
 )
 
@@ -96,9 +100,12 @@ class PolicyFetcher:
         user_agent: str,
     ) -> None:
         self.timeout = min(timeout, MAX_TIMEOUT)
+        self._port = https_port
         self._backend = ResolvingBackend(dns_client, https_port)
+        self._tls = tls = client_context(ca_file=ca_file)  # RFC 8461 §3.3: TLS >= 1.2, DNS-ID only
+        tls.set_alpn_protocols(["http/1.1"])  # as httpcore offers it (it sets this on first use)
         self._pool = pool = httpcore.AsyncConnectionPool(
-            ssl_context=client_context(ca_file=ca_file),  # RFC 8461 §3.3: TLS >= 1.2, DNS-ID only
+            ssl_context=tls,
             max_connections=_MAX_CONNECTIONS,
             max_keepalive_connections=0,
             http1=True,
@@ -187,21 +194,28 @@ class PolicyFetcher:
             )
 
     async def _get(self, url: str) -> tuple[int, str, bytes]:
-        """The fetch itself, on the httpcore pool under the httpx client: a policy fetch needs
-        none of httpx's request building, cookie jar, auth or redirect machinery, which cost
-        about a third of the HTTP stack's CPU per fetch (`exchange`, for `check`, keeps it)."""
+        """The fetch itself: one connection from our resolver, TLS, one GET read by h11
+        (one_get.py says why not the httpx client or httpcore's pool; `exchange`, for `check`,
+        keeps httpx)."""
         host = url.split("/", 3)[2]
         headers = [(b"Host", host.encode("ascii")), *self._headers]
-        async with self._pool.stream("GET", url, headers=headers) as response:
-            fields = _fields(response.headers)
-            _check_status(url, response.status, fields)
+        stream = await self._backend.connect_tcp(host, self._port)
+        try:
+            stream = await stream.start_tls(self._tls, server_hostname=host)
+            get = OneGet(stream)
+            await get.send(POLICY_PATH, headers)
+            status, raw = await get.head()
+            fields = _fields(raw)
+            _check_status(url, status, fields)
             content_type = _check_headers(url, fields)
             body = bytearray()
-            async for chunk in response.aiter_stream():
+            async for chunk in get.body():
                 body += chunk
                 if len(body) > MAX_BODY:
                     raise PolicyFetchError(f"{url}: body larger than {MAX_BODY} bytes")
-        return response.status, content_type, bytes(body)
+        finally:
+            await stream.aclose()
+        return status, content_type, bytes(body)
 
 
 def _request_headers(user_agent: str) -> list[tuple[str, str]]:
