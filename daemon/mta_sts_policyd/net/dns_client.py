@@ -18,15 +18,13 @@ import dns.asyncresolver
 import dns.exception
 import dns.flags
 import dns.inet
-import dns.message
 import dns.name
-import dns.rcode
 import dns.rdatatype
 import dns.resolver
-import dns.rrset
 
 from mta_sts_policyd.endpoints import parse_nameserver
 from mta_sts_policyd.errors import ConfigError, DnsLookupError
+from mta_sts_policyd.net.dns_reply import Chain, Reply
 from mta_sts_policyd.net.dns_transport import DnsTransport, Nameserver
 from mta_sts_policyd.sts import TxtAbsent, TxtResult, select_sts_record
 
@@ -102,9 +100,10 @@ def make_resolver(nameservers: Sequence[str], timeout: float) -> dns.asyncresolv
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """One question's outcome: the final rrset of the CNAME chain (None for NODATA/NXDOMAIN)."""
+    """One question's outcome: the records at the end of the CNAME chain (() for NODATA and
+    NXDOMAIN), rdata objects of the asked type."""
 
-    rrset: dns.rrset.RRset | None
+    records: tuple[Any, ...]
     ttl: int
     """Smallest TTL along the chain, or the negative-caching TTL (SOA minimum) without data."""
     nxdomain: bool
@@ -151,16 +150,16 @@ class DnsClient:
         answer = await self._query(qname, dns.rdatatype.TXT)
         if answer.nxdomain:
             return StsTxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), answer.ttl, ())
-        if answer.rrset is None:
+        if not answer.records:
             return StsTxtLookup(TxtAbsent(f"{qname} has no TXT record"), answer.ttl, ())
-        rrs = [tuple(rd.strings) for rd in answer.rrset]
+        rrs = [tuple(rd.strings) for rd in answer.records]
         joined = tuple(b"".join(strings).decode("ascii", "backslashreplace") for strings in rrs)
         return StsTxtLookup(select_sts_record(rrs), answer.ttl, joined)
 
     async def txt_strings(self, name: str) -> list[list[bytes]]:
         """Every TXT RR of `name` as its character-strings; [] for NXDOMAIN and NODATA."""
         answer = await self._query(name, dns.rdatatype.TXT)
-        return [] if answer.rrset is None else [list(rd.strings) for rd in answer.rrset]
+        return [list(rd.strings) for rd in answer.records]
 
     async def mx(self, domain: str) -> tuple[str, ...]:
         """MX host names by preference; () for NXDOMAIN, NODATA and a null MX (RFC 7505)."""
@@ -174,30 +173,21 @@ class DnsClient:
         """The answer to `name`/`rtype` with its CNAME chain; DnsLookupError when there is none."""
         rdtype = dns.rdatatype.RdataType.make(rtype)
         reply = await self._transport.ask(name, rdtype)
-        try:
-            chain = reply.resolve_chaining()
-        except dns.exception.DNSException as exc:
-            raise DnsLookupError(f"{name} {rdtype.name}: {exc}") from None
-        steps, current = [], dns.name.from_text(name)
-        for rrset in reply.answer:
-            if rrset.rdtype == dns.rdatatype.CNAME and rrset.name == current:
-                current = rrset[0].target
-                steps.append((_text(rrset.name), _text(current)))
-        rrs = list(chain.answer) if chain.answer is not None else []
+        chain = _chain(name, rdtype, reply)
         return RecordSet(
             name=name,
-            chain=tuple(steps),
-            texts=tuple(_presentation(rd) for rd in rrs),
-            strings=tuple(tuple(rd.strings) for rd in rrs if rdtype == dns.rdatatype.TXT),
-            ttl=int(chain.minimum_ttl),
-            nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
-            authenticated=bool(reply.flags & dns.flags.AD),
+            chain=tuple((_text(alias), _text(target)) for alias, target in chain.cnames),
+            texts=tuple(_presentation(rd) for rd in chain.records),
+            strings=tuple(tuple(rd.strings) for rd in chain.records if rdtype == dns.rdatatype.TXT),
+            ttl=chain.ttl,
+            nxdomain=reply.nxdomain,
+            authenticated=reply.authenticated,
         )
 
     async def tlsa_authenticated(self, host: str, port: int = 25) -> bool:
         """True when `_PORT._tcp.HOST` has TLSA records the resolver validated (AD bit)."""
         answer = await self._query(f"_{port}._tcp.{host}", dns.rdatatype.TLSA)
-        return answer.rrset is not None and answer.authenticated
+        return bool(answer.records) and answer.authenticated
 
     async def addresses(self, host: str) -> list[str]:
         """IPv4 addresses of `host`, else its IPv6 addresses; [] when it has none.
@@ -228,7 +218,7 @@ class DnsClient:
 
     async def _addresses(self, host: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
         answer = await self._query(host, rdtype)
-        return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
+        return [rd.address for rd in answer.records]
 
     def ipv6_later(self, host: str) -> Later:
         """The AAAA question of `host` asked now; its reply is parsed only if it is read."""
@@ -242,19 +232,9 @@ class DnsClient:
         """Ask; follow the CNAME chain inside the reply. Failures become DnsLookupError."""
         return self._answer(qname, rdtype, await self._transport.ask(qname, rdtype))
 
-    def _answer(
-        self, qname: str, rdtype: dns.rdatatype.RdataType, reply: dns.message.QueryMessage
-    ) -> _Answer:
-        try:
-            chain = reply.resolve_chaining()
-        except dns.exception.DNSException as exc:
-            raise DnsLookupError(f"{qname} {rdtype.name}: {exc}") from None
-        return _Answer(
-            rrset=chain.answer,
-            ttl=int(chain.minimum_ttl),
-            nxdomain=reply.rcode() == dns.rcode.NXDOMAIN,
-            authenticated=bool(reply.flags & dns.flags.AD),
-        )
+    def _answer(self, qname: str, rdtype: dns.rdatatype.RdataType, reply: Reply) -> _Answer:
+        chain = _chain(qname, rdtype, reply)
+        return _Answer(chain.records, chain.ttl, reply.nxdomain, reply.authenticated)
 
 
 class Later:
@@ -283,17 +263,23 @@ class Later:
     async def addresses(self) -> list[str]:
         """A/AAAA: the addresses ([] for NXDOMAIN and NODATA); DnsLookupError on failure."""
         answer = await self._read()
-        return [rd.address for rd in answer.rrset] if answer.rrset is not None else []
+        return [rd.address for rd in answer.records]
 
     async def mx(self) -> MxLookup:
         """MX: as `DnsClient.mx_lookup`."""
         return _mx_lookup(await self._read())
 
 
+def _chain(qname: str, rdtype: dns.rdatatype.RdataType, reply: Reply) -> Chain:
+    """The reply's CNAME chain followed; a chain dnspython would refuse is a DnsLookupError."""
+    try:
+        return reply.resolve()
+    except dns.exception.DNSException as exc:
+        raise DnsLookupError(f"{qname} {rdtype.name}: {exc}") from None
+
+
 def _mx_lookup(answer: _Answer) -> MxLookup:
-    if answer.rrset is None:
-        return MxLookup((), answer.ttl)
-    ordered = sorted(answer.rrset, key=lambda rd: rd.preference)
+    ordered = sorted(answer.records, key=lambda rd: rd.preference)
     hosts = (rd.exchange.to_text(omit_final_dot=True).lower() for rd in ordered)
     return MxLookup(tuple(h for h in hosts if h not in ("", ".")), answer.ttl)
 

@@ -3,9 +3,10 @@
 Why not dnspython's async Resolver: its resolution bookkeeping and its asyncio backend (a
 datagram endpoint, a protocol and futures per query) cost about twice the CPU of building and
 parsing the messages themselves, and every cold lookup, background TXT re-check and refresh
-asks two or three questions. dnspython still builds the query and parses and validates the
-reply; this module only moves bytes, on a fresh socket per query so the kernel picks a random
-source port (with dnspython's random ID, the spoofing defence of RFC 5452).
+asks two or three questions. dnspython still encodes the question and reads every name and
+record of the reply (dns_reply.py); this module only moves bytes, on a fresh socket per query
+so the kernel picks a random source port (with dnspython's random ID, the spoofing defence of
+RFC 5452).
 
 Semantics kept from the Resolver: servers are tried in order; a server that answers SERVFAIL,
 REFUSED or anything but NOERROR/NXDOMAIN, or whose exchange fails in any other way (unreachable,
@@ -26,20 +27,16 @@ from dataclasses import dataclass
 import dns.asyncquery
 import dns.entropy
 import dns.exception
-import dns.flags
 import dns.message
 import dns.name
-import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
 from mta_sts_policyd.errors import DnsLookupError
+from mta_sts_policyd.net.dns_reply import Reply, read_reply
 
 _MAX_UDP = 65535
-_ERRORS_WITHOUT_QUESTION = frozenset(
-    (dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED)
-)
 _TC = 0x02  # in the third header byte
 
 
@@ -72,10 +69,10 @@ class DnsTransport:
         self.payload = payload
         self.flags = flags
 
-    async def ask(self, qname: str, rdtype: dns.rdatatype.RdataType) -> dns.message.QueryMessage:
+    async def ask(self, qname: str, rdtype: dns.rdatatype.RdataType) -> Reply:
         """The reply (rcode NOERROR or NXDOMAIN) of the first server that gives one."""
         reply = await self._ask(qname, rdtype, parse=True)
-        assert isinstance(reply, dns.message.QueryMessage)
+        assert isinstance(reply, Reply)
         return reply
 
     async def ask_unparsed(self, qname: str, rdtype: dns.rdatatype.RdataType) -> Unparsed:
@@ -93,20 +90,17 @@ class DnsTransport:
         return Unparsed(query, None, reply)
 
     @staticmethod
-    def parse(unparsed: Unparsed) -> dns.message.QueryMessage | None:
+    def parse(unparsed: Unparsed) -> Reply | None:
         """The reply of `ask_unparsed` as `ask` returns it, or None when it is not one `ask`
         would have accepted (malformed, another question, an extended error rcode): the caller
         then asks again with `ask`."""
-        if unparsed.message is not None:
-            return unparsed.message
+        if unparsed.reply is not None:
+            return unparsed.reply
         assert unparsed.data is not None
-        try:
-            reply = dns.message.from_wire(unparsed.data, ignore_trailing=True)
-        except dns.exception.DNSException:
+        reply = unparsed.query.read(unparsed.data)
+        if reply is None:
             return None
-        if not isinstance(reply, dns.message.QueryMessage) or not unparsed.query.is_response(reply):
-            return None
-        return reply if reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) else None
+        return reply if reply.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) else None
 
     async def _ask(
         self,
@@ -115,7 +109,7 @@ class DnsTransport:
         *,
         parse: bool,
         query: _Query | None = None,
-    ) -> dns.message.QueryMessage | bytes:
+    ) -> Reply | bytes:
         if query is None:
             try:
                 query = _Query(qname, rdtype, self.flags, self.payload)
@@ -141,7 +135,7 @@ class DnsTransport:
                     errors.append(f"{server} failed ({_describe(exc)})")
                     candidates.remove(server)
                     continue
-                rcode = _header_rcode(reply) if isinstance(reply, bytes) else reply.rcode()
+                rcode = _header_rcode(reply) if isinstance(reply, bytes) else reply.rcode
                 if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                     return reply
                 errors.append(f"{server} answered {dns.rcode.to_text(rcode)}")
@@ -153,20 +147,18 @@ class DnsTransport:
 
     async def _exchange(
         self, query: _Query, wire: bytes, server: Nameserver, budget: float, parse: bool
-    ) -> dns.message.QueryMessage | bytes:
+    ) -> Reply | bytes:
         async with asyncio.timeout(budget):
             reply = await self._udp(query, wire, server, parse)
             if reply is None:  # truncated
                 reply = await self._tcp(query, server, budget)
-        if isinstance(reply, bytes):
-            return reply
-        if not isinstance(reply, dns.message.QueryMessage):
+        if reply is None:
             raise OSError("reply is not a query response")
         return reply
 
     async def _udp(
         self, query: _Query, wire: bytes, server: Nameserver, parse: bool
-    ) -> dns.message.Message | bytes | None:
+    ) -> Reply | bytes | None:
         """The UDP reply (unparsed unless `parse`), or None when it was truncated (ask over TCP)."""
         family = socket.AF_INET6 if ":" in server.address else socket.AF_INET
         loop = asyncio.get_running_loop()
@@ -184,20 +176,20 @@ class DnsTransport:
                     return None
                 if not parse:
                     return data
-                try:
-                    reply = dns.message.from_wire(data, ignore_trailing=True)
-                except dns.exception.DNSException:
-                    continue  # malformed: keep waiting for a good one until the timeout
-                if query.is_response(reply):
+                reply = query.read(data)
+                if reply is not None:  # else malformed or another question: keep waiting
                     return reply
 
-    async def _tcp(self, query: _Query, server: Nameserver, budget: float) -> dns.message.Message:
-        """The TCP retry after truncation. Any failure but a timeout (dnspython raises EOFError
-        when the server closes without answering, DNSException, OSError, ...) ends this server's
-        turn in `ask`, which goes on with the next one."""
+    async def _tcp(self, query: _Query, server: Nameserver, budget: float) -> Reply | None:
+        """The TCP retry after truncation, exchanged by dnspython; its message is read again
+        from its wire form (rare, so the one reading of replies stays the only one). Any failure
+        but a timeout (dnspython raises EOFError when the server closes without answering,
+        DNSException, OSError, ...) ends this server's turn in `ask`, which goes on with the
+        next one."""
         try:
             message = dns.message.from_wire(query.wire)
-            return await dns.asyncquery.tcp(message, server.address, budget, server.port)
+            reply = await dns.asyncquery.tcp(message, server.address, budget, server.port)
+            return query.read(reply.to_wire())
         except dns.exception.Timeout:
             raise TimeoutError from None
         except Exception as exc:  # translated in ask
@@ -206,12 +198,12 @@ class DnsTransport:
 
 @dataclass(frozen=True, slots=True)
 class Unparsed:
-    """A reply of `DnsTransport.ask_unparsed`: the datagram, or the message when it had to be
+    """A reply of `DnsTransport.ask_unparsed`: the datagram, or the reply when it had to be
     read already (a TCP retry after truncation)."""
 
     query: _Query
     data: bytes | None
-    message: dns.message.QueryMessage | None
+    reply: Reply | None
 
 
 class _Query:
@@ -223,32 +215,20 @@ class _Query:
     EDNS0 OPT record (RFC 6891 §6.1.2: root owner, class = UDP payload size, TTL 0, no data).
     """
 
-    __slots__ = ("name", "rdtype", "wire")
+    __slots__ = ("ident", "name", "rdtype", "wire")
 
     def __init__(self, qname: str, rdtype: dns.rdatatype.RdataType, flags: int, payload: int):
         self.name = dns.name.from_text(qname)
         self.rdtype = rdtype
-        header = struct.pack("!HHHHHH", dns.entropy.random_16(), flags, 1, 0, 0, 1)
+        self.ident = dns.entropy.random_16()
+        header = struct.pack("!HHHHHH", self.ident, flags, 1, 0, 0, 1)
         question = bytes(self.name.to_wire() or b"") + struct.pack("!HH", rdtype, dns.rdataclass.IN)
         self.wire = header + question + struct.pack("!BHHIH", 0, dns.rdatatype.OPT, payload, 0, 0)
 
-    def is_response(self, reply: dns.message.Message) -> bool:
-        """What dnspython's Message.is_response checks for a query (RFC 5452 §9.1): the reply
-        flag, our ID and opcode, and exactly our question."""
-        if not reply.flags & dns.flags.QR or reply.id != int.from_bytes(self.wire[:2], "big"):
-            return False
-        if dns.opcode.from_flags(int(reply.flags)) != dns.opcode.QUERY:
-            return False
-        if not reply.question and reply.rcode() in _ERRORS_WITHOUT_QUESTION:
-            return True  # as dnspython: an error reply may leave the question out
-        if len(reply.question) != 1:
-            return False
-        question = reply.question[0]
-        return (
-            question.name == self.name
-            and question.rdtype == self.rdtype
-            and question.rdclass == dns.rdataclass.IN
-        )
+    def read(self, data: bytes) -> Reply | None:
+        """The reply `data` to this question, or None when it is malformed or answers another
+        (RFC 5452 §9.1: the reply flag, our ID and opcode, exactly our question)."""
+        return read_reply(data, self.ident, self.name, self.rdtype)
 
 
 def _header_rcode(data: bytes) -> dns.rcode.Rcode:
