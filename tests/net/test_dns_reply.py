@@ -284,3 +284,14 @@ def test_garbage_with_our_id_is_refused_as_dnspython_refused_it(tail: bytes, qty
     query = _Query(QNAME, qtype, dns.flags.RD, 1232)
     wire = query.ident.to_bytes(2, "big") + b"\x81\x80" + tail
     assert new_reading(wire, query) == old_reading(wire, query)
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies())
+def test_a_reply_written_out_again_reads_the_same(reply: tuple[bytes, _Query]) -> None:
+    """The TCP retry gets a Message from dnspython and reads it written out again."""
+    wire, query = reply
+    read = old_reading(wire, query)
+    if read is not None:
+        message = dns.message.from_wire(wire, ignore_trailing=True)
+        assert new_reading(message.to_wire(want_shuffle=False), query) == read

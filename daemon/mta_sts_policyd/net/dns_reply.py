@@ -35,6 +35,8 @@ _ERRORS_WITHOUT_QUESTION = frozenset(
 _NEGATIVE_TTL_WITHOUT_SOA: int | None = getattr(dns.message, "NEGATIVE_TTL_WITHOUT_SOA", None)
 """The TTL of "nothing" without an SOA in the reply, as the installed dnspython has it (2.3 has
 none: the chain's TTL stands)."""
+_OPCODE = 0x7800  # the opcode bits: dns.opcode.from_flags raises on unassigned ones in 2.3
+_QUERY = dns.opcode.to_flags(dns.opcode.QUERY)
 _ANSWER, _AUTHORITY, _ADDITIONAL = 1, 2, 3
 _IN = dns.rdataclass.IN
 _CNAME = dns.rdatatype.CNAME
@@ -127,11 +129,7 @@ def read_reply(
     if len(wire) < _HEADER.size:
         return None
     reply_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
-    if (
-        not flags & dns.flags.QR
-        or reply_id != ident
-        or dns.opcode.from_flags(flags) != dns.opcode.QUERY
-    ):
+    if not flags & dns.flags.QR or reply_id != ident or flags & _OPCODE != _QUERY:
         return None
     parser = dns.wire.Parser(wire, _HEADER.size)
     try:

@@ -181,15 +181,15 @@ class DnsTransport:
                     return reply
 
     async def _tcp(self, query: _Query, server: Nameserver, budget: float) -> Reply | None:
-        """The TCP retry after truncation, exchanged by dnspython; its message is read again
-        from its wire form (rare, so the one reading of replies stays the only one). Any failure
+        """The TCP retry after truncation, exchanged by dnspython; its message is written out
+        and read again (rare, and the one reading of replies stays the only one). Any failure
         but a timeout (dnspython raises EOFError when the server closes without answering,
         DNSException, OSError, ...) ends this server's turn in `ask`, which goes on with the
         next one."""
         try:
             message = dns.message.from_wire(query.wire)
             reply = await dns.asyncquery.tcp(message, server.address, budget, server.port)
-            return query.read(reply.to_wire())
+            return query.read(reply.to_wire(want_shuffle=False))  # records in the order read
         except dns.exception.Timeout:
             raise TimeoutError from None
         except Exception as exc:  # translated in ask
