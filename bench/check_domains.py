@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "daemon"))
 
-from tests.support.check_world import derived_id, enforce_policy, free_port  # noqa: E402
+from tests.support.check_world import derived_id, enforce_policy  # noqa: E402
 from tests.support.dns_server import DnsServer  # noqa: E402
 from tests.support.https_server import HttpsServer, Site  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 from tests.support.smtp_server import LoopbackSmtpServer, SmtpBehaviour  # noqa: E402
 
 MX_COUNT = 20

@@ -91,7 +91,7 @@ def pebble_start(
     """Starts Debian's pebble (keywords: http_port, validity_seconds); returns it and the
     tls-alpn-01 port it validates on. mta-sts.a.test and mta-sts.b.test point at 127.0.0.1."""
     from support.pebble import NAME, PEBBLE, Pebble
-    from support.postfix_instance import free_port
+    from support.ports import free_port
 
     if PEBBLE is None:
         pytest.fail("pebble not installed: .ci/setup installs Debian's pebble package")

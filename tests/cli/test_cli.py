@@ -24,7 +24,8 @@ from mta_sts_policyd import __version__
 from mta_sts_policyd.cli import main as cli
 from mta_sts_policyd.config.settings import Config, config_as_dict, config_from_mapping
 from support import REPO_ROOT
-from support.daemon_process import DaemonProcess, free_port
+from support.daemon_process import DaemonProcess
+from support.ports import free_port
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 ENFORCE_DATA = "secure match=mail.example.test servername=hostname"

@@ -15,7 +15,8 @@ import pytest
 
 from mta_sts_policyd.cli import main as cli
 from mta_sts_policyd.cli.exit_codes import ExitCode
-from support.daemon_process import COMMAND, free_port, subprocess_env
+from support.daemon_process import COMMAND, subprocess_env
+from support.ports import free_port
 
 TLSRPT_ON = """
 [tlsrpt]

@@ -15,7 +15,7 @@ from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.fleet.keys import FleetKeys
 from mta_sts_policyd.fleet.nodes import NodeRecord
 from mta_sts_policyd.fleet.status import recent_days
-from support.daemon_process import free_port
+from support.ports import free_port
 from support.redis_server import RedisServer
 
 KEYS = FleetKeys("fl")

@@ -15,7 +15,7 @@ from acme import errors as acme_errors
 from mta_sts_policyd.host.acme_issuer import HTTP_01, AcmeFailure, AcmeIssuer
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
 from support.pebble import NAME, POLICY, Pebble, fetch, wait_port
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 
 def write_policy(root: Path) -> Path:

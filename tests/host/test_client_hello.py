@@ -19,7 +19,7 @@ from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.client_hello import offers_alpn
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 NAME = "mta-sts.a.test"
 POLICY = b"version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\n"

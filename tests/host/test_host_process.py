@@ -23,7 +23,7 @@ from mta_sts_policyd.tools.policy_id import policy_id
 from support.daemon_process import COMMAND, subprocess_env, toml_text
 from support.dns_server import DnsServer
 from support.pebble import wait_port
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 OLD = b"version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\n"
 NEW = b"version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 604800\n"

@@ -31,7 +31,7 @@ from mta_sts_policyd.service.composition import open_reports_in_store
 from mta_sts_policyd.service.host_parts import host_settings, make_host_intake
 from mta_sts_policyd.state_files import REPORTS_IN_QUARANTINE, REPORTS_IN_STORE_NAME
 from support.certs import CertFactory
-from support.postfix_instance import free_port
+from support.ports import free_port
 from support.received_reports import report
 
 POLICY = b"version: STSv1\nmode: testing\nmx: mx1.example.com\nmax_age: 86400\n"

@@ -20,7 +20,7 @@ from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
 from support.certs import CertFactory, CertKind
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 POLICY_A = b"version: STSv1\r\nmode: enforce\r\nmx: mx.a.test\r\nmax_age: 604800\r\n"
 POLICY_B = b"version: STSv1\nmode: testing\nmx: *.b.test\nmax_age: 86400\n"

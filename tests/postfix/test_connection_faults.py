@@ -19,7 +19,8 @@ import pytest
 from conftest import StsWorld
 from mta_sts_policyd.postfix.server import SocketmapServer
 from mta_sts_policyd.postfix.socketmap import NetstringDecoder, encode_netstring
-from support.daemon_process import DaemonProcess, free_port
+from support.daemon_process import DaemonProcess
+from support.ports import free_port
 from support.socketmap_fakes import SECURE, Answers, read_replies
 
 pytestmark = pytest.mark.fault

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from mta_sts_policyd.probe.smtp import _read_reply, _Stop
 from mta_sts_policyd.probe.tls import classify_verify_error, describe_certificate, matches_host
 from mta_sts_policyd.tlsrpt.shadow.label import probe_failure_detail
 from support.certs import CertFactory
+from support.ports import free_port
 from support.smtp_server import (
     LoopbackSmtpServer,
     SmtpBehaviour,
@@ -295,12 +295,6 @@ async def test_silent_server_times_out_as_transient(ca_file: str) -> None:
     assert not result.ok and result.transient and result.result_type is None
     assert "timeout waiting for banner" in result.reason
     assert probe_failure_detail(result) is None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_connection_refused_is_transient(ca_file: str) -> None:

@@ -38,7 +38,7 @@ from mta_sts_policyd.service.host_parts import make_host_intake
 from mta_sts_policyd.state_files import REPORTS_IN_STORE_NAME
 from support.daemon_process import COMMAND, DaemonProcess, subprocess_env, wait_until
 from support.pebble import wait_port
-from support.postfix_instance import free_port
+from support.ports import free_port
 from support.received_reports import report
 
 DAY = date(2026, 11, 30)

@@ -31,11 +31,11 @@ from mta_sts_policyd.postfix.socketmap import NetstringDecoder, encode_netstring
 from support.daemon_process import (
     POSTMAP,
     DaemonProcess,
-    free_port,
     postfix_config_dir,
     postmap,
     wait_until,
 )
+from support.ports import free_port
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 ENFORCE_REPLY = b"OK secure match=mail.example.test servername=hostname"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,31 +23,11 @@ from mta_sts_policyd.tools.policy_id import policy_id
 from .certs import CertKind
 from .dns_server import DnsServer
 from .https_server import HttpsServer, Site
+from .ports import free_port
 from .smtp_server import LoopbackSmtpServer, SmtpBehaviour
 
 MxKind = CertKind | str
 """A certificate kind, or "no-starttls"."""
-
-
-def free_port(hosts: Sequence[str]) -> int:
-    """A TCP port free on every address in `hosts` (checked by binding each)."""
-    for _ in range(50):
-        with _socket_for(hosts[0]) as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-        try:
-            with contextlib.ExitStack() as stack:
-                for host in hosts[1:]:
-                    sock = stack.enter_context(_socket_for(host))
-                    sock.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise OSError("no common free port")
-
-
-def _socket_for(host: str) -> socket.socket:
-    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 
 
 def _set_addresses(dns: DnsServer, name: str, addresses: Sequence[str]) -> None:

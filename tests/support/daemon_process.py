@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,18 +25,13 @@ from mta_sts_policyd.config.toml_schema import toml_value
 from mta_sts_policyd.postfix.client import SocketmapClient
 from mta_sts_policyd.state_files import POLICY_STORE_NAME
 
+from .ports import free_port
+
 DAEMON_SRC = Path(__file__).resolve().parents[2] / "daemon"
 COMMAND = (sys.executable, "-m", "mta_sts_policyd.cli.main")
 """The console script's code, run by this interpreter (no dependence on PATH)."""
 
 Sections = Mapping[str, Mapping[str, Any]]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def toml_text(sections: Sections) -> str:

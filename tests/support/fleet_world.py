@@ -26,9 +26,10 @@ import trustme
 
 from mta_sts_policyd.postfix.client import SocketmapClient
 from mta_sts_policyd.postfix.socketmap import MAX_REPLY, NetstringDecoder, encode_netstring
-from support.daemon_process import DaemonProcess, free_port, merge
+from support.daemon_process import DaemonProcess, merge
 from support.dns_server import DnsServer
 from support.https_server import HttpsServer
+from support.ports import free_port
 from support.redis_server import RedisServer, SentinelSetup
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.{domain}\nmax_age: 86400\n"

@@ -15,7 +15,7 @@ import httpx
 import trustme
 
 from support.dns_server import DnsServer
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 PEBBLE = shutil.which("pebble")
 NAME = "mta-sts.a.test"

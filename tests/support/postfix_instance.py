@@ -32,6 +32,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from .ports import free_port
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 LOOPBACK = "127.0.0.1"
 
@@ -61,14 +63,6 @@ anvil      unix  - - n -     1 anvil
 scache     unix  - - n -     1 scache
 postlog    unix-dgram n - n - 1 postlogd
 """
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def postfix_available() -> bool:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_SENTINEL = shutil.which("redis-sentinel")

@@ -20,7 +20,7 @@ from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
 from support.certs import CertFactory
 from support.dns_server import DnsServer, Record
-from support.postfix_instance import free_port
+from support.ports import free_port
 
 D = "a.test"
 
