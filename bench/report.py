@@ -288,6 +288,19 @@ def _loop_rows(lp: dict[str, Any] | None) -> list[Row]:
         rows.append(
             (f"{head}: p99 µs", o["p99_us"], i["p99_us"], "ours < 1000", lambda a, b: a < 1000)
         )
+        floor = lp.get(f"floor_{loop}")
+        if floor:  # the event loop's own cost: a server that only looks the request up
+            cost = floor["cpu_us_per_answer"]
+            rows.append(
+                (
+                    f"{head}: CPU / a do-nothing server's on {loop} "
+                    f"({cost:.1f} µs, {cost / echo:.2f}x echo)",
+                    round(o["cpu_us_per_answer"] / cost, 2),
+                    round(i["cpu_us_per_answer"] / cost, 2),
+                    "",
+                    None,
+                )
+            )
     return rows
 
 

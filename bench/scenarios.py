@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daemons import Daemon, pinned
 from harness import (
     LOAD_FIELDS,
     NAMES,
@@ -22,6 +23,8 @@ from harness import (
 )
 from loadgen_ceiling import ceiling
 from store import make_store
+
+LOOP_FLOOR_PORT = 8498
 
 
 def cached(env: Env) -> dict[str, Any]:
@@ -289,15 +292,37 @@ def _no_policy_cost(env: Env, daemon: Any, name: str) -> dict[str, Any]:
     }
 
 
+def start_loop_floor(env: Env, keys: Path, loop: str) -> Daemon:
+    """`loop_floor.py` on `loop`: a socketmap server that only looks the request up in a dict."""
+    script = Path(__file__).with_name("loop_floor.py")
+    argv = [sys.executable, str(script), str(LOOP_FLOOR_PORT), str(keys), loop]
+    process = subprocess.Popen(pinned(env.server_cpus, argv), stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        raise RuntimeError(f"loop_floor.py on {loop} did not start")
+    log = env.workdir / "floor.log"
+    return Daemon(f"floor-{loop}", LOOP_FLOOR_PORT, process, time.monotonic(), log)
+
+
 def loops(env: Env) -> dict[str, Any]:
     """7. Cached answers, 20 connections, with both daemons on plain asyncio and on uvloop.
 
-    Same keys, same load generator, and the C echo server's CPU per answer measured in the same
-    run: the floor of one read and one write per request, whatever the server is written in.
+    Same keys, same load generator, and two floors measured in the same run: the C echo
+    server's CPU per answer (one read and one write per request, whatever the server is
+    written in) and `loop_floor.py`'s on each loop (what the event loop itself costs).
     """
     count, seconds, runs = (200, 2.0, 2) if env.quick else (1000, 5.0, 3)
     keys = keys_file(env, "loops", domains("d", count))
     out: dict[str, Any] = {"echo": ceiling(env)["c20"]}
+    for loop in ("asyncio", "uvloop"):
+        floor = start_loop_floor(env, keys, loop)
+        try:
+            run_load(env, floor, keys, 20, "time", 1.0)  # warm-up
+            samples = [run_load(env, floor, keys, 20, "time", seconds) for _ in range(runs)]
+            out[f"floor_{loop}"] = median_of(samples, LOAD_FIELDS)
+            env.log(f"loops floor_{loop}: {out[f'floor_{loop}']}")
+        finally:
+            floor.stop()
     for name in NAMES:
         for uvloop in (False, True):
             daemon = start_daemon(env, name, uvloop=uvloop)
