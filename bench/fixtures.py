@@ -276,7 +276,8 @@ class _DelayRelay:
                 wait = due - self.loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                self.lateness.add(self.loop.time() - due)
+                if chunk:  # an end of stream comes after the exchange: no answer waits on it
+                    self.lateness.add(self.loop.time() - due)
                 if not chunk:
                     dst.close()
                     return
