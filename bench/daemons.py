@@ -166,6 +166,15 @@ def spawn(
     return Daemon(name, port, process, time.monotonic(), log)
 
 
+def spawn_ready(name: str, argv: list[str], port: int, workdir: Path, cpus: str | None) -> Daemon:
+    """A helper server (the C echo, the event-loop floor) that prints "ready" once listening."""
+    process = subprocess.Popen(pinned(cpus, argv), stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        raise RuntimeError(f"{name} did not start: {' '.join(argv)}")
+    return Daemon(name, port, process, time.monotonic(), workdir / f"{name}.log")
+
+
 def pinned(cpus: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else argv
 

@@ -276,11 +276,10 @@ class _DelayRelay:
                 wait = due - self.loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if chunk:  # an end of stream comes after the exchange: no answer waits on it
-                    self.lateness.add(self.loop.time() - due)
-                if not chunk:
+                if not chunk:  # comes after the exchange: no answer waits on it, not counted
                     dst.close()
                     return
+                self.lateness.add(self.loop.time() - due)
                 dst.write(chunk)
                 await dst.drain()
 

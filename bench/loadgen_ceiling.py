@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from typing import Any
 
-from daemons import Daemon, pinned
+from daemons import spawn_ready
 from harness import LOAD_FIELDS, Env, domains, keys_file, median_of, run_load
 
 ECHO_PORT = 8499
 
 
 def ceiling(env: Env) -> dict[str, Any]:
-    argv = pinned(env.server_cpus, [str(env.loadgen), "echo", "127.0.0.1", str(ECHO_PORT)])
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    process.stdout.readline()  # "ready"
-    echo = Daemon("echo", ECHO_PORT, process, time.monotonic(), env.workdir / "echo.log")  # type: ignore[arg-type]
+    argv = [str(env.loadgen), "echo", "127.0.0.1", str(ECHO_PORT)]
+    echo = spawn_ready("echo", argv, ECHO_PORT, env.workdir, env.server_cpus)
     keys = keys_file(env, "ceiling", domains("d", 1000))
     seconds, runs = (1.5, 2) if env.quick else (5.0, 3)
     out: dict[str, Any] = {}

@@ -14,12 +14,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from mta_sts_policyd.postfix.socketmap import REPLY_NOTFOUND, encode_netstring
+
 REPLY = b"OK secure match=mx1.example.net:mx2.example.net servername=hostname"
-NOTFOUND = b"9:NOTFOUND,"
-
-
-def netstring(payload: bytes) -> bytes:
-    return b"%d:%s," % (len(payload), payload)
+NOTFOUND = encode_netstring(REPLY_NOTFOUND)
 
 
 class Answer(asyncio.Protocol):
@@ -45,9 +43,10 @@ async def serve(port: int, replies: dict[bytes, bytes]) -> None:
 
 
 def main(port: int, keys_file: str, loop: str) -> None:
-    framed = netstring(REPLY)
+    framed = encode_netstring(REPLY)
     replies = {
-        netstring(f"postfix {key}".encode()): framed for key in Path(keys_file).read_text().split()
+        encode_netstring(f"postfix {key}".encode()): framed
+        for key in Path(keys_file).read_text().split()
     }
     if loop == "uvloop":
         import uvloop

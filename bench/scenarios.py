@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemons import Daemon, pinned
+from daemons import Daemon, spawn_ready
 from harness import (
     LOAD_FIELDS,
     NAMES,
@@ -296,12 +296,7 @@ def start_loop_floor(env: Env, keys: Path, loop: str) -> Daemon:
     """`loop_floor.py` on `loop`: a socketmap server that only looks the request up in a dict."""
     script = Path(__file__).with_name("loop_floor.py")
     argv = [sys.executable, str(script), str(LOOP_FLOOR_PORT), str(keys), loop]
-    process = subprocess.Popen(pinned(env.server_cpus, argv), stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != b"ready":
-        raise RuntimeError(f"loop_floor.py on {loop} did not start")
-    log = env.workdir / "floor.log"
-    return Daemon(f"floor-{loop}", LOOP_FLOOR_PORT, process, time.monotonic(), log)
+    return spawn_ready(f"floor-{loop}", argv, LOOP_FLOOR_PORT, env.workdir, env.server_cpus)
 
 
 def loops(env: Env) -> dict[str, Any]:

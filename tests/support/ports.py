@@ -10,6 +10,7 @@ hold one; each port is checked by binding it on every address and handed out onc
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import socket
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ def free_port(hosts: Sequence[str] = ("127.0.0.1",)) -> int:
     raise OSError(f"no free port in {LOWEST}-{highest} on {', '.join(hosts)}")
 
 
+@functools.cache
 def _ephemeral_low() -> int:
     try:
         low = int(_EPHEMERAL_RANGE.read_text().split()[0])
