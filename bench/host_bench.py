@@ -40,7 +40,10 @@ from typing import Any
 import trustme
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "daemon"))
+
+from tests.support.ports import free_port  # noqa: E402
 
 POLICY = "version: STSv1\nmode: enforce\nmx: mx1.{d}\nmx: *.mx.{d}\nmax_age: 604800\n"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -75,12 +78,6 @@ def build_world(root: Path, count: int) -> Path:
         f'cert_dirs = ["{root / "certs"}"]\npoll_interval = 3600\n'
     )
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def port_of(config: Path) -> int:
