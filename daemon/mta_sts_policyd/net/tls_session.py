@@ -8,7 +8,8 @@ runs in a small thread pool, beside the loop and on another core. The first step
 ClientHello, a fraction of the cost) stays on the loop: a thread hop would cost about as much;
 on a single usable core every step does (a thread could only take turns with the loop).
 After the handshake, records are encrypted and decrypted inline (a request and a policy are
-small). The context (trust store, minimum version, host name check) is the caller's, unchanged.
+small), and the client's last handshake flight leaves with the first request. The context
+(trust store, minimum version, host name check) is the caller's, unchanged.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ class TlsSession:
                 self._flush()  # the alert that says why
                 raise
             else:
-                self._flush()
+                # Our last flight (TLS 1.3: the Finished) waits for a write in this same turn of
+                # the loop, so it leaves with the request in one TCP segment, not two; without
+                # one it goes at the turn's end.
                 self._established = True
+                loop.call_soon(self._flush_if_open)
                 return
             data = await self._reader.read(READ_SIZE)
             if not data:
@@ -121,3 +125,7 @@ class TlsSession:
     def _flush(self) -> None:
         if self._outgoing.pending:
             self._writer.write(self._outgoing.read())
+
+    def _flush_if_open(self) -> None:
+        if not self._writer.is_closing():
+            self._flush()
