@@ -15,7 +15,8 @@ with the host's on a small machine, so the client CPU is reported too):
 - `keepalive`: one connection per client thread to one domain, GET after GET.
 
 Usage: `python bench/host_bench.py [--domains 1000] [--seconds 10] [--clients 2]
-[--threads 8] [--json FILE]` (it puts daemon/ on the path itself).
+[--threads 8] [--json FILE]`; like run.py it re-runs itself in bench/.venv-ours, where this
+checkout is installed with the policy host's dependencies.
 """
 
 from __future__ import annotations
@@ -37,13 +38,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import trustme
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "daemon"))
+sys.path[:0] = [str(REPO / "bench"), str(REPO), str(REPO / "daemon")]
 
 from tests.support.ports import free_port  # noqa: E402
+
+import run as bench_run  # noqa: E402
 
 POLICY = "version: STSv1\nmode: enforce\nmx: mx1.{d}\nmx: *.mx.{d}\nmax_age: 604800\n"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -55,6 +55,8 @@ def domain(i: int) -> str:
 
 def build_world(root: Path, count: int) -> Path:
     """Policies, certificates and the config file; returns the config's path."""
+    import trustme  # bench/.venv-ours has it (bench_run.ensure_ours)
+
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(root / "ca.pem"))
     now = datetime.now(UTC)
@@ -211,6 +213,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="threads per client process")
     parser.add_argument("--json", type=Path, help="also write the results here")
     opts = parser.parse_args()
+    bench_run.ensure_ours()
     with tempfile.TemporaryDirectory(prefix="host-bench-") as tmp:
         root = Path(tmp)
         minted = time.monotonic()

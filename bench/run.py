@@ -35,7 +35,7 @@ INCUMBENT_EXTRA = "[uvloop]"
 """Its recommended extra; the daemon runs with --disable-uvloop except in the `loops` scenario."""
 VENV = BENCH / ".venv-incumbent"
 OURS_VENV = BENCH / ".venv-ours"
-OURS_EXTRAS = "[speedups,redis]"
+OURS_EXTRAS = "[speedups,redis,host]"
 BENCH_REQUIREMENTS = ("trustme", "py-spy")
 """What the orchestrator and fixtures import besides the daemon's own dependencies."""
 RESULTS = BENCH / "results"
@@ -63,8 +63,10 @@ def ensure_ours() -> None:
     python = OURS_VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == OURS_VENV.resolve():
         return
-    has_redis = any(OURS_VENV.glob("lib/python*/site-packages/redis"))  # the fleet scenario
-    if not python.exists() or not has_redis:
+    # the fleet scenario needs redis, host_bench.py the policy host's aiohttp and acme
+    extras = ("redis", "aiohttp", "acme")
+    has_extras = all(any(OURS_VENV.glob(f"lib/python*/site-packages/{name}")) for name in extras)
+    if not python.exists() or not has_extras:
         print(f"installing this checkout into {OURS_VENV.relative_to(BENCH.parent)}", flush=True)
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(OURS_VENV)], check=True)
