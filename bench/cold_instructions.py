@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
@@ -32,7 +33,9 @@ import run as bench_run  # noqa: E402
 VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
 
-def count(name: str, n: int, env_extra: dict[str, str], args: argparse.Namespace, ctx: dict) -> int:
+def count(
+    name: str, n: int, env_extra: dict[str, str], args: argparse.Namespace, ctx: dict[str, Any]
+) -> int:
     import daemons
     from harness import IDLE_KEY, domains
 

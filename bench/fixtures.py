@@ -16,6 +16,7 @@ import asyncio
 import heapq
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import shutil
 import socket
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import trustme
 from tests.support.certs import CertFactory
@@ -41,6 +42,8 @@ DIRECT_PORT = 4443
 _POLICY_PATH = "/.well-known/mta-sts.txt"
 _WIRE_CACHE = 500_000
 MAX_AGE = 86400 * 7
+
+T = TypeVar("T")
 
 
 def policy_body(domain: str) -> bytes:
@@ -171,7 +174,10 @@ class Lateness:
         values, self.samples = sorted(self.samples), []
         if not values:
             return {"count": 0}
-        pick = lambda q: round(values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))], 2)  # noqa: E731
+
+        def pick(q: float) -> float:
+            return round(values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))], 2)
+
         return {"count": len(values), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1)}
 
 
@@ -398,10 +404,10 @@ class _PolicyHost:
 
         self._call(reset)
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the server's loop, so counters are read and reset between callbacks."""
 
-        async def run() -> Any:
+        async def run() -> T:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
@@ -450,10 +456,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class Fixtures:
     """Handle held by the orchestrator: the child process and its command pipe."""
 
-    process: multiprocessing.Process
+    process: multiprocessing.process.BaseProcess
     pipe: multiprocessing.connection.Connection
     ca_pem: str
-    helpers: list[multiprocessing.Process]
+    helpers: list[multiprocessing.process.BaseProcess]
     """The DNS and relay processes."""
 
     def pids(self) -> list[int]:
@@ -618,7 +624,7 @@ def start_fixtures(ca_pem: str, cpus: set[int] | None = None) -> Fixtures:
     that none of them waits for another's GIL (the emulated network stays on time under load).
     """
     ctx = multiprocessing.get_context("fork")
-    helpers = []
+    helpers: list[multiprocessing.process.BaseProcess] = []
     pipes = []
     for target in (_dns_child, _relay_child):
         parent, child = ctx.Pipe()

@@ -156,7 +156,8 @@ def store_startup(env: Env) -> dict[str, Any]:
     count = 100_000
     store = make_store(env.workdir / "store-100k.sqlite", domains("s", count))
     keys = keys_file(env, "store", domains("s", count))
-    startups, out = [], {}
+    startups: list[float] = []
+    out: dict[str, Any] = {}
     for run in range(1 if env.quick else 3):
         daemon = start_daemon(env, "ours", store=store)
         try:

@@ -1,4 +1,4 @@
-"""House rules as tests: ruff (lint + format) on the tree and mypy --strict on the package."""
+"""House rules as tests: ruff (lint + format) on the tree, mypy --strict on package and bench."""
 
 from __future__ import annotations
 
@@ -28,4 +28,10 @@ def test_ruff_format_is_clean() -> None:
 
 def test_mypy_strict_on_the_package() -> None:
     result = _run("mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_on_the_benchmarks() -> None:
+    """bench/ is code the team runs to decide designs: typed like the package."""
+    result = _run("mypy", "--strict", "bench")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import dns.exception
 import dns.flags
@@ -29,12 +29,7 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.CNAME
-import dns.rdtypes.ANY.MX
-import dns.rdtypes.ANY.SOA
 import dns.rdtypes.ANY.TXT
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
 import dns.rrset
 
 Failure = Literal["nxdomain", "servfail", "refused", "drop", "tc-then-close"]
@@ -63,21 +58,21 @@ def txt(*strings: str | bytes, ttl: int = 300) -> Record:
 
 
 def cname(target: str, ttl: int = 300) -> Record:
-    rd = dns.rdtypes.ANY.CNAME.CNAME(_IN, dns.rdatatype.CNAME, _absolute(target))
+    rd = dns.rdata.from_text(_IN, dns.rdatatype.CNAME, _absolute(target).to_text())
     return Record(dns.rdatatype.CNAME, rd, ttl)
 
 
 def mx(preference: int, exchange: str, ttl: int = 300) -> Record:
-    rd = dns.rdtypes.ANY.MX.MX(_IN, dns.rdatatype.MX, preference, _absolute(exchange))
+    rd = dns.rdata.from_text(_IN, dns.rdatatype.MX, f"{preference} {_absolute(exchange)}")
     return Record(dns.rdatatype.MX, rd, ttl)
 
 
 def a(address: str, ttl: int = 300) -> Record:
-    return Record(dns.rdatatype.A, dns.rdtypes.IN.A.A(_IN, dns.rdatatype.A, address), ttl)
+    return Record(dns.rdatatype.A, dns.rdata.from_text(_IN, dns.rdatatype.A, address), ttl)
 
 
 def aaaa(address: str, ttl: int = 300) -> Record:
-    rd = dns.rdtypes.IN.AAAA.AAAA(_IN, dns.rdatatype.AAAA, address)
+    rd = dns.rdata.from_text(_IN, dns.rdatatype.AAAA, address)
     return Record(dns.rdatatype.AAAA, rd, ttl)
 
 
@@ -222,7 +217,7 @@ class DnsServer:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # ----- lifecycle -----------------------------------------------------------------------
-    def __enter__(self) -> DnsServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -394,16 +389,10 @@ class DnsServer:
         return self.zone_callback(name) if self.zone_callback is not None else None
 
     def _soa(self) -> dns.rrset.RRset:
-        soa = dns.rdtypes.ANY.SOA.SOA(
+        soa = dns.rdata.from_text(
             _IN,
             dns.rdatatype.SOA,
-            dns.name.from_text("ns.invalid."),
-            dns.name.from_text("hostmaster.invalid."),
-            1,
-            3600,
-            600,
-            86400,
-            self.negative_ttl,
+            f"ns.invalid. hostmaster.invalid. 1 3600 600 86400 {self.negative_ttl}",
         )
         return dns.rrset.from_rdata_list(_ROOT, self.negative_ttl, [soa])
 
