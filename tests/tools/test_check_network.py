@@ -197,6 +197,14 @@ async def test_null_and_implicit_mx(world: CheckWorld) -> None:
     assert report["domains"][0]["mx_hosts"] == [D]
 
 
+async def test_a_domain_that_does_not_exist(world: CheckWorld) -> None:
+    """A typo: NXDOMAIN from the real resolver path, one critical finding, no implicit MX."""
+    code, report = await world.run_check("nowhere.example.test")
+    assert code == 2
+    assert codes(report) == {"DOMAIN_NXDOMAIN"}
+    assert report["domains"][0]["mx_hosts"] == []
+
+
 async def test_txt_cname_chain_and_hosting(world: CheckWorld) -> None:
     await world.mx_server(MX1)
     policy = enforce_policy(MX1)

@@ -255,6 +255,7 @@ CASES: dict[str, Case] = {
     ),
     "ID_NOT_BUMPED": (lambda: with_body(TESTING, txt_id=ID), good, DEFAULTS),
     "ID_NOT_VERIFIABLE": (lambda: with_body(BODY, txt_id="20260601"), good, DEFAULTS),
+    "DOMAIN_NXDOMAIN": (lambda: replace(good(), mx=MxSeen(nxdomain=True)), good, DEFAULTS),
     "MX_NULL": (lambda: replace(good(), mx=MxSeen(null=True), mx_hosts=()), good, DEFAULTS),
     "MX_IMPLICIT": (lambda: with_mx((D,), implicit=True), good, DEFAULTS),
     "MX_NOT_COVERED": (
@@ -461,3 +462,13 @@ def test_tlsrpt_endpoint_findings_name_the_address() -> None:
         ("ADDRESS_NOT_PUBLIC", "10.0.0.5"),
         ("TLSRPT_HTTPS_FAILED", "192.0.2.5"),
     ]
+
+
+def test_a_domain_that_does_not_exist_has_that_one_finding() -> None:
+    """Whatever else was seen (a resolver that answers names under an NXDOMAIN), the report
+    says the one thing to fix, and a sender finds no policy."""
+    report = judge_domain(replace(with_mx((MX1,)), mx=MxSeen(nxdomain=True)), DEFAULTS, NOW)
+    assert [f.code for f in report.findings] == ["DOMAIN_NXDOMAIN"]
+    assert report.status is NagiosStatus.CRITICAL
+    assert report.sender.socketmap_reply == "NOTFOUND "
+    assert report.policy is None and report.mx_hosts == ()

@@ -157,6 +157,18 @@ def test_command_usage_errors(mx_dns: DnsServer) -> None:
     assert _run(mx_dns, "--domain", "example.com") == 75
 
 
+def test_a_domain_that_does_not_exist_needs_mx(
+    mx_dns: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NXDOMAIN is not "no MX record" (no implicit MX to the domain itself): a typo or a zone
+    not yet delegated. With --mx the policy is still made (written before the zone exists)."""
+    assert _run(mx_dns, "--domain", "exmaple.com") == 64
+    err = capsys.readouterr().err
+    assert "exmaple.com: the domain does not exist in DNS (NXDOMAIN); give --mx" in err
+    assert _run(mx_dns, "--domain", "exmaple.com", "--mx", "mx1.exmaple.com") == 0
+    assert "mx: mx1.exmaple.com" in capsys.readouterr().out
+
+
 SERVED = [
     "version: STSv1",
     "mode: testing",

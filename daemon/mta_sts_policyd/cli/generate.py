@@ -77,14 +77,13 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         return fail(
             "generate", f"{args.domain!r} is not a domain name", EXIT_USAGE, as_json=args.json
         )
-    current = asyncio.run(mx_lookup(config, args.nameserver)(domain))
-    if not args.mx and current is None:
-        return fail(
-            "generate",
-            f"cannot look up the MX hosts of {domain}; give --mx",
-            EXIT_TEMPFAIL,
-            as_json=args.json,
-        )
+    seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
+    why = seen.unknown_because
+    if not args.mx and why is not None:
+        code = EXIT_TEMPFAIL if seen.error is not None else EXIT_USAGE
+        message = f"no MX hosts known for {domain}: {why}; give --mx"
+        return fail("generate", message, code, as_json=args.json)
+    current = seen.hosts if why is None else None
     if args.existing is not None and not args.existing.is_file():
         message = f"--existing {args.existing}: no such file"
         return fail("generate", message, EXIT_USAGE, as_json=args.json)

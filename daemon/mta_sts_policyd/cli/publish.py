@@ -87,10 +87,12 @@ class _Refused(Exception):
 def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: Path) -> str:
     if args.policy is not None:
         return str(args.policy.read_text(encoding="utf-8"))
-    current = asyncio.run(mx_lookup(config, args.nameserver)(domain))
+    seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
+    current = seen.hosts if seen.unknown_because is None else None
     mx = tuple(args.mx) or tuple(current or ())
     if not mx:
-        raise _Refused(f"no MX hosts known for {domain}; give --mx")
+        why = f": {seen.unknown_because}" if seen.unknown_because else ""
+        raise _Refused(f"no MX hosts known for {domain}{why}; give --mx")
     existing = target.read_bytes() if target.is_file() else None
     out = build(Request(domain, Mode(args.mode), mx, args.max_age), current, existing)
     if out.refusals and not args.force:

@@ -24,11 +24,11 @@ from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.state_files import MONITOR_STATE_NAME
 from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.tools.check.gather import Reach, observe_mx
-from mta_sts_policyd.tools.check.observations import Options
+from mta_sts_policyd.tools.check.observations import MxSeen, Options
 from mta_sts_policyd.tools.monitor.alerts import AlertSettings
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever
 
-MxLookup = Callable[[str], Coroutine[Any, Any, Sequence[str] | None]]
+MxLookup = Callable[[str], Coroutine[Any, Any, MxSeen]]
 """Domain -> its MX host names, () for none, None when the lookup failed."""
 
 
@@ -52,13 +52,11 @@ def _dns(config: Config, nameservers: Sequence[str] | None) -> DnsClient:
 
 def mx_lookup(config: Config, nameservers: Sequence[str] | None = None) -> MxLookup:
     """For `generate`: the domain's current MX hosts through the configured resolvers, as
-    `check` sees them (an implicit MX is the domain itself; a null MX is none; None: the
-    lookup failed)."""
+    `check` sees them (an implicit MX is the domain itself; a null MX is none)."""
     dns = _dns(config, nameservers)
 
-    async def lookup(domain: str) -> Sequence[str] | None:
-        seen = await observe_mx(domain, dns)
-        return None if seen.error is not None else seen.hosts
+    async def lookup(domain: str) -> MxSeen:
+        return await observe_mx(domain, dns)
 
     return lookup
 

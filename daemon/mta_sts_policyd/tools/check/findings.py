@@ -120,6 +120,9 @@ CATALOGUE: Mapping[str, CodeInfo] = {
     "ID_NOT_VERIFIABLE": _(_I, "the id is not derived from the content; changes not verifiable",
         "Use `generate` to derive ids from the policy content so a forgotten bump is detected."),
     # --- MX hosts against the policy (RFC 8461 §4.1) ---
+    "DOMAIN_NXDOMAIN": _(_C, "the domain does not exist in DNS (NXDOMAIN)",
+        "Check the name; if it is yours, publish its delegation (NS) and an MX record. Nothing "
+        "else is checked: no name under a domain that does not exist can exist (RFC 8020)."),
     "MX_NULL": _(_I, "the domain publishes a null MX (it accepts no mail)",
         "Nothing to do if the domain receives no mail; an MTA-STS policy is then unnecessary."),
     "MX_IMPLICIT": _(_W, "the domain has no MX record; senders use its own address",

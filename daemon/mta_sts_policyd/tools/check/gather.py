@@ -136,11 +136,14 @@ async def _mx(domain: str, reach: Reach) -> MxSeen:
 
 async def observe_mx(domain: str, dns: DnsClient) -> MxSeen:
     """The MX RRset as senders use it: null MX (RFC 7505) and implicit MX (RFC 5321 §5.1: no
-    MX record, the domain itself) told apart (also `generate`'s coverage check)."""
+    MX record, the domain itself) told apart, and a domain that does not exist, which has
+    neither (also `generate`'s coverage check)."""
     try:
         answer = await dns.records(domain, "MX")
     except DnsLookupError as exc:
         return MxSeen(error=exc.reason)
+    if answer.nxdomain:
+        return MxSeen(nxdomain=True)
     records = sorted((int(p), h) for p, _, h in (t.partition(" ") for t in answer.texts))
     hosts = tuple(h for _, h in records if h != ".")
     if records and not hosts:

@@ -3,7 +3,7 @@ time in, a DomainReport out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from mta_sts_policyd.errors import ResultType
@@ -89,7 +89,12 @@ class DomainReport:
 
 def judge_domain(seen: DomainSeen, options: Options, now: datetime) -> DomainReport:
     record = seen.txt.result if isinstance(seen.txt.result, TxtRecord) else None
-    findings = judge_txt(seen.txt, options) + judge_hosting(seen, options)
+    findings: list[Finding] = []
+    if seen.mx.nxdomain:  # the one finding (judge_mx_records); the others would restate it
+        seen = replace(seen, policy_host=None, mx_hosts=(), tlsrpt=None)
+        record = None
+    else:
+        findings = judge_txt(seen.txt, options) + judge_hosting(seen, options)
     served: list[Served] = []
     if seen.policy_host is not None:
         host_findings, served = judge_policy_host(seen.policy_host, options, now)

@@ -35,6 +35,14 @@ def judge_mx_records(domain: str, mx: MxSeen, policy: Policy | None) -> list[Fin
     """The MX RRset itself and its drift from the policy's mx patterns, both ways."""
     if mx.error is not None:
         return [finding("DNS_LOOKUP_FAILED", f"MX {domain}: {mx.error}", name=domain)]
+    if mx.nxdomain:
+        return [
+            finding(
+                "DOMAIN_NXDOMAIN",
+                f"{domain} does not exist in DNS (NXDOMAIN): nobody can send mail to it",
+                name=domain,
+            )
+        ]
     if mx.null:
         return [finding("MX_NULL", f"{domain} has a null MX (RFC 7505)", name=domain)]
     out = []

@@ -100,7 +100,19 @@ class MxSeen:
     """By preference; for an implicit MX, the domain itself."""
     null: bool = False
     implicit: bool = False
+    nxdomain: bool = False
+    """The domain itself does not exist: nothing under it can (RFC 8020)."""
     error: str | None = None
+
+    @property
+    def unknown_because(self) -> str | None:
+        """Why the MX hosts are not known (None: `hosts` is the answer), for `generate` and
+        `publish`, which then need --mx."""
+        if self.error is not None:
+            return f"the MX lookup failed ({self.error})"
+        if self.nxdomain:
+            return "the domain does not exist in DNS (NXDOMAIN)"
+        return None
 
 
 @dataclass(frozen=True)
