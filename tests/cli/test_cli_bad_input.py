@@ -41,11 +41,16 @@ def files(tmp_path: Path) -> dict[str, str]:
         (tmp_path / f"{name}.toml").write_text(text)
         out[name] = str(tmp_path / f"{name}.toml")
     out["missing"] = str(tmp_path / "absent.toml")
+    (tmp_path / "a-file").write_text("not a directory\n")
+    out["notdir"] = str(tmp_path / "a-file")  # a directory path under it cannot be made
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00binary")
+    out["binary"] = str(tmp_path / "binary")
     out["port"] = str(port)
     return out
 
 
 U, N, T, C = ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.TEMPFAIL, ExitCode.CONFIG
+X = ExitCode.CANT_CREATE
 CASES: list[tuple[str, int, str]] = [
     ("", U, "the following arguments are required"),
     ("frobnicate", U, "invalid choice"),
@@ -76,6 +81,16 @@ CASES: list[tuple[str, int, str]] = [
     ("report send -c {tlsrpt} --day 2026-01-01", N, "no data yet"),
     ("probe -c {plain} 'not a host'", U, "probe:"),
     ("generate -c {plain} --domain [192.0.2.1]", U, "is not a domain name"),
+    ("generate -c {plain} --domain x.example --mx mx.x.example --write {notdir}", X, "--write"),
+    ("publish -c {plain} 'not a domain'", U, "is not a domain name"),
+    ("publish -c {plain} x.example --policy {missing}", U, "--policy"),
+    ("reports-in -c {plain} --domain 'bad domain'", U, "is not a domain name"),
+    ("reports-in readiness 'bad domain' -c {plain}", U, "is not a domain name"),
+    ("reports-in readiness x.example -c {plain} --policy {missing}", U, "No such file"),
+    ("reports-in readiness x.example -c {plain} --policy {binary}", U, "not UTF-8 text"),
+    ("reports-in readiness x.example -c {plain} --policy {plain}", U, "--policy"),
+    ("reports-in summary -c {plain}", N, "no reports received yet"),
+    ("reports-in summary -c {plain} --domain x.example --html {notdir}/x.html", X, "--html"),
     # check and monitor are monitoring plugins: Nagios codes (3 UNKNOWN), README "Exit codes"
     ("check -c {plain} 'not a domain'", 3, "is not a domain name"),
     ("monitor -c {plain} --once", 3, "no domain"),

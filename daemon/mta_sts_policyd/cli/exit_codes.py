@@ -17,13 +17,14 @@ class ExitCode(IntEnum):
     NOT_FOUND = 1
     """No policy (or testing/none mode), nothing stored for the request, a failed probe."""
     USAGE = 64
-    """EX_USAGE: bad arguments."""
+    """EX_USAGE: bad arguments, a file named on the command line that cannot be read."""
     UNAVAILABLE = 69
     """EX_UNAVAILABLE: `serve` found another `serve` holding the state directory
     (errors.StateLockedError)."""
     CANT_CREATE = 73
     """EX_CANTCREAT: the state directory or a store in it cannot be used (serve, or any command
-    that opens a store; errors.StateUnusableError)."""
+    that opens a store; errors.StateUnusableError), or an output file named on the command line
+    cannot be written."""
     TEMPFAIL = 75
     """EX_TEMPFAIL: could not find out now (DNS/HTTPS failure, daemon not reachable)."""
     CONFIG = 78

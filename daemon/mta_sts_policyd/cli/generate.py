@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import domain_name, file_argument
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
@@ -21,7 +22,6 @@ from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.state_files import write_atomically
-from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import (
     POLICY_PATH,
@@ -38,7 +38,9 @@ EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
 
 def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("generate", parents=[common], help="make a policy file and its TXT record")
-    p.add_argument("--domain", required=True, help="the policy domain (your mail domain)")
+    p.add_argument(
+        "--domain", required=True, type=domain_name, help="the policy domain (your mail domain)"
+    )
     p.add_argument("--mode", choices=[m.value for m in Mode], default="testing")
     p.add_argument(
         "--mx",
@@ -72,11 +74,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def generate_command(args: argparse.Namespace, config: Config) -> int:
-    domain = policy_domain_for_key(args.domain)
-    if domain is None or args.domain.startswith("[") or ":" in args.domain:
-        return fail(
-            "generate", f"{args.domain!r} is not a domain name", EXIT_USAGE, as_json=args.json
-        )
+    domain: str = args.domain
     seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
     why = seen.unknown_because
     if not args.mx and why is not None:
@@ -89,7 +87,10 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         return fail("generate", message, EXIT_USAGE, as_json=args.json)
     target = args.write / domain / POLICY_PATH if args.write else None
     existing_path = args.existing or target
-    existing = existing_path.read_bytes() if existing_path and existing_path.is_file() else None
+    existing = None
+    if existing_path and existing_path.is_file():
+        with file_argument("--existing" if args.existing else "--write", existing_path):
+            existing = existing_path.read_bytes()
     mx = tuple(args.mx) or tuple(current or ())
     if Mode(args.mode) is not Mode.NONE and not mx:
         return fail(
@@ -103,7 +104,8 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         out.refusals.extend(enforce_gate(config, domain, existing, known=existing_path is not None))
     refused = bool(out.refusals) and not args.force
     if not refused and target is not None:
-        write_policy(target, out.text)
+        with file_argument("--write", target, writing=True):
+            write_policy(target, out.text)
     _print(args, out, target if not refused else None, refused)
     return EXIT_REFUSED if refused else EXIT_OK
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mta_sts_policyd import __version__
+from mta_sts_policyd.cli.arguments import FileArgumentError
 from mta_sts_policyd.cli.cache import cmd_cache
 from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
 from mta_sts_policyd.cli.fleet import add_fleet_parser
@@ -263,6 +264,8 @@ def _run(args_list: list[str], as_json: bool) -> int:
         raise
     except (StateUnusableError, StateLockedError) as exc:  # any command opening a store
         return fail(args.command, str(exc), ExitCode(exc.exit_code), as_json=as_json)
+    except FileArgumentError as exc:  # a file named on the command line
+        return fail(args.command, str(exc), exc.exit_code, as_json=as_json)
     except (MtaStsError, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""

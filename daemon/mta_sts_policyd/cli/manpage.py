@@ -31,9 +31,12 @@ EXIT_MEANINGS = {
     ExitCode.OK: "found / ok: an enforce policy applies, or the command did what was asked",
     ExitCode.NOT_FOUND: "no policy (none, testing, none mode, invalid), nothing stored, "
     "no data yet, TLS reporting off, a failed probe",
-    ExitCode.USAGE: "usage error",
+    ExitCode.USAGE: "usage error; a file named on the command line cannot be read",
     ExitCode.UNAVAILABLE: "serve: another serve holds the state directory",
-    ExitCode.CANT_CREATE: "the state directory or a store in it cannot be used",
+    ExitCode.CANT_CREATE: (
+        "the state directory or a store in it cannot be used, or an output file named on the"
+        " command line cannot be written"
+    ),
     ExitCode.TEMPFAIL: "temporary failure: could not find out now (DNS, HTTPS, daemon down)",
     ExitCode.CONFIG: "configuration error; every bad key is listed",
     ExitCode.INTERRUPTED: "interrupted",

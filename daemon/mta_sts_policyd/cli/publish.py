@@ -17,12 +17,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import domain_name, file_argument
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.generate import enforce_gate, write_policy
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.own_domains import ReachSettings, mx_lookup, open_reach
-from mta_sts_policyd.sts.keys import policy_domain_for_key
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.sts.policy import parse_policy
 from mta_sts_policyd.tools.generate import POLICY_PATH, Request, build
@@ -35,7 +35,7 @@ EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
 
 def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("publish", parents=[common], help="serve a policy, then publish its id")
-    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("domain", metavar="DOMAIN", type=domain_name)
     p.add_argument("--policy", type=Path, metavar="FILE", help="publish this (edited) file")
     p.add_argument("--mode", choices=[m.value for m in Mode], default="testing")
     p.add_argument("--mx", action="append", default=[], metavar="HOST")
@@ -56,16 +56,14 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def publish_command(args: argparse.Namespace, config: Config) -> int:
-    domain = policy_domain_for_key(args.domain)
-    if domain is None or args.domain.startswith("[") or ":" in args.domain:
-        print(f"publish: {args.domain!r} is not a domain name", file=sys.stderr)
-        return EXIT_USAGE
+    domain: str = args.domain
     target = Path(config.host.policy_dir) / domain / POLICY_PATH
     try:
         text = _policy_text(args, config, domain, target)
         policy = parse_policy(text.encode("utf-8"))
-    except (OSError, PolicySyntaxError) as exc:
-        print(f"publish: {exc}", file=sys.stderr)
+    except PolicySyntaxError as exc:
+        where = f"--policy {args.policy}: " if args.policy is not None else ""
+        print(f"publish: {where}{exc}", file=sys.stderr)
         return EXIT_USAGE
     except _Refused as exc:
         print(f"publish: refused: {exc}", file=sys.stderr)
@@ -86,7 +84,8 @@ class _Refused(Exception):
 
 def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: Path) -> str:
     if args.policy is not None:
-        return str(args.policy.read_text(encoding="utf-8"))
+        with file_argument("--policy", args.policy):
+            return str(args.policy.read_text(encoding="utf-8"))
     seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
     current = seen.hosts if seen.unknown_because is None else None
     mx = tuple(args.mx) or tuple(current or ())

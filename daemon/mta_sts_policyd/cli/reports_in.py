@@ -8,7 +8,9 @@
 Exit codes of the intake follow what Postfix's pipe(8) and local(8) understand: 0 after
 storing, and also after rejecting a message that is no usable report (logged, quarantined:
 retrying would not help); 75 (EX_TEMPFAIL) when the store cannot be written, so Postfix keeps
-the message and tries again. `readiness` exits 0 when `enforce` is safe, 1 when not.
+the message and tries again. `readiness` exits 0 when `enforce` is safe, 1 when not; `summary`
+0, or 1 when no report was received yet. A domain that is not one, or a `--policy` file that
+cannot be read or is no policy, exits 64; an `--html` file that cannot be written 73.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import domain_name, file_argument
 from mta_sts_policyd.cli.exit_codes import ExitCode
-from mta_sts_policyd.cli.output import print_json
+from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import StoreError
+from mta_sts_policyd.errors import PolicySyntaxError, StoreError
 from mta_sts_policyd.reports_in.chart import render_page
 from mta_sts_policyd.reports_in.maildir import scan_maildir
 from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served_from_text
 from mta_sts_policyd.reports_in.summary import Summary, summarize
 from mta_sts_policyd.service import composition
+from mta_sts_policyd.sts.policy import parse_policy
 
-EXIT_OK, EXIT_NOT_READY = ExitCode.OK, ExitCode.NOT_FOUND
+EXIT_OK, EXIT_NOT_READY, EXIT_NOT_FOUND = ExitCode.OK, ExitCode.NOT_FOUND, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
 SUBCOMMANDS = ("summary", "readiness")
 
@@ -45,8 +49,10 @@ def register(sub: Any, common: argparse.ArgumentParser, reader: argparse.Argumen
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("action", nargs="?", choices=SUBCOMMANDS, help="omit to read a message")
-    p.add_argument("target", nargs="?", help="readiness: the domain")
-    p.add_argument("--domain", action="append", default=[], help="own domain (repeatable)")
+    p.add_argument("target", nargs="?", type=domain_name, help="readiness: the domain")
+    p.add_argument(
+        "--domain", action="append", default=[], type=domain_name, help="own domain (repeatable)"
+    )
     p.add_argument("--maildir", type=Path, help="take every new message of this Maildir")
     p.add_argument("--days", type=int, default=30, help="summary: days back (default 30)")
     p.add_argument("--html", type=Path, help="summary: also write a self-contained HTML page")
@@ -88,24 +94,30 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
         for d in domains
     ]
     if args.html is not None:
-        args.html.write_text(render_page(summaries, time.strftime("%Y-%m-%d %H:%M UTC")))
+        with file_argument("--html", args.html, writing=True):
+            args.html.write_text(render_page(summaries, time.strftime("%Y-%m-%d %H:%M UTC")))
     if args.json:
         print_json([_summary_json(s) for s in summaries])
+    elif not summaries:
+        print("no reports received yet (and no own domains configured: reports_in.domains)")
     else:
         for s in summaries:
             _print_summary(s)
-    return EXIT_OK
+    return EXIT_OK if any(s.lines for s in summaries) else EXIT_NOT_FOUND
 
 
 def _readiness(args: argparse.Namespace, config: Config) -> int:
     if not args.target:
         print("reports-in readiness: name the domain", file=sys.stderr)
         return EXIT_USAGE
-    (domain,) = composition.own_report_domains(Config(), [args.target])  # its A-label
+    domain: str = args.target
     store = composition.open_reports_in_store(config)
     since = date.min
     policies, failures = store.policy_days(domain, since), store.failure_days(domain, since)
-    served = _served(args.policy, policies)
+    try:
+        served = _served(args.policy, policies)
+    except PolicySyntaxError as exc:
+        return fail("reports-in readiness", f"--policy {args.policy}: {exc}", EXIT_USAGE)
     if served is None:
         print(f"reports-in readiness: no policy known for {domain}: pass --policy FILE")
         return EXIT_NOT_READY
@@ -135,7 +147,10 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
 def _served(path: Path | None, policies: list[Any]) -> ServedPolicy | None:
     """The policy file given, else the policy the latest report saw (said in the output)."""
     if path is not None:
-        return served_from_text(path.read_text().splitlines())
+        with file_argument("--policy", path):
+            text = path.read_text(encoding="utf-8")
+        parse_policy(text.encode("utf-8"))  # PolicySyntaxError: not a policy file
+        return served_from_text(text.splitlines())
     latest = [p for p in policies if p.policy_type == "sts" and p.policy_text]
     if not latest:
         return None

@@ -1,0 +1,50 @@
+"""Values named on the command line: domain names and files, refused with the exit code that
+says whose problem it is.
+
+A domain that is not one, or a file that cannot be read, is the caller's to fix (64); an
+output file that cannot be written is EX_CANTCREAT (73). Neither is a temporary failure (75),
+which is what an unexpected OSError of a command becomes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.sts.keys import policy_domain_for_key
+
+
+def domain_name(text: str) -> str:
+    """argparse type: a mail domain as its A-label policy domain (no address literal, port
+    or `.parent` form, which Postfix keys may have and a domain argument may not)."""
+    domain = policy_domain_for_key(text)
+    if domain is None or text.startswith("[") or ":" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a domain name")
+    return domain
+
+
+class FileArgumentError(Exception):
+    """A file named by an option could not be read or written; `exit_code` says which."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextmanager
+def file_argument(option: str, path: Path, *, writing: bool = False) -> Iterator[None]:
+    """Turn an OSError (or undecodable text) on `path` into a FileArgumentError naming the
+    option and the file."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise FileArgumentError(f"{option} {path}: not UTF-8 text", ExitCode.USAGE) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if writing:
+            message = f"{option} {path}: cannot write: {reason}"
+            raise FileArgumentError(message, ExitCode.CANT_CREATE) from None
+        raise FileArgumentError(f"{option} {path}: {reason}", ExitCode.USAGE) from None
