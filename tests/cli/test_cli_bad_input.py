@@ -90,6 +90,10 @@ CASES: list[tuple[str, int, str]] = [
     ("reports-in readiness x.example -c {plain} --policy {binary}", U, "not UTF-8 text"),
     ("reports-in readiness x.example -c {plain} --policy {plain}", U, "--policy"),
     ("reports-in summary -c {plain}", N, "no reports received yet"),
+    ("reports-in -c {plain} summary", N, "no reports received yet"),
+    ("reports-in readiness -c {plain} 'bad domain'", U, "is not a domain name"),
+    ("reports-in readiness -c {plain} x.example", N, "no policy known for x.example"),
+    ("reports-in readiness -c {plain}", U, "required: DOMAIN"),
     ("reports-in summary -c {plain} --domain x.example --html {notdir}/x.html", X, "--html"),
     # check and monitor are monitoring plugins: Nagios codes (3 UNKNOWN), README "Exit codes"
     ("check -c {plain} 'not a domain'", 3, "is not a domain name"),
@@ -98,6 +102,7 @@ CASES: list[tuple[str, int, str]] = [
 ]
 JSON_COMMANDS = (
     *("query", "resolve", "cache list", "cache show", "check-config", "probe", "generate"),
+    "reports-in readiness",
 )
 
 

@@ -137,11 +137,20 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-def _common() -> _Parser:
+def _common(default: Any = None) -> _Parser:
     common = _Parser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, help="config file (TOML)")
-    common.add_argument("--state-dir", help="state directory (overrides cache.state_dir)")
+    common.add_argument("-c", "--config", type=Path, default=default, help="config file (TOML)")
+    help_state = "state directory (overrides cache.state_dir)"
+    common.add_argument("--state-dir", default=default, help=help_state)
     return common
+
+
+def _reader(default: Any = False) -> _Parser:
+    reader = _Parser(add_help=False)
+    reader.add_argument(
+        "--json", action="store_true", default=default, help="machine-readable output"
+    )
+    return reader
 
 
 EXTENSION_COMMANDS = (
@@ -161,8 +170,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands; `report` and `probe` (which import dkimpy, cryptography and the SMTP
     stack) only when `command` is one of them or unknown, so `serve` stays lean in memory."""
     common = _common()
-    reader = _Parser(add_help=False)
-    reader.add_argument("--json", action="store_true", help="machine-readable output")
+    reader = _reader()
     parser = _Parser(prog="mta-sts-policyd", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"mta-sts-policyd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -218,7 +226,9 @@ def _register_extensions(sub: Any, common: _Parser, reader: _Parser) -> None:
     add_check_parser(sub, common)
     add_monitor_parser(sub, common)
     report_commands.register(sub, parents=[common])
-    reports_in.register(sub, common, reader)
+    reports_in.register(
+        sub, common, reader, [_common(argparse.SUPPRESS), _reader(argparse.SUPPRESS)]
+    )
     add_host_parser(sub, common)
     add_publish_parser(sub, common)
 

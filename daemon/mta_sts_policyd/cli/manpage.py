@@ -51,16 +51,17 @@ def roff(text: str) -> str:
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, Any]]:
-    """(full name, help, parser) of every leaf subcommand, depth first, in definition order."""
+    """(full name, help, parser) of every subcommand that runs something (a leaf, or one with
+    its own handler besides its subcommands, as `reports-in`), depth first, in definition
+    order."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             for name, sub in action.choices.items():
                 nested = list(_subcommands(sub))
-                if nested:
-                    yield from ((f"{name} {n}", h, p) for n, h, p in nested)
-                else:
+                if not nested or sub.get_default("handler") is not None:
                     yield name, helps.get(name, ""), sub
+                yield from ((f"{name} {n}", h, p) for n, h, p in nested)
 
 
 def _options(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:

@@ -38,26 +38,37 @@ from mta_sts_policyd.sts.policy import parse_policy
 
 EXIT_OK, EXIT_NOT_READY, EXIT_NOT_FOUND = ExitCode.OK, ExitCode.NOT_FOUND, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
-SUBCOMMANDS = ("summary", "readiness")
 
 
-def register(sub: Any, common: argparse.ArgumentParser, reader: argparse.ArgumentParser) -> None:
+def register(
+    sub: Any,
+    common: argparse.ArgumentParser,
+    reader: argparse.ArgumentParser,
+    shared_after: list[argparse.ArgumentParser],
+) -> None:
+    """`reports-in` (the intake) with `summary` and `readiness` as its subcommands, so options
+    may come before or after them (`readiness -c FILE DOMAIN`); `shared_after` are `common`
+    and `reader` again, without defaults, so a value given before the subcommand stays."""
     p = sub.add_parser(
         "reports-in",
         parents=[common, reader],
         help="TLS reports received for your own domains (intake, summary, readiness)",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("action", nargs="?", choices=SUBCOMMANDS, help="omit to read a message")
-    p.add_argument("target", nargs="?", type=domain_name, help="readiness: the domain")
-    p.add_argument(
-        "--domain", action="append", default=[], type=domain_name, help="own domain (repeatable)"
-    )
+    domain_help = "own domain (repeatable)"
+    p.add_argument("--domain", action="append", default=[], type=domain_name, help=domain_help)
     p.add_argument("--maildir", type=Path, help="take every new message of this Maildir")
-    p.add_argument("--days", type=int, default=30, help="summary: days back (default 30)")
-    p.add_argument("--html", type=Path, help="summary: also write a self-contained HTML page")
-    p.add_argument("--policy", type=Path, help="readiness: the policy file now served")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, action=None)
+    actions = p.add_subparsers(dest="action", parser_class=type(p))
+    s = actions.add_parser("summary", parents=shared_after, help="per-day summary")
+    s.add_argument(
+        "--domain", action="append", type=domain_name, default=argparse.SUPPRESS, help=domain_help
+    )
+    s.add_argument("--days", type=int, default=30, help="days back (default 30)")
+    s.add_argument("--html", type=Path, help="also write a self-contained HTML page")
+    r = actions.add_parser("readiness", parents=shared_after, help="the enforce verdict")
+    r.add_argument("target", metavar="DOMAIN", type=domain_name, help="the domain")
+    r.add_argument("--policy", type=Path, help="the policy file now served")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -107,9 +118,6 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
 
 
 def _readiness(args: argparse.Namespace, config: Config) -> int:
-    if not args.target:
-        print("reports-in readiness: name the domain", file=sys.stderr)
-        return EXIT_USAGE
     domain: str = args.target
     store = composition.open_reports_in_store(config)
     since = date.min
@@ -117,10 +125,11 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
     try:
         served = _served(args.policy, policies)
     except PolicySyntaxError as exc:
-        return fail("reports-in readiness", f"--policy {args.policy}: {exc}", EXIT_USAGE)
+        message = f"--policy {args.policy}: {exc}"
+        return fail("reports-in readiness", message, EXIT_USAGE, as_json=args.json)
     if served is None:
-        print(f"reports-in readiness: no policy known for {domain}: pass --policy FILE")
-        return EXIT_NOT_READY
+        message = f"no policy known for {domain}: pass --policy FILE"
+        return fail("reports-in readiness", message, EXIT_NOT_READY, as_json=args.json)
     verdict = readiness(
         domain,
         served,
