@@ -76,7 +76,7 @@ async def test_monitor_alerts_on_transitions_only(world: CheckWorld, tmp_path: P
     with SmtpReceiver() as relay:
         config = _config(tmp_path, relay.port, recorder, alerts)
         code, out = await _monitor(world, config, state)
-        assert (code, out.strip()) == (0, f"{D}: OK (0 findings)")
+        assert (code, out.strip()) == (0, f"{D}: OK (no findings)")
         assert not alerts.exists() and relay.sink.messages == []
 
         world.dns.set_mx(D, (10, MX1), (20, MX2), (30, "mx3.example.test"))  # drift

@@ -24,6 +24,7 @@ from mta_sts_policyd.service.own_domains import (
 )
 from mta_sts_policyd.state_files import MONITOR_STATE_NAME
 from mta_sts_policyd.tools.check.findings import NagiosStatus
+from mta_sts_policyd.tools.check.render import finding_counts
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever, run_once
 
 
@@ -79,7 +80,7 @@ async def _run(
             for t in result.transitions:
                 print(t.line())
             for report in result.reports:
-                print(f"{report.domain}: {report.status.name} ({len(report.findings)} findings)")
+                print(f"{report.domain}: {report.status.name} ({finding_counts(report)})")
             return int(result.status)
         interval = args.interval or config.monitor.interval
         await run_forever(

@@ -34,15 +34,19 @@ def overall(reports: Sequence[DomainReport]) -> NagiosStatus:
     return worst_status(r.status for r in reports)
 
 
+def finding_counts(report: DomainReport) -> str:
+    """`1 critical, 2 warning` or `no findings`: the line after a domain's status."""
+    counts = Counter(f.severity for f in report.findings)
+    return ", ".join(f"{counts[s]} {s}" for s in Severity if counts[s]) or "no findings"
+
+
 def as_text(reports: Sequence[DomainReport], *, colour: bool) -> str:
     def paint(word: str) -> str:
         return f"{_COLOURS[word]}{word}{_RESET}" if colour and word in _COLOURS else word
 
     blocks = []
     for report in reports:
-        counts = Counter(f.severity for f in report.findings)
-        summary = ", ".join(f"{counts[s]} {s}" for s in Severity if counts[s]) or "no findings"
-        lines = [f"{report.domain}: {paint(report.status.name)} ({summary})"]
+        lines = [f"{report.domain}: {paint(report.status.name)} ({finding_counts(report)})"]
         for f in report.findings:
             lines.append(f"  {paint(str(f.severity))} {f.code}: {f.message}")
             where = ", ".join(f"{k}={v}" for k, v in f.evidence)
