@@ -35,7 +35,9 @@ def files(tmp_path: Path) -> dict[str, str]:
     state.mkdir()
     port = free_port()  # nothing listens there
     base = f'[server]\nlisten = ["127.0.0.1:{port}"]\n[cache]\nstate_dir = "{state}"\n'
+    odd_domains = base + '[reports_in]\ndomains = ["a..b", "ok.example", "[192.0.2.1]"]\n'
     paths = {"plain": base, "tlsrpt": base + TLSRPT_ON, "bad": "[cache]\ncold_wait = -1\n"}
+    paths["odd_domains"] = odd_domains
     out = {}
     for name, text in paths.items():
         (tmp_path / f"{name}.toml").write_text(text)
@@ -68,6 +70,8 @@ CASES: list[tuple[str, int, str]] = [
     ("cache refresh -c {plain} .example.test", U, "cannot have a policy"),
     ("cache purge -c {plain}", T, "not reachable"),
     ("check-config -c {missing}", C, "no such file"),
+    ("check-config -c {odd_domains}", C, "reports_in.domains[2]: expected a domain name"),
+    ("reports-in summary -c {odd_domains}", C, "reports_in.domains[0]: expected a domain name"),
     ("check-config -c {bad}", C, "cache.cold_wait: expected a number of seconds"),
     ("serve -c {missing}", C, "no such file"),
     ("serve --listen nowhere -c {plain}", C, "--listen: expected HOST:PORT"),

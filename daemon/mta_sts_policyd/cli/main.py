@@ -118,11 +118,13 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    from mta_sts_policyd.service.composition import own_report_domains
     from mta_sts_policyd.service.fleet_parts import check_fleet
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
     note = check_report_files(config, outside_ok=True)  # a broken DKIM key: ConfigError, 78
     check_fleet(config)  # an unreadable Redis password file: ConfigError, 78
+    own_report_domains(config)  # a name that is no domain: ConfigError, 78
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:

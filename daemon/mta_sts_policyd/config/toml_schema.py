@@ -16,14 +16,17 @@ from mta_sts_policyd.errors import ConfigError
 Checks = Mapping[str, Callable[[Any], str | None]]
 
 
+_SINGULAR = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURAL = {bool: "true or false values", int: "integers", float: "numbers", str: "strings"}
+
+
 def _describe(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(toml_value(a) for a in get_args(tp))
     if get_origin(tp) is tuple:
-        return f"a list of {_describe(get_args(tp)[0])}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, str(tp)
-    )
+        item = get_args(tp)[0]
+        return f"a list of {_PLURAL.get(item) or _describe(item)}"
+    return _SINGULAR.get(tp, str(tp))
 
 
 def _convert(path: str, tp: Any, value: Any, checks: Checks) -> Any:

@@ -182,17 +182,23 @@ def make_prober(
 
 
 def own_report_domains(config: Config, extra: Sequence[str] = ()) -> frozenset[str]:
-    """`reports_in.domains`, `[[own_domains]]` and `extra` (command line) as A-labels."""
-    from mta_sts_policyd.errors import InvalidName
-    from mta_sts_policyd.sts.names import to_a_label
+    """`reports_in.domains`, `[[own_domains]]` and `extra` (command line) as A-labels, by the
+    rule every own-domain command uses (`policy_domain_for_key`); ConfigError lists each name
+    that is not a domain (also run by `check-config`)."""
+    from mta_sts_policyd.sts.keys import policy_domain_for_key
 
-    names = set()
-    owned = (d.domain for d in config.own_domains)
-    for name in (*config.reports_in.domains, *owned, *extra):
-        try:
-            names.add(to_a_label(name.strip().rstrip(".")))
-        except InvalidName as exc:
-            raise ConfigError(f"reports_in.domains: {name!r} is not a domain name: {exc}") from None
+    named = [(f"reports_in.domains[{i}]", d) for i, d in enumerate(config.reports_in.domains)]
+    named += [(f"own_domains[{i}].domain", o.domain) for i, o in enumerate(config.own_domains)]
+    named += [("--domain", d) for d in extra]
+    names, problems = set(), []
+    for key, name in named:
+        domain = policy_domain_for_key(name.strip())
+        if domain is None or name.startswith("[") or ":" in name:
+            problems.append(f"{key}: expected a domain name, got {name!r}")
+        else:
+            names.add(domain)
+    if problems:
+        raise ConfigError(*problems)
     return frozenset(names)
 
 
