@@ -347,7 +347,10 @@ def test_a_missing_named_file_is_an_error(tmp_path: Path) -> None:
     [
         (b"[server\n", "not valid TOML"),
         (b"listen = \xff\n", "not valid TOML"),
-        (b'[server]\nlisten = "127.0.0.1:8463"\n', "server.listen: expected a list of strings, got"),
+        (
+            b'[server]\nlisten = "127.0.0.1:8463"\n',
+            "server.listen: expected a list of strings, got",
+        ),
         (b"[cache]\nstate_dir = 1\n", "cache.state_dir: expected a string, got 1"),
     ],
 )
