@@ -11,6 +11,10 @@
  *                  own offset); MODE "once": every key is sent exactly once, keys dealt round
  *                  robin to the connections; MODE "each": every connection sends every key once.
  *   loadgen echo HOST PORT   answers every request with a fixed OK reply, forever.
+ *
+ * With LOADGEN_TRACE=FILE in the environment the client also writes one line per answer to
+ * FILE, in the order answers came: when its request was sent (µs after the start) and its
+ * latency (µs); which answers are the slow ones says more than a percentile.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -121,8 +125,15 @@ static size_t parse_netstring(const char *buf, size_t n, const char **payload, s
     return i + 1 + len + 1;
 }
 
-static void record(uint64_t ns, const char *payload, size_t plen) {
-    if (nlat == caplat) lat = realloc(lat, (caplat = caplat ? caplat * 2 : 1 << 20) * sizeof *lat);
+static uint64_t *sent_offsets; /* per answer, parallel to lat (before sorting): for the trace */
+
+static void record(uint64_t ns, uint64_t sent_offset, const char *payload, size_t plen) {
+    if (nlat == caplat) {
+        caplat = caplat ? caplat * 2 : 1 << 20;
+        lat = realloc(lat, caplat * sizeof *lat);
+        sent_offsets = realloc(sent_offsets, caplat * sizeof *sent_offsets);
+    }
+    sent_offsets[nlat] = sent_offset;
     lat[nlat++] = ns;
     if (plen >= 2 && !memcmp(payload, "OK", 2))
         n_ok++;
@@ -189,7 +200,7 @@ static int run_client(const char *host, int port, int nconn, const char *keyfile
             size_t plen, used;
             while ((used = parse_netstring(c->in, c->in_len, &payload, &plen))) {
                 uint64_t t = now_ns();
-                record(t - c->sent_at, payload, plen);
+                record(t - c->sent_at, c->sent_at - start, payload, plen);
                 memmove(c->in, c->in + used, c->in_len - used);
                 c->in_len -= used;
                 c->next += c->step;
@@ -206,6 +217,14 @@ static int run_client(const char *host, int port, int nconn, const char *keyfile
     }
     double elapsed = (double)(now_ns() - start) / 1e9;
     for (int i = 0; i < nconn; i++) close(conns[i].fd);
+    const char *trace = getenv("LOADGEN_TRACE");
+    if (trace) {
+        FILE *f = fopen(trace, "w");
+        if (!f) die("LOADGEN_TRACE");
+        for (size_t k = 0; k < nlat; k++)
+            fprintf(f, "%.1f %.1f\n", (double)sent_offsets[k] / 1000.0, (double)lat[k] / 1000.0);
+        fclose(f);
+    }
     qsort(lat, nlat, sizeof *lat, cmp_u64);
     printf("{\"connections\": %d, \"answers\": %zu, \"seconds\": %.6f, \"qps\": %.1f, "
            "\"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, \"max_us\": %.1f, "

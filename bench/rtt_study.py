@@ -11,6 +11,11 @@ A variant is `theirs`, `ours`, or `ours:` followed by `+`-joined `key=value` ove
 configuration (`exact_wildcards` and `dane` go to [server], other keys to [cache]) and
 `env.NAME=value` for the daemon's environment (`env.PYTHONPATH=DIR/daemon` runs another tree;
 `env.NO_UVLOOP=1` plain asyncio).
+
+`--trace-dir DIR` keeps every run's per-answer trace (the load generator's LOADGEN_TRACE: send
+time and latency of each answer) and adds the first burst to each row and to the summary: the
+latencies of the first request of every connection, all sent at once, and how many of the
+run's three slowest answers were among them (it is where the p99 comes from).
 """
 
 from __future__ import annotations
@@ -85,6 +90,28 @@ def start(spec: str, workdir: Path, fixtures: Any) -> Any:
     return daemons.spawn("ours", argv, daemons.OURS_PORT, workdir, None, env)
 
 
+def trace_path(directory: str, rnd: int, spec: str) -> Path | None:
+    if not directory:
+        return None
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return Path(directory) / f"round{rnd}-{spec.replace('/', '_').replace(':', '_')}.txt"
+
+
+def first_burst(trace: Path, conns: int) -> dict[str, Any]:
+    """The answers to the first request of every connection (all sent at once): their
+    latencies, and how many of the three slowest answers of the run are among them."""
+    rows = [tuple(map(float, line.split())) for line in trace.read_text().splitlines()]
+    firsts = sorted(rows, key=lambda r: r[0])[:conns]
+    first_ms = sorted(latency / 1000 for _, latency in firsts)
+    slowest = sorted(rows, key=lambda r: -r[1])[:3]
+    return {
+        "min_ms": round(first_ms[0], 1),
+        "median_ms": round(statistics.median(first_ms), 1),
+        "max_ms": round(first_ms[-1], 1),
+        "slowest_3_in_it": sum(1 for r in slowest if r in firsts),
+    }
+
+
 def summary(rows: list[dict[str, Any]], variants: list[str]) -> str:
     lines = ["variant | p50 ms (range) | p99 ms (range) | p99 / theirs (range) | CPU µs/answer"]
     theirs = {r["round"]: r["p99_us"] for r in rows if r["variant"] == "theirs"}
@@ -101,6 +128,16 @@ def summary(rows: list[dict[str, Any]], variants: list[str]) -> str:
             f" | {statistics.median(p99):.0f} ({min(p99):.0f}-{max(p99):.0f})"
             f" | {statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f}) | {cpu:.0f}"
         )
+        bursts = [r["first_burst"] for r in mine if "first_burst" in r]
+        if bursts:
+            lines.append(
+                f"  first burst of {spec}: min/median/max ms "
+                + ", ".join(
+                    f"{b['min_ms']:.0f}/{b['median_ms']:.0f}/{b['max_ms']:.0f}" for b in bursts
+                )
+                + f"; slowest 3 of the run in it: {sum(b['slowest_3_in_it'] for b in bursts)}"
+                f" of {3 * len(bursts)}"
+            )
     return "\n".join(lines)
 
 
@@ -112,6 +149,11 @@ def main() -> int:
     parser.add_argument("--domains", type=int, default=200)
     parser.add_argument("--conns", type=int, default=20)
     parser.add_argument("--out", default="", help="write every run as JSON here")
+    parser.add_argument(
+        "--trace-dir",
+        default="",
+        help="keep each run's per-answer trace here (LOADGEN_TRACE) and report the first burst",
+    )
     args = parser.parse_args()
     if os.environ.get(netns.MARKER) != "1":
         bench_run.ensure_incumbent()
@@ -141,8 +183,16 @@ def main() -> int:
                     fixtures.prepare(names)
                     fixtures.lateness()  # start counting now
                     keys = keys_file(env, "study", names)
-                    sample = run_load(env, daemon, keys, args.conns, "once")
+                    trace = trace_path(args.trace_dir, rnd, spec)
+                    if trace is not None:
+                        os.environ["LOADGEN_TRACE"] = str(trace)
+                    try:
+                        sample = run_load(env, daemon, keys, args.conns, "once")
+                    finally:
+                        os.environ.pop("LOADGEN_TRACE", None)
                     row = {"round": rnd, "variant": spec, **{k: sample[k] for k in FIELDS}}
+                    if trace is not None:
+                        row["first_burst"] = first_burst(trace, args.conns)
                     row["late"] = fixtures.lateness()
                     row["loadavg"] = os.getloadavg()[0]
                     rows.append(row)
