@@ -143,3 +143,15 @@ async def test_a_broken_edited_file_is_refused_before_anything(
     policy.write_text("version: STSv1\nmode: sometimes\n")
     assert await world.publish("--policy", str(policy), "--force") == 64
     assert not world.served.exists()
+
+
+async def test_a_policy_folder_that_cannot_be_written_is_exit_73(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a temporary failure (75): nothing changes until the folder is fixed."""
+    (world.root / "policies" / D).write_text("a file where the domain's folder belongs\n")
+    code = await world.publish("--mode", "testing", "--mx", f"mx1.{D}")
+    assert code == 73
+    err = capsys.readouterr().err
+    assert "[host] policy_dir:" in err and "cannot write" in err
+    assert not world.hook_file.exists()

@@ -121,6 +121,10 @@ async def _run(
         code = await process.wait()
         return None if code == 0 else f"the hook exited with {code}; TXT record not set"
 
+    def write(body: bytes) -> None:
+        with file_argument("[host] policy_dir:", target, writing=True):
+            write_policy(target, body.decode("utf-8"))
+
     settings = ReachSettings(
         nameservers=args.nameserver,
         ca_file=args.ca_file,
@@ -135,7 +139,7 @@ async def _run(
             domain,
             text.encode("utf-8"),
             record_id,
-            lambda body: write_policy(target, body.decode("utf-8")),
+            write,
             announce,
             publish_reach,
             say,
