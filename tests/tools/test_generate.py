@@ -80,6 +80,15 @@ def test_invalid_patterns_are_refused(mx: str) -> None:
 # --- the command ---------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_machine_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands without -c read the default config path and state directory; here an empty
+    one of the test's own, so a reports-in store on this machine changes nothing."""
+    config = tmp_path / "default-config.toml"
+    config.write_text(f'[cache]\nstate_dir = "{tmp_path / "default-state"}"\n')
+    monkeypatch.setattr("mta_sts_policyd.config.settings.DEFAULT_CONFIG_PATH", config)
+
+
 @pytest.fixture
 def mx_dns() -> DnsServer:
     with DnsServer() as server:
