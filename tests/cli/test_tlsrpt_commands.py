@@ -9,6 +9,10 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
+from mta_sts_policyd.cli.arguments import FileArgumentError
+from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.report import register
 from mta_sts_policyd.tlsrpt.context import ReportContext
 from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
@@ -97,6 +101,17 @@ def test_send_outbox_writes_exact_files(tmp_path: Path) -> None:
     msg = email.message_from_bytes(eml.read_bytes())
     assert msg["To"] == "tlsrpt@company-y.example"
     assert msg.get_payload()[1].get_filename() == gz.name
+
+
+def test_an_outbox_that_cannot_be_made_names_itself(tmp_path: Path) -> None:
+    """Exit 73 through the command line's one error path, not 75 (temporary)."""
+    _fill(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder\n")
+    outbox = tmp_path / "a-file" / "out"
+    with pytest.raises(FileArgumentError) as info:
+        _run(_ctx(tmp_path), "report", "send", "--day", "2026-11-21", "--outbox", str(outbox))
+    assert info.value.exit_code == ExitCode.CANT_CREATE
+    assert str(info.value).startswith(f"--outbox {outbox}: cannot write: ")
 
 
 def test_send_temporary_failure_is_75_and_status_shows_it(tmp_path: Path) -> None:

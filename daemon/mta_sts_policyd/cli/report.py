@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
+from mta_sts_policyd.cli.arguments import file_argument
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import print_json
 from mta_sts_policyd.errors import DnsLookupError, MtaStsError
@@ -245,17 +246,18 @@ async def _send_now(store: TlsRptStore, ctx: ReportContext, args: argparse.Names
 def _write_outbox(store: TlsRptStore, ctx: ReportContext, args: argparse.Namespace) -> int:
     """The exact .json.gz and, per mailto destination, the exact (signed if possible) .eml."""
     outbox: Path = args.outbox
-    outbox.mkdir(parents=True, exist_ok=True)
     dkim = ctx.dkim if ctx.dkim.configured else replace(ctx.dkim, allow_unsigned=True)
     transport = NetworkTransport(ctx.delivery, dkim)
     docs = _documents(store, ctx, args.day, args.domain)
     for doc in docs:
-        (outbox / doc.filename).write_bytes(doc.gzip_bytes())
         record = asyncio.run(_record(doc, ctx.txt_lookup))
         mailtos = [d for d in (record.destinations if record else ()) if d.kind == "mailto"]
-        for n, dest in enumerate(mailtos, 1):
-            eml = outbox / f"{doc.filename.removesuffix('.json.gz')}.{n}.eml"
-            eml.write_bytes(transport.render_mail(doc, dest.target))
+        with file_argument("--outbox", outbox, writing=True):
+            outbox.mkdir(parents=True, exist_ok=True)
+            (outbox / doc.filename).write_bytes(doc.gzip_bytes())
+            for n, dest in enumerate(mailtos, 1):
+                eml = outbox / f"{doc.filename.removesuffix('.json.gz')}.{n}.eml"
+                eml.write_bytes(transport.render_mail(doc, dest.target))
         _out(ctx).write(
             f"{doc.report_domain}: {doc.filename} "
             f"({len(mailtos)} message(s), record={doc.tlsrpt_record or '-'})\n"
