@@ -166,6 +166,24 @@ def test_check_config_lists_every_problem_at_once(
     assert len(json.loads(capsys.readouterr().out)["problems"]) == len(named)
 
 
+def test_check_config_lists_the_checks_on_disk_and_names_together(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The checks after loading (a DKIM key that cannot be read, a name that is no domain) are
+    listed together too, each under the file's name like the loader's."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        TLSRPT_ON.replace("allow_unsigned = true", "")
+        + f'[tlsrpt.dkim]\ndomain = "example.test"\nselector = "s"\n'
+        f'key_file = "{tmp_path / "absent.pem"}"\n[reports_in]\ndomains = ["a..b"]\n'
+        f'[cache]\nstate_dir = "{tmp_path}"\n'
+    )
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.CONFIG
+    lines = capsys.readouterr().err.splitlines()
+    named = [line.removeprefix(f"configuration error: {path}: ").split(":")[0] for line in lines]
+    assert named == ["tlsrpt.dkim.key_file", "reports_in.domains[0]"]
+
+
 def test_top_level_help_is_for_users(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         cli.main(["--help"])

@@ -20,6 +20,7 @@ from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
 from mta_sts_policyd.cli.fleet import add_fleet_parser
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import (
+    DEFAULT_CONFIG_PATH,
     Config,
     config_as_dict,
     load_config,
@@ -122,9 +123,20 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.fleet_parts import check_fleet
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
-    note = check_report_files(config, outside_ok=True)  # a broken DKIM key: ConfigError, 78
-    check_fleet(config)  # an unreadable Redis password file: ConfigError, 78
-    own_report_domains(config)  # a name that is no domain: ConfigError, 78
+    note: str | None = None
+    problems: list[str] = []
+    try:  # a broken DKIM key
+        note = check_report_files(config, outside_ok=True)
+    except ConfigError as exc:
+        problems += exc.problems
+    for check in (check_fleet, own_report_domains):  # a Redis password file, a non-domain
+        try:
+            check(config)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:  # all of them at once, named by file like the loader's
+        where = f"{args.config or DEFAULT_CONFIG_PATH}: "
+        raise ConfigError(*(where + problem for problem in problems))
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
