@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mta_sts_policyd.sts import policy_domain_for_key
+from mta_sts_policyd.sts.keys import domain_for_name
 
 
 @pytest.mark.parametrize(
@@ -100,3 +101,20 @@ def test_parent_retries_never_reach_the_parent_policy() -> None:
         None,
         None,
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Example.COM.", "example.com"),
+        ("例え.jp", "xn--r8jz45g.jp"),
+        ("[example.com]", None),  # a Postfix key form, not a domain as a person writes it
+        ("example.com:25", None),
+        ("[192.0.2.1]", None),
+        ("a..b", None),
+        ("bad domain", None),
+        ("localhost", None),
+    ],
+)
+def test_domain_for_name_refuses_key_forms(text: str, expected: str | None) -> None:
+    assert domain_for_name(text) == expected

@@ -14,14 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
-from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.sts.keys import domain_for_name
 
 
 def domain_name(text: str) -> str:
-    """argparse type: a mail domain as its A-label policy domain (no address literal, port
-    or `.parent` form, which Postfix keys may have and a domain argument may not)."""
-    domain = policy_domain_for_key(text)
-    if domain is None or text.startswith("[") or ":" in text:
+    """argparse type: a mail domain as its A-label policy domain (`domain_for_name`)."""
+    domain = domain_for_name(text)
+    if domain is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a domain name")
     return domain
 

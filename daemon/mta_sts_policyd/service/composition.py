@@ -183,17 +183,17 @@ def make_prober(
 
 def own_report_domains(config: Config, extra: Sequence[str] = ()) -> frozenset[str]:
     """`reports_in.domains`, `[[own_domains]]` and `extra` (command line) as A-labels, by the
-    rule every own-domain command uses (`policy_domain_for_key`); ConfigError lists each name
-    that is not a domain (also run by `check-config`)."""
-    from mta_sts_policyd.sts.keys import policy_domain_for_key
+    rule every own-domain command uses (`domain_for_name`); ConfigError lists each name that
+    is not a domain (also run by `check-config`)."""
+    from mta_sts_policyd.sts.keys import domain_for_name
 
     named = [(f"reports_in.domains[{i}]", d) for i, d in enumerate(config.reports_in.domains)]
     named += [(f"own_domains[{i}].domain", o.domain) for i, o in enumerate(config.own_domains)]
     named += [("--domain", d) for d in extra]
     names, problems = set(), []
     for key, name in named:
-        domain = policy_domain_for_key(name.strip())
-        if domain is None or name.startswith("[") or ":" in name:
+        domain = domain_for_name(name.strip())
+        if domain is None:
             problems.append(f"{key}: expected a domain name, got {name!r}")
         else:
             names.add(domain)

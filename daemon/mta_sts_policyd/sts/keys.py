@@ -38,6 +38,14 @@ def policy_domain_for_key(key: str) -> str | None:
     return domain
 
 
+def domain_for_name(text: str) -> str | None:
+    """A mail domain as a person writes it (an argument, a configuration value): its A-label
+    policy domain, or None. Stricter than a Postfix key: no `[host]` or `:port` form."""
+    if text.startswith("[") or ":" in text:
+        return None
+    return policy_domain_for_key(text)
+
+
 def _host_part(key: str) -> str | None:
     """The key without brackets and port, or None when it cannot name a policy domain.
 
