@@ -81,7 +81,7 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         code = EXIT_TEMPFAIL if seen.error is not None else EXIT_USAGE
         message = f"no MX hosts known for {domain}: {why}; give --mx"
         return fail("generate", message, code, as_json=args.json)
-    current = seen.hosts if why is None else None
+    current = seen.known_hosts
     if args.existing is not None and not args.existing.is_file():
         message = f"--existing {args.existing}: no such file"
         return fail("generate", message, EXIT_USAGE, as_json=args.json)

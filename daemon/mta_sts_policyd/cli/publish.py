@@ -87,7 +87,7 @@ def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: 
         with file_argument("--policy", args.policy):
             return str(args.policy.read_text(encoding="utf-8"))
     seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
-    current = seen.hosts if seen.unknown_because is None else None
+    current = seen.known_hosts
     mx = tuple(args.mx) or tuple(current or ())
     if not mx:
         why = f": {seen.unknown_because}" if seen.unknown_because else ""

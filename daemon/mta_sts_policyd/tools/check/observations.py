@@ -114,6 +114,11 @@ class MxSeen:
             return "the domain does not exist in DNS (NXDOMAIN)"
         return None
 
+    @property
+    def known_hosts(self) -> tuple[str, ...] | None:
+        """`hosts`, or None when they are not known (`unknown_because` says why)."""
+        return self.hosts if self.unknown_because is None else None
+
 
 @dataclass(frozen=True)
 class EndpointProblem:
