@@ -38,6 +38,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     odd_domains = base + '[reports_in]\ndomains = ["a..b", "ok.example", "[192.0.2.1]"]\n'
     paths = {"plain": base, "tlsrpt": base + TLSRPT_ON, "bad": "[cache]\ncold_wait = -1\n"}
     paths["odd_domains"] = odd_domains
+    paths["own_host"] = base + '[[own_domains]]\ndomain = "[mx.example.test]"\n'
     out = {}
     for name, text in paths.items():
         (tmp_path / f"{name}.toml").write_text(text)
@@ -58,6 +59,8 @@ CASES: list[tuple[str, int, str]] = [
     ("frobnicate", U, "invalid choice"),
     ("query", U, "required: domain"),
     ("query -c {plain} example.test --timeout soon", U, "invalid float value"),
+    ("query -c {plain} ''", U, "'' is not a lookup key"),
+    ("query -c {plain} 'two words'", U, "is not a lookup key"),
     ("query -c {plain} example.test", T, "cannot ask the daemon"),
     ("query -c {missing} example.test", C, "no such file"),
     ("query -c {bad} example.test", C, "cache.cold_wait"),
@@ -101,7 +104,12 @@ CASES: list[tuple[str, int, str]] = [
     ("reports-in summary -c {plain} --domain x.example --html {notdir}/x.html", X, "--html"),
     # check and monitor are monitoring plugins: Nagios codes (3 UNKNOWN), README "Exit codes"
     ("check -c {plain} 'not a domain'", 3, "is not a domain name"),
+    ("check -c {plain} example.test:25", 3, "'example.test:25' is not a domain name"),
+    ("check -c {plain} [mx.example.test]", 3, "is not a domain name"),
     ("monitor -c {plain} --once", 3, "no domain"),
+    ("monitor -c {plain} --once --domain [mx.example.test]", 3, "is not a domain name"),
+    ("monitor -c {own_host} --once", 3, "'[mx.example.test]' is not a domain name"),
+    ("check-config -c {own_host}", C, "own_domains[0].domain: expected a domain name"),
     ("probe -c {plain} mx.example.test --address 127.0.0.1 --port {port} --timeout 2", T, ""),
 ]
 JSON_COMMANDS = (

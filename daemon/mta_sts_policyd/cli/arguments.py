@@ -25,6 +25,16 @@ def domain_name(text: str) -> str:
     return domain
 
 
+def lookup_key(text: str) -> str:
+    """argparse type: a key as Postfix sends it (a next-hop domain or `[host]:port`), never
+    empty or with blanks, which Postfix cannot send; any such key is passed on as it is."""
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a lookup key (a domain, or a next hop such as [mx.example.com]:25)"
+        )
+    return text
+
+
 class FileArgumentError(Exception):
     """A file named by an option could not be read or written; `exit_code` says which."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import ReachSettings, open_reach
-from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.tools.check.findings import NagiosStatus
 from mta_sts_policyd.tools.check.observations import Options
 from mta_sts_policyd.tools.check.render import as_json, as_text, overall
@@ -99,8 +99,8 @@ def read_domains(names: Sequence[str], from_file: Path | None) -> tuple[list[str
     good: dict[str, None] = {}
     bad = []
     for name in raw:
-        domain = policy_domain_for_key(name)
-        if domain is None or name.startswith("["):
+        domain = domain_for_name(name)
+        if domain is None:
             bad.append(name)
         else:
             good[domain] = None

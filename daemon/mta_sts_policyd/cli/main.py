@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mta_sts_policyd import __version__
-from mta_sts_policyd.cli.arguments import FileArgumentError
+from mta_sts_policyd.cli.arguments import FileArgumentError, lookup_key
 from mta_sts_policyd.cli.cache import cmd_cache
 from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
 from mta_sts_policyd.cli.fleet import add_fleet_parser
@@ -194,7 +194,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("query", parents=[common, reader], help="ask the running daemon")
-    p.add_argument("domain")
+    p.add_argument("domain", type=lookup_key)
     p.add_argument("--socketmap", help="daemon address (default: first server.listen)")
     p.add_argument("--map", default="postfix", help="socketmap name sent (default postfix)")
     p.add_argument("--timeout", type=float, default=110.0, help="seconds to wait (default 110)")

@@ -22,7 +22,7 @@ from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.state_files import MONITOR_STATE_NAME
-from mta_sts_policyd.sts.keys import policy_domain_for_key
+from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.tools.check.gather import Reach, observe_mx
 from mta_sts_policyd.tools.check.observations import MxSeen, Options
 from mta_sts_policyd.tools.monitor.alerts import AlertSettings
@@ -94,7 +94,8 @@ async def open_reach(config: Config, settings: ReachSettings, stack: AsyncExitSt
 def monitor_targets(
     config: Config, domains: Sequence[str] = (), base: Options | None = None
 ) -> list[Target]:
-    """`domains` (without expectations), else `[[own_domains]]`; ValueError for a non-domain."""
+    """`domains` (without expectations), else `[[own_domains]]`; ValueError for a name that is
+    not a domain (`domain_for_name`, the rule of every own-domain command)."""
     base = base or Options(allow_private=config.monitor.allow_private)
     names: list[tuple[str, tuple[str, ...], str]]
     if domains:
@@ -103,7 +104,7 @@ def monitor_targets(
         names = [(o.domain, o.expect_cname, o.expect_id) for o in config.own_domains]
     targets = []
     for name, cnames, expect_id in names:
-        domain = policy_domain_for_key(name)
+        domain = domain_for_name(name.strip())
         if domain is None:
             raise ValueError(f"{name!r} is not a domain name")
         options = replace(base, expect_cname=tuple(cnames), expect_id=expect_id or None)
