@@ -3,6 +3,7 @@ store's idempotence, quarantine, summary, readiness and the HTML page."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import sys
@@ -143,6 +144,41 @@ def test_summary_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str
     html = page.read_text()
     assert "<svg" in html and "Org A" in html
     assert "<script" not in html and "src=" not in html and "href=" not in html
+
+
+def test_summary_and_readiness_only_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Commands that read the received reports create nothing: run by root before any report
+    came in, they must not leave root's files in the daemon's state directory."""
+    state = tmp_path / "state"
+    policy = tmp_path / "mta-sts.txt"
+    policy.write_text("\r\n".join(TESTING) + "\r\n")
+    assert run(state, "summary") == 1
+    assert "no reports received yet" in capsys.readouterr().out
+    assert run(state, "summary", "--domain", "example.com", "--json") == 1
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["domain"] == "example.com" and summary["days"] == []
+    assert run(state, "readiness", "example.com", "--policy", str(policy)) == 1
+    assert "NOT READY" in capsys.readouterr().out
+    assert not state.exists()
+    run(state, "--domain", "example.com", stdin=mail("Org A", TODAY))
+    store = state / REPORTS_IN_STORE_NAME
+    gc.collect()  # the intake's connection closes: its last write is in the file
+    before = store.read_bytes()
+    assert run(state, "summary", "--domain", "example.com") == 0
+    assert "Org A" in capsys.readouterr().out
+    assert store.read_bytes() == before
+
+
+def test_a_store_that_cannot_be_read_is_a_temporary_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / REPORTS_IN_STORE_NAME).write_bytes(b"not a database" * 100)
+    assert run(tmp_path, "summary", "--json") == 75
+    assert "store unavailable" in json.loads(capsys.readouterr().out)["error"]
+    assert run(tmp_path, "readiness", "example.com") == 75
+    assert "reports-in readiness: store unavailable" in capsys.readouterr().err
 
 
 def policy_days(days: int, orgs: tuple[str, ...], lines: list[str] = TESTING) -> list[PolicyDay]:

@@ -72,10 +72,17 @@ def register(
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    if args.action == "summary":
-        return _summary(args, config)
-    if args.action == "readiness":
-        return _readiness(args, config)
+    command = {"summary": _summary, "readiness": _readiness}.get(args.action, _take)
+    try:
+        return command(args, config)
+    except StoreError as exc:
+        reason = f"store unavailable, try again later: {exc}"
+        name = " ".join(filter(None, ("reports-in", args.action)))
+        return fail(name, reason, EXIT_TEMPFAIL, as_json=args.json)
+
+
+def _take(args: argparse.Namespace, config: Config) -> int:
+    """One report from stdin (the pipe transport) or every new one of `--maildir`."""
     try:
         intake = composition.make_reports_intake(config, args.domain)
         if args.maildir is not None:
@@ -85,9 +92,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
             return EXIT_OK
         outcome = intake.take_message(sys.stdin.buffer.read(), "stdin")
         intake.prune()
-    except StoreError as exc:
-        print(f"reports-in: store unavailable, try again later: {exc}", file=sys.stderr)
-        return EXIT_TEMPFAIL
     except FileNotFoundError as exc:
         print(f"reports-in: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -96,14 +100,17 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _summary(args: argparse.Namespace, config: Config) -> int:
-    store = composition.open_reports_in_store(config)
+    store = composition.read_reports_in_store(config)
     today = datetime.now(UTC).date()
     since = today - timedelta(days=max(args.days, 1))
-    domains = sorted(composition.own_report_domains(config, args.domain)) or store.domains()
-    summaries = [
-        summarize(d, store.policy_days(d, since), store.failure_days(d, since), today)
-        for d in domains
-    ]
+    domains = sorted(composition.own_report_domains(config, args.domain))
+    if store is None:
+        summaries = [summarize(d, [], [], today) for d in domains]
+    else:
+        summaries = [
+            summarize(d, store.policy_days(d, since), store.failure_days(d, since), today)
+            for d in domains or store.domains()
+        ]
     if args.html is not None:
         with file_argument("--html", args.html, writing=True):
             args.html.write_text(render_page(summaries, time.strftime("%Y-%m-%d %H:%M UTC")))
@@ -119,9 +126,10 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
 
 def _readiness(args: argparse.Namespace, config: Config) -> int:
     domain: str = args.target
-    store = composition.open_reports_in_store(config)
+    store = composition.read_reports_in_store(config)
     since = date.min
-    policies, failures = store.policy_days(domain, since), store.failure_days(domain, since)
+    policies = [] if store is None else store.policy_days(domain, since)
+    failures = [] if store is None else store.failure_days(domain, since)
     try:
         served = _served(args.policy, policies)
     except PolicySyntaxError as exc:

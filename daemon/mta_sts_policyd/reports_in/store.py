@@ -57,6 +57,21 @@ class ReportsInStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from None
 
+    @classmethod
+    def reader(cls, path: Path) -> ReportsInStore | None:
+        """The store opened read-only, or None when no report was ever taken in: a command
+        that only reads (run as root, say) must not create the daemon's files or change them."""
+        if not path.is_file():
+            return None
+        store = cls.__new__(cls)
+        store.path = path
+        try:
+            store._db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10.0)
+            store._db.execute("SELECT 1 FROM policies LIMIT 1")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from None
+        return store
+
     def close(self) -> None:
         self._db.close()
 

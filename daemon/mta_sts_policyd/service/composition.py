@@ -208,6 +208,13 @@ def open_reports_in_store(config: Config) -> ReportsInStore:
     return ReportsInStore(make_state_dir(config) / REPORTS_IN_STORE_NAME)
 
 
+def read_reports_in_store(config: Config) -> ReportsInStore | None:
+    """The received reports for a command that only reads them (`ReportsInStore.reader`)."""
+    from mta_sts_policyd.reports_in.store import ReportsInStore
+
+    return ReportsInStore.reader(config.state_dir / REPORTS_IN_STORE_NAME)
+
+
 def enforce_readiness(config: Config, domain: str, served_lines: list[str]) -> Verdict | None:
     """The readiness verdict from the received reports, or None when none are kept here.
 
@@ -218,9 +225,9 @@ def enforce_readiness(config: Config, domain: str, served_lines: list[str]) -> V
 
     from mta_sts_policyd.reports_in.readiness import readiness, served_from_text
 
-    if not (config.state_dir / REPORTS_IN_STORE_NAME).is_file():
+    store = read_reports_in_store(config)
+    if store is None:
         return None
-    store = open_reports_in_store(config)
     try:
         return readiness(
             domain,
