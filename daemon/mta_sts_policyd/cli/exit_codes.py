@@ -26,7 +26,8 @@ class ExitCode(IntEnum):
     that opens a store; errors.StateUnusableError), or an output file named on the command line
     cannot be written."""
     TEMPFAIL = 75
-    """EX_TEMPFAIL: could not find out now (DNS/HTTPS failure, daemon not reachable)."""
+    """EX_TEMPFAIL: could not find out now (DNS/HTTPS failure, daemon not reachable); for
+    reports-in also a store that cannot be used, so that Postfix's pipe retries the report."""
     CONFIG = 78
     """EX_CONFIG: the configuration is invalid; systemd does not restart on it."""
     INTERRUPTED = 130

@@ -37,7 +37,10 @@ EXIT_MEANINGS = {
         "the state directory or a store in it cannot be used, or an output file named on the"
         " command line cannot be written"
     ),
-    ExitCode.TEMPFAIL: "temporary failure: could not find out now (DNS, HTTPS, daemon down)",
+    ExitCode.TEMPFAIL: (
+        "temporary failure: could not find out now (DNS, HTTPS, daemon down; reports-in: its"
+        " store, so that the pipe retries)"
+    ),
     ExitCode.CONFIG: "configuration error; every bad key is listed",
     ExitCode.INTERRUPTED: "interrupted",
     ExitCode.PIPE_CLOSED: "the reader closed the pipe",
