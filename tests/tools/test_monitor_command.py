@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
@@ -188,11 +188,12 @@ async def test_the_loop_sleeps_a_jittered_interval_and_outlives_a_failed_pass(
     not check at the same instant), and a pass that crashes does not end the monitoring."""
     from mta_sts_policyd.tools.monitor.alerts import AlertSettings
     from mta_sts_policyd.tools.monitor.run import StateFile, run_forever
+    from mta_sts_policyd.tools.monitor.state import Saved
 
     class FlakyState(StateFile):
         loads = 0
 
-        def load(self) -> dict[str, Any]:
+        def load(self) -> Saved:
             self.loads += 1
             if self.loads == 1:
                 raise RuntimeError("first pass breaks")
@@ -218,3 +219,76 @@ async def test_the_loop_sleeps_a_jittered_interval_and_outlives_a_failed_pass(
         )
     assert state.loads == 30 and (tmp_path / "monitor.json").is_file()
     assert all(6300 <= d <= 8100 for d in delays) and len(set(delays)) > 20
+
+
+def _own_config(tmp_path: Path, *domains: str, command: list[str] | None = None) -> Path:
+    path = tmp_path / "own.toml"
+    text = "".join(f'[[own_domains]]\ndomain = "{d}"\n' for d in domains)
+    if command is not None:
+        text += f"[monitor]\nalert_command = {toml_value(command)}\n"
+    path.write_text(text)
+    return path
+
+
+async def test_a_state_file_path_that_is_a_directory_is_unknown_and_left_alone(
+    world: CheckWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a file that is no monitor state is moved aside; a path that cannot be read at all
+    is an error (3), and nothing is renamed or written in its place."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    folder = tmp_path / "a-folder"
+    (folder / "keep").mkdir(parents=True)
+    code, _ = await _monitor(world, _own_config(tmp_path, D), folder)
+    assert code == 3
+    assert "cannot read the monitor state" in capsys.readouterr().err
+    assert folder.is_dir() and (folder / "keep").is_dir()
+    assert sorted(os.listdir(tmp_path)) == ["a-folder", "own.toml"]
+
+
+async def test_a_pass_over_named_domains_keeps_the_others_history(
+    world: CheckWorld, tmp_path: Path
+) -> None:
+    other = "other.test"
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.publish(other, enforce_policy(MX1), mx=[MX1, "mx9.other.test"])  # a finding
+    config, state = _own_config(tmp_path, D, other), tmp_path / "state.json"
+    code, out = await _monitor(world, config, state)
+    assert code == 2 and f"{other}: new" in out
+    saved = json.loads(state.read_text())["domains"]
+
+    def one_off() -> int:
+        return main(
+            ["monitor", "--once", "--domain", D, "-c", str(config), "--state-file", str(state),
+             *world.base_args()]
+        )  # fmt: skip
+
+    assert await asyncio.to_thread(one_off) == 0
+    assert json.loads(state.read_text())["domains"][other] == saved[other]
+    code, out = await _monitor(world, config, state)  # the full pass: nothing is new
+    assert code == 2 and "new" not in out
+
+
+async def test_alerts_that_could_not_be_delivered_are_sent_with_the_next_pass(
+    world: CheckWorld, tmp_path: Path
+) -> None:
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    state, alerts = tmp_path / "state.json", tmp_path / "alerts.txt"
+    failing = _own_config(tmp_path, D, command=[sys.executable, "-c", "raise SystemExit(1)"])
+    assert (await _monitor(world, failing, state))[0] == 0
+    world.dns.set_mx(D, (10, MX1), (20, "mx3.example.test"))  # drift: new findings
+    code, out = await _monitor(world, failing, state)
+    assert code == 2 and f"{D}: new critical MX_NOT_COVERED" in out
+    kept = json.loads(state.read_text())["unsent"]
+    assert "MX_NOT_COVERED" in {t["code"] for t in kept}
+    (tmp_path / "rec.py").write_text(RECORDER)
+    working = _own_config(
+        tmp_path, D, command=[sys.executable, str(tmp_path / "rec.py"), str(alerts)]
+    )
+    code, out = await _monitor(world, working, state)  # nothing new, but the kept ones go out
+    assert code == 2 and "new" not in out
+    delivered = json.loads(alerts.read_text().split("\n===\n")[0])
+    assert delivered == kept
+    assert json.loads(state.read_text())["unsent"] == []

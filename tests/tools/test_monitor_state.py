@@ -13,8 +13,10 @@ from mta_sts_policyd.tools.check.findings import (
 )
 from mta_sts_policyd.tools.check.judge import DomainReport, SenderView
 from mta_sts_policyd.tools.monitor.state import (
+    UNSENT_KEPT,
     Change,
     DomainState,
+    Saved,
     advance,
     state_from_json,
     state_to_json,
@@ -106,8 +108,14 @@ def test_state_json_round_trip() -> None:
     state, _ = advance(
         None, report(expiring(20), UNCOVERED, certificates=(("mx", "mx1.example.test", 20),)), T0
     )
-    states = {"example.test": state}
-    assert state_from_json(state_to_json(states)) == states
+    _, transitions = advance(state, report(), T0 + 10)
+    saved = Saved({"example.test": state}, tuple(transitions))
+    assert transitions and state_from_json(state_to_json(saved)) == saved
+    older = state_to_json(saved)
+    del older["unsent"]  # a file written before undelivered alerts were kept
+    assert state_from_json(older) == Saved(saved.domains)
+    many = Saved(unsent=tuple(transitions) * (UNSENT_KEPT + 1))
+    assert len(state_to_json(many)["unsent"]) == UNSENT_KEPT
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from typing import Any
 
 from mta_sts_policyd.cli.check import add_network_arguments, options_from, reach_settings
 from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.service.own_domains import (
     alert_settings,
     monitor_state,
@@ -65,7 +66,11 @@ def monitor_command(args: argparse.Namespace, config: Config) -> int:
         )
         return NagiosStatus.UNKNOWN
     state = monitor_state(config, args.state_file)
-    return asyncio.run(_run(args, config, targets, state))
+    try:
+        return asyncio.run(_run(args, config, targets, state))
+    except StoreError as exc:  # the state file's path cannot be read or written
+        print(f"monitor: {exc}", file=sys.stderr)
+        return NagiosStatus.UNKNOWN
 
 
 async def _run(
@@ -76,7 +81,14 @@ async def _run(
     async with AsyncExitStack() as stack:
         reach = await open_reach(config, reach_settings(args), stack)
         if args.once:
-            result = await run_once(targets, reach, state, alerts, concurrency=args.concurrency)
+            result = await run_once(
+                targets,
+                reach,
+                state,
+                alerts,
+                concurrency=args.concurrency,
+                forget_others=not args.domain,
+            )
             for t in result.transitions:
                 print(t.line())
             for report in result.reports:
@@ -90,5 +102,6 @@ async def _run(
             alerts,
             interval=interval,
             jitter=min(config.monitor.jitter, interval / 2),
+            forget_others=not args.domain,
         )
     return 0

@@ -1,6 +1,6 @@
 """Alerts for monitor transitions: a mail through an SMTP relay, and/or a command run with the
-transitions as JSON on its standard input. Failures are logged, never fatal: the state file
-still records the run, and the next transition alerts again."""
+transitions as JSON on its standard input. Failures are logged, never fatal: the caller keeps
+the transitions of a failed delivery and sends them again with the next pass's."""
 
 from __future__ import annotations
 
@@ -42,25 +42,29 @@ def render_mail(settings: AlertSettings, transitions: Sequence[Transition]) -> E
     return message
 
 
-async def send_alerts(settings: AlertSettings, transitions: Sequence[Transition]) -> None:
-    if not transitions:
-        return
-    if settings.mail_to:
-        await asyncio.to_thread(_send_mail, settings, render_mail(settings, transitions))
-    if settings.command:
-        await _run_command(settings.command, transitions)
+async def send_alerts(settings: AlertSettings, transitions: Sequence[Transition]) -> bool:
+    """Every configured channel, each tried; False when one of them failed."""
+    delivered = True
+    if transitions and settings.mail_to:
+        message = render_mail(settings, transitions)
+        delivered = await asyncio.to_thread(_send_mail, settings, message)
+    if transitions and settings.command:
+        delivered = await _run_command(settings.command, transitions) and delivered
+    return delivered
 
 
-def _send_mail(settings: AlertSettings, message: EmailMessage) -> None:
+def _send_mail(settings: AlertSettings, message: EmailMessage) -> bool:
     host, _, port = settings.smtp_relay.rpartition(":")
     try:
         with smtplib.SMTP(host or "localhost", int(port or 25), timeout=30) as smtp:
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException, ValueError) as exc:
         log.error("event=monitor-alert-mail-failed relay=%s error=%s", settings.smtp_relay, exc)
+        return False
+    return True
 
 
-async def _run_command(argv: Sequence[str], transitions: Sequence[Transition]) -> None:
+async def _run_command(argv: Sequence[str], transitions: Sequence[Transition]) -> bool:
     payload = json.dumps([t.to_json() for t in transitions], indent=2).encode()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -68,7 +72,7 @@ async def _run_command(argv: Sequence[str], transitions: Sequence[Transition]) -
         )
     except OSError as exc:
         log.error("event=monitor-alert-command-failed command=%s error=%s", argv[0], exc)
-        return
+        return False
     try:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             await process.communicate(payload)
@@ -76,8 +80,10 @@ async def _run_command(argv: Sequence[str], transitions: Sequence[Transition]) -
         process.kill()
         await process.wait()
         log.error("event=monitor-alert-command-timeout command=%s", argv[0])
-        return
+        return False
     if process.returncode != 0:
         log.error(
             "event=monitor-alert-command-failed command=%s exit=%s", argv[0], process.returncode
         )
+        return False
+    return True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.tools.check.findings import NagiosStatus, worst_status
 from mta_sts_policyd.tools.check.gather import Reach
@@ -22,7 +23,7 @@ from mta_sts_policyd.tools.check.runner import check_one
 from mta_sts_policyd.tools.monitor.alerts import AlertSettings, send_alerts
 from mta_sts_policyd.tools.monitor.gauges import publish
 from mta_sts_policyd.tools.monitor.state import (
-    DomainState,
+    Saved,
     Transition,
     advance,
     state_from_json,
@@ -48,17 +49,24 @@ class RunResult:
 
 
 class StateFile:
-    """The findings of the last run, as JSON; written atomically; a broken file is kept aside."""
+    """The findings of the last run and the alerts not yet delivered, as JSON; written
+    atomically. A file that is not a monitor state is kept aside and monitoring starts afresh;
+    a path that cannot be read or written at all (a directory, no permission) is a StoreError
+    and nothing is moved."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> dict[str, DomainState]:
+    def load(self) -> Saved:
         try:
-            return state_from_json(json.loads(self.path.read_text(encoding="utf-8")))
+            raw = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+            return Saved()
+        except OSError as exc:
+            raise StoreError(f"cannot read the monitor state {self.path}: {exc}") from None
+        try:
+            return state_from_json(json.loads(raw.decode("utf-8")))
+        except ValueError as exc:  # also not UTF-8, not JSON
             aside = self.path.with_name(self.path.name + ".broken")
             n = 0
             while aside.exists():  # an earlier broken file is kept too
@@ -68,12 +76,15 @@ class StateFile:
                 "event=monitor-state-unreadable path=%s error=%s kept=%s", self.path, exc, aside
             )
             self.path.replace(aside)
-            return {}
+            return Saved()
 
-    def save(self, states: dict[str, DomainState]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(state_to_json(states), indent=2, sort_keys=True)
-        write_atomically(self.path, text.encode("utf-8"))
+    def save(self, saved: Saved) -> None:
+        text = json.dumps(state_to_json(saved), indent=2, sort_keys=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.path, text.encode("utf-8"))
+        except OSError as exc:
+            raise StoreError(f"cannot write the monitor state {self.path}: {exc}") from None
 
 
 async def run_once(
@@ -84,8 +95,12 @@ async def run_once(
     *,
     clock: Callable[[], float] = time.time,
     concurrency: int = 10,
+    forget_others: bool = True,
 ) -> RunResult:
-    states = state_file.load()
+    """One pass. `forget_others=False` (a pass over domains named on the command line) keeps
+    the state of the other monitored domains, so the next full pass does not alert them anew."""
+    saved = state_file.load()
+    states = dict(saved.domains)
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(target: Target) -> DomainReport:
@@ -100,15 +115,20 @@ async def run_once(
     for report in reports:
         states[report.domain], changed = advance(states.get(report.domain), report, now)
         transitions += changed
-    for domain in [d for d in states if d not in {t.domain for t in targets}]:
-        del states[domain]  # no longer monitored
-    state_file.save(states)
+    if forget_others:
+        for domain in [d for d in states if d not in {t.domain for t in targets}]:
+            del states[domain]  # no longer monitored
     for t in transitions:
         log.warning(
             "event=monitor-transition domain=%s change=%s severity=%s code=%s message=%r",
             t.domain, t.change, t.severity, t.code, t.message,
         )  # fmt: skip
-    await send_alerts(alerts, transitions)
+    pending = (*saved.unsent, *transitions)
+    if pending and not await send_alerts(alerts, pending):
+        log.warning("event=monitor-alert-kept transitions=%d", len(pending))
+        state_file.save(Saved(states, pending))
+    else:
+        state_file.save(Saved(states))
     publish(states, now)
     return RunResult(worst_status(r.status for r in reports), transitions, reports)
 
@@ -123,11 +143,14 @@ async def run_forever(
     jitter: float,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], object] = asyncio.sleep,
+    forget_others: bool = True,
 ) -> None:
     """Every `interval` seconds (plus or minus up to `jitter`), until cancelled."""
     while True:
         try:
-            await run_once(targets, reach, state_file, alerts, clock=clock)
+            await run_once(
+                targets, reach, state_file, alerts, clock=clock, forget_others=forget_others
+            )
         except Exception:  # one failed pass must not end monitoring
             log.exception("event=monitor-pass-crashed")
         await sleep(max(1.0, interval + random.uniform(-jitter, jitter)))  # type: ignore[misc]

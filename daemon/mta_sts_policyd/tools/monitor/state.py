@@ -54,6 +54,19 @@ class Transition:
             "evidence": dict(self.evidence),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Transition:
+        previous = data["previous_severity"]
+        return cls(
+            str(data["domain"]),
+            Change(data["change"]),
+            str(data["code"]),
+            Severity(data["severity"]),
+            None if previous is None else Severity(previous),
+            str(data["message"]),
+            tuple((str(a), str(b)) for a, b in data["evidence"].items()),
+        )
+
     def line(self) -> str:
         was = f" (was {self.previous})" if self.change is Change.CHANGED else ""
         return f"{self.domain}: {self.change} {self.severity} {self.code}{was}: {self.message}"
@@ -128,8 +141,26 @@ def _transition(domain: str, change: Change, f: Finding, previous: Severity | No
 # --- the state file's JSON form ---------------------------------------------------------------
 
 
-def state_to_json(states: dict[str, DomainState]) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "domains": {d: _domain_json(s) for d, s in states.items()}}
+@dataclass(frozen=True)
+class Saved:
+    """What the state file keeps: each domain's last findings, and the transitions whose alert
+    could not be delivered yet (sent again with the next pass's, so that none is lost)."""
+
+    domains: dict[str, DomainState] = field(default_factory=dict)
+    unsent: tuple[Transition, ...] = ()
+
+
+UNSENT_KEPT = 500
+"""At most this many undelivered transitions are kept (the newest): a relay that is down for
+weeks must not grow the file without bound."""
+
+
+def state_to_json(saved: Saved) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "domains": {d: _domain_json(s) for d, s in saved.domains.items()},
+        "unsent": [t.to_json() for t in saved.unsent[-UNSENT_KEPT:]],
+    }
 
 
 def _domain_json(s: DomainState) -> dict[str, Any]:
@@ -153,12 +184,16 @@ def _domain_json(s: DomainState) -> dict[str, Any]:
     }
 
 
-def state_from_json(data: Any) -> dict[str, DomainState]:
-    """Parse a state file; ValueError naming what is wrong (the caller keeps the file)."""
+def state_from_json(data: Any) -> Saved:
+    """Parse a state file; ValueError naming what is wrong (the caller keeps the file). A file
+    written before undelivered alerts were kept has no `unsent`."""
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
         raise ValueError(f"not a version {STATE_VERSION} monitor state")
     try:
-        return {d: _domain_from_json(s) for d, s in data["domains"].items()}
+        return Saved(
+            {d: _domain_from_json(s) for d, s in data["domains"].items()},
+            tuple(Transition.from_json(t) for t in data.get("unsent", [])),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed monitor state: {exc!r}") from None
 
