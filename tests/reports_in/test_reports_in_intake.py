@@ -299,3 +299,28 @@ def test_reports_older_than_the_retention_are_pruned(tmp_path: Path) -> None:
     run(tmp_path, "--domain", "example.com", stdin=mail("Org", TODAY, report_id="new"))
     (kept,) = ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME).policy_days("example.com", date.min)
     assert kept.day == TODAY
+
+
+def test_reports_dated_in_the_future_or_past_the_retention_are_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Neither may count: a day that has not happened would count towards `readiness`; a day
+    past the retention would be stored and pruned at once, "stored" on every resend."""
+    future = mail("Org", TODAY + timedelta(days=3), report_id="future")
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=future) == 0
+    (outcome,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()[-1:]]
+    assert outcome["stored"] == 0 and "report future ends" in outcome["rejected"][0]
+    assert "in the future" in outcome["rejected"][0]
+    old = mail("Org", TODAY - timedelta(days=401), report_id="old")
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=old) == 0
+    (outcome,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()[-1:]]
+    assert outcome["stored"] == 0
+    assert outcome["rejected"] == [
+        f"report old is about {TODAY - timedelta(days=401)}, older than"
+        " reports_in.retention_days (400)"
+    ]
+    reasons = sorted(p.read_text() for p in (tmp_path / "reports-in-quarantine").glob("*.reason"))
+    assert len(reasons) == 2
+    edge = mail("Org", TODAY, report_id="today")  # ends at midnight tonight: counts
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=edge) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mta_sts_policyd.errors import ReportRejected
+from mta_sts_policyd.reports_in.model import ReceivedReport
 from mta_sts_policyd.reports_in.parse import parse_report
 from mta_sts_policyd.reports_in.store import ReportsInStore
 from mta_sts_policyd.reports_in.unpack import (
@@ -132,6 +133,10 @@ class Intake:
             except ReportRejected as exc:
                 outcome.rejected += self._reject(raw, exc.reason, source).rejected
                 continue
+            late = self._out_of_range(report)
+            if late:
+                outcome.rejected += self._reject(raw, late, source).rejected
+                continue
             mine = tuple(p for p in report.policies if p.policy_domain in self.own_domains)
             if not mine:
                 others = ",".join(sorted(report.domains))
@@ -154,6 +159,22 @@ class Intake:
                 source,
             )
         return outcome
+
+    def _out_of_range(self, report: ReceivedReport) -> str:
+        """Why a report's dates cannot count ('' when they can): a range that ends more than a
+        day from now (no sender reports a day that has not ended; a day allows for clocks and
+        zones) would count towards `readiness` days that have not happened; a day older than
+        the retention would be stored and pruned at once, reported as stored every time."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if report.end > now + timedelta(days=1):
+            return f"report {report.report_id} ends {report.end.isoformat()}, in the future"
+        oldest = now.date() - timedelta(days=self.retention_days)
+        if report.day < oldest:
+            return (
+                f"report {report.report_id} is about {report.day.isoformat()}, older than"
+                f" reports_in.retention_days ({self.retention_days})"
+            )
+        return ""
 
     def _reject(self, raw: bytes, reason: str, source: str) -> Outcome:
         kept = self.quarantine.put(raw, reason, self.clock())
