@@ -1,5 +1,5 @@
-"""Values named on the command line: domain names and files, refused with the exit code that
-says whose problem it is.
+"""Values named on the command line: domain names, numbers, addresses and files, refused with
+the exit code that says whose problem it is.
 
 A domain that is not one, or a file that cannot be read, is the caller's to fix (64); an
 output file that cannot be written is EX_CANTCREAT (73). Neither is a temporary failure (75),
@@ -9,12 +9,18 @@ which is what an unexpected OSError of a command becomes.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.sts.keys import domain_for_name
+
+MAX_SECONDS = 30 * 86400.0
+"""The longest wait or interval taken (30 days): beyond it a number is a typo, and the event
+loop's timers refuse what does not fit."""
 
 
 def domain_name(text: str) -> str:
@@ -32,6 +38,53 @@ def lookup_key(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a lookup key (a domain, or a next hop such as [mx.example.com]:25)"
         )
+    return text
+
+
+def seconds(text: str) -> float:
+    """argparse type: a duration in seconds, above 0 and finite (`nan`, `-1` and `1e400` are
+    refused here, not by a timer deep inside)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds (above 0, at most {MAX_SECONDS:.0f})"
+        )
+    return value
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """argparse type factory: an integer from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+port_number = whole_number(1, 65535)
+"""argparse type: a TCP port."""
+
+days_left = whole_number(0, 3650)
+"""argparse type: a certificate's days left, the warning and critical thresholds."""
+
+
+def listen_address(text: str) -> str:
+    """argparse type: `HOST:PORT`, `[IPv6]:PORT` or `unix:/path`, by the configuration's rule."""
+    from mta_sts_policyd.config.settings import parse_listen_address
+
+    try:
+        parse_listen_address(text, "address")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problems[0].removeprefix("address: ")) from None
     return text
 
 

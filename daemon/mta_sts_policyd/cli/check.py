@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import days_left, port_number, seconds, whole_number
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import ReachSettings, open_reach
 from mta_sts_policyd.sts.keys import domain_for_name
@@ -40,20 +41,24 @@ def add_network_arguments(p: argparse.ArgumentParser) -> None:
         metavar="IP[:PORT]",
         help="DNS server to ask (repeatable; default: [discovery] nameservers)",
     )
-    p.add_argument("--https-port", type=int, help="policy host port (test set-ups; default 443)")
-    p.add_argument("--smtp-port", type=int, help="MX port (test set-ups; default 25)")
+    p.add_argument(
+        "--https-port", type=port_number, help="policy host port (test set-ups; default 443)"
+    )
+    p.add_argument("--smtp-port", type=port_number, help="MX port (test set-ups; default 25)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="per connection step (the policy fetch is capped at 60 s, RFC 8461)",
     )
-    p.add_argument("--concurrency", type=int, default=10, help="domains checked at a time")
-    p.add_argument("--mx-cert-warning-days", type=int, default=21)
-    p.add_argument("--mx-cert-critical-days", type=int, default=7)
-    p.add_argument("--policy-cert-warning-days", type=int, default=21)
-    p.add_argument("--policy-cert-critical-days", type=int, default=7)
+    p.add_argument(
+        "--concurrency", type=whole_number(1, 1000), default=10, help="domains checked at a time"
+    )
+    p.add_argument("--mx-cert-warning-days", type=days_left, default=21)
+    p.add_argument("--mx-cert-critical-days", type=days_left, default=7)
+    p.add_argument("--policy-cert-warning-days", type=days_left, default=21)
+    p.add_argument("--policy-cert-critical-days", type=days_left, default=7)
 
 
 def add_check_parser(sub: Any, common: argparse.ArgumentParser) -> None:

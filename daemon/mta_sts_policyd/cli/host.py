@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import days_left
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
 from mta_sts_policyd.tools.check.observations import Options
@@ -37,8 +38,8 @@ def add_host_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="IP[:PORT]",
         help="status: DNS server to ask (default: [discovery] nameservers)",
     )
-    p.add_argument("--policy-cert-warning-days", type=int, default=21)
-    p.add_argument("--policy-cert-critical-days", type=int, default=7)
+    p.add_argument("--policy-cert-warning-days", type=days_left, default=21)
+    p.add_argument("--policy-cert-critical-days", type=days_left, default=7)
     p.set_defaults(handler=host_command)
 
 

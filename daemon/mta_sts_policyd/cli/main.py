@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mta_sts_policyd import __version__
-from mta_sts_policyd.cli.arguments import FileArgumentError, lookup_key
+from mta_sts_policyd.cli.arguments import (
+    FileArgumentError,
+    listen_address,
+    lookup_key,
+    seconds,
+)
 from mta_sts_policyd.cli.cache import cmd_cache
 from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
 from mta_sts_policyd.cli.fleet import add_fleet_parser
@@ -190,14 +195,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("serve", parents=[common], help="run the daemon")
-    p.add_argument("--listen", action="append", help="HOST:PORT or unix:/path (repeatable)")
+    p.add_argument(
+        "--listen",
+        action="append",
+        type=listen_address,
+        help="HOST:PORT or unix:/path (repeatable)",
+    )
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("query", parents=[common, reader], help="ask the running daemon")
     p.add_argument("domain", type=lookup_key)
-    p.add_argument("--socketmap", help="daemon address (default: first server.listen)")
+    p.add_argument(
+        "--socketmap", type=listen_address, help="daemon address (default: first server.listen)"
+    )
     p.add_argument("--map", default="postfix", help="socketmap name sent (default postfix)")
-    p.add_argument("--timeout", type=float, default=110.0, help="seconds to wait (default 110)")
+    p.add_argument("--timeout", type=seconds, default=110.0, help="seconds to wait (default 110)")
     p.set_defaults(handler=cmd_query)
 
     p = sub.add_parser("resolve", parents=[common, reader], help="discover and explain")

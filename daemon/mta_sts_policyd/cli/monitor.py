@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import seconds
 from mta_sts_policyd.cli.check import add_network_arguments, options_from, reach_settings
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import StoreError
@@ -42,7 +43,7 @@ def add_monitor_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--once", action="store_true", help="one pass; exit with the Nagios code")
     p.add_argument("--state-file", type=Path, help=f"default: STATE_DIR/{MONITOR_STATE_NAME}")
-    p.add_argument("--interval", type=float, help="seconds between passes (default 7200)")
+    p.add_argument("--interval", type=seconds, help="seconds between passes (default 7200)")
     p.add_argument(
         "--alert-command", help="run this program (no shell) with the transitions as JSON on stdin"
     )

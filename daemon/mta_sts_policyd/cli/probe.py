@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import port_number, seconds
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
@@ -39,12 +40,15 @@ def add_probe_parser(
         metavar="DOMAIN",
         help="also check MX-HOST against the mx patterns of DOMAIN's MTA-STS policy",
     )
-    p.add_argument("--port", type=int, default=25, help="SMTP port (default 25)")
+    p.add_argument("--port", type=port_number, default=25, help="SMTP port (default 25)")
     p.add_argument(
         "--address", metavar="IP", help="connect to this address instead of resolving MX-HOST"
     )
     p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="per-step timeout (default probe.timeout)"
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="per-step timeout (default probe.timeout)",
     )
     p.set_defaults(handler=probe_command)
 

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import domain_name, file_argument
+from mta_sts_policyd.cli.arguments import domain_name, file_argument, port_number, seconds
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.generate import enforce_gate, write_policy
 from mta_sts_policyd.config.settings import Config
@@ -47,11 +47,11 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "MTA_STS_TXT_VALUE, MTA_STS_DOMAIN, MTA_STS_ID",
     )
     p.add_argument("--force", action="store_true", help="enforce without a READY verdict")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds for each wait")
+    p.add_argument("--timeout", type=seconds, default=300.0, help="seconds for each wait")
     p.add_argument("--nameserver", action="append", metavar="IP[:PORT]")
     p.add_argument("--ca-file", help="trust these CAs for the fetch-back (test set-ups)")
-    p.add_argument("--https-port", type=int, help="policy host port (test set-ups)")
-    p.add_argument("--dns-port", type=int, default=53, help="authoritative servers' port")
+    p.add_argument("--https-port", type=port_number, help="policy host port (test set-ups)")
+    p.add_argument("--dns-port", type=port_number, default=53, help="authoritative servers' port")
     p.set_defaults(handler=publish_command)
 
 

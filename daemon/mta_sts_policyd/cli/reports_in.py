@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import domain_name, file_argument
+from mta_sts_policyd.cli.arguments import domain_name, file_argument, whole_number
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
@@ -64,7 +64,7 @@ def register(
     s.add_argument(
         "--domain", action="append", type=domain_name, default=argparse.SUPPRESS, help=domain_help
     )
-    s.add_argument("--days", type=int, default=30, help="days back (default 30)")
+    s.add_argument("--days", type=whole_number(1, 3660), default=30, help="days back (default 30)")
     s.add_argument("--html", type=Path, help="also write a self-contained HTML page")
     r = actions.add_parser("readiness", parents=shared_after, help="the enforce verdict")
     r.add_argument("target", metavar="DOMAIN", type=domain_name, help="the domain")
