@@ -70,6 +70,39 @@ def test_file_target_writes_the_file(tmp_path: Path) -> None:
     assert len(lines) == 4 and re.match(rf"{ISO} level=ERROR .* event=e$", lines[3])
 
 
+FORGING = """
+import logging, sys
+from mta_sts_policyd.service.logsetup import setup_logging
+setup_logging("DEBUG", *sys.argv[1:])
+log = logging.getLogger("mta_sts_policyd.test")
+log.info("event=answer key=%s reply=OK", "x.test\\nlevel=ERROR logger=fake event=forged\\x1b[31m")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("event=crash")
+"""
+
+
+@pytest.mark.parametrize("target", ["stderr", "journal", "file"])
+def test_a_value_with_a_newline_cannot_forge_a_line(tmp_path: Path, target: str) -> None:
+    """Every record is one line: control characters a peer sent are escaped (the traceback of
+    an exception still follows its record)."""
+    path = tmp_path / "daemon.log"
+    args = ["file", str(path)] if target == "file" else [target]
+    err = tmp_path / "stderr"
+    with open(err, "wb") as fh:
+        st = os.fstat(fh.fileno())
+        extra = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"} if target == "journal" else {}
+        subprocess.run([sys.executable, "-c", FORGING, *args], stderr=fh, check=True,
+                       env=subprocess_env(extra), timeout=60)  # fmt: skip
+    lines = (path if target == "file" else err).read_text().splitlines()
+    assert "key=x.test\\nlevel=ERROR logger=fake event=forged\\x1b[31m reply=OK" in lines[0]
+    assert not any(
+        line.lstrip("<0123456789>").startswith("level=ERROR logger=fake") for line in lines
+    )
+    assert "event=crash" in lines[1] and lines[-1].strip() == "ValueError: boom"
+
+
 def test_unopenable_log_file_is_a_config_error(tmp_path: Path) -> None:
     from mta_sts_policyd.errors import ConfigError
     from mta_sts_policyd.service.logsetup import setup_logging
@@ -106,3 +139,7 @@ def test_debug_logs_why_each_answer_is_what_it_is(debug_daemon: DaemonProcess) -
     assert "key=nothing.test domain=nothing.test reply=NOTFOUND" in answers[3]
     assert "negative=yes" in answers[3]
     assert answers[4] == "event=answer key=.example.test reply=NOTFOUND reason=no-lookup-key"
+    forged = "x.test\nlevel=ERROR logger=fake event=forged"
+    assert debug_daemon.query(forged) == b"NOTFOUND "  # a key a peer can send
+    debug_daemon.wait_for_log(r"event=answer key=x\.test\\nlevel=ERROR logger=fake", timeout=5)
+    assert "\nlevel=ERROR logger=fake" not in debug_daemon.log()

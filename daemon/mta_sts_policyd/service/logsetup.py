@@ -24,7 +24,20 @@ SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, loggin
 _MARK = "_mta_sts_policyd"
 
 
-class JournalFormatter(logging.Formatter):
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every record is one line that says one event: control characters in the message (a
+    socketmap key, a header from a report, anything a peer sent) are written escaped, so that a
+    value with a newline cannot start a forged line. A traceback stays below its record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+
+class JournalFormatter(OneLineFormatter):
     """`<priority>` prefix (journald's SyslogLevelPrefix), one line per record."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -32,7 +45,7 @@ class JournalFormatter(logging.Formatter):
         return f"<{priority}>" + super().format(record).replace("\n", "\n    ")
 
 
-class ZonedFormatter(logging.Formatter):
+class ZonedFormatter(OneLineFormatter):
     """ISO 8601 local time with its UTC offset, to the millisecond."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
@@ -65,7 +78,7 @@ def make_handler(target: str, file: str = "") -> logging.Handler:
         handler = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL
         )
-        handler.setFormatter(logging.Formatter(f"mta-sts-policyd[{os.getpid()}]: {FORMAT}"))
+        handler.setFormatter(OneLineFormatter(f"mta-sts-policyd[{os.getpid()}]: {FORMAT}"))
     else:
         stream = target == "stderr"
         handler = logging.StreamHandler(sys.stderr) if stream else _file_handler(file)
