@@ -38,6 +38,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     odd_domains = base + '[reports_in]\ndomains = ["a..b", "ok.example", "[192.0.2.1]"]\n'
     paths = {"plain": base, "tlsrpt": base + TLSRPT_ON, "bad": "[cache]\ncold_wait = -1\n"}
     paths["odd_domains"] = odd_domains
+    paths["empty_host"] = base + f'[host]\npolicy_dir = "{tmp_path}/policies"\n'
     paths["own_host"] = base + '[[own_domains]]\ndomain = "[mx.example.test]"\n'
     out = {}
     for name, text in paths.items():
@@ -117,6 +118,15 @@ CASES: list[tuple[str, int, str]] = [
     # check and monitor are monitoring plugins: Nagios codes (3 UNKNOWN), README "Exit codes"
     ("check -c {plain} 'not a domain'", 3, "is not a domain name"),
     ("check -c {plain} example.test:25", 3, "'example.test:25' is not a domain name"),
+    ("check -c {plain} --from-file {binary}", 3, "not UTF-8 text"),
+    ("check -c {plain} --from-file {missing}", 3, "cannot read"),
+    ("check -c {plain}", 3, "no domain given"),
+    ("check -c {plain} x.example --nameserver nonsense", U, "'nonsense' is not an IP address"),
+    ("check -c {plain} x.example --ca-file {missing}", U, "--ca-file: cannot read"),
+    ("publish -c {plain} x.example --nameserver 127.0.0.1:99999", U, "expected a number"),
+    ("generate -c {plain} --domain x.example --nameserver nonsense", U, "not an IP address"),
+    ("host status -c {empty_host}", 3, "no policies in"),
+    ("reports-in -c {plain} --domain x.example --maildir {missing}", U, "is not a Maildir"),
     ("check -c {plain} [mx.example.test]", 3, "is not a domain name"),
     ("monitor -c {plain} --once", 3, "no domain"),
     ("monitor -c {plain} --once --domain [mx.example.test]", 3, "is not a domain name"),
@@ -126,7 +136,7 @@ CASES: list[tuple[str, int, str]] = [
 ]
 JSON_COMMANDS = (
     *("query", "resolve", "cache list", "cache show", "check-config", "probe", "generate"),
-    "reports-in readiness",
+    *("reports-in", "check", "host status"),
 )
 
 

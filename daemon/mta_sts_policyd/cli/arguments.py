@@ -88,6 +88,27 @@ def listen_address(text: str) -> str:
     return text
 
 
+def nameserver(text: str) -> str:
+    """argparse type: `IP[:PORT]` of a DNS server, by the configuration's rule."""
+    from mta_sts_policyd.endpoints import parse_nameserver
+
+    try:
+        parse_nameserver(text, "nameserver")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problems[0].removeprefix("nameserver: ")) from None
+    return text
+
+
+def readable_file(text: str) -> str:
+    """argparse type: a file that can be read now (a CA file), named in the usage error if not."""
+    try:
+        with open(text, "rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
+    return text
+
+
 class FileArgumentError(Exception):
     """A file named by an option could not be read or written; `exit_code` says which."""
 

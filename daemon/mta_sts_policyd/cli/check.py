@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import days_left, port_number, seconds, whole_number
+from mta_sts_policyd.cli.arguments import (
+    days_left,
+    nameserver,
+    port_number,
+    readable_file,
+    seconds,
+    whole_number,
+)
+from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import ReachSettings, open_reach
 from mta_sts_policyd.sts.keys import domain_for_name
@@ -34,10 +42,13 @@ def add_network_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="contact private, loopback and link-local addresses too",
     )
-    p.add_argument("--ca-file", help="trust these CAs instead of the system store")
+    p.add_argument(
+        "--ca-file", type=readable_file, help="trust these CAs instead of the system store"
+    )
     p.add_argument(
         "--nameserver",
         action="append",
+        type=nameserver,
         metavar="IP[:PORT]",
         help="DNS server to ask (repeatable; default: [discovery] nameservers)",
     )
@@ -113,17 +124,20 @@ def read_domains(names: Sequence[str], from_file: Path | None) -> tuple[list[str
 
 
 def check_command(args: argparse.Namespace, config: Config) -> int:
+    unknown = NagiosStatus.UNKNOWN
     try:
         domains, bad = read_domains(args.domains, args.from_file)
     except OSError as exc:
-        print(f"check: cannot read {args.from_file}: {exc}", file=sys.stderr)
-        return NagiosStatus.UNKNOWN
-    for name in bad:
-        print(f"check: {name!r} is not a domain name", file=sys.stderr)
-    if bad or not domains:
-        if not domains:
-            print("check: no domain given", file=sys.stderr)
-        return NagiosStatus.UNKNOWN
+        reason = f"cannot read {args.from_file}: {exc.strerror or exc}"
+        return fail("check", reason, unknown, as_json=args.json)
+    except UnicodeDecodeError:
+        reason = f"cannot read {args.from_file}: not UTF-8 text"
+        return fail("check", reason, unknown, as_json=args.json)
+    problems = [f"{name!r} is not a domain name" for name in bad]
+    if not domains:
+        problems.append("no domain given")
+    if problems:
+        return fail("check", "\n".join(problems), unknown, as_json=args.json)
     return asyncio.run(_run(args, config, domains))
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import domain_name, file_argument
+from mta_sts_policyd.cli.arguments import domain_name, file_argument, nameserver
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
@@ -66,6 +66,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nameserver",
         action="append",
+        type=nameserver,
         metavar="IP[:PORT]",
         help="DNS server for the MX lookup (default: [discovery] nameservers)",
     )

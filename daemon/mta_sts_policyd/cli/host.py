@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import days_left
+from mta_sts_policyd.cli.arguments import days_left, nameserver
+from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
 from mta_sts_policyd.tools.check.observations import Options
@@ -35,6 +35,7 @@ def add_host_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nameserver",
         action="append",
+        type=nameserver,
         metavar="IP[:PORT]",
         help="status: DNS server to ask (default: [discovery] nameservers)",
     )
@@ -61,8 +62,8 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
 
     documents, certificates = served(Path(config.host.policy_dir), host_cert_dirs(config))
     if not documents.domains:
-        print(f"host status: no policies in {config.host.policy_dir}", file=sys.stderr)
-        return int(NagiosStatus.UNKNOWN)
+        reason = f"no policies in {config.host.policy_dir}"
+        return int(fail("host status", reason, NagiosStatus.UNKNOWN, as_json=args.json))
     options = Options(
         policy_cert_warning_days=args.policy_cert_warning_days,
         policy_cert_critical_days=args.policy_cert_critical_days,

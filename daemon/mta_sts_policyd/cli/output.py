@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
-from mta_sts_policyd.cli.exit_codes import ExitCode
+Code = TypeVar("Code", bound=int)
 
 
 def print_json(data: Any, out: TextIO | None = None) -> None:
@@ -21,12 +21,15 @@ def print_json(data: Any, out: TextIO | None = None) -> None:
     stream.write("\n")
 
 
-def fail(command: str, message: str, code: ExitCode, *, as_json: bool = False) -> ExitCode:
-    """Report an expected failure: JSON on stdout with `--json`, else one line on stderr."""
+def fail(command: str, message: str, code: Code, *, as_json: bool = False) -> Code:
+    """Report an expected failure: JSON on stdout with `--json`, else one line on stderr
+    (several lines joined by newlines: one problem each). `code` is an ExitCode, or a
+    NagiosStatus for the monitoring plugins."""
     if as_json:
         print_json({"ok": False, "error": message, "exit_code": int(code)})
     else:
-        print(f"{command}: {message}", file=sys.stderr)
+        for line in message.splitlines():
+            print(f"{command}: {line}", file=sys.stderr)
     return code
 
 

@@ -93,8 +93,7 @@ def _take(args: argparse.Namespace, config: Config) -> int:
         outcome = intake.take_message(sys.stdin.buffer.read(), "stdin")
         intake.prune()
     except FileNotFoundError as exc:
-        print(f"reports-in: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("reports-in", str(exc), EXIT_USAGE, as_json=args.json)
     _say(args, asdict(outcome))
     return EXIT_OK
 
