@@ -39,6 +39,11 @@ def files(tmp_path: Path) -> dict[str, str]:
     paths = {"plain": base, "tlsrpt": base + TLSRPT_ON, "bad": "[cache]\ncold_wait = -1\n"}
     paths["odd_domains"] = odd_domains
     paths["empty_host"] = base + f'[host]\npolicy_dir = "{tmp_path}/policies"\n'
+    paths["own_table"] = base + '[own_domains]\ndomain = "x.example"\n'
+    paths["bad_host"] = base + (
+        '[host]\nlisten = ["nonsense"]\nmetrics_listen = "0.0.0.0:9465"\n'
+        'reports_path = "tlsrpt"\nacme_names = ["bad name"]\n'
+    )
     paths["own_host"] = base + '[[own_domains]]\ndomain = "[mx.example.test]"\n'
     out = {}
     for name, text in paths.items():
@@ -132,6 +137,11 @@ CASES: list[tuple[str, int, str]] = [
     ("monitor -c {plain} --once --domain [mx.example.test]", 3, "is not a domain name"),
     ("monitor -c {own_host} --once", 3, "'[mx.example.test]' is not a domain name"),
     ("check-config -c {own_host}", C, "own_domains[0].domain: expected a domain name"),
+    ("check-config -c {own_table}", C, "own_domains: expected an array of tables"),
+    ("check-config -c {bad_host}", C, "host.listen: expected HOST:PORT"),
+    ("check-config -c {bad_host}", C, "host.metrics_listen: metrics listener must be a loopback"),
+    ("check-config -c {bad_host}", C, "host.reports_path: expected a URL path"),
+    ("check-config -c {bad_host}", C, "host.acme_names[0]: expected a host name"),
     ("probe -c {plain} mx.example.test --address 127.0.0.1 --port {port} --timeout 2", T, ""),
 ]
 JSON_COMMANDS = (

@@ -513,7 +513,7 @@ def test_own_domains_entries() -> None:
         "own_domains[0].domain: expected a domain name"
     )
     assert config_error({"own_domains": {"domain": "example.com"}}).startswith(
-        "own_domains: expected a list"
+        "own_domains: expected an array of tables (a [[...]] block per entry)"
     )
 
 

@@ -126,6 +126,7 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.composition import own_report_domains
     from mta_sts_policyd.service.fleet_parts import check_fleet
+    from mta_sts_policyd.service.host_parts import check_host
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
     note: str | None = None
@@ -134,7 +135,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         note = check_report_files(config, outside_ok=True)
     except ConfigError as exc:
         problems += exc.problems
-    for check in (check_fleet, own_report_domains):  # a Redis password file, a non-domain
+    # a Redis password file, a non-domain, [host] as `host` reads it at start
+    for check in (check_fleet, own_report_domains, check_host):
         try:
             check(config)
         except ConfigError as exc:

@@ -25,6 +25,8 @@ def _describe(tp: Any) -> str:
         return "one of " + ", ".join(toml_value(a) for a in get_args(tp))
     if get_origin(tp) is tuple:
         item = get_args(tp)[0]
+        if dataclasses.is_dataclass(item):
+            return "an array of tables (a [[...]] block per entry)"
         return f"a list of {_PLURAL.get(item) or _describe(item)}"
     return _SINGULAR.get(tp, str(tp))
 

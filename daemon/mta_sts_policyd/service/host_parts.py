@@ -9,7 +9,7 @@ else); the host's stack (aiohttp) is imported inside the builders.
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,44 @@ def host_settings(config: Config) -> HostSettings:
         acme_challenge=config.host.acme_challenge,
         http_listen=http_listen,
     )
+
+
+def check_host(config: Config) -> None:
+    """`[host]` as `host` reads it at start, without starting or creating anything (run by
+    `check-config`); ConfigError lists every problem."""
+    from mta_sts_policyd import metrics
+    from mta_sts_policyd.sts.keys import domain_for_name
+
+    h, problems = config.host, list[str]()
+    checks: list[Callable[[], object]] = [
+        lambda: _tcp_listen(h.listen, "host.listen"),
+        lambda: _tcp_listen(h.http_listen, "host.http_listen"),
+        lambda: _reports_path(h.reports_path),
+        lambda: host_expectations(config),
+    ]
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            problems += exc.problems
+    if h.metrics_listen:
+        try:
+            address = parse_listen_address(h.metrics_listen, "host.metrics_listen")
+            metrics.loopback_host(address[0], allow_remote=config.metrics.allow_remote)
+        except ConfigError as exc:
+            problems += exc.problems
+        except ValueError as exc:
+            problems.append(f"host.metrics_listen: {exc}")
+    if h.acme_directory and not h.acme_directory.startswith(("https://", "http://")):
+        problems.append(f"host.acme_directory: expected an https:// URL, got {h.acme_directory!r}")
+    for key, names in (("host.acme_names", h.acme_names), ("host.expect_cname", h.expect_cname)):
+        problems += [
+            f"{key}[{i}]: expected a host name, got {name!r}"
+            for i, name in enumerate(names)
+            if domain_for_name(name.rstrip(".")) is None
+        ]
+    if problems:
+        raise ConfigError(*problems)
 
 
 def host_state_dir(config: Config) -> Path:
