@@ -42,6 +42,13 @@ def test_every_command_and_config_key_is_in_the_pages() -> None:
             assert "\\fB" + manpage.roff(key) + "\\fR = " in page5, f"{table}.{key}"
 
 
+def test_every_table_and_key_says_what_it_is() -> None:
+    """No key without a description, no section described by a dataclass's generated repr."""
+    page5 = manpage.page5()
+    assert "(no description)" not in page5
+    assert "Config(" not in page5 and ".SH []" not in page5
+
+
 @pytest.mark.parametrize("name", ["man/mta-sts-policyd.8", "man/mta-sts-policyd.toml.5"])
 def test_groff_renders_without_warnings(name: str) -> None:
     groff = shutil.which("groff")

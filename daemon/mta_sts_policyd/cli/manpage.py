@@ -179,8 +179,8 @@ def page5() -> str:
     for prefix, cls, f in _tables(Config, ""):
         if prefix != table:
             table = prefix
-            out += [".SH [" + roff(prefix) + "]"]
-            if cls.__doc__:
+            out += [".SH " + ("[" + roff(prefix) + "]" if prefix else "TOP\\-LEVEL KEYS")]
+            if prefix and cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
                 out.append(roff(" ".join(cls.__doc__.split())))
         value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         out += [".TP", "\\fB" + roff(f.name) + "\\fR = " + roff(toml_value(_plain(value)))]

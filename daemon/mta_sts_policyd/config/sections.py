@@ -25,6 +25,7 @@ class ServerConfig:
     """`HOST:PORT`, `[IPv6]:PORT` or `unix:/path`; ignored under systemd socket activation."""
     unix_mode: str = "0660"
     unix_group: str = ""
+    """Group of the `unix:` sockets (Postfix's, e.g. "postfix"); empty: the daemon's own."""
     max_connections: int = 1000
     idle_timeout: float = 60.0
     sts_attributes: StsAttributes = "auto"
@@ -64,6 +65,8 @@ class CacheConfig:
     failure_backoff: float = 300.0
     refresh: bool = True
     refresh_interval: float = 86400.0
+    """Seconds between background refetches of a policy in use (RFC 8461 §10.2: at least
+    daily), plus or minus `refresh_jitter`."""
     refresh_jitter: float = 3600.0
     refresh_concurrency: int = 20
     memory_entries: int = 5_000
@@ -85,6 +88,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
+    """Where the log goes and how much; every line is one `event=` with `key=value` fields."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """DEBUG adds one `event=answer` line per socketmap answer, with the reason."""
     target: Literal["auto", "journal", "stderr", "syslog", "file"] = "auto"
@@ -95,9 +100,14 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class DkimConfig:
+    """The DKIM signature on outgoing TLS reports (RFC 8460 §3 asks for one)."""
+
     domain: str = ""
+    """The signing domain (d=)."""
     selector: str = ""
+    """The selector (s=): the key is published at SELECTOR._domainkey.DOMAIN."""
     key_file: str = ""
+    """The private key (PEM, RSA or Ed25519), readable by the daemon only."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +119,10 @@ class TlsRptConfig:
     """The libtlsrpt datagram socket (`smtp_tlsrpt_socket_name` in Postfix >= 3.10); empty: off."""
     socket_mode: str = "0660"
     socket_group: str = ""
+    """Group of the datagram socket (Postfix's, so its smtp processes can write to it)."""
     organization_name: str = ""
     contact_info: str = ""
+    """The reports' contact-info (RFC 8460 §4.4): a mailto: URI or an address."""
     retention_days: int = 31
     max_report_bytes: int = 5 * 1024 * 1024
     send_delay_max: float = 14400.0
@@ -168,9 +180,12 @@ class MonitorConfig:
 
     interval: float = 7200.0
     jitter: float = 600.0
+    """Each pass starts up to this many seconds early or late, so hosts do not check at once."""
     alert_mail_to: tuple[str, ...] = ()
     alert_mail_from: str = ""
+    """The alert mail's From; empty: mta-sts-policyd@localhost."""
     smtp_relay: str = "localhost:25"
+    """HOST:PORT the alert mail is handed to."""
     alert_command: tuple[str, ...] = ()
     """A program and its arguments (no shell); the transitions arrive as JSON on stdin."""
     in_serve: bool = False
@@ -223,6 +238,7 @@ class HostConfig:
     http_listen: tuple[str, ...] = ("0.0.0.0:80", "[::]:80")
     """Plain-HTTP listeners, only with acme_challenge = "http-01": challenge answers, else 404."""
     acme_email: str = ""
+    """Contact address given to the ACME server (expiry notices); empty: none."""
     acme_ca_file: str = ""
     """Trust anchor for the ACME server's HTTPS (test set-ups); empty: the system store."""
     reports_path: str = ""
@@ -251,6 +267,7 @@ class FleetConfig:
     sentinels: tuple[str, ...] = ()
     """Sentinel addresses ("HOST:PORT"), instead of `redis`; `service` names the master."""
     service: str = ""
+    """The Sentinel service (master) name, with `sentinels`."""
     password_file: str = ""
     """A file holding the Redis password (kept out of the config file); empty: none or in URL."""
     ca_file: str = ""
