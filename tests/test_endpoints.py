@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mta_sts_policyd.config.settings import config_from_mapping
-from mta_sts_policyd.endpoints import parse_nameserver
+from mta_sts_policyd.endpoints import parse_nameserver, parse_smtp_relay
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net.dns_client import make_resolver
 
@@ -61,3 +61,46 @@ def test_config_check_and_dns_client_read_a_nameserver_alike(spec: str) -> None:
 def test_config_names_the_bad_entry() -> None:
     with pytest.raises(ConfigError, match=r"^discovery\.nameservers\[1\]: '\[::1'"):
         config_from_mapping({"discovery": {"nameservers": ["127.0.0.1", "[::1"]}})
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("localhost:25", ("localhost", 25)),
+        ("relay.example.net", ("relay.example.net", 25)),  # was read as localhost:25
+        ("relay.example.net:587", ("relay.example.net", 587)),
+        ("127.0.0.1:2525", ("127.0.0.1", 2525)),
+        ("[2001:db8::25]", ("2001:db8::25", 25)),
+        ("[2001:db8::25]:587", ("2001:db8::25", 587)),
+    ],
+)
+def test_smtp_relay_forms(spec: str, expected: tuple[str, int]) -> None:
+    assert parse_smtp_relay(spec, "monitor.smtp_relay") == expected
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "nonsense relay", "relay:99999", "relay:x", ":25", "2001:db8::25", "[::1", "a/b"]
+)
+def test_bad_smtp_relays_are_refused_at_load(spec: str) -> None:
+    for key in ("monitor", "tlsrpt"):
+        with pytest.raises(ConfigError, match=rf"{key}\.smtp_relay: "):
+            config_from_mapping({key: {"smtp_relay": spec}})
+
+
+def test_the_report_sender_and_the_alerts_read_the_relay_alike() -> None:
+    from mta_sts_policyd.service.tlsrpt_parts import report_context
+
+    config = config_from_mapping(
+        {
+            "tlsrpt": {
+                "enabled": True,
+                "organization_name": "Example",
+                "contact_info": "tlsrpt@example.test",
+                "envelope_sender": "noreply@example.test",
+                "allow_unsigned": True,
+                "smtp_relay": "relay.example.net",
+            }
+        }
+    )
+    delivery = report_context(config).delivery
+    assert (delivery.smtp_host, delivery.smtp_port) == ("relay.example.net", 25)

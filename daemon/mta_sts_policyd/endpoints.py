@@ -12,6 +12,7 @@ import ipaddress
 from mta_sts_policyd.errors import ConfigError
 
 DNS_PORT = 53
+SMTP_PORT = 25
 
 
 def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str, int]:
@@ -40,3 +41,27 @@ def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(f"{key}: {text!r}: port {port!r}: expected a number from 1 to 65535")
     return address, int(port)
+
+
+def parse_smtp_relay(text: str, key: str) -> tuple[str, int]:
+    """`HOST`, `HOST:PORT`, `[IPv6]` or `[IPv6]:PORT` of the relay mail is handed to -> (host,
+    port); port 25 by default. ConfigError names `key` and the problem."""
+    spec = text.strip()
+    host, port = spec, str(SMTP_PORT)
+    if spec.startswith("["):
+        host, closed, rest = spec[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")) or ":" not in host:
+            raise ConfigError(f"{key}: {text!r}: expected [IPv6] or [IPv6]:PORT")
+        try:
+            host = str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r}: {host!r} is not an IPv6 address") from None
+        port = rest[1:] if rest else port
+    else:
+        if ":" in spec:
+            host, _, port = spec.rpartition(":")
+        if not host or any(c.isspace() or c in "[]/:" for c in host):
+            raise ConfigError(f"{key}: {text!r}: expected HOST, HOST:PORT or [IPv6]:PORT")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"{key}: {text!r}: port {port!r}: expected a number from 1 to 65535")
+    return host, int(port)

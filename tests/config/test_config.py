@@ -501,6 +501,30 @@ def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
     assert roundtrip(config) == config
 
 
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ({"monitor": {"alert_mail_to": ["not an address"]}}, "monitor.alert_mail_to[0]: expected"),
+        ({"monitor": {"alert_mail_from": "nobody"}}, "monitor.alert_mail_from: expected an e-mail"),
+        ({"tlsrpt": {"envelope_sender": "nope"}}, "tlsrpt.envelope_sender: expected an e-mail"),
+        (
+            {"own_domains": [{"domain": "example.com"}, {"domain": "EXAMPLE.com."}]},
+            "own_domains[1].domain: 'EXAMPLE.com.' is own_domains[0]",
+        ),
+        (
+            {"own_domains": [{"domain": "example.com", "expect_id": "not valid id!"}]},
+            "own_domains[0].expect_id: expected 1 to 32 letters and digits",
+        ),
+        (
+            {"own_domains": [{"domain": "example.com", "expect_cname": ["not a host"]}]},
+            "own_domains[0].expect_cname[0]: expected a host name",
+        ),
+    ],
+)
+def test_mail_settings_and_own_domains_are_checked_at_load(data: dict[str, Any], said: str) -> None:
+    assert said in config_error(data)
+
+
 def test_own_domains_entries() -> None:
     config = config_from_mapping(
         {"own_domains": [{"domain": "example.com", "expect_cname": ["sts.example.net"]}]}

@@ -185,7 +185,7 @@ class MonitorConfig:
     alert_mail_from: str = ""
     """The alert mail's From; empty: mta-sts-policyd@localhost."""
     smtp_relay: str = "localhost:25"
-    """HOST:PORT the alert mail is handed to."""
+    """HOST, HOST:PORT or [IPv6]:PORT (port 25 by default) the alert mail is handed to."""
     alert_command: tuple[str, ...] = ()
     """A program and its arguments (no shell); the transitions arrive as JSON on stdin."""
     in_serve: bool = False

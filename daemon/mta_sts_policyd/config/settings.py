@@ -8,6 +8,7 @@ values are errors that name the key and the expected form (value_checks.py, toml
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ from mta_sts_policyd.config.toml_schema import (
     tables_as_toml,
 )
 from mta_sts_policyd.config.value_checks import CHECKS
-from mta_sts_policyd.endpoints import parse_nameserver
+from mta_sts_policyd.endpoints import parse_nameserver, parse_smtp_relay
 from mta_sts_policyd.errors import ConfigError
 
 __all__ = [
@@ -118,8 +119,52 @@ def _check_own_domains(config: Config) -> None:
         for i, own in enumerate(config.own_domains)
         if "." not in own.domain or " " in own.domain or own.domain.startswith(".")
     ]
+    seen: dict[str, int] = {}
+    for i, own in enumerate(config.own_domains):
+        name = own.domain.strip().rstrip(".").lower()
+        if name in seen:
+            problems.append(f"own_domains[{i}].domain: {own.domain!r} is own_domains[{seen[name]}]")
+        seen.setdefault(name, i)
+        if own.expect_id and not _POLICY_ID.fullmatch(own.expect_id):
+            problems.append(
+                f"own_domains[{i}].expect_id: expected 1 to 32 letters and digits"
+                f" (RFC 8461 §3.1), got {own.expect_id!r}"
+            )
+        problems += [
+            f"own_domains[{i}].expect_cname[{j}]: expected a host name, got {name!r}"
+            for j, name in enumerate(own.expect_cname)
+            if not _HOST_NAME.fullmatch(name.rstrip("."))
+        ]
     if problems:
         raise ConfigError(*problems)
+
+
+_POLICY_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))+")
+
+
+def _check_mail_settings(config: Config) -> None:
+    """The relays and addresses mail is sent through and as, read as the senders read them, so
+    that a typo is refused at load and not found when the first alert or report is due."""
+    m, t, problems = config.monitor, config.tlsrpt, list[str]()
+    for key, relay in (("monitor.smtp_relay", m.smtp_relay), ("tlsrpt.smtp_relay", t.smtp_relay)):
+        try:
+            parse_smtp_relay(relay, key)
+        except ConfigError as exc:
+            problems += exc.problems
+    addresses = [(f"monitor.alert_mail_to[{i}]", a) for i, a in enumerate(m.alert_mail_to)]
+    addresses += [("monitor.alert_mail_from", m.alert_mail_from)] if m.alert_mail_from else []
+    addresses += [("tlsrpt.envelope_sender", t.envelope_sender)] if t.envelope_sender else []
+    problems += [
+        f"{key}: expected an e-mail address, got {address!r}"
+        for key, address in addresses
+        if not _MAIL_ADDRESS.fullmatch(address)
+    ]
+    if problems:
+        raise ConfigError(*problems)
+
+
+_MAIL_ADDRESS = re.compile(r"[^\s@<>]+@[^\s@<>]+")
 
 
 def _check_reporting(config: Config) -> None:
@@ -193,6 +238,7 @@ def _check_fleet(config: Config) -> None:
 
 _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_listeners,
+    _check_mail_settings,
     _check_metrics,
     _check_nameservers,
     _check_own_domains,

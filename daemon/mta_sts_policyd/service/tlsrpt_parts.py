@@ -49,6 +49,7 @@ def make_shadow(
 
 
 def report_context(config: Config) -> ReportContext:
+    from mta_sts_policyd.endpoints import parse_smtp_relay
     from mta_sts_policyd.tlsrpt.context import ReportContext
     from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
     from mta_sts_policyd.tlsrpt.message import DkimSettings
@@ -56,11 +57,11 @@ def report_context(config: Config) -> ReportContext:
     from mta_sts_policyd.tlsrpt.report import ReportSettings
 
     t = config.tlsrpt
-    host, _, port = t.smtp_relay.rpartition(":")
+    host, port = parse_smtp_relay(t.smtp_relay, "tlsrpt.smtp_relay")
     delivery = DeliverySettings(
         envelope_sender=t.envelope_sender,
-        smtp_host=host.strip("[]") or "localhost",
-        smtp_port=int(port) if port.isdigit() else 25,
+        smtp_host=host,
+        smtp_port=port,
         https_timeout=t.https_timeout,
         send_delay_max=t.send_delay_max,
         retry_window=t.retry_window,

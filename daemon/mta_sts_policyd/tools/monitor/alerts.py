@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from mta_sts_policyd.endpoints import parse_smtp_relay
+from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.tools.monitor.state import Transition
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,11 @@ async def send_alerts(settings: AlertSettings, transitions: Sequence[Transition]
 
 
 def _send_mail(settings: AlertSettings, message: EmailMessage) -> bool:
-    host, _, port = settings.smtp_relay.rpartition(":")
     try:
-        with smtplib.SMTP(host or "localhost", int(port or 25), timeout=30) as smtp:
+        host, port = parse_smtp_relay(settings.smtp_relay, "monitor.smtp_relay")
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
             smtp.send_message(message)
-    except (OSError, smtplib.SMTPException, ValueError) as exc:
+    except (OSError, smtplib.SMTPException, ConfigError) as exc:
         log.error("event=monitor-alert-mail-failed relay=%s error=%s", settings.smtp_relay, exc)
         return False
     return True
