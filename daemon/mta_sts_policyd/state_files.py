@@ -105,7 +105,8 @@ def make_private_dir(path: Path) -> None:
         os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
     except FileExistsError:
         if not os.path.isdir(path):
-            raise unusable(path, "create the state directory", NotADirectoryError()) from None
+            exc = NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
+            raise unusable(path, "create the state directory", exc) from None
     except OSError as exc:
         hint = " (run as root, or pass --state-dir DIR)" if exc.errno in _DENIED else ""
         raise StateUnusableError(

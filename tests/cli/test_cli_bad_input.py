@@ -95,6 +95,7 @@ CASES: list[tuple[str, int, str]] = [
     ("reports-in summary -c {odd_domains}", C, "reports_in.domains[0]: expected a domain name"),
     ("check-config -c {bad}", C, "cache.cold_wait: expected a number of seconds"),
     ("serve -c {missing}", C, "no such file"),
+    ("serve -c {plain} --state-dir {notdir}", X, "it is a file, not a directory"),
     ("serve --listen nowhere -c {plain}", U, "--listen: expected HOST:PORT"),
     ("report", U, "required"),
     ("report list -c {plain}", N, "TLS reporting is off"),
