@@ -301,6 +301,7 @@ def test_resolve_dns_servfail_exits_75(
     code, data = run_json(capsys, "resolve", "-c", str(daemon.config_path), "broken.test")
     assert (code, data["exit_code"], data["reply"]) == (75, 75, "NOTFOUND ")
     assert data["steps"][0]["ok"] is False and data["steps"][0]["error"]
+    assert data["ok"] is False and data["error"].startswith("TXT _mta-sts.broken.test: ")
     world.publish("down.test", ENFORCE, status=503)
     code, data = run_json(capsys, "resolve", "-c", str(daemon.config_path), "down.test")
     assert code == 75
@@ -389,6 +390,8 @@ def test_cache_purge_one_and_all(
     assert running.query("other.test").startswith(b"OK secure")
     code, data = run_json(capsys, "cache", "purge", "-c", config, "example.test")
     assert (code, data) == (0, {"ok": True, "purged": 1, "exit_code": 0})
+    code, out, _ = run(capsys, "cache", "purge", "-c", config, "example.test")  # gone already
+    assert (code, out) == (1, "purged 0 policies\n")
     assert run(capsys, "cache", "show", "-c", config, "example.test")[0] == 1
     code, data = run_json(capsys, "cache", "list", "-c", config)
     assert [e["domain"] for e in data["entries"]] == ["other.test"]
@@ -442,3 +445,5 @@ def test_cache_refresh_when_dns_fails_exits_75(
     assert run(capsys, "resolve", "-c", config, "broken.test")[0] == 75
     code, out, _ = run(capsys, "cache", "refresh", "-c", config, "broken.test")
     assert (code, out) == (75, "could not find out (DNS failed)\n")
+    code, data = run_json(capsys, "cache", "refresh", "-c", config, "broken.test")
+    assert (code, data["ok"], data["exit_code"]) == (75, False, 75) and data["error"]

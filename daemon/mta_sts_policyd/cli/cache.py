@@ -37,7 +37,11 @@ def cmd_cache(args: argparse.Namespace, config: Config) -> int:
         reason = f"the daemon at {path} closed without an answer"
         return fail(command, reason, ExitCode.TEMPFAIL, as_json=as_json)
     code = response_code(response)
+    if request.get("domain") and response.get("purged") == 0 and not response.get("shared_purged"):
+        code = ExitCode.NOT_FOUND  # `purge DOMAIN`: nothing was stored for it
     if as_json:
+        if code is ExitCode.TEMPFAIL and response.get("ok"):  # answered, but nothing decided
+            response = {**response, "ok": False, "error": "could not find out (discovery failed)"}
         print_json({**response, "exit_code": int(code)})
     else:
         print_cache_response(args.cache_command, response, code, time.time())

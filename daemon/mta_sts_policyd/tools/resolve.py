@@ -28,8 +28,19 @@ class Explanation:
         self.steps.append({"step": name, "ok": ok, **details})
 
     def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "policy_domain": self.domain, "steps": self.steps,
-                "reply": self.reply, "temporary": self.temporary}  # fmt: skip
+        out = {"key": self.key, "policy_domain": self.domain, "steps": self.steps,
+               "reply": self.reply, "temporary": self.temporary}  # fmt: skip
+        if self.temporary:  # an error like every command's (README: `--json` errors)
+            out |= {"ok": False, "error": self.failure()}
+        return out
+
+    def failure(self) -> str:
+        """The failed step and why, for a result that could not be decided."""
+        failed = [s for s in self.steps if not s["ok"]]
+        if not failed:
+            return ""
+        last = failed[-1]
+        return f"{last['step']}: {last.get('error') or last.get('reason') or 'failed'}"
 
     def as_text(self) -> str:
         lines = [f"key: {self.key}", f"policy domain: {self.domain or '(no lookup)'}"]
