@@ -75,3 +75,29 @@ async def test_a_frozen_server_costs_the_command_timeout_not_more(
     finally:
         redis_server.thaw()
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        (
+            "No master found for 'm' : <redis.asyncio.client.Redis(<redis.asyncio.connection."
+            "ConnectionPool(<redis.asyncio.connection.Connection(db=0,username=<REDACTED>,"
+            "retry=<redis.asyncio.retry.Retry object at 0x7f670568fb10>,host=127.0.0.1)>)>)>"
+            " - network:ConnectionError",
+            "No master found for 'm' : … - network:ConnectionError",
+        ),
+        ("Error 111 connecting to 127.0.0.1:6399. Connect call failed.", None),
+        ("value < 3 and > 1", None),  # not a repr: kept
+        ("", None),
+    ],
+)
+def test_errors_are_described_without_client_reprs(message: str, said: str | None) -> None:
+    from mta_sts_policyd.fleet.connection import describe
+
+    class MasterNotFoundError(Exception):
+        pass
+
+    expected = said if said is not None else message
+    text = describe(MasterNotFoundError(message))
+    assert text == (f"MasterNotFoundError: {expected}" if message else "MasterNotFoundError")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -99,9 +100,34 @@ def open_redis(settings: FleetSettings) -> Redis:
 
 
 def describe(exc: BaseException) -> str:
-    """The error's class and message (redis-py 6+ reprs drop the message: "network:...")."""
-    text = str(exc)
+    """The error's class and message (redis-py 6+ reprs drop the message: "network:..."),
+    without the client objects some messages embed (a Sentinel's "No master found" holds
+    the whole connection pool's repr, 1.5 KB naming no more than the address already does)."""
+    text = _without_object_reprs(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _without_object_reprs(text: str) -> str:
+    """`<package.Class(...)>` and `<package.Class object at 0x...>`, nested or not, as `…`."""
+    out, i = [], 0
+    while (start := text.find("<", i)) >= 0:
+        match = _REPR_START.match(text, start)
+        if match is None:
+            out.append(text[i : start + 1])
+            i = start + 1
+            continue
+        depth, end = 0, start
+        while end < len(text):
+            depth += {"<": 1, ">": -1}.get(text[end], 0)
+            end += 1
+            if depth == 0:
+                break
+        out.append(text[i:start] + "…")
+        i = end
+    return "".join(out) + text[i:]
+
+
+_REPR_START = re.compile(r"<[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+[( ]")
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
