@@ -292,6 +292,10 @@ def test_resolve_no_policy_exits_1(
     code, data = run_json(capsys, "resolve", "-c", config, "html.test")
     assert code == 1  # RFC 8461 §3.2: an invalid policy is "no policy", not a temporary failure
     assert data["steps"][1]["result_type"] == "sts-policy-invalid"
+    long = ".".join(["a" * 63] * 3 + ["b" * 50]) + ".test"  # a name; its _mta-sts name is not
+    code, data = run_json(capsys, "resolve", "-c", config, long)
+    assert (code, data["temporary"], data["reply"]) == (1, False, "NOTFOUND ")
+    assert "longer than a DNS name can be" in data["steps"][0]["result"]
 
 
 def test_resolve_dns_servfail_exits_75(

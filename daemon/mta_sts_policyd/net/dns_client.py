@@ -139,6 +139,12 @@ def transport_for(resolver: dns.asyncresolver.Resolver) -> DnsTransport:
     )
 
 
+MAX_NAME_TEXT = 253
+"""The longest name in text form (without the final dot) that fits DNS's 255 octets."""
+LONG_NAME_TTL = 86400
+"""How long "no policy" holds for a domain whose `_mta-sts` name cannot exist: for good."""
+
+
 class DnsClient:
     """The queries discovery needs, over DnsTransport; dnspython errors never leave it."""
 
@@ -147,6 +153,9 @@ class DnsClient:
 
     async def txt(self, domain: str) -> StsTxtLookup:
         qname = f"_mta-sts.{domain}"
+        if len(qname.rstrip(".")) > MAX_NAME_TEXT:  # no record can exist there: no policy
+            reason = f"{qname} is longer than a DNS name can be (255 octets, RFC 1035 §2.3.4)"
+            return StsTxtLookup(TxtAbsent(reason), LONG_NAME_TTL, ())
         answer = await self._query(qname, dns.rdatatype.TXT)
         if answer.nxdomain:
             return StsTxtLookup(TxtAbsent(f"{qname} does not exist (NXDOMAIN)"), answer.ttl, ())
