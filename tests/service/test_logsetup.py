@@ -123,7 +123,9 @@ def debug_daemon(sts_world: StsWorld) -> Iterator[DaemonProcess]:
         yield process
 
 
-def test_debug_logs_why_each_answer_is_what_it_is(debug_daemon: DaemonProcess) -> None:
+def test_debug_logs_why_each_answer_is_what_it_is(
+    debug_daemon: DaemonProcess, sts_world: StsWorld
+) -> None:
     for _ in range(3):  # the repeats would come from the reply memo at INFO
         assert debug_daemon.query("example.test").startswith(b"OK secure")
     assert debug_daemon.query("nothing.test") == b"NOTFOUND "
@@ -139,6 +141,14 @@ def test_debug_logs_why_each_answer_is_what_it_is(debug_daemon: DaemonProcess) -
     assert "key=nothing.test domain=nothing.test reply=NOTFOUND" in answers[3]
     assert "negative=yes" in answers[3]
     assert answers[4] == "event=answer key=.example.test reply=NOTFOUND reason=no-lookup-key"
+    sts_world.dns.fail("_mta-sts.broken.test", "servfail")
+    assert debug_daemon.query("broken.test") == b"NOTFOUND "  # DNS failed: the back-off's
+    assert debug_daemon.query("broken.test") == b"NOTFOUND "
+    debug_daemon.wait_for_log(
+        r"event=answer key=broken\.test .* tier=memory|failure=dns", timeout=5
+    )
+    broken = re.findall(r"event=answer key=broken\.test .*", debug_daemon.log())
+    assert "failure=dns negative=no" in broken[-1]
     forged = "x.test\nlevel=ERROR logger=fake event=forged"
     assert debug_daemon.query(forged) == b"NOTFOUND "  # a key a peer can send
     debug_daemon.wait_for_log(r"event=answer key=x\.test\\nlevel=ERROR logger=fake", timeout=5)

@@ -30,8 +30,11 @@ def log_answer(
     now: float,
     negative: bool,
     pending: bool,
+    dns_failed: bool = False,
 ) -> None:
-    """`before`: the memory entry when the request came in; `after`: the entry afterwards."""
+    """`before`: the memory entry when the request came in; `after`: the entry afterwards.
+    `negative`: no policy is published (cached); `dns_failed`: the `_mta-sts` lookup failed
+    recently, so a NOTFOUND is the failure back-off's, not "no policy" (`failure=dns`)."""
     answer = reply.split(b" ", 1)[0].decode("ascii", "replace")
     if domain is None:
         log.debug("event=answer key=%s reply=%s reason=no-lookup-key", key, answer)
@@ -47,7 +50,8 @@ def log_answer(
         policy.mode.value if policy is not None else "-",
         entry.policy_id or "-" if entry is not None else "-",
         f"{entry.expires_at - now:.0f}s" if entry is not None and entry.expires_at else "-",
-        f"{failure[0].value}:{failure[1]!r}" if failure is not None else "-",
+        f"{failure[0].value}:{failure[1]!r}" if failure is not None else
+        "dns" if dns_failed else "-",
         "yes" if negative else "no",
         "yes" if pending else "no",
     )  # fmt: skip

@@ -109,9 +109,11 @@ class PolicyResolver:
             answer_log.log_answer(key, None, reply, before=None, after=None, now=now,
                                   negative=False, pending=False)  # fmt: skip
             return
+        negative = self.updates.no_policy(domain, now)
+        dns_failed = self.updates.known_absent(domain, now) and not negative
         answer_log.log_answer(key, domain, reply, before=before, after=self.cache.get(domain),
-                              now=now, negative=self.updates.known_absent(domain, now),
-                              pending=self.updates.in_flight(domain))  # fmt: skip
+                              now=now, negative=negative, pending=self.updates.in_flight(domain),
+                              dns_failed=dns_failed)  # fmt: skip
 
     def _domain(self, key: str) -> str | None:
         try:
