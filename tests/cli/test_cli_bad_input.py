@@ -55,6 +55,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00binary")
     out["binary"] = str(tmp_path / "binary")
     out["port"] = str(port)
+    out["dir"] = str(tmp_path)
     return out
 
 
@@ -110,6 +111,9 @@ CASES: list[tuple[str, int, str]] = [
     ("generate -c {plain} --domain x.example --mx mx.x.example --write {notdir}", X, "--write"),
     ("publish -c {plain} 'not a domain'", U, "is not a domain name"),
     ("publish -c {plain} x.example --policy {missing}", U, "--policy"),
+    ("publish -c {plain} x.example --policy {plain} --mode enforce", U, "as it is"),
+    ("publish -c {plain} x.example --policy {plain} --mx mx.x.example", U, "as it is"),
+    ("generate -c {plain} --domain x.example --mx mx.x.example --existing {dir}", U, "not a file"),
     ("reports-in -c {plain} --domain 'bad domain'", U, "is not a domain name"),
     ("reports-in readiness 'bad domain' -c {plain}", U, "is not a domain name"),
     ("reports-in readiness x.example -c {plain} --policy {missing}", U, "No such file"),

@@ -155,3 +155,18 @@ async def test_a_policy_folder_that_cannot_be_written_is_exit_73(
     err = capsys.readouterr().err
     assert "[host] policy_dir:" in err and "cannot write" in err
     assert not world.hook_file.exists()
+
+
+async def test_without_mx_hosts_it_exits_like_generate(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same refusal, the same code as `generate`: a domain that does not exist is the
+    caller's to fix (64); a lookup that failed is "try again" (75). Nothing is written."""
+    world.dns.fail(f"nope.{D}", "nxdomain")
+    argv = ["publish", f"nope.{D}", "-c", str(world.config), "--nameserver", world.dns.nameserver]
+    assert await asyncio.to_thread(main, argv) == 64
+    assert "the domain does not exist in DNS (NXDOMAIN); give --mx" in capsys.readouterr().err
+    world.dns.fail(f"down.{D}", "servfail")
+    argv[1] = f"down.{D}"
+    assert await asyncio.to_thread(main, argv) == 75
+    assert list((world.root / "policies").iterdir()) == []

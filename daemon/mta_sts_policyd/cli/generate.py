@@ -24,6 +24,7 @@ from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import (
+    DEFAULT_MAX_AGE,
     POLICY_PATH,
     Output,
     Request,
@@ -49,7 +50,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="mx pattern (repeatable; default: the domain's current MX hosts)",
     )
-    p.add_argument("--max-age", type=int, default=604_800, metavar="SECONDS")
+    p.add_argument("--max-age", type=int, default=DEFAULT_MAX_AGE, metavar="SECONDS")
     p.add_argument(
         "--write",
         metavar="DIR",
@@ -84,7 +85,8 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
         return fail("generate", message, code, as_json=args.json)
     current = seen.known_hosts
     if args.existing is not None and not args.existing.is_file():
-        message = f"--existing {args.existing}: no such file"
+        what = "not a file" if args.existing.exists() else "no such file"
+        message = f"--existing {args.existing}: {what}"
         return fail("generate", message, EXIT_USAGE, as_json=args.json)
     target = args.write / domain / POLICY_PATH if args.write else None
     existing_path = args.existing or target

@@ -32,7 +32,7 @@ from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.own_domains import ReachSettings, mx_lookup, open_reach
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.sts.policy import parse_policy
-from mta_sts_policyd.tools.generate import POLICY_PATH, Request, build
+from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Request, build
 from mta_sts_policyd.tools.policy_id import policy_id
 from mta_sts_policyd.tools.publish import PublishReach, publish
 
@@ -44,9 +44,11 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("publish", parents=[common], help="serve a policy, then publish its id")
     p.add_argument("domain", metavar="DOMAIN", type=domain_name)
     p.add_argument("--policy", type=Path, metavar="FILE", help="publish this (edited) file")
-    p.add_argument("--mode", choices=[m.value for m in Mode], default="testing")
+    p.add_argument("--mode", choices=[m.value for m in Mode], help="default: testing")
     p.add_argument("--mx", action="append", default=[], metavar="HOST")
-    p.add_argument("--max-age", type=int, default=604_800, metavar="SECONDS")
+    p.add_argument(
+        "--max-age", type=int, metavar="SECONDS", help=f"default: {DEFAULT_MAX_AGE} (a week)"
+    )
     p.add_argument(
         "--hook",
         metavar="COMMAND",
@@ -67,6 +69,10 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def publish_command(args: argparse.Namespace, config: Config) -> int:
     domain: str = args.domain
     target = Path(config.host.policy_dir) / domain / POLICY_PATH
+    if args.policy is not None and (args.mode or args.mx or args.max_age is not None):
+        reason = "--policy publishes the file as it is; --mode, --mx and --max-age build one"
+        print(f"publish: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         text = _policy_text(args, config, domain, target)
         policy = parse_policy(text.encode("utf-8"))
@@ -75,8 +81,9 @@ def publish_command(args: argparse.Namespace, config: Config) -> int:
         print(f"publish: {where}{exc}", file=sys.stderr)
         return EXIT_USAGE
     except _Refused as exc:
-        print(f"publish: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        refused = "refused: " if exc.code is EXIT_REFUSED else ""
+        print(f"publish: {refused}{exc}", file=sys.stderr)
+        return exc.code
     if policy.mode is Mode.ENFORCE and not args.force:
         blockers = _not_ready(config, domain, target)
         if blockers:
@@ -88,7 +95,11 @@ def publish_command(args: argparse.Namespace, config: Config) -> int:
 
 
 class _Refused(Exception):
-    pass
+    """Nothing is published; `code` says whose move it is (generate's codes for the same)."""
+
+    def __init__(self, message: str, code: ExitCode = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: Path) -> str:
@@ -100,9 +111,12 @@ def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: 
     mx = tuple(args.mx) or tuple(current or ())
     if not mx:
         why = f": {seen.unknown_because}" if seen.unknown_because else ""
-        raise _Refused(f"no MX hosts known for {domain}{why}; give --mx")
+        code = EXIT_TEMPFAIL if seen.error is not None else EXIT_USAGE  # as `generate` does
+        raise _Refused(f"no MX hosts known for {domain}{why}; give --mx", code)
     existing = target.read_bytes() if target.is_file() else None
-    out = build(Request(domain, Mode(args.mode), mx, args.max_age), current, existing)
+    mode = Mode(args.mode or "testing")
+    max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
+    out = build(Request(domain, mode, mx, max_age), current, existing)
     if out.refusals and not args.force:
         raise _Refused("; ".join(out.refusals))
     return out.text
