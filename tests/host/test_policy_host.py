@@ -157,6 +157,18 @@ async def test_a_bad_policy_file_is_refused_and_the_last_good_one_served(
     assert caplog.text.count("event=policy-file-refused") == said
 
 
+async def test_a_folder_that_names_no_domain_is_not_served(
+    world: World, host: PolicyHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    for folder in ("not a domain", "a..b"):
+        world.policy(folder, POLICY_A)
+    host.reload(force=True)
+    assert host.documents.domains == ["a.test", "b.test"]
+    assert "reason=\"folder 'not a domain' is not a domain name\"" in caplog.text
+    assert "folder 'a..b' is not a domain name" in caplog.text
+
+
 async def test_sighup_rereads_a_file_rewritten_within_one_mtime_tick(
     world: World, host: PolicyHost
 ) -> None:

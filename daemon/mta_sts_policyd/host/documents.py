@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from mta_sts_policyd.errors import InvalidName, PolicySyntaxError
-from mta_sts_policyd.sts.names import to_a_label
+from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.sts.policy import parse_policy
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,14 @@ class PolicyDocuments:
         return changed
 
     def _domain(self, path: Path) -> str | None:
+        """The domain a folder names, by the rule of every own-domain command; a folder that
+        names none (`not a domain`, `a..b`) is skipped with a warning, not served."""
         folder = path.parent.parent.name
-        try:
-            return to_a_label(folder.rstrip("."))
-        except InvalidName as exc:
-            log.warning("event=policy-file-refused file=%s reason=%r", path, f"folder: {exc}")
-            return None
+        domain = domain_for_name(folder.rstrip("."))
+        if domain is None:
+            reason = f"folder {folder!r} is not a domain name"
+            log.warning("event=policy-file-refused file=%s reason=%r", path, reason)
+        return domain
 
     @staticmethod
     def _read_valid(path: Path) -> bytes:
