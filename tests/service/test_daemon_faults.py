@@ -204,6 +204,29 @@ def test_a_second_serve_on_the_same_state_directory_is_refused(daemon: DaemonPro
         assert other.stop() == 0
 
 
+def test_a_start_that_fails_half_way_leaves_no_control_socket(daemon: DaemonProcess) -> None:
+    """The TLS-RPT socket is in use: `serve` stops with 78, and the parts it had started are
+    stopped again (the control socket file removed, the lock freed), so the next start and
+    `cache list` see no stale channel."""
+    import socket
+
+    taken = daemon.state_dir.parent / "tlsrpt-taken.sock"
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    holder.bind(str(taken))
+    try:
+        daemon.write_config(tlsrpt={
+            "enabled": True, "organization_name": "Example", "contact_info": "t@example.test",
+            "envelope_sender": "noreply@example.test", "allow_unsigned": True,
+            "socket": str(taken),
+        })  # fmt: skip
+        code, stderr = serve_once(daemon)
+        assert code == 78 and "in use by another process" in stderr
+        assert not (daemon.state_dir / "control.sock").exists()
+        assert sorted(p.name for p in daemon.state_dir.iterdir() if p.is_socket()) == []
+    finally:
+        holder.close()
+
+
 # --- item 8: a TLS-RPT store that cannot be written at shutdown ---------------------------------
 
 

@@ -68,8 +68,24 @@ class Daemon:
         try:
             await self._start_parts()
         except BaseException:
-            self._release_state_dir()
+            await self._undo_start()
             raise
+
+    async def _undo_start(self) -> None:
+        """A start that failed half-way (a TLS-RPT socket in use) leaves nothing behind: the
+        parts already started are stopped (the control socket file removed), the lock freed."""
+        server: SocketmapServer | None = getattr(self, "server", None)
+        if server is not None:
+            await server.close(drain_deadline=0.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for close in reversed(self._closers):
+            await _close_part(close)
+        resolver: PolicyResolver | None = getattr(self, "resolver", None)
+        if resolver is not None:
+            await asyncio.to_thread(resolver.cache.close)
+        self._release_state_dir()
 
     def _hold_state_dir(self) -> None:
         """Create the state directory (0700) and lock it before anything in it is touched: a
