@@ -130,6 +130,20 @@ def test_each_problem_gets_checks_code_and_the_worst_sets_the_exit(
     assert [f["severity"] for f in handmade["findings"]] == ["critical", "info"]  # 5 <= 7 days
     assert codes(domains["nocert.test"]) == {"TXT_MISSING", "POLICY_TLS_FAILED"}
     assert codes(domains["nodns.test"]) == {"TXT_MISSING", "POLICY_HOST_NO_ADDRESS"}
+    assert (domains["nodns.test"]["delegation"], domains["nodns.test"]["id"]) == (
+        "no-address",
+        "no-record",
+    )
+
+
+def test_a_failed_txt_lookup_is_unknown_not_no_record(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test")
+    hosted.dns.set_a("mta-sts.a.test", HOST_IP)
+    hosted.dns.fail("_mta-sts.a.test", "servfail")
+    _, domains = hosted.run(capsys)
+    assert domains["a.test"]["id"] == "unknown" and domains["a.test"]["txt_id"] is None
 
 
 def test_without_expectations_addresses_are_shown_not_judged(

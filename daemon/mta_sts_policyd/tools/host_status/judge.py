@@ -57,7 +57,8 @@ class HostedReport:
     id_verdict: str
     addresses: tuple[str, ...]
     delegation: str
-    """verified / not-verified (nothing configured) / mismatch."""
+    """verified / not-verified (nothing configured) / mismatch / no-address / unknown (DNS
+    failed)."""
     cert_days_left: int | None
     findings: tuple[Finding, ...]
 
@@ -105,7 +106,7 @@ def _delegation(seen: HostedSeen, expect: Expectations) -> tuple[str, list[Findi
     if seen.address_error is not None:
         return "unknown", [finding("DNS_LOOKUP_FAILED", f"{host}: {seen.address_error}", name=host)]
     if not seen.addresses:
-        return "mismatch", [
+        return "no-address", [
             finding("POLICY_HOST_NO_ADDRESS", f"{host} has no A or AAAA record", name=host)
         ]
     if not expect.addresses and not expect.cnames:
@@ -128,8 +129,8 @@ def _delegation(seen: HostedSeen, expect: Expectations) -> tuple[str, list[Findi
 
 
 def _id(seen: HostedSeen, record: TxtRecord | None, policy: Policy) -> tuple[str, list[Finding]]:
-    if record is None:
-        return "no-record", []  # judge_txt said why
+    if record is None:  # judge_txt said why
+        return ("unknown" if seen.txt.error is not None else "no-record"), []
     name = f"_mta-sts.{seen.domain}"
     verdict = judge_id(record.id, policy)
     if verdict is IdVerdict.NOT_BUMPED:
