@@ -44,6 +44,12 @@ def files(tmp_path: Path) -> dict[str, str]:
         '[host]\nlisten = ["nonsense"]\nmetrics_listen = "0.0.0.0:9465"\n'
         'reports_path = "tlsrpt"\nacme_names = ["bad name"]\n'
     )
+    paths["bad_local"] = (
+        f'[server]\nlisten = ["unix:{tmp_path}/s.sock"]\nunix_group = "nosuchgroupxyz"\n'
+        f'[cache]\nstate_dir = "{state}"\n[discovery]\nca_file = "{tmp_path}/none.pem"\n'
+        f'[logging]\ntarget = "file"\nfile = "{tmp_path}/no/x.log"\n'
+    )
+    paths["listed_twice"] = '[server]\nlisten = ["127.0.0.1:1", "127.0.0.1:1"]\n'
     paths["own_host"] = base + '[[own_domains]]\ndomain = "[mx.example.test]"\n'
     out = {}
     for name, text in paths.items():
@@ -147,6 +153,10 @@ CASES: list[tuple[str, int, str]] = [
     ("check-config -c {bad_host}", C, "host.metrics_listen: metrics listener must be a loopback"),
     ("check-config -c {bad_host}", C, "host.reports_path: expected a URL path"),
     ("check-config -c {bad_host}", C, "host.acme_names[0]: expected a host name"),
+    ("check-config -c {bad_local}", C, "discovery.ca_file: CA file"),
+    ("check-config -c {bad_local}", C, "server.unix_group: group 'nosuchgroupxyz' does not"),
+    ("check-config -c {bad_local}", C, "logging.file: the folder"),
+    ("check-config -c {listed_twice}", C, "server.listen: 127.0.0.1:1 listed more than once"),
     ("probe -c {plain} mx.example.test --address 127.0.0.1 --port {port} --timeout 2", T, ""),
 ]
 JSON_COMMANDS = (

@@ -127,6 +127,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.composition import own_report_domains
     from mta_sts_policyd.service.fleet_parts import check_fleet
     from mta_sts_policyd.service.host_parts import check_host
+    from mta_sts_policyd.service.preflight import check_local_resources
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
     note: str | None = None
@@ -135,8 +136,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         note = check_report_files(config, outside_ok=True)
     except ConfigError as exc:
         problems += exc.problems
-    # a Redis password file, a non-domain, [host] as `host` reads it at start
-    for check in (check_fleet, own_report_domains, check_host):
+    # a Redis password file, a non-domain, [host] as `host` reads it, this machine's files
+    for check in (check_fleet, own_report_domains, check_host, check_local_resources):
         try:
             check(config)
         except ConfigError as exc:

@@ -89,6 +89,9 @@ def _check_listeners(config: Config) -> None:
         raise ConfigError("server.listen: expected at least one address")
     for address in config.server.listen:
         parse_listen_address(address, "server.listen")
+    twice = sorted({a for a in config.server.listen if config.server.listen.count(a) > 1})
+    if twice:
+        raise ConfigError(f"server.listen: {', '.join(twice)} listed more than once")
 
 
 def _check_metrics(config: Config) -> None:

@@ -1,0 +1,42 @@
+"""What `serve` opens on this machine at start, checked without starting (run by
+`check-config`): the CA file, the socket groups, the log file's folder. The loader cannot check
+these (they are facts of the machine, not of the file), so without this `check-config` would
+say OK and `serve` then stop with 78."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import ConfigError
+
+
+def check_local_resources(config: Config) -> None:
+    """ConfigError listing every resource `serve` would refuse."""
+    from mta_sts_policyd.net.tls import client_context
+    from mta_sts_policyd.net.unix_socket import group_id
+
+    problems: list[str] = []
+    if config.discovery.ca_file:
+        try:
+            client_context(ca_file=config.discovery.ca_file)
+        except ConfigError as exc:
+            problems += [f"discovery.ca_file: {p}" for p in exc.problems]
+    groups: list[tuple[str, str]] = []
+    if any(a.startswith("unix:") for a in config.server.listen):
+        groups.append(("server.unix_group", config.server.unix_group))
+    if config.tlsrpt.enabled and config.tlsrpt.socket:
+        groups.append(("tlsrpt.socket_group", config.tlsrpt.socket_group))
+    for key, group in groups:
+        if group:
+            try:
+                group_id(group, key)
+            except ConfigError as exc:
+                problems += exc.problems
+    if config.logging.target == "file" and config.logging.file:
+        folder = Path(config.logging.file).parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"logging.file: the folder {folder} does not exist or is not writable")
+    if problems:
+        raise ConfigError(*problems)
