@@ -62,6 +62,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     out["binary"] = str(tmp_path / "binary")
     out["port"] = str(port)
     out["dir"] = str(tmp_path)
+    (tmp_path / "domains.txt").write_text("# own domains\nexample.test\nok.test a..b  # two\n")
+    out["domains"] = str(tmp_path / "domains.txt")
     return out
 
 
@@ -135,6 +137,7 @@ CASES: list[tuple[str, int, str]] = [
     ("check -c {plain} 'not a domain'", 3, "is not a domain name"),
     ("check -c {plain} example.test:25", 3, "'example.test:25' is not a domain name"),
     ("check -c {plain} --from-file {binary}", 3, "not UTF-8 text"),
+    ("check -c {plain} --from-file {domains}", 3, "domains.txt line 3: 'a..b' is not a domain"),
     ("check -c {plain} --from-file {missing}", 3, "cannot read"),
     ("check -c {plain}", 3, "no domain given"),
     ("check -c {plain} x.example --nameserver nonsense", U, "'nonsense' is not an IP address"),

@@ -107,17 +107,21 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def read_domains(names: Sequence[str], from_file: Path | None) -> tuple[list[str], list[str]]:
-    """(A-label domains, deduplicated in order; the names that are not domains)."""
-    raw = list(names)
+    """(A-label domains, deduplicated in order; why each name that is not a domain is not,
+    with its file and line when it came from `--from-file`)."""
+    raw = [(name, "") for name in names]
     if from_file is not None:
-        for line in from_file.read_text(encoding="utf-8").splitlines():
-            raw += line.split("#", 1)[0].split()
+        lines = from_file.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            raw += [
+                (word, f"{from_file} line {number}: ") for word in line.split("#", 1)[0].split()
+            ]
     good: dict[str, None] = {}
     bad = []
-    for name in raw:
+    for name, where in raw:
         domain = domain_for_name(name)
         if domain is None:
-            bad.append(name)
+            bad.append(f"{where}{name!r} is not a domain name")
         else:
             good[domain] = None
     return list(good), bad
@@ -133,7 +137,7 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
     except UnicodeDecodeError:
         reason = f"cannot read {args.from_file}: not UTF-8 text"
         return fail("check", reason, unknown, as_json=args.json)
-    problems = [f"{name!r} is not a domain name" for name in bad]
+    problems = list(bad)
     if not domains:
         problems.append("no domain given")
     if problems:
