@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.config.settings import parse_listen_address
+from mta_sts_policyd.endpoints import parse_nameserver
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.sts.keys import domain_for_name
 
@@ -77,26 +79,26 @@ days_left = whole_number(0, 3650)
 """argparse type: a certificate's days left, the warning and critical thresholds."""
 
 
-def listen_address(text: str) -> str:
-    """argparse type: `HOST:PORT`, `[IPv6]:PORT` or `unix:/path`, by the configuration's rule."""
-    from mta_sts_policyd.config.settings import parse_listen_address
+def _configuration_rule(parse: Callable[[str, str], object], what: str) -> Callable[[str], str]:
+    """argparse type from the configuration's own parser `parse(text, key)`: the value is read
+    by the same rule as in the file, and a bad one is a usage error (64), not a 78."""
 
-    try:
-        parse_listen_address(text, "address")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.problems[0].removeprefix("address: ")) from None
-    return text
+    def check(text: str) -> str:
+        try:
+            parse(text, what)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.problems[0].removeprefix(f"{what}: ")) from None
+        return text
+
+    check.__name__ = what
+    return check
 
 
-def nameserver(text: str) -> str:
-    """argparse type: `IP[:PORT]` of a DNS server, by the configuration's rule."""
-    from mta_sts_policyd.endpoints import parse_nameserver
+listen_address = _configuration_rule(parse_listen_address, "address")
+"""argparse type: `HOST:PORT`, `[IPv6]:PORT` or `unix:/path`."""
 
-    try:
-        parse_nameserver(text, "nameserver")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.problems[0].removeprefix("nameserver: ")) from None
-    return text
+nameserver = _configuration_rule(parse_nameserver, "nameserver")
+"""argparse type: `IP[:PORT]` of a DNS server."""
 
 
 def readable_file(text: str) -> str:
