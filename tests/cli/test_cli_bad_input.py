@@ -205,18 +205,20 @@ def test_check_config_lists_every_problem_at_once(
     path = tmp_path / "c.toml"
     path.write_text(
         '[cache]\ncold_wait = -1\nbogus = 1\n[server]\nlisten = ["nowhere"]\n'
-        "[tlsrpt]\nenabled = true\n[maillog]\ntimezone = 'Mars/Olympus'\n"
+        "[tlsrpt]\nenabled = true\nretention_days = 0\ncontact_info = 'nobody'\n"
+        "[maillog]\ntimezone = 'Mars/Olympus'\n"
     )
     assert cli.main(["check-config", "-c", str(path)]) == ExitCode.CONFIG
     lines = capsys.readouterr().err.splitlines()
     named = [line.removeprefix(f"configuration error: {path}: ").split(":")[0] for line in lines]
-    assert named == [
+    assert named == [  # a bad key in [tlsrpt] does not hide the checks across its other keys
         "cache.cold_wait",
         "cache.bogus",
+        "tlsrpt.retention_days",
         "server.listen",
         "tlsrpt.organization_name",
-        "tlsrpt.contact_info",
         "tlsrpt.envelope_sender",
+        "tlsrpt.contact_info",
         "tlsrpt.dkim",
         "maillog.timezone",
     ]

@@ -31,13 +31,17 @@ def _describe(tp: Any) -> str:
     return _SINGULAR.get(tp, str(tp))
 
 
-def _convert(path: str, tp: Any, value: Any, checks: Checks) -> Any:
-    """Check one TOML value against the dataclass field type; return the typed value."""
+def _convert(
+    path: str, tp: Any, value: Any, checks: Checks, problems: list[str] | None = None
+) -> Any:
+    """Check one TOML value against the dataclass field type; return the typed value. With
+    `problems`, a table's bad keys are collected there and keep their defaults, so the rest of
+    the table (and the checks across tables) still see what the file says."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a table [{path}]")
-        return build_dataclass(tp, value, path, checks=checks)
+        return build_dataclass(tp, value, path, checks=checks, problems=problems)
     if origin is Literal:
         if not any(value == a and type(value) is type(a) for a in get_args(tp)):
             raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
@@ -46,7 +50,8 @@ def _convert(path: str, tp: Any, value: Any, checks: Checks) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
         return tuple(
-            _convert(f"{path}[{i}]", get_args(tp)[0], v, checks) for i, v in enumerate(value)
+            _convert(f"{path}[{i}]", get_args(tp)[0], v, checks, problems)
+            for i, v in enumerate(value)
         )
     if origin in (Union, types.UnionType):
         raise ConfigError(f"{path}: unsupported type")  # pragma: no cover - no such fields
@@ -77,7 +82,9 @@ def build_dataclass(
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else key
         try:
-            kwargs[key] = _field(path, key in names and hints[key], value, checks or {}, names)
+            kwargs[key] = _field(
+                path, key in names and hints[key], value, checks or {}, names, problems
+            )
         except ConfigError as exc:
             collect.extend(exc.problems)
             kwargs.pop(key, None)
@@ -86,11 +93,18 @@ def build_dataclass(
     return cls(**kwargs)
 
 
-def _field(path: str, tp: Any, value: Any, checks: Checks, names: set[str]) -> Any:
+def _field(
+    path: str,
+    tp: Any,
+    value: Any,
+    checks: Checks,
+    names: set[str],
+    problems: list[str] | None = None,
+) -> Any:
     if tp is False:
         known = ", ".join(sorted(names))
         raise ConfigError(f"{path}: unknown key (known keys here: {known})")
-    typed = _convert(path, tp, value, checks)
+    typed = _convert(path, tp, value, checks, problems)
     check = checks.get(path)
     problem = check(typed) if check else None
     if problem:
