@@ -101,6 +101,16 @@ nameserver = _configuration_rule(parse_nameserver, "nameserver")
 """argparse type: `IP[:PORT]` of a DNS server."""
 
 
+def ip_address(text: str) -> str:
+    """argparse type: an IPv4 or IPv6 address, in its canonical text form."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
 def readable_file(text: str) -> str:
     """argparse type: a file that can be read now (a CA file), named in the usage error if not."""
     try:

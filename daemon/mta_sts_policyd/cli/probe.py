@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import port_number, seconds
+from mta_sts_policyd.cli.arguments import ip_address, port_number, seconds
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
@@ -42,7 +42,10 @@ def add_probe_parser(
     )
     p.add_argument("--port", type=port_number, default=25, help="SMTP port (default 25)")
     p.add_argument(
-        "--address", metavar="IP", help="connect to this address instead of resolving MX-HOST"
+        "--address",
+        type=ip_address,
+        metavar="IP",
+        help="connect to this address instead of resolving MX-HOST (an IP as MX-HOST is used so)",
     )
     p.add_argument(
         "--timeout",
@@ -89,13 +92,22 @@ async def run_probe(
     return EXIT_TEMPFAIL if result.transient else EXIT_FAIL
 
 
+def _literal(host: str) -> str | None:
+    """MX-HOST given as an address (`192.0.2.25`, `[2001:db8::25]`): connect to it, no DNS."""
+    try:
+        return ip_address(host)
+    except argparse.ArgumentTypeError:
+        return None
+
+
 def _listed(patterns: Sequence[str] | None) -> list[str] | None:
     return None if patterns is None else list(patterns)
 
 
 def _prober(args: argparse.Namespace, config: Config) -> MxProber:
-    if args.address:
-        fixed = [str(args.address)]
+    address = args.address or _literal(args.mx_host)
+    if address:
+        fixed = [address]
 
         async def resolve_fixed(_host: str) -> list[str]:
             return fixed
