@@ -96,6 +96,14 @@ def unusable(path: Path, doing: str, exc: BaseException) -> StateUnusableError:
     return StateUnusableError(f"{path}: cannot {doing}: {cause(path, exc)}")
 
 
+def refuse_non_directory(path: Path, doing: str) -> None:
+    """StateUnusableError when `path` exists and is not a directory (a file where the state
+    directory should be): said as such, not as "nothing stored yet"."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        exc = NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
+        raise unusable(path, doing, exc)
+
+
 def make_private_dir(path: Path) -> None:
     """Create the state directory 0700 (an existing one keeps the mode its owner gave it)."""
     if os.path.isdir(path):
@@ -104,9 +112,7 @@ def make_private_dir(path: Path) -> None:
         path.mkdir(parents=True, mode=DIR_MODE)
         os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
     except FileExistsError:
-        if not os.path.isdir(path):
-            exc = NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
-            raise unusable(path, "create the state directory", exc) from None
+        refuse_non_directory(path, "create the state directory")
     except OSError as exc:
         hint = " (run as root, or pass --state-dir DIR)" if exc.errno in _DENIED else ""
         raise StateUnusableError(

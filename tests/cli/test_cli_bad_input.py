@@ -113,6 +113,7 @@ CASES: list[tuple[str, int, str]] = [
     ("report status -c {plain}", N, "TLS reporting is off"),
     ("report show -c {tlsrpt} --day yesterday", U, "expected YYYY-MM-DD"),
     ("report list -c {tlsrpt}", N, "no data yet"),
+    ("report list -c {tlsrpt} --state-dir {notdir}", X, "it is a file, not a directory"),
     ("report show -c {tlsrpt} --day 2026-01-01", N, "no data yet"),
     ("report status -c {tlsrpt}", N, "no data yet"),
     ("report send -c {tlsrpt} --day 2026-01-01", N, "no data yet"),

@@ -22,6 +22,7 @@ from mta_sts_policyd.cli.arguments import file_argument
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import print_json
 from mta_sts_policyd.errors import DnsLookupError, MtaStsError
+from mta_sts_policyd.state_files import refuse_non_directory
 from mta_sts_policyd.tlsrpt.context import ReportContext
 from mta_sts_policyd.tlsrpt.deliver import NetworkTransport
 from mta_sts_policyd.tlsrpt.record import (
@@ -90,6 +91,7 @@ def _no_data(args: argparse.Namespace, ctx: ReportContext, *, listed: bool = Fal
 
 
 def _open(ctx: ReportContext) -> TlsRptStore | None:
+    refuse_non_directory(ctx.store_path.parent, "use the state directory")
     if not ctx.store_path.exists():
         return None
     return ctx.open_store()
