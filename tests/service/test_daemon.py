@@ -217,6 +217,10 @@ def test_sighup_reload_switches_on_sts_attributes_keeping_the_cache(
     assert daemon.query("example.test", address=old_address) == ENFORCE_REPLY + STS_ATTRIBUTES
     assert fetches(world) == 1
     assert daemon.proc is not None and daemon.proc.poll() is None
+    daemon.write_config(server={"listen": [old_address]})  # the file says what runs again
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for_log("event=reloaded entries=1", count=2)
+    assert daemon.log().count("event=reload-needs-restart") == 1  # nothing left to restart for
 
 
 def test_sighup_with_a_broken_config_keeps_the_running_one(

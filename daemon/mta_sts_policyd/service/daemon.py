@@ -61,9 +61,13 @@ class Daemon:
     bound: list[tuple[str, int]] = field(default_factory=list, init=False)
     _lock: StateLock | None = field(default=None, init=False)
     fleet: FleetClient | None = field(default=None, init=False)
+    _started_with: Config = field(init=False)
+    """The configuration the listeners, sockets and stores were started with: a reload that
+    changes a restart-only key is compared with it, so putting the file back says nothing."""
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
+        self._started_with = self.config
         self._hold_state_dir()
         try:
             await self._start_parts()
@@ -205,10 +209,10 @@ class Daemon:
                 load_config(self.config_path), listen=self.cli_listen, state_dir=self.cli_state_dir
             )
         except ConfigError as exc:
-            log.error("event=reload-failed reason=%r keeping the running configuration", str(exc))
+            log.error("event=reload-failed reason=%r kept=running-configuration", str(exc))
             sdnotify.notify("READY=1")
             return
-        pending = restart_only_changes(self.config, fresh)
+        pending = restart_only_changes(self._started_with, fresh)  # what runs, not what was read
         if pending:
             log.warning(
                 "event=reload-needs-restart keys=%s reason='these take effect on restart'",
@@ -217,7 +221,7 @@ class Daemon:
         try:
             setup_logging(fresh.logging.level, fresh.logging.target, fresh.logging.file)
         except ConfigError as exc:
-            log.error("event=reload-logging-failed reason=%r keeping the running logging", str(exc))
+            log.error("event=reload-logging-failed reason=%r kept=running-logging", str(exc))
         self.resolver.debug_answers = answer_log.enabled()  # rerender_all clears the memo
         if fresh.discovery != self.config.discovery:
             self._swap_discovery(composition.make_discovery(fresh))
