@@ -49,6 +49,7 @@ def files(tmp_path: Path) -> dict[str, str]:
         f'[cache]\nstate_dir = "{state}"\n[discovery]\nca_file = "{tmp_path}/none.pem"\n'
         f'[logging]\ntarget = "file"\nfile = "{tmp_path}/no/x.log"\n'
     )
+    paths["relative"] = '[cache]\nstate_dir = "state"\n[tlsrpt]\nsocket = "x.sock"\n'
     paths["listed_twice"] = '[server]\nlisten = ["127.0.0.1:1", "127.0.0.1:1"]\n'
     paths["own_host"] = base + '[[own_domains]]\ndomain = "[mx.example.test]"\n'
     out = {}
@@ -107,6 +108,8 @@ CASES: list[tuple[str, int, str]] = [
     ("check-config -c {bad}", C, "cache.cold_wait: expected a number of seconds"),
     ("serve -c {missing}", C, "no such file"),
     ("serve -c {plain} --state-dir {notdir}", X, "it is a file, not a directory"),
+    ("serve -c {plain} --state-dir relative", U, "--state-dir: expected an absolute directory"),
+    ("check-config -c {relative}", C, "cache.state_dir: expected an absolute directory path"),
     ("serve --listen nowhere -c {plain}", U, "--listen: expected HOST:PORT"),
     ("report", U, "required"),
     ("report list -c {plain}", N, "TLS reporting is off"),

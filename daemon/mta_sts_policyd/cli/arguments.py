@@ -101,6 +101,16 @@ nameserver = _configuration_rule(parse_nameserver, "nameserver")
 """argparse type: `IP[:PORT]` of a DNS server."""
 
 
+def state_directory(text: str) -> str:
+    """argparse type: `--state-dir`, by the configuration's rule for `cache.state_dir`."""
+    from mta_sts_policyd.config.value_checks import state_dir_problem
+
+    problem = state_dir_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
+    return text
+
+
 def ip_address(text: str) -> str:
     """argparse type: an IPv4 or IPv6 address, in its canonical text form."""
     import ipaddress

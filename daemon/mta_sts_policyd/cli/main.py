@@ -19,6 +19,7 @@ from mta_sts_policyd.cli.arguments import (
     listen_address,
     lookup_key,
     seconds,
+    state_directory,
 )
 from mta_sts_policyd.cli.cache import cmd_cache
 from mta_sts_policyd.cli.exit_codes import ExitCode, answer_code
@@ -163,7 +164,7 @@ def _common(default: Any = None) -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument("-c", "--config", type=Path, default=default, help="config file (TOML)")
     help_state = "state directory (overrides cache.state_dir)"
-    common.add_argument("--state-dir", default=default, help=help_state)
+    common.add_argument("--state-dir", type=state_directory, default=default, help=help_state)
     return common
 
 

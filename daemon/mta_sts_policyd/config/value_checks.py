@@ -115,8 +115,16 @@ RANGES: dict[str, Range] = {
 
 
 def state_dir_problem(value: str) -> str | None:
-    """An empty path would put the state in whatever the working directory happens to be."""
-    return None if value.strip() else "a directory path (not empty)"
+    """An empty or relative path would put the state in whatever the working directory happens
+    to be (`/` under systemd)."""
+    if not value.strip():
+        return "a directory path (not empty)"
+    return None if value.startswith("/") else "an absolute directory path"
+
+
+def _absolute_path(value: str) -> str | None:
+    """A socket path relative to the working directory lands wherever the daemon started."""
+    return None if not value or value.startswith("/") else "an absolute path (or empty: off)"
 
 
 def _octal_mode(value: str) -> str | None:
@@ -132,5 +140,6 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "tlsrpt.socket_mode": _octal_mode,
     "cache.state_dir": state_dir_problem,
     "host.state_dir": state_dir_problem,
+    "tlsrpt.socket": _absolute_path,
     **{key: bounds.problem for key, bounds in RANGES.items()},
 }
