@@ -434,7 +434,7 @@ def test_the_same_answer_gives_the_same_code_everywhere(
     enforce domain exits 0 from all of them."""
     world.publish("testing.test", ENFORCE.replace("enforce", "testing"))
     config = str(running.config_path)
-    for domain, code in (("testing.test", 1), ("example.test", 0)):
+    for domain, code in (("testing.test", 1), ("example.test", 0), (".example.test", 1)):
         assert run(capsys, "query", "-c", config, domain)[0] == code, domain
         assert run(capsys, "resolve", "-c", config, domain)[0] == code, domain
         assert run(capsys, "cache", "refresh", "-c", config, domain)[0] == code, domain

@@ -99,8 +99,8 @@ CASES: list[tuple[str, int, str]] = [
     ("cache", U, "required"),
     ("cache list -c {plain}", T, "not reachable"),
     ("cache show -c {plain} example.test", T, "not reachable"),
-    ("cache show -c {plain} [192.0.2.1]", U, "cannot have a policy"),
-    ("cache refresh -c {plain} .example.test", U, "cannot have a policy"),
+    ("cache show -c {plain} [192.0.2.1]", N, "cannot have a policy"),  # as query and resolve
+    ("cache refresh -c {plain} .example.test", N, "cannot have a policy"),
     ("cache purge -c {plain}", T, "not reachable"),
     ("check-config -c {missing}", C, "no such file"),
     ("check-config -c {odd_domains}", C, "reports_in.domains[2]: expected a domain name"),

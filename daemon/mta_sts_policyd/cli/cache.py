@@ -24,8 +24,8 @@ def cmd_cache(args: argparse.Namespace, config: Config) -> int:
             reason = (
                 f"{args.domain!r} cannot have a policy "
                 "(parent-domain key, IP literal or invalid name)"
-            )
-            return fail(command, reason, ExitCode.USAGE, as_json=as_json)
+            )  # no policy: 1, as `query` and `resolve` answer the same key
+            return fail(command, reason, ExitCode.NOT_FOUND, as_json=as_json)
         request["domain"] = args.domain
     path = control_socket_path(config)
     try:
