@@ -541,7 +541,7 @@ async def test_cli_pass_json(
     assert await run_probe(args, cli_config(ca_file)) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is True and data["mx_host"] == MX and data["port"] == valid_server.port
-    assert data["mx_patterns"] is None
+    assert data["mx_patterns"] is None and data["exit_code"] == 0
 
 
 async def test_cli_policy_patterns_fail_text(

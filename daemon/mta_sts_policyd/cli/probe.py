@@ -81,15 +81,14 @@ async def run_probe(
             return fail("probe", reason, EXIT_TEMPFAIL, as_json=args.json)
     prober = _prober(args, config)
     result = await prober.probe_fresh(host, patterns)
+    code = EXIT_PASS if result.ok else EXIT_TEMPFAIL if result.transient else EXIT_FAIL
     if args.json:
         data = result.to_json()
         data.update(policy_domain=args.policy_domain, mx_patterns=_listed(patterns), port=args.port)
-        print_json(data)
+        print_json({**data, "exit_code": int(code)})
     else:
         print(render_text(result, args.port, args.policy_domain, patterns))
-    if result.ok:
-        return EXIT_PASS
-    return EXIT_TEMPFAIL if result.transient else EXIT_FAIL
+    return code
 
 
 def _literal(host: str) -> str | None:
