@@ -185,7 +185,14 @@ def test_serve_on_an_address_in_use_exits_75_with_one_line(daemon: DaemonProcess
         done = daemon.cli("serve", "-c", str(daemon.config_path))
     assert done.returncode == 75
     assert "Traceback" not in done.stderr
-    assert "event=start-failed" in done.stderr and str(daemon.port) in done.stderr
+    assert "event=start-failed" in done.stderr
+    assert f"cannot listen on 127.0.0.1:{daemon.port}: " in done.stderr
+
+
+def test_serve_on_an_address_that_cannot_be_resolved_names_it(daemon: DaemonProcess) -> None:
+    daemon.write_config(server={"listen": ["999.1.1.1:25"]})
+    done = daemon.cli("serve", "-c", str(daemon.config_path))
+    assert done.returncode == 75 and "cannot listen on 999.1.1.1:25: " in done.stderr
 
 
 # --- serve overrides -----------------------------------------------------------------------------

@@ -173,7 +173,12 @@ class Daemon:
                 log.info("event=listening address=%s", address)
                 continue
             host, port = parse_listen_address(address, "server.listen")
-            self.bound.append(await self.server.listen_tcp(host, port))
+            try:
+                self.bound.append(await self.server.listen_tcp(host, port))
+            except OSError as exc:  # say which address: "Name or service not known" alone does not
+                raise OSError(
+                    exc.errno, f"cannot listen on {address}: {exc.strerror or exc}"
+                ) from exc
             log.info("event=listening address=%s:%d", *self.bound[-1])
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
