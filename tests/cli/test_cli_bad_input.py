@@ -147,7 +147,8 @@ CASES: list[tuple[str, int, str]] = [
     ("check -c {plain} --from-file {missing}", 3, "cannot read"),
     ("check -c {plain}", 3, "no domain given"),
     ("check -c {plain} x.example --nameserver nonsense", U, "'nonsense' is not an IP address"),
-    ("check -c {plain} x.example --ca-file {missing}", U, "--ca-file: cannot read"),
+    ("check -c {plain} x.example --ca-file {missing}", U, "--ca-file: CA file"),
+    ("check -c {plain} x.example --ca-file {plain}", U, "is unusable"),  # no certificate in it
     ("publish -c {plain} x.example --nameserver 127.0.0.1:99999", U, "expected a number"),
     ("generate -c {plain} --domain x.example --nameserver nonsense", U, "not an IP address"),
     ("host status -c {empty_host}", 3, "no policies in"),
@@ -230,6 +231,28 @@ def test_check_config_lists_every_problem_at_once(
     ]
     assert cli.main(["check-config", "-c", str(path), "--json"]) == ExitCode.CONFIG
     assert len(json.loads(capsys.readouterr().out)["problems"]) == len(named)
+
+
+def test_check_config_runs_its_later_checks_beside_the_loaders(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A bad value in the file does not hide what the checks after loading find (a CA file, a
+    group of this machine): one run lists both, each once."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[server]\nlisten = ["unix:{tmp_path}/s.sock"]\nunix_group = "nosuchgroupxyz"\n'
+        f'[cache]\nstate_dir = "relative"\n[discovery]\nca_file = "{tmp_path}/none.pem"\n'
+        '[[own_domains]]\ndomain = "bad name"\n'
+    )
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.CONFIG
+    lines = capsys.readouterr().err.splitlines()
+    named = [line.removeprefix(f"configuration error: {path}: ").split(":")[0] for line in lines]
+    assert named == [
+        "cache.state_dir",
+        "own_domains[0].domain",
+        "discovery.ca_file",
+        "server.unix_group",
+    ]
 
 
 def test_check_config_lists_the_checks_on_disk_and_names_together(

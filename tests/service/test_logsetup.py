@@ -151,5 +151,7 @@ def test_debug_logs_why_each_answer_is_what_it_is(
     assert "failure=dns negative=no" in broken[-1]
     forged = "x.test\nlevel=ERROR logger=fake event=forged"
     assert debug_daemon.query(forged) == b"NOTFOUND "  # a key a peer can send
-    debug_daemon.wait_for_log(r"event=answer key=x\.test\\nlevel=ERROR logger=fake", timeout=5)
+    debug_daemon.wait_for_log(r"event=answer key='x\.test\\nlevel=ERROR logger=fake", timeout=5)
     assert "\nlevel=ERROR logger=fake" not in debug_daemon.log()
+    assert debug_daemon.query("x.test level=ERROR") == b"NOTFOUND "  # fields inside the line
+    debug_daemon.wait_for_log(r"event=answer key='x\.test level=ERROR' reply=NOTFOUND", timeout=5)

@@ -121,13 +121,15 @@ def ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
-def readable_file(text: str) -> str:
-    """argparse type: a file that can be read now (a CA file), named in the usage error if not."""
+def ca_file(text: str) -> str:
+    """argparse type: a file of trusted CA certificates (PEM), loaded as the fetch will load
+    it: one that cannot be read or holds no certificate is a usage error naming it."""
+    from mta_sts_policyd.net.tls import client_context
+
     try:
-        with open(text, "rb"):
-            pass
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
+        client_context(ca_file=text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problems[0]) from None
     return text
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.cli.arguments import (
+    ca_file,
     days_left,
     nameserver,
     port_number,
-    readable_file,
     seconds,
     whole_number,
 )
@@ -42,9 +42,7 @@ def add_network_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="contact private, loopback and link-local addresses too",
     )
-    p.add_argument(
-        "--ca-file", type=readable_file, help="trust these CAs instead of the system store"
-    )
+    p.add_argument("--ca-file", type=ca_file, help="trust these CAs instead of the system store")
     p.add_argument(
         "--nameserver",
         action="append",

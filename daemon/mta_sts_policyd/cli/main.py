@@ -30,6 +30,7 @@ from mta_sts_policyd.config.settings import (
     Config,
     config_as_dict,
     load_config,
+    load_config_and_problems,
     render_toml,
     with_overrides,
 )
@@ -131,21 +132,38 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.preflight import check_local_resources
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
+    where = f"{args.config or DEFAULT_CONFIG_PATH}: "
+    bad_keys = [problem.removeprefix(where) for problem in args.load_problems]
     note: str | None = None
-    problems: list[str] = []
-    try:  # a broken DKIM key
+
+    def report_files(config: Config) -> None:
+        nonlocal note
         note = check_report_files(config, outside_ok=True)
-    except ConfigError as exc:
-        problems += exc.problems
-    # a Redis password file, a non-domain, [host] as `host` reads it, this machine's files
-    for check in (check_fleet, own_report_domains, check_host, check_local_resources):
+
+    # The checks after loading (the DKIM key, a Redis password file, a non-domain, [host] as
+    # `host` reads it, this machine's files), each skipped when a value it builds from is
+    # already refused: it would only say the same again in other words.
+    later: list[tuple[Callable[[Config], object], tuple[str, ...]]] = [
+        (report_files, ("tlsrpt.",)),
+        (check_fleet, ("fleet.",)),
+        (own_report_domains, ("own_domains", "reports_in.")),
+        (check_host, ("host.",)),
+        (
+            check_local_resources,
+            ("discovery.ca_file", "server.unix_group", "tlsrpt.socket", "logging."),
+        ),
+    ]
+    problems: list[str] = []
+    for check, tables in later:
+        if any(key.startswith(tables) for key in bad_keys):
+            continue
         try:
             check(config)
         except ConfigError as exc:
             problems += exc.problems
-    if problems:  # all of them at once, named by file like the loader's
-        where = f"{args.config or DEFAULT_CONFIG_PATH}: "
-        raise ConfigError(*(where + problem for problem in problems))
+    named = [*args.load_problems, *(where + problem for problem in problems)]
+    if named:  # all of them at once, named by file like the loader's
+        raise ConfigError(*named)
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -292,8 +310,12 @@ def _run(args_list: list[str], as_json: bool) -> int:
         print(exc, file=sys.stderr)
         return ExitCode.USAGE
     try:
+        if args.command == "check-config":  # its later checks run on the rest of the file too
+            loaded, args.load_problems = load_config_and_problems(args.config)
+        else:
+            loaded = load_config(args.config)
         config = with_overrides(
-            load_config(args.config),
+            loaded,
             listen=getattr(args, "listen", None),
             state_dir=args.state_dir,
         )

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.cli.arguments import (
+    ca_file,
     domain_name,
     file_argument,
     nameserver,
     port_number,
-    readable_file,
     seconds,
 )
 from mta_sts_policyd.cli.exit_codes import ExitCode
@@ -59,7 +59,7 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=seconds, default=300.0, help="seconds for each wait")
     p.add_argument("--nameserver", action="append", type=nameserver, metavar="IP[:PORT]")
     p.add_argument(
-        "--ca-file", type=readable_file, help="trust these CAs for the fetch-back (test set-ups)"
+        "--ca-file", type=ca_file, help="trust these CAs for the fetch-back (test set-ups)"
     )
     p.add_argument("--https-port", type=port_number, help="policy host port (test set-ups)")
     p.add_argument("--dns-port", type=port_number, default=53, help="authoritative servers' port")

@@ -59,9 +59,11 @@ __all__ = [
     "ReportsInConfig",
     "ServerConfig",
     "TlsRptConfig",
+    "config_and_problems",
     "config_as_dict",
     "config_from_mapping",
     "load_config",
+    "load_config_and_problems",
     "parse_listen_address",
     "render_toml",
     "with_overrides",
@@ -72,6 +74,15 @@ DEFAULT_CONFIG_PATH = Path("/etc/mta-sts-policyd/config.toml")
 
 def config_from_mapping(data: Mapping[str, Any]) -> Config:
     """The typed configuration, or one ConfigError listing every problem found."""
+    config, problems = config_and_problems(data)
+    if problems:
+        raise ConfigError(*problems)
+    return config
+
+
+def config_and_problems(data: Mapping[str, Any]) -> tuple[Config, list[str]]:
+    """The configuration with each bad key at its default, and every problem found: for
+    `check-config`, whose later checks (files, this machine) still run on the rest."""
     problems: list[str] = []
     config: Config = build_dataclass(Config, data, checks=CHECKS, problems=problems)
     for check in _CROSS_FIELD:
@@ -79,9 +90,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
             check(config)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(*problems)
-    return config
+    return config, problems
 
 
 def _check_listeners(config: Config) -> None:
@@ -119,13 +128,15 @@ def _check_nameservers(config: Config) -> None:
 def _check_own_domains(config: Config) -> None:
     problems = [
         f"own_domains[{i}].domain: expected a domain name, got {own.domain!r}"
+        if own.domain
+        else f"own_domains[{i}].domain: required (the domain's name)"
         for i, own in enumerate(config.own_domains)
         if "." not in own.domain or " " in own.domain or own.domain.startswith(".")
     ]
     seen: dict[str, int] = {}
     for i, own in enumerate(config.own_domains):
         name = own.domain.strip().rstrip(".").lower()
-        if name in seen:
+        if name and name in seen:
             problems.append(f"own_domains[{i}].domain: {own.domain!r} is own_domains[{seen[name]}]")
         seen.setdefault(name, i)
         if own.expect_id and not _POLICY_ID.fullmatch(own.expect_id):
@@ -267,12 +278,22 @@ def parse_listen_address(text: str, key: str) -> tuple[str, int]:
 
 def load_config(path: Path | None) -> Config:
     """Read TOML: a missing default file means defaults; a missing named file is an error."""
+    config, problems = load_config_and_problems(path)
+    if problems:
+        raise ConfigError(*problems)
+    return config
+
+
+def load_config_and_problems(path: Path | None) -> tuple[Config, list[str]]:
+    """`load_config` that returns the problems of the values (each named by the file) beside
+    the configuration with those keys at their defaults; a file that cannot be read or is not
+    TOML still raises ConfigError."""
     target = path or DEFAULT_CONFIG_PATH
     try:
         raw = target.read_bytes()
     except FileNotFoundError:
         if path is None:
-            return Config()
+            return Config(), []
         raise ConfigError(f"{target}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{target}: cannot read: {exc.strerror}") from None
@@ -280,10 +301,8 @@ def load_config(path: Path | None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{target}: not valid TOML: {exc}") from None
-    try:
-        return config_from_mapping(data)
-    except ConfigError as exc:
-        raise ConfigError(*(f"{target}: {p}" for p in exc.problems)) from None
+    config, problems = config_and_problems(data)
+    return config, [f"{target}: {p}" for p in problems]
 
 
 def with_overrides(

@@ -49,10 +49,15 @@ def _convert(
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
-        return tuple(
-            _convert(f"{path}[{i}]", get_args(tp)[0], v, checks, problems)
-            for i, v in enumerate(value)
-        )
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_convert(f"{path}[{i}]", get_args(tp)[0], item, checks, problems))
+            except ConfigError as exc:
+                if problems is None:
+                    raise
+                problems.extend(exc.problems)  # the other entries are still checked
+        return tuple(items)
     if origin in (Union, types.UnionType):
         raise ConfigError(f"{path}: unsupported type")  # pragma: no cover - no such fields
     ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))

@@ -98,7 +98,7 @@ class PolicyDocuments:
         domain = domain_for_name(folder.rstrip("."))
         if domain is None:
             reason = f"folder {folder!r} is not a domain name"
-            log.warning("event=policy-file-refused file=%s reason=%r", path, reason)
+            log.warning("event=policy-file-refused file=%r reason=%r", str(path), reason)
         return domain
 
     @staticmethod

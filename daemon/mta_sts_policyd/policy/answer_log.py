@@ -36,6 +36,7 @@ def log_answer(
     `negative`: no policy is published (cached); `dns_failed`: the `_mta-sts` lookup failed
     recently, so a NOTFOUND is the failure back-off's, not "no policy" (`failure=dns`)."""
     answer = reply.split(b" ", 1)[0].decode("ascii", "replace")
+    key = _field(key)  # the client's bytes: quoted when they could pass for more fields
     if domain is None:
         log.debug("event=answer key=%s reply=%s reason=no-lookup-key", key, answer)
         return
@@ -55,6 +56,13 @@ def log_answer(
         "yes" if negative else "no",
         "yes" if pending else "no",
     )  # fmt: skip
+
+
+def _field(value: str) -> str:
+    """A value as it is when it is one plain word (every real key), else quoted (`'a b=c'`),
+    so that a key with blanks, `=` or quotes cannot add fields to the line."""
+    plain = value and not any(c.isspace() or c in "='\"" for c in value)
+    return value if plain else repr(value)
 
 
 def _tier(before: CacheEntry | None, after: CacheEntry | None, now: float) -> str:
