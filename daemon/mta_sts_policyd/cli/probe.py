@@ -45,7 +45,7 @@ def add_probe_parser(
         "--address",
         type=ip_address,
         metavar="IP",
-        help="connect to this address instead of resolving MX-HOST (an IP as MX-HOST is used so)",
+        help="connect to this address instead of resolving MX-HOST (an IPv4 MX-HOST is used so)",
     )
     p.add_argument(
         "--timeout",
