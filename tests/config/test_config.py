@@ -535,8 +535,13 @@ def test_own_domains_entries() -> None:
         "own_domains[0].typo: unknown key"
     )
     assert config_error({"own_domains": [{"expect_id": "x"}]}).startswith(
-        "own_domains[0].domain: expected a domain name"
+        "own_domains[0].domain: required (the domain's name)"
     )
+    assert config_error({"own_domains": [{"domain": "a b"}]}).startswith(
+        "own_domains[0].domain: expected a domain name, got 'a b'"
+    )
+    both = config_error({"own_domains": ["example.com", 3]})
+    assert "own_domains[0]: expected a table" in both and "own_domains[1]: expected" in both
     assert config_error({"own_domains": {"domain": "example.com"}}).startswith(
         "own_domains: expected an array of tables (a [[...]] block per entry)"
     )

@@ -124,10 +124,10 @@ def ip_address(text: str) -> str:
 def ca_file(text: str) -> str:
     """argparse type: a file of trusted CA certificates (PEM), loaded as the fetch will load
     it: one that cannot be read or holds no certificate is a usage error naming it."""
-    from mta_sts_policyd.net.tls import client_context
+    from mta_sts_policyd.service.preflight import check_ca_file
 
     try:
-        client_context(ca_file=text)
+        check_ca_file(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(exc.problems[0]) from None
     return text

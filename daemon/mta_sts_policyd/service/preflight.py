@@ -12,15 +12,22 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import ConfigError
 
 
+def check_ca_file(path: str) -> None:
+    """ConfigError when `path` cannot serve as the trust store of a fetch (unreadable, or no
+    certificate in it): loaded exactly as the fetch loads it. Also `--ca-file`'s check."""
+    from mta_sts_policyd.net.tls import client_context
+
+    client_context(ca_file=path)
+
+
 def check_local_resources(config: Config) -> None:
     """ConfigError listing every resource `serve` would refuse."""
-    from mta_sts_policyd.net.tls import client_context
     from mta_sts_policyd.net.unix_socket import group_id
 
     problems: list[str] = []
     if config.discovery.ca_file:
         try:
-            client_context(ca_file=config.discovery.ca_file)
+            check_ca_file(config.discovery.ca_file)
         except ConfigError as exc:
             problems += [f"discovery.ca_file: {p}" for p in exc.problems]
     groups: list[tuple[str, str]] = []
