@@ -22,15 +22,7 @@ def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str
     one. Names are refused: the resolver that would look them up is the one being configured.
     The address comes back in its canonical text form. ConfigError names `key` and the problem.
     """
-    spec = text.strip()
-    host, port = spec, str(DNS_PORT)
-    if spec.startswith("["):
-        host, closed, rest = spec[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ConfigError(f"{key}: {text!r}: expected [IPv6] or [IPv6]:PORT")
-        port = rest[1:] if rest else port
-    elif spec.count(":") == 1:
-        host, _, port = spec.partition(":")
+    host, port, _ = _split_port(text, key, DNS_PORT)
     try:
         address = str(ipaddress.ip_address(host))
     except ValueError:
@@ -38,30 +30,42 @@ def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str
             f"{key}: {text!r}: {host!r} is not an IP address"
             " (expected IP, IP:PORT, IPv6, [IPv6] or [IPv6]:PORT; no host names)"
         ) from None
-    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        raise ConfigError(f"{key}: {text!r}: port {port!r}: expected a number from 1 to 65535")
-    return address, int(port)
+    return address, _port_number(port, text, key)
 
 
 def parse_smtp_relay(text: str, key: str) -> tuple[str, int]:
     """`HOST`, `HOST:PORT`, `[IPv6]` or `[IPv6]:PORT` of the relay mail is handed to -> (host,
     port); port 25 by default. ConfigError names `key` and the problem."""
-    spec = text.strip()
-    host, port = spec, str(SMTP_PORT)
-    if spec.startswith("["):
-        host, closed, rest = spec[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")) or ":" not in host:
+    host, port, bracketed = _split_port(text, key, SMTP_PORT)
+    if bracketed:
+        if ":" not in host:
             raise ConfigError(f"{key}: {text!r}: expected [IPv6] or [IPv6]:PORT")
         try:
             host = str(ipaddress.IPv6Address(host))
         except ValueError:
             raise ConfigError(f"{key}: {text!r}: {host!r} is not an IPv6 address") from None
+    elif not host or any(c.isspace() or c in "[]/:" for c in host):
+        raise ConfigError(f"{key}: {text!r}: expected HOST, HOST:PORT or [IPv6]:PORT")
+    return host, _port_number(port, text, key)
+
+
+def _split_port(text: str, key: str, default: int) -> tuple[str, str, bool]:
+    """(host, port text, whether the host was in brackets) of `HOST`, `HOST:PORT`, `[IPv6]`
+    or `[IPv6]:PORT`; a bare IPv6 address (more than one colon) is all host."""
+    spec = text.strip()
+    host, port = spec, str(default)
+    bracketed = spec.startswith("[")
+    if bracketed:
+        host, closed, rest = spec[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{key}: {text!r}: expected [IPv6] or [IPv6]:PORT")
         port = rest[1:] if rest else port
-    else:
-        if ":" in spec:
-            host, _, port = spec.rpartition(":")
-        if not host or any(c.isspace() or c in "[]/:" for c in host):
-            raise ConfigError(f"{key}: {text!r}: expected HOST, HOST:PORT or [IPv6]:PORT")
+    elif spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+    return host, port, bracketed
+
+
+def _port_number(port: str, text: str, key: str) -> int:
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(f"{key}: {text!r}: port {port!r}: expected a number from 1 to 65535")
-    return host, int(port)
+    return int(port)
