@@ -53,7 +53,6 @@ def host_settings(config: Config) -> HostSettings:
 def check_host(config: Config) -> None:
     """`[host]` as `host` reads it at start, without starting or creating anything (run by
     `check-config`); ConfigError lists every problem."""
-    from mta_sts_policyd import metrics
     from mta_sts_policyd.sts.keys import domain_for_name
 
     h, problems = config.host, list[str]()
@@ -62,20 +61,13 @@ def check_host(config: Config) -> None:
         lambda: _tcp_listen(h.http_listen, "host.http_listen"),
         lambda: _reports_path(h.reports_path),
         lambda: host_expectations(config),
+        lambda: h.metrics_listen and _metrics_address(config),
     ]
     for check in checks:
         try:
             check()
         except ConfigError as exc:
             problems += exc.problems
-    if h.metrics_listen:
-        try:
-            address = parse_listen_address(h.metrics_listen, "host.metrics_listen")
-            metrics.loopback_host(address[0], allow_remote=config.metrics.allow_remote)
-        except ConfigError as exc:
-            problems += exc.problems
-        except ValueError as exc:
-            problems.append(f"host.metrics_listen: {exc}")
     if h.acme_directory and not h.acme_directory.startswith(("https://", "http://")):
         problems.append(f"host.acme_directory: expected an https:// URL, got {h.acme_directory!r}")
     for key, names in (("host.acme_names", h.acme_names), ("host.expect_cname", h.expect_cname)):
@@ -100,6 +92,18 @@ def host_state_dir(config: Config) -> Path:
     return path
 
 
+def _metrics_address(config: Config) -> tuple[str, int]:
+    """`[host] metrics_listen` as (host, port): loopback unless `metrics.allow_remote`."""
+    from mta_sts_policyd import metrics
+
+    address = parse_listen_address(config.host.metrics_listen, "host.metrics_listen")
+    try:
+        metrics.loopback_host(address[0], allow_remote=config.metrics.allow_remote)
+    except ValueError as exc:
+        raise ConfigError(f"host.metrics_listen: {exc}") from None
+    return address
+
+
 def _tcp_listen(addresses: Sequence[str], key: str) -> tuple[tuple[str, int], ...]:
     listen = tuple(parse_listen_address(a, key) for a in addresses)
     if not listen or any(host == "unix" for host, _ in listen):
@@ -112,16 +116,11 @@ def host_extras(config: Config) -> Extras | None:
     `host status` behind its per-domain gauges (started once the host's state exists)."""
     if not config.host.metrics_listen:
         return None
-    from mta_sts_policyd import metrics
     from mta_sts_policyd.service.composition import dns_client
     from mta_sts_policyd.tools.check.observations import Options
     from mta_sts_policyd.tools.host_status.gauges import HostedGauges, watch
 
-    address = parse_listen_address(config.host.metrics_listen, "host.metrics_listen")
-    try:
-        metrics.loopback_host(address[0], allow_remote=config.metrics.allow_remote)
-    except ValueError as exc:
-        raise ConfigError(f"host.metrics_listen: {exc}") from None
+    address = _metrics_address(config)
     expect = host_expectations(config)
 
     def extras(host: PolicyHost) -> list[Coroutine[Any, Any, None]]:
