@@ -78,14 +78,7 @@ class Daemon:
     async def _undo_start(self) -> None:
         """A start that failed half-way (a TLS-RPT socket in use) leaves nothing behind: the
         parts already started are stopped (the control socket file removed), the lock freed."""
-        server: SocketmapServer | None = getattr(self, "server", None)
-        if server is not None:
-            await server.close(drain_deadline=0.0)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for close in reversed(self._closers):
-            await _close_part(close)
+        await self._stop_parts(deadline=0.0)
         resolver: PolicyResolver | None = getattr(self, "resolver", None)
         if resolver is not None:
             await asyncio.to_thread(resolver.cache.close)
@@ -257,18 +250,25 @@ class Daemon:
         """Drain, stop every part, flush the cache. A part that fails to stop (a TLS-RPT store
         on a full disk) is logged and skipped: it must not cost the policy cache its flush."""
         sdnotify.notify("STOPPING=1")
-        await self.server.close(drain_deadline=deadline)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for close in reversed(self._closers):
-            await _close_part(close)
+        await self._stop_parts(deadline)
         lost = await asyncio.to_thread(self.resolver.cache.close)
         if lost:
             log.error("event=stopped entries_flushed=no lost=%d", lost)
         else:
             log.info("event=stopped entries_flushed=yes")
         self._release_state_dir()
+
+    async def _stop_parts(self, deadline: float) -> None:
+        """Drain the listeners (when they were started), cancel the loops, close every part
+        in reverse order of start: what a stop and a failed start both do."""
+        server: SocketmapServer | None = getattr(self, "server", None)
+        if server is not None:
+            await server.close(drain_deadline=deadline)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for close in reversed(self._closers):
+            await _close_part(close)
 
 
 async def _close_part(close: Callable[[], Any]) -> None:
