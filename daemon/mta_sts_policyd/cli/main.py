@@ -132,8 +132,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.preflight import check_local_resources
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
-    where = f"{args.config or DEFAULT_CONFIG_PATH}: "
-    bad_keys = [problem.removeprefix(where) for problem in args.load_problems]
+    refused: list[str] = args.load_problems  # the loader's, each "key: why"
     note: str | None = None
 
     def report_files(config: Config) -> None:
@@ -155,15 +154,15 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     ]
     problems: list[str] = []
     for check, tables in later:
-        if any(key.startswith(tables) for key in bad_keys):
+        if any(problem.startswith(tables) for problem in refused):
             continue
         try:
             check(config)
         except ConfigError as exc:
             problems += exc.problems
-    named = [*args.load_problems, *(where + problem for problem in problems)]
-    if named:  # all of them at once, named by file like the loader's
-        raise ConfigError(*named)
+    if refused or problems:  # all of them at once, each named by the file
+        where = f"{args.config or DEFAULT_CONFIG_PATH}: "
+        raise ConfigError(*(where + problem for problem in (*refused, *problems)))
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:

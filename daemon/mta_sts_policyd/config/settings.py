@@ -280,14 +280,14 @@ def load_config(path: Path | None) -> Config:
     """Read TOML: a missing default file means defaults; a missing named file is an error."""
     config, problems = load_config_and_problems(path)
     if problems:
-        raise ConfigError(*problems)
+        raise ConfigError(*(f"{path or DEFAULT_CONFIG_PATH}: {p}" for p in problems))
     return config
 
 
 def load_config_and_problems(path: Path | None) -> tuple[Config, list[str]]:
-    """`load_config` that returns the problems of the values (each named by the file) beside
-    the configuration with those keys at their defaults; a file that cannot be read or is not
-    TOML still raises ConfigError."""
+    """`load_config` that returns the problems of the values (by key, as `config_and_problems`
+    gives them) beside the configuration with those keys at their defaults; a file that cannot
+    be read or is not TOML still raises ConfigError."""
     target = path or DEFAULT_CONFIG_PATH
     try:
         raw = target.read_bytes()
@@ -301,8 +301,7 @@ def load_config_and_problems(path: Path | None) -> tuple[Config, list[str]]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{target}: not valid TOML: {exc}") from None
-    config, problems = config_and_problems(data)
-    return config, [f"{target}: {p}" for p in problems]
+    return config_and_problems(data)
 
 
 def with_overrides(
