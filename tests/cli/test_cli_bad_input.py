@@ -87,6 +87,7 @@ CASES: list[tuple[str, int, str]] = [
     ("probe -c {plain} mx.example --port 70000", U, "'70000' is not a whole number"),
     ("probe -c {plain} mx.example --address nonsense", U, "'nonsense' is not an IP address"),
     ("probe -c {plain} 127.0.0.1 --port {port} --timeout 2", T, "connecting to 127.0.0.1 port"),
+    ("probe -c {plain} [::1] --port {port} --timeout 2", T, "UNKNOWN ::1 [::1]:"),
     ("publish -c {plain} x.example --timeout -1", U, "is not a number of seconds"),
     ("reports-in summary -c {plain} --days 0", U, "'0' is not a whole number from 1"),
     ("reports-in summary -c {plain} --days 99999999999", U, "is not a whole number"),

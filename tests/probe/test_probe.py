@@ -25,7 +25,7 @@ from mta_sts_policyd.probe.smtp import _read_reply, _Stop
 from mta_sts_policyd.probe.tls import classify_verify_error, describe_certificate, matches_host
 from mta_sts_policyd.tlsrpt.shadow.label import probe_failure_detail
 from support.certs import CertFactory
-from support.ports import free_port
+from support.ports import free_port, ipv6_loopback
 from support.smtp_server import (
     LoopbackSmtpServer,
     SmtpBehaviour,
@@ -584,6 +584,33 @@ async def test_cli_certificate_failure_and_timeout_exit_codes(
         argv = [MX, "--address", "127.0.0.1", "--port", str(srv.port), "--timeout", "0.2"]
         assert await run_probe(cli_args(*argv), cli_config(ca_file)) == 75
     assert capsys.readouterr().out.startswith("UNKNOWN")
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback in this environment")
+@pytest.mark.parametrize("literal", ["::1", "[::1]", "0:0::1"])
+async def test_cli_ipv6_literal_is_connected_to(
+    ca: trustme.CA, ca_file: str, capsys: pytest.CaptureFixture[str], literal: str
+) -> None:
+    """An IPv6 MX-HOST is connected to, as an IPv4 one is (it was refused as a host name)."""
+    tls = trustme_context(ca.issue_cert(MX))
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls), host="::1") as srv:
+        args = cli_args(literal, "--port", str(srv.port), "--json")
+        assert await run_probe(args, cli_config(ca_file)) == 1  # the certificate names MX
+    data = json.loads(capsys.readouterr().out)
+    assert data["mx_host"] == "::1" and data["address"] == "::1"
+    assert data["result_type"] == "certificate-host-mismatch"
+    assert srv.record.tls_established == 1
+
+
+async def test_spellings_of_one_address_share_a_probe(ca_file: str) -> None:
+    """The single-flight and cache key of an address literal is its canonical text."""
+    async with LoopbackSmtpServer(SmtpBehaviour(banner_delay=0.1)) as srv:
+        p = prober(ca_file, srv.port)
+        spellings = ("127.0.0.1", "[127.0.0.1]", "[2001:DB8::25]", "2001:db8:0::25")
+        results = await asyncio.gather(*(p.probe(s) for s in spellings))
+        assert srv.record.connections == 2  # `loopback` answers for both addresses
+    assert [r.mx_host for r in results] == ["127.0.0.1"] * 2 + ["2001:db8::25"] * 2
+    assert p.cached("2001:0db8::0025") is results[2]
 
 
 def test_cli_bad_host_is_usage_error(ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:

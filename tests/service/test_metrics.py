@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +16,7 @@ from mta_sts_policyd import __version__, metrics
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.policy.stats import LATENCY_BUCKETS, LookupStats
 from mta_sts_policyd.tlsrpt.libtlsrpt.collector import CollectorStats
+from support.ports import ipv6_loopback
 
 P = metrics.PREFIX
 ALLOWED_LABELS = {"answer", "result", "transport", "version", "le", "tier", "role"}
@@ -193,16 +193,7 @@ def test_localhost_binds_ipv4_loopback() -> None:
         srv.close()
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback in this environment")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback in this environment")
 def test_ipv6_loopback_listener() -> None:
     srv = metrics.start_metrics_server("::1", 0)
     try:

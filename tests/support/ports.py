@@ -36,6 +36,12 @@ def free_port(hosts: Sequence[str] = ("127.0.0.1",)) -> int:
 
 
 @functools.cache
+def ipv6_loopback() -> bool:
+    """Whether `::1` can be bound here (some containers have no IPv6 on loopback)."""
+    return _bindable(0, ("::1",))
+
+
+@functools.cache
 def _ephemeral_low() -> int:
     try:
         low = int(_EPHEMERAL_RANGE.read_text().split()[0])

@@ -16,9 +16,8 @@ from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import MtaStsError
-from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver
+from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver, probe_target
 from mta_sts_policyd.service import composition
-from mta_sts_policyd.sts.names import host_name
 
 EXIT_PASS, EXIT_FAIL = ExitCode.OK, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
@@ -34,7 +33,11 @@ def add_probe_parser(
     p = sub.add_parser(
         "probe", parents=[common, reader], help="check an MX host's STARTTLS and certificate"
     )
-    p.add_argument("mx_host", metavar="MX-HOST", help="MX host name (as in the MX record)")
+    p.add_argument(
+        "mx_host",
+        metavar="MX-HOST",
+        help="MX host name (as in the MX record), or an IPv4 or IPv6 address to connect to",
+    )
     p.add_argument(
         "--policy-domain",
         metavar="DOMAIN",
@@ -45,7 +48,7 @@ def add_probe_parser(
         "--address",
         type=ip_address,
         metavar="IP",
-        help="connect to this address instead of resolving MX-HOST (an IPv4 MX-HOST is used so)",
+        help="connect to this address instead of resolving MX-HOST (an IP as MX-HOST is used so)",
     )
     p.add_argument(
         "--timeout",
@@ -68,7 +71,7 @@ async def run_probe(
 ) -> int:
     """The body of `probe_command`, for callers that already run an event loop."""
     try:
-        host = host_name(args.mx_host.strip())
+        host = probe_target(args.mx_host.strip())
     except ValueError as err:
         return fail("probe", f"invalid MX host name: {err}", EXIT_USAGE, as_json=args.json)
     source = fetch_patterns or _discovery_patterns(config)
@@ -104,7 +107,7 @@ def _listed(patterns: Sequence[str] | None) -> list[str] | None:
 
 
 def _prober(args: argparse.Namespace, config: Config) -> MxProber:
-    address = args.address or _literal(args.mx_host)
+    address = args.address or _literal(args.mx_host.strip())
     if address:
         fixed = [address]
 

@@ -10,6 +10,7 @@ contacted once per `reprobe_interval`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import socket
@@ -32,6 +33,7 @@ __all__ = [
     "ProbeResult",
     "Resolver",
     "apply_patterns",
+    "probe_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,21 @@ def _judge(
     return replace(result, reason=f"STARTTLS with a valid certificate ({session.tls_version})")
 
 
+def probe_target(mx_host: str) -> str:
+    """The one form of an MX host the prober keys its cache and single flight by.
+
+    An address literal (`192.0.2.25`, `::1`, `[2001:db8::25]`) becomes its canonical text, so
+    each spelling of one address shares a probe; anything else is `host_name`'s A-label form.
+    `host_name` alone refuses IPv6 literals (their colons are no host-name label) and bracketed
+    addresses. Raises InvalidName (a ValueError) for what is neither.
+    """
+    bracketed = mx_host.startswith("[") and mx_host.endswith("]")
+    try:
+        return ipaddress.ip_address(mx_host[1:-1] if bracketed else mx_host).compressed
+    except ValueError:
+        return host_name(mx_host)
+
+
 @dataclass(slots=True)
 class _Entry:
     result: ProbeResult
@@ -129,7 +146,7 @@ class MxProber:
 
     async def probe(self, mx_host: str, patterns: Sequence[str] | None = None) -> ProbeResult:
         """Cached verdict; re-probed after `reprobe_interval` (transient: `retry_interval`)."""
-        host = host_name(mx_host)
+        host = probe_target(mx_host)
         entry = self._cache.get(host)
         if entry is not None and entry.expires > self._clock():
             return apply_patterns(entry.result, patterns)
@@ -137,11 +154,11 @@ class MxProber:
 
     async def probe_fresh(self, mx_host: str, patterns: Sequence[str] | None = None) -> ProbeResult:
         """Ignore the cache (joins a probe of the same host already running); refreshes it."""
-        return apply_patterns(await self._shared(host_name(mx_host)), patterns)
+        return apply_patterns(await self._shared(probe_target(mx_host)), patterns)
 
     def cached(self, mx_host: str) -> ProbeResult | None:
         """The last network verdict for `mx_host`, even if due for a re-probe; no I/O."""
-        entry = self._cache.get(host_name(mx_host))
+        entry = self._cache.get(probe_target(mx_host))
         return entry.result if entry else None
 
     async def aclose(self) -> None:
@@ -191,7 +208,7 @@ class MxProber:
     async def probe_at(self, mx_host: str, address: str) -> ProbeResult:
         """One address of one MX, uncached and without patterns: `check` judges every address
         of every MX separately (a sender may reach any of them)."""
-        host = host_name(mx_host)
+        host = probe_target(mx_host)
         async with self._sem:
             return await self._verdict(host, address, await self._session(host, address, self._ctx))
 
