@@ -1,11 +1,12 @@
-"""The one nameserver parser, shared by the config check and the DNS client."""
+"""The one reader of endpoint text (listen addresses, nameservers, relays), shared by the
+config check and the network code."""
 
 from __future__ import annotations
 
 import pytest
 
 from mta_sts_policyd.config.settings import config_from_mapping
-from mta_sts_policyd.endpoints import parse_nameserver, parse_smtp_relay
+from mta_sts_policyd.endpoints import parse_listen_address, parse_nameserver, parse_smtp_relay
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net.dns_client import make_resolver
 
@@ -104,3 +105,20 @@ def test_the_report_sender_and_the_alerts_read_the_relay_alike() -> None:
     )
     delivery = report_context(config).delivery
     assert (delivery.smtp_host, delivery.smtp_port) == ("relay.example.net", 25)
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("127.0.0.1:0", "'127.0.0.1:0': port '0': expected a number from 1 to 65535"),
+        ("[::1]:0", "'\\[::1\\]:0': port '0': expected a number from 1 to 65535"),
+        ("localhost:65536", "'localhost:65536': port '65536': expected a number"),
+        ("127.0.0.1:\u00b2", "expected HOST:PORT, \\[IPv6\\]:PORT or unix:/path"),  # not int()
+        ("8463", "expected HOST:PORT"),
+    ],
+)
+def test_listen_address_port_is_1_to_65535(spec: str, why: str) -> None:
+    """Port 0 would bind a random port that neither Postfix nor a scraper is told of."""
+    with pytest.raises(ConfigError, match=rf"^server\.listen: .*{why}"):
+        parse_listen_address(spec, "server.listen")
+    assert parse_listen_address("[::1]:65535", "k") == ("::1", 65535)

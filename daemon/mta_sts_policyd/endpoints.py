@@ -49,6 +49,24 @@ def parse_smtp_relay(text: str, key: str) -> tuple[str, int]:
     return host, _port_number(port, text, key)
 
 
+def parse_listen_address(text: str, key: str) -> tuple[str, int]:
+    """`HOST:PORT` / `[V6]:PORT` -> (host, port); `unix:/path` -> ("unix", 0) with the path.
+
+    Every listen-type key (`server.listen`, `metrics.listen`, `[host]` listeners, the Redis
+    sentinels) and the `--listen`/`--socketmap` arguments are read here. Port 0 is refused like
+    any port outside 1-65535: the kernel would bind a random port that no client is told of.
+    """
+    if text.startswith("unix:"):
+        if not text[5:].startswith("/"):
+            raise ConfigError(f"{key}: expected unix:/absolute/path, got {text!r}")
+        return "unix", 0
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not (port.isascii() and port.isdigit()):
+        raise ConfigError(f"{key}: expected HOST:PORT, [IPv6]:PORT or unix:/path, got {text!r}")
+    return host, _port_number(port, text, key)
+
+
 def _split_port(text: str, key: str, default: int) -> tuple[str, str, bool]:
     """(host, port text, whether the host was in brackets) of `HOST`, `HOST:PORT`, `[IPv6]`
     or `[IPv6]:PORT`; a bare IPv6 address (more than one colon) is all host."""

@@ -51,6 +51,11 @@ def files(tmp_path: Path) -> dict[str, str]:
     )
     paths["relative"] = '[cache]\nstate_dir = "state"\n[tlsrpt]\nsocket = "x.sock"\n'
     paths["listed_twice"] = '[server]\nlisten = ["127.0.0.1:1", "127.0.0.1:1"]\n'
+    paths["port_zero"] = (
+        f'[server]\nlisten = ["127.0.0.1:0"]\n[metrics]\nlisten = "127.0.0.1:0"\n'
+        f'[host]\nstate_dir = "{tmp_path}/host"\nlisten = ["[::]:0"]\n'
+        'http_listen = ["0.0.0.0:0"]\nmetrics_listen = "127.0.0.1:0"\n'
+    )
     paths["own_host"] = base + '[[own_domains]]\ndomain = "[mx.example.test]"\n'
     out = {}
     for name, text in paths.items():
@@ -80,7 +85,7 @@ CASES: list[tuple[str, int, str]] = [
     ("query -c {plain} x.example --timeout nan", U, "'nan' is not a number of seconds"),
     ("query -c {plain} x.example --timeout 1e400", U, "is not a number of seconds"),
     ("query -c {plain} x.example --socketmap bogus", U, "--socketmap: expected HOST:PORT"),
-    ("query -c {plain} x.example --socketmap 127.0.0.1:99999", U, "expected HOST:PORT"),
+    ("query -c {plain} x.example --socketmap 127.0.0.1:99999", U, "port '99999': expected a"),
     ("check -c {plain} x.example --concurrency -3", U, "'-3' is not a whole number from 1"),
     ("check -c {plain} x.example --timeout nan", U, "is not a number of seconds"),
     ("monitor -c {plain} --interval 0", U, "'0' is not a number of seconds"),
@@ -168,6 +173,14 @@ CASES: list[tuple[str, int, str]] = [
     ("check-config -c {bad_local}", C, "server.unix_group: group 'nosuchgroupxyz' does not"),
     ("check-config -c {bad_local}", C, "logging.file: the folder"),
     ("check-config -c {listed_twice}", C, "server.listen: 127.0.0.1:1 listed more than once"),
+    # port 0 would bind a random port: refused by every listen-type key and argument
+    ("check-config -c {port_zero}", C, "server.listen: '127.0.0.1:0': port '0': expected a number"),
+    ("check-config -c {port_zero}", C, "metrics.listen: '127.0.0.1:0': port '0': expected"),
+    ("check-config -c {port_zero}", C, "host.listen: '[::]:0': port '0': expected"),
+    ("check-config -c {port_zero}", C, "host.http_listen: '0.0.0.0:0': port '0': expected"),
+    ("check-config -c {port_zero}", C, "host.metrics_listen: '127.0.0.1:0': port '0': expected"),
+    ("serve --listen 127.0.0.1:0 -c {missing}", U, "--listen: '127.0.0.1:0': port '0': expected"),
+    ("query -c {plain} x.example --socketmap [::1]:0", U, "--socketmap: '[::1]:0': port '0'"),
     ("probe -c {plain} mx.example.test --address 127.0.0.1 --port {port} --timeout 2", T, ""),
 ]
 JSON_COMMANDS = (

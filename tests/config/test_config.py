@@ -172,10 +172,18 @@ BAD_VALUES: dict[str, list[Any]] = {
     "fleet.report_deadline": [-1],
     "fleet.report_lease": [0, 86401],
     "fleet.redis": ["localhost:6379", "http://127.0.0.1"],
-    "fleet.sentinels": [["127.0.0.1"], ["unix:/run/s.sock"]],
+    "fleet.sentinels": [["127.0.0.1"], ["unix:/run/s.sock"], ["127.0.0.1:0"]],
     "fleet.key_prefix": ["", "a b"],
-    "server.listen": [[], ["8463"], ["localhost"], ["unix:relative/path"], ["[::1]:99999"]],
-    "metrics.listen": ["0.0.0.0:9463", "192.0.2.1:9463", "9463"],
+    "server.listen": [
+        [],
+        ["8463"],
+        ["localhost"],
+        ["unix:relative/path"],
+        ["[::1]:99999"],
+        ["127.0.0.1:0"],  # port 0 would bind a random port that nobody is told of
+        ["[::1]:0"],
+    ],
+    "metrics.listen": ["0.0.0.0:9463", "192.0.2.1:9463", "9463", "127.0.0.1:0"],
     "discovery.nameservers": [["dns.example"], ["127.0.0.1:0"], ["[::1]:x"]],
     "logging.level": ["info", "TRACE"],
     "server.sts_attributes": ["true", 1, "yes"],
@@ -268,7 +276,7 @@ def test_bad_value_names_the_key(path: str, value: Any) -> None:
     ("path", "value"),
     [
         ("server.unix_mode", "0600"),
-        ("server.listen", ["[::1]:8463", "unix:/run/x.sock", "127.0.0.1:0"]),
+        ("server.listen", ["[::1]:8463", "unix:/run/x.sock", "127.0.0.1:1"]),
         ("server.sts_attributes", True),
         ("server.sts_attributes", False),
         ("discovery.fetch_timeout", 60),
@@ -414,7 +422,7 @@ def test_render_toml_escapes_strings() -> None:
 
 
 _OCTAL = st.integers(0, 0o777).map(lambda m: f"{m:04o}")
-_PORT = st.integers(0, 65535)
+_PORT = st.integers(1, 65535)
 _V4 = st.ip_addresses(v=4).map(str)
 _V6 = st.ip_addresses(v=6).map(str)
 _LISTEN = st.one_of(
@@ -433,7 +441,7 @@ _SPECIAL: dict[str, st.SearchStrategy[Any]] = {
     "server.unix_mode": _OCTAL,
     "tlsrpt.socket_mode": _OCTAL,
     "discovery.nameservers": st.lists(_NAMESERVER, max_size=3),
-    "metrics.listen": st.sampled_from(["", "127.0.0.1:9463", "[::1]:0", "localhost:1"]),
+    "metrics.listen": st.sampled_from(["", "127.0.0.1:9463", "[::1]:65535", "localhost:1"]),
     "maillog.timezone": st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
     "tlsrpt.contact_info": st.emails(),
     "own_domains": st.lists(

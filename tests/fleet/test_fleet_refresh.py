@@ -18,6 +18,7 @@ from mta_sts_policyd.fleet.refresh_queue import RefreshQueue
 from mta_sts_policyd.policy.cache import CacheEntry, PolicyCache
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service.daemon import Daemon
+from support.ports import free_port
 from support.redis_server import RedisServer
 from support.refresh_fleet import DAY, LONG_POLICY, fleet_client, refresh_queue
 from support.resolver_world import ENFORCE_REPLY, FakeClock, make_resolver
@@ -286,7 +287,7 @@ async def test_the_daemon_plugs_the_queue_into_its_refresh(
     sts_world.publish("d0.test", LONG_POLICY)
     config = config_from_mapping(
         {
-            "server": {"listen": ["127.0.0.1:0"], "sts_attributes": False},
+            "server": {"listen": [f"127.0.0.1:{free_port()}"], "sts_attributes": False},
             "discovery": {"nameservers": [sts_world.dns.nameserver], "dns_timeout": 1.0,
                           "ca_file": sts_world.https.ca_pem_path,
                           "https_port": sts_world.https.port},

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from conftest import StsWorld
 from support.daemon_process import DaemonProcess, subprocess_env, wait_until
+from support.ports import free_port
 from support.redis_server import RedisServer
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
@@ -54,6 +55,7 @@ def test_two_daemons_share_one_fetch_and_one_purge(
 
 
 def test_fleet_off_never_imports_redis(tmp_path: Path) -> None:
+    listen = f"127.0.0.1:{free_port()}"
     code = textwrap.dedent(
         f"""
         import asyncio, sys
@@ -61,7 +63,7 @@ def test_fleet_off_never_imports_redis(tmp_path: Path) -> None:
         from mta_sts_policyd.service.daemon import Daemon
 
         async def main():
-            config = with_overrides(Config(), listen=["127.0.0.1:0"], state_dir={str(tmp_path)!r})
+            config = with_overrides(Config(), listen=[{listen!r}], state_dir={str(tmp_path)!r})
             daemon = Daemon(config)
             await daemon.start()
             await daemon.stop()

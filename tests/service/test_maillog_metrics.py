@@ -19,6 +19,7 @@ from mta_sts_policyd import metrics
 from mta_sts_policyd.config.settings import config_from_mapping
 from mta_sts_policyd.service.daemon import Daemon
 from support import TESTS_DIR
+from support.ports import free_port
 
 pytestmark = pytest.mark.fault
 
@@ -41,7 +42,7 @@ async def test_skipped_lines_and_sessions_are_metrics(sts_world: StsWorld, tmp_p
     maillog.write_bytes(b"")
     config = config_from_mapping(
         {
-            "server": {"listen": ["127.0.0.1:0"], "sts_attributes": False},
+            "server": {"listen": [f"127.0.0.1:{free_port()}"], "sts_attributes": False},
             "discovery": {"nameservers": [sts_world.dns.nameserver], "dns_timeout": 1.0},
             "cache": {"state_dir": str(tmp_path / "state")},
             "probe": {"enabled": False},

@@ -12,13 +12,14 @@ from mta_sts_policyd.postfix.client import SocketmapClient
 from mta_sts_policyd.service.daemon import Daemon
 from support.dns_server import DnsServer
 from support.https_server import HttpsServer
+from support.ports import free_port
 
 POLICY = "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
 
 
-def write_config(path: Path, nameserver: str, https: HttpsServer, state: Path) -> None:
+def write_config(path: Path, nameserver: str, https: HttpsServer, state: Path, port: int) -> None:
     path.write_text(
-        f'[server]\nlisten = ["127.0.0.1:0"]\nsts_attributes = false\ndane = "off"\n'
+        f'[server]\nlisten = ["127.0.0.1:{port}"]\nsts_attributes = false\ndane = "off"\n'
         f'[discovery]\nnameservers = ["{nameserver}"]\nca_file = "{https.ca_pem_path}"\n'
         f"https_port = {https.port}\ndns_timeout = 1.0\n"
         f'[cache]\nstate_dir = "{state}"\n'
@@ -36,14 +37,14 @@ async def test_sighup_switches_nameservers(tmp_path: Path, trust_ca: trustme.CA)
         new_dns.set_a("mta-sts.example.test", "127.0.0.1")
         https.set_policy("example.test", POLICY)
         config_path = tmp_path / "config.toml"
-        write_config(config_path, old_dns.nameserver, https, tmp_path / "state")
+        port = free_port()
+        write_config(config_path, old_dns.nameserver, https, tmp_path / "state", port)
         daemon = Daemon(load_config(config_path), config_path=config_path)
         await daemon.start()
         try:
-            host, port = daemon.bound[0]
-            address = f"{host}:{port}"
+            address = "{}:{}".format(*daemon.bound[0])
             assert await asyncio.to_thread(ask, address, "example.test") == b"NOTFOUND "
-            write_config(config_path, new_dns.nameserver, https, tmp_path / "state")
+            write_config(config_path, new_dns.nameserver, https, tmp_path / "state", port)
             daemon.reload()
             new_dns.set_txt("_mta-sts.other.test", "v=STSv1; id=1")
             new_dns.set_a("mta-sts.other.test", "127.0.0.1")

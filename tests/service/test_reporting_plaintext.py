@@ -26,6 +26,7 @@ from mta_sts_policyd.sts.model import Mode, Policy
 from mta_sts_policyd.tlsrpt.model import PolicyType
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore
 from support import TESTS_DIR
+from support.ports import free_port
 
 pytestmark = pytest.mark.fault
 
@@ -43,7 +44,7 @@ def restamped(now: float) -> str:
 
 def config(world: StsWorld, state: Path, maillog: Path) -> dict[str, object]:
     return {
-        "server": {"listen": ["127.0.0.1:0"], "sts_attributes": False},
+        "server": {"listen": [f"127.0.0.1:{free_port()}"], "sts_attributes": False},
         "discovery": {
             "nameservers": [world.dns.nameserver],
             "ca_file": world.https.ca_pem_path,

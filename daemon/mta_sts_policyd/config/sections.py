@@ -22,7 +22,8 @@ class ServerConfig:
     """The socketmap listener(s) Postfix talks to."""
 
     listen: tuple[str, ...] = ("127.0.0.1:8463",)
-    """`HOST:PORT`, `[IPv6]:PORT` or `unix:/path`; ignored under systemd socket activation."""
+    """`HOST:PORT`, `[IPv6]:PORT` (port 1-65535) or `unix:/path`; ignored under systemd socket
+    activation."""
     unix_mode: str = "0660"
     unix_group: str = ""
     """Group of the `unix:` sockets (Postfix's, e.g. "postfix"); empty: the daemon's own."""

@@ -38,7 +38,7 @@ from mta_sts_policyd.config.toml_schema import (
     tables_as_toml,
 )
 from mta_sts_policyd.config.value_checks import CHECKS
-from mta_sts_policyd.endpoints import parse_nameserver, parse_smtp_relay
+from mta_sts_policyd.endpoints import parse_listen_address, parse_nameserver, parse_smtp_relay
 from mta_sts_policyd.errors import ConfigError
 
 __all__ = [
@@ -236,11 +236,11 @@ def _check_fleet(config: Config) -> None:
         )
     for i, address in enumerate(f.sentinels):
         try:
-            host, port = parse_listen_address(address, f"fleet.sentinels[{i}]")
+            host, _ = parse_listen_address(address, f"fleet.sentinels[{i}]")
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        if host == "unix" or port == 0:
+        if host == "unix":
             problems.append(f"fleet.sentinels[{i}]: expected HOST:PORT, got {address!r}")
     if f.sentinels and not f.service:
         problems.append("fleet.service: required with fleet.sentinels (the master's name)")
@@ -261,19 +261,6 @@ _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_timezone,
     _check_fleet,
 )
-
-
-def parse_listen_address(text: str, key: str) -> tuple[str, int]:
-    """`HOST:PORT` / `[V6]:PORT` -> (host, port); `unix:/path` -> ("unix", 0) with the path."""
-    if text.startswith("unix:"):
-        if not text[5:].startswith("/"):
-            raise ConfigError(f"{key}: expected unix:/absolute/path, got {text!r}")
-        return "unix", 0
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{key}: expected HOST:PORT, [IPv6]:PORT or unix:/path, got {text!r}")
-    return host, int(port)
 
 
 def load_config(path: Path | None) -> Config:
