@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from mta_sts_policyd.config import settings as config_module
 from mta_sts_policyd.config.settings import (
     Config,
+    config_and_problems,
     config_as_dict,
     config_from_mapping,
     load_config,
@@ -553,6 +554,34 @@ def test_own_domains_entries() -> None:
     assert config_error({"own_domains": {"domain": "example.com"}}).startswith(
         "own_domains: expected an array of tables (a [[...]] block per entry)"
     )
+
+
+REPORTING = {
+    "enabled": True,
+    "organization_name": "Example",
+    "contact_info": "tlsrpt@example.test",
+    "envelope_sender": "noreply@example.test",
+    "allow_unsigned": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"own_domains": [{"domain": 5}]}, "own_domains[0].domain: expected a string, got 5"),
+        (
+            {"own_domains": [{"domain": "a.example"}, {"domain": ["b.example"]}]},
+            "own_domains[1].domain: expected a string, got ['b.example']",
+        ),
+        (
+            {"tlsrpt": {**REPORTING, "contact_info": 5}},
+            "tlsrpt.contact_info: expected a string, got 5",
+        ),
+    ],
+)
+def test_a_key_of_the_wrong_type_is_one_problem(data: dict[str, Any], problem: str) -> None:
+    """Not also "required": the checks across keys saw the key's default, not the file's value."""
+    assert config_and_problems(data)[1] == [problem]
 
 
 def test_reload_names_exactly_the_keys_that_need_a_restart() -> None:

@@ -82,15 +82,25 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
 
 def config_and_problems(data: Mapping[str, Any]) -> tuple[Config, list[str]]:
     """The configuration with each bad key at its default, and every problem found: for
-    `check-config`, whose later checks (files, this machine) still run on the rest."""
+    `check-config`, whose later checks (files, this machine) still run on the rest.
+
+    A key the loader refused gets that one problem: the checks across keys saw its default,
+    not the file's value, so what they say of it (`own_domains[0].domain: required` for
+    `domain = 5`) would describe a value the operator never wrote."""
     problems: list[str] = []
     config: Config = build_dataclass(Config, data, checks=CHECKS, problems=problems)
+    refused = {_problem_key(p) for p in problems}
     for check in _CROSS_FIELD:
         try:
             check(config)
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(p for p in exc.problems if _problem_key(p) not in refused)
     return config, problems
+
+
+def _problem_key(problem: str) -> str:
+    """The dotted key a problem names ("key: why")."""
+    return problem.partition(": ")[0]
 
 
 def _check_listeners(config: Config) -> None:
