@@ -35,13 +35,17 @@ async def world(dns_server: DnsServer, trust_ca: trustme.CA) -> AsyncIterator[Ch
         yield w
 
 
-def _config(tmp_path: Path, relay_port: int, recorder: Path, out: Path) -> Path:
+def _config(
+    tmp_path: Path, relay_port: int, recorder: Path, out: Path, command: list[str] | None = None
+) -> Path:
+    """Both alert channels: mail through the relay, and the recorder (or `command`)."""
     path = tmp_path / "config.toml"
+    command = command or [sys.executable, str(recorder), str(out)]
     path.write_text(
         f'[[own_domains]]\ndomain = "{D}"\n\n[monitor]\n'
         f'alert_mail_to = ["hostmaster@example.test"]\n'
         f'smtp_relay = "127.0.0.1:{relay_port}"\n'
-        f"alert_command = {toml_value([sys.executable, str(recorder), str(out)])}\n"
+        f"alert_command = {toml_value(command)}\n"
     )
     return path
 
@@ -281,7 +285,7 @@ async def test_alerts_that_could_not_be_delivered_are_sent_with_the_next_pass(
     world.dns.set_mx(D, (10, MX1), (20, "mx3.example.test"))  # drift: new findings
     code, out = await _monitor(world, failing, state)
     assert code == 2 and f"{D}: new critical MX_NOT_COVERED" in out
-    kept = json.loads(state.read_text())["unsent"]
+    kept = json.loads(state.read_text())["unsent_by_channel"]["command"]
     assert "MX_NOT_COVERED" in {t["code"] for t in kept}
     (tmp_path / "rec.py").write_text(RECORDER)
     working = _own_config(
@@ -291,4 +295,31 @@ async def test_alerts_that_could_not_be_delivered_are_sent_with_the_next_pass(
     assert code == 2 and "new" not in out
     delivered = json.loads(alerts.read_text().split("\n===\n")[0])
     assert delivered == kept
-    assert json.loads(state.read_text())["unsent"] == []
+    assert json.loads(state.read_text())["unsent_by_channel"] == {}
+
+
+async def test_a_retry_goes_only_through_the_channel_that_failed(
+    world: CheckWorld, tmp_path: Path
+) -> None:
+    """The mail went out and the command failed: the next pass runs the command with the kept
+    transitions and sends no second mail (both channels were retried)."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    state, alerts, recorder = tmp_path / "state.json", tmp_path / "alerts.txt", tmp_path / "rec.py"
+    recorder.write_text(RECORDER)
+    with SmtpReceiver() as relay:
+        failing_command = [sys.executable, "-c", "raise SystemExit(1)"]
+        failing = _config(tmp_path, relay.port, recorder, alerts, command=failing_command)
+        assert (await _monitor(world, failing, state))[0] == 0
+        world.dns.set_mx(D, (10, MX1), (20, "mx3.example.test"))  # drift: new findings
+        assert (await _monitor(world, failing, state))[0] == 2
+        assert len(relay.sink.messages) == 1
+        kept = json.loads(state.read_text())
+        working = _config(tmp_path, relay.port, recorder, alerts)
+        code, out = await _monitor(world, working, state)  # nothing new; the kept ones go out
+        assert code == 2 and "new" not in out
+        assert len(relay.sink.messages) == 1  # the mail that was delivered is not sent again
+    delivered = json.loads(alerts.read_text().split("\n===\n")[0])
+    assert "MX_NOT_COVERED" in {t["code"] for t in delivered}
+    assert kept["unsent_by_channel"] == {"command": delivered}
+    assert json.loads(state.read_text())["unsent_by_channel"] == {}

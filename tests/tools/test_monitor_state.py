@@ -109,13 +109,27 @@ def test_state_json_round_trip() -> None:
         None, report(expiring(20), UNCOVERED, certificates=(("mx", "mx1.example.test", 20),)), T0
     )
     _, transitions = advance(state, report(), T0 + 10)
-    saved = Saved({"example.test": state}, tuple(transitions))
+    saved = Saved({"example.test": state}, {"command": tuple(transitions)})
     assert transitions and state_from_json(state_to_json(saved)) == saved
     older = state_to_json(saved)
-    del older["unsent"]  # a file written before undelivered alerts were kept
+    del older["unsent_by_channel"]  # a file written before undelivered alerts were kept
     assert state_from_json(older) == Saved(saved.domains)
-    many = Saved(unsent=tuple(transitions) * (UNSENT_KEPT + 1))
-    assert len(state_to_json(many)["unsent"]) == UNSENT_KEPT
+    many = Saved(unsent={"mail": tuple(transitions) * (UNSENT_KEPT + 1)})
+    assert len(state_to_json(many)["unsent_by_channel"]["mail"]) == UNSENT_KEPT
+
+
+def test_an_unsent_list_without_channel_is_owed_to_every_channel() -> None:
+    """A state file from before the kept alerts were per channel: which channel failed was not
+    recorded, so each one is tried again with them, as that version did."""
+    state, _ = advance(None, report(UNCOVERED), T0)
+    _, transitions = advance(state, report(), T0 + 10)
+    older = state_to_json(Saved({"example.test": state}))
+    del older["unsent_by_channel"]
+    older["unsent"] = [t.to_json() for t in transitions]
+    owed = tuple(transitions)
+    assert state_from_json(older) == Saved({"example.test": state}, {"mail": owed, "command": owed})
+    older["unsent"] = []
+    assert state_from_json(older).unsent == {}
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Alerts for monitor transitions: a mail through an SMTP relay, and/or a command run with the
 transitions as JSON on its standard input. Failures are logged, never fatal: the caller keeps
-the transitions of a failed delivery and sends them again with the next pass's."""
+the transitions a channel failed to deliver and sends them again through that channel with the
+next pass's."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import asyncio
 import json
 import logging
 import smtplib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from mta_sts_policyd.endpoints import parse_smtp_relay
 from mta_sts_policyd.errors import ConfigError
-from mta_sts_policyd.tools.monitor.state import Transition
+from mta_sts_policyd.tools.monitor.state import ALERT_CHANNELS, Transition
 
 log = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 60.0
@@ -44,15 +45,31 @@ def render_mail(settings: AlertSettings, transitions: Sequence[Transition]) -> E
     return message
 
 
-async def send_alerts(settings: AlertSettings, transitions: Sequence[Transition]) -> bool:
-    """Every configured channel, each tried; False when one of them failed."""
-    delivered = True
-    if transitions and settings.mail_to:
+def alert_channels(settings: AlertSettings) -> tuple[str, ...]:
+    """The configured channels (of ALERT_CHANNELS), in the order they are tried."""
+    configured = {"mail": bool(settings.mail_to), "command": bool(settings.command)}
+    return tuple(channel for channel in ALERT_CHANNELS if configured[channel])
+
+
+async def send_alerts(
+    settings: AlertSettings, pending: Mapping[str, Sequence[Transition]]
+) -> dict[str, tuple[Transition, ...]]:
+    """Each configured channel sends its own pending transitions, each channel tried; returns
+    what a channel failed to deliver, by channel (empty: everything went out), so a retry
+    goes only through the channel that failed."""
+    unsent: dict[str, tuple[Transition, ...]] = {}
+    for channel in alert_channels(settings):
+        transitions = tuple(pending.get(channel, ()))
+        if transitions and not await _send(settings, channel, transitions):
+            unsent[channel] = transitions
+    return unsent
+
+
+async def _send(settings: AlertSettings, channel: str, transitions: Sequence[Transition]) -> bool:
+    if channel == "mail":
         message = render_mail(settings, transitions)
-        delivered = await asyncio.to_thread(_send_mail, settings, message)
-    if transitions and settings.command:
-        delivered = await _run_command(settings.command, transitions) and delivered
-    return delivered
+        return await asyncio.to_thread(_send_mail, settings, message)
+    return await _run_command(settings.command, transitions)
 
 
 def _send_mail(settings: AlertSettings, message: EmailMessage) -> bool:

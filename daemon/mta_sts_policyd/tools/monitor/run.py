@@ -20,7 +20,7 @@ from mta_sts_policyd.tools.check.gather import Reach
 from mta_sts_policyd.tools.check.judge import DomainReport
 from mta_sts_policyd.tools.check.observations import Options
 from mta_sts_policyd.tools.check.runner import check_one
-from mta_sts_policyd.tools.monitor.alerts import AlertSettings, send_alerts
+from mta_sts_policyd.tools.monitor.alerts import AlertSettings, alert_channels, send_alerts
 from mta_sts_policyd.tools.monitor.gauges import publish
 from mta_sts_policyd.tools.monitor.state import (
     Saved,
@@ -123,12 +123,11 @@ async def run_once(
             "event=monitor-transition domain=%s change=%s severity=%s code=%s message=%r",
             t.domain, t.change, t.severity, t.code, t.message,
         )  # fmt: skip
-    pending = (*saved.unsent, *transitions)
-    if pending and not await send_alerts(alerts, pending):
-        log.warning("event=monitor-alert-kept transitions=%d", len(pending))
-        state_file.save(Saved(states, pending))
-    else:
-        state_file.save(Saved(states))
+    pending = {c: (*saved.unsent.get(c, ()), *transitions) for c in alert_channels(alerts)}
+    unsent = await send_alerts(alerts, pending)
+    for channel, kept in unsent.items():
+        log.warning("event=monitor-alert-kept channel=%s transitions=%d", channel, len(kept))
+    state_file.save(Saved(states, unsent))
     publish(states, now)
     return RunResult(worst_status(r.status for r in reports), transitions, reports)
 

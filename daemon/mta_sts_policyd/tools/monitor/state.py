@@ -7,6 +7,7 @@ alone is not a transition, a changed severity is. The clock is a parameter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -15,6 +16,9 @@ from mta_sts_policyd.tools.check.findings import Finding, NagiosStatus, Severity
 from mta_sts_policyd.tools.check.judge import DomainReport
 
 STATE_VERSION = 1
+
+ALERT_CHANNELS = ("mail", "command")
+"""The ways an alert goes out; each keeps the transitions it could not deliver itself."""
 
 
 class Change(StrEnum):
@@ -143,23 +147,30 @@ def _transition(domain: str, change: Change, f: Finding, previous: Severity | No
 
 @dataclass(frozen=True)
 class Saved:
-    """What the state file keeps: each domain's last findings, and the transitions whose alert
-    could not be delivered yet (sent again with the next pass's, so that none is lost)."""
+    """What the state file keeps: each domain's last findings, and per alert channel the
+    transitions it could not deliver yet (sent again with the next pass's, so that none is
+    lost, and only through that channel, so that the one that worked does not repeat them)."""
 
     domains: dict[str, DomainState] = field(default_factory=dict)
-    unsent: tuple[Transition, ...] = ()
+    unsent: Mapping[str, tuple[Transition, ...]] = field(default_factory=dict)
 
 
 UNSENT_KEPT = 500
-"""At most this many undelivered transitions are kept (the newest): a relay that is down for
-weeks must not grow the file without bound."""
+"""At most this many undelivered transitions are kept per channel (the newest): a relay that
+is down for weeks must not grow the file without bound."""
 
 
 def state_to_json(saved: Saved) -> dict[str, Any]:
+    """The file's JSON. The kept transitions go under `unsent_by_channel`: a version that
+    knew one `unsent` list for every channel still reads this file (without them)."""
     return {
         "version": STATE_VERSION,
         "domains": {d: _domain_json(s) for d, s in saved.domains.items()},
-        "unsent": [t.to_json() for t in saved.unsent[-UNSENT_KEPT:]],
+        "unsent_by_channel": {
+            channel: [t.to_json() for t in kept[-UNSENT_KEPT:]]
+            for channel, kept in saved.unsent.items()
+            if kept
+        },
     }
 
 
@@ -186,16 +197,24 @@ def _domain_json(s: DomainState) -> dict[str, Any]:
 
 def state_from_json(data: Any) -> Saved:
     """Parse a state file; ValueError naming what is wrong (the caller keeps the file). A file
-    written before undelivered alerts were kept has no `unsent`."""
+    written before undelivered alerts were kept has no `unsent`; one written before they were
+    kept per channel has a single `unsent` list, owed to every channel (which one failed was
+    not recorded, so each is tried again, as that version did)."""
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
         raise ValueError(f"not a version {STATE_VERSION} monitor state")
     try:
-        return Saved(
-            {d: _domain_from_json(s) for d, s in data["domains"].items()},
-            tuple(Transition.from_json(t) for t in data.get("unsent", [])),
-        )
+        domains = {d: _domain_from_json(s) for d, s in data["domains"].items()}
+        lists = data.get("unsent_by_channel")
+        if lists is None:  # one list for every channel, or none at all
+            lists = dict.fromkeys(ALERT_CHANNELS, data.get("unsent") or [])
+        unsent = {
+            str(channel): tuple(Transition.from_json(t) for t in kept)
+            for channel, kept in dict(lists).items()
+            if kept
+        }
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"malformed monitor state: {exc!r}") from None
+    return Saved(domains, unsent)
 
 
 def _domain_from_json(s: dict[str, Any]) -> DomainState:
