@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.config.settings import CacheConfig, Config
 from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, policy_hash
+from mta_sts_policyd.reports_in.parse import parse_report
 from mta_sts_policyd.reports_in.readiness import readiness, served_from_text
 from mta_sts_policyd.reports_in.store import ReportsInStore
+from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.state_files import REPORTS_IN_STORE_NAME
 from mta_sts_policyd.tlsrpt.message import build_message
 from mta_sts_policyd.tlsrpt.model import (
@@ -324,3 +327,63 @@ def test_reports_dated_in_the_future_or_past_the_retention_are_refused_with_the_
     edge = mail("Org", TODAY, report_id="today")  # ends at midnight tonight: counts
     assert run(tmp_path, "--domain", "example.com", "--json", stdin=edge) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1
+
+
+def store_as_before(state: Path, raw: dict[str, object]) -> None:
+    """Store a report past the intake's date checks, as the intake did before it refused
+    reports dated in the future."""
+    store = ReportsInStore(state / REPORTS_IN_STORE_NAME)
+    try:
+        assert store.add(parse_report(json.dumps(raw).encode()), "stdin", 0.0)
+    finally:
+        store.close()
+
+
+def test_stored_reports_dated_in_the_future_are_not_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """28 reports about days to come, stored before the intake refused them, made a domain
+    READY; summary and readiness leave them out and say how many they left out."""
+    for org in ("Org A", "Org B"):
+        run(tmp_path, "--domain", "example.com", stdin=mail(org, TODAY - timedelta(days=1)))
+        for i in range(14):
+            store_as_before(tmp_path, report(org, TODAY + timedelta(days=30 + i)))
+    policy = tmp_path / "mta-sts.txt"
+    policy.write_text("\n".join(TESTING) + "\n")
+    capsys.readouterr()
+    assert run(tmp_path, "readiness", "example.com", "--policy", str(policy)) == 1
+    out = capsys.readouterr().out
+    assert "NOT READY for enforce" in out and "1 day(s) of reports" in out
+    assert "28 stored report(s) dated in the future not counted" in out
+    assert run(tmp_path, "readiness", "example.com", "--policy", str(policy), "--json") == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["days_reported"], verdict["not_counted_future"]) == (1, 28)
+    page = tmp_path / "page.html"
+    assert run(tmp_path, "summary", "--domain", "example.com", "--json", "--html", str(page)) == 0
+    assert "28 stored report(s) dated in the future not counted" in page.read_text()
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert {d["day"] for d in summary["days"]} == {(TODAY - timedelta(days=1)).isoformat()}
+    assert summary["not_counted_future"] == 28 and summary["stopped_reporting"] == []
+    assert run(tmp_path, "summary", "--domain", "example.com") == 0
+    assert "28 stored report(s) dated in the future not counted" in capsys.readouterr().out
+    gate = enforce_readiness(
+        Config(cache=CacheConfig(state_dir=str(tmp_path))), "example.com", TESTING
+    )
+    assert gate is not None and not gate.ready and gate.not_counted_future == 28
+
+
+def test_a_report_counts_from_the_moment_its_range_starts(tmp_path: Path) -> None:
+    raw = report("Org A", TODAY, details=[failure("certificate-expired")], failed=3)
+    raw["date-range"] = {
+        "start-datetime": "2030-01-01T12:00:00Z",
+        "end-datetime": "2030-01-02T12:00:00Z",
+    }
+    store_as_before(tmp_path, raw)
+    store = ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME)
+    start = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    for now, counted in ((start - timedelta(microseconds=1), 0), (start, 1)):
+        assert len(store.policy_days("example.com", date.min, now=now)) == counted
+        assert len(store.failure_days("example.com", date.min, now=now)) == counted
+        assert store.reports_starting_after("example.com", now) == 1 - counted
+    assert store.reports_starting_after("other.example", start - timedelta(days=1)) == 0
+    store.close()

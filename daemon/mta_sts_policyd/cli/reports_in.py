@@ -32,7 +32,7 @@ from mta_sts_policyd.errors import PolicySyntaxError, StoreError
 from mta_sts_policyd.reports_in.chart import render_page
 from mta_sts_policyd.reports_in.maildir import scan_maildir
 from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served_from_text
-from mta_sts_policyd.reports_in.summary import Summary, summarize
+from mta_sts_policyd.reports_in.summary import Summary, not_counted_note, summarize
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.sts.policy import parse_policy
 
@@ -100,14 +100,21 @@ def _take(args: argparse.Namespace, config: Config) -> int:
 
 def _summary(args: argparse.Namespace, config: Config) -> int:
     store = composition.read_reports_in_store(config)
-    today = datetime.now(UTC).date()
+    now = datetime.now(UTC)
+    today = now.date()
     since = today - timedelta(days=max(args.days, 1))
     domains = sorted(composition.own_report_domains(config, args.domain))
     if store is None:
         summaries = [summarize(d, [], [], today) for d in domains]
     else:
         summaries = [
-            summarize(d, store.policy_days(d, since), store.failure_days(d, since), today)
+            summarize(
+                d,
+                store.policy_days(d, since, now=now),
+                store.failure_days(d, since, now=now),
+                today,
+                not_counted_future=store.reports_starting_after(d, now),
+            )
             for d in domains or store.domains()
         ]
     if args.html is not None:
@@ -126,9 +133,10 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
 def _readiness(args: argparse.Namespace, config: Config) -> int:
     domain: str = args.target
     store = composition.read_reports_in_store(config)
-    since = date.min
-    policies = [] if store is None else store.policy_days(domain, since)
-    failures = [] if store is None else store.failure_days(domain, since)
+    since, now = date.min, datetime.now(UTC)
+    policies = [] if store is None else store.policy_days(domain, since, now=now)
+    failures = [] if store is None else store.failure_days(domain, since, now=now)
+    future = 0 if store is None else store.reports_starting_after(domain, now)
     try:
         served = _served(args.policy, policies)
     except PolicySyntaxError as exc:
@@ -144,6 +152,7 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
         failures,
         min_days=config.reports_in.min_days,
         min_organizations=config.reports_in.min_organizations,
+        not_counted_future=future,
     )
     if args.json:
         print_json(asdict(verdict))
@@ -155,6 +164,8 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
             f"{len(verdict.organizations)} organisation(s), {verdict.sessions} sessions, "
             f"{verdict.failures} failed"
         )
+        if verdict.not_counted_future:
+            print(f"  {not_counted_note(verdict.not_counted_future)}")
         for reason in verdict.reasons:
             print(f"  - {reason}")
     return EXIT_OK if verdict.ready else EXIT_NOT_READY
@@ -199,6 +210,7 @@ def _summary_json(s: Summary) -> dict[str, Any]:
             for line in s.lines
         ],
         "stopped_reporting": [{"organization": o, "last_day": d.isoformat()} for o, d in s.stopped],
+        "not_counted_future": s.not_counted_future,
     }
 
 
@@ -215,3 +227,5 @@ def _print_summary(s: Summary) -> None:
         )
     for org, day in s.stopped:
         print(f"  ! {org} stopped reporting (last report {day.isoformat()})")
+    if s.not_counted_future:
+        print(f"  {not_counted_note(s.not_counted_future)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from html import escape
 
-from mta_sts_policyd.reports_in.summary import Summary, daily_totals
+from mta_sts_policyd.reports_in.summary import Summary, daily_totals, not_counted_note
 
 WIDTH, HEIGHT, PAD = 720, 220, 40
 
@@ -45,12 +45,14 @@ def _section(summary: Summary) -> str:
     stopped = "".join(
         f"<li>{escape(org)}: last report {day.isoformat()}</li>" for org, day in summary.stopped
     )
+    future = summary.not_counted_future
+    note = f"<p>{escape(not_counted_note(future))}.</p>" if future else ""
     return f"""<h2>{escape(summary.domain)}</h2>
 {_svg(daily_totals(summary))}
 <table><tr><th class=l>day</th><th class=l>organisation</th><th>sessions</th>
 <th>failures</th><th>rate</th><th class=l>failures by result type</th></tr>
 {rows}</table>
-{f"<p>Stopped reporting:</p><ul>{stopped}</ul>" if stopped else ""}"""
+{note}{f"<p>Stopped reporting:</p><ul>{stopped}</ul>" if stopped else ""}"""
 
 
 def _svg(totals: list[tuple[date, int, int]]) -> str:

@@ -43,6 +43,8 @@ class Verdict:
     sessions: int
     failures: int
     blocking: tuple[str, ...] = field(default=())
+    not_counted_future: int = 0
+    """Stored reports left out because their range starts after now (said with the counts)."""
 
 
 def served_from_text(lines: list[str] | tuple[str, ...]) -> ServedPolicy:
@@ -72,6 +74,7 @@ def readiness(
     *,
     min_days: int = DEFAULT_MIN_DAYS,
     min_organizations: int = DEFAULT_MIN_ORGANIZATIONS,
+    not_counted_future: int = 0,
 ) -> Verdict:
     mine = [p for p in policy_days if p.policy_hash == served.policy_hash]
     days = sorted({p.day for p in mine})
@@ -98,6 +101,7 @@ def readiness(
         sessions=sum(p.successes + p.failures for p in mine),
         failures=sum(p.failures for p in mine),
         blocking=tuple(blocking),
+        not_counted_future=not_counted_future,
     )
 
 

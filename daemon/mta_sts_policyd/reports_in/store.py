@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from mta_sts_policyd.errors import StoreError
@@ -145,12 +145,18 @@ class ReportsInStore:
                 )
         return True
 
-    def policy_days(self, domain: str, since: date) -> list[PolicyDay]:
+    def policy_days(
+        self, domain: str, since: date, *, now: datetime | None = None
+    ) -> list[PolicyDay]:
+        """What each organisation reported per day from `since`; with `now`, without the
+        reports whose range starts after it (`_started`)."""
+        started, after = _started(now)
         rows = self._read(
             "SELECT day, organization, policy_type, policy_hash, mode, policy_text,"
             " SUM(successes), SUM(failures) FROM policies WHERE domain = ? AND day >= ?"
-            " GROUP BY day, organization, policy_type, policy_hash ORDER BY day, organization",
-            (domain, since.isoformat()),
+            f"{started} GROUP BY day, organization, policy_type, policy_hash"
+            " ORDER BY day, organization",
+            (domain, since.isoformat(), *after),
         )
         return [
             PolicyDay(
@@ -166,13 +172,17 @@ class ReportsInStore:
             for r in rows
         ]
 
-    def failure_days(self, domain: str, since: date) -> list[FailureDay]:
+    def failure_days(
+        self, domain: str, since: date, *, now: datetime | None = None
+    ) -> list[FailureDay]:
+        """The failures reported per day from `since`; `now` as for `policy_days`."""
+        started, after = _started(now, "failures")
         rows = self._read(
             "SELECT day, organization, policy_hash, result_type, receiving_mx, SUM(count)"
-            " FROM failures WHERE domain = ? AND day >= ?"
+            f" FROM failures WHERE domain = ? AND day >= ?{started}"
             " GROUP BY day, organization, policy_hash, result_type, receiving_mx"
             " ORDER BY day, organization",
-            (domain, since.isoformat()),
+            (domain, since.isoformat(), *after),
         )
         return [
             FailureDay(
@@ -185,6 +195,16 @@ class ReportsInStore:
             )
             for r in rows
         ]
+
+    def reports_starting_after(self, domain: str, now: datetime) -> int:
+        """How many reports about `domain` the `now` of `policy_days` leaves out."""
+        rows = self._read(
+            "SELECT COUNT(*) FROM reports WHERE start > ? AND EXISTS (SELECT 1 FROM policies"
+            " WHERE policies.organization = reports.organization"
+            " AND policies.report_id = reports.report_id AND policies.domain = ?)",
+            (_stored_time(now), domain),
+        )
+        return int(str(rows[0][0]))
 
     def domains(self) -> list[str]:
         return [
@@ -204,3 +224,23 @@ class ReportsInStore:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from None
+
+
+def _started(now: datetime | None, table: str = "policies") -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its argument) that leaves out rows of reports whose range starts
+    after `now`: the intake refuses future dates, but reports stored before it did would count
+    days that have not happened (a `readiness` READY from reports about 2030)."""
+    if now is None:
+        return "", ()
+    condition = (
+        " AND NOT EXISTS (SELECT 1 FROM reports WHERE reports.start > ?"
+        f" AND reports.organization = {table}.organization"
+        f" AND reports.report_id = {table}.report_id)"
+    )
+    return condition, (_stored_time(now),)
+
+
+def _stored_time(moment: datetime) -> str:
+    """`moment` as `add` stores a range's start (ISO 8601 in UTC), so the text compares in time
+    order with the stored ones."""
+    return moment.astimezone(UTC).isoformat()

@@ -34,10 +34,17 @@ class Summary:
     lines: tuple[DayLine, ...]
     stopped: tuple[tuple[str, date], ...]
     """(organisation, last day reported) for those silent for SILENT_AFTER before `today`."""
+    not_counted_future: int = 0
+    """Stored reports left out because their range starts after now (said with the lines)."""
 
 
 def summarize(
-    domain: str, policies: list[PolicyDay], failures: list[FailureDay], today: date
+    domain: str,
+    policies: list[PolicyDay],
+    failures: list[FailureDay],
+    today: date,
+    *,
+    not_counted_future: int = 0,
 ) -> Summary:
     lines: dict[tuple[date, str], DayLine] = {}
     for p in policies:
@@ -54,7 +61,12 @@ def summarize(
     for day, org in lines:
         last[org] = max(last[org], day)
     stopped = tuple(sorted((org, day) for org, day in last.items() if today - day > SILENT_AFTER))
-    return Summary(domain, tuple(lines[k] for k in sorted(lines)), stopped)
+    return Summary(domain, tuple(lines[k] for k in sorted(lines)), stopped, not_counted_future)
+
+
+def not_counted_note(count: int) -> str:
+    """What the outputs say of `not_counted_future` (summary, readiness, the HTML page)."""
+    return f"{count} stored report(s) dated in the future not counted"
 
 
 def daily_totals(summary: Summary) -> list[tuple[date, int, int]]:

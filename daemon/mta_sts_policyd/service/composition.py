@@ -221,21 +221,23 @@ def enforce_readiness(config: Config, domain: str, served_lines: list[str]) -> V
     `generate --mode enforce` (and `publish`) consult it: with a reports-in store in the state
     directory, switching a domain whose reports show trouble needs `--force`.
     """
-    from datetime import date
+    from datetime import UTC, date, datetime
 
     from mta_sts_policyd.reports_in.readiness import readiness, served_from_text
 
     store = read_reports_in_store(config)
     if store is None:
         return None
+    now = datetime.now(UTC)
     try:
         return readiness(
             domain,
             served_from_text(served_lines),
-            store.policy_days(domain, date.min),
-            store.failure_days(domain, date.min),
+            store.policy_days(domain, date.min, now=now),
+            store.failure_days(domain, date.min, now=now),
             min_days=config.reports_in.min_days,
             min_organizations=config.reports_in.min_organizations,
+            not_counted_future=store.reports_starting_after(domain, now),
         )
     finally:
         store.close()
