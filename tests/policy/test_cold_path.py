@@ -65,6 +65,18 @@ async def test_a_domain_without_policy_costs_one_early_question_and_no_aaaa(
     assert dns_server.query_count(D, "MX") == 0
 
 
+async def test_a_policy_host_that_connects_on_ipv4_costs_no_aaaa_question(
+    sts_world: StsWorld, dns_server: DnsServer, clock: FakeClock
+) -> None:
+    """AAAA is the fallback of the early A answer: asked only when IPv4 fails."""
+    sts_world.publish(D, ENFORCE)
+    dns_server.set_aaaa(f"mta-sts.{D}", "::1")
+    reply, _ = await timed_answer(sts_world, clock)
+    assert reply == ENFORCE_REPLY
+    assert dns_server.query_count(f"mta-sts.{D}", "A") == 1
+    assert dns_server.query_count(f"mta-sts.{D}", "AAAA") == 0
+
+
 async def test_slow_mx_runs_beside_the_fetch_not_after_it(
     sts_world: StsWorld, dns_server: DnsServer, clock: FakeClock
 ) -> None:
@@ -131,3 +143,29 @@ async def test_an_ipv6_policy_host_is_reached_when_ipv4_refuses(
     finally:
         https.__exit__(None, None, None)
     assert fetched.policy.mx == ("mail.example.test",)
+
+
+async def test_after_the_early_a_answer_a_refused_ipv4_falls_back_to_ipv6(
+    dns_server: DnsServer, trust_ca: trustme.CA
+) -> None:
+    """The cold path (TXT and A together): IPv4 refuses, so AAAA is asked, once, and used."""
+    try:
+        https = HttpsServer(trust_ca, host="::1").__enter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        https.set_policy(D, ENFORCE)
+        dns_server.set_txt(f"_mta-sts.{D}", "v=STSv1; id=1;")
+        dns_server.set_a(f"mta-sts.{D}", "127.0.0.2")  # nothing listens there: refused at once
+        dns_server.set_aaaa(f"mta-sts.{D}", "::1")
+        discovery = Discovery(
+            nameservers=[dns_server.nameserver], ca_file=https.ca_pem_path, https_port=https.port
+        )
+        await discovery.lookup_txt(D, fetch_likely=True)
+        fetched = await discovery.fetch_policy(D)
+        await discovery.aclose()
+    finally:
+        https.__exit__(None, None, None)
+    assert fetched.policy.mx == ("mail.example.test",)
+    assert dns_server.query_count(f"mta-sts.{D}", "A") == 1
+    assert dns_server.query_count(f"mta-sts.{D}", "AAAA") == 1

@@ -38,8 +38,8 @@ class ResolvingBackend(AsyncNetworkBackend):
 
     A and AAAA are asked in parallel and the connection attempts raced (RFC 8305); an A
     question started early by `prefetch` (while the TXT record is still being asked) is used
-    instead of a new one. httpcore still passes the host name to TLS, so SNI, Host and the
-    certificate check use it.
+    instead of a new one, and then AAAA is only asked when IPv4 fails. httpcore still passes
+    the host name to TLS, so SNI, Host and the certificate check use it.
     """
 
     def __init__(self, dns_client: DnsClient, port: int) -> None:
@@ -93,14 +93,10 @@ class ResolvingBackend(AsyncNetworkBackend):
             if early is None:
                 v4, v6 = self._dns.ipv4(host), self._dns.ipv6(host)
                 return await connect_happy(v4, v6, attempt, close, RESOLUTION_DELAY)
-            # The early A answer came with the TXT one; AAAA is only asked now. Waiting the
-            # RFC 8305 resolution delay for it would add that round trip to every cold fetch,
-            # so IPv4 goes first and the AAAA answer is the fallback, read only if needed.
-            v6_later = self._dns.ipv6_later(host)
-            try:
-                return await connect_v4_first(early, v6_later.addresses, attempt, close)
-            finally:
-                v6_later.cancel()
+            # The early A answer came with the TXT one. Waiting the RFC 8305 resolution delay
+            # for an AAAA answer would add that round trip to every cold fetch, so IPv4 goes
+            # first and AAAA is the fallback, asked only when IPv4 has no address or failed.
+            return await connect_v4_first(early, lambda: self._dns.ipv6(host), attempt, close)
         except NoAddresses as exc:
             if exc.failure is not None:
                 reason = exc.failure.reason

@@ -229,10 +229,6 @@ class DnsClient:
         answer = await self._query(host, rdtype)
         return [rd.address for rd in answer.records]
 
-    def ipv6_later(self, host: str) -> Later:
-        """The AAAA question of `host` asked now; its reply is parsed only if it is read."""
-        return Later(self, host, dns.rdatatype.AAAA)
-
     def mx_later(self, domain: str) -> Later:
         """The MX question of `domain` asked now; its reply is parsed only if it is read."""
         return Later(self, domain, dns.rdatatype.MX)
@@ -247,10 +243,10 @@ class DnsClient:
 
 
 class Later:
-    """A question asked on speculation (the AAAA fallback of a fetch, the MX set a policy may
-    need): the reply is received now but parsed only when read. Parsing a reply costs more CPU
-    than asking (dnspython builds every name and record), and most of these are never read.
-    A reply that turns out unusable is asked again the ordinary way."""
+    """A question asked on speculation (the MX set a policy may need): the reply is received
+    now but parsed only when read. Parsing a reply costs more CPU than asking (dnspython builds
+    every name and record), and most of these are never read. A reply that turns out unusable
+    is asked again the ordinary way."""
 
     def __init__(self, client: DnsClient, qname: str, rdtype: dns.rdatatype.RdataType) -> None:
         self._client = client
