@@ -260,3 +260,66 @@ async def test_a_single_refused_address_is_named() -> None:
     with pytest.raises(AllAttemptsFailed) as caught:
         await connect_first(["a"], attempts.connect, attempts.close)
     assert caught.value.problems == ["a: refused by a"]
+
+
+class AskedLater:
+    """The AAAA question of connect_v4_first: when it was asked, and its answer's delay."""
+
+    def __init__(self, addresses: list[str], after: float = 0.0) -> None:
+        self.addresses = addresses
+        self.after = after
+        self.asked_at: float | None = None
+        self.t0 = time.monotonic()
+
+    async def ask(self) -> list[str]:
+        self.asked_at = time.monotonic() - self.t0
+        await asyncio.sleep(self.after)
+        return self.addresses
+
+
+async def test_a_silent_ipv4_brings_in_ipv6_after_the_attempt_delay() -> None:
+    """IPv4 neither connects nor fails (SYNs dropped): AAAA is asked after the attempt delay,
+    not after the fetch's deadline, and IPv6 wins."""
+    attempts = Attempts({"192.0.2.1": (30.0, True), "2001:db8::1": (0.0, True)})
+    v6 = AskedLater(["2001:db8::1"])
+    started = time.monotonic()
+    got = await connect_v4_first(
+        answer(["192.0.2.1"], 0), v6.ask, attempts.connect, attempts.close, 0.1
+    )
+    assert got == "2001:db8::1"
+    assert v6.asked_at is not None and 0.08 <= v6.asked_at < 1.0
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_slow_ipv4_that_connects_first_still_wins_and_ipv6_is_dropped() -> None:
+    attempts = Attempts({"192.0.2.1": (0.3, True), "2001:db8::1": (5.0, True)})
+    v6 = AskedLater(["2001:db8::1"])
+    got = await connect_v4_first(
+        answer(["192.0.2.1"], 0), v6.ask, attempts.connect, attempts.close, 0.1
+    )
+    assert got == "192.0.2.1"
+    assert v6.asked_at is not None  # asked after the delay, its attempt cancelled
+    assert "2001:db8::1" in attempts.started and attempts.closed == []
+
+
+async def test_ipv4_that_connects_within_the_delay_never_asks_aaaa() -> None:
+    attempts = Attempts({"192.0.2.1": (0.05, True)})
+    v6 = AskedLater(["2001:db8::1"])
+    got = await connect_v4_first(
+        answer(["192.0.2.1"], 0), v6.ask, attempts.connect, attempts.close, 0.5
+    )
+    assert got == "192.0.2.1" and v6.asked_at is None
+
+
+async def test_an_aaaa_answer_later_than_the_resolution_delay_races_a_silent_ipv4() -> None:
+    attempts = Attempts({"192.0.2.1": (30.0, True), "2001:db8::1": (0.0, True)})
+    started = time.monotonic()
+    got = await connect_happy(
+        answer(["192.0.2.1"], 0),
+        answer(["2001:db8::1"], 0.1),
+        attempts.connect,
+        attempts.close,
+        0.0,
+    )
+    assert got == "2001:db8::1"
+    assert time.monotonic() - started < 2.0  # the attempt delay (0.25 s), not IPv4's 30 s

@@ -38,8 +38,8 @@ class ResolvingBackend(AsyncNetworkBackend):
 
     A and AAAA are asked in parallel and the connection attempts raced (RFC 8305); an A
     question started early by `prefetch` (while the TXT record is still being asked) is used
-    instead of a new one, and then AAAA is only asked when IPv4 fails. httpcore still passes
-    the host name to TLS, so SNI, Host and the certificate check use it.
+    instead of a new one, and then AAAA is only asked when IPv4 fails or stalls. httpcore still
+    passes the host name to TLS, so SNI, Host and the certificate check use it.
     """
 
     def __init__(self, dns_client: DnsClient, port: int) -> None:
@@ -95,7 +95,8 @@ class ResolvingBackend(AsyncNetworkBackend):
                 return await connect_happy(v4, v6, attempt, close, RESOLUTION_DELAY)
             # The early A answer came with the TXT one. Waiting the RFC 8305 resolution delay
             # for an AAAA answer would add that round trip to every cold fetch, so IPv4 goes
-            # first and AAAA is the fallback, asked only when IPv4 has no address or failed.
+            # first and AAAA is the fallback, asked only when IPv4 has no address, failed, or
+            # has not connected within the attempt delay.
             return await connect_v4_first(early, lambda: self._dns.ipv6(host), attempt, close)
         except NoAddresses as exc:
             if exc.failure is not None:

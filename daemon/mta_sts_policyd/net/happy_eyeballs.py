@@ -8,17 +8,20 @@ address (or a broken address family) costs 250 ms, not a connect timeout.
 Rules kept from RFC 8305: AAAA preferred, but once A has answered, AAAA gets at most the
 resolution delay (§3, 50 ms) before IPv4 attempts start; addresses interleaved by family, IPv6
 first (§4); a new attempt every connection attempt delay (§5, 250 ms) or at once when the
-previous one failed; the first established connection wins and the others are closed. One
-departure, `connect_v4_first`: when the A question went out early (with the `_mta-sts` TXT
-one, for a cold lookup), IPv4 is tried at once and AAAA is only asked if IPv4 fails.
+previous one failed; the first established connection wins and the others are closed.
+Addresses of the other family that come later join the race when the known ones have not
+connected within the attempt delay. One departure, `connect_v4_first`: when the A question
+went out early (with the `_mta-sts` TXT one, for a cold lookup), IPv4 is tried at once and
+AAAA is only asked when IPv4 has not connected within the attempt delay, or failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mta_sts_policyd.errors import DnsLookupError
 
@@ -75,24 +78,14 @@ async def connect_happy(
     close: Callable[[T], Awaitable[None]],
     resolution_delay: float = RESOLUTION_DELAY,
 ) -> T:
-    """Resolve and connect; AAAA answers that come after the attempts began are tried when
-    every address known then has failed (a dual-stack host with broken IPv4 still works)."""
+    """Resolve and connect; AAAA answers that come after the attempts began join the race
+    when no address known then has connected within the attempt delay, or all failed (a
+    dual-stack host whose IPv4 refuses or stays silent still works)."""
     v4_task, v6_task = asyncio.ensure_future(v4), asyncio.ensure_future(v6)
     try:
         addresses = await _first_addresses(v4_task, v6_task, resolution_delay)
-        try:
-            return await connect_first(addresses, connect, close)
-        except AllAttemptsFailed as failed:
-            if v6_task.done():
-                raise
-            await asyncio.wait({v6_task})
-            later = [a for a in _addresses(v6_task) if a not in addresses]
-            if not later:
-                raise
-            try:
-                return await connect_first(later, connect, close)
-            except AllAttemptsFailed as again:
-                raise AllAttemptsFailed(failed.problems + again.problems) from None
+        late = None if v6_task.done() else functools.partial(_late_addresses, v6_task)
+        return await connect_first(addresses, connect, close, more=late)
     finally:
         v6_task.cancel()
         v4_task.cancel()
@@ -103,36 +96,28 @@ async def connect_v4_first(
     ask_v6: Callable[[], Awaitable[list[str]]],
     connect: Callable[[str], Awaitable[T]],
     close: Callable[[T], Awaitable[None]],
+    attempt_delay: float = CONNECTION_ATTEMPT_DELAY,
 ) -> T:
     """`connect_happy` with no resolution delay, for an A question asked early (beside the
     TXT one): IPv4 attempts start as soon as A has addresses; AAAA is only asked (`ask_v6`)
-    when A has none or every IPv4 attempt failed. Almost every policy host connects on
-    IPv4, so asking AAAA beside it cost each cold fetch a DNS question (and in a burst, the
-    CPU of every other lookup's question) for an answer that was thrown away; a host whose
-    IPv4 refuses pays one round trip more before trying IPv6."""
+    when A has none, or no IPv4 attempt connected within the attempt delay, or all failed.
+    Almost every policy host connects on IPv4 at once, so asking AAAA beside it cost each
+    cold fetch a DNS question (and in a burst, the CPU of every other lookup's question) for
+    an answer that was thrown away; a host whose IPv4 fails pays one round trip more."""
     failure: DnsLookupError | None = None
     try:
         v4_addresses = await v4
     except DnsLookupError as exc:
         failure, v4_addresses = exc, []
-    problems: list[str] = []
     if v4_addresses:
-        try:
-            return await connect_first(v4_addresses, connect, close)
-        except AllAttemptsFailed as failed:
-            problems = failed.problems
+        return await connect_first(v4_addresses, connect, close, attempt_delay, more=ask_v6)
     try:
-        v6_addresses = [a for a in await ask_v6() if a not in v4_addresses]
+        v6_addresses = await ask_v6()
     except DnsLookupError as exc:
         failure, v6_addresses = failure or exc, []
     if not v6_addresses:
-        if problems:
-            raise AllAttemptsFailed(problems)
         raise NoAddresses(failure)
-    try:
-        return await connect_first(v6_addresses, connect, close)
-    except AllAttemptsFailed as again:
-        raise AllAttemptsFailed(problems + again.problems) from None
+    return await connect_first(v6_addresses, connect, close, attempt_delay)
 
 
 async def _first_addresses(
@@ -149,14 +134,26 @@ async def _first_addresses(
     raise NoAddresses(_failure(v4_task) or _failure(v6_task))
 
 
+async def _late_addresses(task: asyncio.Future[list[str]]) -> list[str]:
+    await asyncio.wait({task})
+    return _addresses(task)
+
+
 async def connect_first(
     addresses: Sequence[str],
     connect: Callable[[str], Awaitable[T]],
     close: Callable[[T], Awaitable[None]],
     attempt_delay: float = CONNECTION_ATTEMPT_DELAY,
+    *,
+    more: Callable[[], Awaitable[list[str]]] | None = None,
 ) -> T:
-    """Staggered attempts over `addresses`; the first connection wins, the others are closed."""
-    if len(addresses) == 1:  # nothing to stagger: no task, no wait set (most policy hosts)
+    """Staggered attempts over `addresses`; the first connection wins, the others are closed.
+
+    `more` gives further addresses (the other family's), asked at most once: when every known
+    address has an attempt and none connected within the attempt delay, or all failed. Its
+    addresses join the race; a DNS failure there only means there are none.
+    """
+    if len(addresses) == 1 and more is None:  # nothing to stagger: no task, no wait set
         try:
             return await connect(addresses[0])
         except Exception as exc:
@@ -165,19 +162,33 @@ async def connect_first(
     pending: dict[asyncio.Task[T], str] = {}
     remaining = list(addresses)
     order = {address: index for index, address in enumerate(addresses)}
+    lookup: asyncio.Future[list[str]] | None = None
     winner: T | None = None
+    move_on = True  # start the next attempt (or ask `more`): at first, on a failure, on a stall
     try:
-        while winner is None and (remaining or pending):
-            if remaining:
+        while winner is None and (remaining or pending or lookup is not None or more is not None):
+            if move_on and remaining:
                 address = remaining.pop(0)
                 pending[asyncio.ensure_future(connect(address))] = address
-            timeout = attempt_delay if remaining else None
+            elif move_on and more is not None:
+                lookup, more = asyncio.ensure_future(more()), None
+            if not pending and lookup is None:
+                break
+            waiting: set[asyncio.Future[Any]] = {*pending, *([lookup] if lookup else [])}
+            timeout = attempt_delay if remaining or more is not None else None
             done, _ = await asyncio.wait(
-                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            move_on = not done
+            if lookup is not None and lookup in done:
+                for address in _addresses(lookup):
+                    if address not in order:
+                        order[address] = len(order)
+                        remaining.append(address)
+                lookup, move_on = None, True
             # Several done in one turn (a loop delayed past the attempt delay): the earlier
             # address in the preferred order wins, so the choice does not depend on timing.
-            for task in sorted(done, key=lambda d: order[pending[d]]):
+            for task in sorted(pending.keys() & done, key=lambda d: order[pending[d]]):
                 address = pending.pop(task)
                 if task.exception() is None and winner is None:
                     winner = task.result()
@@ -185,7 +196,10 @@ async def connect_first(
                     await close(task.result())
                 else:
                     problems[address] = _describe(task.exception())
+                    move_on = True
     finally:
+        if lookup is not None:
+            lookup.cancel()
         for task in pending:
             task.cancel()
         late = await asyncio.gather(*pending, return_exceptions=True)
@@ -193,7 +207,7 @@ async def connect_first(
             if not isinstance(connection, BaseException):
                 await close(connection)
     if winner is None:
-        raise AllAttemptsFailed([f"{_where(a)}: {problems[a]}" for a in addresses if a in problems])
+        raise AllAttemptsFailed([f"{_where(a)}: {problems[a]}" for a in order if a in problems])
     return winner
 
 
