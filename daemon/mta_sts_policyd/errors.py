@@ -8,6 +8,7 @@ second must never remove a cached policy (RFC 8461 §3.3).
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 
 
@@ -94,6 +95,18 @@ class StateLockedError(MtaStsError):
     (EX_UNAVAILABLE) instead of sharing its files and control socket."""
 
     exit_code = 69
+
+
+class SocketInUseError(MtaStsError, OSError):
+    """A unix socket path another live process listens on. An OSError (EADDRINUSE) like a TCP
+    address in use, so `serve` exits 75 for both: the holder is usually the instance being
+    replaced, and systemd should try again, not give up as on a configuration error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EADDRINUSE, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DatagramError(MtaStsError):

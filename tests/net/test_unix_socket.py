@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, SocketInUseError
 from mta_sts_policyd.net.unix_socket import bind_unix_socket, group_id
 
 KINDS = [socket.SOCK_STREAM, socket.SOCK_DGRAM]
@@ -57,7 +57,7 @@ def test_live_socket_is_never_taken_over(sock_dir: Path, kind: socket.SocketKind
     with _listener(path, kind) as live:
         inode = path.stat().st_ino
         in_use = f"^x {re.escape(str(path))} is in use by another process$"
-        with pytest.raises(ConfigError, match=in_use):
+        with pytest.raises(SocketInUseError, match=in_use):
             bind_unix_socket(path, kind, mode=0o600, what="x")
         assert path.stat().st_ino == inode
         if kind == socket.SOCK_STREAM:  # the first owner still gets its clients

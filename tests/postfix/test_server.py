@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, SocketInUseError
 from mta_sts_policyd.postfix.server import SocketmapServer, systemd_listen_sockets
 from mta_sts_policyd.postfix.socketmap import encode_netstring
 from support.socketmap_fakes import SECURE, Answers, read_replies
@@ -346,7 +346,7 @@ async def test_unix_socket_stale_file_replaced_live_one_refused(
     first = SocketmapServer(answers)
     await first.listen_unix(path, mode=0o600)
     second = SocketmapServer(answers)
-    with pytest.raises(ConfigError, match="in use by another process"):
+    with pytest.raises(SocketInUseError, match="in use by another process"):
         await second.listen_unix(path)
     with pytest.raises(ConfigError, match="does not exist"):
         await second.listen_unix(str(tmp_path / "t.sock"), group="no-such-group-xyz")

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import StsWorld
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import SocketInUseError
 from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service.control import (
@@ -126,7 +126,7 @@ async def test_a_stale_socket_file_is_replaced(sts_world: StsWorld, short_dir: P
 async def test_a_live_control_socket_is_not_taken_over(setup: Setup, sts_world: StsWorld) -> None:
     """A second daemon on the same state directory fails instead of stealing the channel."""
     resolver = PolicyResolver(sts_world.discovery(), PolicyCache(None), lookup_settings())
-    with pytest.raises(ConfigError, match=r"control socket .* is in use by another process"):
+    with pytest.raises(SocketInUseError, match=r"control socket .* is in use by another process"):
         await ControlServer(resolver).start(setup.path)
     assert (await setup.ask({"command": "list"}))["ok"] is True
 

@@ -224,7 +224,7 @@ def test_a_start_that_fails_half_way_leaves_no_control_socket(daemon: DaemonProc
             "socket": str(taken),
         })  # fmt: skip
         code, stderr = serve_once(daemon)
-        assert code == 78 and "in use by another process" in stderr
+        assert code == 75 and "in use by another process" in stderr
         assert not (daemon.state_dir / "control.sock").exists()
         assert sorted(p.name for p in daemon.state_dir.iterdir() if p.is_socket()) == []
     finally:

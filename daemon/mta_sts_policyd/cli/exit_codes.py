@@ -27,7 +27,8 @@ class ExitCode(IntEnum):
     cannot be written."""
     TEMPFAIL = 75
     """EX_TEMPFAIL: could not find out now (DNS/HTTPS failure, daemon not reachable); for
-    reports-in also a store that cannot be used, so that Postfix's pipe retries the report."""
+    `serve` a listen address or unix socket another process holds; for reports-in also a store
+    that cannot be used, so that Postfix's pipe retries the report."""
     CONFIG = 78
     """EX_CONFIG: the configuration is invalid; systemd does not restart on it."""
     INTERRUPTED = 130

@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, SocketInUseError
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ def bind_unix_socket(
 ) -> BoundUnixSocket:
     """Bind `kind` (SOCK_STREAM or SOCK_DGRAM) at `path` with `mode` and `group`.
 
-    `group` is a gid, a numeric string or a group name. ConfigError (naming `what` and the
-    path) when the path is in use, is not a socket, or the group does not exist.
+    `group` is a gid, a numeric string or a group name. SocketInUseError when another process
+    listens on the path; ConfigError (naming `what` and the path) when it is not a socket, or
+    the group does not exist.
     """
     path = Path(path)
     gid = group_id(group, what) if group not in (None, "") else -1
@@ -126,4 +127,4 @@ def remove_stale_socket(path: Path, kind: socket.SocketKind, what: str = "unix s
         return
     finally:
         probe.close()
-    raise ConfigError(f"{what} {path} is in use by another process")
+    raise SocketInUseError(f"{what} {path} is in use by another process")

@@ -45,7 +45,8 @@ async def serve(daemon: Daemon) -> int:
         log.error("event=start-failed reason=%r", str(exc))
         return exc.exit_code
     except OSError as exc:
-        # e.g. the address is still held by the previous instance: one line, and 75 (retry).
+        # e.g. an address or unix socket still held by the previous instance (SocketInUseError
+        # included): one line, and 75 (retry).
         log.error("event=start-failed reason=%r", str(exc))
         return EXIT_TEMPFAIL
     freeze_startup_heap()
