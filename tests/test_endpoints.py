@@ -122,3 +122,12 @@ def test_listen_address_port_is_1_to_65535(spec: str, why: str) -> None:
     with pytest.raises(ConfigError, match=rf"^server\.listen: .*{why}"):
         parse_listen_address(spec, "server.listen")
     assert parse_listen_address("[::1]:65535", "k") == ("::1", 65535)
+
+
+@pytest.mark.parametrize("spec", ["::1", "::1:8463", "2001:db8::1:25", "fe80::1"])
+def test_listen_address_ipv6_without_brackets_is_refused(spec: str) -> None:
+    """Read as HOST:PORT, "::1" would be host "::" (every address) on port 1."""
+    with pytest.raises(ConfigError, match=r"^server\.listen: .*IPv6 address goes in brackets"):
+        parse_listen_address(spec, "server.listen")
+    assert parse_listen_address("[::1]:8463", "k") == ("::1", 8463)
+    assert parse_listen_address("127.0.0.1:8463", "k") == ("127.0.0.1", 8463)

@@ -61,9 +61,12 @@ def parse_listen_address(text: str, key: str) -> tuple[str, int]:
             raise ConfigError(f"{key}: expected unix:/absolute/path, got {text!r}")
         return "unix", 0
     host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
     if not sep or not host or not (port.isascii() and port.isdigit()):
         raise ConfigError(f"{key}: expected HOST:PORT, [IPv6]:PORT or unix:/path, got {text!r}")
+    if ":" in host and not bracketed:  # "::1" would be host "::" (every address), port 1
+        raise ConfigError(f"{key}: {text!r}: an IPv6 address goes in brackets: [::1]:8463")
     return host, _port_number(port, text, key)
 
 
