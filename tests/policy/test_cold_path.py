@@ -124,31 +124,12 @@ async def test_a_failing_mx_lookup_still_yields_the_policy(
     assert reply.startswith(b"OK secure match=")
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["fetch-alone", "after-early-a"])
 async def test_an_ipv6_policy_host_is_reached_when_ipv4_refuses(
-    dns_server: DnsServer, trust_ca: trustme.CA
+    dns_server: DnsServer, trust_ca: trustme.CA, early: bool
 ) -> None:
-    try:
-        https = HttpsServer(trust_ca, host="::1").__enter__()
-    except OSError:
-        pytest.skip("no IPv6 loopback here")
-    try:
-        https.set_policy(D, ENFORCE)
-        dns_server.set_a(f"mta-sts.{D}", "127.0.0.2")  # nothing listens there: refused at once
-        dns_server.set_aaaa(f"mta-sts.{D}", "::1")
-        discovery = Discovery(
-            nameservers=[dns_server.nameserver], ca_file=https.ca_pem_path, https_port=https.port
-        )
-        fetched = await discovery.fetch_policy(D)
-        await discovery.aclose()
-    finally:
-        https.__exit__(None, None, None)
-    assert fetched.policy.mx == ("mail.example.test",)
-
-
-async def test_after_the_early_a_answer_a_refused_ipv4_falls_back_to_ipv6(
-    dns_server: DnsServer, trust_ca: trustme.CA
-) -> None:
-    """The cold path (TXT and A together): IPv4 refuses, so AAAA is asked, once, and used."""
+    """A and AAAA raced (a fetch alone), or after the early A answer (the cold path: TXT and A
+    together), where AAAA is only asked because IPv4 refused: once either way."""
     try:
         https = HttpsServer(trust_ca, host="::1").__enter__()
     except OSError:
@@ -161,7 +142,8 @@ async def test_after_the_early_a_answer_a_refused_ipv4_falls_back_to_ipv6(
         discovery = Discovery(
             nameservers=[dns_server.nameserver], ca_file=https.ca_pem_path, https_port=https.port
         )
-        await discovery.lookup_txt(D, fetch_likely=True)
+        if early:
+            await discovery.lookup_txt(D, fetch_likely=True)
         fetched = await discovery.fetch_policy(D)
         await discovery.aclose()
     finally:
