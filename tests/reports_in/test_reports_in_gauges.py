@@ -60,3 +60,37 @@ def test_no_store_yet_exports_no_series(tmp_path: Path) -> None:
     text = generate_latest(REGISTRY).decode()
     assert "own_domain_report_sessions{" not in text
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_reports_dated_after_now_do_not_count(tmp_path: Path) -> None:
+    """As in `summary` and `readiness`: a stored report about a day to come (taken in before
+    the intake refused them) neither ends the clean streak nor adds sessions."""
+    path = tmp_path / "reports-in.sqlite"
+    store = ReportsInStore(path)
+    today = datetime.now(UTC).date()
+    for i in range(1, 4):
+        store.add(
+            parse_report(json.dumps(report("Org", today - timedelta(days=i))).encode()), "t", 0
+        )
+    future = report("Org", today + timedelta(days=3), ok=9, failed=9,
+                    details=[failure("certificate-expired", count=9)])  # fmt: skip
+    store.add(parse_report(json.dumps(future).encode()), "t", 0.0)
+    store.close()
+    gauges.bind(path, ("example.com",), lambda: datetime.now(UTC))
+    try:
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        gauges.bind(tmp_path / "absent.sqlite", (), lambda: datetime.now(UTC))
+    assert 'mta_sts_policyd_own_domain_report_clean_days{domain="example.com"} 3.0' in text
+
+
+def test_an_unreadable_store_leaves_the_gauges_out_not_the_scrape(tmp_path: Path) -> None:
+    path = tmp_path / "reports-in.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    gauges.bind(path, ("example.com",), lambda: datetime.now(UTC))
+    try:
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        gauges.bind(tmp_path / "absent.sqlite", (), lambda: datetime.now(UTC))
+    assert "own_domain_report_sessions{" not in text
+    assert "mta_sts_policyd_" in text  # the rest of the registry still scraped

@@ -1,13 +1,13 @@
 """Prometheus gauges per own domain from the TLS reports received (the daemon's registry).
 
-Read at scrape time from the reports-in store (a short read-only connection in the scrape
+Read at scrape time from the reports-in store (opened read-only for each scrape, in the scrape
 thread), so the numbers follow whatever the pipe or Maildir intake stored meanwhile. Label
 values are the operator's own domains and RFC 8460 result types: a bounded set.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -15,9 +15,12 @@ from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.metrics import PREFIX, REGISTRY
 from mta_sts_policyd.reports_in.model import FAILURE_RESULTS_BLOCKING_ENFORCE
+from mta_sts_policyd.reports_in.store import ReportsInStore
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _source: tuple[Path, tuple[str, ...], Callable[[], datetime]] | None = None
 
@@ -60,39 +63,47 @@ class _ReportsIn:
             "Consecutive days of received reports without a failure enforce would defer.",
             labels=["domain"],
         )
-        if source is not None and source[0].is_file():
-            store, domains, clock = source
-            yesterday = (clock().astimezone(UTC) - timedelta(days=1)).date().isoformat()
-            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=2.0) as db:
-                for domain in domains:
-                    total = db.execute(
-                        "SELECT COALESCE(SUM(successes + failures), 0) FROM policies"
-                        " WHERE domain = ? AND day = ?",
-                        (domain, yesterday),
-                    ).fetchone()[0]
-                    sessions.add_metric([domain], float(total))
-                    for result, count in db.execute(
-                        "SELECT result_type, SUM(count) FROM failures WHERE domain = ? AND day = ?"
-                        " GROUP BY result_type ORDER BY 1",
-                        (domain, yesterday),
-                    ):
-                        failures.add_metric([domain, str(result)], float(count))
-                    days = [
-                        date.fromisoformat(r[0])
-                        for r in db.execute(
-                            "SELECT DISTINCT day FROM policies WHERE domain = ?", (domain,)
-                        )
-                    ]
-                    blocking = {
-                        date.fromisoformat(r[0])
-                        for r in db.execute(
-                            "SELECT DISTINCT day FROM failures WHERE domain = ? AND result_type IN"
-                            f" ({','.join('?' * len(FAILURE_RESULTS_BLOCKING_ENFORCE))})",
-                            (domain, *sorted(FAILURE_RESULTS_BLOCKING_ENFORCE)),
-                        )
-                    }
-                    clean.add_metric([domain], float(clean_streak(days, blocking)))
+        if source is not None:
+            store_path, domains, clock = source
+            try:
+                store = ReportsInStore.reader(store_path)
+            except StoreError as exc:  # one unreadable store must not fail the whole scrape
+                log.warning("event=reports-in-gauges-skipped reason=%r", str(exc))
+                store = None
+            if store is not None:
+                try:
+                    now = clock()
+                    for domain in domains:
+                        _add_domain(store, domain, now, sessions, failures, clean)
+                finally:
+                    store.close()
         yield from (sessions, failures, clean)
+
+
+def _add_domain(
+    store: ReportsInStore,
+    domain: str,
+    now: datetime,
+    sessions: GaugeMetricFamily,
+    failures: GaugeMetricFamily,
+    clean: GaugeMetricFamily,
+) -> None:
+    """One domain's series, read as `summary` and `readiness` read the store (reports whose
+    range starts after `now` left out)."""
+    yesterday = (now.astimezone(UTC) - timedelta(days=1)).date()
+    policy_days = store.policy_days(domain, date.min, now=now)
+    failure_days = store.failure_days(domain, date.min, now=now)
+    total = sum(p.successes + p.failures for p in policy_days if p.day == yesterday)
+    sessions.add_metric([domain], float(total))
+    by_result: dict[str, int] = {}
+    for f in failure_days:
+        if f.day == yesterday:
+            by_result[f.result_type] = by_result.get(f.result_type, 0) + f.count
+    for result, count in sorted(by_result.items()):
+        failures.add_metric([domain, result], float(count))
+    days = sorted({p.day for p in policy_days})
+    blocking = {f.day for f in failure_days if f.result_type in FAILURE_RESULTS_BLOCKING_ENFORCE}
+    clean.add_metric([domain], float(clean_streak(days, blocking)))
 
 
 REGISTRY.register(_ReportsIn())
