@@ -66,15 +66,6 @@ def test_live_socket_is_never_taken_over(sock_dir: Path, kind: socket.SocketKind
                 live.accept()[0].close()
 
 
-def test_live_socket_of_the_other_type_is_left_alone(sock_dir: Path) -> None:
-    """A stream probe cannot connect to a datagram socket: that proves nothing, so refuse."""
-    path = sock_dir / "s.sock"
-    with _listener(path, socket.SOCK_DGRAM):
-        with pytest.raises(ConfigError, match="cannot be checked or replaced"):
-            bind_unix_socket(path, socket.SOCK_STREAM, mode=0o600)
-        assert stat.S_ISSOCK(path.lstat().st_mode)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_stale_socket_is_replaced(sock_dir: Path, kind: socket.SocketKind) -> None:
     path = sock_dir / "s.sock"
@@ -141,3 +132,20 @@ def test_parent_directory_is_made_when_asked(sock_dir: Path) -> None:
     bound = bind_unix_socket(path, socket.SOCK_DGRAM, mode=0o620, make_parent=True)
     bound.close()
     assert path.parent.is_dir()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_live_socket_of_the_other_type_is_in_use_too(
+    sock_dir: Path, kind: socket.SocketKind
+) -> None:
+    """connect() with the other type says EPROTOTYPE only while the owner is alive (a stale
+    file refuses): another process holds the path, a retry may succeed (75), no config error."""
+    other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+    path = sock_dir / "s.sock"
+    with _listener(path, other):
+        inode = path.stat().st_ino
+        with pytest.raises(SocketInUseError, match="in use by another process"):
+            bind_unix_socket(path, kind, mode=0o600, what="x")
+        assert path.stat().st_ino == inode  # left alone
+    bound = bind_unix_socket(path, kind, mode=0o600, what="x")  # stale now: replaced
+    bound.close()

@@ -121,6 +121,10 @@ def remove_stale_socket(path: Path, kind: socket.SocketKind, what: str = "unix s
     try:
         probe.connect(str(path))
     except OSError as exc:
+        if exc.errno == errno.EPROTOTYPE:  # a live socket of the other type (a stale one refuses)
+            raise SocketInUseError(
+                f"{what} {path} is in use by another process (a socket of another type)"
+            ) from None
         if exc.errno not in _NOBODY_LISTENS:
             raise ConfigError(f"{what} {path} cannot be checked or replaced: {exc}") from None
         path.unlink(missing_ok=True)
