@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -323,3 +324,60 @@ async def test_a_retry_goes_only_through_the_channel_that_failed(
     assert "MX_NOT_COVERED" in {t["code"] for t in delivered}
     assert kept["unsent_by_channel"] == {"command": delivered}
     assert json.loads(state.read_text())["unsent_by_channel"] == {}
+
+
+async def test_the_configured_allow_private_applies_unless_the_command_line_says_otherwise(
+    world: CheckWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[monitor] allow_private = true` without `--allow-private` contacts the loopback
+    servers (it printed ADDRESS_NOT_PUBLIC, exit 3); `--no-allow-private` overrides the file."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    config = tmp_path / "mon.toml"
+    config.write_text(f'[[own_domains]]\ndomain = "{D}"\n[monitor]\nallow_private = true\n')
+    network = [a for a in world.base_args() if a != "--allow-private"]
+
+    def call(*extra: str) -> int:
+        state = str(tmp_path / "state.json")
+        return main(["monitor", "--once", "-c", str(config), "--state-file", state, *network,
+                     *extra])  # fmt: skip
+
+    assert await asyncio.to_thread(call) == 0
+    assert f"{D}: OK (no findings)" in capsys.readouterr().out
+    assert await asyncio.to_thread(call, "--no-allow-private") == 3
+    assert "ADDRESS_NOT_PUBLIC" in capsys.readouterr().out
+
+
+async def test_alert_command_is_split_like_a_shell_line_and_run_without_one(
+    world: CheckWorld, tmp_path: Path
+) -> None:
+    """A quoted program path with a space is one word (`.split()` cut it in two), the form of
+    `[monitor] alert_command`; the command line's replaces the configured one."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1, "mx9.example.test"])  # a new finding
+    folder = tmp_path / "with space"
+    folder.mkdir()
+    recorder, alerts = folder / "rec.py", folder / "alerts $HOME.txt"
+    recorder.write_text(RECORDER)
+    configured = [sys.executable, "-c", "raise SystemExit(1)"]
+    config = _own_config(tmp_path, D, command=configured)
+    command = shlex.join([sys.executable, str(recorder), str(alerts)])
+
+    def call() -> int:
+        return main(["monitor", "--once", "-c", str(config), "--state-file",
+                     str(tmp_path / "state.json"), "--alert-command", command,
+                     *world.base_args()])  # fmt: skip
+
+    assert await asyncio.to_thread(call) == 2
+    [delivered] = [json.loads(a) for a in alerts.read_text().split("\n===\n") if a.strip()]
+    assert "MX_NOT_COVERED" in {t["code"] for t in delivered}
+    assert json.loads((tmp_path / "state.json").read_text())["unsent_by_channel"] == {}
+
+
+def test_an_alert_command_with_an_unclosed_quote_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _own_config(tmp_path, D)
+    argv = ["monitor", "--once", "-c", str(config), "--alert-command", "'/usr/bin/page me"]
+    assert main(argv) == 64
+    assert "--alert-command" in capsys.readouterr().err

@@ -35,13 +35,24 @@ from mta_sts_policyd.tools.check.render import as_json, as_text, overall
 from mta_sts_policyd.tools.check.runner import check_domains
 
 
-def add_network_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by `check` and `monitor`: how targets are reached and judged."""
-    p.add_argument(
-        "--allow-private",
-        action="store_true",
-        help="contact private, loopback and link-local addresses too",
-    )
+def add_network_arguments(p: argparse.ArgumentParser, *, configured: str = "") -> None:
+    """Options shared by `check` and `monitor`: how targets are reached and judged.
+
+    `configured` names the configuration key that `--allow-private` overrides (`monitor`'s
+    `[monitor] allow_private`): the option then also has a `--no-` form and is None when not
+    given, so the file applies unless the command line says otherwise."""
+    if configured:
+        p.add_argument(
+            "--allow-private",
+            action=argparse.BooleanOptionalAction,
+            help=f"contact private, loopback and link-local addresses too (default: {configured})",
+        )
+    else:
+        p.add_argument(
+            "--allow-private",
+            action="store_true",
+            help="contact private, loopback and link-local addresses too",
+        )
     p.add_argument("--ca-file", type=ca_file, help="trust these CAs instead of the system store")
     p.add_argument(
         "--nameserver",

@@ -2,13 +2,15 @@
 
 Domains come from `--domain` or the config's `[[own_domains]]`. `--once` runs one pass (for
 cron or the systemd timer in systemd/) and exits with the Nagios code of the worst finding:
-0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also: no domain to monitor).
+0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also: no domain to monitor). Every option that has a
+`[monitor]` key overrides it when given; otherwise the key applies.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -43,19 +45,50 @@ def add_monitor_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--once", action="store_true", help="one pass; exit with the Nagios code")
     p.add_argument("--state-file", type=Path, help=f"default: STATE_DIR/{MONITOR_STATE_NAME}")
-    p.add_argument("--interval", type=seconds, help="seconds between passes (default 7200)")
     p.add_argument(
-        "--alert-command", help="run this program (no shell) with the transitions as JSON on stdin"
+        "--interval",
+        type=seconds,
+        metavar="SECONDS",
+        help="seconds between passes (default: [monitor] interval)",
     )
-    p.add_argument("--alert-mail-to", action="append", default=[], metavar="ADDRESS")
-    add_network_arguments(p)
+    p.add_argument(
+        "--alert-command",
+        type=_command_line,
+        metavar="COMMAND",
+        help="run this program with the transitions as JSON on stdin; split into words like a"
+        " POSIX shell does (quote a path with spaces) but run without a shell"
+        " (default: [monitor] alert_command)",
+    )
+    p.add_argument(
+        "--alert-mail-to",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="mail the transitions here (repeatable; default: [monitor] alert_mail_to)",
+    )
+    add_network_arguments(p, configured="[monitor] allow_private")
     p.set_defaults(handler=monitor_command)
+
+
+def _command_line(text: str) -> tuple[str, ...]:
+    """argparse type: `--alert-command` as the program and its arguments, the form of
+    `[monitor] alert_command`; shell quoting, not a split on every space, so a program path
+    with a space can be given."""
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:  # an unclosed quote
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if not words:
+        raise argparse.ArgumentTypeError("an empty command")
+    return words
 
 
 def monitor_command(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.logsetup import setup_logging
 
     setup_logging(config.logging.level)
+    if args.allow_private is None:  # not on the command line: the configuration's
+        args.allow_private = config.monitor.allow_private
     try:
         targets = monitor_targets(config, args.domain, options_from(args))
     except ValueError as exc:
@@ -77,8 +110,7 @@ def monitor_command(args: argparse.Namespace, config: Config) -> int:
 async def _run(
     args: argparse.Namespace, config: Config, targets: list[Target], state: StateFile
 ) -> int:
-    command = args.alert_command.split() if args.alert_command else ()
-    alerts = alert_settings(config, args.alert_mail_to, command)
+    alerts = alert_settings(config, args.alert_mail_to, args.alert_command or ())
     async with AsyncExitStack() as stack:
         reach = await open_reach(config, reach_settings(args), stack)
         if args.once:
