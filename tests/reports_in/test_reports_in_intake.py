@@ -174,14 +174,41 @@ def test_summary_and_readiness_only_read(
     assert store.read_bytes() == before
 
 
-def test_a_store_that_cannot_be_read_is_a_temporary_failure(
+def test_a_damaged_store_is_73_naming_it_for_the_readers_and_75_for_the_intake(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / REPORTS_IN_STORE_NAME).write_bytes(b"not a database" * 100)
-    assert run(tmp_path, "summary", "--json") == 75
-    assert "store unavailable" in json.loads(capsys.readouterr().out)["error"]
-    assert run(tmp_path, "readiness", "example.com") == 75
-    assert "reports-in readiness: store unavailable" in capsys.readouterr().err
+    """Waiting does not mend a damaged file: `summary` and `readiness` said "store unavailable,
+    try again later" (75). The pipe intake keeps 75, so Postfix keeps the report."""
+    store = tmp_path / REPORTS_IN_STORE_NAME
+    store.write_bytes(b"not a database" * 100)
+    assert run(tmp_path, "summary", "--json") == 73
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert str(store) in error and "damaged" in error and "try again" not in error
+    assert run(tmp_path, "readiness", "example.com") == 73
+    assert f"reports-in readiness: {store}: cannot read the received reports" in (
+        capsys.readouterr().err
+    )
+    assert run(tmp_path, "--domain", "example.com", stdin=mail("Org A", TODAY)) == 75
+    assert "store unavailable, try again later" in capsys.readouterr().err
+    assert store.read_bytes() == b"not a database" * 100
+
+
+def test_a_state_dir_that_is_a_file_is_73_naming_it_not_no_reports_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`summary` printed "no reports yet" and `readiness` NOT READY (1), as if the directory
+    were only empty; `report ...` says 73 for the same path since it tells them apart."""
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("")
+    policy = tmp_path / "mta-sts.txt"
+    policy.write_text("\r\n".join(TESTING) + "\r\n")
+    assert run(not_a_dir, "summary", "--domain", "example.com") == 73
+    captured = capsys.readouterr()
+    assert "no reports" not in captured.out
+    assert f"{not_a_dir}: cannot use the state directory: it is a file" in captured.err
+    assert run(not_a_dir, "readiness", "example.com", "--policy", str(policy), "--json") == 73
+    assert str(not_a_dir) in json.loads(capsys.readouterr().out)["error"]
+    assert not_a_dir.read_text() == ""
 
 
 def policy_days(days: int, orgs: tuple[str, ...], lines: list[str] = TESTING) -> list[PolicyDay]:

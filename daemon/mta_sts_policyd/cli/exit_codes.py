@@ -23,12 +23,12 @@ class ExitCode(IntEnum):
     (errors.StateLockedError)."""
     CANT_CREATE = 73
     """EX_CANTCREAT: the state directory or a store in it cannot be used (serve, or any command
-    that opens a store; errors.StateUnusableError), or an output file named on the command line
-    cannot be written."""
+    that opens a store; errors.StateUnusableError, also a damaged store a command only reads),
+    or an output file named on the command line cannot be written."""
     TEMPFAIL = 75
     """EX_TEMPFAIL: could not find out now (DNS/HTTPS failure, daemon not reachable); for
-    `serve` a listen address or unix socket another process holds; for reports-in also a store
-    that cannot be used, so that Postfix's pipe retries the report."""
+    `serve` a listen address or unix socket another process holds; for the reports-in intake
+    also a store that cannot be used, so that Postfix's pipe retries the report."""
     CONFIG = 78
     """EX_CONFIG: the configuration is invalid; systemd does not restart on it."""
     INTERRUPTED = 130

@@ -38,8 +38,8 @@ EXIT_MEANINGS = {
         " command line cannot be written"
     ),
     ExitCode.TEMPFAIL: (
-        "temporary failure: could not find out now (DNS, HTTPS, daemon down; reports-in: its"
-        " store, so that the pipe retries)"
+        "temporary failure: could not find out now (DNS, HTTPS, daemon down; the reports-in"
+        " intake: its store, so that the pipe retries)"
     ),
     ExitCode.CONFIG: "configuration error; every bad key is listed",
     ExitCode.INTERRUPTED: "interrupted",

@@ -10,7 +10,10 @@ storing, and also after rejecting a message that is no usable report (logged, qu
 retrying would not help); 75 (EX_TEMPFAIL) when the store cannot be written, so Postfix keeps
 the message and tries again. `readiness` exits 0 when `enforce` is safe, 1 when not; `summary`
 0, or 1 when no report was received yet. A domain that is not one, or a `--policy` file that
-cannot be read or is no policy, exits 64; an `--html` file that cannot be written 73.
+cannot be read or is no policy, exits 64; an `--html` file that cannot be written 73. For these
+two, which only read, a state directory or store that cannot be used (a file where the
+directory should be, a damaged or unreadable store) is 73 naming the path, not a temporary 75:
+waiting does not mend it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from mta_sts_policyd.cli.arguments import domain_name, file_argument, whole_numb
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import PolicySyntaxError, StoreError
+from mta_sts_policyd.errors import PolicySyntaxError, StateUnusableError, StoreError
 from mta_sts_policyd.reports_in.chart import render_page
 from mta_sts_policyd.reports_in.maildir import scan_maildir
 from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served_from_text
@@ -76,8 +79,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         return command(args, config)
     except StoreError as exc:
-        reason = f"store unavailable, try again later: {exc}"
         name = " ".join(filter(None, ("reports-in", args.action)))
+        if args.action is not None and isinstance(exc, StateUnusableError):
+            return fail(name, str(exc), ExitCode.CANT_CREATE, as_json=args.json)
+        reason = f"store unavailable, try again later: {exc}"  # the intake: Postfix retries
         return fail(name, reason, EXIT_TEMPFAIL, as_json=args.json)
 
 

@@ -2,20 +2,36 @@
 
 Idempotent: a report is keyed by (organisation, report-id), so the same report delivered twice
 (mail retried, pipe and Maildir both fed) counts once. sqlite3 errors become StoreError here
-and nowhere else; the caller decides whether that is "try again later" (the pipe's 75).
+and nowhere else; the caller decides whether that is "try again later" (the pipe's 75). What
+waiting cannot mend (a state directory that is a file, a store that cannot be read, a damaged
+file) is the StateUnusableError subclass, naming the path, so a command that only reads can say
+so instead of "try again later" or "no reports yet".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from mta_sts_policyd.errors import StoreError
+from mta_sts_policyd.errors import StateUnusableError, StoreError
 from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, ReceivedReport
-from mta_sts_policyd.state_files import create_private_file
+from mta_sts_policyd.state_files import (
+    create_private_file,
+    is_damaged,
+    refuse_non_directory,
+    unusable,
+)
+
+_READING = "read the received reports"
+_WAIT_CODES = (5, 6)
+"""SQLITE_BUSY, SQLITE_LOCKED: a writer holds the file; the only read failures that waiting
+can mend."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -60,8 +76,19 @@ class ReportsInStore:
     @classmethod
     def reader(cls, path: Path) -> ReportsInStore | None:
         """The store opened read-only, or None when no report was ever taken in: a command
-        that only reads (run as root, say) must not create the daemon's files or change them."""
-        if not path.is_file():
+        that only reads (run as root, say) must not create the daemon's files or change them.
+        StateUnusableError when the state directory or the file cannot be used: that is not
+        "no reports yet"."""
+        refuse_non_directory(path.parent, "use the state directory")
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # a folder on the way that cannot be searched
+            raise unusable(path, _READING, exc) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise unusable(path, _READING, OSError(errno.EISDIR, "it is not a regular file"))
+        if info.st_size == 0:  # the intake's first open, before its tables are written
             return None
         store = cls.__new__(cls)
         store.path = path
@@ -69,7 +96,7 @@ class ReportsInStore:
             store._db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10.0)
             store._db.execute("SELECT 1 FROM policies LIMIT 1")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from None
+            raise store._read_error(exc, "cannot read ") from None
         return store
 
     def close(self) -> None:
@@ -223,7 +250,23 @@ class ReportsInStore:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from None
+            raise self._read_error(exc) from None
+
+    def _read_error(self, exc: sqlite3.Error, prefix: str = "") -> StoreError:
+        """StoreError when a writer holds the file (try again), else StateUnusableError naming
+        the file: damaged, not readable, or not this store (no `policies` table)."""
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _WAIT_CODES:
+            return StoreError(f"{prefix}{self.path}: {exc}")
+        if is_damaged(exc):
+            return StateUnusableError(
+                f"{self.path}: cannot {_READING}: the file is damaged ({exc}); move it aside"
+                " (the intake then starts a new store)"
+            )
+        if not os.access(self.path, os.R_OK):
+            return StateUnusableError(
+                f"{self.path}: cannot {_READING}: not readable by uid {os.geteuid()} ({exc})"
+            )
+        return unusable(self.path, _READING, exc)
 
 
 def _started(now: datetime | None, table: str = "policies") -> tuple[str, tuple[str, ...]]:
