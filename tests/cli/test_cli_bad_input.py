@@ -173,6 +173,11 @@ CASES: list[tuple[str, int, str]] = [
     ("check-config -c {bad_local}", C, "server.unix_group: group 'nosuchgroupxyz' does not"),
     ("check-config -c {bad_local}", C, "logging.file: the folder"),
     ("check-config -c {listed_twice}", C, "server.listen: 127.0.0.1:1 listed more than once"),
+    (
+        "serve -c {plain} --listen 127.0.0.1:1 --listen 127.0.0.1:1",
+        C,
+        "--listen: 127.0.0.1:1 listed",
+    ),
     # port 0 would bind a random port: refused by every listen-type key and argument
     ("check-config -c {port_zero}", C, "server.listen: '127.0.0.1:0': port '0': expected a number"),
     ("check-config -c {port_zero}", C, "metrics.listen: '127.0.0.1:0': port '0': expected"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,17 @@ def _problem_key(problem: str) -> str:
 def _check_listeners(config: Config) -> None:
     if not config.server.listen:
         raise ConfigError("server.listen: expected at least one address")
-    for address in config.server.listen:
-        parse_listen_address(address, "server.listen")
-    twice = sorted({a for a in config.server.listen if config.server.listen.count(a) > 1})
+    _check_listen_list(config.server.listen, "server.listen")
+
+
+def _check_listen_list(addresses: Sequence[str], key: str) -> None:
+    """Each address valid and none twice: the second bind of one address would fail as
+    "address already in use", which reads like another process holding it."""
+    for address in addresses:
+        parse_listen_address(address, key)
+    twice = sorted({a for a in addresses if addresses.count(a) > 1})
     if twice:
-        raise ConfigError(f"server.listen: {', '.join(twice)} listed more than once")
+        raise ConfigError(f"{key}: {', '.join(twice)} listed more than once")
 
 
 def _check_metrics(config: Config) -> None:
@@ -306,8 +312,7 @@ def with_overrides(
 ) -> Config:
     """Apply command-line overrides (`--listen`, `--state-dir`)."""
     if listen:
-        for address in listen:
-            parse_listen_address(address, "--listen")
+        _check_listen_list(listen, "--listen")
         config = dataclasses.replace(
             config, server=dataclasses.replace(config.server, listen=tuple(listen))
         )
