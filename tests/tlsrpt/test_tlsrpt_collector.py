@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, SocketInUseError
 from mta_sts_policyd.tlsrpt.libtlsrpt.collector import Quarantine, TlsRptCollector
 from mta_sts_policyd.tlsrpt.libtlsrpt.datagram import parse_datagram
 from mta_sts_policyd.tlsrpt.libtlsrpt.ingest import group_by_day
@@ -303,7 +303,7 @@ def test_stale_socket_is_replaced(sock_path: Path, sender: socket.socket) -> Non
 def test_live_socket_or_other_file_is_not_touched(sock_path: Path, tmp_path: Path) -> None:
     first = started(sock_path, ListSink())
     try:
-        with pytest.raises(ConfigError, match="in use"):
+        with pytest.raises(SocketInUseError, match="in use"):
             TlsRptCollector(sock_path, ListSink()).start()
     finally:
         assert first.stop(5)
