@@ -131,3 +131,46 @@ def test_listen_address_ipv6_without_brackets_is_refused(spec: str) -> None:
         parse_listen_address(spec, "server.listen")
     assert parse_listen_address("[::1]:8463", "k") == ("::1", 8463)
     assert parse_listen_address("127.0.0.1:8463", "k") == ("127.0.0.1", 8463)
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("2001:db8::1", "write [2001:db8::1]:PORT for the address 2001:db8::1"),
+        ("fe80::1", "write [fe80::1]:PORT for the address fe80::1"),
+        (
+            "::1:9463",  # port 9463 on ::1, or the address ::1:9463: both are said
+            "write [::1]:9463 for port 9463 on ::1, or [::1:9463]:PORT for the address ::1:9463",
+        ),
+        ("1:2:3:4:5:6:7:8:8463", "write [1:2:3:4:5:6:7:8]:8463 for port 8463 on 1:2:3:4:5:6:7:8"),
+    ],
+)
+def test_the_bracket_hint_is_built_from_what_was_written(spec: str, hint: str) -> None:
+    """The hint was always `[::1]:8463`, whatever address was written."""
+    with pytest.raises(ConfigError) as raised:
+        parse_listen_address(spec, "server.listen")
+    assert raised.value.problems == (
+        f"server.listen: {spec!r}: an IPv6 address goes in brackets: {hint}",
+    )
+
+
+@pytest.mark.parametrize("spec", ["a:b:c", "[::1]", "host:name:25"])
+def test_colons_that_are_no_ipv6_address_get_the_expected_forms(spec: str) -> None:
+    with pytest.raises(ConfigError, match="expected HOST:PORT, \\[IPv6\\]:PORT or unix:/path"):
+        parse_listen_address(spec, "server.listen")
+
+
+def test_postfix_inet_prefix_is_refused_in_the_file_and_dropped_on_the_command_line() -> None:
+    """`inet:127.0.0.1:8463` (Postfix's map syntax, pasted from main.cf) was refused with the
+    IPv6 message; a key says to drop `inet:`, `--listen`/`--socketmap` drop it themselves."""
+    from mta_sts_policyd.cli.arguments import listen_address
+
+    with pytest.raises(ConfigError) as raised:
+        parse_listen_address("inet:127.0.0.1:8463", "server.listen")
+    assert raised.value.problems == (
+        "server.listen: 'inet:127.0.0.1:8463': drop 'inet:', Postfix's map syntax"
+        " (write '127.0.0.1:8463')",
+    )
+    assert listen_address("inet:127.0.0.1:8463") == "127.0.0.1:8463"
+    assert listen_address("inet:[::1]:8463") == "[::1]:8463"
+    assert listen_address("unix:/run/x.sock") == "unix:/run/x.sock"

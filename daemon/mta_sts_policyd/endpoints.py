@@ -13,6 +13,8 @@ from mta_sts_policyd.errors import ConfigError
 
 DNS_PORT = 53
 SMTP_PORT = 25
+INET_PREFIX = "inet:"
+"""Postfix's map-client prefix (`socketmap:inet:127.0.0.1:8463:postfix`): no part of an address."""
 
 
 def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str, int]:
@@ -55,19 +57,56 @@ def parse_listen_address(text: str, key: str) -> tuple[str, int]:
     Every listen-type key (`server.listen`, `metrics.listen`, `[host]` listeners, the Redis
     sentinels) and the `--listen`/`--socketmap` arguments are read here. Port 0 is refused like
     any port outside 1-65535: the kernel would bind a random port that no client is told of.
+    Postfix's map prefix `inet:` is refused here, saying to drop it (the command line drops it
+    before, see `without_inet_prefix`).
     """
     if text.startswith("unix:"):
         if not text[5:].startswith("/"):
             raise ConfigError(f"{key}: expected unix:/absolute/path, got {text!r}")
         return "unix", 0
+    if text.startswith(INET_PREFIX):
+        raise ConfigError(
+            f"{key}: {text!r}: drop {INET_PREFIX!r}, Postfix's map syntax"
+            f" (write {text[len(INET_PREFIX) :]!r})"
+        )
     host, sep, port = text.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
     host = host[1:-1] if bracketed else host
-    if not sep or not host or not (port.isascii() and port.isdigit()):
+    unbracketed = ":" in host and not bracketed  # an IPv6 address's colons read as a port's
+    if unbracketed and (meant := _bracketed(text)):
+        raise ConfigError(f"{key}: {text!r}: an IPv6 address goes in brackets: {meant}")
+    if unbracketed or not sep or not host or not (port.isascii() and port.isdigit()):
         raise ConfigError(f"{key}: expected HOST:PORT, [IPv6]:PORT or unix:/path, got {text!r}")
-    if ":" in host and not bracketed:  # "::1" would be host "::" (every address), port 1
-        raise ConfigError(f"{key}: {text!r}: an IPv6 address goes in brackets: [::1]:8463")
     return host, _port_number(port, text, key)
+
+
+def without_inet_prefix(text: str) -> str:
+    """`text` without a leading `inet:`, so an address pasted from main.cf's
+    `socketmap:inet:HOST:PORT:name` works on the command line."""
+    return text[len(INET_PREFIX) :] if text.startswith(INET_PREFIX) else text
+
+
+def _bracketed(text: str) -> str:
+    """The bracketed spellings an unbracketed IPv6 `text` may have meant, from what was
+    written: the whole text as the address (its port still to add), and, when the part after
+    the last colon can be a port, the rest as the address with that port. Both are offered
+    when both read (`::1:9463`): which one was meant cannot be known. "" when neither is an
+    IPv6 address (`a:b:c`)."""
+    host, _, port = text.rpartition(":")
+    meanings = []
+    if _is_ipv6(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+        meanings.append(f"[{host}]:{port} for port {port} on {host}")
+    if _is_ipv6(text):
+        meanings.append(f"[{text}]:PORT for the address {text}")
+    return "write " + ", or ".join(meanings) if meanings else ""
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_port(text: str, key: str, default: int) -> tuple[str, str, bool]:

@@ -237,6 +237,15 @@ def test_query_the_running_daemon(
     assert (code, data["status"], data["data"]) == (1, "NOTFOUND", "")
 
 
+def test_query_takes_the_socketmap_address_as_postfix_writes_it(
+    capsys: pytest.CaptureFixture[str], running: DaemonProcess
+) -> None:
+    """`inet:HOST:PORT`, pasted from `smtp_tls_policy_maps = socketmap:inet:...:postfix`, was
+    refused as an IPv6 address without brackets."""
+    code, out, _ = run(capsys, "query", "--socketmap", f"inet:{running.address}", "example.test")
+    assert (code, out) == (0, ENFORCE_DATA + "\n")
+
+
 def test_query_over_a_unix_socket(
     capsys: pytest.CaptureFixture[str], daemon: DaemonProcess
 ) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.config.settings import parse_listen_address
-from mta_sts_policyd.endpoints import parse_nameserver
+from mta_sts_policyd.endpoints import parse_nameserver, without_inet_prefix
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.sts.keys import domain_for_name
 
@@ -94,8 +94,15 @@ def _configuration_rule(parse: Callable[[str, str], object], what: str) -> Calla
     return check
 
 
-listen_address = _configuration_rule(parse_listen_address, "address")
-"""argparse type: `HOST:PORT`, `[IPv6]:PORT` or `unix:/path`."""
+_listen_rule = _configuration_rule(parse_listen_address, "address")
+
+
+def listen_address(text: str) -> str:
+    """argparse type of `--listen` and `--socketmap`: `HOST:PORT`, `[IPv6]:PORT` or
+    `unix:/path`, also with Postfix's `inet:` in front (dropped), so the address in
+    `smtp_tls_policy_maps = socketmap:inet:HOST:PORT:postfix` can be pasted as it is."""
+    return _listen_rule(without_inet_prefix(text))
+
 
 nameserver = _configuration_rule(parse_nameserver, "nameserver")
 """argparse type: `IP[:PORT]` of a DNS server."""
