@@ -599,7 +599,50 @@ async def test_cli_ipv6_literal_is_connected_to(
     data = json.loads(capsys.readouterr().out)
     assert data["mx_host"] == "::1" and data["address"] == "::1"
     assert data["result_type"] == "certificate-host-mismatch"
+    assert data["hint"].endswith("probe NAME --address ::1")
     assert srv.record.tls_established == 1
+
+
+async def test_cli_an_address_failing_the_name_check_says_to_use_address(
+    ca: trustme.CA, ca_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mismatch verdict on a literal is right, but it ended there; the output now says
+    how to check the certificate of a named MX at that address."""
+    tls = trustme_context(ca.issue_cert(MX))
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls)) as srv:
+        args = cli_args("127.0.0.1", "--port", str(srv.port))
+        assert await run_probe(args, cli_config(ca_file)) == 1
+        out = capsys.readouterr().out
+        assert out.startswith("FAIL 127.0.0.1 [127.0.0.1]") and "certificate-host-mismatch" in out
+        assert out.splitlines()[-1] == (
+            "  hint: MX-HOST 127.0.0.1 is an address, so the certificate was checked against the"
+            " address; to check it against the MX record's host name, give that name and this"
+            " address: probe NAME --address 127.0.0.1"
+        )
+        args = cli_args(MX, "--address", "127.0.0.1", "--port", str(srv.port), "--json")
+        assert await run_probe(args, cli_config(ca_file)) == 0  # what the hint says to run
+        assert json.loads(capsys.readouterr().out)["hint"] is None
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=None)) as srv:  # another failure: no hint
+        args = cli_args("127.0.0.1", "--port", str(srv.port))
+        assert await run_probe(args, cli_config(ca_file)) == 1
+        assert "hint" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("mx_host", "usage"),
+    [
+        ("[::1]:25", "'[::1]:25' carries a port: give the port with --port ([::1] --port 25)"),
+        ("[192.0.2.1]:2525", "give the port with --port ([192.0.2.1] --port 2525)"),
+        ("mx.example.test:25", "give the port with --port (mx.example.test --port 25)"),
+    ],
+)
+def test_cli_mx_host_with_a_port_says_to_use_port(
+    ca_file: str, capsys: pytest.CaptureFixture[str], mx_host: str, usage: str
+) -> None:
+    """`[::1]:25` was refused as a bad DNS label."""
+    assert probe_command(cli_args(mx_host), cli_config(ca_file)) == 64
+    err = capsys.readouterr().err
+    assert usage in err and "label" not in err
 
 
 async def test_spellings_of_one_address_share_a_probe(ca_file: str) -> None:

@@ -2,6 +2,10 @@
 
 Exit codes follow cli.py: 0 pass, 1 fail (a reportable RFC 8460 failure), 64 usage,
 75 could not probe (timeout, refused, policy fetch failed: nothing was decided).
+
+An address as MX-HOST is connected to, and the certificate is judged against that address, as
+a sender would judge an MX record naming it: a name mismatch is then the right verdict, and the
+output adds a hint (`hint` in the JSON) to give the host name with `--address` instead.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from mta_sts_policyd.cli.arguments import ip_address, port_number, seconds
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import MtaStsError
+from mta_sts_policyd.errors import MtaStsError, ResultType
 from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver, probe_target
 from mta_sts_policyd.service import composition
 
@@ -36,7 +40,9 @@ def add_probe_parser(
     p.add_argument(
         "mx_host",
         metavar="MX-HOST",
-        help="MX host name (as in the MX record), or an IPv4 or IPv6 address to connect to",
+        help="MX host name (as in the MX record), or an IPv4 or IPv6 address to connect to (the"
+        " certificate is then checked against the address: for a named MX use --address); no"
+        " port (see --port)",
     )
     p.add_argument(
         "--policy-domain",
@@ -73,7 +79,8 @@ async def run_probe(
     try:
         host = probe_target(args.mx_host.strip())
     except ValueError as err:
-        return fail("probe", f"invalid MX host name: {err}", EXIT_USAGE, as_json=args.json)
+        reason = _port_given(args.mx_host.strip()) or f"invalid MX host name: {err}"
+        return fail("probe", reason, EXIT_USAGE, as_json=args.json)
     source = fetch_patterns or _discovery_patterns(config)
     patterns: Sequence[str] | None = None
     if args.policy_domain:
@@ -85,13 +92,43 @@ async def run_probe(
     prober = _prober(args, config)
     result = await prober.probe_fresh(host, patterns)
     code = EXIT_PASS if result.ok else EXIT_TEMPFAIL if result.transient else EXIT_FAIL
+    hint = address_hint(args.mx_host.strip(), result)
     if args.json:
         data = result.to_json()
         data.update(policy_domain=args.policy_domain, mx_patterns=_listed(patterns), port=args.port)
-        print_json({**data, "exit_code": int(code)})
+        print_json({**data, "hint": hint, "exit_code": int(code)})
     else:
         print(render_text(result, args.port, args.policy_domain, patterns))
+        if hint:
+            print(f"  hint: {hint}")
     return code
+
+
+def address_hint(mx_host: str, result: ProbeResult) -> str | None:
+    """What to do when an address given as MX-HOST fails the name check: the verdict is right
+    (no certificate names an address a sender would check), but the operator most likely
+    meant to test the certificate of a named MX at that address."""
+    literal = _literal(mx_host)
+    if literal is None or result.result_type is not ResultType.CERTIFICATE_HOST_MISMATCH:
+        return None
+    return (
+        f"MX-HOST {mx_host} is an address, so the certificate was checked against the address;"
+        f" to check it against the MX record's host name, give that name and this address:"
+        f" probe NAME --address {literal}"
+    )
+
+
+def _port_given(text: str) -> str | None:
+    """The usage message for MX-HOST with a port (`[::1]:25`, `mx.example.com:25`): the port
+    is an option, and the host-name rule alone would only call `:25` a bad DNS label."""
+    if text.startswith("["):
+        inside, closed, rest = text[1:].partition("]")
+        host, port = (f"[{inside}]", rest[1:]) if closed and rest.startswith(":") else ("", "")
+    else:
+        host, _, port = text.partition(":") if text.count(":") == 1 else ("", "", "")
+    if not host or not (port.isascii() and port.isdigit()):
+        return None
+    return f"MX-HOST {text!r} carries a port: give the port with --port ({host} --port {port})"
 
 
 def _literal(host: str) -> str | None:
