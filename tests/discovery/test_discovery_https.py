@@ -319,7 +319,7 @@ async def test_an_unexpected_library_error_is_a_fetch_error(
     families (a bare EOFError escaped the DNS side before)."""
     sts_world.publish(D, POLICY)
 
-    async def broken(self: object, url: str) -> tuple[int, str, bytes]:
+    async def broken(self: object, stream: object, url: str) -> tuple[int, str, bytes]:
         raise EOFError
 
     monkeypatch.setattr("mta_sts_policyd.discovery.policy_fetch.PolicyFetcher._get", broken)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Collection, Iterable
 from typing import cast
 
 import httpcore
@@ -78,10 +78,14 @@ class ResolvingBackend(AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+        *,
+        exclude: Collection[str] = (),
     ) -> AsyncNetworkStream:
+        """`exclude`: addresses a fetch already tried (they answered, badly): only the others
+        are resolved and raced; NoOtherAddress when there are none."""
         if _is_address(host.strip("[]")):
             return await open_stream(host.strip("[]"), self._port, timeout)  # `check`: one address
-        early = self._take_early(host)
+        early = None if exclude else self._take_early(host)
 
         async def attempt(address: str) -> AsyncNetworkStream:
             return await open_stream(address, self._port, timeout)
@@ -91,7 +95,8 @@ class ResolvingBackend(AsyncNetworkBackend):
 
         try:
             if early is None:
-                v4, v6 = self._dns.ipv4(host), self._dns.ipv6(host)
+                v4 = _without(self._dns.ipv4(host), exclude)
+                v6 = _without(self._dns.ipv6(host), exclude)
                 return await connect_happy(v4, v6, attempt, close, RESOLUTION_DELAY)
             # The early A answer came with the TXT one. Waiting the RFC 8305 resolution delay
             # for an AAAA answer would add that round trip to every cold fetch, so IPv4 goes
@@ -99,6 +104,8 @@ class ResolvingBackend(AsyncNetworkBackend):
             # has not connected within the attempt delay.
             return await connect_v4_first(early, lambda: self._dns.ipv6(host), attempt, close)
         except NoAddresses as exc:
+            if exclude and exc.failure is None:
+                raise NoOtherAddress(f"policy host {host} has no other address") from None
             if exc.failure is not None:
                 reason = exc.failure.reason
                 raise PolicyFetchError(f"cannot resolve the policy host: {reason}") from None
@@ -163,6 +170,14 @@ class PoolTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+class NoOtherAddress(PolicyFetchError):
+    """Every address of the policy host was tried already (`connect_tcp`'s `exclude`)."""
+
+
+async def _without(addresses: Awaitable[list[str]], exclude: Collection[str]) -> list[str]:
+    return [a for a in await addresses if a not in exclude] if exclude else await addresses
 
 
 def _is_address(host: str) -> bool:

@@ -26,7 +26,11 @@ from mta_sts_policyd.discovery.http_rules import (
     redirect_problem,
     status_problem,
 )
-from mta_sts_policyd.discovery.http_transport import PoolTransport, ResolvingBackend
+from mta_sts_policyd.discovery.http_transport import (
+    NoOtherAddress,
+    PoolTransport,
+    ResolvingBackend,
+)
 from mta_sts_policyd.discovery.one_get import OneGet
 from mta_sts_policyd.errors import (
     PolicyFetchError,
@@ -34,6 +38,7 @@ from mta_sts_policyd.errors import (
     ResultType,
 )
 from mta_sts_policyd.net.dns_client import DnsClient
+from mta_sts_policyd.net.https_stream import AsyncNetworkStream
 from mta_sts_policyd.net.tls import client_context
 from mta_sts_policyd.sts import Policy, parse_policy
 
@@ -41,6 +46,8 @@ POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_TIMEOUT = 60.0
 """RFC 8461 §3.3 suggests one minute; longer configured timeouts are capped."""
 _MAX_CONNECTIONS = 256
+_MAX_ADDRESSES = 4
+"""Addresses of one policy host a fetch tries, each after the one before answered badly."""
 _FETCH_ERROR = ResultType.STS_POLICY_FETCH_ERROR
 _INVALID = ResultType.STS_POLICY_INVALID
 _WEBPKI = ResultType.STS_WEBPKI_INVALID
@@ -137,21 +144,39 @@ class PolicyFetcher:
         self._backend.discard(f"mta-sts.{domain}")
 
     async def fetch(self, domain: str) -> FetchResult:
-        """GET and validate the policy of A-label `domain`; PolicyFetchError on failure."""
+        """GET and validate the policy of A-label `domain`; PolicyFetchError on failure.
+
+        An address that answers badly (the connection reset, a certificate or TLS failure, an
+        HTTP or policy error) does not end the fetch while the host has others: the next
+        one is tried, up to `_MAX_ADDRESSES`, all within the one deadline. A dual-stack host
+        with a broken server behind one family, or a pool with one stale member, still gives
+        its policy. When none does, the error is the first address's, naming the others'.
+        """
         host = f"mta-sts.{domain}"
         url = f"https://{host}{POLICY_PATH}"
+        failed: list[tuple[str, PolicyFetchError]] = []
         try:
             async with asyncio.timeout(self.timeout):
-                status, content_type, body = await self._get(url)
+                while True:
+                    try:
+                        stream = await self._backend.connect_tcp(
+                            host, self._port, exclude=[address for address, _ in failed]
+                        )
+                    except NoOtherAddress:
+                        raise _summary(failed) from None
+                    except Exception as exc:
+                        raise _summary([*failed, ("", _fetch_error(host, url, exc))]) from None
+                    address = _peer_address(stream)
+                    try:
+                        status, content_type, body = await self._get(stream, url)
+                        return FetchResult(_parse(body), body, status, content_type, url)
+                    except Exception as exc:
+                        failed.append((address, _fetch_error(host, url, exc)))
+                    if len(failed) >= _MAX_ADDRESSES or not address:
+                        raise _summary(failed)
         except TimeoutError:
-            raise PolicyFetchError(f"{url}: no complete answer within {self.timeout:g} s") from None
-        except PolicyFetchError:
-            raise
-        except _NETWORK_ERRORS as exc:
-            raise _classify(host, url, exc) from None
-        except Exception as exc:  # any other library error is still a failed fetch: fail open
-            raise PolicyFetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        return FetchResult(_parse(body), body, status, content_type, url)
+            late = PolicyFetchError(f"{url}: no complete answer within {self.timeout:g} s")
+            raise _summary([*failed, ("", late)]) from None
 
     async def exchange(self, domain: str, address: str) -> Exchange:
         """GET the policy URL of A-label `domain` from one `address` (SNI and Host: the policy
@@ -193,13 +218,12 @@ class PolicyFetcher:
                 tls_version=version,
             )
 
-    async def _get(self, url: str) -> tuple[int, str, bytes]:
-        """The fetch itself: one connection from our resolver, TLS, one GET read by h11
+    async def _get(self, stream: AsyncNetworkStream, url: str) -> tuple[int, str, bytes]:
+        """One attempt on one connection from our resolver: TLS, one GET read by h11
         (one_get.py says why not the httpx client or httpcore's pool; `exchange`, for `check`,
         keeps httpx)."""
         host = url.split("/", 3)[2]
         headers = [(b"Host", host.encode("ascii")), *self._headers]
-        stream = await self._backend.connect_tcp(host, self._port)
         try:
             stream = await stream.start_tls(self._tls, server_hostname=host)
             get = OneGet(stream)
@@ -216,6 +240,30 @@ class PolicyFetcher:
         finally:
             await stream.aclose()
         return status, content_type, bytes(body)
+
+
+def _fetch_error(host: str, url: str, exc: Exception) -> PolicyFetchError:
+    """Any failure of one attempt as the PolicyFetchError it stands for."""
+    if isinstance(exc, PolicyFetchError):
+        return exc
+    if isinstance(exc, _NETWORK_ERRORS):
+        return _classify(host, url, exc)
+    return PolicyFetchError(f"{url}: {type(exc).__name__}: {exc}")  # any other library error
+
+
+def _summary(failed: list[tuple[str, PolicyFetchError]]) -> PolicyFetchError:
+    """The first failure (its result type too: the preferred address's), naming the others."""
+    first = failed[0][1]
+    if len(failed) == 1:
+        return first
+    others = "; ".join(f"{address or 'then'}: {error.reason}" for address, error in failed[1:])
+    return PolicyFetchError(f"{first.reason} (at {failed[0][0]}); also {others}", first.result_type)
+
+
+def _peer_address(stream: AsyncNetworkStream) -> str:
+    """The IP the stream is connected to ('' if unknown: no other address is tried then)."""
+    peer = stream.get_extra_info("server_addr")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def _request_headers(user_agent: str) -> list[tuple[str, str]]:

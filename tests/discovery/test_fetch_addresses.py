@@ -1,0 +1,133 @@
+"""A policy host address that answers badly does not end the fetch while the host has others.
+
+Two loopback HTTPS servers on one port (127.0.0.2 and 127.0.0.1, or ::1) stand for a host
+whose addresses reach different servers: a stale pool member, or the server behind one family
+left behind in a migration.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import trustme
+
+from conftest import StsWorld
+from mta_sts_policyd.errors import PolicyFetchError, ResultType
+from support.https_server import HttpsServer
+
+D = "example.test"
+HOST = f"mta-sts.{D}"
+POLICY = b"version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"
+
+
+@pytest.fixture
+def second(trust_ca: trustme.CA, sts_world: StsWorld) -> Iterator[HttpsServer]:
+    """Another server on 127.0.0.2, on the port of the world's own (127.0.0.1)."""
+    with HttpsServer(trust_ca, host="127.0.0.2", port=sts_world.https.port) as server:
+        yield server
+
+
+def _resetting_listener(host: str, port: int) -> tuple[socket.socket, threading.Thread]:
+    """Accepts, reads the ClientHello, resets: a failure after the connection was made."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(4096)  # the ClientHello: the client has connected and sent it
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.parametrize("bad", ["expired", "not-found"])
+async def test_a_bad_first_address_moves_on_to_the_next(
+    trust_ca: trustme.CA, sts_world: StsWorld, bad: str
+) -> None:
+    """::1 answers badly, 127.0.0.1 serves the policy; A and AAAA raced, IPv6 goes first."""
+    try:
+        v6 = HttpsServer(trust_ca, host="::1", port=sts_world.https.port).__enter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        if bad == "expired":
+            v6.set_policy(D, POLICY, cert="expired")
+        else:
+            v6.set_policy(D, POLICY, status=404)
+        sts_world.publish(D, POLICY)
+        sts_world.dns.set_aaaa(HOST, "::1")
+        async with sts_world.discovery() as client:
+            fetched = await client.fetch_policy(D)
+    finally:
+        v6.__exit__(None, None, None)
+    assert fetched.policy.mx == ("mail.example.test",)
+    assert sts_world.https.request_count(HOST) == 1
+    assert v6.request_count(HOST) == (1 if bad == "not-found" else 0)
+
+
+async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
+    trust_ca: trustme.CA, sts_world: StsWorld
+) -> None:
+    """The cold path (TXT and A together, IPv4 first): IPv4 connects, then resets; the AAAA
+    address serves the policy."""
+    try:
+        v6 = HttpsServer(trust_ca, host="::1").__enter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    listener, _ = _resetting_listener("127.0.0.2", v6.port)
+    try:
+        v6.set_policy(D, POLICY)
+        sts_world.publish(D, None)
+        sts_world.dns.set_a(HOST, "127.0.0.2")
+        sts_world.dns.set_aaaa(HOST, "::1")
+        async with sts_world.discovery(https_port=v6.port, ca_file=v6.ca_pem_path) as client:
+            await client.lookup_txt(D, fetch_likely=True)
+            fetched = await client.fetch_policy(D)
+    finally:
+        listener.close()
+        v6.__exit__(None, None, None)
+    assert fetched.policy.mx == ("mail.example.test",)
+
+
+async def test_when_every_address_fails_the_first_one_is_the_error_naming_the_others(
+    sts_world: StsWorld, second: HttpsServer
+) -> None:
+    sts_world.publish(D, POLICY, status=500)
+    second.set_policy(D, POLICY, cert="expired")
+    sts_world.dns.set_a(HOST, "127.0.0.2", "127.0.0.1")
+    async with sts_world.discovery() as client:
+        with pytest.raises(PolicyFetchError) as caught:
+            await client.fetch_policy(D)
+    error = caught.value
+    expired = f"certificate of {HOST} not accepted"
+    if "(at 127.0.0.2)" in error.reason:  # the order the addresses were tried in
+        assert error.result_type is ResultType.STS_WEBPKI_INVALID
+        assert error.reason.startswith(expired) and "also 127.0.0.1: " in error.reason
+        assert "HTTP 500" in error.reason
+    else:
+        assert error.result_type is ResultType.STS_POLICY_FETCH_ERROR
+        assert "HTTP 500" in error.reason.partition("(at 127.0.0.1)")[0]
+        assert f"also 127.0.0.2: {expired}" in error.reason
+
+
+async def test_one_address_failing_is_its_own_error_unchanged(sts_world: StsWorld) -> None:
+    sts_world.publish(D, POLICY, status=404)
+    async with sts_world.discovery() as client:
+        with pytest.raises(PolicyFetchError) as caught:
+            await client.fetch_policy(D)
+    assert "also" not in caught.value.reason and "404" in caught.value.reason
