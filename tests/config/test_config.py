@@ -603,3 +603,14 @@ def test_reload_names_exactly_the_keys_that_need_a_restart() -> None:
         "tlsrpt.retention_days",
     ]
     assert restart_only_changes(old, old) == []
+
+
+def test_a_refused_boolean_is_shown_as_the_file_spells_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[server]\nlisten = true\n[cache]\ncold_wait = false\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = "\n".join(caught.value.problems)
+    assert "server.listen: expected a list of" in text and "got true" in text
+    assert "cache.cold_wait: expected" in text and "got false" in text
+    assert "True" not in text and "False" not in text

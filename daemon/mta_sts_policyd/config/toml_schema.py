@@ -44,11 +44,11 @@ def _convert(
         return build_dataclass(tp, value, path, checks=checks, problems=problems)
     if origin is Literal:
         if not any(value == a and type(value) is type(a) for a in get_args(tp)):
-            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
         items = []
         for i, item in enumerate(value):
             try:
@@ -64,7 +64,7 @@ def _convert(
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
     return value
 
 
@@ -113,7 +113,7 @@ def _field(
     check = checks.get(path)
     problem = check(typed) if check else None
     if problem:
-        raise ConfigError(f"{path}: expected {problem}, got {value!r}")
+        raise ConfigError(f"{path}: expected {problem}, got {_shown(value)}")
     return typed
 
 
@@ -153,6 +153,12 @@ def tables_as_toml(tables: Mapping[str, Any]) -> str:
         else:
             emit(name, section)
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A refused value in a message: TOML's `true`/`false` as the file has them (Python's
+    `True` reads like another spelling); anything else as before, quoted if text."""
+    return toml_value(value) if isinstance(value, bool) else repr(value)
 
 
 def toml_value(value: Any) -> str:

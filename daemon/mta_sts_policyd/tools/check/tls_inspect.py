@@ -53,8 +53,13 @@ async def inspect_tls(
         return TlsSeen(tls_error=f"TLS handshake failed: {err.reason or err}")
     except TimeoutError:
         return TlsSeen(connect_error=f"{address} port {port}: timed out after {seconds:g} s")
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as err:
+        # A refused SYN is ConnectionRefusedError: these come after the TCP connection was made.
+        why = err.strerror or str(err) or type(err).__name__
+        return TlsSeen(tls_error=f"TLS handshake failed: the server closed the connection ({why})")
     except OSError as err:
-        return TlsSeen(connect_error=f"{address} port {port}: {err.strerror or err}")
+        why = err.strerror or str(err) or type(err).__name__
+        return TlsSeen(connect_error=f"{address} port {port}: {why}")
     return TlsSeen(cert=cert, version=version)
 
 
