@@ -144,6 +144,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "cache.state_dir": ["", "state", "./state"],
     "host.state_dir": ["", "  ", "host-state"],
     "tlsrpt.socket": ["tlsrpt.sock"],
+    "probe.ehlo_name": ["mx one.example", "mx.example/x", "-mx.example", "[1.2.3.4"],
     "tlsrpt.socket_mode": ["rw-rw----", "8"],
     "tlsrpt.retention_days": [0],
     "tlsrpt.max_report_bytes": [0],
@@ -614,3 +615,10 @@ def test_a_refused_boolean_is_shown_as_the_file_spells_it(tmp_path: Path) -> Non
     assert "server.listen: expected a list of" in text and "got true" in text
     assert "cache.cold_wait: expected" in text and "got false" in text
     assert "True" not in text and "False" not in text
+
+
+@pytest.mark.parametrize("name", ["", "mx.example.net", "localhost", "[192.0.2.1]", "[IPv6:::1]"])
+def test_an_ehlo_name_may_be_a_host_name_or_an_address_literal(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[probe]\nehlo_name = {json.dumps(name)}\n")
+    assert load_config(path).probe.ehlo_name == name

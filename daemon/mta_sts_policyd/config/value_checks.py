@@ -13,6 +13,7 @@ missing); the bounds are generous and only shut out values no operator can mean.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,19 @@ def _octal_mode(value: str) -> str | None:
     return None if ok else 'an octal file mode such as "0660"'
 
 
+_EHLO_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Za-z:.]+\]")
+
+
+def _ehlo_name(value: str) -> str | None:
+    """RFC 5321 §4.1.1.1: a domain or an address literal. A space would split the EHLO line
+    into a name and junk the server may refuse the session for."""
+    if not value or _EHLO_NAME.fullmatch(value):
+        return None
+    return "a host name such as mx.example.net or an address literal such as [192.0.2.1]"
+
+
 CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "probe.ehlo_name": _ehlo_name,
     "server.unix_mode": _octal_mode,
     "tlsrpt.socket_mode": _octal_mode,
     "cache.state_dir": state_dir_problem,
