@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -169,9 +171,7 @@ class Daemon:
             try:
                 self.bound.append(await self.server.listen_tcp(host, port))
             except OSError as exc:  # say which address: "Name or service not known" alone does not
-                raise OSError(
-                    exc.errno, f"cannot listen on {address}: {exc.strerror or exc}"
-                ) from exc
+                raise OSError(exc.errno, f"cannot listen on {address}: {_why(exc)}") from exc
             log.info("event=listening address=%s:%d", *self.bound[-1])
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -284,3 +284,11 @@ async def _close_part(close: Callable[[], Any]) -> None:
 async def _close_later(discovery: Discovery, delay: float) -> None:
     await asyncio.sleep(delay)
     await discovery.aclose()
+
+
+def _why(exc: OSError) -> str:
+    """The cause alone: the event loop's text repeats the address ("error while attempting to
+    bind on address (...): address already in use"); a resolver error keeps its own text."""
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return str(exc.strerror or exc)
