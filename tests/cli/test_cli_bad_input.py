@@ -49,6 +49,8 @@ def files(tmp_path: Path) -> dict[str, str]:
         f'[cache]\nstate_dir = "{state}"\n[discovery]\nca_file = "{tmp_path}/none.pem"\n'
         f'[logging]\ntarget = "file"\nfile = "{tmp_path}/no/x.log"\n'
     )
+    (tmp_path / "state-file").write_text("")
+    paths["state_file"] = f'[cache]\nstate_dir = "{tmp_path}/state-file"\n'
     paths["relative"] = '[cache]\nstate_dir = "state"\n[tlsrpt]\nsocket = "x.sock"\n'
     paths["listed_twice"] = '[server]\nlisten = ["127.0.0.1:1", "127.0.0.1:1"]\n'
     paths["port_zero"] = (
@@ -172,6 +174,7 @@ CASES: list[tuple[str, int, str]] = [
     ("check-config -c {bad_local}", C, "discovery.ca_file: CA file"),
     ("check-config -c {bad_local}", C, "server.unix_group: group 'nosuchgroupxyz' does not"),
     ("check-config -c {bad_local}", C, "logging.file: the folder"),
+    ("check-config -c {state_file}", C, "cache.state_dir: "),
     ("check-config -c {listed_twice}", C, "server.listen: 127.0.0.1:1 listed more than once"),
     (
         "serve -c {plain} --listen 127.0.0.1:1 --listen 127.0.0.1:1",

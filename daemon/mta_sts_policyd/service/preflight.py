@@ -21,7 +21,8 @@ def check_ca_file(path: str) -> None:
 
 
 def check_local_resources(config: Config) -> None:
-    """ConfigError listing every resource `serve` would refuse."""
+    """ConfigError listing every resource `serve` would refuse (the state directory's locking
+    and stores are `serve`'s own checks at start: they need the daemon's user)."""
     from mta_sts_policyd.net.unix_socket import group_id
 
     problems: list[str] = []
@@ -41,6 +42,9 @@ def check_local_resources(config: Config) -> None:
                 group_id(group, key)
             except ConfigError as exc:
                 problems += exc.problems
+    state_dir = Path(config.cache.state_dir)
+    if state_dir.exists() and not state_dir.is_dir():  # `serve` would exit 73 on it
+        problems.append(f"cache.state_dir: {state_dir} is a file, not a directory")
     if config.logging.target == "file" and config.logging.file:
         folder = Path(config.logging.file).parent
         if not os.access(folder, os.W_OK | os.X_OK):
