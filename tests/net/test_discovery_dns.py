@@ -224,3 +224,22 @@ async def test_a_speculative_mx_answer_is_read_when_wanted_and_dropped_quietly_w
     gc.collect()
     await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
+
+
+async def test_an_mx_hosts_addresses_are_both_families_ipv4_first(
+    discovery: Discovery, dns_server: DnsServer
+) -> None:
+    """The probe tries these in order: an MX whose IPv4 is broken is reached over IPv6, as
+    Postfix would (only IPv4 came back when the host had an A record)."""
+    dns_server.set_a("mx.example.test", "192.0.2.25")
+    dns_server.set_aaaa("mx.example.test", "2001:db8::25")
+    assert await discovery.lookup_addresses("mx.example.test") == ["192.0.2.25", "2001:db8::25"]
+    dns_server.set_a("v4.example.test", "192.0.2.26")
+    assert await discovery.lookup_addresses("v4.example.test") == ["192.0.2.26"]
+    dns_server.set_aaaa("v6.example.test", "2001:db8::26")
+    assert await discovery.lookup_addresses("v6.example.test") == ["2001:db8::26"]
+    dns_server.fail("mx.example.test", "servfail", "A")
+    assert await discovery.lookup_addresses("mx.example.test") == ["2001:db8::25"]
+    dns_server.fail("mx.example.test", "servfail")
+    with pytest.raises(DnsLookupError):
+        await discovery.lookup_addresses("mx.example.test")

@@ -25,6 +25,7 @@ from mta_sts_policyd.probe.smtp import _read_reply, _Stop
 from mta_sts_policyd.probe.tls import classify_verify_error, describe_certificate, matches_host
 from mta_sts_policyd.tlsrpt.shadow.label import probe_failure_detail
 from support.certs import CertFactory
+from support.dns_server import DnsServer
 from support.ports import free_port, ipv6_loopback
 from support.smtp_server import (
     LoopbackSmtpServer,
@@ -601,6 +602,23 @@ async def test_cli_ipv6_literal_is_connected_to(
     assert data["result_type"] == "certificate-host-mismatch"
     assert data["hint"].endswith("probe NAME --address ::1")
     assert srv.record.tls_established == 1
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback in this environment")
+async def test_cli_a_name_whose_ipv4_refuses_is_probed_over_ipv6(
+    ca: trustme.CA, ca_file: str, dns_server: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Postfix tries both families; the probe asked only A when the name had one."""
+    tls = trustme_context(ca.issue_cert(MX))
+    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls), host="::1") as srv:
+        dns_server.set_a(MX, "127.0.0.2")  # nothing listens there on this port: refused
+        dns_server.set_aaaa(MX, "::1")
+        config = Config(
+            discovery=DiscoveryConfig(ca_file=ca_file, nameservers=(dns_server.nameserver,))
+        )
+        assert await run_probe(cli_args(MX, "--port", str(srv.port), "--json"), config) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and data["address"] == "::1"
 
 
 async def test_cli_an_address_failing_the_name_check_says_to_use_address(

@@ -199,23 +199,23 @@ class DnsClient:
         return bool(answer.records) and answer.authenticated
 
     async def addresses(self, host: str) -> list[str]:
-        """IPv4 addresses of `host`, else its IPv6 addresses; [] when it has none.
+        """IPv4 then IPv6 addresses of `host` (A and AAAA asked together); [] when it has none.
 
-        AAAA is asked only when there is no A record: one query instead of two for the usual
-        policy host or MX, at the price of a second round trip for IPv6-only hosts. A failed A
-        query still lets AAAA answer; when both fail, the A failure is raised.
+        Both families, as Postfix tries both: an MX whose IPv4 is broken is still reached over
+        IPv6 (the probe tries these in order when a connection fails). One family failing is
+        "no addresses" for it while the other has some; when both fail, the A failure is raised.
         """
-        try:
-            found = await self._addresses(host, dns.rdatatype.A)
-        except DnsLookupError as v4_error:
-            try:
-                v6 = await self._addresses(host, dns.rdatatype.AAAA)
-            except DnsLookupError:
-                raise v4_error from None
-            if not v6:
-                raise
-            return v6
-        return found or await self._addresses(host, dns.rdatatype.AAAA)
+        v4, v6 = await asyncio.gather(
+            self._addresses(host, dns.rdatatype.A),
+            self._addresses(host, dns.rdatatype.AAAA),
+            return_exceptions=True,
+        )
+        for result in (v4, v6):
+            if isinstance(result, BaseException) and not isinstance(result, DnsLookupError):
+                raise result  # a bug or a cancellation is not "no addresses"
+        if isinstance(v4, DnsLookupError) and isinstance(v6, DnsLookupError):
+            raise v4
+        return [a for found in (v4, v6) if isinstance(found, list) for a in found]
 
     async def ipv4(self, host: str) -> list[str]:
         """A records of `host` ([] for NXDOMAIN and NODATA); DnsLookupError on failure."""
