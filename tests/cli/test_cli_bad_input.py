@@ -52,6 +52,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "state-file").write_text("")
     paths["state_file"] = f'[cache]\nstate_dir = "{tmp_path}/state-file"\n'
     paths["relative"] = '[cache]\nstate_dir = "state"\n[tlsrpt]\nsocket = "x.sock"\n'
+    paths["bad_listens"] = '[server]\nlisten = ["127.0.0.1:0", "unix:rel", "::1"]\n'
     paths["listed_twice"] = '[server]\nlisten = ["127.0.0.1:1", "127.0.0.1:1"]\n'
     paths["port_zero"] = (
         f'[server]\nlisten = ["127.0.0.1:0"]\n[metrics]\nlisten = "127.0.0.1:0"\n'
@@ -182,7 +183,9 @@ CASES: list[tuple[str, int, str]] = [
         "--listen: 127.0.0.1:1 listed",
     ),
     # port 0 would bind a random port: refused by every listen-type key and argument
-    ("check-config -c {port_zero}", C, "server.listen: '127.0.0.1:0': port '0': expected a number"),
+    ("check-config -c {port_zero}", C, "server.listen[0]: '127.0.0.1:0': port '0': expected a"),
+    ("check-config -c {bad_listens}", C, "server.listen[1]: expected unix:/absolute/path, got"),
+    ("check-config -c {bad_listens}", C, "server.listen[2]: '::1': an IPv6 address goes in"),
     ("check-config -c {port_zero}", C, "metrics.listen: '127.0.0.1:0': port '0': expected"),
     ("check-config -c {port_zero}", C, "host.listen: '[::]:0': port '0': expected"),
     ("check-config -c {port_zero}", C, "host.http_listen: '0.0.0.0:0': port '0': expected"),
@@ -244,7 +247,7 @@ def test_check_config_lists_every_problem_at_once(
         "cache.cold_wait",
         "cache.bogus",
         "tlsrpt.retention_days",
-        "server.listen",
+        "server.listen[0]",
         "tlsrpt.organization_name",
         "tlsrpt.envelope_sender",
         "tlsrpt.contact_info",

@@ -109,14 +109,21 @@ def _check_listeners(config: Config) -> None:
     _check_listen_list(config.server.listen, "server.listen")
 
 
-def _check_listen_list(addresses: Sequence[str], key: str) -> None:
-    """Each address valid and none twice: the second bind of one address would fail as
-    "address already in use", which reads like another process holding it."""
-    for address in addresses:
-        parse_listen_address(address, key)
+def _check_listen_list(addresses: Sequence[str], key: str, *, indexed: bool = True) -> None:
+    """Each address valid (every bad one named, by its index in the file's list) and none
+    twice: the second bind of one address would fail as "address already in use", which
+    reads like another process holding it."""
+    problems: list[str] = []
+    for i, address in enumerate(addresses):
+        try:
+            parse_listen_address(address, f"{key}[{i}]" if indexed else key)
+        except ConfigError as exc:
+            problems += exc.problems
     twice = sorted({a for a in addresses if addresses.count(a) > 1})
     if twice:
-        raise ConfigError(f"{key}: {', '.join(twice)} listed more than once")
+        problems.append(f"{key}: {', '.join(twice)} listed more than once")
+    if problems:
+        raise ConfigError(*problems)
 
 
 def _check_metrics(config: Config) -> None:
@@ -312,7 +319,7 @@ def with_overrides(
 ) -> Config:
     """Apply command-line overrides (`--listen`, `--state-dir`)."""
     if listen:
-        _check_listen_list(listen, "--listen")
+        _check_listen_list(listen, "--listen", indexed=False)
         config = dataclasses.replace(
             config, server=dataclasses.replace(config.server, listen=tuple(listen))
         )
