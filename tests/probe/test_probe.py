@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -610,13 +611,16 @@ async def test_cli_a_name_whose_ipv4_refuses_is_probed_over_ipv6(
 ) -> None:
     """Postfix tries both families; the probe asked only A when the name had one."""
     tls = trustme_context(ca.issue_cert(MX))
-    async with LoopbackSmtpServer(SmtpBehaviour(tls=tls), host="::1") as srv:
-        dns_server.set_a(MX, "127.0.0.2")  # nothing listens there on this port: refused
-        dns_server.set_aaaa(MX, "::1")
-        config = Config(
-            discovery=DiscoveryConfig(ca_file=ca_file, nameservers=(dns_server.nameserver,))
-        )
-        assert await run_probe(cli_args(MX, "--port", str(srv.port), "--json"), config) == 0
+    dns_server.set_a(MX, "127.0.0.2")
+    dns_server.set_aaaa(MX, "::1")
+    config = Config(
+        discovery=DiscoveryConfig(ca_file=ca_file, nameservers=(dns_server.nameserver,))
+    )
+    with socket.socket() as refusing:  # bound, not listening: 127.0.0.2 on this port refuses
+        refusing.bind(("127.0.0.2", 0))
+        port = refusing.getsockname()[1]
+        async with LoopbackSmtpServer(SmtpBehaviour(tls=tls), host="::1", port=port):
+            assert await run_probe(cli_args(MX, "--port", str(port), "--json"), config) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is True and data["address"] == "::1"
 
