@@ -8,6 +8,7 @@ left behind in a migration.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -31,24 +32,24 @@ def second(trust_ca: trustme.CA, sts_world: StsWorld) -> Iterator[HttpsServer]:
 
 
 def _resetting_listener(host: str, port: int) -> tuple[socket.socket, threading.Thread]:
-    """Accepts, reads the ClientHello, resets: a failure after the connection was made."""
+    """Accepts one connection, reads the ClientHello, resets: a failure after the connection
+    was made. One connection only, so the thread ends (a thread left in accept() would keep
+    the port listening for later tests even after close())."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     listener.listen()
+    listener.settimeout(10)
 
     def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
             conn.recv(4096)  # the ClientHello: the client has connected and sent it
-            conn.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
-            conn.close()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -89,7 +90,7 @@ async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
         v6 = HttpsServer(trust_ca, host="::1").__enter__()
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    listener, _ = _resetting_listener("127.0.0.2", v6.port)
+    listener, thread = _resetting_listener("127.0.0.2", v6.port)
     try:
         v6.set_policy(D, POLICY)
         sts_world.publish(D, None)
@@ -99,8 +100,10 @@ async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
             await client.lookup_txt(D, fetch_likely=True)
             fetched = await client.fetch_policy(D)
     finally:
+        thread.join(10)
         listener.close()
         v6.__exit__(None, None, None)
+    assert not thread.is_alive()
     assert fetched.policy.mx == ("mail.example.test",)
 
 
