@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, StateUnusableError
+from mta_sts_policyd.state_files import refuse_non_directory
 
 
 def check_ca_file(path: str) -> None:
@@ -42,9 +43,10 @@ def check_local_resources(config: Config) -> None:
                 group_id(group, key)
             except ConfigError as exc:
                 problems += exc.problems
-    state_dir = Path(config.cache.state_dir)
-    if state_dir.exists() and not state_dir.is_dir():  # `serve` would exit 73 on it
-        problems.append(f"cache.state_dir: {state_dir} is a file, not a directory")
+    try:  # `serve` would exit 73 on it
+        refuse_non_directory(Path(config.cache.state_dir), "use it as the state directory")
+    except StateUnusableError as exc:
+        problems.append(f"cache.state_dir: {exc}")
     if config.logging.target == "file" and config.logging.file:
         folder = Path(config.logging.file).parent
         if not os.access(folder, os.W_OK | os.X_OK):

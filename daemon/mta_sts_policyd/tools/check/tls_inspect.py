@@ -55,12 +55,16 @@ async def inspect_tls(
         return TlsSeen(connect_error=f"{address} port {port}: timed out after {seconds:g} s")
     except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as err:
         # A refused SYN is ConnectionRefusedError: these come after the TCP connection was made.
-        why = err.strerror or str(err) or type(err).__name__
+        why = _reason(err)
         return TlsSeen(tls_error=f"TLS handshake failed: the server closed the connection ({why})")
     except OSError as err:
-        why = err.strerror or str(err) or type(err).__name__
-        return TlsSeen(connect_error=f"{address} port {port}: {why}")
+        return TlsSeen(connect_error=f"{address} port {port}: {_reason(err)}")
     return TlsSeen(cert=cert, version=version)
+
+
+def _reason(err: OSError) -> str:
+    """Never empty: a reset from asyncio may carry neither strerror nor a message."""
+    return err.strerror or str(err) or type(err).__name__
 
 
 async def _handshake(
