@@ -24,7 +24,7 @@ def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str
     one. Names are refused: the resolver that would look them up is the one being configured.
     The address comes back in its canonical text form. ConfigError names `key` and the problem.
     """
-    host, port, _ = _split_port(text, key, DNS_PORT)
+    host, port, _ = split_host_port(text, key, DNS_PORT)
     try:
         address = str(ipaddress.ip_address(host))
     except ValueError:
@@ -38,7 +38,7 @@ def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str
 def parse_smtp_relay(text: str, key: str) -> tuple[str, int]:
     """`HOST`, `HOST:PORT`, `[IPv6]` or `[IPv6]:PORT` of the relay mail is handed to -> (host,
     port); port 25 by default. ConfigError names `key` and the problem."""
-    host, port, bracketed = _split_port(text, key, SMTP_PORT)
+    host, port, bracketed = split_host_port(text, key, SMTP_PORT)
     if bracketed:
         if ":" not in host:
             raise ConfigError(f"{key}: {text!r}: expected [IPv6] or [IPv6]:PORT")
@@ -109,9 +109,10 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
-def _split_port(text: str, key: str, default: int) -> tuple[str, str, bool]:
+def split_host_port(text: str, key: str, default: int) -> tuple[str, str, bool]:
     """(host, port text, whether the host was in brackets) of `HOST`, `HOST:PORT`, `[IPv6]`
-    or `[IPv6]:PORT`; a bare IPv6 address (more than one colon) is all host."""
+    or `[IPv6]:PORT`; a bare IPv6 address (more than one colon) is all host. The port text is
+    not checked here (str(`default`) when none is written); ConfigError for a bad bracket."""
     spec = text.strip()
     host, port = spec, str(default)
     bracketed = spec.startswith("[")

@@ -19,7 +19,8 @@ from mta_sts_policyd.cli.arguments import ip_address, port_number, seconds
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import MtaStsError, ResultType
+from mta_sts_policyd.endpoints import split_host_port
+from mta_sts_policyd.errors import ConfigError, MtaStsError, ResultType
 from mta_sts_policyd.probe.prober import MxProber, ProbeResult, Resolver, probe_target
 from mta_sts_policyd.service import composition
 
@@ -121,14 +122,14 @@ def address_hint(mx_host: str, result: ProbeResult) -> str | None:
 def _port_given(text: str) -> str | None:
     """The usage message for MX-HOST with a port (`[::1]:25`, `mx.example.com:25`): the port
     is an option, and the host-name rule alone would only call `:25` a bad DNS label."""
-    if text.startswith("["):
-        inside, closed, rest = text[1:].partition("]")
-        host, port = (f"[{inside}]", rest[1:]) if closed and rest.startswith(":") else ("", "")
-    else:
-        host, _, port = text.partition(":") if text.count(":") == 1 else ("", "", "")
+    try:
+        host, port, bracketed = split_host_port(text, "MX-HOST", default=-1)  # -1: none given
+    except ConfigError:  # a bracket left open: not a port question
+        return None
     if not host or not (port.isascii() and port.isdigit()):
         return None
-    return f"MX-HOST {text!r} carries a port: give the port with --port ({host} --port {port})"
+    shown = f"[{host}]" if bracketed else host
+    return f"MX-HOST {text!r} carries a port: give the port with --port ({shown} --port {port})"
 
 
 def _literal(host: str) -> str | None:
