@@ -34,6 +34,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError, StateUnusableError, StoreError
 from mta_sts_policyd.reports_in.chart import render_page
 from mta_sts_policyd.reports_in.maildir import scan_maildir
+from mta_sts_policyd.reports_in.model import CountedDays
 from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served_from_text
 from mta_sts_policyd.reports_in.summary import Summary, not_counted_note, summarize
 from mta_sts_policyd.service import composition
@@ -112,15 +113,10 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
     if store is None:
         summaries = [summarize(d, [], [], today) for d in domains]
     else:
+        counted = {d: store.counted_days(d, since, now) for d in domains or store.domains()}
         summaries = [
-            summarize(
-                d,
-                store.policy_days(d, since, now=now),
-                store.failure_days(d, since, now=now),
-                today,
-                not_counted_future=store.reports_starting_after(d, now),
-            )
-            for d in domains or store.domains()
+            summarize(d, c.policies, c.failures, today, not_counted_future=c.not_counted_future)
+            for d, c in counted.items()
         ]
     if args.html is not None:
         with file_argument("--html", args.html, writing=True):
@@ -138,12 +134,10 @@ def _summary(args: argparse.Namespace, config: Config) -> int:
 def _readiness(args: argparse.Namespace, config: Config) -> int:
     domain: str = args.target
     store = composition.read_reports_in_store(config)
-    since, now = date.min, datetime.now(UTC)
-    policies = [] if store is None else store.policy_days(domain, since, now=now)
-    failures = [] if store is None else store.failure_days(domain, since, now=now)
-    future = 0 if store is None else store.reports_starting_after(domain, now)
+    now = datetime.now(UTC)
+    counted = CountedDays() if store is None else store.counted_days(domain, date.min, now)
     try:
-        served = _served(args.policy, policies)
+        served = _served(args.policy, counted.policies)
     except PolicySyntaxError as exc:
         message = f"--policy {args.policy}: {exc}"
         return fail("reports-in readiness", message, EXIT_USAGE, as_json=args.json)
@@ -153,11 +147,11 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
     verdict = readiness(
         domain,
         served,
-        policies,
-        failures,
+        counted.policies,
+        counted.failures,
         min_days=config.reports_in.min_days,
         min_organizations=config.reports_in.min_organizations,
-        not_counted_future=future,
+        not_counted_future=counted.not_counted_future,
     )
     if args.json:
         print_json(asdict(verdict))

@@ -6,7 +6,7 @@ Pure data. Names are A-labels (tlsrpt.normalize), addresses in RFC 5952 form, ti
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 FAILURE_RESULTS_BLOCKING_ENFORCE = frozenset(
@@ -115,3 +115,13 @@ class FailureDay:
     result_type: str
     receiving_mx: str | None
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CountedDays:
+    """A domain's stored days as `summary`, `readiness` and the `enforce` gate count them at
+    one `now`: the reports whose range starts later left out, and how many those were."""
+
+    policies: list[PolicyDay] = field(default_factory=list)
+    failures: list[FailureDay] = field(default_factory=list)
+    not_counted_future: int = 0

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from mta_sts_policyd.errors import StateUnusableError, StoreError
-from mta_sts_policyd.reports_in.model import FailureDay, PolicyDay, ReceivedReport
+from mta_sts_policyd.reports_in.model import CountedDays, FailureDay, PolicyDay, ReceivedReport
 from mta_sts_policyd.state_files import (
     create_private_file,
     is_damaged,
@@ -222,6 +222,14 @@ class ReportsInStore:
             )
             for r in rows
         ]
+
+    def counted_days(self, domain: str, since: date, now: datetime) -> CountedDays:
+        """Policy and failure days from `since` as of `now`, with the count left out."""
+        return CountedDays(
+            self.policy_days(domain, since, now=now),
+            self.failure_days(domain, since, now=now),
+            self.reports_starting_after(domain, now),
+        )
 
     def reports_starting_after(self, domain: str, now: datetime) -> int:
         """How many reports about `domain` the `now` of `policy_days` leaves out."""

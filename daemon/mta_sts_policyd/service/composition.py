@@ -228,16 +228,16 @@ def enforce_readiness(config: Config, domain: str, served_lines: list[str]) -> V
     store = read_reports_in_store(config)
     if store is None:
         return None
-    now = datetime.now(UTC)
     try:
+        counted = store.counted_days(domain, date.min, datetime.now(UTC))
         return readiness(
             domain,
             served_from_text(served_lines),
-            store.policy_days(domain, date.min, now=now),
-            store.failure_days(domain, date.min, now=now),
+            counted.policies,
+            counted.failures,
             min_days=config.reports_in.min_days,
             min_organizations=config.reports_in.min_organizations,
-            not_counted_future=store.reports_starting_after(domain, now),
+            not_counted_future=counted.not_counted_future,
         )
     finally:
         store.close()
