@@ -7,9 +7,6 @@ left behind in a migration.
 
 from __future__ import annotations
 
-import socket
-import struct
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +15,7 @@ import trustme
 from conftest import StsWorld
 from mta_sts_policyd.errors import PolicyFetchError, ResultType
 from support.https_server import HttpsServer
+from support.resetting_server import resetting_server
 
 D = "example.test"
 HOST = f"mta-sts.{D}"
@@ -29,31 +27,6 @@ def second(trust_ca: trustme.CA, sts_world: StsWorld) -> Iterator[HttpsServer]:
     """Another server on 127.0.0.2, on the port of the world's own (127.0.0.1)."""
     with HttpsServer(trust_ca, host="127.0.0.2", port=sts_world.https.port) as server:
         yield server
-
-
-def _resetting_listener(host: str, port: int) -> tuple[socket.socket, threading.Thread]:
-    """Accepts one connection, reads the ClientHello, resets: a failure after the connection
-    was made. One connection only, so the thread ends (a thread left in accept() would keep
-    the port listening for later tests even after close())."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen()
-    listener.settimeout(10)
-
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(4096)  # the ClientHello: the client has connected and sent it
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return listener, thread
 
 
 @pytest.mark.parametrize("bad", ["expired", "not-found"])
@@ -90,20 +63,17 @@ async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
         v6 = HttpsServer(trust_ca, host="::1").__enter__()
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    listener, thread = _resetting_listener("127.0.0.2", v6.port)
     try:
         v6.set_policy(D, POLICY)
         sts_world.publish(D, None)
         sts_world.dns.set_a(HOST, "127.0.0.2")
         sts_world.dns.set_aaaa(HOST, "::1")
-        async with sts_world.discovery(https_port=v6.port, ca_file=v6.ca_pem_path) as client:
-            await client.lookup_txt(D, fetch_likely=True)
-            fetched = await client.fetch_policy(D)
+        with resetting_server("127.0.0.2", v6.port):  # asserts it was connected to, then reset
+            async with sts_world.discovery(https_port=v6.port, ca_file=v6.ca_pem_path) as c:
+                await c.lookup_txt(D, fetch_likely=True)
+                fetched = await c.fetch_policy(D)
     finally:
-        thread.join(10)
-        listener.close()
         v6.__exit__(None, None, None)
-    assert not thread.is_alive()
     assert fetched.policy.mx == ("mail.example.test",)
 
 
