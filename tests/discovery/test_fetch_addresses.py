@@ -7,6 +7,7 @@ left behind in a migration.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ import trustme
 from conftest import StsWorld
 from mta_sts_policyd.errors import PolicyFetchError, ResultType
 from support.https_server import HttpsServer
-from support.resetting_server import resetting_server
+from support.resetting_server import resetting_server, silent_server
 
 D = "example.test"
 HOST = f"mta-sts.{D}"
@@ -104,3 +105,45 @@ async def test_one_address_failing_is_its_own_error_unchanged(sts_world: StsWorl
         with pytest.raises(PolicyFetchError) as caught:
             await client.fetch_policy(D)
     assert "also" not in caught.value.reason and "404" in caught.value.reason
+
+
+async def test_a_silent_first_address_does_not_take_the_whole_deadline(
+    trust_ca: trustme.CA, sts_world: StsWorld
+) -> None:
+    """The cold path: IPv4 (early A) accepts and never answers; after a quarter of the
+    deadline the AAAA address is tried beside it and serves the policy, well within it."""
+    try:
+        v6 = HttpsServer(trust_ca, host="::1").__enter__()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        v6.set_policy(D, POLICY)
+        sts_world.publish(D, None)
+        sts_world.dns.set_a(HOST, "127.0.0.2")
+        sts_world.dns.set_aaaa(HOST, "::1")
+        with silent_server("127.0.0.2", v6.port):  # asserts it was connected to
+            async with sts_world.discovery(
+                https_port=v6.port, ca_file=v6.ca_pem_path, fetch_timeout=4.0
+            ) as c:
+                await c.lookup_txt(D, fetch_likely=True)
+                started = time.monotonic()
+                fetched = await c.fetch_policy(D)
+                took = time.monotonic() - started
+    finally:
+        v6.__exit__(None, None, None)
+    assert fetched.policy.mx == ("mail.example.test",)
+    assert 1.0 <= took < 3.0  # one quarter of 4 s alone, then the next address
+
+
+async def test_a_single_silent_address_is_named_when_the_deadline_ends(
+    sts_world: StsWorld,
+) -> None:
+    sts_world.publish(D, None)
+    sts_world.dns.set_a(HOST, "127.0.0.2")
+    with silent_server("127.0.0.2") as port:
+        async with sts_world.discovery(https_port=port, fetch_timeout=1.0) as client:
+            with pytest.raises(PolicyFetchError) as caught:
+                await client.fetch_policy(D)
+    assert caught.value.reason == (
+        f"https://{HOST}/.well-known/mta-sts.txt: no complete answer within 1 s"
+    )

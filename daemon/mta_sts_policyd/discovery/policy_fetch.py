@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,17 +21,14 @@ import h11
 import httpcore
 import httpx
 
+from mta_sts_policyd.discovery.address_attempts import AddressAttempts, Attempt
 from mta_sts_policyd.discovery.http_rules import (
     MAX_BODY,
     content_type_problem,
     redirect_problem,
     status_problem,
 )
-from mta_sts_policyd.discovery.http_transport import (
-    NoOtherAddress,
-    PoolTransport,
-    ResolvingBackend,
-)
+from mta_sts_policyd.discovery.http_transport import PoolTransport, ResolvingBackend
 from mta_sts_policyd.discovery.one_get import OneGet
 from mta_sts_policyd.errors import (
     PolicyFetchError,
@@ -47,7 +45,8 @@ MAX_TIMEOUT = 60.0
 """RFC 8461 §3.3 suggests one minute; longer configured timeouts are capped."""
 _MAX_CONNECTIONS = 256
 _MAX_ADDRESSES = 4
-"""Addresses of one policy host a fetch tries, each after the one before answered badly."""
+"""Addresses of one policy host a fetch tries; each also gets a quarter of the deadline alone
+before the next one is tried beside it, if it stays silent."""
 _FETCH_ERROR = ResultType.STS_POLICY_FETCH_ERROR
 _INVALID = ResultType.STS_POLICY_INVALID
 _WEBPKI = ResultType.STS_WEBPKI_INVALID
@@ -147,36 +146,32 @@ class PolicyFetcher:
         """GET and validate the policy of A-label `domain`; PolicyFetchError on failure.
 
         An address that answers badly (the connection reset, a certificate or TLS failure, an
-        HTTP or policy error) does not end the fetch while the host has others: the next
-        one is tried, up to `_MAX_ADDRESSES`, all within the one deadline. A dual-stack host
+        HTTP or policy error) does not end the fetch while the host has others, and one that
+        stays silent after connecting gets another address tried next to it: up to
+        `_MAX_ADDRESSES`, all within the one deadline (address_attempts.py). A dual-stack host
         with a broken server behind one family, or a pool with one stale member, still gives
         its policy. When none does, the error is the first address's, naming the others'.
         """
         host = f"mta-sts.{domain}"
         url = f"https://{host}{POLICY_PATH}"
-        failed: list[tuple[str, PolicyFetchError]] = []
+
+        async def one_try(exclude: Collection[str], attempt: Attempt) -> FetchResult:
+            stream = await self._backend.connect_tcp(host, self._port, exclude=exclude)
+            attempt.mark_connected(_peer_address(stream))
+            status, content_type, body = await self._get(stream, url)
+            return FetchResult(_parse(body), body, status, content_type, url)
+
+        attempts = AddressAttempts(
+            one_try,
+            lambda exc: _fetch_error(host, url, exc),
+            limit=_MAX_ADDRESSES,
+            stall_after=self.timeout / _MAX_ADDRESSES,
+        )
         try:
             async with asyncio.timeout(self.timeout):
-                while True:
-                    try:
-                        stream = await self._backend.connect_tcp(
-                            host, self._port, exclude=[address for address, _ in failed]
-                        )
-                    except NoOtherAddress:
-                        raise _summary(failed) from None
-                    except Exception as exc:
-                        raise _summary([*failed, ("", _fetch_error(host, url, exc))]) from None
-                    address = _peer_address(stream)
-                    try:
-                        status, content_type, body = await self._get(stream, url)
-                        return FetchResult(_parse(body), body, status, content_type, url)
-                    except Exception as exc:
-                        failed.append((address, _fetch_error(host, url, exc)))
-                    if len(failed) >= _MAX_ADDRESSES or not address:
-                        raise _summary(failed)
+                return await attempts.run()
         except TimeoutError:
-            late = PolicyFetchError(f"{url}: no complete answer within {self.timeout:g} s")
-            raise _summary([*failed, ("", late)]) from None
+            raise attempts.late(f"{url}: no complete answer within {self.timeout:g} s") from None
 
     async def exchange(self, domain: str, address: str) -> Exchange:
         """GET the policy URL of A-label `domain` from one `address` (SNI and Host: the policy
@@ -249,15 +244,6 @@ def _fetch_error(host: str, url: str, exc: Exception) -> PolicyFetchError:
     if isinstance(exc, _NETWORK_ERRORS):
         return _classify(host, url, exc)
     return PolicyFetchError(f"{url}: {type(exc).__name__}: {exc}")  # any other library error
-
-
-def _summary(failed: list[tuple[str, PolicyFetchError]]) -> PolicyFetchError:
-    """The first failure (its result type too: the preferred address's), naming the others."""
-    first = failed[0][1]
-    if len(failed) == 1:
-        return first
-    others = "; ".join(f"{address or 'then'}: {error.reason}" for address, error in failed[1:])
-    return PolicyFetchError(f"{first.reason} (at {failed[0][0]}); also {others}", first.result_type)
 
 
 def _peer_address(stream: AsyncNetworkStream) -> str:
