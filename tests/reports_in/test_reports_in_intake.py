@@ -174,23 +174,55 @@ def test_summary_and_readiness_only_read(
     assert store.read_bytes() == before
 
 
-def test_a_damaged_store_is_73_naming_it_for_the_readers_and_75_for_the_intake(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def damage(store: Path, how: str) -> None:
+    """A store as operators find them: garbage, cut short, or bad past its first page (opens,
+    fails at the first write)."""
+    if how == "garbage":
+        store.write_bytes(b"not a database" * 100)
+        return
+    run(store.parent, "--domain", "example.com", stdin=mail("Org A", TODAY, report_id="first"))
+    gc.collect()  # the intake's connection closes: its pages are in the file
+    data = store.read_bytes()
+    page = 4096
+    if how == "truncated":
+        store.write_bytes(data[: page + 100])
+    else:
+        store.write_bytes(data[:page] + b"\xa5" * (len(data) - page))
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "inner-pages"])
+def test_a_damaged_store_is_73_for_the_readers_and_75_for_the_intake_with_the_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
 ) -> None:
-    """Waiting does not mend a damaged file: `summary` and `readiness` said "store unavailable,
-    try again later" (75). The pipe intake keeps 75, so Postfix keeps the report."""
+    """Waiting does not mend a damaged file. `summary` and `readiness` exit 73; the pipe intake
+    keeps 75, so Postfix keeps the report, but said "store unavailable, try again later" for
+    ever: every command now names the file, says it is no readable store and how to recover,
+    in the same words."""
     store = tmp_path / REPORTS_IN_STORE_NAME
-    store.write_bytes(b"not a database" * 100)
+    damage(store, how)
+    damaged = store.read_bytes()
+    capsys.readouterr()
+    way_out = (
+        f"{store}: not a readable report store, the file is damaged (",
+        "move it aside (with its -wal and -shm files, if any) and the next report received"
+        " creates a new one",
+    )
     assert run(tmp_path, "summary", "--json") == 73
     error = json.loads(capsys.readouterr().out)["error"]
-    assert str(store) in error and "damaged" in error and "try again" not in error
+    assert all(words in error for words in way_out) and "try again" not in error
     assert run(tmp_path, "readiness", "example.com") == 73
-    assert f"reports-in readiness: {store}: cannot read the received reports" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert err.startswith(f"reports-in readiness: {way_out[0]}") and way_out[1] in err
     assert run(tmp_path, "--domain", "example.com", stdin=mail("Org A", TODAY)) == 75
-    assert "store unavailable, try again later" in capsys.readouterr().err
-    assert store.read_bytes() == b"not a database" * 100
+    err = capsys.readouterr().err
+    assert err.startswith(f"reports-in: {way_out[0]}") and way_out[1] in err
+    assert "try again later" not in err and "Postfix keeps them" in err
+    assert store.read_bytes() == damaged
+    for side in tmp_path.glob(f"{REPORTS_IN_STORE_NAME}-*"):
+        side.unlink()  # what the message asks: move the file (and its -wal, -shm) aside
+    store.rename(store.with_name(store.name + ".damaged"))
+    assert run(tmp_path, "--domain", "example.com", "--json", stdin=mail("Org A", TODAY)) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1
 
 
 def test_a_state_dir_that_is_a_file_is_73_naming_it_not_no_reports_yet(

@@ -8,7 +8,8 @@
 Exit codes of the intake follow what Postfix's pipe(8) and local(8) understand: 0 after
 storing, and also after rejecting a message that is no usable report (logged, quarantined:
 retrying would not help); 75 (EX_TEMPFAIL) when the store cannot be written, so Postfix keeps
-the message and tries again. `readiness` exits 0 when `enforce` is safe, 1 when not; `summary`
+the message and tries again (a damaged store too: the message, Postfix's deferral reason, says
+to move the file aside). `readiness` exits 0 when `enforce` is safe, 1 when not; `summary`
 0, or 1 when no report was received yet. A domain that is not one, or a `--policy` file that
 cannot be read or is no policy, exits 64; an `--html` file that cannot be written 73. For these
 two, which only read, a state directory or store that cannot be used (a file where the
@@ -83,7 +84,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         name = " ".join(filter(None, ("reports-in", args.action)))
         if args.action is not None and isinstance(exc, StateUnusableError):
             return fail(name, str(exc), ExitCode.CANT_CREATE, as_json=args.json)
-        reason = f"store unavailable, try again later: {exc}"  # the intake: Postfix retries
+        if isinstance(exc, StateUnusableError):  # the intake: waiting alone does not mend it
+            reason = f"{exc}; until then reports are deferred (exit 75: Postfix keeps them)"
+        else:
+            reason = f"store unavailable, try again later: {exc}"  # the intake: Postfix retries
         return fail(name, reason, EXIT_TEMPFAIL, as_json=args.json)
 
 

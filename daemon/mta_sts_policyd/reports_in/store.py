@@ -5,7 +5,8 @@ Idempotent: a report is keyed by (organisation, report-id), so the same report d
 and nowhere else; the caller decides whether that is "try again later" (the pipe's 75). What
 waiting cannot mend (a state directory that is a file, a store that cannot be read, a damaged
 file) is the StateUnusableError subclass, naming the path, so a command that only reads can say
-so instead of "try again later" or "no reports yet".
+so instead of "try again later" or "no reports yet". A damaged file is said one way for every
+command (`damaged_store`) and left where it is: the operator moves it aside.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ReportsInStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if is_damaged(exc):
+                raise damaged_store(path, exc) from None
             raise StoreError(f"cannot open {path}: {exc}") from None
 
     @classmethod
@@ -113,6 +116,8 @@ class ReportsInStore:
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
+            if is_damaged(exc):
+                raise damaged_store(self.path, exc) from None
             raise StoreError(f"{self.path}: {exc}") from None
 
     def add(self, report: ReceivedReport, source: str, received_at: float) -> bool:
@@ -266,15 +271,22 @@ class ReportsInStore:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _WAIT_CODES:
             return StoreError(f"{prefix}{self.path}: {exc}")
         if is_damaged(exc):
-            return StateUnusableError(
-                f"{self.path}: cannot {_READING}: the file is damaged ({exc}); move it aside"
-                " (the intake then starts a new store)"
-            )
+            return damaged_store(self.path, exc)
         if not os.access(self.path, os.R_OK):
             return StateUnusableError(
                 f"{self.path}: cannot {_READING}: not readable by uid {os.geteuid()} ({exc})"
             )
         return unusable(self.path, _READING, exc)
+
+
+def damaged_store(path: Path, exc: BaseException) -> StateUnusableError:
+    """What every reports-in command says of a damaged store (garbage, a truncated file): the
+    file, that waiting does not mend it, and the way out. Nothing is renamed here: the intake
+    keeps deferring the reports (exit 75, none lost) until the operator moves the file."""
+    return StateUnusableError(
+        f"{path}: not a readable report store, the file is damaged ({exc}); move it aside"
+        " (with its -wal and -shm files, if any) and the next report received creates a new one"
+    )
 
 
 def _started(now: datetime | None, table: str = "policies") -> tuple[str, tuple[str, ...]]:
