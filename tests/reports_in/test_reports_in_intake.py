@@ -4,6 +4,7 @@ store's idempotence, quarantine, summary, readiness and the HTML page."""
 from __future__ import annotations
 
 import gc
+import gzip
 import io
 import json
 import sys
@@ -94,6 +95,31 @@ def test_not_a_report_and_other_domains_are_rejected_quarantined_and_exit_0(tmp_
     assert any("no TLS report attached" in r for r in reasons)
     assert any("other.example, not an own domain" in r for r in reasons)
     assert ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME).domains() == []
+
+
+def test_a_saved_report_file_is_taken_as_json_or_gzip_and_anything_else_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator importing saved reports (`reports-in < report.json`): the bare JSON was
+    refused as "no TLS report attached" while the same report gzipped was stored."""
+    day = TODAY - timedelta(days=1)
+    plain = json.dumps(report("Org A", day, report_id="plain"), indent=2).encode()
+    packed = gzip.compress(json.dumps(report("Org B", day, report_id="packed")).encode())
+    for raw in (plain, packed):
+        assert run(tmp_path, "--domain", "example.com", "--json", stdin=raw) == 0
+        assert json.loads(capsys.readouterr().out.splitlines()[-1])["stored"] == 1
+    orgs = {
+        d.organization
+        for d in ReportsInStore(tmp_path / REPORTS_IN_STORE_NAME).policy_days(
+            "example.com", date.min
+        )
+    }
+    assert orgs == {"Org A", "Org B"}
+    assert run(tmp_path, "--domain", "example.com", stdin=b"%PDF-1.7\n%binary\n") == 0
+    out = capsys.readouterr().out
+    assert "input is neither a mail message, gzip nor a JSON report" in out
+    assert "read 17 bytes, starting b'%PDF-1.7" in out
+    assert "message -" not in out  # no Message-ID to name: it is no message
 
 
 def test_a_store_that_cannot_be_written_asks_postfix_to_retry(tmp_path: Path) -> None:

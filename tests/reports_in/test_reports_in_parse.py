@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -225,6 +227,51 @@ def test_reports_are_found_in_mail_however_the_sender_labels_them(attachment: st
     doc = report("Org", DAY)
     (document,) = documents_from_message(as_mail(doc, attachment=attachment))
     assert json.loads(document) == doc
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        lambda doc: json.dumps(doc).encode(),  # one line: a mail parser reads a header in it
+        lambda doc: json.dumps(doc, indent=2).encode(),
+        lambda doc: codecs.BOM_UTF8 + b"\r\n  " + json.dumps(doc).encode(),
+        lambda doc: gzip.compress(json.dumps(doc).encode()),
+    ],
+    ids=["json-one-line", "json-indented", "json-bom-and-space", "gzip"],
+)
+def test_a_saved_report_file_is_taken_bare_json_as_well_as_gzip(
+    saved: Callable[[dict[str, Any]], bytes],
+) -> None:
+    """`reports-in < report.json` was refused while `reports-in < report.json.gz` was taken:
+    compression is only a SHOULD (RFC 8460 §5.3), so both are report files."""
+    doc = report("Org", DAY)
+    (document,) = documents_from_message(saved(doc))
+    assert parse_report(document).organization == "Org"
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b"", "read nothing (0 bytes)"),
+        (b"hello world\n", "read 12 bytes, starting b'hello world\\n'"),
+        (b"PK\x03\x04" + b"\0" * 40, "read 44 bytes, starting b'PK\\x03\\x04\\x00"),
+    ],
+    ids=["empty", "text", "zip"],
+)
+def test_input_that_is_no_message_gzip_or_json_is_named_as_what_was_read(
+    raw: bytes, said: str
+) -> None:
+    with pytest.raises(ReportRejected) as caught:
+        documents_from_message(raw)
+    assert caught.value.reason.startswith(
+        "input is neither a mail message, gzip nor a JSON report: "
+    )
+    assert said in caught.value.reason
+
+
+def test_a_bare_report_over_the_cap_is_refused() -> None:
+    with pytest.raises(ReportRejected, match="report larger than 100 bytes"):
+        documents_from_message(b"{" + b" " * 100 + b"}", limit=100)
 
 
 def test_mail_without_a_report_is_rejected() -> None:

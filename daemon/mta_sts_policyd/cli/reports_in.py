@@ -1,6 +1,6 @@
 """`reports-in`: take in the TLS reports others send about your domains, summarise, judge.
 
-    reports-in [--domain D]...              one message on stdin (Postfix pipe or alias)
+    reports-in [--domain D]...              one message (or a saved report file) on stdin
     reports-in --maildir DIR [--domain D]...
     reports-in summary [--domain D] [--days N] [--json] [--html FILE]
     reports-in readiness DOMAIN [--policy FILE] [--json]

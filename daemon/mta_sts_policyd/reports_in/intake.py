@@ -106,11 +106,13 @@ class Intake:
         return self.store.prune(today - timedelta(days=self.retention_days))
 
     def take_message(self, raw: bytes, source: str) -> Outcome:
-        """One mail message; every attached report counts."""
+        """One mail message, or a saved report file (gzip or JSON); every report in it counts."""
         try:
             documents = documents_from_message(raw, self.max_inflated)
         except ReportRejected as exc:
-            return self._reject(raw, f"message {message_id(raw)}: {exc.reason}", source)
+            mid = message_id(raw)
+            where = "" if mid == "-" else f"message {mid}: "
+            return self._reject(raw, f"{where}{exc.reason}", source)
         return self._take(raw, documents, source)
 
     def take_body(self, body: bytes, content_type: str, source: str) -> Outcome:
