@@ -175,6 +175,33 @@ def test_summary_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "<script" not in html and "src=" not in html and "href=" not in html
 
 
+def test_summary_text_names_failures_by_receiving_mx_most_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json` had `failures_by_mx`; the text (and the HTML page) left out which MX failed."""
+    day = TODAY - timedelta(days=1)
+    details = [
+        failure("certificate-expired", mx="mx1.example.com", count=2),
+        failure("certificate-expired", mx="mx2.example.com", count=5),
+        failure("starttls-not-supported", mx="mx1.example.com", count=1),
+        failure("validation-failure", mx=None, count=3),  # type: ignore[arg-type]
+        failure("validation-failure", mx="a.mx.example.com", count=3),
+    ]
+    raw = mail("Org A", day, ok=90, failed=14, details=details)
+    assert run(tmp_path, "--domain", "example.com", stdin=raw) == 0
+    run(tmp_path, "--domain", "example.com", stdin=mail("Org B", day))  # no failures
+    capsys.readouterr()
+    page = tmp_path / "page.html"
+    assert run(tmp_path, "summary", "--domain", "example.com", "--html", str(page)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    by_mx = "failures by MX: mx2.example.com 5, (unnamed) 3, a.mx.example.com 3, mx1.example.com 3"
+    at = next(i for i, text in enumerate(lines) if "Org A:" in text)
+    assert lines[at + 1] == " " * 14 + by_mx
+    assert "Org B:" in lines[at + 2]  # a day without failures gets no MX line
+    assert sum("failures by MX" in text for text in lines) == 1
+    assert by_mx.removeprefix("failures by MX: ") in page.read_text()
+
+
 def test_summary_and_readiness_only_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -37,7 +37,7 @@ from mta_sts_policyd.reports_in.chart import render_page
 from mta_sts_policyd.reports_in.maildir import scan_maildir
 from mta_sts_policyd.reports_in.model import CountedDays
 from mta_sts_policyd.reports_in.readiness import ServedPolicy, readiness, served_from_text
-from mta_sts_policyd.reports_in.summary import Summary, not_counted_note, summarize
+from mta_sts_policyd.reports_in.summary import Summary, by_count, not_counted_note, summarize
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.sts.policy import parse_policy
 
@@ -228,6 +228,8 @@ def _print_summary(s: Summary) -> None:
             f"{line.failures} failed ({line.failure_rate:.1%}); {results}; "
             f"policy {', '.join(sorted(line.policies))}"
         )
+        if line.by_mx:
+            print(f"{'':14}failures by MX: {by_count(line.by_mx)}")
     for org, day in s.stopped:
         print(f"  ! {org} stopped reporting (last report {day.isoformat()})")
     if s.not_counted_future:

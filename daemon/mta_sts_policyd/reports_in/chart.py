@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from html import escape
 
-from mta_sts_policyd.reports_in.summary import Summary, daily_totals, not_counted_note
+from mta_sts_policyd.reports_in.summary import Summary, by_count, daily_totals, not_counted_note
 
 WIDTH, HEIGHT, PAD = 720, 220, 40
 
@@ -39,7 +39,8 @@ def _section(summary: Summary) -> str:
     rows = "\n".join(
         f"<tr><td class=l>{line.day.isoformat()}</td><td class=l>{escape(line.organization)}</td>"
         f"<td>{line.sessions}</td><td>{line.failures}</td><td>{line.failure_rate:.1%}</td>"
-        f"<td class=l>{escape(_counts(line.by_result))}</td></tr>"
+        f"<td class=l>{escape(_counts(line.by_result))}</td>"
+        f"<td class=l>{escape(by_count(line.by_mx))}</td></tr>"
         for line in summary.lines
     )
     stopped = "".join(
@@ -50,7 +51,8 @@ def _section(summary: Summary) -> str:
     return f"""<h2>{escape(summary.domain)}</h2>
 {_svg(daily_totals(summary))}
 <table><tr><th class=l>day</th><th class=l>organisation</th><th>sessions</th>
-<th>failures</th><th>rate</th><th class=l>failures by result type</th></tr>
+<th>failures</th><th>rate</th><th class=l>failures by result type</th>
+<th class=l>failures by MX</th></tr>
 {rows}</table>
 {note}{f"<p>Stopped reporting:</p><ul>{stopped}</ul>" if stopped else ""}"""
 

@@ -64,6 +64,13 @@ def summarize(
     return Summary(domain, tuple(lines[k] for k in sorted(lines)), stopped, not_counted_future)
 
 
+def by_count(counts: Counter[str]) -> str:
+    """`mx2.example.com 7, mx1.example.com 2`: the most failures first, then by name, so the
+    host to look at leads (the text and the HTML page say failures by MX alike)."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name} {count}" for name, count in ranked)
+
+
 def not_counted_note(count: int) -> str:
     """What the outputs say of `not_counted_future` (summary, readiness, the HTML page)."""
     return f"{count} stored report(s) dated in the future not counted"
