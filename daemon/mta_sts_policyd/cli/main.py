@@ -33,6 +33,7 @@ from mta_sts_policyd.config.settings import (
     load_config_and_problems,
     render_toml,
     with_overrides,
+    without_refused,
 )
 from mta_sts_policyd.errors import (
     ConfigError,
@@ -140,26 +141,15 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         note = check_report_files(config, outside_ok=True)
 
     # The checks after loading (the DKIM key, a Redis password file, a non-domain, [host] as
-    # `host` reads it, this machine's files), each skipped when a value it builds from is
-    # already refused: it would only say the same again in other words.
-    later: list[tuple[Callable[[Config], object], tuple[str, ...]]] = [
-        (report_files, ("tlsrpt.",)),
-        (check_fleet, ("fleet.",)),
-        (own_report_domains, ("own_domains", "reports_in.")),
-        (check_host, ("host.",)),
-        (
-            check_local_resources,
-            ("discovery.ca_file", "server.unix_group", "tlsrpt.socket", "logging."),
-        ),
-    ]
+    # `host` reads it, this machine's files) all run; what they say of a key the loader
+    # already refused is left out (settings.without_refused), nothing else.
     problems: list[str] = []
-    for check, tables in later:
-        if any(problem.startswith(tables) for problem in refused):
-            continue
+    for check in (report_files, check_fleet, own_report_domains, check_host, check_local_resources):
         try:
             check(config)
         except ConfigError as exc:
             problems += exc.problems
+    problems = without_refused(problems, refused)
     if refused or problems:  # all of them at once, each named by the file
         where = f"{args.config or DEFAULT_CONFIG_PATH}: "
         raise ConfigError(*(where + problem for problem in (*refused, *problems)))

@@ -67,6 +67,7 @@ __all__ = [
     "parse_listen_address",
     "render_toml",
     "with_overrides",
+    "without_refused",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/mta-sts-policyd/config.toml")
@@ -89,16 +90,38 @@ def config_and_problems(data: Mapping[str, Any]) -> tuple[Config, list[str]]:
     `domain = 5`) would describe a value the operator never wrote."""
     problems: list[str] = []
     config: Config = build_dataclass(Config, data, checks=CHECKS, problems=problems)
-    refused = {_problem_key(p) for p in problems}
+    refused = list(problems)
     for check in _CROSS_FIELD:
         try:
             check(config)
         except ConfigError as exc:
-            problems.extend(p for p in exc.problems if _problem_key(p) not in refused)
+            problems += without_refused(exc.problems, refused)
     return config, problems
 
 
-def _problem_key(problem: str) -> str:
+def without_refused(problems: Sequence[str], refused: Sequence[str]) -> list[str]:
+    """`problems` (each "key: why") less those about a key that `refused` already names: the
+    same key or a part of it (`tlsrpt.dkim` refused: `tlsrpt.dkim.key_file`), or a dotted key
+    the text brings in (`set metrics.allow_remote = true`).
+
+    A check run after the loader saw a refused key at its default, so what it says of that
+    key describes a value the operator never wrote, or says the same again in other words.
+    Filtering by key, not by table, keeps every other check running: a bad `logging.level`
+    must not hide a missing `discovery.ca_file`."""
+    keys = {problem_key(p) for p in refused}
+    dotted = sorted(re.escape(k) for k in keys if "." in k)
+    mention = re.compile(rf"(?<![\w.])(?:{'|'.join(dotted)})(?!\w)") if dotted else None
+
+    def about_refused(problem: str) -> bool:
+        key = problem_key(problem)
+        if key in keys or any(key.startswith((k + ".", k + "[")) for k in keys):
+            return True
+        return mention is not None and mention.search(problem) is not None
+
+    return [p for p in problems if not about_refused(p)]
+
+
+def problem_key(problem: str) -> str:
     """The dotted key a problem names ("key: why")."""
     return problem.partition(": ")[0]
 

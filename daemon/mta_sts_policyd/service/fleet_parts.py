@@ -48,6 +48,8 @@ def _password(config: Config) -> str | None:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"fleet.password_file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"fleet.password_file: {path} is not UTF-8 text") from None
 
 
 def fleet_settings(config: Config) -> FleetSettings:
@@ -150,12 +152,33 @@ def make_heartbeat(
 
 def check_fleet(config: Config) -> FleetSettings | None:
     """What `check-config` and `serve` check beyond the keys' values: the password file is
-    readable, the CA file exists, redis-py is installed. ConfigError names the key."""
+    readable, the CA file exists, redis-py is installed. ConfigError names the key of each
+    problem, all of them at once (an unreadable password file does not hide a missing CA
+    file)."""
     if not fleet_enabled(config):
         return None
-    settings = fleet_settings(config)  # reads password_file
-    if settings.ca_file and not Path(settings.ca_file).is_file():
-        raise ConfigError(f"fleet.ca_file: no such file {settings.ca_file}")
+    problems: list[str] = []
+    checks: list[Callable[[], object]] = [
+        lambda: _password(config),
+        lambda: _ca_file(config.fleet.ca_file),
+        _redis_py,
+    ]
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(*problems)
+    return fleet_settings(config)
+
+
+def _ca_file(path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(f"fleet.ca_file: no such file {path}")
+
+
+def _redis_py() -> None:
     try:
         import redis
     except ImportError:
@@ -169,7 +192,6 @@ def check_fleet(config: Config) -> FleetSettings | None:
             f"fleet: fleet mode needs redis-py {REDIS_PY_MINIMUM} or newer, found {found}"
             " (Debian 12's python3-redis is 4.3.4: pip install 'mta-sts-policyd[redis]')"
         )
-    return settings
 
 
 REDIS_PY_MINIMUM = "5.0.1"

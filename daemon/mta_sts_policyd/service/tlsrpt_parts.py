@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mta_sts_policyd.tlsrpt.libtlsrpt.collector import TlsRptCollector
     from mta_sts_policyd.tlsrpt.maillog.sessions import PlaintextPolicy, PolicyAt
     from mta_sts_policyd.tlsrpt.maillog.watchdog import MaillogWatchdog
+    from mta_sts_policyd.tlsrpt.message import DkimSettings
     from mta_sts_policyd.tlsrpt.model import EventSink
     from mta_sts_policyd.tlsrpt.shadow.checker import TestingShadow
     from mta_sts_policyd.tlsrpt.shadow.sink import RelabelingSink
@@ -52,7 +53,6 @@ def report_context(config: Config) -> ReportContext:
     from mta_sts_policyd.endpoints import parse_smtp_relay
     from mta_sts_policyd.tlsrpt.context import ReportContext
     from mta_sts_policyd.tlsrpt.deliver import DeliverySettings
-    from mta_sts_policyd.tlsrpt.message import DkimSettings
     from mta_sts_policyd.tlsrpt.record_lookup import txt_lookup
     from mta_sts_policyd.tlsrpt.report import ReportSettings
 
@@ -80,26 +80,36 @@ def report_context(config: Config) -> ReportContext:
         store_path=config.state_dir / TLSRPT_STORE_NAME,
         report=report,
         delivery=delivery,
-        dkim=DkimSettings(
-            domain=t.dkim.domain,
-            selector=t.dkim.selector,
-            private_key_path=t.dkim.key_file,
-            allow_unsigned=t.allow_unsigned,
-        ),
+        dkim=dkim_settings(config),
         retention_days=t.retention_days,
         txt_lookup=txt_lookup(config.discovery.nameservers, config.discovery.dns_timeout),
         fleet=fleet_enabled(config),
     )
 
 
+def dkim_settings(config: Config) -> DkimSettings:
+    """The key that signs report mail, from `[tlsrpt.dkim]`."""
+    from mta_sts_policyd.tlsrpt.message import DkimSettings
+
+    t = config.tlsrpt
+    return DkimSettings(
+        domain=t.dkim.domain,
+        selector=t.dkim.selector,
+        private_key_path=t.dkim.key_file,
+        allow_unsigned=t.allow_unsigned,
+    )
+
+
 def check_report_files(config: Config, *, outside_ok: bool = False) -> str | None:
-    """What reports need from disk, checked up front (the DKIM key): `check-config` and `serve`
-    fail with a ConfigError naming it; a note when it cannot be checked here (`outside_ok`)."""
+    """What reports need from disk, checked up front (the DKIM key): `check-config` fails with
+    a ConfigError naming it; a note when it cannot be checked here (`outside_ok`). Only the
+    DKIM settings are built, so a bad relay or a missing organisation name (refused by the
+    loader already) does not stop the key's check."""
     if not config.tlsrpt.enabled:
         return None
     from mta_sts_policyd.tlsrpt.deliver import check_dkim_key
 
-    return check_dkim_key(report_context(config).dkim, outside_ok=outside_ok)
+    return check_dkim_key(dkim_settings(config), outside_ok=outside_ok)
 
 
 def make_collector(config: Config, sink: EventSink) -> TlsRptCollector:
