@@ -40,6 +40,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     paths["odd_domains"] = odd_domains
     paths["empty_host"] = base + f'[host]\npolicy_dir = "{tmp_path}/policies"\n'
     paths["own_table"] = base + '[own_domains]\ndomain = "x.example"\n'
+    paths["reports_own"] = base + '[reports_in]\ndomains = ["x.example"]\n'
     paths["bad_host"] = base + (
         '[host]\nlisten = ["nonsense"]\nmetrics_listen = "0.0.0.0:9465"\n'
         'reports_path = "tlsrpt"\nacme_names = ["bad name"]\n'
@@ -145,7 +146,8 @@ CASES: list[tuple[str, int, str]] = [
     ("reports-in summary -c {plain}", N, "no reports received yet"),
     ("reports-in -c {plain} summary", N, "no reports received yet"),
     ("reports-in readiness -c {plain} 'bad domain'", U, "is not a domain name"),
-    ("reports-in readiness -c {plain} x.example", N, "no policy known for x.example"),
+    ("reports-in readiness -c {plain} x.example", U, "x.example is not one of your own domains"),
+    ("reports-in readiness -c {reports_own} x.example", N, "no policy known for x.example"),
     ("reports-in readiness -c {plain}", U, "required: DOMAIN"),
     ("reports-in summary -c {plain} --domain x.example --html {notdir}/x.html", X, "--html"),
     # check and monitor are monitoring plugins: Nagios codes (3 UNKNOWN), README "Exit codes"

@@ -210,12 +210,14 @@ def test_summary_and_readiness_only_read(
     state = tmp_path / "state"
     policy = tmp_path / "mta-sts.txt"
     policy.write_text("\r\n".join(TESTING) + "\r\n")
+    own = tmp_path / "config.toml"
+    own.write_text('[reports_in]\ndomains = ["example.com"]\n')
     assert run(state, "summary") == 1
     assert "no reports received yet" in capsys.readouterr().out
     assert run(state, "summary", "--domain", "example.com", "--json") == 1
     (summary,) = json.loads(capsys.readouterr().out)
     assert summary["domain"] == "example.com" and summary["days"] == []
-    assert run(state, "readiness", "example.com", "--policy", str(policy)) == 1
+    assert run(state, "readiness", "example.com", "--policy", str(policy), "-c", str(own)) == 1
     assert "NOT READY" in capsys.readouterr().out
     assert not state.exists()
     run(state, "--domain", "example.com", stdin=mail("Org A", TODAY))
@@ -241,6 +243,42 @@ def damage(store: Path, how: str) -> None:
         store.write_bytes(data[: page + 100])
     else:
         store.write_bytes(data[:page] + b"\xa5" * (len(data) - page))
+
+
+def test_readiness_of_a_domain_not_ones_own_says_so_and_how_to_name_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A domain nobody configured (a typo, or not yet added) was answered "no policy known:
+    pass --policy FILE" (exit 1), or NOT READY with --policy: its reports are rejected by the
+    intake, so no --policy could ever make it READY. Usage error (64) naming the way to add it."""
+    state = tmp_path / "state"
+    policy = tmp_path / "mta-sts.txt"
+    policy.write_text("\r\n".join(TESTING) + "\r\n")
+    own = tmp_path / "config.toml"
+    own.write_text('[reports_in]\ndomains = ["example.com"]\n')
+    said = (
+        "reports-in readiness: exmaple.com is not one of your own domains and no report about it"
+        " is stored: name it in reports_in.domains (or an [[own_domains]] entry) in the"
+        " configuration, or with --domain exmaple.com on the intake"
+    )
+    for extra in ([], ["--policy", str(policy)]):
+        assert run(state, "readiness", "exmaple.com", "-c", str(own), *extra) == 64
+        captured = capsys.readouterr()
+        assert captured.err.startswith(said) and captured.out == ""
+    assert run(state, "readiness", "exmaple.com", "-c", str(own), "--json") == 64
+    error = json.loads(capsys.readouterr().out)
+    assert error["exit_code"] == 64 and "not one of your own domains" in error["error"]
+    assert run(state, "readiness", "example.com", "-c", str(own)) == 1  # own, no reports yet
+    assert "no policy known for example.com: pass --policy FILE" in capsys.readouterr().err
+    assert not state.exists()
+    other = tmp_path / "other.toml"
+    other.write_text('[reports_in]\ndomains = ["example.net"]\n')
+    # Named with --domain on the intake only (as a pipe's argv may): its reports are judged.
+    assert run(state, "--domain", "example.com", stdin=mail("Org A", TODAY)) == 0
+    capsys.readouterr()
+    assert run(state, "readiness", "example.com", "-c", str(other), "--policy", str(policy)) == 1
+    captured = capsys.readouterr()
+    assert "NOT READY for enforce" in captured.out and "not one of your own" not in captured.err
 
 
 @pytest.mark.parametrize("how", ["garbage", "truncated", "inner-pages"])

@@ -10,9 +10,10 @@ storing, and also after rejecting a message that is no usable report (logged, qu
 retrying would not help); 75 (EX_TEMPFAIL) when the store cannot be written, so Postfix keeps
 the message and tries again (a damaged store too: the message, Postfix's deferral reason, says
 to move the file aside). `readiness` exits 0 when `enforce` is safe, 1 when not; `summary`
-0, or 1 when no report was received yet. A domain that is not one, or a `--policy` file that
-cannot be read or is no policy, exits 64; an `--html` file that cannot be written 73. For these
-two, which only read, a state directory or store that cannot be used (a file where the
+0, or 1 when no report was received yet. A DOMAIN that is not a domain name, or not one of the
+own domains with no report about it stored (its reports are never kept), or a `--policy` file
+that cannot be read or is no policy, exits 64; an `--html` file that cannot be written 73. For
+these two, which only read, a state directory or store that cannot be used (a file where the
 directory should be, a damaged or unreadable store) is 73 naming the path, not a temporary 75:
 waiting does not mend it.
 """
@@ -72,7 +73,7 @@ def register(
     s.add_argument("--days", type=whole_number(1, 3660), default=30, help="days back (default 30)")
     s.add_argument("--html", type=Path, help="also write a self-contained HTML page")
     r = actions.add_parser("readiness", parents=shared_after, help="the enforce verdict")
-    r.add_argument("target", metavar="DOMAIN", type=domain_name, help="the domain")
+    r.add_argument("target", metavar="DOMAIN", type=domain_name, help="one of your own domains")
     r.add_argument("--policy", type=Path, help="the policy file now served")
 
 
@@ -145,6 +146,10 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
     except PolicySyntaxError as exc:
         message = f"--policy {args.policy}: {exc}"
         return fail("reports-in readiness", message, EXIT_USAGE, as_json=args.json)
+    if not (counted.policies or counted.not_counted_future) and domain not in (
+        composition.own_report_domains(config)
+    ):
+        return fail("reports-in readiness", _not_own(domain), EXIT_USAGE, as_json=args.json)
     if served is None:
         message = f"no policy known for {domain}: pass --policy FILE"
         return fail("reports-in readiness", message, EXIT_NOT_READY, as_json=args.json)
@@ -172,6 +177,16 @@ def _readiness(args: argparse.Namespace, config: Config) -> int:
         for reason in verdict.reasons:
             print(f"  - {reason}")
     return EXIT_OK if verdict.ready else EXIT_NOT_READY
+
+
+def _not_own(domain: str) -> str:
+    """Why there is nothing to judge for a domain nobody named as one's own (a typo, or a domain
+    not yet configured): the intake rejects its reports, so it could never be READY."""
+    return (
+        f"{domain} is not one of your own domains and no report about it is stored: name it in"
+        " reports_in.domains (or an [[own_domains]] entry) in the configuration, or with"
+        f" --domain {domain} on the intake, so that its reports are kept"
+    )
 
 
 def _served(path: Path | None, policies: list[Any]) -> ServedPolicy | None:
