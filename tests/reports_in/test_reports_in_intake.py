@@ -175,7 +175,7 @@ def test_summary_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "<script" not in html and "src=" not in html and "href=" not in html
 
 
-def test_summary_text_names_failures_by_receiving_mx_most_first(
+def test_summary_text_names_failures_by_receiving_mx_and_result_most_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--json` had `failures_by_mx`; the text (and the HTML page) left out which MX failed."""
@@ -197,9 +197,12 @@ def test_summary_text_names_failures_by_receiving_mx_most_first(
     by_mx = "failures by MX: mx2.example.com 5, (unnamed) 3, a.mx.example.com 3, mx1.example.com 3"
     at = next(i for i, text in enumerate(lines) if "Org A:" in text)
     assert lines[at + 1] == " " * 14 + by_mx
+    by_result = "certificate-expired 7, validation-failure 6, starttls-not-supported 1"
+    assert f"failed (13.5%); {by_result}; policy" in lines[at]  # by result type, most first too
     assert "Org B:" in lines[at + 2]  # a day without failures gets no MX line
     assert sum("failures by MX" in text for text in lines) == 1
     assert by_mx.removeprefix("failures by MX: ") in page.read_text()
+    assert by_result in page.read_text()
 
 
 def test_summary_and_readiness_only_read(

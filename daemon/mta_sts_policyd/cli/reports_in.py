@@ -237,7 +237,7 @@ def _print_summary(s: Summary) -> None:
     if not s.lines:
         print("  no reports yet")
     for line in s.lines:
-        results = ", ".join(f"{k} {v}" for k, v in sorted(line.by_result.items())) or "-"
+        results = by_count(line.by_result) or "-"
         print(
             f"  {line.day.isoformat()}  {line.organization}: {line.sessions} sessions, "
             f"{line.failures} failed ({line.failure_rate:.1%}); {results}; "

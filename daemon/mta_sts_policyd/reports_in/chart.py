@@ -39,7 +39,7 @@ def _section(summary: Summary) -> str:
     rows = "\n".join(
         f"<tr><td class=l>{line.day.isoformat()}</td><td class=l>{escape(line.organization)}</td>"
         f"<td>{line.sessions}</td><td>{line.failures}</td><td>{line.failure_rate:.1%}</td>"
-        f"<td class=l>{escape(_counts(line.by_result))}</td>"
+        f"<td class=l>{escape(by_count(line.by_result))}</td>"
         f"<td class=l>{escape(by_count(line.by_mx))}</td></tr>"
         for line in summary.lines
     )
@@ -85,7 +85,3 @@ def _svg(totals: list[tuple[date, int, int]]) -> str:
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - 10}" text-anchor="end">{last}</text>'
         f'<text x="4" y="{PAD}">{peak}</text></svg>'
     )
-
-
-def _counts(counter: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))

@@ -66,7 +66,8 @@ def summarize(
 
 def by_count(counts: Counter[str]) -> str:
     """`mx2.example.com 7, mx1.example.com 2`: the most failures first, then by name, so the
-    host to look at leads (the text and the HTML page say failures by MX alike)."""
+    host or result type to look at leads (failures by MX and by result type, in the text and
+    the HTML page alike)."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{name} {count}" for name, count in ranked)
 
