@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from mta_sts_policyd.config.settings import config_from_mapping
-from mta_sts_policyd.endpoints import parse_listen_address, parse_nameserver, parse_smtp_relay
+from mta_sts_policyd.config.settings import config_from_mapping, config_warnings
+from mta_sts_policyd.endpoints import (
+    nameserver_warning,
+    parse_listen_address,
+    parse_nameserver,
+    parse_smtp_relay,
+)
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net.dns_client import make_resolver
 
@@ -57,6 +62,46 @@ def test_config_check_and_dns_client_read_a_nameserver_alike(spec: str) -> None:
     config_from_mapping({"discovery": {"nameservers": [spec]}})
     (server,) = make_resolver([spec], 1.0).nameservers
     assert (server.address, server.port) == parse_nameserver(spec)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("::1:5353", "for port 5353 on ::1 write [::1]:5353, or write [::1:5353] to keep"),
+        (" 2001:db8::1:53 ", "for port 53 on 2001:db8::1 write [2001:db8::1]:53, or write"),
+    ],
+)
+def test_an_ipv6_nameserver_whose_last_group_reads_as_a_port_is_warned_about(
+    spec: str, hint: str
+) -> None:
+    """Read (as the documented syntax says) as the whole address on port 53, and said: the
+    operator may have meant the port; brackets say which and silence it."""
+    address = spec.strip()
+    assert parse_nameserver(spec) == (address, 53)
+    warning = nameserver_warning(spec, "discovery.nameservers[0]")
+    assert warning is not None
+    assert warning.startswith(f"discovery.nameservers[0]: {spec!r} is the address {address} on")
+    assert hint in warning
+
+
+@pytest.mark.parametrize(
+    "spec",
+    # public resolvers' addresses whose last group is digits, but whose rest is no address
+    ["2001:4860:4860::8888", "2606:4700:4700::1111", "fe80::53", "::1", "::ffff:192.0.2.1",
+     "[::1:5353]", "[::1]:5353", "127.0.0.1:5353", "192.0.2.53", "::1:ab", "2001:db8::1:0"],
+)  # fmt: skip
+def test_nameservers_that_read_one_way_only_are_not_warned_about(spec: str) -> None:
+    parse_nameserver(spec)
+    assert nameserver_warning(spec, "discovery.nameservers[0]") is None
+
+
+def test_config_warnings_name_each_ambiguous_nameserver_by_index() -> None:
+    config = config_from_mapping({"discovery": {"nameservers": ["::1", "::1:5353", "::2:53"]}})
+    warnings = config_warnings(config)
+    assert [w.split(":")[0] for w in warnings] == [
+        "discovery.nameservers[1]",
+        "discovery.nameservers[2]",
+    ]
 
 
 def test_config_names_the_bad_entry() -> None:

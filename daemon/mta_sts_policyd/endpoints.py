@@ -35,6 +35,25 @@ def parse_nameserver(text: str, key: str = "discovery.nameservers") -> tuple[str
     return address, _port_number(port, text, key)
 
 
+def nameserver_warning(text: str, key: str) -> str | None:
+    """What may be wrong with a nameserver `parse_nameserver` takes, naming `key`; None if
+    nothing. An IPv6 address outside brackets has no port, so `::1:5353` is the address
+    ::1:5353 on port 53, though it reads as port 5353 on ::1: a resolver that does not
+    exist, found only when discovery fails. Said (not refused), since both are addresses
+    that may be meant; `[ADDRESS]` says which and silences it."""
+    spec = text.strip()
+    reading = None if spec.startswith("[") or not _is_ipv6(spec) else _port_reading(spec)
+    if reading is None:
+        return None
+    host, port = reading
+    address = str(ipaddress.IPv6Address(spec))
+    return (
+        f"{key}: {text!r} is the address {address} on port {DNS_PORT} (an IPv6 address outside"
+        f" brackets has no port); for port {port} on {host} write [{host}]:{port}, or write"
+        f" [{address}] to keep this reading"
+    )
+
+
 def parse_smtp_relay(text: str, key: str) -> tuple[str, int]:
     """`HOST`, `HOST:PORT`, `[IPv6]` or `[IPv6]:PORT` of the relay mail is handed to -> (host,
     port); port 25 by default. ConfigError names `key` and the problem."""
@@ -92,13 +111,23 @@ def _bracketed(text: str) -> str:
     the last colon can be a port, the rest as the address with that port. Both are offered
     when both read (`::1:9463`): which one was meant cannot be known. "" when neither is an
     IPv6 address (`a:b:c`)."""
-    host, _, port = text.rpartition(":")
     meanings = []
-    if _is_ipv6(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+    if reading := _port_reading(text):
+        host, port = reading
         meanings.append(f"[{host}]:{port} for port {port} on {host}")
     if _is_ipv6(text):
         meanings.append(f"[{text}]:PORT for the address {text}")
     return "write " + ", or ".join(meanings) if meanings else ""
+
+
+def _port_reading(text: str) -> tuple[str, str] | None:
+    """(IPv6 address, port) when `text` also reads as an IPv6 address followed by `:PORT`
+    (`::1:9463`: port 9463 on ::1); None when the part before the last colon is no IPv6
+    address or the part after it cannot be a port."""
+    host, _, port = text.rpartition(":")
+    if _is_ipv6(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+        return host, port
+    return None
 
 
 def _is_ipv6(text: str) -> bool:

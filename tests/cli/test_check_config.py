@@ -6,6 +6,7 @@ must not hide what the checks after loading (files, this machine, names) find fo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,22 @@ def test_what_a_check_says_of_a_refused_key_is_left_out() -> None:
     ]
     assert without_refused(problems, refused) == problems[2:]
     assert without_refused(problems, []) == problems
+
+
+def test_an_ipv6_nameserver_with_a_port_like_last_group_is_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`::1:5353` is valid (the address ::1:5353, port 53) but seldom meant: exit 0, the
+    effective configuration, and a warning naming the key and the bracketed form."""
+    path = _write(tmp_path, '[discovery]\nnameservers = ["127.0.0.1:53", "::1:5353"]\n')
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert 'nameservers = ["127.0.0.1:53", "::1:5353"]' in out
+    assert err.startswith(f"warning: {path}: discovery.nameservers[1]: '::1:5353' is the address")
+    assert "write [::1]:5353" in err and len(err.splitlines()) == 1
+    assert cli.main(["check-config", "-c", str(path), "--json"]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert json.loads(out)["discovery"]["nameservers"] == ["127.0.0.1:53", "::1:5353"]
+    assert "discovery.nameservers[1]" in err
+    path.write_text(path.read_text() + '[logging]\nlevel = "LOUD"\n')  # beside errors too
+    assert _keys(capsys, path) == ["warning", "logging.level"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
 import trustme
 
 from mta_sts_policyd.config.settings import load_config
@@ -55,3 +57,40 @@ async def test_sighup_switches_nameservers(tmp_path: Path, trust_ca: trustme.CA)
             assert old_dns.query_count("_mta-sts.other.test") == 0
         finally:
             await daemon.stop()
+
+
+async def test_an_ipv6_nameserver_with_a_port_like_last_group_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`::1:5353` is the address ::1:5353 on port 53: said at start and at each reload that
+    keeps it (`check-config` says the same); the bracketed form is silent."""
+    config_path = tmp_path / "config.toml"
+    state, port = tmp_path / "state", free_port()
+
+    def write(nameserver: str) -> None:
+        config_path.write_text(
+            f'[server]\nlisten = ["127.0.0.1:{port}"]\n[cache]\nstate_dir = "{state}"\n'
+            f'[discovery]\nnameservers = ["127.0.0.1", "{nameserver}"]\n'
+        )
+
+    def warnings() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if "event=config-warning" in r.msg]
+        caplog.clear()
+        return found
+
+    write("::1:5353")
+    caplog.set_level(logging.WARNING)
+    daemon = Daemon(load_config(config_path), config_path=config_path)
+    await daemon.start()
+    try:
+        [started] = warnings()
+        assert started.startswith("event=config-warning key=discovery.nameservers[1] reason=")
+        assert "write [::1]:5353" in started and "port 53" in started
+        write("[::1]:5353")
+        daemon.reload()
+        assert warnings() == []
+        write("::1:5353")
+        daemon.reload()
+        assert len(warnings()) == 1
+    finally:
+        await daemon.stop()

@@ -29,6 +29,7 @@ from mta_sts_policyd.config.settings import (
     DEFAULT_CONFIG_PATH,
     Config,
     config_as_dict,
+    config_warnings,
     load_config,
     load_config_and_problems,
     render_toml,
@@ -150,8 +151,10 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         except ConfigError as exc:
             problems += exc.problems
     problems = without_refused(problems, refused)
+    where = f"{args.config or DEFAULT_CONFIG_PATH}: "
+    for warning in config_warnings(config):  # beside the errors too: one run says everything
+        print(f"warning: {where}{warning}", file=sys.stderr)
     if refused or problems:  # all of them at once, each named by the file
-        where = f"{args.config or DEFAULT_CONFIG_PATH}: "
         raise ConfigError(*(where + problem for problem in (*refused, *problems)))
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -46,7 +46,9 @@ class DiscoveryConfig:
     """DNS and HTTPS settings of policy discovery (RFC 8461 §3)."""
 
     nameservers: tuple[str, ...] = ()
-    """Empty: the system resolver configuration. Entries `IP`, `IP:PORT` or `[IPv6]:PORT`."""
+    """Empty: the system resolver configuration. Entries `IP`, `IP:PORT`, `IPv6`, `[IPv6]` or
+    `[IPv6]:PORT` (port 53 unless given): an IPv6 port only in brackets, `[::1]:5353`; written
+    `::1:5353` it is that address on port 53, which `check-config` and `serve` warn about."""
     dns_timeout: float = 5.0
     fetch_timeout: float = 10.0
     ca_file: str = ""

@@ -38,7 +38,12 @@ from mta_sts_policyd.config.toml_schema import (
     tables_as_toml,
 )
 from mta_sts_policyd.config.value_checks import CHECKS
-from mta_sts_policyd.endpoints import parse_listen_address, parse_nameserver, parse_smtp_relay
+from mta_sts_policyd.endpoints import (
+    nameserver_warning,
+    parse_listen_address,
+    parse_nameserver,
+    parse_smtp_relay,
+)
 from mta_sts_policyd.errors import ConfigError
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "config_and_problems",
     "config_as_dict",
     "config_from_mapping",
+    "config_warnings",
     "load_config",
     "load_config_and_problems",
     "parse_listen_address",
@@ -307,6 +313,16 @@ _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_timezone,
     _check_fleet,
 )
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Values that load but are seldom what was meant, each "key: why": `check-config` prints
+    them, `serve` logs them at start and at each reload; none stops anything."""
+    found = (
+        nameserver_warning(ns, f"discovery.nameservers[{i}]")
+        for i, ns in enumerate(config.discovery.nameservers)
+    )
+    return [warning for warning in found if warning]
 
 
 def load_config(path: Path | None) -> Config:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import (
     Config,
+    config_warnings,
     load_config,
     parse_listen_address,
     with_overrides,
@@ -70,6 +71,7 @@ class Daemon:
     async def start(self) -> None:
         self._stop = asyncio.Event()
         self._started_with = self.config
+        log_config_warnings(self.config)
         self._hold_state_dir()
         try:
             await self._start_parts()
@@ -220,6 +222,7 @@ class Daemon:
             setup_logging(fresh.logging.level, fresh.logging.target, fresh.logging.file)
         except ConfigError as exc:
             log.error("event=reload-logging-failed reason=%r kept=running-logging", str(exc))
+        log_config_warnings(fresh)
         self.resolver.debug_answers = answer_log.enabled()  # rerender_all clears the memo
         if fresh.discovery != self.config.discovery:
             self._swap_discovery(composition.make_discovery(fresh))
@@ -269,6 +272,14 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for close in reversed(self._closers):
             await _close_part(close)
+
+
+def log_config_warnings(config: Config) -> None:
+    """What `check-config` warns about (settings.config_warnings), in the log at start and
+    reload: a daemon started without `check-config` says it too."""
+    for warning in config_warnings(config):
+        key, _, why = warning.partition(": ")
+        log.warning("event=config-warning key=%s reason=%r", key, why)
 
 
 async def _close_part(close: Callable[[], Any]) -> None:
