@@ -231,12 +231,20 @@ def test_numbers_out_of_range_name_the_key_and_the_range(path: str, value: Any) 
     assert f"got {value!r}" in message
 
 
+PARTNERS = {"cache.memory_entries": "max_entries", "cache.max_entries": "memory_entries"}
+"""Keys bound to each other (memory_entries <= max_entries): the other one is set to keep
+the pair valid at either end of a range."""
+
+
 @pytest.mark.parametrize(("path", "tp"), NUMBER_KEYS, ids=[p for p, _ in NUMBER_KEYS])
 def test_both_ends_of_each_range_are_taken(path: str, tp: Any) -> None:
     bounds = RANGES[path]
     low = bounds.low + (1 if tp is int else 1e-3) if bounds.low_open else bounds.low
     for value in (tp(low), tp(bounds.high)):
-        config = config_from_mapping(nested(path, value))
+        data = nested(path, value)
+        if path in PARTNERS:  # as many kept at all as in memory; one in memory
+            data["cache"][PARTNERS[path]] = value if path == "cache.memory_entries" else 1
+        config = config_from_mapping(data)
         table, _, key = path.rpartition(".")
         assert config_as_dict(config)[table][key] == value
 
@@ -534,6 +542,29 @@ def test_render_toml_reparses_to_the_same_config(data: dict[str, Any]) -> None:
 )
 def test_mail_settings_and_own_domains_are_checked_at_load(data: dict[str, Any], said: str) -> None:
     assert said in config_error(data)
+
+
+@pytest.mark.parametrize(
+    ("cache", "memory", "kept"),
+    [({"max_entries": 1000}, 5000, 1000), ({"memory_entries": 300_000}, 300_000, 200_000),
+     ({"memory_entries": 11, "max_entries": 10}, 11, 10)],
+)  # fmt: skip
+def test_more_policies_in_memory_than_kept_at_all_is_refused_naming_both(
+    cache: dict[str, int], memory: int, kept: int
+) -> None:
+    """Memory holds a part of the policies kept at all; a default counts like a written value."""
+    assert config_and_problems({"cache": cache})[1] == [
+        f"cache.memory_entries: {memory} is more than cache.max_entries = {kept} (the policies"
+        f" kept at all, those in memory among them): set cache.memory_entries to at most {kept},"
+        " or raise cache.max_entries"
+    ]
+
+
+def test_as_many_policies_in_memory_as_kept_at_all_is_taken() -> None:
+    config = config_from_mapping({"cache": {"memory_entries": 1000, "max_entries": 1000}})
+    assert (config.cache.memory_entries, config.cache.max_entries) == (1000, 1000)
+    refused = config_and_problems({"cache": {"memory_entries": 9000, "max_entries": 0}})[1]
+    assert [p.split(":")[0] for p in refused] == ["cache.max_entries"]  # said once, by the loader
 
 
 def test_own_domains_entries() -> None:

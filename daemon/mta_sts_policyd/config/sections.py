@@ -74,8 +74,10 @@ class CacheConfig:
     refresh_concurrency: int = 20
     memory_entries: int = 5_000
     """Policies kept in memory (LRU, ~1.5 KB each); the rest are answered from the store on
-    disk (a local read, never the network)."""
+    disk (a local read, never the network). At most `max_entries` (refused otherwise)."""
     max_entries: int = 200_000
+    """Policies kept at all, those in memory among them; the least recently used are dropped
+    beyond that."""
     flush_interval: float = 1.0
 
 

@@ -256,6 +256,19 @@ def _check_reporting(config: Config) -> None:
         raise ConfigError(*problems)
 
 
+def _check_cache_sizes(config: Config) -> None:
+    """The memory tier holds a part of the policies kept at all, so it cannot be larger:
+    `max_entries` would not hold (the store drops rows of policies memory still answers, and a
+    restart loses them), and which of the two was meant cannot be known."""
+    c = config.cache
+    if c.memory_entries > c.max_entries:
+        raise ConfigError(
+            f"cache.memory_entries: {c.memory_entries} is more than cache.max_entries ="
+            f" {c.max_entries} (the policies kept at all, those in memory among them): set"
+            f" cache.memory_entries to at most {c.max_entries}, or raise cache.max_entries"
+        )
+
+
 def _check_logging(config: Config) -> None:
     lg = config.logging
     if lg.target == "file" and not lg.file.startswith("/"):
@@ -309,6 +322,7 @@ _CROSS_FIELD: tuple[Callable[[Config], None], ...] = (
     _check_nameservers,
     _check_own_domains,
     _check_reporting,
+    _check_cache_sizes,
     _check_logging,
     _check_timezone,
     _check_fleet,
