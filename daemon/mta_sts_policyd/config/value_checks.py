@@ -1,7 +1,7 @@
 """Range and form checks of single config values, by dotted key.
 
 Each check returns None when the value is fine, else what was expected; toml_schema.py puts
-the key and the value in front of it. Checks that need two keys are in settings.py.
+the key and the value in front of it. Checks that need two keys are in cross_keys.py.
 
 Why bounds and not just types: TOML reads `inf` and `nan` as numbers and integers of any size,
 and each passes a type check but breaks the daemon (`flush_interval = inf` never writes the
