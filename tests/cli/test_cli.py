@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import time
 import tomllib
@@ -420,6 +421,46 @@ def test_cache_purge_one_and_all(
     assert run_json(capsys, "cache", "list", "-c", config)[1]["entries"] == []
     assert running.query("example.test").startswith(b"OK secure")  # fetched again
     assert world.https.request_count("mta-sts.example.test") == 2
+
+
+@pytest.mark.fault
+def test_a_purge_is_seen_by_list_at_once_and_holds_when_the_daemon_is_killed(
+    capsys: pytest.CaptureFixture[str], daemon: DaemonProcess
+) -> None:
+    """`cache purge D` then `cache list`: D is neither listed nor counted, without waiting for
+    the next flush (an hour here), and a daemon killed right after does not bring D back."""
+    config = str(daemon.config_path)
+    daemon.write_config(cache={"flush_interval": 3600.0})
+    daemon.start()
+    assert daemon.query("example.test").startswith(b"OK secure")
+    assert daemon.stop() == 0  # SIGTERM writes the cache: example.test is on disk
+    daemon.start()
+    data = run_json(capsys, "cache", "list", "-c", config)[1]
+    assert (data["memory"], data["stored"]) == (1, 1)
+    assert run(capsys, "cache", "purge", "-c", config, "example.test")[:2] == (
+        0,
+        "purged 1 policy\n",
+    )
+    data = run_json(capsys, "cache", "list", "-c", config)[1]
+    assert (data["entries"], data["memory"], data["stored"]) == ([], 0, 0)
+    assert run(capsys, "cache", "list", "-c", config)[1].endswith(
+        "0 in memory, 0 in the store on disk (the store holds every cached policy;"
+        " memory the most recently used)\n"
+    )
+    assert run(capsys, "cache", "purge", "-c", config, "example.test")[0] == 1  # gone already
+    daemon.stop(signal.SIGKILL)  # no flush at exit
+    daemon.start()
+    assert run_json(capsys, "cache", "list", "-c", config)[1]["stored"] == 0
+
+
+def test_a_purge_not_yet_on_disk_says_so_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from mta_sts_policyd.cli.cache import print_cache_response
+    from mta_sts_policyd.cli.exit_codes import ExitCode
+    from mta_sts_policyd.service.control import STORE_WARNING
+
+    response = {"ok": True, "purged": 1, "store_warning": STORE_WARNING}
+    print_cache_response("purge", response, ExitCode.OK, time.time())
+    assert capsys.readouterr() == ("purged 1 policy\n", f"cache purge: {STORE_WARNING}\n")
 
 
 def test_cache_commands_exit_75_when_the_daemon_is_not_running(

@@ -11,9 +11,11 @@ import asyncio
 import json
 import shutil
 import socket
+import sqlite3
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from mta_sts_policyd.errors import SocketInUseError
 from mta_sts_policyd.policy.cache import PolicyCache, PolicyStore
 from mta_sts_policyd.policy.resolver import PolicyResolver
 from mta_sts_policyd.service.control import (
+    STORE_WARNING,
     BadRequest,
     ControlServer,
     control_request,
@@ -301,6 +304,66 @@ async def test_purge_removes_from_memory_and_disk(setup: Setup) -> None:
     assert await setup.ask({"command": "purge"}) == {"ok": True, "purged": 1}
     setup.flush()
     assert setup.stored() == []
+
+
+async def test_a_purge_is_on_disk_and_out_of_the_count_at_once(setup: Setup) -> None:
+    """Not at the next flush: `list` right after `purge` counts the domain gone, and the file
+    a restart reads no longer holds it (the daemon may be killed before any flush)."""
+    resolver = setup.resolver
+    await resolver.answer("postfix", "example.test")
+    setup.flush()
+    await resolver.answer("postfix", "other.test")  # example.test is now on disk only
+    setup.flush()
+    assert (await setup.ask({"command": "list"}))["stored"] == 2
+    purged = await setup.ask({"command": "purge", "domain": "example.test"})
+    assert purged == {"ok": True, "purged": 1}
+    listed = await setup.ask({"command": "list"})  # no flush in between
+    assert (listed["memory"], listed["stored"]) == (1, 1)
+    assert _keys_on_disk(resolver.cache) == ["other.test"]
+    assert await setup.ask({"command": "purge", "domain": "example.test"}) == {
+        "ok": True,
+        "purged": 0,
+    }
+
+
+@pytest.mark.fault
+async def test_a_purge_the_store_cannot_take_now_is_counted_gone_and_written_later(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's writer is gone (what an exception escaping sqlitedict's loop leaves): the
+    purge holds in memory, says so, `list` and a second purge see it done, and the next flush
+    deletes the row."""
+    resolver = setup.resolver
+    await resolver.answer("postfix", "example.test")
+    setup.flush()
+    await resolver.answer("postfix", "other.test")
+    setup.flush()
+    store = resolver.cache.store
+    assert store is not None
+    writer = store._writer._db
+    assert writer is not None
+    writer.conn.close(force=True)
+    writer.conn.join(5)
+    purged = await setup.ask({"command": "purge", "domain": "example.test"})
+    assert purged == {"ok": True, "purged": 1, "store_warning": STORE_WARNING}
+    assert "event=store-purge-failed entries=1" in caplog.text
+    assert sorted(_keys_on_disk(resolver.cache)) == ["example.test", "other.test"]
+    assert (await setup.ask({"command": "list"}))["stored"] == 1
+    again = await setup.ask({"command": "purge", "domain": "example.test"})
+    assert again["purged"] == 0
+    setup.flush()  # a new writer connection
+    assert _keys_on_disk(resolver.cache) == ["other.test"]
+    assert await setup.ask({"command": "purge", "domain": "example.test"}) == {
+        "ok": True,
+        "purged": 0,
+    }
+
+
+def _keys_on_disk(cache: PolicyCache) -> list[str]:
+    """What a restart would read: the file, through a connection of its own."""
+    assert cache.store is not None
+    with closing(sqlite3.connect(cache.store.path)) as conn:
+        return [key for (key,) in conn.execute('SELECT key FROM "policies" ORDER BY key')]
 
 
 async def test_refresh_discovers_now_past_back_off(setup: Setup, sts_world: StsWorld) -> None:

@@ -72,6 +72,8 @@ def print_cache_response(
         _print_list(response, now)
     elif command == "purge":
         print(f"purged {response['purged']} {_plural(response['purged'], 'policy', 'policies')}")
+        if "store_warning" in response:
+            print(f"cache purge: {response['store_warning']}", file=sys.stderr)
         if "shared_purged" in response:
             shared = response["shared_purged"]
             print(response["warning"] if shared is None else

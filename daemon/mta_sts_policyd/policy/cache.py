@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.policy.entry import CacheEntry, entry_from_json, entry_to_json
@@ -143,9 +143,34 @@ class PolicyCache:
         """Domains in the store (worker thread)."""
         return [] if self.store is None else list(self.store.domains())
 
-    def stored_count(self) -> int:
-        """Policies in the store (worker thread): `cache list` counts both tiers."""
-        return 0 if self.store is None else len(self.store)
+    def stored_count(self, forgotten: Collection[str] = ()) -> int:
+        """Policies in the store (worker thread) less those of `forgotten` it still holds
+        (`pending_deletions()`, taken on the event loop): `cache list` counts both tiers, and a
+        purged domain is gone from the count at once, not at the next flush."""
+        if self.store is None:
+            return 0
+        return len(self.store) - (self.store.count_of(forgotten) if forgotten else 0)
+
+    def pending_deletions(self) -> frozenset[str]:
+        """Domains removed (purged) and not yet deleted from the store (event loop thread)."""
+        return frozenset(self._deleted)
+
+    def delete_stored(self, domains: Collection[str]) -> bool:
+        """Delete `domains` from the store now (worker thread), not at the next flush: a purge
+        holds even if the process is killed before then. They stay marked deleted until that
+        flush (which deletes them again, harmlessly), so a batch a failed flush puts back
+        cannot bring them back. False (logged) when the store cannot be written now; the next
+        flush that works deletes them."""
+        if self.store is None or not domains:
+            return True
+        with self._flush_lock:
+            try:
+                self.store.write([], sorted(domains))
+            except (StoreError, sqlite3.Error, RuntimeError, OSError) as exc:
+                log.error("event=store-purge-failed entries=%d reason=%r kept deleted in memory,"
+                          " written at the next flush", len(domains), str(exc))  # fmt: skip
+                return False
+        return True
 
     def remove(self, domain: str) -> None:
         self._hot.pop(domain, None)

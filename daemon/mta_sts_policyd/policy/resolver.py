@@ -252,6 +252,7 @@ class PolicyResolver:
     async def purge(self, domain: str | None) -> int:
         """`cache purge [DOMAIN]`: forget one domain or everything, in memory and on disk."""
         stored = set(await asyncio.to_thread(self.cache.stored_domains))
+        stored -= self.cache.pending_deletions()  # purged before, not yet flushed
         known = {e.domain for e in self.cache.hot_entries()} | stored
         self.updates.forget(domain)
         domains = known if domain is None else {domain} & known

@@ -28,6 +28,12 @@ COMMANDS = {"list": "none", "show": "required", "purge": "optional", "refresh": 
 """Each command and whether it takes a domain."""
 
 
+STORE_WARNING = (
+    "the store on disk cannot be written now: the policies are forgotten in memory and"
+    " deleted from the store at the next flush that works (the log says why)"
+)
+
+
 class BadRequest(ValueError):
     """A request the server refuses; the message says what is wrong with it."""
 
@@ -142,7 +148,7 @@ class ControlServer:
         cache = self.resolver.cache
         if command == "list":
             entries = sorted(cache.hot_entries(), key=lambda e: e.domain)
-            stored = await asyncio.to_thread(cache.stored_count)
+            stored = await asyncio.to_thread(cache.stored_count, cache.pending_deletions())
             return {"ok": True, "entries": [entry_summary(e) for e in entries],
                     "memory": len(entries), "stored": stored}  # fmt: skip
         if command == "purge":
@@ -190,8 +196,14 @@ class ControlServer:
             return None
 
     async def _purge(self, domain: str | None) -> dict[str, Any]:
-        """Here, and in fleet mode also the shared entries (the other nodes are told)."""
+        """Here, and in fleet mode also the shared entries (the other nodes are told). The
+        store on disk is written at once (not at the next flush), so the purge holds even if
+        the daemon is killed right after it."""
+        cache = self.resolver.cache
         result: dict[str, Any] = {"ok": True, "purged": await self.resolver.purge(domain)}
+        written = await asyncio.to_thread(cache.delete_stored, cache.pending_deletions())
+        if not written:
+            result["store_warning"] = STORE_WARNING
         if self.resolver.shared is not None:
             shared = await self.resolver.shared.purge(domain)
             result["shared_purged"] = shared

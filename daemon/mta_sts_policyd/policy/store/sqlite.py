@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +45,8 @@ _TOUCH = (
 )
 _DELETE = 'DELETE FROM "policies" WHERE key = ?'
 _OPEN_ERRORS = (sqlite3.Error, RuntimeError, OSError, StoreError)
+_CHUNK = 500
+"""Names per `IN (...)` query (SQLite allows 999 parameters in older builds)."""
 
 
 class RefreshFacts(NamedTuple):
@@ -208,6 +210,17 @@ class PolicyStore:
             cursor = self._reader().execute('SELECT key FROM "policies"')
             while rows := cursor.fetchmany(4096):
                 yield from (row[0] for row in rows)
+
+    def count_of(self, domains: Collection[str]) -> int:
+        """How many of `domains` the store holds (asked in chunks: SQLite's parameter limit)."""
+        names, count = list(domains), 0
+        for start in range(0, len(names), _CHUNK):
+            chunk = names[start : start + _CHUNK]
+            sql = f'SELECT count(*) FROM "policies" WHERE key IN ({",".join("?" * len(chunk))})'
+            with self._read_lock:
+                (found,) = self._reader().execute(sql, chunk).fetchone()
+            count += int(found)
+        return count
 
     def __len__(self) -> int:
         with self._read_lock:
