@@ -58,6 +58,23 @@ def test_missing_store_and_empty_day_exit_1(tmp_path: Path) -> None:
     assert _run(ctx, "report", "show", "--day", "2020-01-01")[0] == 1
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["list", "--day", "2020-01-01"], ["show", "--day", "2020-01-01"],
+     ["status"], ["status", "--day", "2020-01-01"]],
+)  # fmt: skip
+def test_no_data_with_json_is_an_empty_list_and_exit_1(tmp_path: Path, argv: list[str]) -> None:
+    """README "Exit codes": `--json` changes the output, never the code; "no data yet" is 1 in
+    both forms (and `[]` is one JSON document, nothing else on stdout)."""
+    ctx = _ctx(tmp_path)
+    assert _run(ctx, "report", *argv, "--json") == (ExitCode.NOT_FOUND, "[]\n")  # no store yet
+    assert _run(ctx, "report", *argv)[0] == ExitCode.NOT_FOUND
+    _fill(tmp_path)
+    if "--day" in argv:  # a store with other days only
+        assert _run(ctx, "report", *argv, "--json") == (ExitCode.NOT_FOUND, "[]\n")
+        assert _run(ctx, "report", *argv)[0] == ExitCode.NOT_FOUND
+
+
 def test_list_show_json(tmp_path: Path) -> None:
     _fill(tmp_path)
     ctx = _ctx(tmp_path)

@@ -1,7 +1,8 @@
 """`report list|show|send|status`: the operator's view of TLS-RPT data and delivery.
 
 Each handler is `(args, ctx) -> exit code` (cli/exit_codes.py): 0 ok, 1 nothing found ("no
-data yet"), 64 for a day that has not ended, 75 when a send failed temporarily. cli/main.py calls
+data yet"; with `--json` too, after printing `[]`: the format never changes the code, README
+"Exit codes"), 64 for a day that has not ended, 75 when a send failed temporarily. cli/main.py calls
 `register(subparsers)` and dispatches `args.handler(args, ctx)` (after saying "TLS reporting is
 off" when it is).
 """
