@@ -338,6 +338,40 @@ async def test_text_output_and_from_file(
     assert await asyncio.to_thread(main, ["check", "not a domain", *world.base_args()]) == 3
 
 
+async def test_names_that_are_no_domains_do_not_stop_the_others_being_checked(
+    world: CheckWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check A B C` with B no domain: A and C are checked, B is named at the end, and the
+    status is at least UNKNOWN (3), the code for a name that could not be checked; a critical
+    finding still wins (2)."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    world.publish("other.test", enforce_policy(MX1), mx=[MX1])
+    code, report = await world.run_check(D, "a..b", "other.test", "[192.0.2.1]")
+    assert code == 3
+    jsonschema.validate(report, SCHEMA)
+    assert [d["domain"] for d in report["domains"]] == [D, "other.test"]
+    assert [d["status"] for d in report["domains"]] == ["OK", "OK"]
+    assert (report["status"], report["exit_code"]) == ("UNKNOWN", 3)
+    assert report["not_checked"] == [
+        "'a..b' is not a domain name",
+        "'[192.0.2.1]' is not a domain name",
+    ]
+    _ok, clean = await world.run_check(D)
+    assert "not_checked" not in clean  # the document is unchanged when every name is checked
+
+    def text(*names: str) -> int:
+        return main(["check", *world.base_args(), *names])
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(text, "a..b", D) == 3
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{D}: OK (no findings)")
+    assert err == "check: 'a..b' is not a domain name: not checked\n"
+    world.serve("127.0.0.1", "other.test", b"not a policy")  # CRITICAL in enforce
+    assert await asyncio.to_thread(text, "other.test", "a..b") == 2
+
+
 async def test_http_limits_on_a_real_server(world: CheckWorld) -> None:
     """Status, type and the 64 KiB cap, judged per address by the sender's own rules."""
     await world.mx_server(MX1)

@@ -1,8 +1,9 @@
 """`mta-sts-policyd check DOMAIN...`: inspect one's own domains the way a compliant sender does.
 
 Exit codes (Nagios plugin convention, see docs/check-findings.md): 0 OK, 1 WARNING, 2 CRITICAL,
-3 UNKNOWN (could not check, or no valid domain given). A malformed command line exits 64 like
-every other subcommand.
+3 UNKNOWN (could not check, a name given that is not a domain, or no domain given). The valid
+names are checked even when others are not domains; those are named at the end. A malformed
+command line exits 64 like every other subcommand.
 """
 
 from __future__ import annotations
@@ -146,15 +147,16 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
     except UnicodeDecodeError:
         reason = f"cannot read {args.from_file}: not UTF-8 text"
         return fail("check", reason, unknown, as_json=args.json)
-    problems = list(bad)
-    if not domains:
-        problems.append("no domain given")
-    if problems:
-        return fail("check", "\n".join(problems), unknown, as_json=args.json)
-    return asyncio.run(_run(args, config, domains))
+    if not domains:  # nothing to check: say why, UNKNOWN
+        return fail("check", "\n".join([*bad, "no domain given"]), unknown, as_json=args.json)
+    return asyncio.run(_run(args, config, domains, bad))
 
 
-async def _run(args: argparse.Namespace, config: Config, domains: list[str]) -> int:
+async def _run(
+    args: argparse.Namespace, config: Config, domains: list[str], bad: Sequence[str] = ()
+) -> int:
+    """Check `domains`; each name in `bad` (not a domain) is named after the reports, on
+    stderr or in the JSON's `not_checked`, and makes the status at least UNKNOWN."""
     async with AsyncExitStack() as stack:
         reach = await open_reach(config, reach_settings(args), stack)
         tty = sys.stderr.isatty() and len(domains) > 1
@@ -169,10 +171,13 @@ async def _run(args: argparse.Namespace, config: Config, domains: list[str]) -> 
     if tty:
         print(file=sys.stderr)
     if args.json:
-        print(json.dumps(as_json(reports, datetime.now(UTC)), indent=2, sort_keys=True))
+        document = as_json(reports, datetime.now(UTC), not_checked=bad)
+        print(json.dumps(document, indent=2, sort_keys=True))
     else:
         print(as_text(reports, colour=sys.stdout.isatty()))
-    return int(overall(reports))
+        for why in bad:
+            print(f"check: {why}: not checked", file=sys.stderr)
+    return int(overall(reports, bad))
 
 
 def _progress(done: int, total: int) -> None:

@@ -19,19 +19,28 @@ _COLOURS = {
 _RESET = "\033[0m"
 
 
-def as_json(reports: Sequence[DomainReport], checked_at: datetime) -> dict[str, object]:
-    status = overall(reports)
-    return {
+def as_json(
+    reports: Sequence[DomainReport], checked_at: datetime, not_checked: Sequence[str] = ()
+) -> dict[str, object]:
+    """The document; `not_checked` (why each name given was not checked) only when some was."""
+    status = overall(reports, not_checked)
+    document: dict[str, object] = {
         "schema_version": SCHEMA_VERSION,
         "checked_at": checked_at.isoformat().replace("+00:00", "Z"),
         "status": status.name,
         "exit_code": int(status),
         "domains": [r.to_json() for r in reports],
     }
+    if not_checked:
+        document["not_checked"] = list(not_checked)
+    return document
 
 
-def overall(reports: Sequence[DomainReport]) -> NagiosStatus:
-    return worst_status(r.status for r in reports)
+def overall(reports: Sequence[DomainReport], not_checked: Sequence[str] = ()) -> NagiosStatus:
+    """The worst domain's status; a name given that could not be checked counts as UNKNOWN
+    (so CRITICAL still wins: a known failure is not hidden by a typo beside it)."""
+    statuses = [r.status for r in reports] + ([NagiosStatus.UNKNOWN] if not_checked else [])
+    return worst_status(statuses)
 
 
 def finding_counts(report: DomainReport) -> str:
