@@ -544,20 +544,27 @@ def test_mail_settings_and_own_domains_are_checked_at_load(data: dict[str, Any],
     assert said in config_error(data)
 
 
+def test_more_policies_in_memory_than_kept_at_all_both_written_is_refused_naming_both() -> None:
+    """Memory holds a part of the policies kept at all; which of the two was meant is unknown."""
+    assert config_and_problems({"cache": {"memory_entries": 11, "max_entries": 10}})[1] == [
+        "cache.memory_entries: 11 is more than cache.max_entries = 10 (the policies kept at"
+        " all, those in memory among them): set cache.memory_entries to at most 10, or raise"
+        " cache.max_entries"
+    ]
+
+
 @pytest.mark.parametrize(
     ("cache", "memory", "kept"),
-    [({"max_entries": 1000}, 5000, 1000), ({"memory_entries": 300_000}, 300_000, 200_000),
-     ({"memory_entries": 11, "max_entries": 10}, 11, 10)],
+    [({"max_entries": 1000}, 1000, 1000), ({"memory_entries": 300_000}, 300_000, 300_000),
+     ({"max_entries": 9000}, 5000, 9000), ({"memory_entries": 7}, 7, 200_000)],
 )  # fmt: skip
-def test_more_policies_in_memory_than_kept_at_all_is_refused_naming_both(
+def test_a_cache_size_left_at_its_default_follows_the_written_one(
     cache: dict[str, int], memory: int, kept: int
 ) -> None:
-    """Memory holds a part of the policies kept at all; a default counts like a written value."""
-    assert config_and_problems({"cache": cache})[1] == [
-        f"cache.memory_entries: {memory} is more than cache.max_entries = {kept} (the policies"
-        f" kept at all, those in memory among them): set cache.memory_entries to at most {kept},"
-        " or raise cache.max_entries"
-    ]
+    """A configuration that set only `max_entries = 1000` worked before both were checked
+    together; its default `memory_entries` (5000) follows it rather than stop the daemon."""
+    config = config_from_mapping({"cache": cache})
+    assert (config.cache.memory_entries, config.cache.max_entries) == (memory, kept)
 
 
 def test_as_many_policies_in_memory_as_kept_at_all_is_taken() -> None:

@@ -9,7 +9,9 @@ Each takes the built `Config` and raises ConfigError listing every problem it fi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from mta_sts_policyd.config.sections import Config
 from mta_sts_policyd.endpoints import (
@@ -170,6 +172,23 @@ def _check_reporting(config: Config) -> None:
             )
     if problems:
         raise ConfigError(*problems)
+
+
+def fit_unwritten_cache_sizes(config: Config, data: Mapping[str, Any]) -> Config:
+    """A cache size left at its default follows the other one where they would contradict:
+    `max_entries = 1000` alone keeps 1000 in memory (not the default 5000), and
+    `memory_entries = 300000` alone keeps 300000 at all (not 200000). Only two written values
+    that contradict each other are refused (`_check_cache_sizes`)."""
+    section = data.get("cache")
+    written = section if isinstance(section, Mapping) else {}
+    c = config.cache
+    if c.memory_entries <= c.max_entries:
+        return config
+    if "memory_entries" not in written:
+        return replace(config, cache=replace(c, memory_entries=c.max_entries))
+    if "max_entries" not in written:
+        return replace(config, cache=replace(c, max_entries=c.memory_entries))
+    return config
 
 
 def _check_cache_sizes(config: Config) -> None:

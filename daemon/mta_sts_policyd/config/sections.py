@@ -74,7 +74,8 @@ class CacheConfig:
     refresh_concurrency: int = 20
     memory_entries: int = 5_000
     """Policies kept in memory (LRU, ~1.5 KB each); the rest are answered from the store on
-    disk (a local read, never the network). At most `max_entries` (refused otherwise)."""
+    disk (a local read, never the network). At most `max_entries`: left unwritten, it follows a
+    smaller `max_entries`; both written the other way round is refused."""
     max_entries: int = 200_000
     """Policies kept at all, those in memory among them; the least recently used are dropped
     beyond that."""

@@ -18,6 +18,7 @@ from mta_sts_policyd.config.cross_keys import (
     CROSS_KEY_CHECKS,
     check_listen_list,
     config_warnings,
+    fit_unwritten_cache_sizes,
     without_refused,
 )
 from mta_sts_policyd.config.sections import (
@@ -97,6 +98,7 @@ def config_and_problems(data: Mapping[str, Any]) -> tuple[Config, list[str]]:
     `domain = 5`) would describe a value the operator never wrote."""
     problems: list[str] = []
     config: Config = build_dataclass(Config, data, checks=CHECKS, problems=problems)
+    config = fit_unwritten_cache_sizes(config, data)
     refused = list(problems)
     for check in CROSS_KEY_CHECKS:
         try:
