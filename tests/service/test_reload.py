@@ -94,3 +94,33 @@ async def test_an_ipv6_nameserver_with_a_port_like_last_group_is_warned_about(
         assert len(warnings()) == 1
     finally:
         await daemon.stop()
+
+
+async def test_sighup_reads_a_ca_bundle_edited_in_place(
+    tmp_path: Path, trust_ca: trustme.CA
+) -> None:
+    """Same configuration, same `ca_file` path, new contents (a CA appended): the reload reads
+    it again; the old context would refuse the policy host until a restart."""
+    other_ca = trustme.CA()
+    with DnsServer() as dns, HttpsServer(other_ca) as https:
+        dns.set_txt("_mta-sts.example.test", "v=STSv1; id=1")
+        dns.set_a("mta-sts.example.test", "127.0.0.1")
+        https.set_policy("example.test", POLICY)
+        bundle = tmp_path / "bundle.pem"
+        bundle.write_bytes(trust_ca.cert_pem.bytes())  # not the CA the host's certificate is from
+        config_path = tmp_path / "config.toml"
+        port = free_port()
+        write_config(config_path, dns.nameserver, https, tmp_path / "state", port)
+        config_path.write_text(config_path.read_text().replace(https.ca_pem_path, str(bundle)))
+        daemon = Daemon(load_config(config_path), config_path=config_path)
+        await daemon.start()
+        try:
+            address = "{}:{}".format(*daemon.bound[0])
+            assert await asyncio.to_thread(ask, address, "example.test") == b"NOTFOUND "
+            bundle.write_bytes(trust_ca.cert_pem.bytes() + other_ca.cert_pem.bytes())
+            daemon.reload()
+            assert await daemon.resolver.refresh_domain("example.test") is not None
+            reply = await asyncio.to_thread(ask, address, "example.test")
+            assert reply.startswith(b"OK secure match=mail.example.test")
+        finally:
+            await daemon.stop()

@@ -103,7 +103,7 @@ class Daemon:
         config = self.config
         cache = composition.make_policy_cache(config)
         discovery = composition.make_discovery(config)
-        self._closers.append(discovery.aclose)
+        self._closers.append(self._close_discovery)  # the one in use then: a reload swaps it
         self.resolver = composition.make_resolver(config, discovery, cache, self.clock)
         self._start_fleet()
         started = time.monotonic()
@@ -224,8 +224,9 @@ class Daemon:
             log.error("event=reload-logging-failed reason=%r kept=running-logging", str(exc))
         log_config_warnings(fresh)
         self.resolver.debug_answers = answer_log.enabled()  # rerender_all clears the memo
-        if fresh.discovery != self.config.discovery:
-            self._swap_discovery(composition.make_discovery(fresh))
+        # Always: a CA bundle or resolv.conf edited in place is new to the daemon even when the
+        # configuration still names the same files.
+        self._swap_discovery(composition.make_discovery(fresh))
         self.resolver.settings = composition.lookup_settings(fresh)
         self.resolver.rerender_all()
         self.config = fresh
@@ -237,11 +238,15 @@ class Daemon:
         on the old client, which is closed once they cannot need it any more."""
         old = self.resolver.discovery
         self.resolver.discovery = fresh
-        self._closers.append(fresh.aclose)
         grace = self.config.discovery.fetch_timeout + self.config.discovery.dns_timeout
         if isinstance(old, Discovery):
             self._spawn(_close_later(old, grace))
         log.info("event=discovery-reconfigured")
+
+    async def _close_discovery(self) -> None:
+        discovery = self.resolver.discovery
+        if isinstance(discovery, Discovery):
+            await discovery.aclose()
 
     def request_stop(self) -> None:
         self._stop.set()
