@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.config.settings import parse_listen_address
-from mta_sts_policyd.endpoints import parse_nameserver, without_inet_prefix
+from mta_sts_policyd.endpoints import nameserver_warning, parse_nameserver, without_inet_prefix
 from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.sts.keys import domain_for_name
 
@@ -104,8 +105,18 @@ def listen_address(text: str) -> str:
     return _listen_rule(without_inet_prefix(text))
 
 
-nameserver = _configuration_rule(parse_nameserver, "nameserver")
-"""argparse type: `IP[:PORT]` of a DNS server."""
+_nameserver_rule = _configuration_rule(parse_nameserver, "nameserver")
+
+
+def nameserver(text: str) -> str:
+    """argparse type of every command's `--nameserver`: `IP[:PORT]` of a DNS server, read by
+    the rule of `discovery.nameservers`, and warned about on stderr as that key is
+    (`::1:5353` is port 53 on ::1:5353, not port 5353 on ::1); the warning stops nothing."""
+    checked = _nameserver_rule(text)
+    warning = nameserver_warning(checked, "--nameserver")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return checked
 
 
 def state_directory(text: str) -> str:
