@@ -660,3 +660,22 @@ def test_an_ehlo_name_may_be_a_host_name_or_an_address_literal(tmp_path: Path, n
     path = tmp_path / "c.toml"
     path.write_text(f"[probe]\nehlo_name = {json.dumps(name)}\n")
     assert load_config(path).probe.ehlo_name == name
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "floor"),
+    [("fleet.heartbeat_interval", 0.001, "1"), ("fleet.snapshot_interval", 0.5, "1"),
+     ("fleet.revalidate_interval", 0.001, "1"), ("fleet.breaker_reset", 0.001, "0.1"),
+     ("fleet.fetch_lock", 0.001, "1"), ("fleet.refresh_lease", 0.001, "1"),
+     ("fleet.report_lease", 0.001, "1"), ("cache.refresh_interval", 1.0, "30"),
+     ("cache.txt_recheck", 0.01, "1"), ("cache.flush_interval", 0.001, "0.1"),
+     ("host.poll_interval", 0.001, "0.1"), ("reports_in.spool_interval", 0.001, "0.1")],
+)  # fmt: skip
+def test_periods_too_short_to_mean_are_refused_naming_the_shortest(
+    path: str, value: float, floor: str
+) -> None:
+    """`heartbeat_interval = 0.0001` was 8,000 Redis commands a second and a daemon that did
+    not stop on SIGTERM; `refresh_interval = 1` refetches every policy every second."""
+    assert config_error(nested(path, value)).startswith(
+        f"{path}: expected a number of seconds from {floor} to "
+    )

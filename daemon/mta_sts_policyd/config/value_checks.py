@@ -51,7 +51,12 @@ def _show(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
-def _seconds(high: float, *, zero: bool = False) -> Range:
+def _seconds(high: float, *, zero: bool = False, low: float = 0.0) -> Range:
+    """`low`: the shortest period that does not hammer a peer (Redis, a policy host, the disk)
+    or keep the loop from ever going idle (`heartbeat_interval = 0.0001` was 8,000 Redis
+    commands a second and a daemon that did not stop on SIGTERM)."""
+    if low:
+        return Range(low, high, unit="a number of seconds")
     return Range(0, high, low_open=not zero, unit="a number of seconds")
 
 
@@ -67,16 +72,16 @@ RANGES: dict[str, Range] = {
     "discovery.dns_timeout": _seconds(60),
     "discovery.fetch_timeout": Range(0, 60, True, "a number of seconds (RFC 8461 §3.3)"),
     "discovery.https_port": PORT,
-    "cache.txt_recheck": _seconds(DAY),
+    "cache.txt_recheck": _seconds(DAY, low=1),
     "cache.cold_wait": _seconds(60, zero=True),
     "cache.negative_ttl": _seconds(7 * DAY, zero=True),
     "cache.failure_backoff": _seconds(DAY, zero=True),
-    "cache.refresh_interval": _seconds(YEAR),
+    "cache.refresh_interval": _seconds(YEAR, low=30),
     "cache.refresh_jitter": _seconds(DAY, zero=True),
     "cache.refresh_concurrency": _count(1000),
     "cache.memory_entries": _count(10_000_000),
     "cache.max_entries": _count(100_000_000),
-    "cache.flush_interval": _seconds(3600),
+    "cache.flush_interval": _seconds(3600, low=0.1),
     "tlsrpt.retention_days": _count(3660),
     "tlsrpt.max_report_bytes": _count(1 << 30),
     "tlsrpt.send_delay_max": _seconds(DAY, zero=True),
@@ -86,7 +91,7 @@ RANGES: dict[str, Range] = {
     "probe.timeout": _seconds(600),
     "probe.concurrency": _count(1000),
     "probe.port": PORT,
-    "host.poll_interval": _seconds(DAY),
+    "host.poll_interval": _seconds(DAY, low=0.1),
     "host.reports_max_bytes": _count(64 * 1024 * 1024),
     "host.status_interval": _seconds(7 * DAY),
     "monitor.interval": _seconds(7 * DAY),
@@ -95,23 +100,23 @@ RANGES: dict[str, Range] = {
     "reports_in.quarantine_keep": _count(1_000_000),
     "reports_in.min_days": _count(366),
     "reports_in.min_organizations": _count(10_000),
-    "reports_in.spool_interval": _seconds(DAY),
+    "reports_in.spool_interval": _seconds(DAY, low=0.1),
     "maillog.silence_alert": _seconds(30 * DAY, zero=True),
-    "fleet.heartbeat_interval": _seconds(3600),
+    "fleet.heartbeat_interval": _seconds(3600, low=1),
     "fleet.connect_timeout": _seconds(60),
     "fleet.command_timeout": _seconds(60),
     "fleet.breaker_failures": _count(1000),
-    "fleet.breaker_reset": _seconds(DAY),
-    "fleet.fetch_lock": _seconds(3600),
+    "fleet.breaker_reset": _seconds(DAY, low=0.1),
+    "fleet.fetch_lock": _seconds(3600, low=1),
     "fleet.entry_grace": _seconds(YEAR, zero=True),
-    "fleet.revalidate_interval": _seconds(DAY),
-    "fleet.refresh_lease": _seconds(DAY),
+    "fleet.revalidate_interval": _seconds(DAY, low=1),
+    "fleet.refresh_lease": _seconds(DAY, low=1),
     "fleet.refresh_batch": _count(10_000),
     "fleet.forget_after": _seconds(10 * YEAR),
-    "fleet.snapshot_interval": _seconds(DAY),
+    "fleet.snapshot_interval": _seconds(DAY, low=1),
     "fleet.report_settle": _seconds(DAY, zero=True),
     "fleet.report_deadline": _seconds(7 * DAY, zero=True),
-    "fleet.report_lease": _seconds(DAY),
+    "fleet.report_lease": _seconds(DAY, low=1),
 }
 
 
