@@ -8,7 +8,12 @@ import pytest
 
 from mta_sts_policyd.config.settings import Config, load_config
 from mta_sts_policyd.errors import ConfigError
-from mta_sts_policyd.service.host_parts import host_cert_dirs, host_extras, host_settings
+from mta_sts_policyd.service.host_parts import (
+    check_host,
+    host_cert_dirs,
+    host_extras,
+    host_settings,
+)
 
 
 def config(tmp_path: Path, host: str, metrics: str = "") -> Config:
@@ -50,3 +55,26 @@ def test_a_remote_metrics_address_needs_the_opt_in(tmp_path: Path) -> None:
     opted = config(tmp_path, 'metrics_listen = "0.0.0.0:9465"', "allow_remote = true")
     assert host_extras(opted) is not None
     assert host_extras(config(tmp_path, "")) is None  # no endpoint, no status loop
+
+
+def test_every_bad_host_listener_is_named_by_its_index(tmp_path: Path) -> None:
+    """As for `server.listen` (one rule, `check_listen_list`): each bad entry of `[host]
+    listen` by its index, a `unix:` one too (the host serves TCP only), and one listed twice;
+    `host` at start and `check-config` say the same."""
+    loaded = config(
+        tmp_path,
+        'listen = ["nonsense", "127.0.0.1:8443", "unix:/run/x.sock", "[::1]:0", "127.0.0.1:8443"]',
+    )
+    for check in (check_host, host_settings):
+        with pytest.raises(ConfigError) as refused:
+            check(loaded)
+        assert [p.partition(": ")[0] for p in refused.value.problems] == [
+            "host.listen[0]",
+            "host.listen[2]",
+            "host.listen[3]",
+            "host.listen",
+        ]
+        assert refused.value.problems[1].endswith("(TCP), got 'unix:/run/x.sock'")
+        assert "127.0.0.1:8443 listed more than once" in refused.value.problems[3]
+    with pytest.raises(ConfigError, match=r"^host\.listen: expected at least one"):
+        host_settings(config(tmp_path, "listen = []"))

@@ -56,16 +56,23 @@ def _check_listeners(config: Config) -> None:
     check_listen_list(config.server.listen, "server.listen")
 
 
-def check_listen_list(addresses: Sequence[str], key: str, *, indexed: bool = True) -> None:
+def check_listen_list(
+    addresses: Sequence[str], key: str, *, indexed: bool = True, tcp_only: bool = False
+) -> None:
     """Each address valid (every bad one named, by its index in the file's list) and none
     twice: the second bind of one address would fail as "address already in use", which
-    reads like another process holding it."""
+    reads like another process holding it. `tcp_only` (the policy host's listeners) refuses
+    `unix:` entries too, each by its index."""
     problems: list[str] = []
     for i, address in enumerate(addresses):
+        where = f"{key}[{i}]" if indexed else key
         try:
-            parse_listen_address(address, f"{key}[{i}]" if indexed else key)
+            host, _ = parse_listen_address(address, where)
         except ConfigError as exc:
             problems += exc.problems
+            continue
+        if tcp_only and host == "unix":
+            problems.append(f"{where}: expected HOST:PORT or [IPv6]:PORT (TCP), got {address!r}")
     twice = sorted({a for a in addresses if addresses.count(a) > 1})
     if twice:
         problems.append(f"{key}: {', '.join(twice)} listed more than once")

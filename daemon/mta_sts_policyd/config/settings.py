@@ -66,6 +66,7 @@ __all__ = [
     "ReportsInConfig",
     "ServerConfig",
     "TlsRptConfig",
+    "check_listen_list",
     "config_and_problems",
     "config_as_dict",
     "config_from_mapping",

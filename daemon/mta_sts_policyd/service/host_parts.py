@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mta_sts_policyd.config.settings import Config, parse_listen_address
+from mta_sts_policyd.config.settings import Config, check_listen_list, parse_listen_address
 from mta_sts_policyd.errors import ConfigError, StateUnusableError
 from mta_sts_policyd.service.composition import make_reports_intake, own_report_domains
 
@@ -105,10 +105,12 @@ def _metrics_address(config: Config) -> tuple[str, int]:
 
 
 def _tcp_listen(addresses: Sequence[str], key: str) -> tuple[tuple[str, int], ...]:
-    listen = tuple(parse_listen_address(a, key) for a in addresses)
-    if not listen or any(host == "unix" for host, _ in listen):
-        raise ConfigError(f"{key}: the policy host listens on TCP (HOST:PORT) only")
-    return listen
+    """`[host] listen` / `http_listen` as (host, port) pairs: at least one, each bad entry
+    named by its index and none twice (`check_listen_list`, the rule of `server.listen`)."""
+    if not addresses:
+        raise ConfigError(f"{key}: expected at least one HOST:PORT (the policy host's TCP)")
+    check_listen_list(addresses, key, tcp_only=True)
+    return tuple(parse_listen_address(a, key) for a in addresses)
 
 
 def host_extras(config: Config) -> Extras | None:
