@@ -97,6 +97,35 @@ def test_list_show_json(tmp_path: Path) -> None:
     assert code == 0 and report["policies"][0]["policy"]["policy-type"] == "tlsa"
 
 
+def test_no_data_names_the_domain_and_day_asked_for(tmp_path: Path) -> None:
+    """The day has data, the domain has none: "no data yet for 2026-11-21" read as if the
+    whole day were empty."""
+    _fill(tmp_path)
+    code, out = _run(
+        _ctx(tmp_path), "report", "show", "--day", "2026-11-21", "--domain", "nope.example"
+    )
+    assert (code, out) == (1, "no data yet for nope.example on 2026-11-21\n")
+
+
+@pytest.mark.parametrize(
+    ("fleet", "says"),
+    [(False, "the daemon schedules a day's reports after it ends (UTC); `report list` shows the"
+              " counts, `report send --day DAY` sends an ended day now"),
+     (True, "in fleet mode the fleet sends each report (`fleet status`); `report list` shows"
+             " this node's counts")],
+)  # fmt: skip
+def test_status_of_counts_without_a_delivery_job_says_why(
+    tmp_path: Path, fleet: bool, says: str
+) -> None:
+    """`report status` said "no data yet" while `report list` showed the day's counts."""
+    _fill(tmp_path)
+    ctx = ReportContext(**{**_ctx(tmp_path).__dict__, "fleet": fleet})
+    code, out = _run(ctx, "report", "status", "--day", "2026-11-21")
+    assert code == 1 and out.startswith("no report to deliver yet on 2026-11-21: ")
+    assert out.rstrip("\n").endswith(says)
+    assert _run(ctx, "report", "status", "--day", "2020-01-01")[1] == "no data yet on 2020-01-01\n"
+
+
 def test_send_outbox_writes_exact_files(tmp_path: Path) -> None:
     _fill(tmp_path)
     outbox = tmp_path / "out"

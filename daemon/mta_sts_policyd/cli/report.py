@@ -41,6 +41,8 @@ from mta_sts_policyd.tlsrpt.store.ledger import Job, JobBook, JobState
 EX_OK, EX_NOTFOUND, EX_TEMPFAIL = ExitCode.OK, ExitCode.NOT_FOUND, ExitCode.TEMPFAIL
 EX_USAGE = ExitCode.USAGE
 NO_DATA = "no data yet"
+_NO_JOB = "no report to deliver yet"
+"""`report status` of counts that have no delivery job (the day has not ended, or a fleet)."""
 
 
 Handler = Callable[[argparse.Namespace, ReportContext], int]
@@ -80,14 +82,23 @@ def _out(ctx: ReportContext) -> TextIO:
     return ctx.out or sys.stdout
 
 
-def _no_data(args: argparse.Namespace, ctx: ReportContext, *, listed: bool = False) -> ExitCode:
-    """Nothing collected (yet) for the request: say so, exit 1; `--json` gets an empty list."""
+def _no_data(
+    args: argparse.Namespace,
+    ctx: ReportContext,
+    *,
+    listed: bool = False,
+    what: str = NO_DATA,
+    why: str = "",
+) -> ExitCode:
+    """Nothing collected (yet) for the request: say so, naming the domain and day asked for
+    (and `why`, when more is known), exit 1; `--json` gets an empty list."""
     if getattr(args, "json", False):
         if not listed:
             print_json([], _out(ctx))
     else:
-        day = f" for {args.day}" if getattr(args, "day", None) else ""
-        _out(ctx).write(f"{NO_DATA}{day}\n")
+        domain, day = getattr(args, "domain", None), getattr(args, "day", None)
+        asked = f"{f' for {domain}' if domain else ''}{f' on {day}' if day else ''}"
+        _out(ctx).write(f"{what}{asked}{why}\n")
     return EX_NOTFOUND
 
 
@@ -160,6 +171,9 @@ def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
             j for j in book.jobs(args.day) if args.domain is None or j.report_domain == args.domain
         ]
         rows = [(j, book.destinations(j)) for j in jobs]
+        counted = bool(rows) or any(
+            args.domain in (None, c.report_domain) for c in store.counts(args.day)
+        )
     out = _out(ctx)
     if args.json:
         print_json(
@@ -193,7 +207,16 @@ def cmd_status(args: argparse.Namespace, ctx: ReportContext) -> int:
         )
         for d in dests:
             out.write(f"    {d.destination} {d.state} attempts={d.attempts}\n")
-    return EX_OK if rows else _no_data(args, ctx, listed=True)
+    if rows:
+        return EX_OK
+    if not counted:
+        return _no_data(args, ctx, listed=True)
+    if ctx.fleet:
+        why = ": in fleet mode the fleet sends each report (`fleet status`); `report list`"
+        return _no_data(args, ctx, listed=True, what=_NO_JOB, why=f"{why} shows this node's counts")
+    why = ": the daemon schedules a day's reports after it ends (UTC); `report list` shows the"
+    why += " counts, `report send --day DAY` sends an ended day now"
+    return _no_data(args, ctx, listed=True, what=_NO_JOB, why=why)
 
 
 def cmd_send(args: argparse.Namespace, ctx: ReportContext) -> int:
