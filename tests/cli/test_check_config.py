@@ -94,6 +94,26 @@ def test_the_fleet_check_lists_an_unreadable_password_and_a_missing_ca_file(
     assert _keys(capsys, path)[:2] == ["fleet.password_file", "fleet.ca_file"]
 
 
+@pytest.mark.parametrize(
+    "listener", ['[host]\nmetrics_listen = "0.0.0.0:9465"', '[metrics]\nlisten = "0.0.0.0:9464"']
+)
+def test_a_refused_allow_remote_is_the_one_problem_of_a_remote_metrics_listener(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, listener: str
+) -> None:
+    """`metrics.allow_remote = "yes"` is refused; the listener is not judged again against
+    the default (false) it was left at, which would read as though no opt-in was written.
+    With the opt-in written false, the listener is refused, naming it."""
+    remote = listener.replace("[metrics]\n", "")
+    path = _write(tmp_path, f'[metrics]\nallow_remote = "yes"\n{remote}\n')
+    assert _keys(capsys, path) == ["metrics.allow_remote"]
+    path = _write(tmp_path, f"[metrics]\nallow_remote = false\n{remote}\n")
+    key = "host.metrics_listen" if "[host]" in listener else "metrics.listen"
+    assert _keys(capsys, path) == [key]
+    path = _write(tmp_path, f"[metrics]\nallow_remote = true\n{remote}\n")
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.OK
+    capsys.readouterr()
+
+
 def test_what_a_check_says_of_a_refused_key_is_left_out() -> None:
     """Said once, by the loader: not again by a check that saw the key's default."""
     refused = ["tlsrpt.dkim: expected a table [tlsrpt.dkim]", "tlsrpt.enabled: expected true"]

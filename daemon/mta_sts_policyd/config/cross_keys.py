@@ -80,14 +80,18 @@ def check_listen_list(
         raise ConfigError(*problems)
 
 
+REMOTE_METRICS_HINT = "set metrics.allow_remote = true to serve metrics beyond this host"
+"""Said with a metrics listener refused for not being loopback; naming the key lets
+`without_refused` leave that out when `metrics.allow_remote` itself was refused."""
+
+
 def _check_metrics(config: Config) -> None:
     m = config.metrics
     if m.listen:
         host, _ = parse_listen_address(m.listen, "metrics.listen")
         if host not in ("127.0.0.1", "::1", "localhost") and not m.allow_remote:
             raise ConfigError(
-                f"metrics.listen: expected a loopback address, got {host!r} "
-                "(set metrics.allow_remote = true to serve metrics beyond this host)"
+                f"metrics.listen: expected a loopback address, got {host!r} ({REMOTE_METRICS_HINT})"
             )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from mta_sts_policyd.config.cross_keys import (
     CROSS_KEY_CHECKS,
+    REMOTE_METRICS_HINT,
     check_listen_list,
     config_warnings,
     fit_unwritten_cache_sizes,
@@ -51,6 +52,7 @@ from mta_sts_policyd.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_STATE_DIR",
+    "REMOTE_METRICS_HINT",
     "CacheConfig",
     "Config",
     "DiscoveryConfig",

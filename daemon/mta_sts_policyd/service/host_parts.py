@@ -13,7 +13,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mta_sts_policyd.config.settings import Config, check_listen_list, parse_listen_address
+from mta_sts_policyd.config.settings import (
+    REMOTE_METRICS_HINT,
+    Config,
+    check_listen_list,
+    parse_listen_address,
+)
 from mta_sts_policyd.errors import ConfigError, StateUnusableError
 from mta_sts_policyd.service.composition import make_reports_intake, own_report_domains
 
@@ -96,11 +101,16 @@ def _metrics_address(config: Config) -> tuple[str, int]:
     """`[host] metrics_listen` as (host, port): loopback unless `metrics.allow_remote`."""
     from mta_sts_policyd import metrics
 
-    address = parse_listen_address(config.host.metrics_listen, "host.metrics_listen")
+    key = "host.metrics_listen"
+    address = parse_listen_address(config.host.metrics_listen, key)
+    try:
+        metrics.loopback_host(address[0], allow_remote=True)  # an IP address at all
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
     try:
         metrics.loopback_host(address[0], allow_remote=config.metrics.allow_remote)
-    except ValueError as exc:
-        raise ConfigError(f"host.metrics_listen: {exc}") from None
+    except ValueError as exc:  # naming the opt-in: left out when that key was refused
+        raise ConfigError(f"{key}: {exc} ({REMOTE_METRICS_HINT})") from None
     return address
 
 
