@@ -228,6 +228,8 @@ async def test_purge_and_show_work_fleet_wide(
     shown = await ControlServer(b.resolver).handle("show", D)
     assert shown["entry"]["tier"] == "memory" and shown["entry"]["origin"] == "redis"
     assert shown["entry"]["shared"]["id"] == "1"
+    refreshed = await ControlServer(b.resolver).handle("refresh", D)  # the fleet's view too
+    assert refreshed["entry"]["tier"] == "memory" and refreshed["entry"]["shared"]["id"] == "1"
     result = await ControlServer(a.resolver).handle("purge", D)
     assert result == {"ok": True, "purged": 1, "shared_purged": 1}
     await until(lambda: b.resolver.cache.get(D) is None)

@@ -380,6 +380,8 @@ async def test_refresh_discovers_now_past_back_off(setup: Setup, sts_world: StsW
     assert refreshed["ok"] is True
     assert refreshed["entry"]["mode"] == "enforce" and refreshed["entry"]["failure"] is None
     assert refreshed["entry"]["reply"] == ENFORCE_REPLY.decode()
+    assert refreshed == await setup.ask({"command": "show", "domain": "example.test"})
+    assert refreshed["entry"]["tier"] == "memory"  # as `show` says it, not a shorter view
     assert sts_world.https.request_count("mta-sts.example.test") == 2
     assert await setup.resolver.answer("postfix", "example.test") == ENFORCE_REPLY
 

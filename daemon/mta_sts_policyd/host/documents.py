@@ -3,7 +3,10 @@ writes them, byte for byte.
 
 Every file passes the project's own policy parser before it is served; a file that does not
 (or cannot be read) is refused with a log line naming the file and the line, and the last good
-version of that domain keeps being served. A domain whose file is removed stops being served.
+version of that domain keeps being served. A domain whose file is removed stops being served,
+with a warning (senders that still see its TXT record get 404). What is refused, and which
+domains stopped being served, stay known, so `host status` reports them instead of leaving
+them out.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ class PolicyDocuments:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._served: dict[str, Served] = {}
-        self._refused: dict[str, int] = {}
-        """Domain -> mtime of the file refused last: said once, read again when it changes."""
+        self._refused: dict[str, tuple[int | None, str]] = {}
+        """Domain -> mtime and reason of the file refused last: said once, read again when it
+        changes; forgotten when the file goes."""
+        self._gone: set[str] = set()
+        """Domains served earlier whose file has since gone."""
 
     def get(self, host: str) -> bytes | None:
         """The policy for a request to `host` (`mta-sts.DOMAIN`), or None."""
@@ -50,10 +56,24 @@ class PolicyDocuments:
     def domains(self) -> list[str]:
         return sorted(self._served)
 
+    @property
+    def refusals(self) -> dict[str, str]:
+        """Domain -> why its present file is refused (the last good version may be served)."""
+        return {domain: reason for domain, (_, reason) in self._refused.items()}
+
+    @property
+    def gone(self) -> list[str]:
+        """Domains this process served whose file has since been removed."""
+        return sorted(self._gone)
+
+    def policy_file(self, domain: str) -> Path:
+        return self.root / domain / POLICY_FILE
+
     def reload(self, force: bool = False) -> bool:
         """Re-read changed files (all of them with `force`: SIGHUP, for a file rewritten within
         one mtime tick); True when what is served changed."""
         seen: dict[str, Served] = {}
+        refused: dict[str, tuple[int | None, str]] = {}
         for path in sorted(self.root.glob(f"*/{POLICY_FILE}")):
             domain = self._domain(path)
             if domain is None:
@@ -65,31 +85,47 @@ class PolicyDocuments:
                 if not force and current is not None and current.mtime_ns == mtime:
                     seen[domain] = current
                     continue
-                if not force and self._refused.get(domain) == mtime:
+                earlier = self._refused.get(domain)
+                if not force and earlier is not None and earlier[0] == mtime:
+                    refused[domain] = earlier
                     if current is not None:
                         seen[domain] = current
                     continue
                 seen[domain] = Served(self._read_valid(path), mtime)
-                self._refused.pop(domain, None)
             except (OSError, PolicySyntaxError) as exc:
-                if mtime is not None:
-                    self._refused[domain] = mtime
-                where = f" line={exc.line}" if isinstance(exc, PolicySyntaxError) else ""
-                reason = exc.reason if isinstance(exc, PolicySyntaxError) else str(exc)
-                log.warning(
-                    "event=policy-file-refused file=%s%s reason=%r kept=%s",
-                    path,
-                    where,
-                    reason,
-                    "last-good" if current else "none",
-                )
+                reason = str(exc) if isinstance(exc, PolicySyntaxError) else exc.strerror
+                refused[domain] = (mtime, reason or str(exc))
+                self._say_refused(path, exc, current is not None)
                 if current is not None:
                     seen[domain] = current
+        self._note_gone(seen)
         changed = _bodies(seen) != _bodies(self._served)
-        self._served = seen
+        self._served, self._refused = seen, refused
         if changed:
             log.info("event=policies-loaded domains=%d", len(seen))
         return changed
+
+    def _note_gone(self, seen: dict[str, Served]) -> None:
+        """A served domain whose file went is a warning: senders that still see its TXT
+        record now get 404 (`host status` reports it while a record or acme_names name it)."""
+        for domain in sorted(set(self._served) - set(seen)):
+            log.warning(
+                "event=policy-file-removed domain=%s file=%s served=none",
+                domain,
+                self.policy_file(domain),
+            )
+        self._gone = (self._gone | set(self._served)) - set(seen)
+
+    @staticmethod
+    def _say_refused(path: Path, exc: OSError | PolicySyntaxError, kept: bool) -> None:
+        where = f" line={exc.line}" if isinstance(exc, PolicySyntaxError) and exc.line else ""
+        log.warning(
+            "event=policy-file-refused file=%s%s reason=%r kept=%s",
+            path,
+            where,
+            exc.reason if isinstance(exc, PolicySyntaxError) else str(exc),
+            "last-good" if kept else "none",
+        )
 
     def _domain(self, path: Path) -> str | None:
         """The domain a folder names, by the rule of every own-domain command; a folder that

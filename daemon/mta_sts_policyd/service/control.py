@@ -160,7 +160,8 @@ class ControlServer:
         entry = await self.resolver.refresh_domain(domain)
         if entry is None:  # no policy (negative-cached) or could not find out (DNS failed)
             return {"ok": True, "entry": None, "no_policy": self.resolver.known_absent(domain)}
-        return {"ok": True, "entry": entry_details(entry)}
+        shown = await self._show(domain)  # what `show` says next: tier, origin, the fleet's
+        return shown if shown["ok"] else {"ok": True, "entry": entry_details(entry)}
 
     async def _show(self, domain: str) -> dict[str, Any]:
         """One domain's entry and the tier it came from: memory, the local store, or (fleet
