@@ -4,6 +4,8 @@ certificate; findings with check's codes and Nagios exit codes."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,12 +13,16 @@ from typing import Any
 
 import pytest
 import trustme
+from prometheus_client import generate_latest
 
 from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.sts import parse_policy
+from mta_sts_policyd.tools.check.observations import Options
+from mta_sts_policyd.tools.host_status.gauges import HostedGauges
+from mta_sts_policyd.tools.host_status.judge import Expectations, judge_all
 from mta_sts_policyd.tools.host_status.observe import observe_hosted, served
 from mta_sts_policyd.tools.policy_id import policy_id
 from support.dns_server import DnsServer
@@ -30,10 +36,14 @@ class Hosted:
     def __init__(self, root: Path, ca: trustme.CA, dns: DnsServer) -> None:
         self.root, self.ca, self.dns = root, ca, dns
 
-    def serve(self, domain: str, *, cert_days: int | None = 60) -> None:
-        path = self.root / "policies" / domain / POLICY_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(POLICY)
+    def serve(
+        self, domain: str, *, cert_days: int | None = 60, body: bytes | None = POLICY
+    ) -> None:
+        """`body` None: no policy file, only the certificate."""
+        if body is not None:
+            path = self.root / "policies" / domain / POLICY_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
         if cert_days is None:
             return
         name = f"mta-sts.{domain}"
@@ -169,6 +179,82 @@ def test_text_output_names_the_id_and_the_fix(
     assert code == 0  # ID_NOT_VERIFIABLE is info
     assert f"id: old1 (served {SERVED_ID}: not-verifiable)" in out
     assert "info ID_NOT_VERIFIABLE" in out and "certificate: 5" in out
+
+
+def test_a_refused_policy_file_is_critical_with_the_reason_not_left_out(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test")
+    hosted.serve("b.test", body=POLICY.replace(b"max_age: 86400\n", b""))
+    for domain in ("a.test", "b.test"):
+        hosted.dns.set_a(f"mta-sts.{domain}", HOST_IP)
+        hosted.dns.set_txt(f"_mta-sts.{domain}", f"v=STSv1; id={SERVED_ID}")
+    code, domains = hosted.run(capsys)
+    assert code == 2  # b.test decides it, not the good a.test
+    entry = domains["b.test"]
+    assert entry["status"] == "CRITICAL" and codes(entry) == {"HOSTED_POLICY_REFUSED"}
+    assert (entry["policy"], entry["served_id"], entry["id"]) == ("refused", None, "no-policy")
+    message = entry["findings"][0]["message"]
+    assert "max_age" in message and str(hosted.root / "policies" / "b.test") in message
+    assert domains["a.test"]["status"] == "OK"
+    code, _ = hosted.status()
+    out = capsys.readouterr().out
+    assert code == 2 and "b.test: CRITICAL" in out and "critical HOSTED_POLICY_REFUSED" in out
+
+
+def test_a_domain_without_its_policy_file_is_reported_while_something_names_it(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its folder deleted: the certificate (or acme_names) still names the domain, and while
+    its TXT record is out senders get 404; a retired one (no record, not listed) is left out."""
+    hosted.serve("a.test")
+    hosted.serve("deleted.test", body=None)
+    hosted.dns.set_txt("_mta-sts.deleted.test", f"v=STSv1; id={SERVED_ID}")
+    hosted.serve("retired.test", body=None)
+    hosted.serve("unsure.test", body=None)
+    hosted.dns.fail("_mta-sts.unsure.test", "servfail")
+    hosted.dns.set_a("mta-sts.unsure.test", HOST_IP)
+    expect = 'acme_names = ["mta-sts.listed.test"]'
+    code, domains = hosted.run(capsys, expect=expect)
+    assert code == 2 and set(domains) == {"a.test", "deleted.test", "listed.test", "unsure.test"}
+    for domain in ("deleted.test", "listed.test"):
+        entry = domains[domain]
+        assert entry["status"] == "CRITICAL" and entry["policy"] == "missing", entry
+        assert "HOSTED_POLICY_MISSING" in codes(entry)
+    assert "senders fetch the policy and get 404" in json.dumps(domains["deleted.test"])
+    assert domains["deleted.test"]["txt_id"] == SERVED_ID
+    assert "acme_names lists mta-sts.listed.test" in json.dumps(domains["listed.test"])
+    assert domains["unsure.test"]["status"] == "UNKNOWN"
+
+
+def test_only_refused_policies_are_not_no_policies(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("b.test", body=b"version: STSv1\n")
+    code, domains = hosted.run(capsys)
+    assert code == 2 and codes(domains["b.test"]) >= {"HOSTED_POLICY_REFUSED"}
+
+
+async def test_a_policy_removed_under_the_running_host_is_a_warning_and_stays_in_its_gauges(
+    hosted: Hosted, dns_server: DnsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    hosted.serve("a.test", cert_days=None)
+    dns_server.set_txt("_mta-sts.a.test", f"v=STSv1; id={SERVED_ID}")
+    documents, certificates = served(hosted.root / "policies", ())
+    assert documents.domains == ["a.test"]
+    caplog.set_level(logging.INFO)
+    shutil.rmtree(hosted.root / "policies" / "a.test")
+    documents.reload()
+    removed = [r for r in caplog.records if "event=policy-file-removed" in r.getMessage()]
+    assert [r.levelno for r in removed] == [logging.WARNING]
+    assert "domain=a.test" in removed[0].getMessage()
+    gauges = HostedGauges(documents, certificates)
+    dns = DnsClient(make_resolver([dns_server.nameserver], 2.0))
+    seen = await observe_hosted(documents, certificates, dns)
+    gauges.publish(judge_all(seen, Expectations(), Options(), datetime.now(UTC)), time.time())
+    text = generate_latest(gauges.registry()).decode()
+    assert 'mta_sts_policyd_hosted_domain_status{domain="a.test"} 2.0' in text
+    assert 'mta_sts_policyd_hosted_domain_served{domain="a.test"} 0.0' in text
 
 
 def test_no_policies_is_unknown(hosted: Hosted, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -12,7 +13,12 @@ from mta_sts_policyd.sts import parse_policy
 from mta_sts_policyd.sts.txt import select_sts_record
 from mta_sts_policyd.tools.check.findings import NagiosStatus
 from mta_sts_policyd.tools.check.observations import Options, TxtSeen
-from mta_sts_policyd.tools.host_status.judge import Expectations, HostedSeen, judge_hosted
+from mta_sts_policyd.tools.host_status.judge import (
+    Expectations,
+    HostedSeen,
+    judge_hosted,
+    reported,
+)
 from mta_sts_policyd.tools.policy_id import policy_id
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
@@ -84,3 +90,19 @@ def test_any_id_is_judged_and_never_crashes(txt_id: str) -> None:
         assert found == {"ID_NOT_BUMPED"}
     else:
         assert found == {"ID_NOT_VERIFIABLE"} and report.status is NagiosStatus.OK
+
+
+def test_a_domain_without_a_served_policy_is_reported_only_while_it_matters() -> None:
+    missing = replace(seen(), body=None, policy_file="/p/a.test/.well-known/mta-sts.txt")
+    assert reported(missing)  # the TXT record is out: senders get 404
+    report = judge_hosted(missing, HERE, Options(), NOW)
+    assert report.status is NagiosStatus.CRITICAL and report.policy == "missing"
+    assert {f.code for f in report.findings} == {"HOSTED_POLICY_MISSING"}
+    assert (report.served_id, report.id_verdict) == (None, "no-policy")
+    retired = replace(missing, txt=seen(txt=None).txt)
+    assert not reported(retired) and reported(replace(retired, listed=True))
+    refused = replace(missing, refused="line 4: max_age: 'forever' is not a number")
+    assert reported(replace(refused, txt=retired.txt))
+    kept = judge_hosted(replace(refused, body=BODY), HERE, Options(), NOW)
+    assert kept.policy == "last-good" and kept.status is NagiosStatus.CRITICAL
+    assert "last good version" in kept.findings[0].message and kept.served_id == ID

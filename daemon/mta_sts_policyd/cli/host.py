@@ -18,7 +18,7 @@ from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
 from mta_sts_policyd.tools.check.observations import Options
-from mta_sts_policyd.tools.host_status.judge import HostedReport, judge_hosted
+from mta_sts_policyd.tools.host_status.judge import HostedReport, judge_all
 from mta_sts_policyd.tools.host_status.observe import observe_hosted, served
 
 
@@ -58,20 +58,20 @@ def host_command(args: argparse.Namespace, config: Config) -> int:
 
 async def _status(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.composition import dns_client
-    from mta_sts_policyd.service.host_parts import host_cert_dirs, host_expectations
+    from mta_sts_policyd.service.host_parts import acme_names, host_cert_dirs, host_expectations
 
     documents, certificates = served(Path(config.host.policy_dir), host_cert_dirs(config))
-    if not documents.domains:
-        reason = f"no policies in {config.host.policy_dir}"
-        return int(fail("host status", reason, NagiosStatus.UNKNOWN, as_json=args.json))
     options = Options(
         policy_cert_warning_days=args.policy_cert_warning_days,
         policy_cert_critical_days=args.policy_cert_critical_days,
     )
-    seen = await observe_hosted(documents, certificates, dns_client(config, args.nameserver))
+    dns = dns_client(config, args.nameserver)
+    seen = await observe_hosted(documents, certificates, dns, listed=acme_names(config))
     now = datetime.now(UTC)
-    expect = host_expectations(config)
-    reports = [judge_hosted(s, expect, options, now) for s in seen]
+    reports = judge_all(seen, host_expectations(config), options, now)
+    if not reports:
+        reason = f"no policies in {config.host.policy_dir}"
+        return int(fail("host status", reason, NagiosStatus.UNKNOWN, as_json=args.json))
     status = worst_status(r.status for r in reports)
     if args.json:
         document = {
@@ -93,7 +93,8 @@ def as_text(reports: list[HostedReport]) -> str:
         lines = [
             f"{r.domain}: {r.status.name}",
             f"  mta-sts.{r.domain}: {', '.join(r.addresses) or 'no address'} ({r.delegation})",
-            f"  _mta-sts.{r.domain} id: {r.txt_id or '-'} (served {r.served_id}: {r.id_verdict})",
+            f"  _mta-sts.{r.domain} id: {r.txt_id or '-'}"
+            f" (served {r.served_id or 'none'}: {r.id_verdict})",
             f"  certificate: {days}",
         ]
         for f in r.findings:

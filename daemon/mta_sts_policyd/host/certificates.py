@@ -71,6 +71,11 @@ class CertificateSet:
     def names(self) -> list[str]:
         return sorted(self._loaded)
 
+    @property
+    def seen_names(self) -> list[str]:
+        """Names with a certificate file here, in use or refused."""
+        return sorted({*self._loaded, *self._refused})
+
     def reload(self, force: bool = False) -> bool:
         """Load new and changed files (all with `force`: SIGHUP); True when a certificate in
         use changed."""

@@ -44,7 +44,7 @@ def host_settings(config: Config) -> HostSettings:
         cert_dirs=tuple(Path(d) for d in config.host.cert_dirs),
         poll_interval=config.host.poll_interval,
         acme_directory=config.host.acme_directory,
-        acme_names=tuple(n.lower().rstrip(".") for n in config.host.acme_names),
+        acme_names=acme_names(config),
         acme_state=host_state_dir(config) / "acme" if config.host.acme_directory else None,
         acme_email=config.host.acme_email,
         acme_ca_file=config.host.acme_ca_file or None,
@@ -53,6 +53,11 @@ def host_settings(config: Config) -> HostSettings:
         acme_challenge=config.host.acme_challenge,
         http_listen=http_listen,
     )
+
+
+def acme_names(config: Config) -> tuple[str, ...]:
+    """`[host] acme_names` as the host compares names: lower case, no final dot."""
+    return tuple(n.lower().rstrip(".") for n in config.host.acme_names)
 
 
 def check_host(config: Config) -> None:
@@ -137,7 +142,8 @@ def host_extras(config: Config) -> Extras | None:
 
     def extras(host: PolicyHost) -> list[Coroutine[Any, Any, None]]:
         gauges = HostedGauges(host.documents, host.certificates)
-        watcher = watch(gauges, dns_client(config), expect, Options(), config.host.status_interval)
+        interval, names = config.host.status_interval, lambda: host.settings.acme_names
+        watcher = watch(gauges, dns_client(config), expect, Options(), interval, names)
         return [_exposed(gauges, address, config.metrics.allow_remote, watcher)]
 
     return extras

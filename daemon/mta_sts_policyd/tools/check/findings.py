@@ -119,6 +119,12 @@ CATALOGUE: Mapping[str, CodeInfo] = {
         "Publish the TXT record `generate` prints for the served policy (a new id)."),
     "ID_NOT_VERIFIABLE": _(_I, "the id is not derived from the content; changes not verifiable",
         "Use `generate` to derive ids from the policy content so a forgotten bump is detected."),
+    # --- `host status` only: what the policy host itself loads ---
+    "HOSTED_POLICY_REFUSED": _(_C, "the policy host refuses the domain's policy file",
+        "Fix the file as the message says (`generate` or `publish` write valid ones)."),
+    "HOSTED_POLICY_MISSING": _(_C, "the policy host has no policy file for a domain it serves",
+        "Write it with `publish` (or `generate --write`); for a domain you retire, remove its "
+        "_mta-sts TXT record and its acme_names entry."),
     # --- MX hosts against the policy (RFC 8461 §4.1) ---
     "DOMAIN_NXDOMAIN": _(_C, "the domain does not exist in DNS (NXDOMAIN)",
         "Check the name; if it is yours, publish its delegation (NS) and an MX record. Nothing "

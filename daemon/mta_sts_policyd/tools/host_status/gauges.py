@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
@@ -25,7 +25,7 @@ from mta_sts_policyd.metrics import PREFIX
 from mta_sts_policyd.net.dns_client import DnsClient
 from mta_sts_policyd.tools.check.findings import Severity
 from mta_sts_policyd.tools.check.observations import Options
-from mta_sts_policyd.tools.host_status.judge import Expectations, HostedReport, judge_hosted
+from mta_sts_policyd.tools.host_status.judge import Expectations, HostedReport, judge_all
 from mta_sts_policyd.tools.host_status.observe import observe_hosted
 from mta_sts_policyd.tools.policy_id import IdVerdict
 
@@ -62,7 +62,9 @@ class HostedGauges:
         with self._lock:
             reports, at = self._reports
         served = GaugeMetricFamily(
-            P + "served", "1 for each domain whose policy is served.", labels=["domain"]
+            P + "served",
+            "1 for each domain whose policy is served, 0 for one reported without a policy.",
+            labels=["domain"],
         )
         days = GaugeMetricFamily(
             P + "certificate_days_left",
@@ -100,6 +102,9 @@ class HostedGauges:
             "Unix time of the last host status check.",
             labels=["domain"],
         )
+        unserved = sorted({r.domain for r in reports} - set(self.documents.domains))
+        for domain in unserved:
+            served.add_metric([domain], 0)
         for r in reports:
             status.add_metric([r.domain], int(r.status))
             for severity in Severity:
@@ -117,13 +122,16 @@ async def watch(
     expect: Expectations,
     options: Options,
     interval: float,
+    listed: Callable[[], Collection[str]] = tuple,
 ) -> None:
-    """`host status` on the live state every `interval` seconds, into `gauges`."""
+    """`host status` on the live state every `interval` seconds, into `gauges` (`listed`: the
+    acme_names in force)."""
     while True:
         try:
-            seen = await observe_hosted(gauges.documents, gauges.certificates, dns)
+            documents, certificates = gauges.documents, gauges.certificates
+            seen = await observe_hosted(documents, certificates, dns, listed=listed())
             now = gauges.clock()
-            gauges.publish([judge_hosted(s, expect, options, now) for s in seen], time.time())
+            gauges.publish(judge_all(seen, expect, options, now), time.time())
         except Exception:  # a bug must not end the checks
             log.exception("event=host-status-crashed")
         await asyncio.sleep(interval)

@@ -8,17 +8,27 @@ severities (tools/check/findings.py), so monitoring keys on the same names.
   by `generate` are derived from the content (tools/policy_id.py), so a stale one is
   ID_NOT_BUMPED; any other id is shown and ID_NOT_VERIFIABLE says it cannot be checked;
 - the certificate the host would present: none is POLICY_TLS_FAILED (senders get an alert),
-  expiry by check's thresholds (POLICY_CERT_EXPIRED / _EXPIRES).
+  expiry by check's thresholds (POLICY_CERT_EXPIRED / _EXPIRES);
+- a domain the host should serve but does not: its file refused (HOSTED_POLICY_REFUSED), or
+  no file for a domain that acme_names lists or whose `_mta-sts` record senders see
+  (HOSTED_POLICY_MISSING). Monitoring must see these, not lose them from the list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from mta_sts_policyd.sts.model import Policy, TxtRecord
+from mta_sts_policyd.sts.model import Policy, TxtAbsent, TxtRecord
 from mta_sts_policyd.sts.policy import parse_policy
-from mta_sts_policyd.tools.check.findings import Finding, NagiosStatus, finding, sort_findings
+from mta_sts_policyd.tools.check.findings import (
+    Finding,
+    NagiosStatus,
+    Severity,
+    finding,
+    sort_findings,
+)
 from mta_sts_policyd.tools.check.findings import status_of as nagios_status
 from mta_sts_policyd.tools.check.observations import CertSeen, Options, TxtSeen
 from mta_sts_policyd.tools.check.policy_host import cert_findings, days_left, policy_thresholds
@@ -28,10 +38,11 @@ from mta_sts_policyd.tools.policy_id import IdVerdict, judge_id, policy_id
 
 @dataclass(frozen=True)
 class HostedSeen:
-    """One served domain: the policy bytes, DNS of `mta-sts.D` and `_mta-sts.D`, certificate."""
+    """One domain of the host: policy bytes, DNS of `mta-sts.D` and `_mta-sts.D`, certificate."""
 
     domain: str
-    body: bytes
+    body: bytes | None
+    """The policy served; None: none (its file refused or missing)."""
     addresses: tuple[str, ...]
     chain: tuple[tuple[str, str], ...]
     """CNAME steps from mta-sts.D (and _mta-sts.D) to the answer."""
@@ -39,6 +50,11 @@ class HostedSeen:
     txt: TxtSeen
     validity: tuple[datetime, datetime] | None
     """The usable certificate's not-before and not-after; None: the host has none."""
+    refused: str | None = None
+    """Why the host refuses the domain's policy file; None: it takes it (or there is none)."""
+    policy_file: str = ""
+    listed: bool = False
+    """`[host] acme_names` lists mta-sts.D: the host is meant to serve it."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,7 @@ class Expectations:
 @dataclass(frozen=True)
 class HostedReport:
     domain: str
-    served_id: str
+    served_id: str | None
     txt_id: str | None
     id_verdict: str
     addresses: tuple[str, ...]
@@ -61,6 +77,8 @@ class HostedReport:
     failed)."""
     cert_days_left: int | None
     findings: tuple[Finding, ...]
+    policy: str = "served"
+    """served / last-good (its file refused, the earlier one served) / refused / missing."""
 
     @property
     def status(self) -> NagiosStatus:
@@ -70,6 +88,7 @@ class HostedReport:
         return {
             "domain": self.domain,
             "status": self.status.name,
+            "policy": self.policy,
             "served_id": self.served_id,
             "txt_id": self.txt_id,
             "id": self.id_verdict,
@@ -80,25 +99,67 @@ class HostedReport:
         }
 
 
+def judge_all(
+    seen: Iterable[HostedSeen], expect: Expectations, options: Options, now: datetime
+) -> list[HostedReport]:
+    """The reports of `host status` (and of the host's gauges): every domain that is served,
+    refused, or expected (`reported`)."""
+    return [judge_hosted(s, expect, options, now) for s in seen if reported(s)]
+
+
+def reported(seen: HostedSeen) -> bool:
+    """Served or refused domains always; one without any policy file (a certificate left
+    here, or served earlier) only while acme_names lists it or `_mta-sts.D` is not known to
+    be absent: with neither, the domain is retired, not broken."""
+    if seen.body is not None or seen.refused is not None or seen.listed:
+        return True
+    return not isinstance(seen.txt.result, TxtAbsent)
+
+
 def judge_hosted(
     seen: HostedSeen, expect: Expectations, options: Options, now: datetime
 ) -> HostedReport:
-    policy = parse_policy(seen.body)  # the host serves only files that parse
-    delegation, found = _delegation(seen, expect)
-    found += judge_txt(seen.txt, options)
+    policy = parse_policy(seen.body) if seen.body is not None else None  # only files that parse
+    state, found = _policy(seen)
+    delegation, where = _delegation(seen, expect)
+    found += where + judge_txt(seen.txt, options)
     record = seen.txt.result if isinstance(seen.txt.result, TxtRecord) else None
     verdict, id_findings = _id(seen, record, policy)
     cert, left = _certificate(seen, options, now)
     return HostedReport(
         domain=seen.domain,
-        served_id=policy_id(policy),
+        served_id=policy_id(policy) if policy is not None else None,
         txt_id=record.id if record else None,
         id_verdict=verdict,
         addresses=seen.addresses,
         delegation=delegation,
         cert_days_left=left,
         findings=tuple(sort_findings([*found, *id_findings, *cert])),
+        policy=state,
     )
+
+
+def _policy(seen: HostedSeen) -> tuple[str, list[Finding]]:
+    """Is a policy served, and if not, why that matters."""
+    name, file = seen.domain, seen.policy_file
+    if seen.refused is not None:
+        kept = "it keeps serving the last good version until it restarts"
+        if seen.body is None:
+            kept = f"no policy is served for {name} unless a host running since before still has it"
+        message = f"the host refuses {file}: {seen.refused} ({kept})"
+        state = "last-good" if seen.body is not None else "refused"
+        return state, [finding("HOSTED_POLICY_REFUSED", message, name=name, file=file)]
+    if seen.body is not None:
+        return "served", []
+    severity = None
+    why = f"acme_names lists mta-sts.{name}"
+    if not seen.listed:
+        why = f"_mta-sts.{name} has a record: senders fetch the policy and get 404"
+        if seen.txt.result is None:
+            why, severity = f"whether _mta-sts.{name} has a record is not known", Severity.UNKNOWN
+    message = f"no policy is served for {name}: {file} does not exist ({why})"
+    found = finding("HOSTED_POLICY_MISSING", message, severity=severity, name=name, file=file)
+    return "missing", [found]
 
 
 def _delegation(seen: HostedSeen, expect: Expectations) -> tuple[str, list[Finding]]:
@@ -128,9 +189,13 @@ def _delegation(seen: HostedSeen, expect: Expectations) -> tuple[str, list[Findi
     return "mismatch", out
 
 
-def _id(seen: HostedSeen, record: TxtRecord | None, policy: Policy) -> tuple[str, list[Finding]]:
+def _id(
+    seen: HostedSeen, record: TxtRecord | None, policy: Policy | None
+) -> tuple[str, list[Finding]]:
     if record is None:  # judge_txt said why
         return ("unknown" if seen.txt.error is not None else "no-record"), []
+    if policy is None:  # _policy said why
+        return "no-policy", []
     name = f"_mta-sts.{seen.domain}"
     verdict = judge_id(record.id, policy)
     if verdict is IdVerdict.NOT_BUMPED:

@@ -1,16 +1,21 @@
 """The I/O half of `host status`: what the host serves (its policy folder and certificates, as
-the running host loads them) and what public DNS says about each served domain. No judging."""
+the running host loads them) and what public DNS says about each of its domains. No judging.
+
+Its domains are more than those served: a refused file, a domain served earlier in this
+process, one that acme_names lists or that has a certificate here (mta-sts.D) are looked at
+too, so that a domain that stopped being served is reported, not left out (judge.reported)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 
 from mta_sts_policyd.errors import DnsLookupError
 from mta_sts_policyd.host.certificates import CertificateSet
 from mta_sts_policyd.host.documents import PolicyDocuments
 from mta_sts_policyd.net.dns_client import DnsClient
+from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.tools.check.gather import addresses, observe_txt
 from mta_sts_policyd.tools.host_status.judge import HostedSeen
 
@@ -22,6 +27,17 @@ def served(policy_dir: Path, cert_dirs: Sequence[Path]) -> tuple[PolicyDocuments
     certificates = CertificateSet(cert_dirs)
     certificates.reload()
     return documents, certificates
+
+
+def hosted_domains(
+    documents: PolicyDocuments, certificates: CertificateSet, listed: Collection[str]
+) -> list[str]:
+    """Served, refused and earlier-served domains, and those of `listed` (acme_names) and of
+    the certificates here."""
+    prefix = "mta-sts."
+    named = (n[len(prefix) :] for n in (*listed, *certificates.seen_names) if n.startswith(prefix))
+    found = {d for d in (domain_for_name(n) for n in named) if d is not None}
+    return sorted({*documents.domains, *documents.refusals, *documents.gone, *found})
 
 
 CONCURRENCY = 10
@@ -36,26 +52,32 @@ async def observe_hosted(
     certificates: CertificateSet,
     dns: DnsClient,
     *,
+    listed: Collection[str] = (),
     concurrency: int = CONCURRENCY,
     rate: float = RATE,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> list[HostedSeen]:
-    """Every served domain, in the order of `documents.domains`: at most `concurrency` at a
-    time, the k-th started no earlier than k / `rate` seconds after the first."""
+    """Every domain of `hosted_domains`, in order (`listed`: the acme_names): at most
+    `concurrency` at a time, the k-th started no earlier than k / `rate` seconds after the
+    first."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def paced(k: int, domain: str) -> HostedSeen:
         if k:
             await sleep(k / rate)
         async with gate:
-            return await _one(domain, documents, certificates, dns)
+            return await _one(domain, documents, certificates, dns, listed)
 
-    domains = documents.domains
+    domains = hosted_domains(documents, certificates, listed)
     return list(await asyncio.gather(*(paced(k, d) for k, d in enumerate(domains))))
 
 
 async def _one(
-    domain: str, documents: PolicyDocuments, certificates: CertificateSet, dns: DnsClient
+    domain: str,
+    documents: PolicyDocuments,
+    certificates: CertificateSet,
+    dns: DnsClient,
+    listed: Collection[str],
 ) -> HostedSeen:
     host = f"mta-sts.{domain}"
     txt = await observe_txt(domain, dns)
@@ -66,10 +88,13 @@ async def _one(
         found, chain, error = [], (), exc.reason
     return HostedSeen(
         domain=domain,
-        body=documents.get(host) or b"",
+        body=documents.get(host),
         addresses=tuple(found),
         chain=(*chain, *txt.chain),
         address_error=error,
         txt=txt,
         validity=certificates.validity(host),
+        refused=documents.refusals.get(domain),
+        policy_file=str(documents.policy_file(domain)),
+        listed=host in listed,
     )
