@@ -49,7 +49,7 @@ class Hosted:
         name = f"mta-sts.{domain}"
         now = datetime.now(UTC)
         leaf = self.ca.issue_cert(
-            name, not_before=now - timedelta(days=1), not_after=now + timedelta(days=cert_days)
+            name, not_before=now - timedelta(days=90), not_after=now + timedelta(days=cert_days)
         )
         folder = self.root / "certs" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -255,6 +255,39 @@ async def test_a_policy_removed_under_the_running_host_is_a_warning_and_stays_in
     text = generate_latest(gauges.registry()).decode()
     assert 'mta_sts_policyd_hosted_domain_status{domain="a.test"} 2.0' in text
     assert 'mta_sts_policyd_hosted_domain_served{domain="a.test"} 0.0' in text
+
+
+def test_an_expired_certificate_is_said_to_be_expired_with_the_moment(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not `none` with a TLS alert: a host that loaded it before presents it expired."""
+    hosted.serve("a.test", cert_days=-2)
+    hosted.dns.set_a("mta-sts.a.test", HOST_IP)
+    hosted.dns.set_txt("_mta-sts.a.test", f"v=STSv1; id={SERVED_ID}")
+    code, domains = hosted.run(capsys)
+    entry = domains["a.test"]
+    assert code == 2 and codes(entry) == {"POLICY_CERT_EXPIRED"}, entry
+    expired_at = entry["certificate_expired_at"]
+    assert expired_at.endswith("Z") and expired_at in entry["findings"][0]["message"]
+    assert entry["certificate_days_left"] in (-2, -3)
+    code, _ = hosted.status()
+    out = capsys.readouterr().out
+    assert f"certificate: expired at {expired_at}" in out and "TLS alert" not in out
+
+
+def test_a_refused_certificate_file_is_named_with_why(
+    hosted: Hosted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted.serve("a.test")
+    other = hosted.root / "certs" / "mta-sts.a.test"
+    leaf = hosted.ca.issue_cert("mta-sts.other.test")
+    (other / CHAIN_FILE).write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+    (other / KEY_FILE).write_bytes(leaf.private_key_pem.bytes())
+    _, domains = hosted.run(capsys)
+    (message,) = (
+        f["message"] for f in domains["a.test"]["findings"] if f["code"] == "POLICY_TLS_FAILED"
+    )
+    assert "does not cover mta-sts.a.test" in message and str(other) in message
 
 
 def test_no_policies_is_unknown(hosted: Hosted, capsys: pytest.CaptureFixture[str]) -> None:

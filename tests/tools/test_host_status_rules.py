@@ -106,3 +106,10 @@ def test_a_domain_without_a_served_policy_is_reported_only_while_it_matters() ->
     kept = judge_hosted(replace(refused, body=BODY), HERE, Options(), NOW)
     assert kept.policy == "last-good" and kept.status is NagiosStatus.CRITICAL
     assert "last good version" in kept.findings[0].message and kept.served_id == ID
+
+
+def test_a_certificate_in_use_that_has_expired_is_expired_not_missing() -> None:
+    report = judge_hosted(seen(days=-2), HERE, Options(), NOW)
+    assert {f.code for f in report.findings} == {"POLICY_CERT_EXPIRED"}
+    assert report.cert_expired_at == NOW - timedelta(days=2)
+    assert "expired at 2026-11-30T00:00:00Z" in report.findings[0].message

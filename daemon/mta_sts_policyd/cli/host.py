@@ -18,7 +18,7 @@ from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
 from mta_sts_policyd.tools.check.observations import Options
-from mta_sts_policyd.tools.host_status.judge import HostedReport, judge_all
+from mta_sts_policyd.tools.host_status.judge import HostedReport, judge_all, utc_text
 from mta_sts_policyd.tools.host_status.observe import observe_hosted, served
 
 
@@ -90,6 +90,8 @@ def as_text(reports: list[HostedReport]) -> str:
     blocks = []
     for r in reports:
         days = "none" if r.cert_days_left is None else f"{r.cert_days_left} days left"
+        if r.cert_expired_at is not None:
+            days = f"expired at {utc_text(r.cert_expired_at)}"
         lines = [
             f"{r.domain}: {r.status.name}",
             f"  mta-sts.{r.domain}: {', '.join(r.addresses) or 'no address'} ({r.delegation})",

@@ -29,6 +29,23 @@ CHAIN_FILE, KEY_FILE = "fullchain.pem", "privkey.pem"
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a name's file is not used: said once, tried again when its stamp changes."""
+
+    stamp: tuple[int, int]
+    file: Path
+    reason: str
+    expired_at: datetime | None = None
+    """When the file's certificate expired, if that is why (`host status` says so)."""
+
+
+class Expired(ValueError):
+    def __init__(self, not_after: datetime) -> None:
+        super().__init__(f"expired {not_after.isoformat()}")
+        self.not_after = not_after
+
+
+@dataclass(frozen=True, slots=True)
 class Loaded:
     context: ssl.SSLContext
     not_before: datetime
@@ -52,8 +69,7 @@ class CertificateSet:
         self.directories = list(directories)
         self.clock = clock
         self._loaded: dict[str, Loaded] = {}
-        self._refused: dict[str, tuple[int, int]] = {}
-        """Files refused, by name and stamp: said once, tried again when they change."""
+        self._refused: dict[str, Refusal] = {}
 
     def context_for(self, name: str) -> ssl.SSLContext | None:
         loaded = self._loaded.get(name.lower().rstrip("."))
@@ -70,6 +86,10 @@ class CertificateSet:
     @property
     def names(self) -> list[str]:
         return sorted(self._loaded)
+
+    def refusal(self, name: str) -> Refusal | None:
+        """Why the last file for `name` was refused, if it was (another may be in use)."""
+        return self._refused.get(name)
 
     @property
     def seen_names(self) -> list[str]:
@@ -94,8 +114,10 @@ class CertificateSet:
             log.warning("event=certificate-refused name=%s reason=%r", name, str(exc))
             return False
         current = self._loaded.get(name)
+        refused = self._refused.get(name)
         if not force and (
-            (current is not None and current.stamp == stamp) or self._refused.get(name) == stamp
+            (current is not None and current.stamp == stamp)
+            or (refused is not None and refused.stamp == stamp)
         ):
             return False
         try:
@@ -113,8 +135,10 @@ class CertificateSet:
                 str(exc),
                 "in-use" if current else "none",
             )
-            self._refused[name] = stamp
+            expired_at = exc.not_after if isinstance(exc, Expired) else None
+            self._refused[name] = Refusal(stamp, chain, str(exc), expired_at)
             return False
+        self._refused.pop(name, None)
         self._loaded[name] = loaded
         log.info(
             "event=certificate-loaded name=%s not_after=%s", name, loaded.not_after.isoformat()
@@ -127,7 +151,7 @@ class CertificateSet:
         info = inspect_certificate(leaf.public_bytes(Encoding.DER))
         now = self.clock()
         if info.not_after <= now:
-            raise ValueError(f"expired {info.not_after.isoformat()}")
+            raise Expired(info.not_after)
         if leaf.not_valid_before_utc > now:
             raise ValueError(f"not valid before {leaf.not_valid_before_utc.isoformat()}")
         if not matches_host(info.dns_names, name):

@@ -7,8 +7,10 @@ severities (tools/check/findings.py), so monitoring keys on the same names.
 - the TXT record (check's TXT rules) must carry the id of the policy being served: ids made
   by `generate` are derived from the content (tools/policy_id.py), so a stale one is
   ID_NOT_BUMPED; any other id is shown and ID_NOT_VERIFIABLE says it cannot be checked;
-- the certificate the host would present: none is POLICY_TLS_FAILED (senders get an alert),
-  expiry by check's thresholds (POLICY_CERT_EXPIRED / _EXPIRES);
+- the certificate the host would present: none is POLICY_TLS_FAILED (senders get an alert,
+  and the message says why the file here was refused), an expired one POLICY_CERT_EXPIRED
+  with the moment (whether the host still presents it or, restarted since, none at all),
+  expiry by check's thresholds (POLICY_CERT_EXPIRES);
 - a domain the host should serve but does not: its file refused (HOSTED_POLICY_REFUSED), or
   no file for a domain that acme_names lists or whose `_mta-sts` record senders see
   (HOSTED_POLICY_MISSING). Monitoring must see these, not lose them from the list.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from mta_sts_policyd.sts.model import Policy, TxtAbsent, TxtRecord
 from mta_sts_policyd.sts.policy import parse_policy
@@ -34,6 +36,15 @@ from mta_sts_policyd.tools.check.observations import CertSeen, Options, TxtSeen
 from mta_sts_policyd.tools.check.policy_host import cert_findings, days_left, policy_thresholds
 from mta_sts_policyd.tools.check.txt import judge_txt
 from mta_sts_policyd.tools.policy_id import IdVerdict, judge_id, policy_id
+
+
+@dataclass(frozen=True)
+class CertRefused:
+    """Why the host does not use the certificate file it has for mta-sts.D."""
+
+    file: str
+    reason: str
+    expired_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,8 @@ class HostedSeen:
     policy_file: str = ""
     listed: bool = False
     """`[host] acme_names` lists mta-sts.D: the host is meant to serve it."""
+    cert_refused: CertRefused | None = None
+    """The certificate file here that the host refuses (None: none, or one is in use)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class HostedReport:
     findings: tuple[Finding, ...]
     policy: str = "served"
     """served / last-good (its file refused, the earlier one served) / refused / missing."""
+    cert_expired_at: datetime | None = None
 
     @property
     def status(self) -> NagiosStatus:
@@ -95,6 +109,7 @@ class HostedReport:
             "addresses": list(self.addresses),
             "delegation": self.delegation,
             "certificate_days_left": self.cert_days_left,
+            "certificate_expired_at": self.cert_expired_at and utc_text(self.cert_expired_at),
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -125,7 +140,7 @@ def judge_hosted(
     found += where + judge_txt(seen.txt, options)
     record = seen.txt.result if isinstance(seen.txt.result, TxtRecord) else None
     verdict, id_findings = _id(seen, record, policy)
-    cert, left = _certificate(seen, options, now)
+    cert, left, expired_at = _certificate(seen, options, now)
     return HostedReport(
         domain=seen.domain,
         served_id=policy_id(policy) if policy is not None else None,
@@ -136,6 +151,7 @@ def judge_hosted(
         cert_days_left=left,
         findings=tuple(sort_findings([*found, *id_findings, *cert])),
         policy=state,
+        cert_expired_at=expired_at,
     )
 
 
@@ -211,14 +227,30 @@ def _id(
 
 def _certificate(
     seen: HostedSeen, options: Options, now: datetime
-) -> tuple[list[Finding], int | None]:
+) -> tuple[list[Finding], int | None, datetime | None]:
+    """Findings, days left and, once it has passed, the moment the certificate expired."""
     host = f"mta-sts.{seen.domain}"
+    refused = seen.cert_refused
+    if seen.validity is None and refused is not None and refused.expired_at is not None:
+        at = refused.expired_at
+        message = f"the certificate for {host} expired at {utc_text(at)} ({refused.file})"
+        expired = finding("POLICY_CERT_EXPIRED", message, name=host, not_after=utc_text(at))
+        return [expired], days_left(at, now), at
     if seen.validity is None:
-        message = f"the host has no usable certificate for {host}: senders get a TLS alert"
-        return [finding("POLICY_TLS_FAILED", message, name=host)], None
+        why = f" ({refused.file}: {refused.reason})" if refused is not None else ""
+        message = f"the host has no usable certificate for {host}{why}: senders get a TLS alert"
+        return [finding("POLICY_TLS_FAILED", message, name=host)], None, None
     not_after = seen.validity[1]
+    if not_after <= now:
+        message = f"the certificate for {host} expired at {utc_text(not_after)}"
+        expired = finding("POLICY_CERT_EXPIRED", message, name=host, not_after=utc_text(not_after))
+        return [expired], days_left(not_after, now), not_after
     cert = CertSeen(names=(host,), not_after=not_after)
     where = {"name": host}
-    return cert_findings(cert, host, where, now, policy_thresholds(options), "POLICY"), days_left(
-        not_after, now
-    )
+    found = cert_findings(cert, host, where, now, policy_thresholds(options), "POLICY")
+    return found, days_left(not_after, now), None
+
+
+def utc_text(moment: datetime) -> str:
+    """`2026-12-03T10:00:00Z`: how the host status output gives a moment."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

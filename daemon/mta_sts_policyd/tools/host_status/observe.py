@@ -17,7 +17,7 @@ from mta_sts_policyd.host.documents import PolicyDocuments
 from mta_sts_policyd.net.dns_client import DnsClient
 from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.tools.check.gather import addresses, observe_txt
-from mta_sts_policyd.tools.host_status.judge import HostedSeen
+from mta_sts_policyd.tools.host_status.judge import CertRefused, HostedSeen
 
 
 def served(policy_dir: Path, cert_dirs: Sequence[Path]) -> tuple[PolicyDocuments, CertificateSet]:
@@ -97,4 +97,12 @@ async def _one(
         refused=documents.refusals.get(domain),
         policy_file=str(documents.policy_file(domain)),
         listed=host in listed,
+        cert_refused=_cert_refused(certificates, host),
     )
+
+
+def _cert_refused(certificates: CertificateSet, host: str) -> CertRefused | None:
+    refusal = certificates.refusal(host)
+    if refusal is None:
+        return None
+    return CertRefused(str(refusal.file), refusal.reason, refusal.expired_at)
