@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from conftest import StsWorld
+from mta_sts_policyd.errors import ResultType
 from mta_sts_policyd.fleet import policy_codec as codec
 from mta_sts_policyd.fleet.breaker import BreakerState
 from mta_sts_policyd.fleet.shared_policies import PendingWrite
 from mta_sts_policyd.policy.entry import CacheEntry
+from mta_sts_policyd.policy.shared_model import SharedFailure
 from mta_sts_policyd.service.control import ControlServer
+from mta_sts_policyd.sts.policy import parse_policy
 from support.dns_server import DnsServer
 from support.fleet_nodes import FleetNode, make_node
 from support.https_server import HttpsServer
@@ -200,6 +203,55 @@ async def test_the_failure_back_off_is_shared(
     assert https_server.request_count(HOST) == 1
     entry = b.resolver.cache.get(D)
     assert entry is not None and entry.failed_id == "1" and entry.failure is not None
+
+
+async def test_a_good_refetch_ends_the_fleets_failure_back_off_at_once(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    nodes: Callable[..., FleetNode],
+    clock: FakeClock,
+) -> None:
+    """The operator's case: the policy file is gone (404), every node fails open; once it is
+    back, `cache refresh` on one node is adopted by the others at once (by invalidation, or
+    by revalidation for one that missed the message), not after `failure_backoff`."""
+    sts_world.publish(D, ENFORCE, status=404)
+    a, b, c = nodes(), nodes(), nodes()
+    b.listen()
+    await b.subscribed()
+    for n in (a, b, c):
+        assert await n.resolver.answer("postfix", D) == NOTFOUND
+        await n.resolver.wait_idle()
+    assert https_server.request_count(HOST) == 1
+    failure = a.client.keys.failure(D)
+    assert await a.client.run(lambda r: r.exists(failure), "test") == 1
+    sts_world.publish(D, ENFORCE)
+    clock.advance(5)  # well within failure_backoff (300 s) and txt_recheck (60 s)
+    entry = await a.resolver.refresh_domain(D)
+    assert entry is not None and entry.policy is not None
+    # The write removed the failure record in the same step: nobody honours it any more.
+    assert await a.client.run(lambda r: r.exists(failure), "test") == 0
+    await until(lambda: (e := b.resolver.cache.get(D)) is not None and e.policy is not None)
+    assert await b.resolver.answer("postfix", D) == ENFORCE_REPLY
+    assert await c.resolver.revalidate_shared() == 1  # c missed the message
+    await c.resolver.wait_idle()
+    assert await c.resolver.answer("postfix", D) == ENFORCE_REPLY
+    assert https_server.request_count(HOST) == 2  # adopted, not fetched again
+
+
+async def test_a_policy_write_removes_only_a_failure_record_older_than_its_fetch(
+    nodes: Callable[..., FleetNode],
+) -> None:
+    a = nodes()
+    failure = a.client.keys.failure(D)
+    policy = parse_policy(ENFORCE.encode())
+    fault = SharedFailure("1", T0 + 10, ResultType.STS_WEBPKI_INVALID, "test")
+    await a.shared.put_failure(D, fault, 300.0)
+    await a.shared.put_policy(CacheEntry(D, policy_id="1", policy=policy, fetched_at=T0))
+    assert await a.client.run(lambda r: r.exists(failure), "test") == 1  # newer: it stays
+    await a.shared.put_policy(CacheEntry(D, policy_id="1", policy=policy, fetched_at=T0 + 20))
+    assert await a.client.run(lambda r: r.exists(failure), "test") == 0
+    view = await a.shared.view(D)
+    assert view.failure is None and view.policy is not None and view.policy.fetched_at == T0 + 20
 
 
 async def test_no_policy_published_is_shared(

@@ -4,7 +4,8 @@ Per domain: the shared entry (JSON, fleet/policy_codec.py; it expires `entry_gra
 policy does), the fleet's failure back-off and negative cache (each expiring with its own time),
 the fetch lock (SET NX PX), and a version in one hash, bumped on every write and published on
 the invalidation channel as "DOMAIN VERSION". A write never replaces a newer entry (a Lua
-script compares fetch times in Redis itself, so two nodes racing cannot undo each other).
+script compares fetch times in Redis itself, so two nodes racing cannot undo each other), and
+it removes an older failure record in the same step (a good fetch ends the back-off).
 
 Every call goes through the guarded client; reads raise FleetUnavailable, writes never raise:
 a policy write that cannot reach Redis is queued (bounded, the newest per domain) and
@@ -45,14 +46,25 @@ if current and current ~= ARGV[7] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('DEL', KEYS[3])
+local failed = redis.call('GET', KEYS[4])
+if failed then
+  local ok, doc = pcall(cjson.decode, failed)
+  if not (ok and type(doc) == 'table' and type(doc.at) == 'number'
+          and doc.at > tonumber(ARGV[2])) then
+    redis.call('DEL', KEYS[4])
+  end
+end
 local version = redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 redis.call('PUBLISH', ARGV[5], ARGV[4] .. ' ' .. version)
 return version
 """
-"""KEYS: entry, versions, negative. ARGV: value, fetched_at, expiry (ms), domain, channel, the
-latest believable fetch time, the value this node refused when it last read it. Neither an
-entry claiming a fetch further in the future (forged, or a node's clock far ahead) nor one
-this node found malformed blocks a newer write."""
+"""KEYS: entry, versions, negative, failure. ARGV: value, fetched_at, expiry (ms), domain,
+channel, the latest believable fetch time, the value this node refused when it last read it.
+Neither an entry claiming a fetch further in the future (forged, or a node's clock far ahead)
+nor one this node found malformed blocks a newer write. The write ends, in the same step, the
+fleet's failure back-off of any failure older than this fetch (a good fetch supersedes it:
+otherwise the other nodes would keep honouring it for `failure_backoff`); a failure newer
+than the fetch stays."""
 
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -239,7 +251,9 @@ class SharedPolicyCache:
         ms = int((write.expires_at - now) * 1000)
         if ms <= 0:
             return  # its policy and the grace are over: nothing worth sharing any more
-        keys = (k.policy(write.domain), k.versions, k.negative(write.domain))
+        keys = (
+            k.policy(write.domain), k.versions, k.negative(write.domain), k.failure(write.domain)
+        )  # fmt: skip
         refused = self._refused.get(keys[0], b"")
         args = (write.value, repr(write.fetched_at), ms, write.domain, k.invalidations,
                 repr(now + codec.MAX_SKEW), refused)  # fmt: skip

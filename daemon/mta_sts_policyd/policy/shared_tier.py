@@ -140,24 +140,50 @@ class FleetTier:
             failure is not None and failure.policy_id == policy_id
         )
 
-    async def _use(
-        self, entry: CacheEntry, policy_id: str, now: float, view: SharedView, role: str
+    async def adopt_over_failure(
+        self, entry: CacheEntry, policy_id: str, now: float, view: SharedView | None
     ) -> bool:
-        """Adopt the shared policy or honour the shared failure back-off, if either applies."""
-        policy = view.policy
-        if (
-            policy is not None
-            and policy.policy_id == policy_id
+        """This node's own failure back-off of `policy_id` runs: a valid shared policy of that
+        id (a `cache refresh`, or a later fetch elsewhere) is taken instead of waiting the
+        back-off out. Never a fetch; Redis failing means waiting it out, as before."""
+        if view is None:
+            view = await self.cold_view(entry.domain)
+        policy = None if view is None else view.policy
+        if policy is None or not self._wanted(entry, policy, policy_id, now):
+            return False
+        return await self._take(entry, policy, "adopted")
+
+    @staticmethod
+    def _wanted(entry: CacheEntry, policy: SharedPolicy, policy_id: str, now: float) -> bool:
+        """The shared policy is the id wanted, valid, and better than what this node holds."""
+        return (
+            policy.policy_id == policy_id
             and policy.valid(now)
             and (
                 entry.policy_id != policy_id
                 or not entry.valid(now)
                 or policy.fetched_at > entry.fetched_at
             )
-            and await self._adopt(entry, policy)
+        )
+
+    async def _take(self, entry: CacheEntry, policy: SharedPolicy, role: str) -> bool:
+        if not await self._adopt(entry, policy):
+            return False
+        self.ctx.stats.count_fleet(role)
+        self.ctx.stats.count_fleet("redis")
+        return True
+
+    async def _use(
+        self, entry: CacheEntry, policy_id: str, now: float, view: SharedView, role: str
+    ) -> bool:
+        """Adopt the shared policy or honour the shared failure back-off, if either applies
+        (a good policy first: a failure never outweighs a valid policy of the id wanted)."""
+        policy = view.policy
+        if (
+            policy is not None
+            and self._wanted(entry, policy, policy_id, now)
+            and await self._take(entry, policy, role)
         ):
-            self.ctx.stats.count_fleet(role)
-            self.ctx.stats.count_fleet("redis")
             return True
         failure = view.failure
         if (
@@ -211,9 +237,8 @@ class FleetTier:
             return
         if policy.policy_id != entry.policy_id:
             self._recheck(domain)
-        elif await self._adopt(entry, policy):
-            self.ctx.stats.count_fleet("adopted")
-            self.ctx.stats.count_fleet("redis")
+        else:
+            await self._take(entry, policy, "adopted")
 
     def check_later(self, domain: str) -> None:
         """A domain just read from the local store: is the fleet's entry newer? (background)"""
@@ -230,7 +255,11 @@ class FleetTier:
     async def revalidate(self) -> int:
         """Compare the shared versions of the domains in memory with what this node saw (pub/sub
         loses messages while disconnected); re-read the changed ones. Returns how many."""
-        domains = [e.domain for e in self.ctx.cache.hot_entries() if e.policy is not None]
+        domains = [
+            e.domain
+            for e in self.ctx.cache.hot_entries()
+            if e.policy is not None or e.failed_id is not None  # a failure a good write ends
+        ]
         try:
             changed = await self.shared.changed(domains)
         except FleetUnavailable:

@@ -158,7 +158,11 @@ class PolicyUpdater:
             return entry
         backoff = ctx.settings.failure_backoff
         if entry.failed_id == record.id and now - entry.failed_at < backoff:
-            return entry  # RFC 8461 §3.3: at most one attempt per id every failure_backoff seconds
+            # RFC 8461 §3.3: at most one attempt per id every failure_backoff seconds; a good
+            # policy of that id another node fetched meanwhile is no attempt, and ends it.
+            if self.fleet is not None:
+                await self.fleet.adopt_over_failure(entry, record.id, now, view)
+            return entry
         return await self.fetch(entry, record.id, now, view)
 
     def _shared_negative(self, domain: str, view: SharedView, now: float) -> bool:
