@@ -381,3 +381,68 @@ def test_an_alert_command_with_an_unclosed_quote_is_a_usage_error(
     argv = ["monitor", "--once", "-c", str(config), "--alert-command", "'/usr/bin/page me"]
     assert main(argv) == 64
     assert "--alert-command" in capsys.readouterr().err
+
+
+async def test_names_that_are_no_domains_do_not_stop_the_others_being_monitored(
+    world: CheckWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`monitor --domain A --domain 'bad name'`: A is monitored (once, its state kept), the bad
+    name is named on stderr after the pass, never alerted, and makes the exit at least UNKNOWN
+    (3), as in `check`; a critical domain still wins (2). `[[own_domains]]` the same."""
+    await world.mx_server(MX1)
+    world.publish(D, enforce_policy(MX1), mx=[MX1])
+    recorder, alerts, state = tmp_path / "rec.py", tmp_path / "alerts.txt", tmp_path / "s.json"
+    recorder.write_text(RECORDER)
+    own = _own_config(
+        tmp_path, D, "[mx.example.test]", command=[sys.executable, str(recorder), str(alerts)]
+    )
+
+    def call(*names: str) -> int:
+        domains = [word for name in names for word in ("--domain", name)]
+        return main(["monitor", "--once", "-c", str(own), "--state-file", str(state),
+                     *domains, *world.base_args()])  # fmt: skip
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(call, D, "bad name", D) == 3
+    out, err = capsys.readouterr()
+    assert out == f"{D}: OK (no findings)\n"
+    assert err.count("not monitored") == 1
+    assert "monitor: 'bad name' is not a domain name: not monitored\n" in err
+    assert list(json.loads(state.read_text())["domains"]) == [D]
+    assert await asyncio.to_thread(call) == 3  # the configured names: the same rule
+    out, err = capsys.readouterr()
+    assert out == f"{D}: OK (no findings)\n"
+    assert "monitor: '[mx.example.test]' is not a domain name: not monitored\n" in err
+    assert not alerts.exists()  # a name that is not a domain has no state to alert on
+
+    world.dns.set_mx(D, (10, MX1), (20, "mx3.example.test"))  # drift: critical
+    assert await asyncio.to_thread(call, "a..b", D) == 2
+    [delivered] = [json.loads(a) for a in alerts.read_text().split("\n===\n") if a.strip()]
+    assert {t["domain"] for t in delivered} == {D}
+    assert "'a..b' is not a domain name: not monitored" in capsys.readouterr().err
+
+
+def test_monitor_targets_are_each_domain_once_with_its_expectations() -> None:
+    """The rule of `check` (tools/check/names.py): A-labels, each once, in order; the other
+    names said, not raised; `[[own_domains]]` expectations stay with their own domain."""
+    from mta_sts_policyd.config.settings import config_from_mapping
+    from mta_sts_policyd.service.own_domains import monitor_targets
+
+    config = config_from_mapping(
+        {
+            "own_domains": [
+                {"domain": "[mx.example.test]", "expect_id": "x1"},
+                {"domain": "Example.TEST", "expect_id": "abc"},
+                {"domain": "other.test", "expect_cname": ["h.example"]},
+            ]
+        }
+    )
+    targets, not_domains = monitor_targets(config)
+    assert [(t.domain, t.options.expect_id, t.options.expect_cname) for t in targets] == [
+        ("example.test", "abc", ()),
+        ("other.test", None, ("h.example",)),
+    ]
+    assert not_domains == ["'[mx.example.test]' is not a domain name"]
+    targets, not_domains = monitor_targets(config, ["a.test", "bad name", "A.test."])
+    assert [t.domain for t in targets] == ["a.test"]
+    assert not_domains == ["'bad name' is not a domain name"]

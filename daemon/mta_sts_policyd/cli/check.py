@@ -29,8 +29,8 @@ from mta_sts_policyd.cli.arguments import (
 from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import ReachSettings, open_reach
-from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.tools.check.findings import NagiosStatus
+from mta_sts_policyd.tools.check.names import sort_names
 from mta_sts_policyd.tools.check.observations import Options
 from mta_sts_policyd.tools.check.render import as_json, as_text, overall
 from mta_sts_policyd.tools.check.runner import check_domains
@@ -118,7 +118,7 @@ def options_from(args: argparse.Namespace) -> Options:
 
 def read_domains(names: Sequence[str], from_file: Path | None) -> tuple[list[str], list[str]]:
     """(A-label domains, deduplicated in order; why each name that is not a domain is not,
-    with its file and line when it came from `--from-file`)."""
+    with its file and line when it came from `--from-file`): `sort_names`, `monitor`'s rule."""
     raw = [(name, "") for name in names]
     if from_file is not None:
         lines = from_file.read_text(encoding="utf-8").splitlines()
@@ -126,15 +126,8 @@ def read_domains(names: Sequence[str], from_file: Path | None) -> tuple[list[str
             raw += [
                 (word, f"{from_file} line {number}: ") for word in line.split("#", 1)[0].split()
             ]
-    good: dict[str, None] = {}
-    bad = []
-    for name, where in raw:
-        domain = domain_for_name(name)
-        if domain is None:
-            bad.append(f"{where}{name!r} is not a domain name")
-        else:
-            good[domain] = None
-    return list(good), bad
+    domains, bad = sort_names([name for name, _ in raw], [where for _, where in raw])
+    return list(domains), bad
 
 
 def check_command(args: argparse.Namespace, config: Config) -> int:

@@ -2,7 +2,9 @@
 
 Domains come from `--domain` or the config's `[[own_domains]]`. `--once` runs one pass (for
 cron or the systemd timer in systemd/) and exits with the Nagios code of the worst finding:
-0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also: no domain to monitor). Every option that has a
+0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also: a name given that is not a domain, unless a
+domain is CRITICAL, or no domain to monitor). As in `check`, a name that is not a domain does
+not stop the others: they are monitored, it is named on stderr. Every option that has a
 `[monitor]` key overrides it when given; otherwise the key applies.
 """
 
@@ -12,12 +14,14 @@ import argparse
 import asyncio
 import shlex
 import sys
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.cli.arguments import seconds
 from mta_sts_policyd.cli.check import add_network_arguments, options_from, reach_settings
+from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import StoreError
 from mta_sts_policyd.service.own_domains import (
@@ -28,7 +32,7 @@ from mta_sts_policyd.service.own_domains import (
 )
 from mta_sts_policyd.state_files import MONITOR_STATE_NAME
 from mta_sts_policyd.tools.check.findings import NagiosStatus
-from mta_sts_policyd.tools.check.render import finding_counts
+from mta_sts_policyd.tools.check.render import finding_counts, overall
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever, run_once
 
 
@@ -89,27 +93,33 @@ def monitor_command(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.logging.level)
     if args.allow_private is None:  # not on the command line: the configuration's
         args.allow_private = config.monitor.allow_private
-    try:
-        targets = monitor_targets(config, args.domain, options_from(args))
-    except ValueError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
-        return NagiosStatus.UNKNOWN
-    if not targets:
-        print(
-            "monitor: no domain (give --domain or [[own_domains]] in the config)", file=sys.stderr
-        )
-        return NagiosStatus.UNKNOWN
+    targets, not_domains = monitor_targets(config, args.domain, options_from(args))
+    if not targets:  # nothing to monitor: say why, UNKNOWN
+        no_domain = "no domain (give --domain or [[own_domains]] in the config)"
+        return fail("monitor", "\n".join([*not_domains, no_domain]), NagiosStatus.UNKNOWN)
     state = monitor_state(config, args.state_file)
     try:
-        return asyncio.run(_run(args, config, targets, state))
+        return asyncio.run(_run(args, config, targets, state, not_domains))
     except StoreError as exc:  # the state file's path cannot be read or written
         print(f"monitor: {exc}", file=sys.stderr)
         return NagiosStatus.UNKNOWN
 
 
+def _not_monitored(not_domains: Sequence[str]) -> None:
+    for why in not_domains:
+        print(f"monitor: {why}: not monitored", file=sys.stderr)
+
+
 async def _run(
-    args: argparse.Namespace, config: Config, targets: list[Target], state: StateFile
+    args: argparse.Namespace,
+    config: Config,
+    targets: list[Target],
+    state: StateFile,
+    not_domains: Sequence[str] = (),
 ) -> int:
+    """Monitor `targets`; each name in `not_domains` (not a domain) is named on stderr, after
+    the pass with `--once` (where it makes the exit at least UNKNOWN, as in `check`), else
+    before the loop starts. It has no state, so it is never alerted."""
     alerts = alert_settings(config, args.alert_mail_to, args.alert_command or ())
     async with AsyncExitStack() as stack:
         reach = await open_reach(config, reach_settings(args), stack)
@@ -126,7 +136,9 @@ async def _run(
                 print(t.line())
             for report in result.reports:
                 print(f"{report.domain}: {report.status.name} ({finding_counts(report)})")
-            return int(result.status)
+            _not_monitored(not_domains)
+            return int(overall(result.reports, not_domains))
+        _not_monitored(not_domains)
         interval = args.interval or config.monitor.interval
         await run_forever(
             targets,

@@ -9,6 +9,7 @@ values; `None` means "what the configuration says".
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -22,11 +23,13 @@ from mta_sts_policyd.housekeeping import cancel_and_wait
 from mta_sts_policyd.net.dns_client import DnsClient, make_resolver
 from mta_sts_policyd.probe.prober import MxProber
 from mta_sts_policyd.state_files import MONITOR_STATE_NAME
-from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.tools.check.gather import Reach, observe_mx
+from mta_sts_policyd.tools.check.names import sort_names
 from mta_sts_policyd.tools.check.observations import MxSeen, Options
 from mta_sts_policyd.tools.monitor.alerts import AlertSettings
 from mta_sts_policyd.tools.monitor.run import StateFile, Target, run_forever
+
+log = logging.getLogger(__name__)
 
 MxLookup = Callable[[str], Coroutine[Any, Any, MxSeen]]
 """Domain -> its MX host names, () for none, None when the lookup failed."""
@@ -93,23 +96,23 @@ async def open_reach(config: Config, settings: ReachSettings, stack: AsyncExitSt
 
 def monitor_targets(
     config: Config, domains: Sequence[str] = (), base: Options | None = None
-) -> list[Target]:
-    """`domains` (without expectations), else `[[own_domains]]`; ValueError for a name that is
-    not a domain (`domain_for_name`, the rule of every own-domain command)."""
+) -> tuple[list[Target], list[str]]:
+    """(`domains` without expectations, else `[[own_domains]]`, each domain once; why each
+    name that is not a domain is not monitored): `sort_names`, the rule of `check`, so one
+    bad name does not stop the others."""
     base = base or Options(allow_private=config.monitor.allow_private)
     names: list[tuple[str, tuple[str, ...], str]]
     if domains:
         names = [(d, (), "") for d in domains]
     else:
         names = [(o.domain, o.expect_cname, o.expect_id) for o in config.own_domains]
+    found, not_domains = sort_names([name for name, _, _ in names])
     targets = []
-    for name, cnames, expect_id in names:
-        domain = domain_for_name(name.strip())
-        if domain is None:
-            raise ValueError(f"{name!r} is not a domain name")
+    for domain, i in found.items():
+        _, cnames, expect_id = names[i]
         options = replace(base, expect_cname=tuple(cnames), expect_id=expect_id or None)
         targets.append(Target(domain, options))
-    return targets
+    return targets, not_domains
 
 
 def alert_settings(
@@ -130,13 +133,16 @@ def monitor_state(config: Config, path: Path | None = None) -> StateFile:
 
 async def start_monitor(config: Config) -> Callable[[], Awaitable[None]]:
     """The monitor loop as a task of `serve`; returns the closer that stops it."""
+    targets, not_domains = monitor_targets(config)
+    for why in not_domains:  # check-config refuses them too; the others are still monitored
+        log.warning("event=monitor-not-a-domain reason=%r", why)
     stack = AsyncExitStack()
     settings = ReachSettings(allow_private=config.monitor.allow_private)
     reach = await open_reach(config, settings, stack)
     m = config.monitor
     task = asyncio.create_task(
         run_forever(
-            monitor_targets(config),
+            targets,
             reach,
             monitor_state(config),
             alert_settings(config),
