@@ -169,6 +169,22 @@ async def test_a_folder_that_names_no_domain_is_not_served(
     assert "folder 'a..b' is not a domain name" in caplog.text
 
 
+async def test_a_policy_folder_that_does_not_exist_is_said_once_and_served_once_made(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    world.policies = world.root / "later"
+    server = PolicyHost(world.settings())
+    server.reload()
+    server.reload()
+    said = [r.getMessage() for r in caplog.records if "event=policy-dir-unusable" in r.getMessage()]
+    assert len(said) == 1 and f"policy_dir={world.policies}" in said[0]
+    assert "reason='does not exist'" in said[0]
+    world.policy("a.test", POLICY_A)
+    server.reload()
+    assert server.documents.domains == ["a.test"]
+
+
 async def test_sighup_rereads_a_file_rewritten_within_one_mtime_tick(
     world: World, host: PolicyHost
 ) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from mta_sts_policyd.cli.arguments import days_left, nameserver
 from mta_sts_policyd.cli.output import fail
 from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.host.documents import folder_problem
 from mta_sts_policyd.tools.check.findings import NagiosStatus, Severity, worst_status
 from mta_sts_policyd.tools.check.observations import Options
 from mta_sts_policyd.tools.host_status.judge import HostedReport, judge_all, utc_text
@@ -70,7 +71,10 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
     now = datetime.now(UTC)
     reports = judge_all(seen, host_expectations(config), options, now)
     if not reports:
-        reason = f"no policies in {config.host.policy_dir}"
+        problem = folder_problem(documents.root)
+        reason = f"no policies in {documents.root}"
+        if problem is not None:
+            reason = f"no policies: the policy folder {documents.root} {problem} (host.policy_dir)"
         return int(fail("host status", reason, NagiosStatus.UNKNOWN, as_json=args.json))
     status = worst_status(r.status for r in reports)
     if args.json:

@@ -130,7 +130,7 @@ def cmd_resolve(args: argparse.Namespace, config: Config) -> int:
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.service.composition import own_report_domains
     from mta_sts_policyd.service.fleet_parts import check_fleet
-    from mta_sts_policyd.service.host_parts import check_host
+    from mta_sts_policyd.service.host_parts import check_host, host_warnings
     from mta_sts_policyd.service.preflight import check_local_resources
     from mta_sts_policyd.service.tlsrpt_parts import check_report_files
 
@@ -152,7 +152,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
             problems += exc.problems
     problems = without_refused(problems, refused)
     where = f"{args.config or DEFAULT_CONFIG_PATH}: "
-    for warning in config_warnings(config):  # beside the errors too: one run says everything
+    for warning in (*config_warnings(config), *host_warnings(config)):  # beside the errors too
         print(f"warning: {where}{warning}", file=sys.stderr)
     if refused or problems:  # all of them at once, each named by the file
         raise ConfigError(*(where + problem for problem in (*refused, *problems)))

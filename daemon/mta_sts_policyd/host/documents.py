@@ -12,6 +12,8 @@ them out.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,22 @@ log = logging.getLogger(__name__)
 POLICY_FILE = Path(".well-known") / "mta-sts.txt"
 MAX_POLICY_BYTES = 64 * 1024
 """RFC 8461 §3.3 lets senders stop at 64 KiB: a larger file would never be applied."""
+
+
+def folder_problem(root: Path) -> str | None:
+    """Why policies cannot be read from `root`, or None (the host, `host status` and
+    `check-config` say it alike)."""
+    try:
+        mode = root.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISDIR(mode):
+        return "is not a folder"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return "cannot be read by this user"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +61,7 @@ class PolicyDocuments:
         changes; forgotten when the file goes."""
         self._gone: set[str] = set()
         """Domains served earlier whose file has since gone."""
+        self._folder_problem: str | None = None
 
     def get(self, host: str) -> bytes | None:
         """The policy for a request to `host` (`mta-sts.DOMAIN`), or None."""
@@ -72,6 +91,7 @@ class PolicyDocuments:
     def reload(self, force: bool = False) -> bool:
         """Re-read changed files (all of them with `force`: SIGHUP, for a file rewritten within
         one mtime tick); True when what is served changed."""
+        self._check_folder()
         seen: dict[str, Served] = {}
         refused: dict[str, tuple[int | None, str]] = {}
         for path in sorted(self.root.glob(f"*/{POLICY_FILE}")):
@@ -104,6 +124,19 @@ class PolicyDocuments:
         if changed:
             log.info("event=policies-loaded domains=%d", len(seen))
         return changed
+
+    def _check_folder(self) -> None:
+        """A policy folder that does not exist (a typo, or nothing written yet) is said once:
+        the host keeps looking and serves what appears there."""
+        problem = folder_problem(self.root)
+        if problem is not None and problem != self._folder_problem:
+            log.warning(
+                "event=policy-dir-unusable policy_dir=%s reason=%r served=none"
+                " hint='publish and generate --write create it'",
+                self.root,
+                problem,
+            )
+        self._folder_problem = problem
 
     def _note_gone(self, seen: dict[str, Served]) -> None:
         """A served domain whose file went is a warning: senders that still see its TXT

@@ -90,6 +90,25 @@ def check_host(config: Config) -> None:
         raise ConfigError(*problems)
 
 
+def host_warnings(config: Config) -> list[str]:
+    """What `check-config` warns about `[host]` on this machine, each "key: why", when the host
+    is set up here (a `[host]` key written, or its state folder exists): a policy folder that
+    does not exist loads, but the host serves nothing from it."""
+    from mta_sts_policyd.config.settings import HostConfig
+    from mta_sts_policyd.host.documents import folder_problem
+
+    h = config.host
+    if h == HostConfig() and not Path(h.state_dir).is_dir():
+        return []
+    problem = folder_problem(Path(h.policy_dir))
+    if problem is None:
+        return []
+    return [
+        f"host.policy_dir: {h.policy_dir} {problem}: the host serves no policy until it exists"
+        " (publish and generate --write create it)"
+    ]
+
+
 def host_state_dir(config: Config) -> Path:
     """`[host] state_dir`, created 0700 if missing (the ACME account and certificates)."""
     from mta_sts_policyd.state_files import make_private_dir

@@ -1,0 +1,55 @@
+"""`[host]` mistakes that used to pass silently: `check-config`, `host` and `host status` each
+say what is wrong, naming the key, instead of serving nothing without a word."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mta_sts_policyd.cli import main as cli
+from mta_sts_policyd.cli.exit_codes import ExitCode
+
+
+def write(tmp_path: Path, host: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[cache]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[host]\nstate_dir = "{tmp_path / "host"}"\ncert_dirs = []\n{host}\n'
+    )
+    return path
+
+
+def test_a_policy_folder_that_does_not_exist_is_a_warning_of_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-folder"
+    path = write(tmp_path, f'policy_dir = "{missing}"')
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.OK
+    err = capsys.readouterr().err
+    assert f"warning: {path}: host.policy_dir: {missing} does not exist" in err
+    missing.mkdir()
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.OK
+    assert "host.policy_dir" not in capsys.readouterr().err
+
+
+def test_no_host_set_up_here_means_no_warning_about_its_default_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[cache]\nstate_dir = "{tmp_path / "state"}"\n')
+    assert cli.main(["check-config", "-c", str(path)]) == ExitCode.OK
+    assert "host.policy_dir" not in capsys.readouterr().err
+
+
+def test_host_status_says_the_policy_folder_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "x"
+    path = write(tmp_path, f'policy_dir = "{missing}"')
+    assert cli.main(["host", "status", "-c", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert f"the policy folder {missing} does not exist (host.policy_dir)" in err
+    assert cli.main(["host", "status", "-c", str(path), "--json"]) == 3
+    assert "does not exist" in json.loads(capsys.readouterr().out)["error"]
