@@ -34,11 +34,10 @@ def test_a_policy_folder_that_does_not_exist_is_a_warning_of_check_config(
     assert "host.policy_dir" not in capsys.readouterr().err
 
 
-def test_no_host_set_up_here_means_no_warning_about_its_default_folder(
+def test_the_default_folder_of_a_host_not_yet_started_here_is_no_news(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(f'[cache]\nstate_dir = "{tmp_path / "state"}"\n')
+    path = write(tmp_path, "")  # [host] state_dir written, not yet made: the host never ran
     assert cli.main(["check-config", "-c", str(path)]) == ExitCode.OK
     assert "host.policy_dir" not in capsys.readouterr().err
 
@@ -50,6 +49,6 @@ def test_host_status_says_the_policy_folder_does_not_exist(
     path = write(tmp_path, f'policy_dir = "{missing}"')
     assert cli.main(["host", "status", "-c", str(path)]) == 3
     err = capsys.readouterr().err
-    assert f"the policy folder {missing} does not exist (host.policy_dir)" in err
+    assert f"no policies in {missing}: the folder does not exist (host.policy_dir)" in err
     assert cli.main(["host", "status", "-c", str(path), "--json"]) == 3
     assert "does not exist" in json.loads(capsys.readouterr().out)["error"]

@@ -74,7 +74,7 @@ async def _status(args: argparse.Namespace, config: Config) -> int:
         problem = folder_problem(documents.root)
         reason = f"no policies in {documents.root}"
         if problem is not None:
-            reason = f"no policies: the policy folder {documents.root} {problem} (host.policy_dir)"
+            reason += f": the folder {problem} (host.policy_dir)"
         return int(fail("host status", reason, NagiosStatus.UNKNOWN, as_json=args.json))
     status = worst_status(r.status for r in reports)
     if args.json:

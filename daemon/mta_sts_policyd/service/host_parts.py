@@ -91,14 +91,15 @@ def check_host(config: Config) -> None:
 
 
 def host_warnings(config: Config) -> list[str]:
-    """What `check-config` warns about `[host]` on this machine, each "key: why", when the host
-    is set up here (a `[host]` key written, or its state folder exists): a policy folder that
-    does not exist loads, but the host serves nothing from it."""
+    """What `check-config` warns about `[host]` on this machine, each "key: why": a policy
+    folder that does not exist loads, but the host serves nothing from it. Said for a
+    `policy_dir` written in the file, or once the host has run here (its state folder exists);
+    the default folder of a host not yet started is no news."""
     from mta_sts_policyd.config.settings import HostConfig
     from mta_sts_policyd.host.documents import folder_problem
 
     h = config.host
-    if h == HostConfig() and not Path(h.state_dir).is_dir():
+    if h.policy_dir == HostConfig().policy_dir and not Path(h.state_dir).is_dir():
         return []
     problem = folder_problem(Path(h.policy_dir))
     if problem is None:
