@@ -1,14 +1,13 @@
-"""The running daemon: listeners, resolver, cache flushing, eviction, reload and shutdown.
+"""The running daemon: resolver, listeners, cache flushing, eviction, reload and shutdown.
 
-Its parts come from the composition root (composition.py); this module only runs them.
+Its parts come from the composition root (composition.py); this module only runs them, and
+listeners.py opens the socketmap listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from mta_sts_policyd.config.settings import (
     Config,
     config_warnings,
     load_config,
-    parse_listen_address,
     with_overrides,
 )
 from mta_sts_policyd.discovery.client import Discovery
@@ -27,9 +25,10 @@ from mta_sts_policyd.errors import ConfigError
 from mta_sts_policyd.net import systemd as sdnotify
 from mta_sts_policyd.policy import answer_log
 from mta_sts_policyd.policy.resolver import PolicyResolver
-from mta_sts_policyd.postfix.server import SocketmapServer, systemd_listen_sockets
+from mta_sts_policyd.postfix.server import SocketmapServer
 from mta_sts_policyd.service import composition
 from mta_sts_policyd.service.control import ControlServer
+from mta_sts_policyd.service.listeners import open_listeners
 from mta_sts_policyd.service.logsetup import setup_logging
 from mta_sts_policyd.service.process_memory import release_free_memory
 from mta_sts_policyd.service.reload import restart_only_changes
@@ -156,25 +155,8 @@ class Daemon:
         self._closers.extend(await optional.start(self.config, self.resolver, self.server))
 
     async def _listen(self) -> None:
-        s = self.config.server
         self.server = composition.make_socketmap_server(self.config, self.resolver)
-        inherited = systemd_listen_sockets()
-        if inherited:
-            await self.server.adopt_sockets(inherited)
-            log.info("event=listening source=systemd sockets=%d", len(inherited))
-            return
-        for address in s.listen:
-            if address.startswith("unix:"):
-                group = s.unix_group or None
-                await self.server.listen_unix(address[5:], int(s.unix_mode, 8), group)
-                log.info("event=listening address=%s", address)
-                continue
-            host, port = parse_listen_address(address, "server.listen")
-            try:
-                self.bound.append(await self.server.listen_tcp(host, port))
-            except OSError as exc:  # say which address: "Name or service not known" alone does not
-                raise OSError(exc.errno, f"cannot listen on {address}: {_why(exc)}") from exc
-            log.info("event=listening address=%s:%d", *self.bound[-1])
+        self.bound = await open_listeners(self.server, self.config.server)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.create_task(coro))
@@ -300,11 +282,3 @@ async def _close_part(close: Callable[[], Any]) -> None:
 async def _close_later(discovery: Discovery, delay: float) -> None:
     await asyncio.sleep(delay)
     await discovery.aclose()
-
-
-def _why(exc: OSError) -> str:
-    """The cause alone: the event loop's text repeats the address ("error while attempting to
-    bind on address (...): address already in use"); a resolver error keeps its own text."""
-    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
-        return os.strerror(exc.errno)
-    return str(exc.strerror or exc)
