@@ -167,6 +167,67 @@ async def test_an_older_shared_entry_never_downgrades(
     assert await b.resolver.answer("postfix", D) == ENFORCE_REPLY
 
 
+def forged_testing(fetched_at: float) -> dict[str, object]:
+    """A well-formed shared entry of id 1 that says `testing` with another MX host."""
+    lines = ["version: STSv1", "mode: testing", "mx: evil.example", "max_age: 86400"]
+    return {"v": 1, "domain": D, "id": "1", "mode": "testing", "max_age": 86400,
+            "mx": ["evil.example"], "lines": lines, "fetched_at": fetched_at,
+            "node": "n1"}  # fmt: skip
+
+
+async def test_another_policy_under_the_held_id_is_refused_and_fetched_once_for_the_fleet(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    nodes: Callable[..., FleetNode],
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis writer puts a `testing` policy with other MX hosts under the id every node holds,
+    with a current fetch time, and announces it: no node adopts it (an id names one policy,
+    RFC 8461 §3.1); they fetch the real one, once for the fleet, and it replaces the forgery."""
+    sts_world.publish(D, ENFORCE)
+    a, b = nodes(), nodes()
+    for n in (a, b):
+        n.listen()
+        await n.subscribed()
+        assert await n.resolver.answer("postfix", D) == ENFORCE_REPLY
+    assert https_server.request_count(HOST) == 1
+    clock.advance(10)
+    forged = forged_testing(clock())
+    k = a.client.keys
+    await a.client.run(lambda r: r.set(k.policy(D), json.dumps(forged)), "a Redis writer")
+    version = await a.client.run(lambda r: r.hincrby(k.versions, D, 1), "a Redis writer")
+    clock.advance(1)
+    await a.client.run(lambda r: r.publish(k.invalidations, f"{D} {version}"), "a Redis writer")
+    await until(lambda: https_server.request_count(HOST) == 2)
+    for n in (a, b):
+        await until(lambda n=n: n.resolver.cache.get(D).fetched_at == clock())  # type: ignore[union-attr]
+        await n.resolver.wait_idle()
+        assert await n.resolver.answer("postfix", D) == ENFORCE_REPLY
+        entry = n.resolver.cache.get(D)
+        assert entry is not None and entry.policy is not None
+        assert entry.policy.mx == ("mail.example.test",)
+    assert https_server.request_count(HOST) == 2  # one refetch for the fleet
+    assert "event=fleet-policy-refused" in caplog.text and "shared_mode=testing" in caplog.text
+    raw = await a.client.run(lambda r: r.get(k.policy(D)), "test read")
+    assert json.loads(raw)["mx"] == ["mail.example.test"]  # the real policy replaced it
+
+
+async def test_a_cold_node_adopts_a_shared_entry_only_under_the_id_its_own_txt_shows(
+    sts_world: StsWorld,
+    https_server: HttpsServer,
+    nodes: Callable[..., FleetNode],
+) -> None:
+    """For a domain a node does not hold, the only check is the id: an entry under another id
+    than DNS shows is never adopted (docs/fleet.md says what a Redis writer can do)."""
+    sts_world.publish(D, ENFORCE, txt="v=STSv1; id=2")
+    a = nodes()
+    forged = forged_testing(T0)
+    await a.client.run(lambda r: r.set(a.client.keys.policy(D), json.dumps(forged)), "writer")
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    assert https_server.request_count(HOST) == 1
+
+
 async def test_a_newer_shared_entry_is_adopted_by_invalidation_and_by_revalidation(
     sts_world: StsWorld, https_server: HttpsServer, nodes: Callable[..., FleetNode],
     clock: FakeClock,

@@ -8,7 +8,8 @@ the result (policy or failure) for the others; a loser that holds a valid policy
 answering it and does not wait (the winner's write reaches it by invalidation); a cold loser
 waits a bounded time for the winner's result, then fetches itself. Redis failing at any step
 means fetching here: correctness over efficiency. Nothing read from the fleet ever removes or
-downgrades a policy this node knows: only a newer valid entry is adopted.
+downgrades a policy this node knows: only a newer valid entry is adopted, a new id only once
+this node's own TXT lookup shows it, and never another policy under the id it holds.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ COLD_WAIT_SHARE = 0.5
 """Of cache.cold_wait, what a cold node waits for another node's fetch before its own."""
 REREAD_WIDTH = 16
 """Shared entries re-read at once by a revalidation."""
+REFUSED_LIMIT = 10_000
+"""Refused shared entries remembered (for logging once) before the memory starts over."""
 BACKGROUND_LIMIT = 1_000
 """Shared re-reads (invalidations, store hits) running at once at most; more are dropped (the
 periodic revalidation catches up)."""
@@ -56,6 +59,11 @@ class FleetTier:
         self._recheck = recheck
         self.forced: set[str] = set()
         """Domains the operator asked to refetch (`cache refresh`): no adoption, no back-off."""
+        self._refetch: set[str] = set()
+        """Domains whose shared entry was refused (another policy under the held id): the
+        next discovery fetches, through the fleet's single flight, though the id is unchanged."""
+        self._refused: dict[str, float] = {}
+        """Domain -> fetch time of the shared entry last refused (logged once, not per read)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- single flight ---------------------------------------------------------------------
@@ -153,9 +161,9 @@ class FleetTier:
             return False
         return await self._take(entry, policy, "adopted")
 
-    @staticmethod
-    def _wanted(entry: CacheEntry, policy: SharedPolicy, policy_id: str, now: float) -> bool:
-        """The shared policy is the id wanted, valid, and better than what this node holds."""
+    def _wanted(self, entry: CacheEntry, policy: SharedPolicy, policy_id: str, now: float) -> bool:
+        """The shared policy is the id wanted, valid, better than what this node holds, and
+        not another policy under the id this node holds."""
         return (
             policy.policy_id == policy_id
             and policy.valid(now)
@@ -164,7 +172,36 @@ class FleetTier:
                 or not entry.valid(now)
                 or policy.fetched_at > entry.fetched_at
             )
+            and not self._conflicts(entry, policy)
         )
+
+    def _conflicts(self, entry: CacheEntry, policy: SharedPolicy) -> bool:
+        """The shared entry names the id this node holds, but another policy. An id names one
+        policy (RFC 8461 §3.1: a changed policy gets a new id), so this is a Redis writer's
+        doing, or a domain that changed its policy without a new id: either way it is not
+        adopted, and this node fetches the policy itself (logged once per shared entry)."""
+        if entry.policy is None or entry.policy_id != policy.policy_id:
+            return False
+        if entry.policy == policy.policy:
+            return False
+        if self._refused.get(entry.domain) != policy.fetched_at:
+            if len(self._refused) >= REFUSED_LIMIT:
+                self._refused.clear()
+            self._refused[entry.domain] = policy.fetched_at
+            log.warning("event=fleet-policy-refused domain=%s id=%s held_mode=%s shared_mode=%s"
+                        " shared_mx=%s shared_fetched_at=%d reason='another policy under the id"
+                        " this node holds; fetching it here'", entry.domain, policy.policy_id,
+                        entry.policy.mode, policy.policy.mode, ",".join(policy.policy.mx),
+                        policy.fetched_at)  # fmt: skip
+        return True
+
+    def take_refetch(self, domain: str) -> bool:
+        """Whether the update path must fetch `domain` although its TXT id is the one held
+        (the shared entry of that id was refused); asked once."""
+        if domain in self._refetch:
+            self._refetch.discard(domain)
+            return True
+        return False
 
     async def _take(self, entry: CacheEntry, policy: SharedPolicy, role: str) -> bool:
         if not await self._adopt(entry, policy):
@@ -223,8 +260,10 @@ class FleetTier:
 
     async def changed(self, domain: str) -> None:
         """A shared write for a domain in memory (pub/sub or revalidation): adopt a newer valid
-        entry with the same id; a new id is confirmed by this node's own TXT check first (the
-        single flight then adopts it), so Redis alone never switches a policy id."""
+        entry with the same id and the same policy; a new id is confirmed by this node's own
+        TXT check first (the single flight then adopts it), and another policy under the held
+        id is refused and fetched here (through the single flight), so Redis alone never
+        switches a domain this node holds to another policy."""
         entry = self.ctx.cache.hot_set.get(domain)  # no LRU touch: not a lookup
         if entry is None:
             return
@@ -236,6 +275,9 @@ class FleetTier:
         if policy is None or not policy.valid(now) or policy.fetched_at <= entry.fetched_at:
             return
         if policy.policy_id != entry.policy_id:
+            self._recheck(domain)
+        elif self._conflicts(entry, policy):
+            self._refetch.add(domain)  # through the update path: the fleet's single flight
             self._recheck(domain)
         else:
             await self._take(entry, policy, "adopted")

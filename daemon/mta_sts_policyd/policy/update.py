@@ -153,7 +153,8 @@ class PolicyUpdater:
             ctx.cache.put(entry)
         entry.txt_checked_at = now
         ctx.cache.mark_dirty(entry)
-        if entry.valid(now) and entry.policy_id == record.id:
+        refetch = self.fleet is not None and self.fleet.take_refetch(domain)
+        if entry.valid(now) and entry.policy_id == record.id and not refetch:
             entry.failure = None  # e.g. a failed fetch for an id that was withdrawn again
             return entry
         backoff = ctx.settings.failure_backoff
