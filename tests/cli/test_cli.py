@@ -131,8 +131,7 @@ def test_check_config_shows_command_line_overrides(
         ("[discovery]\nfetch_timeout = 120\n", "discovery.fetch_timeout: expected a number of sec"),
         (
             "[cache]\nflush_interval = inf\n",
-            "cache.flush_interval: expected a number of seconds "
-            "greater than 0 and at most 3600, got inf",
+            "cache.flush_interval: expected a number of seconds from 0.1 to 3600, got inf",
         ),
         ('[cache]\nstate_dir = ""\n', "cache.state_dir: expected a directory path (not empty)"),
         (
