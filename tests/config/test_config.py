@@ -143,6 +143,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "cache.flush_interval": [0],
     "cache.state_dir": ["", "state", "./state"],
     "host.state_dir": ["", "  ", "host-state"],
+    "host.policy_dir": ["", "policies", "./policies"],
     "tlsrpt.socket": ["tlsrpt.sock"],
     "probe.ehlo_name": ["mx one.example", "mx.example/x", "-mx.example", "[1.2.3.4"],
     "tlsrpt.socket_mode": ["rw-rw----", "8"],

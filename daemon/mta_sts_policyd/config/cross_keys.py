@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from mta_sts_policyd.config.sections import Config
+from mta_sts_policyd.config.value_checks import state_dir_problem
 from mta_sts_policyd.endpoints import (
     nameserver_warning,
     parse_listen_address,
@@ -261,6 +262,39 @@ def _check_fleet(config: Config) -> None:
         raise ConfigError(*problems)
 
 
+def _check_host(config: Config) -> None:
+    """What the policy host would otherwise take without a word and then not do: names it
+    never gets a certificate for, or for no name it serves; an ACME server over plain HTTP; a
+    certificate folder relative to wherever it was started."""
+    h, problems = config.host, list[str]()
+    if h.acme_names and not h.acme_directory:
+        problems.append(
+            "host.acme_names: needs host.acme_directory (the ACME server that issues them);"
+            " without it no certificate is requested"
+        )
+    for i, name in enumerate(h.acme_names):
+        bare = name.rstrip(".")
+        if not _HOST_NAME.fullmatch(bare):
+            problems.append(f"host.acme_names[{i}]: expected a host name, got {name!r}")
+        elif not bare.lower().startswith("mta-sts."):
+            problems.append(
+                f"host.acme_names[{i}]: expected mta-sts.DOMAIN (the only names the host"
+                f" serves policies for), got {name!r}"
+            )
+    if h.acme_directory and not h.acme_directory.startswith("https://"):
+        problems.append(
+            "host.acme_directory: expected an https:// URL (RFC 8555 §6.1: ACME runs over"
+            f" HTTPS only), got {h.acme_directory!r}"
+        )
+    problems += [
+        f"host.cert_dirs[{i}]: expected {problem}, got {folder!r}"
+        for i, folder in enumerate(h.cert_dirs)
+        if (problem := state_dir_problem(folder))
+    ]
+    if problems:
+        raise ConfigError(*problems)
+
+
 CROSS_KEY_CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_listeners,
     _check_mail_settings,
@@ -272,6 +306,7 @@ CROSS_KEY_CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_logging,
     _check_timezone,
     _check_fleet,
+    _check_host,
 )
 
 

@@ -158,6 +158,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "tlsrpt.socket_mode": _octal_mode,
     "cache.state_dir": state_dir_problem,
     "host.state_dir": state_dir_problem,
+    "host.policy_dir": state_dir_problem,
     "tlsrpt.socket": _absolute_path,
     **{key: bounds.problem for key, bounds in RANGES.items()},
 }
