@@ -37,12 +37,41 @@ def test_enforce_refused_when_an_mx_is_not_covered() -> None:
     )
     assert out.refusals == [
         "MX host a.b.example.com is not covered by any mx line: compliant senders would defer "
-        "its mail"
+        "its mail (--uncovered-mx a.b.example.com if that is meant)"
     ]
+    assert out.refused(force=True)  # --force passes the readiness only, never this
     testing = build(
         Request("example.com", Mode.TESTING, ("*.example.com",)), current_mx=("a.b.example.com",)
     )
     assert testing.refusals == []
+
+
+def test_only_naming_the_uncovered_mx_lets_it_pass() -> None:
+    """Leaving an MX host out of an enforce policy defers its mail: a decision of its own,
+    made by naming that host, not a side effect of --force."""
+    current = ("mx1.example.com", "mx2.example.com", "mx3.example.com")
+    request = Request("example.com", Mode.ENFORCE, ("mx1.example.com",))
+    named = build(
+        Request(**{**request.__dict__, "uncovered": ("MX2.example.com.", "mx9.example.com")}),
+        current,
+    )
+    assert named.refusals == [
+        "MX host mx3.example.com is not covered by any mx line: compliant senders would defer "
+        "its mail (--uncovered-mx mx3.example.com if that is meant)"
+    ]
+    assert named.warnings == [
+        "MX host mx2.example.com is not covered by any mx line: compliant senders will defer "
+        "its mail (--uncovered-mx)",
+        "--uncovered-mx mx9.example.com: not an MX host this policy leaves uncovered; "
+        "nothing allowed",
+    ]
+    both = build(
+        Request(**{**request.__dict__, "uncovered": ("mx2.example.com", "mx3.example.com")}),
+        current,
+    )
+    assert both.refusals == [] and not both.refused(force=False)
+    both.readiness.append("TLS reports: not ready")
+    assert both.refused(force=False) and not both.refused(force=True)
 
 
 def test_enforce_refused_when_mx_unknown() -> None:
@@ -112,24 +141,26 @@ def test_command_defaults_to_dns_mx_and_writes(
     assert f"id={policy_id(policy)}" in out
 
 
-def test_command_refuses_then_forces(
+def test_force_passes_the_readiness_only_an_uncovered_mx_must_be_named(
     mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = (
-        "--domain",
-        "example.com",
-        "--mode",
-        "enforce",
-        "--mx",
-        "mx1.example.com",
-        "--write",
-        str(tmp_path),
-    )
+    """--force means one thing in generate and publish: enforce without a READY verdict. An
+    MX host left out of an enforce policy (its mail deferred) is refused even then, until the
+    operator names it with --uncovered-mx."""
+    args = ("--domain", "example.com", "--mode", "enforce", "--mx", "mx1.example.com")
+    args += ("--write", str(tmp_path))
     assert _run(mx_dns, *args) == 1
     assert "mx2.example.com is not covered" in capsys.readouterr().err
+    assert _run(mx_dns, *args, "--force") == 1
+    err = capsys.readouterr().err
+    assert "generate: refused: MX host mx2.example.com is not covered" in err
+    assert "--uncovered-mx mx2.example.com if that is meant" in err
+    assert "generate: warning (forced): no policy is served for example.com yet" in err
     assert not (tmp_path / "example.com").exists()
-    assert _run(mx_dns, *args, "--force") == 0
-    assert (tmp_path / "example.com/.well-known/mta-sts.txt").is_file()
+    assert _run(mx_dns, *args, "--force", "--uncovered-mx", "mx2.example.com") == 0
+    err = capsys.readouterr().err
+    assert "generate: warning: MX host mx2.example.com is not covered" in err
+    assert "mx: mx1.example.com" in (tmp_path / "example.com/.well-known/mta-sts.txt").read_text()
 
 
 def test_command_json_shows_diff_with_written_file(
@@ -336,7 +367,7 @@ def test_command_sees_implicit_and_null_mx_as_check_does(
     assert _run(mx_dns, "--domain", "bare.example.com") == 0
     assert "mx: bare.example.com\n" in capsys.readouterr().out
     args = ("--domain", "bare.example.com", "--mode", "enforce", "--mx", "mx.example.com")
-    assert _run(mx_dns, *args, "--json", "--force") == 0
+    assert _run(mx_dns, *args, "--json", "--force") == 1
     refusals = json.loads(capsys.readouterr().out)["refusals"]
     assert "MX host bare.example.com is not covered by any mx line" in refusals[0]
     mx_dns.set_mx("nomail.example.com", (0, "."))

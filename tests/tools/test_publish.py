@@ -40,6 +40,7 @@ class World:
         dns_server.set(D, Record(dns.rdatatype.NS, ns))
         dns_server.set_a(f"ns1.{D}", "127.0.0.1")
         dns_server.set_a(f"mta-sts.{D}", "127.0.0.1")
+        dns_server.set_mx(D, (10, f"mx1.{D}"))
         self.hook_file = root / "hook.txt"
         self.config = root / "config.toml"
         self.config.write_text(
@@ -66,6 +67,23 @@ class World:
             "--hook", f'printf "%s" "$MTA_STS_TXT_VALUE" > {self.hook_file}', *args,
         ]  # fmt: skip
         return await asyncio.to_thread(main, argv)
+
+    async def publish_to_the_end(self, *args: str) -> int:
+        """`publish`, with the test's DNS operator setting the TXT record the hook got."""
+        run = asyncio.create_task(self.publish(*args))
+        for _ in range(200):
+            if self.hook_file.exists() or run.done():
+                break
+            await asyncio.sleep(0.1)
+        if self.hook_file.exists():
+            self.dns.set_txt(f"_mta-sts.{D}", self.hook_file.read_text())
+        return await run
+
+    def serve_now(self, text: str) -> bytes:
+        """`text` as the file served now (LF ends), as an earlier publish left it."""
+        self.served.parent.mkdir(parents=True, exist_ok=True)
+        self.served.write_text(text)
+        return self.served.read_bytes()
 
 
 @pytest.fixture
@@ -117,7 +135,7 @@ async def test_enforce_is_refused_without_clean_reports(
     policy = world.root / "edited.txt"
     policy.write_text(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 604800\n")
     assert await world.publish("--policy", str(policy)) == 1
-    assert "not ready for enforce" in capsys.readouterr().out
+    assert "publish: not ready for enforce; --force goes ahead" in capsys.readouterr().err
     assert not world.served.exists() and not world.hook_file.exists()
 
 
@@ -131,8 +149,9 @@ async def test_the_switch_waits_for_reports_like_generate(
     policy = world.root / "edited.txt"
     policy.write_text(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 604800\n")
     assert await world.publish("--policy", str(policy)) == 1
-    out = capsys.readouterr().out
-    assert "not ready for enforce" in out and "no TLS reports are kept here" in out
+    err = capsys.readouterr().err
+    assert "publish: refused: no TLS reports are kept here" in err
+    assert "publish: not ready for enforce" in err
     assert "mode: testing" in world.served.read_text() and not world.hook_file.exists()
 
 
@@ -170,3 +189,51 @@ async def test_without_mx_hosts_it_exits_like_generate(
     argv[1] = f"down.{D}"
     assert await asyncio.to_thread(main, argv) == 75
     assert list((world.root / "policies").iterdir()) == []
+
+
+async def test_force_passes_the_readiness_never_an_uncovered_mx(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's case: MX hosts mx1 and mx2, `--mode enforce --mx mx1 --force`. --force
+    means what it means in generate (enforce without a READY verdict); leaving mx2 uncovered
+    defers its mail and is refused until mx2 is named with --uncovered-mx."""
+    world.dns.set_mx(D, (10, f"mx1.{D}"), (20, f"mx2.{D}"))
+    world.serve_now(f"version: STSv1\nmode: testing\nmx: mx1.{D}\nmx: mx2.{D}\nmax_age: 86400\n")
+    args = ("--mode", "enforce", "--mx", f"mx1.{D}", "--force")
+    assert await world.publish(*args) == 1
+    err = capsys.readouterr().err
+    assert f"publish: refused: MX host mx2.{D} is not covered by any mx line" in err
+    assert "publish: warning (forced): no TLS reports are kept here" in err
+    assert "mode: testing" in world.served.read_text() and not world.hook_file.exists()
+    assert await world.publish_to_the_end(*args, "--uncovered-mx", f"mx2.{D}") == 0
+    err = capsys.readouterr().err
+    assert f"publish: warning: MX host mx2.{D} is not covered by any mx line" in err
+    served = world.served.read_bytes()
+    assert (
+        served == f"version: STSv1\r\nmode: enforce\r\nmx: mx1.{D}\r\nmax_age: 604800\r\n".encode()
+    )
+
+
+async def test_an_edited_enforce_file_gets_the_same_coverage_rule(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.dns.set_mx(D, (10, f"mx1.{D}"), (20, f"mx2.{D}"))
+    world.serve_now(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmx: mx2.{D}\nmax_age: 86400\n")
+    policy = world.root / "edited.txt"
+    policy.write_text(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 86400\n")
+    assert await world.publish("--policy", str(policy), "--force") == 1
+    assert f"refused: MX host mx2.{D} is not covered" in capsys.readouterr().err
+    assert f"mx: mx2.{D}" in world.served.read_text() and not world.hook_file.exists()
+
+
+async def test_mode_none_says_how_long_to_keep_serving_as_generate_does(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.serve_now(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 1209600\n")
+    assert await world.publish_to_the_end("--mode", "none") == 0
+    err = capsys.readouterr().err
+    assert (
+        "publish: warning: mode none withdraws MTA-STS: keep serving this file for 1209600 s "
+        "(14 days, the old max_age) before removing the TXT record and the file"
+    ) in err
+    assert "mode: none" in world.served.read_text()

@@ -1,37 +1,34 @@
 """`mta-sts-policyd generate`: print (or write) a policy file and its TXT record.
 
-Exit codes: 0 printed/written, 1 refused (see tools/generate.py: MX coverage, and the switch to
-`enforce` without READY TLS reports, the rule `publish` shares; `--force` overrides),
-64 usage (invalid domain, pattern or max_age), 75 the MX hosts could not be looked up and no
-`--mx` was given.
+Exit codes: 0 printed/written, 1 refused (see tools/generate.py: MX coverage, which only
+`--uncovered-mx HOST` passes, and the switch to `enforce` without READY TLS reports, which
+`--force` passes; the rules `publish` shares through cli/policy_review.py), 64 usage (invalid
+domain, pattern or max_age), 75 the MX hosts could not be
+looked up and no `--mx` was given.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 from mta_sts_policyd.cli.arguments import domain_name, file_argument, nameserver
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
+from mta_sts_policyd.cli.policy_review import (
+    Unusable,
+    add_change_options,
+    build_change,
+    enforce_gate,
+    show_review,
+)
 from mta_sts_policyd.config.settings import Config
-from mta_sts_policyd.errors import PolicySyntaxError
-from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.sts.model import Mode
-from mta_sts_policyd.tools.generate import (
-    DEFAULT_MAX_AGE,
-    POLICY_PATH,
-    Output,
-    Request,
-    build,
-    enforce_refusals,
-    switches_to_enforce,
-)
+from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Output
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
@@ -63,7 +60,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         type=Path,
         help="current policy file to diff against (default: the --write target)",
     )
-    p.add_argument("--force", action="store_true", help="write/print despite refusals")
+    add_change_options(p)
     p.add_argument(
         "--nameserver",
         action="append",
@@ -76,36 +73,12 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def generate_command(args: argparse.Namespace, config: Config) -> int:
-    domain: str = args.domain
-    seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
-    why = seen.unknown_because
-    if not args.mx and why is not None:
-        code = EXIT_TEMPFAIL if seen.error is not None else EXIT_USAGE
-        message = f"no MX hosts known for {domain}: {why}; give --mx"
-        return fail("generate", message, code, as_json=args.json)
-    current = seen.known_hosts
-    if args.existing is not None and not args.existing.is_file():
-        what = "not a file" if args.existing.exists() else "no such file"
-        message = f"--existing {args.existing}: {what}"
-        return fail("generate", message, EXIT_USAGE, as_json=args.json)
-    target = args.write / domain / POLICY_PATH if args.write else None
-    existing_path = args.existing or target
-    existing = None
-    if existing_path and existing_path.is_file():
-        with file_argument("--existing" if args.existing else "--write", existing_path):
-            existing = existing_path.read_bytes()
-    mx = tuple(args.mx) or tuple(current or ())
-    if Mode(args.mode) is not Mode.NONE and not mx:
-        return fail(
-            "generate", f"{domain} has no MX hosts; give --mx", EXIT_USAGE, as_json=args.json
-        )
+    target = args.write / args.domain / POLICY_PATH if args.write else None
     try:
-        out = build(Request(domain, Mode(args.mode), mx, args.max_age), current, existing)
-    except PolicySyntaxError as exc:
-        return fail("generate", f"{exc}", EXIT_USAGE, as_json=args.json)
-    if Mode(args.mode) is Mode.ENFORCE:
-        out.refusals.extend(enforce_gate(config, domain, existing, known=existing_path is not None))
-    refused = bool(out.refusals) and not args.force
+        out = _review(args, config, target)
+    except Unusable as exc:
+        return fail("generate", str(exc), exc.code, as_json=args.json)
+    refused = out.refused(args.force)
     if not refused and target is not None:
         with file_argument("--write", target, writing=True):
             write_policy(target, out.text)
@@ -113,21 +86,23 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     return EXIT_REFUSED if refused else EXIT_OK
 
 
-def enforce_gate(config: Config, domain: str, served: bytes | None, *, known: bool) -> list[str]:
-    """The refusals of a switch to `enforce` (tools/generate.py's rule, shared with publish).
-
-    `known` is False when no file says what is served now (no --write, no --existing).
-    """
-    if not switches_to_enforce(served):
-        return []
-    if not known:
-        return [
-            f"the policy served for {domain} now is unknown (give --write DIR or --existing "
-            "FILE): the TLS reports about it decide whether enforce is safe"
-        ]
-    lines = served.decode("utf-8", "replace").splitlines() if served is not None else []
-    verdict = enforce_readiness(config, domain, lines) if served is not None else None
-    return enforce_refusals(domain, served, verdict)
+def _review(args: argparse.Namespace, config: Config, target: Path | None) -> Output:
+    """The policy and everything said about it; Unusable when nothing can be made."""
+    domain: str = args.domain
+    if args.existing is not None and not args.existing.is_file():
+        what = "not a file" if args.existing.exists() else "no such file"
+        raise Unusable(f"--existing {args.existing}: {what}", EXIT_USAGE)
+    existing_path = args.existing or target
+    existing = None
+    if existing_path and existing_path.is_file():
+        with file_argument("--existing" if args.existing else "--write", existing_path):
+            existing = existing_path.read_bytes()
+    seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
+    out = build_change(domain, args, seen, existing)
+    if out.policy.mode is Mode.ENFORCE:
+        known = existing_path is not None
+        out.readiness.extend(enforce_gate(config, domain, existing, known=known))
+    return out
 
 
 def write_policy(target: Path, text: str) -> None:
@@ -142,7 +117,7 @@ def _print(args: argparse.Namespace, out: Output, written: Path | None, refused:
             "policy": out.text,
             "id": out.policy_id,
             "txt_record": out.txt_record,
-            "refusals": out.refusals,
+            "refusals": out.refusals + out.readiness,
             "warnings": out.warnings,
             "refused": refused,
             "diff": "".join(out.diff),
@@ -151,14 +126,7 @@ def _print(args: argparse.Namespace, out: Output, written: Path | None, refused:
         }
         print_json(data)
         return
-    for problem in out.refusals:
-        label = "warning (forced)" if args.force else "refused"
-        print(f"generate: {label}: {problem}", file=sys.stderr)
-    for warning in out.warnings:
-        print(f"generate: warning: {warning}", file=sys.stderr)
-    if out.diff:
-        print(f"# changes (id {out.previous_id or '?'} -> {out.policy_id}):")
-        print("".join(f"# {line}" for line in out.diff).rstrip("\n"))
+    show_review("generate", out, args.force)
     print(f"# policy file ({f'written to {written}' if written else 'not written'}):")
     print(out.text.replace("\r\n", "\n"), end="")
     print("# TXT record (zone-file syntax):")

@@ -1,10 +1,12 @@
 """`mta-sts-policyd publish DOMAIN`: generate (or take the edited file), serve, fetch back, then
 the TXT record, then wait for every authoritative name server (tools/publish.py says why in
-that order). `enforce` is refused while `reports-in readiness` says not ready, unless --force.
+that order). The file is judged as `generate` judges it (cli/policy_review.py): the same
+refusals, warnings and diff; `enforce` waits for a READY verdict unless --force, and an MX
+host it leaves uncovered is refused unless named with --uncovered-mx.
 
-Exit codes: 0 published and confirmed; 1 refused (readiness, generate's refusals); 64 bad
-command line or policy file; 75 a step did not complete in time (run it again: it is
-idempotent).
+Exit codes: 0 published and confirmed; 1 refused (readiness, MX coverage); 64 bad command line
+or policy file; 75 a step did not complete in time (run it
+again: it is idempotent).
 """
 
 from __future__ import annotations
@@ -26,14 +28,19 @@ from mta_sts_policyd.cli.arguments import (
     seconds,
 )
 from mta_sts_policyd.cli.exit_codes import ExitCode
-from mta_sts_policyd.cli.generate import enforce_gate, write_policy
+from mta_sts_policyd.cli.generate import write_policy
+from mta_sts_policyd.cli.policy_review import (
+    Unusable,
+    add_change_options,
+    build_change,
+    enforce_gate,
+    show_review,
+)
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.own_domains import ReachSettings, mx_lookup, open_reach
 from mta_sts_policyd.sts.model import Mode
-from mta_sts_policyd.sts.policy import parse_policy
-from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Request, build
-from mta_sts_policyd.tools.policy_id import policy_id
+from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Output, review
 from mta_sts_policyd.tools.publish import PublishReach, publish
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
@@ -45,7 +52,13 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("domain", metavar="DOMAIN", type=domain_name)
     p.add_argument("--policy", type=Path, metavar="FILE", help="publish this (edited) file")
     p.add_argument("--mode", choices=[m.value for m in Mode], help="default: testing")
-    p.add_argument("--mx", action="append", default=[], metavar="HOST")
+    p.add_argument(
+        "--mx",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="mx pattern (repeatable; default: the domain's current MX hosts)",
+    )
     p.add_argument(
         "--max-age", type=int, metavar="SECONDS", help=f"default: {DEFAULT_MAX_AGE} (a week)"
     )
@@ -55,7 +68,7 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="run COMMAND (sh -c) to set the TXT record; env MTA_STS_TXT_NAME, "
         "MTA_STS_TXT_VALUE, MTA_STS_DOMAIN, MTA_STS_ID",
     )
-    p.add_argument("--force", action="store_true", help="enforce without a READY verdict")
+    add_change_options(p)
     p.add_argument("--timeout", type=seconds, default=300.0, help="seconds for each wait")
     p.add_argument("--nameserver", action="append", type=nameserver, metavar="IP[:PORT]")
     p.add_argument(
@@ -73,64 +86,45 @@ def publish_command(args: argparse.Namespace, config: Config) -> int:
         reason = "--policy publishes the file as it is; --mode, --mx and --max-age build one"
         print(f"publish: {reason}", file=sys.stderr)
         return EXIT_USAGE
+    served = None
+    if target.is_file():
+        with file_argument("[host] policy_dir:", target):
+            served = target.read_bytes()
     try:
-        text = _policy_text(args, config, domain, target)
-        policy = parse_policy(text.encode("utf-8"))
-    except PolicySyntaxError as exc:
-        where = f"--policy {args.policy}: " if args.policy is not None else ""
-        print(f"publish: {where}{exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except _Refused as exc:
-        refused = "refused: " if exc.code is EXIT_REFUSED else ""
-        print(f"publish: {refused}{exc}", file=sys.stderr)
+        out = _review(args, config, served)
+    except Unusable as exc:
+        print(f"publish: {exc}", file=sys.stderr)
         return exc.code
-    if policy.mode is Mode.ENFORCE and not args.force:
-        blockers = _not_ready(config, domain, target)
-        if blockers:
-            print(f"publish: {domain} is not ready for enforce (--force overrides):")
-            for reason in blockers:
-                print(f"  - {reason}")
-            return EXIT_REFUSED
-    return asyncio.run(_run(args, config, domain, text, policy_id(policy), target))
+    if out.policy.mode is Mode.ENFORCE:
+        out.readiness.extend(enforce_gate(config, domain, served, known=True))
+    show_review("publish", out, args.force)
+    if out.refused(args.force):
+        return EXIT_REFUSED
+    return asyncio.run(_run(args, config, domain, out, target))
 
 
-class _Refused(Exception):
-    """Nothing is published; `code` says whose move it is (generate's codes for the same)."""
-
-    def __init__(self, message: str, code: ExitCode = EXIT_REFUSED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _policy_text(args: argparse.Namespace, config: Config, domain: str, target: Path) -> str:
-    if args.policy is not None:
-        with file_argument("--policy", args.policy):
-            return str(args.policy.read_text(encoding="utf-8"))
-    seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
-    current = seen.known_hosts
-    mx = tuple(args.mx) or tuple(current or ())
-    if not mx:
-        why = f": {seen.unknown_because}" if seen.unknown_because else ""
-        code = EXIT_TEMPFAIL if seen.error is not None else EXIT_USAGE  # as `generate` does
-        raise _Refused(f"no MX hosts known for {domain}{why}; give --mx", code)
-    existing = target.read_bytes() if target.is_file() else None
-    mode = Mode(args.mode or "testing")
-    max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
-    out = build(Request(domain, mode, mx, max_age), current, existing)
-    if out.refusals and not args.force:
-        raise _Refused("; ".join(out.refusals))
-    return out.text
-
-
-def _not_ready(config: Config, domain: str, target: Path) -> list[str]:
-    """Why the switch to enforce must wait: generate's rule, for the policy served now."""
-    served = target.read_bytes() if target.is_file() else None
-    return enforce_gate(config, domain, served, known=True)
+def _review(args: argparse.Namespace, config: Config, served: bytes | None) -> Output:
+    """The file to publish, judged as `generate` judges it; Unusable when there is none."""
+    seen = asyncio.run(mx_lookup(config, args.nameserver)(args.domain))
+    if args.policy is None:
+        return build_change(args.domain, args, seen, served)
+    with file_argument("--policy", args.policy):
+        body = args.policy.read_bytes()
+    try:
+        return review(args.domain, body, seen.known_hosts, served, tuple(args.uncovered_mx))
+    except PolicySyntaxError as exc:
+        raise Unusable(f"--policy {args.policy}: {exc}", EXIT_USAGE) from None
 
 
 async def _run(
-    args: argparse.Namespace, config: Config, domain: str, text: str, record_id: str, target: Path
+    args: argparse.Namespace,
+    config: Config,
+    domain: str,
+    out: Output,
+    target: Path,
 ) -> int:
+    record_id = out.policy_id
+
     def say(line: str) -> None:
         print(line, flush=True)
 
@@ -158,15 +152,8 @@ async def _run(
         reach = await open_reach(config, settings, stack)
         publish_reach = PublishReach(reach.dns, reach.fetcher, args.dns_port, args.timeout)
         say(f"writing {target} (id {record_id})")
-        progress = await publish(
-            domain,
-            text.encode("utf-8"),
-            record_id,
-            write,
-            announce,
-            publish_reach,
-            say,
-        )
+        body = out.text.encode("utf-8")
+        progress = await publish(domain, body, record_id, write, announce, publish_reach, say)
     if progress.problem is not None:
         print(f"publish: {progress.problem}", file=sys.stderr)
         return EXIT_TEMPFAIL

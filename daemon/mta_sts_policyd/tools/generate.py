@@ -1,12 +1,17 @@
 """`generate`: a policy file and its TXT record, with the id derived from the content (pure).
 
 The command line (cli/generate.py) looks up the current MX hosts and reads/writes files; this
-module decides what to print and what to refuse, so every rule is tested without I/O.
-Refusals (unless `--force`): an `enforce` policy that does not cover every current MX host
-(compliant senders would defer mail to the others), or whose coverage could not be verified.
-Warnings: `enforce` with max_age under a day; `none` (withdrawal) with the time senders may
-still apply the old policy. The switch to `enforce` waits for the TLS reports (`enforce_refusals`,
-shared with `publish`).
+module decides what to print and what to refuse, so every rule is tested without I/O. `publish`
+reviews its file by the same rules (`review`), whether built from options or edited by hand.
+
+Two kinds of refusal, each with its own override, so one never passes the other:
+- MX coverage: an `enforce` policy that leaves a current MX host uncovered (compliant senders
+  would defer its mail), or whose MX hosts could not be looked up. Only naming the host,
+  `--uncovered-mx HOST`, lets it stay uncovered, and it is then still warned about.
+- readiness: the switch to `enforce` waits for the TLS reports (`enforce_refusals`); `--force`
+  goes ahead without them and overrides nothing else.
+Usage errors (PolicySyntaxError): an invalid pattern or max_age. Warnings: `enforce` with
+max_age under a day; `none` (withdrawal) with the time senders may still apply the old policy.
 """
 
 from __future__ import annotations
@@ -35,20 +40,29 @@ class Request:
     mode: Mode
     mx: tuple[str, ...]
     max_age: int = DEFAULT_MAX_AGE
+    uncovered: tuple[str, ...] = ()
+    """MX hosts an `enforce` policy may leave uncovered, named by the operator."""
 
 
 @dataclass
 class Output:
     policy: Policy
     text: str
-    """The policy file, CRLF line ends (the RFC 8461 §3.2 form)."""
+    """The policy file, CRLF line ends (the RFC 8461 §3.2 form), or an edited file as it is."""
     policy_id: str
     txt_record: str
     """The `_mta-sts` record in zone-file syntax."""
     refusals: list[str] = field(default_factory=list)
+    """MX coverage: nothing but `--uncovered-mx HOST` passes these."""
+    readiness: list[str] = field(default_factory=list)
+    """Why the switch to enforce must wait (the command adds them): `--force` passes these."""
     warnings: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
     previous_id: str | None = None
+
+    def refused(self, force: bool) -> bool:
+        """The one rule of `generate` and `publish`: `--force` passes only the readiness."""
+        return bool(self.refusals) or (bool(self.readiness) and not force)
 
 
 def render_policy(mode: Mode, mx: Sequence[str], max_age: int) -> str:
@@ -73,35 +87,65 @@ def build(
     if not 0 <= request.max_age <= MAX_AGE_LIMIT:
         raise PolicySyntaxError(f"max_age must be 0 to {MAX_AGE_LIMIT} seconds")
     text = render_policy(request.mode, request.mx, request.max_age)
-    policy = parse_policy(text.encode("utf-8"))
+    return review(request.domain, text.encode("utf-8"), current_mx, existing, request.uncovered)
+
+
+def review(
+    domain: str,
+    body: bytes,
+    current_mx: Sequence[str] | None,
+    existing: bytes | None = None,
+    uncovered: Sequence[str] = (),
+) -> Output:
+    """The checks every new policy file gets, built by `build` or edited (`publish --policy`):
+    syntax (PolicySyntaxError), MX coverage, warnings, the diff against `existing`."""
+    policy = parse_policy(body)
     new_id = policy_id(policy)
-    out = Output(policy, text, new_id, txt_record(request.domain, new_id))
-    out.refusals.extend(_coverage(request, policy, current_mx))
-    out.warnings.extend(_warnings(request, existing))
+    out = Output(policy, body.decode("utf-8"), new_id, txt_record(domain, new_id))
+    refusals, allowed = _coverage(policy, current_mx, uncovered)
+    out.refusals.extend(refusals)
+    out.warnings.extend(allowed + _warnings(policy, existing))
     if existing is not None:
         _compare(out, existing)
     return out
 
 
-def _coverage(request: Request, policy: Policy, current_mx: Sequence[str] | None) -> list[str]:
-    if request.mode is not Mode.ENFORCE:
-        return []
+def _coverage(
+    policy: Policy, current_mx: Sequence[str] | None, uncovered: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(refusals, warnings): an uncovered MX host is refused unless named in `uncovered`."""
+    if policy.mode is not Mode.ENFORCE:
+        return [], []
     if current_mx is None:
-        return ["the domain's MX hosts could not be looked up, so coverage is unverified"]
-    missing = [h for h in current_mx if not patterns_matching(policy.mx, h)]
-    return [
-        f"MX host {host} is not covered by any mx line: compliant senders would defer its mail"
-        for host in missing
-    ]
-
-
-def _warnings(request: Request, existing: bytes | None) -> list[str]:
-    if request.mode is Mode.ENFORCE and request.max_age < ONE_DAY:
         return [
-            f"max_age {request.max_age} is under one day: an outage of the policy host "
+            "the domain's MX hosts could not be looked up, so coverage is unverified: "
+            "try again, or give --nameserver"
+        ], []
+    allowed = {h.lower().rstrip(".") for h in uncovered}
+    missing = [h.lower() for h in current_mx if not patterns_matching(policy.mx, h)]
+    problem = "is not covered by any mx line: compliant senders {} defer its mail"
+    refusals = [
+        f"MX host {h} {problem.format('would')} (--uncovered-mx {h} if that is meant)"
+        for h in missing
+        if h not in allowed
+    ]
+    warnings = [
+        f"MX host {h} {problem.format('will')} (--uncovered-mx)" for h in missing if h in allowed
+    ]
+    warnings += [
+        f"--uncovered-mx {h}: not an MX host this policy leaves uncovered; nothing allowed"
+        for h in sorted(allowed.difference(missing))
+    ]
+    return refusals, warnings
+
+
+def _warnings(policy: Policy, existing: bytes | None) -> list[str]:
+    if policy.mode is Mode.ENFORCE and policy.max_age < ONE_DAY:
+        return [
+            f"max_age {policy.max_age} is under one day: an outage of the policy host "
             "soon lets senders forget the policy"
         ]
-    if request.mode is not Mode.NONE:
+    if policy.mode is not Mode.NONE:
         return []
     old = _parse(existing)
     if old is None or old.mode is Mode.NONE:

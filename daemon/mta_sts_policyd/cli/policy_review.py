@@ -1,0 +1,118 @@
+"""What `generate` and `publish` share on the command line, so one change is judged and shown
+the same way by both: the MX hosts to cover, the policy built from --mode/--mx/--max-age,
+the readiness gate of the switch to
+`enforce`, and one way to print the review (refusals, forced readiness, warnings, diff).
+
+The rules themselves are pure, in tools/generate.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mta_sts_policyd.cli.exit_codes import ExitCode
+from mta_sts_policyd.config.settings import Config
+from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.service.composition import enforce_readiness
+from mta_sts_policyd.sts.model import Mode
+from mta_sts_policyd.tools.check.observations import MxSeen
+from mta_sts_policyd.tools.generate import (
+    DEFAULT_MAX_AGE,
+    Output,
+    Request,
+    build,
+    enforce_refusals,
+    switches_to_enforce,
+)
+
+FORCE_HELP = (
+    "switch to enforce without a READY verdict of the TLS reports; overrides nothing else "
+    "(an MX host left uncovered needs --uncovered-mx)"
+)
+UNCOVERED_HELP = (
+    "let an enforce policy leave this current MX host uncovered: compliant senders will defer "
+    "its mail (repeatable)"
+)
+
+
+class Unusable(Exception):
+    """Nothing is written: `code` says whose move it is (64 the caller's, 75 try again)."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_change_options(p: Any) -> None:
+    """--force and --uncovered-mx, worded the same in both commands."""
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.add_argument(
+        "--uncovered-mx", action="append", default=[], metavar="HOST", help=UNCOVERED_HELP
+    )
+
+
+def mx_hosts(domain: str, given: tuple[str, ...], seen: MxSeen, mode: Mode) -> tuple[str, ...]:
+    """--mx as given, else the domain's current MX hosts; Unusable when there are none."""
+    if given:
+        return given
+    why = seen.unknown_because
+    if why is not None:
+        code = ExitCode.TEMPFAIL if seen.error is not None else ExitCode.USAGE
+        raise Unusable(f"no MX hosts known for {domain}: {why}; give --mx", code)
+    if mode is not Mode.NONE and not seen.hosts:
+        raise Unusable(f"{domain} has no MX hosts; give --mx", ExitCode.USAGE)
+    return seen.hosts
+
+
+def build_change(
+    domain: str, args: argparse.Namespace, seen: MxSeen, current: bytes | None
+) -> Output:
+    """The policy of --mode, --mx, --max-age and --uncovered-mx, diffed against `current`."""
+    mode = Mode(args.mode or "testing")
+    max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
+    mx = mx_hosts(domain, tuple(args.mx), seen, mode)
+    try:
+        request = Request(domain, mode, mx, max_age, tuple(args.uncovered_mx))
+        return build(request, seen.known_hosts, current)
+    except PolicySyntaxError as exc:
+        raise Unusable(str(exc), ExitCode.USAGE) from None
+
+
+def enforce_gate(config: Config, domain: str, served: bytes | None, *, known: bool) -> list[str]:
+    """The refusals of a switch to `enforce` (tools/generate.py's rule).
+
+    `known` is False when no file says what is served now (generate without --write or
+    --existing).
+    """
+    if not switches_to_enforce(served):
+        return []
+    if not known:
+        return [
+            f"the policy served for {domain} now is unknown (give --write DIR or --existing "
+            "FILE): the TLS reports about it decide whether enforce is safe"
+        ]
+    lines = served.decode("utf-8", "replace").splitlines() if served is not None else []
+    verdict = enforce_readiness(config, domain, lines) if served is not None else None
+    return enforce_refusals(domain, served, verdict)
+
+
+def show_review(command: str, out: Output, force: bool) -> None:
+    """Refusals and warnings on stderr, the diff on stdout (`# ` lines)."""
+    for problem in out.refusals:
+        print(f"{command}: refused: {problem}", file=sys.stderr)
+    label = "warning (forced)" if force else "refused"
+    for problem in out.readiness:
+        print(f"{command}: {label}: {problem}", file=sys.stderr)
+    if out.readiness and not force:
+        print(
+            f"{command}: not ready for enforce; --force goes ahead without a READY verdict "
+            "(it overrides nothing else)",
+            file=sys.stderr,
+        )
+    for warning in out.warnings:
+        print(f"{command}: warning: {warning}", file=sys.stderr)
+    if out.diff:
+        print(f"# changes (id {out.previous_id or '?'} -> {out.policy_id}):")
+        print("".join(f"# {line}" for line in out.diff).rstrip("\n"))
