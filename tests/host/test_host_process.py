@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -50,6 +51,15 @@ class HostProcess:
         (folder / KEY_FILE).write_bytes(leaf.private_key_pem.bytes())
 
     def start(self, nameserver: str) -> None:
+        config = self.config(nameserver)
+        self.proc = subprocess.Popen(
+            [*COMMAND, "host", "-c", str(config)],
+            env=subprocess_env(),
+            stderr=(self.root / "host.log").open("wb"),
+        )
+        wait_port(self.port)
+
+    def config(self, nameserver: str) -> Path:
         config = self.root / "config.toml"
         config.write_text(
             toml_text(
@@ -69,12 +79,7 @@ class HostProcess:
                 }
             )
         )
-        self.proc = subprocess.Popen(
-            [*COMMAND, "host", "-c", str(config)],
-            env=subprocess_env(),
-            stderr=(self.root / "host.log").open("wb"),
-        )
-        wait_port(self.port)
+        return config
 
     def stop(self) -> int:
         assert self.proc is not None
@@ -187,3 +192,28 @@ async def test_the_metrics_endpoint_carries_each_served_domains_status(
     assert float(days.split()[-1]) > 80  # trustme's certificates last for centuries
     assert "mta_sts_policyd_lookups_total" not in text  # the daemon's series are not here
     assert host.stop() == 0
+
+
+@pytest.mark.parametrize("taken", ["listen", "metrics"])
+def test_a_port_in_use_exits_75_and_leaves_nothing_unawaited(
+    tmp_path: Path, dns_server: DnsServer, taken: str
+) -> None:
+    """The serving port or the metrics port held by another process: exit 75 naming it, and
+    no `coroutine ... was never awaited` after the error (nothing made before the bind)."""
+    process = HostProcess(tmp_path)
+    process.policy("a.test", OLD)
+    config = process.config(dns_server.nameserver)
+    port = process.port if taken == "listen" else process.metrics_port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        run = subprocess.run(
+            [*COMMAND, "host", "-c", str(config)],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert run.returncode == 75, run.stderr
+    assert "address already in use" in run.stderr.lower(), run.stderr
+    assert "never awaited" not in run.stderr and "Traceback" not in run.stderr, run.stderr

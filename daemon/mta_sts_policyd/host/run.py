@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from mta_sts_policyd.host.acme_issuer import HTTP_01, TLS_ALPN_01, AcmeIssuer
 from mta_sts_policyd.host.certificates import CertificateSet
 from mta_sts_policyd.host.challenge_http import HttpAnswer, make_challenge_app
@@ -65,7 +67,9 @@ class HostSettings:
 
 
 Extras = Callable[["PolicyHost"], Sequence[Coroutine[Any, Any, None]]]
-"""What else runs while the host serves (the status gauges), given the host's live state."""
+"""What else runs while the host serves (the status gauges), given the host's live state.
+Called once the listeners are up, so a listener that cannot bind leaves no coroutine behind;
+it may bind its own (the metrics endpoint) and raise OSError like a listener."""
 
 
 class PolicyHost:
@@ -109,32 +113,46 @@ class PolicyHost:
         self.documents.reload(force)
         self.certificates.reload(force)
 
-    async def serve(self, extras: Sequence[Coroutine[Any, Any, None]] = ()) -> None:
-        """Until `stop()` (or SIGTERM/SIGINT when run by `run_host`); `extras` run alongside."""
+    async def serve(
+        self, extras: Callable[[], Sequence[Coroutine[Any, Any, None]]] | None = None
+    ) -> None:
+        """Until `stop()` (or SIGTERM/SIGINT when run by `run_host`); what `extras()` gives runs
+        alongside, asked for only once every listener is up."""
         self.reload()
-        routes = (self.settings.reports_path, self.reports) if self.reports else None
-        app = make_app(self.documents, routes)
-        context = tls_context(self.certificates, self.challenges)
-        idle = self.settings.keepalive_timeout
-        runners = [await start(app, h, p, context, idle) for h, p in self.settings.listen]
-        if self.http_answer is not None:
-            plain = make_challenge_app(self.http_answer)
-            for host, port in self.settings.http_listen:
-                runners.append(await start(plain, host, port, None, idle))
-        tasks = [asyncio.create_task(self._poll()), *map(asyncio.create_task, extras)]
-        sdnotify.ready(f"serving {len(self.documents.domains)} domains")
-        if self.renewal is not None:
-            tasks.append(asyncio.create_task(self.renewal.run(self.settings.renewal_tick)))
+        runners: list[web.AppRunner] = []
+        tasks: list[asyncio.Task[None]] = []
         try:
+            await self._listen(runners)
+            more = list(extras()) if extras is not None else []  # may raise: nothing made yet
+            coroutines = [self._poll(), *more]
+            if self.renewal is not None:
+                coroutines.append(self.renewal.run(self.settings.renewal_tick))
+            tasks = [asyncio.create_task(c) for c in coroutines]
+            sdnotify.ready(f"serving {len(self.documents.domains)} domains")
             await self._stop.wait()
             sdnotify.stopping()
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for runner in runners:
                 await runner.cleanup()
             if self.reports is not None:
                 self.reports.close()
+
+    async def _listen(self, runners: list[web.AppRunner]) -> None:
+        """Every listener, each added to `runners` as it starts (cleaned up if a later one
+        cannot bind)."""
+        routes = (self.settings.reports_path, self.reports) if self.reports else None
+        app = make_app(self.documents, routes)
+        context = tls_context(self.certificates, self.challenges)
+        idle = self.settings.keepalive_timeout
+        for host, port in self.settings.listen:
+            runners.append(await start(app, host, port, context, idle))
+        if self.http_answer is not None:
+            plain = make_challenge_app(self.http_answer)
+            for host, port in self.settings.http_listen:
+                runners.append(await start(plain, host, port, None, idle))
 
     def stop(self) -> None:
         self._stop.set()
@@ -164,7 +182,7 @@ def run_host(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, host.stop)
         with contextlib.suppress(asyncio.CancelledError):
-            await host.serve(extras(host) if extras is not None else ())
+            await host.serve((lambda: extras(host)) if extras is not None else None)
         return 0
 
     return asyncio.run(main())

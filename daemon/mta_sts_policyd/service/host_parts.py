@@ -24,8 +24,8 @@ from mta_sts_policyd.service.composition import make_reports_intake, own_report_
 
 if TYPE_CHECKING:
     from mta_sts_policyd.host.run import Extras, HostSettings, PolicyHost
+    from mta_sts_policyd.metrics.http import MetricsServer
     from mta_sts_policyd.reports_in.intake import BodyIntake
-    from mta_sts_policyd.tools.host_status.gauges import HostedGauges
     from mta_sts_policyd.tools.host_status.judge import Expectations
 
 log = logging.getLogger(__name__)
@@ -158,21 +158,22 @@ def host_extras(config: Config) -> Extras | None:
     expect = host_expectations(config)
 
     def extras(host: PolicyHost) -> list[Coroutine[Any, Any, None]]:
+        """Binds the endpoint at once (OSError like a listener: exit 75), then the checks."""
+        from mta_sts_policyd import metrics
+
         gauges = HostedGauges(host.documents, host.certificates)
+        remote = config.metrics.allow_remote
+        server = metrics.serve_registry(*address, gauges.registry(), allow_remote=remote)
+        log.info("event=metrics-listening address=%s:%d", server.host, server.port)
         interval, names = config.host.status_interval, lambda: host.settings.acme_names
         watcher = watch(gauges, dns_client(config), expect, Options(), interval, names)
-        return [_exposed(gauges, address, config.metrics.allow_remote, watcher)]
+        return [_exposed(server, watcher)]
 
     return extras
 
 
-async def _exposed(
-    gauges: HostedGauges, address: tuple[str, int], remote: bool, watcher: Coroutine[Any, Any, None]
-) -> None:
-    from mta_sts_policyd import metrics
-
-    server = metrics.serve_registry(*address, gauges.registry(), allow_remote=remote)
-    log.info("event=metrics-listening address=%s:%d", server.host, server.port)
+async def _exposed(server: MetricsServer, watcher: Coroutine[Any, Any, None]) -> None:
+    """The checks behind the endpoint; the endpoint closes with them."""
     try:
         await watcher
     finally:
