@@ -11,7 +11,13 @@ from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.reports_in.readiness import Verdict
 from mta_sts_policyd.sts import Mode, parse_policy
-from mta_sts_policyd.tools.generate import Request, build, enforce_refusals, switches_to_enforce
+from mta_sts_policyd.tools.generate import (
+    Request,
+    build,
+    enforce_refusals,
+    kept_settings,
+    switches_to_enforce,
+)
 from mta_sts_policyd.tools.policy_id import policy_id
 from support.dns_server import DnsServer
 
@@ -91,6 +97,24 @@ def test_mode_none_names_the_old_max_age() -> None:
     assert "1209600 s (14 days" in out.warnings[0]
     plain = build(Request("e.com", Mode.NONE, (), 86400), ("mx.e.com",))
     assert "previous policy's max_age" in plain.warnings[0]
+
+
+def test_what_is_not_given_is_kept_from_the_current_policy() -> None:
+    """Changing the MX lines must not quietly drop enforce or change max_age."""
+    served = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.e.com\r\nmax_age: 1209600\r\n"
+    assert kept_settings(served, None, None) == (
+        Mode.ENFORCE,
+        1209600,
+        "mode enforce and max_age 1209600 kept from the current policy "
+        "(--mode, --max-age change them)",
+    )
+    assert kept_settings(served, Mode.TESTING, None)[:2] == (Mode.TESTING, 1209600)
+    assert kept_settings(served, None, 86400)[:2] == (Mode.ENFORCE, 86400)
+    assert kept_settings(served, Mode.NONE, 86400) == (Mode.NONE, 86400, None)
+    assert kept_settings(None, None, None) == (Mode.TESTING, 604800, None)
+    with pytest.raises(PolicySyntaxError, match="its mode cannot be kept: give --mode"):
+        kept_settings(b"version: STSv1\nmode: sometimes\n", None, None)
+    assert kept_settings(b"\x00\xff", Mode.TESTING, None) == (Mode.TESTING, 604800, None)
 
 
 def test_diff_against_existing() -> None:
@@ -373,3 +397,29 @@ def test_command_sees_implicit_and_null_mx_as_check_does(
     mx_dns.set_mx("nomail.example.com", (0, "."))
     assert _run(mx_dns, "--domain", "nomail.example.com") == 64
     assert "has no MX hosts; give --mx" in capsys.readouterr().err
+
+
+def test_command_without_mode_keeps_the_current_mode_and_max_age(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Adding an MX to an enforced policy keeps it enforced, with its max_age; the diff and a
+    note say so. A current file that is no policy cannot say its mode: give --mode (64)."""
+    target = tmp_path / "example.com/.well-known/mta-sts.txt"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(
+        b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.com\r\nmax_age: 1209600\r\n"
+    )
+    args = ("--domain", "example.com", "--write", str(tmp_path))
+    assert _run(mx_dns, *args) == 0
+    policy = parse_policy(target.read_bytes())
+    assert (policy.mode, policy.max_age) == (Mode.ENFORCE, 1209600)
+    assert policy.mx == ("mx1.example.com", "mx2.example.com")
+    captured = capsys.readouterr()
+    assert "# +mx: mx2.example.com" in captured.out and "# -mode" not in captured.out
+    assert "note: mode enforce and max_age 1209600 kept" in captured.err
+    target.write_bytes(b"version: STSv1\nmode: sometimes\n")
+    assert _run(mx_dns, *args) == 64
+    assert "its mode cannot be kept: give --mode" in capsys.readouterr().err
+    assert target.read_bytes() == b"version: STSv1\nmode: sometimes\n"
+    assert _run(mx_dns, *args, "--mode", "testing") == 0
+    assert parse_policy(target.read_bytes()).max_age == 604800

@@ -18,6 +18,8 @@ from mta_sts_policyd.cli.main import main
 from mta_sts_policyd.host.certificates import CHAIN_FILE, KEY_FILE
 from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
+from mta_sts_policyd.sts.policy import parse_policy
+from mta_sts_policyd.tools.policy_id import policy_id
 from support.certs import CertFactory
 from support.dns_server import DnsServer, Record
 from support.ports import free_port
@@ -210,7 +212,7 @@ async def test_force_passes_the_readiness_never_an_uncovered_mx(
     assert f"publish: warning: MX host mx2.{D} is not covered by any mx line" in err
     served = world.served.read_bytes()
     assert (
-        served == f"version: STSv1\r\nmode: enforce\r\nmx: mx1.{D}\r\nmax_age: 604800\r\n".encode()
+        served == f"version: STSv1\r\nmode: enforce\r\nmx: mx1.{D}\r\nmax_age: 86400\r\n".encode()
     )
 
 
@@ -237,3 +239,21 @@ async def test_mode_none_says_how_long_to_keep_serving_as_generate_does(
         "(14 days, the old max_age) before removing the TXT record and the file"
     ) in err
     assert "mode: none" in world.served.read_text()
+
+
+async def test_without_mode_the_served_mode_and_max_age_are_kept_and_the_diff_shown(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Adding an MX to an enforced policy (docs/host.md: no switch) keeps `enforce` and the
+    served max_age; the diff shows the change before anything is written."""
+    world.dns.set_mx(D, (10, f"mx1.{D}"), (20, f"mx2.{D}"))
+    old = world.serve_now(f"version: STSv1\nmode: enforce\nmx: mx1.{D}\nmax_age: 1209600\n")
+    assert await world.publish_to_the_end("--mx", f"mx1.{D}", "--mx", f"mx2.{D}") == 0
+    captured = capsys.readouterr()
+    assert world.served.read_bytes().decode() == (
+        f"version: STSv1\r\nmode: enforce\r\nmx: mx1.{D}\r\nmx: mx2.{D}\r\nmax_age: 1209600\r\n"
+    )
+    assert f"# changes (id {policy_id(parse_policy(old))} -> " in captured.out
+    assert f"# +mx: mx2.{D}" in captured.out and "# -mode" not in captured.out
+    assert captured.out.index("# changes") < captured.out.index("writing ")
+    assert "note: mode enforce and max_age 1209600 kept" in captured.err

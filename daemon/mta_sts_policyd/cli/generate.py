@@ -32,6 +32,7 @@ from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Output
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
+KEPT = "default: the current policy's (--write or --existing file), else"
 
 
 def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--domain", required=True, type=domain_name, help="the policy domain (your mail domain)"
     )
-    p.add_argument("--mode", choices=[m.value for m in Mode], default="testing")
+    p.add_argument("--mode", choices=[m.value for m in Mode], help=f"{KEPT} testing")
     p.add_argument(
         "--mx",
         action="append",
@@ -47,7 +48,9 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="mx pattern (repeatable; default: the domain's current MX hosts)",
     )
-    p.add_argument("--max-age", type=int, default=DEFAULT_MAX_AGE, metavar="SECONDS")
+    p.add_argument(
+        "--max-age", type=int, metavar="SECONDS", help=f"{KEPT} {DEFAULT_MAX_AGE} (a week)"
+    )
     p.add_argument(
         "--write",
         metavar="DIR",
@@ -119,6 +122,7 @@ def _print(args: argparse.Namespace, out: Output, written: Path | None, refused:
             "txt_record": out.txt_record,
             "refusals": out.refusals + out.readiness,
             "warnings": out.warnings,
+            "notes": out.notes,
             "refused": refused,
             "diff": "".join(out.diff),
             "previous_id": out.previous_id,

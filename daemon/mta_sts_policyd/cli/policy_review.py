@@ -1,6 +1,6 @@
 """What `generate` and `publish` share on the command line, so one change is judged and shown
-the same way by both: the MX hosts to cover, the policy built from --mode/--mx/--max-age,
-the readiness gate of the switch to
+the same way by both: the MX hosts to cover, the policy built from --mode/--mx/--max-age
+(what is not given is kept from the current policy), the readiness gate of the switch to
 `enforce`, and one way to print the review (refusals, forced readiness, warnings, diff).
 
 The rules themselves are pure, in tools/generate.py.
@@ -19,11 +19,11 @@ from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.check.observations import MxSeen
 from mta_sts_policyd.tools.generate import (
-    DEFAULT_MAX_AGE,
     Output,
     Request,
     build,
     enforce_refusals,
+    kept_settings,
     switches_to_enforce,
 )
 
@@ -69,15 +69,19 @@ def mx_hosts(domain: str, given: tuple[str, ...], seen: MxSeen, mode: Mode) -> t
 def build_change(
     domain: str, args: argparse.Namespace, seen: MxSeen, current: bytes | None
 ) -> Output:
-    """The policy of --mode, --mx, --max-age and --uncovered-mx, diffed against `current`."""
-    mode = Mode(args.mode or "testing")
-    max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
-    mx = mx_hosts(domain, tuple(args.mx), seen, mode)
+    """The policy of --mode, --mx, --max-age and --uncovered-mx over the `current` file."""
     try:
+        mode, max_age, note = kept_settings(
+            current, Mode(args.mode) if args.mode else None, args.max_age
+        )
+        mx = mx_hosts(domain, tuple(args.mx), seen, mode)
         request = Request(domain, mode, mx, max_age, tuple(args.uncovered_mx))
-        return build(request, seen.known_hosts, current)
+        out = build(request, seen.known_hosts, current)
     except PolicySyntaxError as exc:
         raise Unusable(str(exc), ExitCode.USAGE) from None
+    if note is not None:
+        out.notes.append(note)
+    return out
 
 
 def enforce_gate(config: Config, domain: str, served: bytes | None, *, known: bool) -> list[str]:
@@ -99,7 +103,7 @@ def enforce_gate(config: Config, domain: str, served: bytes | None, *, known: bo
 
 
 def show_review(command: str, out: Output, force: bool) -> None:
-    """Refusals and warnings on stderr, the diff on stdout (`# ` lines)."""
+    """Refusals, warnings and notes on stderr, the diff on stdout (`# ` lines)."""
     for problem in out.refusals:
         print(f"{command}: refused: {problem}", file=sys.stderr)
     label = "warning (forced)" if force else "refused"
@@ -113,6 +117,8 @@ def show_review(command: str, out: Output, force: bool) -> None:
         )
     for warning in out.warnings:
         print(f"{command}: warning: {warning}", file=sys.stderr)
+    for note in out.notes:
+        print(f"{command}: note: {note}", file=sys.stderr)
     if out.diff:
         print(f"# changes (id {out.previous_id or '?'} -> {out.policy_id}):")
         print("".join(f"# {line}" for line in out.diff).rstrip("\n"))

@@ -1,8 +1,9 @@
 """`mta-sts-policyd publish DOMAIN`: generate (or take the edited file), serve, fetch back, then
 the TXT record, then wait for every authoritative name server (tools/publish.py says why in
 that order). The file is judged as `generate` judges it (cli/policy_review.py): the same
-refusals, warnings and diff; `enforce` waits for a READY verdict unless --force, and an MX
-host it leaves uncovered is refused unless named with --uncovered-mx.
+refusals, warnings and diff; what --mode and --max-age do not say is kept from the policy
+served now; `enforce` waits for a READY verdict unless --force, and an MX host it leaves
+uncovered is refused unless named with --uncovered-mx.
 
 Exit codes: 0 published and confirmed; 1 refused (readiness, MX coverage); 64 bad command line
 or policy file; 75 a step did not complete in time (run it
@@ -45,13 +46,14 @@ from mta_sts_policyd.tools.publish import PublishReach, publish
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
+KEPT = "default: the served policy's, else"
 
 
 def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("publish", parents=[common], help="serve a policy, then publish its id")
     p.add_argument("domain", metavar="DOMAIN", type=domain_name)
     p.add_argument("--policy", type=Path, metavar="FILE", help="publish this (edited) file")
-    p.add_argument("--mode", choices=[m.value for m in Mode], help="default: testing")
+    p.add_argument("--mode", choices=[m.value for m in Mode], help=f"{KEPT} testing")
     p.add_argument(
         "--mx",
         action="append",
@@ -60,7 +62,7 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="mx pattern (repeatable; default: the domain's current MX hosts)",
     )
     p.add_argument(
-        "--max-age", type=int, metavar="SECONDS", help=f"default: {DEFAULT_MAX_AGE} (a week)"
+        "--max-age", type=int, metavar="SECONDS", help=f"{KEPT} {DEFAULT_MAX_AGE} (a week)"
     )
     p.add_argument(
         "--hook",

@@ -57,6 +57,7 @@ class Output:
     readiness: list[str] = field(default_factory=list)
     """Why the switch to enforce must wait (the command adds them): `--force` passes these."""
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
     previous_id: str | None = None
 
@@ -74,6 +75,35 @@ def render_policy(mode: Mode, mx: Sequence[str], max_age: int) -> str:
 
 def txt_record(domain: str, record_id: str, ttl: int = TXT_TTL) -> str:
     return f'_mta-sts.{domain}. {ttl} IN TXT "v=STSv1; id={record_id}"'
+
+
+def kept_settings(
+    existing: bytes | None, mode: Mode | None, max_age: int | None
+) -> tuple[Mode, int, str | None]:
+    """--mode and --max-age as given, else the current policy's, else testing and a week.
+
+    Changing the MX lines must not quietly drop `enforce` or change max_age, so what is not
+    given is kept from the file served now (the note says so). A current file that is no
+    policy cannot say its mode: PolicySyntaxError, asking for --mode.
+    """
+    if mode is not None and max_age is not None:
+        return mode, max_age, None
+    old = None
+    if existing is not None:
+        try:
+            old = parse_policy(existing)
+        except PolicySyntaxError as exc:
+            if mode is None:
+                raise PolicySyntaxError(
+                    f"the current policy file is no policy ({exc}), so its mode cannot be "
+                    "kept: give --mode"
+                ) from None
+    if old is None:
+        return mode or Mode.TESTING, DEFAULT_MAX_AGE if max_age is None else max_age, None
+    kept = [] if mode is not None else [f"mode {old.mode}"]
+    kept += [] if max_age is not None else [f"max_age {old.max_age}"]
+    note = f"{' and '.join(kept)} kept from the current policy (--mode, --max-age change them)"
+    return mode or old.mode, old.max_age if max_age is None else max_age, note
 
 
 def build(
