@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from mta_sts_policyd.cli.main import main
+from mta_sts_policyd.discovery.http_rules import MAX_BODY
 from mta_sts_policyd.errors import PolicySyntaxError
+from mta_sts_policyd.host.documents import POLICY_FILE, PolicyDocuments
 from mta_sts_policyd.reports_in.readiness import Verdict
 from mta_sts_policyd.sts import Mode, parse_policy
 from mta_sts_policyd.tools.generate import (
@@ -16,6 +18,7 @@ from mta_sts_policyd.tools.generate import (
     build,
     enforce_refusals,
     kept_settings,
+    review,
     switches_to_enforce,
 )
 from mta_sts_policyd.tools.policy_id import policy_id
@@ -128,6 +131,35 @@ def test_diff_against_existing() -> None:
 def test_invalid_patterns_are_refused(mx: str) -> None:
     with pytest.raises(PolicySyntaxError):
         build(Request("e.com", Mode.TESTING, (mx,)), ("mx.e.com",))
+
+
+def test_a_file_larger_than_senders_read_is_refused_at_the_same_byte_as_the_host(
+    tmp_path: Path,
+) -> None:
+    """RFC 8461 §3.3: senders stop at MAX_BODY. generate/publish refuse what the host would
+    refuse (one rule, discovery/http_rules.size_problem); exactly MAX_BODY is fine."""
+    head = "version: STSv1\r\nmode: testing\r\nmax_age: 86400\r\n"
+    filler = MAX_BODY - len(head) - len("mx: m.e.com\r\n")
+    exact = (
+        head + "x-pad: " + "p" * (filler - len("x-pad: \r\n")) + "\r\nmx: m.e.com\r\n"
+    ).encode()
+    assert len(exact) == MAX_BODY
+    folder = tmp_path / "e.com" / POLICY_FILE
+    folder.parent.mkdir(parents=True)
+    documents = PolicyDocuments(tmp_path)
+    for body, accepted in ((exact, True), (exact + b"\n", False)):
+        folder.write_bytes(body)
+        documents.reload(force=True)
+        assert (documents.get("mta-sts.e.com") == body) is accepted
+        if accepted:
+            review("e.com", body, ("m.e.com",))
+            continue
+        with pytest.raises(PolicySyntaxError) as refused:
+            review("e.com", body, ("m.e.com",))
+        assert str(refused.value) == (
+            f"the policy file is {MAX_BODY + 1} bytes, larger than the {MAX_BODY} bytes a "
+            "sender reads (RFC 8461 §3.3)"
+        )
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -423,3 +455,13 @@ def test_command_without_mode_keeps_the_current_mode_and_max_age(
     assert target.read_bytes() == b"version: STSv1\nmode: sometimes\n"
     assert _run(mx_dns, *args, "--mode", "testing") == 0
     assert parse_policy(target.read_bytes()).max_age == 604800
+
+
+def test_command_refuses_a_policy_larger_than_senders_read(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    many = [arg for n in range(5000) for arg in ("--mx", f"mx{n}.example.com")]
+    assert _run(mx_dns, "--domain", "example.com", "--write", str(tmp_path), *many) == 64
+    err = capsys.readouterr().err
+    assert "bytes, larger than the 65536 bytes a sender reads (RFC 8461 §3.3)" in err
+    assert not (tmp_path / "example.com").exists()

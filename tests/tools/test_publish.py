@@ -20,6 +20,7 @@ from mta_sts_policyd.host.documents import POLICY_FILE
 from mta_sts_policyd.host.run import HostSettings, PolicyHost
 from mta_sts_policyd.sts.policy import parse_policy
 from mta_sts_policyd.tools.policy_id import policy_id
+from mta_sts_policyd.tools.publish import not_the_new_file
 from support.certs import CertFactory
 from support.dns_server import DnsServer, Record
 from support.ports import free_port
@@ -257,3 +258,44 @@ async def test_without_mode_the_served_mode_and_max_age_are_kept_and_the_diff_sh
     assert f"# +mx: mx2.{D}" in captured.out and "# -mode" not in captured.out
     assert captured.out.index("# changes") < captured.out.index("writing ")
     assert "note: mode enforce and max_age 1209600 kept" in captured.err
+
+
+async def test_a_file_larger_than_senders_read_is_refused_before_anything(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's 94 KB policy: the host would refuse it and a restart would leave the
+    domain a 404 behind its TXT record. Refused here, with the size and the limit (64)."""
+    good = world.serve_now(f"version: STSv1\nmode: testing\nmx: mx1.{D}\nmax_age: 86400\n")
+    big = world.root / "big.txt"
+    lines = [f"mx: mx{n}.{D}" for n in range(5000)]
+    big.write_text("\n".join(["version: STSv1", "mode: testing", *lines, "max_age: 86400", ""]))
+    size = big.stat().st_size
+    assert await world.publish("--policy", str(big), "--force") == 64
+    err = capsys.readouterr().err
+    assert f"--policy {big}: the policy file is {size} bytes, larger than the 65536 bytes" in err
+    assert world.served.read_bytes() == good and not world.hook_file.exists()
+
+
+async def test_the_fetch_back_says_why_the_new_file_is_not_served(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A publish into a folder the host does not read: the host answers 404, and the message
+    says that, not only "not the new file"."""
+    other = world.root / "other-policies"
+    world.config.write_text(
+        f'[cache]\nstate_dir = "{world.root / "state"}"\n[host]\npolicy_dir = "{other}"\n'
+    )
+    code = await world.publish("--mode", "testing", "--mx", f"mx1.{D}", wait=1.5)
+    assert code == 75 and not world.hook_file.exists()
+    err = capsys.readouterr().err
+    assert "127.0.0.1: status 404" in err
+    assert f"the host serves no policy for {D} (not re-read yet, or it reads another" in err
+
+
+def test_what_is_served_instead_is_explained() -> None:
+    previous = b"version: STSv1\nmode: testing\nmx: mx1.a.test\nmax_age: 1\n"
+    assert "still the previous file" in not_the_new_file(D, 200, previous, previous)
+    assert "policy-file-refused" in not_the_new_file(D, 200, previous, previous)
+    assert "another host" in not_the_new_file(D, 200, b"other", previous)
+    other = not_the_new_file(D, 200, previous, None)
+    assert other.startswith(f"status 200, {len(previous)} bytes, not the new file")

@@ -3,7 +3,7 @@
 Exit codes: 0 printed/written, 1 refused (see tools/generate.py: MX coverage, which only
 `--uncovered-mx HOST` passes, and the switch to `enforce` without READY TLS reports, which
 `--force` passes; the rules `publish` shares through cli/policy_review.py), 64 usage (invalid
-domain, pattern or max_age), 75 the MX hosts could not be
+domain, pattern or max_age, a file larger than senders read), 75 the MX hosts could not be
 looked up and no `--mx` was given.
 """
 

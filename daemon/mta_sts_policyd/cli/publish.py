@@ -6,7 +6,7 @@ served now; `enforce` waits for a READY verdict unless --force, and an MX host i
 uncovered is refused unless named with --uncovered-mx.
 
 Exit codes: 0 published and confirmed; 1 refused (readiness, MX coverage); 64 bad command line
-or policy file; 75 a step did not complete in time (run it
+or policy file (also one larger than senders read); 75 a step did not complete in time (run it
 again: it is idempotent).
 """
 
@@ -102,7 +102,7 @@ def publish_command(args: argparse.Namespace, config: Config) -> int:
     show_review("publish", out, args.force)
     if out.refused(args.force):
         return EXIT_REFUSED
-    return asyncio.run(_run(args, config, domain, out, target))
+    return asyncio.run(_run(args, config, domain, out, served, target))
 
 
 def _review(args: argparse.Namespace, config: Config, served: bytes | None) -> Output:
@@ -123,6 +123,7 @@ async def _run(
     config: Config,
     domain: str,
     out: Output,
+    served: bytes | None,
     target: Path,
 ) -> int:
     record_id = out.policy_id
@@ -155,7 +156,9 @@ async def _run(
         publish_reach = PublishReach(reach.dns, reach.fetcher, args.dns_port, args.timeout)
         say(f"writing {target} (id {record_id})")
         body = out.text.encode("utf-8")
-        progress = await publish(domain, body, record_id, write, announce, publish_reach, say)
+        progress = await publish(
+            domain, body, record_id, write, announce, publish_reach, say, previous=served
+        )
     if progress.problem is not None:
         print(f"publish: {progress.problem}", file=sys.stderr)
         return EXIT_TEMPFAIL

@@ -12,6 +12,15 @@ MAX_BODY = 65_536
 """RFC 8461 §3.3 suggests 64 KB; reading stops and fails at the 65537th byte."""
 
 
+def size_problem(size: int) -> str | None:
+    """A policy file of `size` bytes that no sender would read (this daemon's fetch stops at
+    MAX_BODY), or None: the rule `generate`, `publish` and the policy host apply before a
+    file is written or served."""
+    if size <= MAX_BODY:
+        return None
+    return f"{size} bytes, larger than the {MAX_BODY} bytes a sender reads (RFC 8461 §3.3)"
+
+
 def redirect_problem(url: str, status: int, location: str | None) -> str | None:
     """A 3xx answer: reported, never followed (RFC 8461 §3.3)."""
     if not 300 <= status < 400:

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from mta_sts_policyd.discovery.http_rules import size_problem
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.sts.keys import domain_for_name
 from mta_sts_policyd.sts.policy import parse_policy
@@ -24,8 +25,6 @@ from mta_sts_policyd.sts.policy import parse_policy
 log = logging.getLogger(__name__)
 
 POLICY_FILE = Path(".well-known") / "mta-sts.txt"
-MAX_POLICY_BYTES = 64 * 1024
-"""RFC 8461 §3.3 lets senders stop at 64 KiB: a larger file would never be applied."""
 
 
 def folder_problem(root: Path) -> str | None:
@@ -173,8 +172,9 @@ class PolicyDocuments:
     @staticmethod
     def _read_valid(path: Path) -> bytes:
         body = path.read_bytes()
-        if len(body) > MAX_POLICY_BYTES:
-            raise PolicySyntaxError(f"larger than {MAX_POLICY_BYTES} bytes (RFC 8461 §3.3)")
+        too_large = size_problem(len(body))  # generate and publish refuse by the same rule
+        if too_large is not None:
+            raise PolicySyntaxError(f"the file is {too_large}")
         parse_policy(body)
         return body
 

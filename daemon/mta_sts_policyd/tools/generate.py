@@ -10,8 +10,9 @@ Two kinds of refusal, each with its own override, so one never passes the other:
   `--uncovered-mx HOST`, lets it stay uncovered, and it is then still warned about.
 - readiness: the switch to `enforce` waits for the TLS reports (`enforce_refusals`); `--force`
   goes ahead without them and overrides nothing else.
-Usage errors (PolicySyntaxError): an invalid pattern or max_age. Warnings: `enforce` with
-max_age under a day; `none` (withdrawal) with the time senders may still apply the old policy.
+Usage errors (PolicySyntaxError): a file larger than senders read, an invalid pattern or
+max_age. Warnings: `enforce` with max_age under a day; `none` (withdrawal) with the time
+senders may still apply the old policy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mta_sts_policyd.discovery.http_rules import size_problem
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.reports_in.readiness import Verdict
 from mta_sts_policyd.sts.match import patterns_matching
@@ -128,7 +130,10 @@ def review(
     uncovered: Sequence[str] = (),
 ) -> Output:
     """The checks every new policy file gets, built by `build` or edited (`publish --policy`):
-    syntax (PolicySyntaxError), MX coverage, warnings, the diff against `existing`."""
+    size and syntax (PolicySyntaxError), MX coverage, warnings, the diff against `existing`."""
+    too_large = size_problem(len(body))
+    if too_large is not None:
+        raise PolicySyntaxError(f"the policy file is {too_large}")
     policy = parse_policy(body)
     new_id = policy_id(policy)
     out = Output(policy, body.decode("utf-8"), new_id, txt_record(domain, new_id))

@@ -50,8 +50,14 @@ class PublishReach:
 Say = Callable[[str], None]
 
 
-async def confirm_served(domain: str, body: bytes, reach: PublishReach, say: Say) -> str | None:
-    """Wait until every address of mta-sts.D serves `body`; None, or what went wrong."""
+async def confirm_served(
+    domain: str, body: bytes, reach: PublishReach, say: Say, previous: bytes | None = None
+) -> str | None:
+    """Wait until every address of mta-sts.D serves `body`; None, or what went wrong.
+
+    `previous` is the file that was in the policy folder before, to tell "not taken yet"
+    from "some other file" when an address does not serve `body`.
+    """
     host = f"mta-sts.{domain}"
     try:
         found, _ = await addresses(host, reach.dns)
@@ -69,7 +75,7 @@ async def confirm_served(domain: str, body: bytes, reach: PublishReach, say: Say
             return False
         if answer.status == 200 and bytes(answer.body) == body:
             return True
-        last[address] = f"status {answer.status}, {len(answer.body)} bytes, not the new file"
+        last[address] = not_the_new_file(domain, answer.status, bytes(answer.body), previous)
         return False
 
     pending = list(found)
@@ -86,6 +92,22 @@ async def confirm_served(domain: str, body: bytes, reach: PublishReach, say: Say
         if pending:
             await asyncio.sleep(POLL)
     return None
+
+
+def not_the_new_file(domain: str, status: int, served: bytes, previous: bytes | None) -> str:
+    """What an address serves instead of the new file, and the likely reason."""
+    seen = f"status {status}, {len(served)} bytes"
+    if status == 404:
+        return (
+            f"{seen}: the host serves no policy for {domain} (not re-read yet, or it reads "
+            "another folder than [host] policy_dir)"
+        )
+    if status == 200 and previous is not None and served == previous:
+        return (
+            f"{seen}: still the previous file; the host re-reads [host] policy_dir every "
+            "poll_interval, and logs event=policy-file-refused for a file it will not serve"
+        )
+    return f"{seen}, not the new file (another host, or another policy folder?)"
 
 
 async def authoritative_servers(domain: str, reach: PublishReach) -> list[str]:
@@ -160,11 +182,13 @@ async def publish(
     announce: Announce,
     reach: PublishReach,
     say: Say,
+    previous: bytes | None = None,
 ) -> Progress:
-    """Steps 1-4 of the module docstring; stops at the first that does not complete."""
+    """Steps 1-4 of the module docstring; stops at the first that does not complete.
+    `previous` is the file `write` replaces (None: there was none)."""
     progress = Progress()
     write(body)
-    problem = await confirm_served(domain, body, reach, say)
+    problem = await confirm_served(domain, body, reach, say, previous)
     if problem is not None:
         progress.problem = f"the new file is not served everywhere, TXT not changed: {problem}"
         return progress
