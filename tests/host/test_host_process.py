@@ -217,3 +217,16 @@ def test_a_port_in_use_exits_75_and_leaves_nothing_unawaited(
     assert run.returncode == 75, run.stderr
     assert "address already in use" in run.stderr.lower(), run.stderr
     assert "never awaited" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_sighup_says_which_changed_keys_wait_for_a_restart(host: HostProcess) -> None:
+    config = host.root / "config.toml"
+    config.write_text(config.read_text().replace('"127.0.0.1"]', '"127.0.0.2"]'))
+    assert host.proc is not None
+    host.proc.send_signal(signal.SIGHUP)
+    for _ in range(100):
+        if "event=reload-needs-restart" in host.log:
+            break
+        time.sleep(0.05)
+    assert "event=reload-needs-restart keys=host.expect_addresses " in host.log, host.log
+    assert host.stop() == 0

@@ -47,14 +47,20 @@ def add_host_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def host_command(args: argparse.Namespace, config: Config) -> int:
     from mta_sts_policyd.host.run import run_host
-    from mta_sts_policyd.service.host_parts import host_extras, host_settings, make_host_intake
+    from mta_sts_policyd.service.host_parts import (
+        host_extras,
+        host_reconfigure,
+        host_settings,
+        make_host_intake,
+    )
     from mta_sts_policyd.service.logsetup import setup_logging
 
     setup_logging(config.logging.level)
     if args.action == "status":
         return asyncio.run(_status(args, config))
     settings, extras = host_settings(config), host_extras(config)
-    return run_host(settings, make_host_intake(config), extras)
+    reconfigure = host_reconfigure(config, args.config)
+    return run_host(settings, make_host_intake(config), extras, reconfigure)
 
 
 async def _status(args: argparse.Namespace, config: Config) -> int:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,24 @@ class PolicyHost:
         self._stop = asyncio.Event()
         self._runners: list[object] = []
 
+    def apply(self, settings: HostSettings) -> None:
+        """What a SIGHUP takes from a re-read configuration: the names to get certificates for
+        (issued at the next renewal check; a name taken out is no longer renewed) and the
+        poll interval. Everything else needs a restart (service/host_parts.py says which)."""
+        added = sorted(set(settings.acme_names) - set(self.settings.acme_names))
+        removed = sorted(set(self.settings.acme_names) - set(settings.acme_names))
+        self.settings = replace(
+            self.settings, acme_names=settings.acme_names, poll_interval=settings.poll_interval
+        )
+        if self.renewal is not None:
+            self.renewal.names = settings.acme_names
+        if added or removed:
+            log.info(
+                "event=acme-names-changed added=%s removed=%s",
+                ",".join(added) or "-",
+                ",".join(removed) or "-",
+            )
+
     def reload(self, force: bool = False) -> None:
         """`force` (SIGHUP): read every file again, not only those whose stamp changed."""
         self.documents.reload(force)
@@ -166,19 +184,28 @@ class PolicyHost:
                 log.exception("event=host-reload-crashed")
 
 
-def _reload(host: PolicyHost) -> None:
+Reconfigure = Callable[["PolicyHost"], None]
+"""What a SIGHUP does with the configuration file (re-read it, apply what it can)."""
+
+
+def _reload(host: PolicyHost, reconfigure: Reconfigure | None) -> None:
     sdnotify.reloading()
+    if reconfigure is not None:
+        reconfigure(host)
     host.reload(force=True)
     sdnotify.ready(f"serving {len(host.documents.domains)} domains")
 
 
 def run_host(
-    settings: HostSettings, intake: BodyIntake | None = None, extras: Extras | None = None
+    settings: HostSettings,
+    intake: BodyIntake | None = None,
+    extras: Extras | None = None,
+    reconfigure: Reconfigure | None = None,
 ) -> int:
     async def main() -> int:
         host = PolicyHost(settings, intake=intake)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, _reload, host)
+        loop.add_signal_handler(signal.SIGHUP, _reload, host, reconfigure)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, host.stop)
         with contextlib.suppress(asyncio.CancelledError):

@@ -23,7 +23,7 @@ from mta_sts_policyd.errors import ConfigError, StateUnusableError
 from mta_sts_policyd.service.composition import make_reports_intake, own_report_domains
 
 if TYPE_CHECKING:
-    from mta_sts_policyd.host.run import Extras, HostSettings, PolicyHost
+    from mta_sts_policyd.host.run import Extras, HostSettings, PolicyHost, Reconfigure
     from mta_sts_policyd.metrics.http import MetricsServer
     from mta_sts_policyd.reports_in.intake import BodyIntake
     from mta_sts_policyd.tools.host_status.judge import Expectations
@@ -143,6 +143,40 @@ def _tcp_listen(addresses: Sequence[str], key: str) -> tuple[tuple[str, int], ..
         raise ConfigError(f"{key}: expected at least one HOST:PORT (the policy host's TCP)")
     check_listen_list(addresses, key, tcp_only=True)
     return tuple(parse_listen_address(a, key) for a in addresses)
+
+
+HOST_APPLIES: dict[str, tuple[str, ...] | None] = {"host": ("acme_names", "poll_interval")}
+"""What a SIGHUP changes in the running host (PolicyHost.apply), besides re-reading files."""
+HOST_SECTIONS = ("host", "logging", "discovery", "metrics", "reports_in")
+"""The tables the host reads; a change elsewhere is the daemon's, not the host's, business."""
+
+
+def host_reconfigure(started: Config, path: Path | None) -> Reconfigure:
+    """SIGHUP: re-read the configuration file, apply what the host can take in, and say which
+    changed keys wait for a restart (compared with what the host started with)."""
+    from mta_sts_policyd.config.settings import load_config
+    from mta_sts_policyd.service.reload import restart_only_changes
+
+    def reconfigure(host: PolicyHost) -> None:
+        try:
+            fresh = load_config(path)
+            settings = host_settings(fresh)
+        except ConfigError as exc:
+            log.error("event=reload-failed reason=%r kept=running-configuration", str(exc))
+            return
+        pending = [
+            key
+            for key in restart_only_changes(started, fresh, HOST_APPLIES)
+            if key.partition(".")[0] in HOST_SECTIONS
+        ]
+        if pending:
+            log.warning(
+                "event=reload-needs-restart keys=%s reason='these take effect on restart'",
+                ",".join(pending),
+            )
+        host.apply(settings)
+
+    return reconfigure
 
 
 def host_extras(config: Config) -> Extras | None:

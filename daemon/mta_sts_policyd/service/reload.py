@@ -8,6 +8,7 @@ is logged as waiting for a restart, so an operator is never left guessing.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from mta_sts_policyd.config.settings import Config
 
@@ -21,13 +22,16 @@ RELOADABLE = {
 """Sections (None: all of it) and keys a SIGHUP applies; everything else needs a restart."""
 
 
-def restart_only_changes(old: Config, new: Config) -> list[str]:
-    """Dotted keys that differ between two configs but only take effect on restart."""
+def restart_only_changes(
+    old: Config, new: Config, applies: Mapping[str, tuple[str, ...] | None] = RELOADABLE
+) -> list[str]:
+    """Dotted keys that differ between two configs but only take effect on restart (`applies`:
+    what a SIGHUP takes in, as RELOADABLE says it for the daemon)."""
     changed: list[str] = []
     for section in dataclasses.fields(old):
         before, after = getattr(old, section.name), getattr(new, section.name)
-        reloadable = RELOADABLE.get(section.name, ())
-        if before == after or (section.name in RELOADABLE and reloadable is None):
+        reloadable = applies.get(section.name, ())
+        if before == after or (section.name in applies and reloadable is None):
             continue
         for key in dataclasses.fields(before):
             if key.name not in (reloadable or ()) and (
