@@ -81,3 +81,15 @@ def test_host_settings_that_would_do_nothing_or_the_wrong_thing_are_refused(
     assert len(err.splitlines()) == 1, err  # said once (not again by check_host)
     assert cli.main(["host", "status", "-c", str(path)]) == ExitCode.CONFIG  # host refuses too
     assert said in capsys.readouterr().err
+
+
+def test_an_empty_http_listen_is_fine_without_http_01_and_refused_with_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "policies").mkdir()
+    plain = f'policy_dir = "{tmp_path / "policies"}"\nhttp_listen = []\n'
+    assert cli.main(["check-config", "-c", str(write(tmp_path, plain))]) == ExitCode.OK
+    capsys.readouterr()
+    http_01 = 'acme_directory = "https://ca.test/dir"\nacme_challenge = "http-01"\n'
+    assert cli.main(["check-config", "-c", str(write(tmp_path, plain + http_01))]) == 78
+    assert "host.http_listen: expected at least one HOST:PORT" in capsys.readouterr().err

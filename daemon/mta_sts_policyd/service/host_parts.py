@@ -66,9 +66,10 @@ def check_host(config: Config) -> None:
     from mta_sts_policyd.sts.keys import domain_for_name
 
     h, problems = config.host, list[str]()
+    http_01 = bool(h.acme_directory) and h.acme_challenge == "http-01"
     checks: list[Callable[[], object]] = [
         lambda: _tcp_listen(h.listen, "host.listen"),
-        lambda: _tcp_listen(h.http_listen, "host.http_listen"),
+        lambda: (_tcp_listen if http_01 else _listen_entries)(h.http_listen, "host.http_listen"),
         lambda: _reports_path(h.reports_path),
         lambda: host_expectations(config),
         lambda: h.metrics_listen and _metrics_address(config),
@@ -177,6 +178,11 @@ def host_reconfigure(started: Config, path: Path | None) -> Reconfigure:
         host.apply(settings)
 
     return reconfigure
+
+
+def _listen_entries(addresses: Sequence[str], key: str) -> None:
+    """A listener list not in use (http_listen without http-01): each entry valid, none needed."""
+    check_listen_list(addresses, key, tcp_only=True)
 
 
 def host_extras(config: Config) -> Extras | None:
