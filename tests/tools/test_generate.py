@@ -19,6 +19,7 @@ from mta_sts_policyd.tools.generate import (
     enforce_refusals,
     kept_settings,
     review,
+    seconds_and_days,
     switches_to_enforce,
 )
 from mta_sts_policyd.tools.policy_id import policy_id
@@ -97,9 +98,19 @@ def test_short_max_age_in_enforce_warns() -> None:
 def test_mode_none_names_the_old_max_age() -> None:
     old = b"version: STSv1\nmode: enforce\nmx: mx.e.com\nmax_age: 1209600\n"
     out = build(Request("e.com", Mode.NONE, (), 86400), ("mx.e.com",), existing=old)
-    assert "1209600 s (14 days" in out.warnings[0]
+    assert "keep serving this file for the old max_age, 1209600 s (14 days)," in out.warnings[0]
     plain = build(Request("e.com", Mode.NONE, (), 86400), ("mx.e.com",))
     assert "previous policy's max_age" in plain.warnings[0]
+    one_day = old.replace(b"1209600", b"86400")
+    out = build(Request("e.com", Mode.NONE, (), 86400), ("mx.e.com",), existing=one_day)
+    assert "86400 s (1 day)," in out.warnings[0]
+
+
+def test_durations_read_as_seconds_and_days() -> None:
+    assert seconds_and_days(86400) == "86400 s (1 day)"
+    assert seconds_and_days(604800) == "604800 s (7 days)"
+    assert seconds_and_days(3600) == "3600 s (0.04 days)"
+    assert seconds_and_days(0) == "0 s (0 days)"
 
 
 def test_what_is_not_given_is_kept_from_the_current_policy() -> None:
@@ -108,7 +119,7 @@ def test_what_is_not_given_is_kept_from_the_current_policy() -> None:
     assert kept_settings(served, None, None) == (
         Mode.ENFORCE,
         1209600,
-        "mode enforce and max_age 1209600 kept from the current policy "
+        "mode enforce and max_age 1209600 s (14 days) kept from the current policy "
         "(--mode, --max-age change them)",
     )
     assert kept_settings(served, Mode.TESTING, None)[:2] == (Mode.TESTING, 1209600)
@@ -129,8 +140,10 @@ def test_diff_against_existing() -> None:
 
 @pytest.mark.parametrize("mx", ["bad host", "*.*.example.com", "[1.2.3.4]"])
 def test_invalid_patterns_are_refused(mx: str) -> None:
-    with pytest.raises(PolicySyntaxError):
+    with pytest.raises(PolicySyntaxError) as refused:
         build(Request("e.com", Mode.TESTING, (mx,)), ("mx.e.com",))
+    assert refused.value.line == 0  # named as given, not as a line of the rendered file
+    assert str(refused.value).startswith(f"mx {mx!r} is not a valid pattern: ")
 
 
 def test_a_file_larger_than_senders_read_is_refused_at_the_same_byte_as_the_host(
@@ -160,6 +173,15 @@ def test_a_file_larger_than_senders_read_is_refused_at_the_same_byte_as_the_host
             f"the policy file is {MAX_BODY + 1} bytes, larger than the {MAX_BODY} bytes a "
             "sender reads (RFC 8461 §3.3)"
         )
+
+
+def test_the_diff_escapes_what_a_damaged_file_holds() -> None:
+    damaged = b"version: STSv1\nmode: te\x00sting\x1b[2J\nmx: mx.e.com\xff\nmax_age: 86400\n"
+    out = build(Request("e.com", Mode.TESTING, ("mx.e.com",), 86400), ("mx.e.com",), damaged)
+    removed = [line for line in out.diff if line.startswith("-") and not line.startswith("---")]
+    assert removed == ["-mode: te\\x00sting\\x1b[2J\n", "-mx: mx.e.com\\xff\n"]
+    assert all(c.isprintable() or c == "\n" for c in "".join(out.diff))
+    assert out.previous_id is None
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -448,7 +470,7 @@ def test_command_without_mode_keeps_the_current_mode_and_max_age(
     assert policy.mx == ("mx1.example.com", "mx2.example.com")
     captured = capsys.readouterr()
     assert "# +mx: mx2.example.com" in captured.out and "# -mode" not in captured.out
-    assert "note: mode enforce and max_age 1209600 kept" in captured.err
+    assert "note: mode enforce and max_age 1209600 s (14 days) kept" in captured.err
     target.write_bytes(b"version: STSv1\nmode: sometimes\n")
     assert _run(mx_dns, *args) == 64
     assert "its mode cannot be kept: give --mode" in capsys.readouterr().err
@@ -465,3 +487,40 @@ def test_command_refuses_a_policy_larger_than_senders_read(
     err = capsys.readouterr().err
     assert "bytes, larger than the 65536 bytes a sender reads (RFC 8461 §3.3)" in err
     assert not (tmp_path / "example.com").exists()
+
+
+def test_command_names_a_bad_mx_argument_not_a_line(
+    mx_dns: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(mx_dns, "--domain", "example.com", "--mx", "mx.bücher.test") == 64
+    err = capsys.readouterr().err
+    assert "argument --mx: 'mx.bücher.test' is not an mx pattern: non-ASCII" in err
+    assert "as A-labels: mx.xn--bcher-kva.test" in err and "line " not in err
+    assert _run(mx_dns, "--domain", "example.com", "--mx", "*.bücher.test") == 64
+    assert "as A-labels: *.xn--bcher-kva.test" in capsys.readouterr().err
+    assert _run(mx_dns, "--domain", "example.com", "--mx", "mx1.example.com.") == 0
+
+
+def test_command_json_says_ok_like_every_json_answer(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: every --json document carries `ok` (and `exit_code`); a refusal also `error`."""
+    assert _run(mx_dns, "--domain", "example.com", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["ok"], data["exit_code"], data["refused"]) == (True, 0, False)
+    assert "error" not in data
+    assert _run(mx_dns, "--domain", "example.com", "--mode", "enforce", "--json") == 1
+    data = json.loads(capsys.readouterr().out)
+    assert (data["ok"], data["exit_code"], data["refused"]) == (False, 1, True)
+    assert data["error"].startswith("refused: the policy served for example.com now is unknown")
+
+
+def test_command_shows_a_damaged_current_file_escaped(
+    mx_dns: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "damaged.txt"
+    existing.write_bytes(b"version: STSv1\nmode: test\x00ing\xff\nmax_age: 1\n")
+    args = ("--domain", "example.com", "--mode", "testing", "--existing", str(existing))
+    assert _run(mx_dns, *args) == 0
+    out = capsys.readouterr().out
+    assert "# -mode: test\\x00ing\\xff" in out and "\x00" not in out and "\ufffd" not in out

@@ -236,8 +236,8 @@ async def test_mode_none_says_how_long_to_keep_serving_as_generate_does(
     assert await world.publish_to_the_end("--mode", "none") == 0
     err = capsys.readouterr().err
     assert (
-        "publish: warning: mode none withdraws MTA-STS: keep serving this file for 1209600 s "
-        "(14 days, the old max_age) before removing the TXT record and the file"
+        "publish: warning: mode none withdraws MTA-STS: keep serving this file for the old "
+        "max_age, 1209600 s (14 days), before removing the TXT record and the file"
     ) in err
     assert "mode: none" in world.served.read_text()
 
@@ -257,7 +257,7 @@ async def test_without_mode_the_served_mode_and_max_age_are_kept_and_the_diff_sh
     assert f"# changes (id {policy_id(parse_policy(old))} -> " in captured.out
     assert f"# +mx: mx2.{D}" in captured.out and "# -mode" not in captured.out
     assert captured.out.index("# changes") < captured.out.index("writing ")
-    assert "note: mode enforce and max_age 1209600 kept" in captured.err
+    assert "note: mode enforce and max_age 1209600 s (14 days) kept" in captured.err
 
 
 async def test_a_file_larger_than_senders_read_is_refused_before_anything(

@@ -12,13 +12,13 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.config.settings import parse_listen_address
 from mta_sts_policyd.endpoints import nameserver_warning, parse_nameserver, without_inet_prefix
-from mta_sts_policyd.errors import ConfigError
+from mta_sts_policyd.errors import ConfigError, InvalidName
 from mta_sts_policyd.sts.keys import domain_for_name
 
 MAX_SECONDS = 30 * 86400.0
@@ -32,6 +32,23 @@ def domain_name(text: str) -> str:
     if domain is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a domain name")
     return domain
+
+
+def mx_pattern(text: str) -> str:
+    """argparse type of `--mx`: a pattern the policy parser accepts (a trailing dot is
+    dropped when the file is written), refused as the argument, not as a line of a file."""
+    from mta_sts_policyd.sts.names import to_a_label
+    from mta_sts_policyd.sts.policy import mx_pattern_problem
+
+    pattern = text.rstrip(".")
+    problem = mx_pattern_problem(pattern)
+    if problem is None:
+        return text
+    wildcard, name = ("*.", pattern[2:]) if pattern.startswith("*.") else ("", pattern)
+    if not name.isascii():
+        with suppress(InvalidName):
+            problem += f"; as A-labels: {wildcard}{to_a_label(name)}"
+    raise argparse.ArgumentTypeError(f"{text!r} is not an mx pattern: {problem}")
 
 
 def lookup_key(text: str) -> str:

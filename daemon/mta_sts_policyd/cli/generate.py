@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import domain_name, file_argument, nameserver
+from mta_sts_policyd.cli.arguments import domain_name, file_argument, mx_pattern, nameserver
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.cli.policy_review import (
@@ -45,6 +45,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--mx",
         action="append",
         default=[],
+        type=mx_pattern,
         metavar="HOST",
         help="mx pattern (repeatable; default: the domain's current MX hosts)",
     )
@@ -116,7 +117,10 @@ def write_policy(target: Path, text: str) -> None:
 
 def _print(args: argparse.Namespace, out: Output, written: Path | None, refused: bool) -> None:
     if args.json:
+        code = EXIT_REFUSED if refused else EXIT_OK
         data = {
+            "ok": not refused,
+            "exit_code": int(code),
             "policy": out.text,
             "id": out.policy_id,
             "txt_record": out.txt_record,
@@ -128,6 +132,8 @@ def _print(args: argparse.Namespace, out: Output, written: Path | None, refused:
             "previous_id": out.previous_id,
             "written": str(written) if written else None,
         }
+        if refused:
+            data["error"] = "refused: " + "; ".join(out.refusals + out.readiness)
         print_json(data)
         return
     show_review("generate", out, args.force)

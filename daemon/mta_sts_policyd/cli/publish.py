@@ -24,6 +24,7 @@ from mta_sts_policyd.cli.arguments import (
     ca_file,
     domain_name,
     file_argument,
+    mx_pattern,
     nameserver,
     port_number,
     seconds,
@@ -58,6 +59,7 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--mx",
         action="append",
         default=[],
+        type=mx_pattern,
         metavar="HOST",
         help="mx pattern (repeatable; default: the domain's current MX hosts)",
     )

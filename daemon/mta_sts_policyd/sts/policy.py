@@ -140,11 +140,16 @@ def _max_age(field: _Field) -> int:
 def _mx_pattern(field: _Field) -> str:
     """The lower-cased pattern: optional `*.` then an LDH host name (RFC 8461 §3.2)."""
     value = field.value
-    name = value[2:] if value.startswith("*.") else value
-    problem = hostname_problem(name)
+    problem = mx_pattern_problem(value)
     if problem is not None:
         raise PolicySyntaxError(f"mx {show(value)} is not a valid pattern: {problem}", field.line)
     return value.lower()
+
+
+def mx_pattern_problem(value: str) -> str | None:
+    """Why `value` is no `mx` pattern, or None: the parser's rule, also for patterns that are
+    not in a file yet (`generate --mx`), whose error then names the pattern, not a line."""
+    return hostname_problem(value[2:] if value.startswith("*.") else value)
 
 
 def _extension_ok(value: str) -> bool:

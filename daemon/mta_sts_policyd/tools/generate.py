@@ -26,7 +26,8 @@ from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.reports_in.readiness import Verdict
 from mta_sts_policyd.sts.match import patterns_matching
 from mta_sts_policyd.sts.model import MAX_AGE_LIMIT, Mode, Policy
-from mta_sts_policyd.sts.policy import parse_policy
+from mta_sts_policyd.sts.names import show
+from mta_sts_policyd.sts.policy import mx_pattern_problem, parse_policy
 from mta_sts_policyd.tools.policy_id import policy_id
 
 ONE_DAY = 86_400
@@ -79,6 +80,12 @@ def txt_record(domain: str, record_id: str, ttl: int = TXT_TTL) -> str:
     return f'_mta-sts.{domain}. {ttl} IN TXT "v=STSv1; id={record_id}"'
 
 
+def seconds_and_days(seconds: int) -> str:
+    """`86400 s (1 day)`, `1209600 s (14 days)`: how generate and publish show a max_age."""
+    days = round(seconds / ONE_DAY, 2)
+    return f"{seconds} s ({days:g} day{'' if days == 1 else 's'})"
+
+
 def kept_settings(
     existing: bytes | None, mode: Mode | None, max_age: int | None
 ) -> tuple[Mode, int, str | None]:
@@ -103,7 +110,7 @@ def kept_settings(
     if old is None:
         return mode or Mode.TESTING, DEFAULT_MAX_AGE if max_age is None else max_age, None
     kept = [] if mode is not None else [f"mode {old.mode}"]
-    kept += [] if max_age is not None else [f"max_age {old.max_age}"]
+    kept += [] if max_age is not None else [f"max_age {seconds_and_days(old.max_age)}"]
     note = f"{' and '.join(kept)} kept from the current policy (--mode, --max-age change them)"
     return mode or old.mode, old.max_age if max_age is None else max_age, note
 
@@ -116,6 +123,10 @@ def build(
     `current_mx` is None when the MX lookup failed (coverage cannot be verified), () for a
     domain without MX hosts. `existing` is the policy file currently served, for the diff.
     """
+    for pattern in request.mx:
+        problem = mx_pattern_problem(pattern.rstrip("."))
+        if problem is not None:  # named as given, not as a line of a file nobody wrote
+            raise PolicySyntaxError(f"mx {show(pattern)} is not a valid pattern: {problem}")
     if not 0 <= request.max_age <= MAX_AGE_LIMIT:
         raise PolicySyntaxError(f"max_age must be 0 to {MAX_AGE_LIMIT} seconds")
     text = render_policy(request.mode, request.mx, request.max_age)
@@ -189,9 +200,9 @@ def _warnings(policy: Policy, existing: bytes | None) -> list[str]:
             "policy's max_age, because senders may enforce the old policy until then"
         ]
     return [
-        f"mode none withdraws MTA-STS: keep serving this file for {old.max_age} s "
-        f"({old.max_age / ONE_DAY:g} days, the old max_age) before removing the TXT record "
-        "and the file; senders may enforce the old policy until then"
+        f"mode none withdraws MTA-STS: keep serving this file for the old max_age, "
+        f"{seconds_and_days(old.max_age)}, before removing the TXT record and the file; "
+        "senders may enforce the old policy until then"
     ]
 
 
@@ -205,8 +216,8 @@ def _parse(existing: bytes | None) -> Policy | None:
 
 
 def _compare(out: Output, existing: bytes) -> None:
-    old_text = existing.decode("utf-8", "replace").replace("\r\n", "\n")
-    new_text = out.text.replace("\r\n", "\n")
+    old_text = _printable(existing.decode("utf-8", "backslashreplace").replace("\r\n", "\n"))
+    new_text = _printable(out.text.replace("\r\n", "\n"))
     out.diff.extend(
         difflib.unified_diff(
             old_text.splitlines(keepends=True),
@@ -217,6 +228,15 @@ def _compare(out: Output, existing: bytes) -> None:
     )
     old = _parse(existing)
     out.previous_id = policy_id(old) if old else None
+
+
+def _printable(text: str) -> str:
+    """Controls and undecodable bytes of a damaged file escaped (`\\x00`), never sent to the
+    terminal as they are; line ends and tabs kept."""
+    return "".join(
+        c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 def switches_to_enforce(served: bytes | None) -> bool:
