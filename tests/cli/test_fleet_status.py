@@ -45,6 +45,7 @@ def seed(redis_server: RedisServer) -> None:
     r.hset(KEYS.nodes, mapping={
         "mx1": NodeRecord("mx1", "1.2", now - 900, now - 3, queued_writes=2, refresh_due=3,
                           snapshots={yesterday: now - 600}).to_json(),
+        "mx4": NodeRecord("mx4", "1.2", now - 900, now - 3, conflict_at=now - 20).to_json(),
         "mx2": NodeRecord("mx2", "1.2", now - 900, now - 400, breaker="open").to_json(),
         "mx3": NodeRecord("mx3", "1.2", now - 900, now - 400, state="stopped").to_json(),
         "bad": b"{not json",
@@ -76,16 +77,18 @@ def test_status_json_schema(
                          "nodes", "refresh_queue", "shared_policies", "reports"}  # fmt: skip
     nodes = {n["name"]: n for n in data["nodes"]}
     assert {k: n["condition"] for k, n in nodes.items()} == {
-        "bad": "unreadable", "mx1": "up", "mx2": "gone", "mx3": "stopped",
+        "bad": "unreadable", "mx1": "up", "mx2": "gone", "mx3": "stopped", "mx4": "up",
     }  # fmt: skip
     mx1 = nodes["mx1"]
     assert set(mx1) == {
         "name", "condition", "version", "started", "last_seen", "seconds_since_seen",
         "heartbeat_interval", "gone_after",
         "breaker", "queued_writes", "refresh_due_seen", "redis_errors", "snapshots",
+        "name_conflict",
     }  # fmt: skip
     assert (mx1["breaker"], mx1["queued_writes"], mx1["refresh_due_seen"]) == ("closed", 2, 3)
     assert nodes["mx2"]["breaker"] == "open" and set(nodes["bad"]) == {"name", "condition"}
+    assert [n for n, v in nodes.items() if v.get("name_conflict")] == ["mx4"]
     assert data["refresh_queue"] == {"depth": 3, "due_now": 2}
     assert data["shared_policies"] == {"count": 2500, "complete": True}
     days = data["reports"]
@@ -106,7 +109,11 @@ def test_status_for_people(
                                 "WRITES", "VERSION", "LAST", "SNAPSHOT"]  # fmt: skip
     mx1 = next(line for line in lines if line.startswith("mx1 "))
     assert mx1.split()[:2] == ["mx1", "up"] and mx1.split()[3:6] == ["ago", "closed", "2"]
-    assert "nodes: 4 (1 gone, 1 stopped, 1 unreadable, 1 up)" in lines
+    assert "nodes: 5 (1 gone, 1 stopped, 1 unreadable, 2 up)" in lines
+    assert [line for line in lines if line.startswith("name conflict:")] == [
+        "name conflict: mx4 is more than one running daemon (give each its own [fleet]"
+        " node_name; their TLS-RPT counts are not uploaded until then)"
+    ]
     assert "refresh queue: 3 domains, 2 due now" in lines
     assert "shared policies: 2500" in lines
     assert any("counts from mx1, mx2; 1 of 4 reports sent (retry 1, sent 1, unreadable 2)" in line

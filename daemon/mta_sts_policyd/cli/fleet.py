@@ -73,6 +73,12 @@ def print_status(status: dict[str, Any], now: float) -> None:
         counts[n["condition"]] = counts.get(n["condition"], 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none seen"
     print(f"nodes: {len(nodes)} ({summary})")
+    for n in nodes:
+        if n.get("name_conflict"):
+            print(
+                f"name conflict: {n['name']} is more than one running daemon (give each its own"
+                " [fleet] node_name; their TLS-RPT counts are not uploaded until then)"
+            )
     queue = status["refresh_queue"]
     print(f"refresh queue: {queue['depth']} domains, {queue['due_now']} due now")
     shared = status["shared_policies"]

@@ -2,11 +2,14 @@
 
 Every `interval` seconds a background task writes this node's record (JSON) into one hash,
 `HSET nodes NAME record`: when it was last seen, its version, its breaker state, how many
-shared writes it holds for Redis, the depth of the shared refresh queue it last saw, and the
-days whose TLS-RPT counts it last uploaded. Never on the answer path: a heartbeat that cannot
-reach Redis is skipped (the guarded client makes no call while the breaker is open) and the
-next one tries again. A node that missed `GONE_AFTER_BEATS` of its heartbeats is shown as gone;
-one not seen for `FORGET_AFTER` is removed from the hash by whichever node notices.
+shared writes it holds for Redis, the depth of the shared refresh queue it last saw, the
+days whose TLS-RPT counts it last uploaded, and this process's instance id. Before writing it
+reads the record under its name: another running daemon's there is a name conflict
+(name_claim.py), logged as an error at every heartbeat while it lasts and shown by status.
+Never on the answer path: a heartbeat that cannot reach Redis is skipped (the guarded client
+makes no call while the breaker is open) and the next one tries again. A node that missed
+`GONE_AFTER_BEATS` of its heartbeats is shown as gone; one not seen for `FORGET_AFTER` is
+removed from the hash by whichever node notices.
 
 Records read back are validated like any Redis value (a trust boundary): a malformed one is
 shown as unreadable, never trusted.
@@ -24,6 +27,7 @@ from typing import Any
 
 from mta_sts_policyd.errors import FleetUnavailable
 from mta_sts_policyd.fleet.connection import FleetClient, Redis
+from mta_sts_policyd.fleet.name_claim import NameClaim
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,10 @@ class NodeRecord:
     redis_errors: int = 0
     snapshots: Mapping[str, float] = field(default_factory=dict)
     """UTC day (YYYY-MM-DD) -> when this node last uploaded its TLS-RPT counts of that day."""
+    instance: str = ""
+    """The writing process's random id ("": a daemon from before instance ids)."""
+    conflict_at: float = 0.0
+    """When the writer last saw another running daemon under this name (0.0: never)."""
 
     def to_json(self) -> str:
         data = {
@@ -66,6 +74,7 @@ class NodeRecord:
             "breaker": self.breaker,
             "queued_writes": self.queued_writes, "refresh_due": self.refresh_due,
             "redis_errors": self.redis_errors, "snapshots": dict(self.snapshots),
+            "instance": self.instance, "conflict_at": self.conflict_at,
         }  # fmt: skip
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -119,11 +128,18 @@ def parse_record(name: str, raw: bytes | str) -> NodeRecord:
         refresh_due=None if refresh_due is None else _count(refresh_due),
         redis_errors=_count(data.get("redis_errors", 0)),
         snapshots=_snapshots(data.get("snapshots", {})),
+        instance=_text(data.get("instance", ""), 64),
+        conflict_at=_number(data.get("conflict_at", 0)),
     )
 
 
 def gone_after(record: NodeRecord) -> float:
     return GONE_AFTER_BEATS * record.interval
+
+
+def name_conflict(record: NodeRecord, now: float) -> bool:
+    """The node's writer saw another running daemon under its name lately (within its hold)."""
+    return record.conflict_at > 0 and now - record.conflict_at <= gone_after(record)
 
 
 def node_condition(record: NodeRecord, now: float) -> str:
@@ -153,6 +169,7 @@ class Heartbeat:
         clock: Callable[[], float],
         facts: NodeFacts | None = None,
         interval: float = INTERVAL,
+        claim: NameClaim | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -160,6 +177,8 @@ class Heartbeat:
         self.clock = clock
         self.facts = facts or NodeFacts()
         self.interval = interval
+        self.claim = claim or NameClaim()
+        self.claim.hold = GONE_AFTER_BEATS * interval
         self.started = clock()
         self.refresh_due: int | None = None
         self.beats = 0
@@ -172,15 +191,25 @@ class Heartbeat:
             interval=self.interval, state=state, breaker=self.client.breaker.state.value,
             queued_writes=max(0, int(self.facts.queued_writes())),
             refresh_due=self.refresh_due, redis_errors=self.client.errors,
-            snapshots=dict(self.facts.snapshots()),
+            snapshots=dict(self.facts.snapshots()), instance=self.claim.instance,
+            conflict_at=self.claim.conflict_at,
         )  # fmt: skip
 
     async def beat(self, state: str = "running") -> bool:
-        """Look at the refresh queue, write the record; False (logged once) if Redis failed."""
+        """Look at the refresh queue and the record under this name, write the record; False
+        (logged once) if Redis failed."""
         keys = self.client.keys
+
+        async def look(r: Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            pipe.zcard(keys.refresh_due)
+            pipe.hget(keys.nodes, self.name)
+            return list(await pipe.execute())
+
         try:
-            due = await self.client.run(lambda r: r.zcard(keys.refresh_due), "heartbeat")
+            due, current = await self.client.run(look, "heartbeat")
             self.refresh_due = int(due)
+            self._check_name(current)
             text = self.record(state).to_json()
             await self.client.run(lambda r: r.hset(keys.nodes, self.name, text), "heartbeat")
         except FleetUnavailable as exc:
@@ -193,6 +222,24 @@ class Heartbeat:
         self._failing = False
         self.beats += 1
         return True
+
+    def _check_name(self, raw: bytes | None) -> None:
+        """Another daemon's record under this name: an error at every heartbeat while it lasts."""
+        now = self.clock()
+        if raw is not None:
+            try:
+                found = parse_record(self.name, raw)
+            except (ValueError, UnicodeDecodeError):
+                pass  # not a heartbeat: this one replaces it
+            else:
+                self.claim.observe(found.instance, found.state, found.seen, self.started, now)
+        if self.claim.in_conflict(now):
+            log.error(
+                "event=fleet-node-name-conflict node=%s instance=%s other_instance=%s"
+                " reason='another running daemon writes its heartbeat under this [fleet]"
+                " node_name; TLS-RPT counts are not uploaded until each has its own name'",
+                self.name, self.claim.instance, self.claim.other,
+            )  # fmt: skip
 
     async def run(self) -> None:
         """Beat now and every `interval`; forget long-gone nodes about hourly."""

@@ -52,9 +52,10 @@ class FleetReporting:
         if now >= self._next_upload:
             try:
                 await self.uploader.tick()
-                self._next_upload = min(
-                    now + self.snapshot_interval, midnight_after(utc_day(now)) + MIDNIGHT_LAG
-                )
+                if not self.uploader.held:  # held back (node name): tried on the next pass
+                    self._next_upload = min(
+                        now + self.snapshot_interval, midnight_after(utc_day(now)) + MIDNIGHT_LAG
+                    )
             except FleetUnavailable:  # tried again on the next pass (the sender logs it)
                 pass
         await self.sender.tick()

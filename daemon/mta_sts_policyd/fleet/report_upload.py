@@ -5,6 +5,10 @@ field = node name) every snapshot interval while it changes, and once more right
 ends (`final`: the node's counts of the day are complete). HSET replaces the node's field, so a
 re-upload never counts anything twice. A node that was down or cut off at midnight uploads
 when it is back, until the day's inputs are frozen (then it is left out, and logged).
+
+Only under a name that is this process's alone (name_claim.py): while another daemon uses the
+same node name nothing is uploaded (each would replace the other's counts; they stay in the
+local stores), and everything is uploaded afresh once the conflict is over.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import date, timedelta
 
 from mta_sts_policyd.fleet.connection import FleetClient, Redis
 from mta_sts_policyd.fleet.keys import FleetKeys
+from mta_sts_policyd.fleet.name_claim import NameClaim
 from mta_sts_policyd.fleet.report_snapshot import encode_snapshot
 from mta_sts_policyd.tlsrpt.sender import midnight_after
 from mta_sts_policyd.tlsrpt.store.aggregates import TlsRptStore, utc_day
@@ -39,6 +44,7 @@ class SnapshotUploader:
         deadline: float,
         keep_seconds: float,
         clock: Callable[[], float] = time.time,
+        claim: NameClaim | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -53,11 +59,18 @@ class SnapshotUploader:
         """Days whose fleet inputs are frozen: nothing more to upload."""
         self.last_upload: dict[str, float] = {}
         """Day -> when this node last uploaded its counts of it (the heartbeat shows them)."""
+        self.claim = claim
+        """This process's claim on its node name (None: not checked, as in tests of one node)."""
+        self.held = False
+        """The last pass uploaded nothing because the name is not (yet) this process's alone."""
+        self._conflict = False
 
     async def tick(self) -> int:
         """Upload every open day that changed; returns how many were uploaded. Raises
         FleetUnavailable at the first Redis failure (the next pass tries again)."""
         now = self.clock()
+        if self._hold(now):
+            return 0
         today = utc_day(now)
         await asyncio.to_thread(self.store.flush)
         uploaded = 0
@@ -71,6 +84,27 @@ class SnapshotUploader:
                 continue
             uploaded += await self._upload(day, now, final=day < today, counted=day in counted)
         return uploaded
+
+    def _hold(self, now: float) -> bool:
+        """Not under a name shared with another daemon, nor before the name is confirmed."""
+        claim = self.claim
+        if claim is None:
+            return False
+        conflict = claim.in_conflict(now)
+        if conflict != self._conflict:
+            if conflict:
+                log.warning(
+                    "event=fleet-snapshots-held node=%s reason='another running daemon uses this"
+                    " node name; counts stay in the local store'",
+                    self.node,
+                )
+            else:
+                log.info("event=fleet-snapshots-resumed node=%s", self.node)
+            self._conflict = conflict
+        self.held = not claim.may_upload(now)
+        if self.held:
+            self._uploaded.clear()  # what the field holds now may be the other daemon's
+        return self.held
 
     async def _upload(self, day: date, now: float, *, final: bool, counted: bool) -> int:
         if final and await self._frozen_without_us(day, counted=counted):

@@ -14,7 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mta_sts_policyd.fleet.connection import FleetClient, Redis
-from mta_sts_policyd.fleet.nodes import NodeRecord, gone_after, node_condition, read_nodes
+from mta_sts_policyd.fleet.nodes import (
+    NodeRecord,
+    gone_after,
+    name_conflict,
+    node_condition,
+    read_nodes,
+)
 
 SCHEMA_VERSION = 1
 SCAN_BATCH = 10_000
@@ -69,6 +75,7 @@ class FleetStatus:
                     breaker=rec.breaker, queued_writes=rec.queued_writes,
                     refresh_due_seen=rec.refresh_due, redis_errors=rec.redis_errors,
                     snapshots=dict(sorted(rec.snapshots.items())),
+                    name_conflict=name_conflict(rec, self.now),
                 )  # fmt: skip
             nodes.append(row)
         return {

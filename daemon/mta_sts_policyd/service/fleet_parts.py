@@ -20,6 +20,7 @@ from mta_sts_policyd.errors import ConfigError, FleetUnavailable
 if TYPE_CHECKING:
     from mta_sts_policyd.fleet.connection import FleetClient, FleetSettings
     from mta_sts_policyd.fleet.invalidation import Invalidations
+    from mta_sts_policyd.fleet.name_claim import NameClaim
     from mta_sts_policyd.fleet.nodes import Heartbeat
     from mta_sts_policyd.fleet.refresh_queue import RefreshQueue
     from mta_sts_policyd.fleet.report_runner import FleetReporting
@@ -34,6 +35,18 @@ REFRESH_TICK = 60.0
 SNAPSHOT_TIMES: dict[str, float] = {}
 """Day -> when this process last uploaded its TLS-RPT counts of it: filled by the snapshot
 uploader (make_fleet_reporting), read by the heartbeat (make_heartbeat), which start apart."""
+
+_NAME_CLAIMS: dict[str, NameClaim] = {}
+
+
+def process_name_claim() -> NameClaim:
+    """This process's claim on its node name: its heartbeat finds a second daemon under the
+    same name, its snapshot uploader then holds back (both are built apart)."""
+    from mta_sts_policyd.fleet.name_claim import NameClaim
+
+    if "process" not in _NAME_CLAIMS:
+        _NAME_CLAIMS["process"] = NameClaim()
+    return _NAME_CLAIMS["process"]
 
 
 def fleet_enabled(config: Config) -> bool:
@@ -146,8 +159,9 @@ def make_heartbeat(
         snapshots=lambda: SNAPSHOT_TIMES,
     )
     return Heartbeat(
-        client, settings.node_name, __version__, clock, facts, settings.heartbeat_interval
-    )
+        client, settings.node_name, __version__, clock, facts, settings.heartbeat_interval,
+        claim=process_name_claim(),
+    )  # fmt: skip
 
 
 def check_fleet(config: Config) -> FleetSettings | None:
@@ -308,7 +322,7 @@ def make_fleet_reporting(
     )
     uploader = SnapshotUploader(
         client, keys, store, settings.node_name, deadline=settings.report_deadline,
-        keep_seconds=keep,
+        keep_seconds=keep, claim=process_name_claim(),
     )  # fmt: skip
     uploader.last_upload = SNAPSHOT_TIMES
     return FleetReporting(
