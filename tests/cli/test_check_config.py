@@ -91,6 +91,7 @@ def test_the_fleet_check_lists_an_unreadable_password_and_a_missing_ca_file(
     keys = _keys(capsys, path)
     assert keys[:2] == ["fleet.password_file", "fleet.ca_file"]
     (tmp_path / "pw").write_bytes(b"\xff\xfe")  # not UTF-8: one line, not a traceback
+    (tmp_path / "pw").chmod(0o600)  # no warning about its mode first
     assert _keys(capsys, path)[:2] == ["fleet.password_file", "fleet.ca_file"]
 
 

@@ -168,6 +168,74 @@ def test_unreadable_password_file_is_a_config_error(
         assert code == 78 and "fleet.password_file: cannot read" in err
 
 
+def test_an_empty_password_file_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Before, check-config passed and `fleet status` failed with redis-py's riddle
+    (`AuthenticationError: HELLO must be called ...`)."""
+    empty = tmp_path / "redis.password"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    path = config(tmp_path, redis_server.url, password_file=str(empty))
+    for command in (["check-config"], ["fleet", "status"]):
+        code, out, err = run(capsys, *command, "-c", path)
+        assert code == 78, (out, err)
+        assert f"fleet.password_file: {empty} is empty" in err and "HELLO" not in err
+
+
+def test_a_password_file_others_can_read_is_warned_about(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    secret = tmp_path / "redis.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    path = config(tmp_path, "redis://127.0.0.1:6379/0", password_file=str(secret))
+    code, _, err = run(capsys, "check-config", "-c", path)
+    assert code == 0
+    assert f"fleet.password_file: {secret} is open to its group or others (mode 0644)" in err
+    secret.chmod(0o600)
+    code, _, err = run(capsys, "check-config", "-c", path)
+    assert code == 0 and "fleet.password_file" not in err
+
+
+@pytest.mark.parametrize("name", ["x y\nz", "mx 1", "-mx1", "mx1\u2028", ""])
+def test_check_config_refuses_a_node_name_that_is_not_one_word(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / "config.toml"
+    quoted = json.dumps(name)  # a TOML basic string: the escapes as TOML reads them
+    path.write_text(f'[fleet]\nredis = "redis://127.0.0.1:1/0"\nnode_name = {quoted}\n')
+    code, _, err = run(capsys, "check-config", "-c", str(path))
+    if not name:  # empty: the host name stands in
+        assert "fleet.node_name" not in err
+        return
+    assert code == 78 and "fleet.node_name: expected a name of letters, digits" in err, err
+
+
+def test_names_from_redis_are_printed_escaped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A name in Redis holding a line break cannot split the table or fake a row."""
+    import redis
+
+    now = time.time()
+    r = redis.Redis.from_url(redis_server.url)
+    forged = "mx9\nmx8   up         1s ago"
+    r.hset(KEYS.nodes, mapping={
+        "mx1": NodeRecord("mx1", "1.2", now - 900, now - 3).to_json(), forged: b"{}",
+    })  # fmt: skip
+    r.hset(KEYS.snapshot(recent_days(now)[0]), mapping={"a\nb": b"{}", "mx1": b"{}"})
+    r.close()
+    code, out, _ = run(capsys, "fleet", "status", "-c", config(tmp_path, redis_server.url))
+    assert code == 0
+    lines = out.splitlines()
+    assert not any(line.startswith("mx8") for line in lines)
+    row = next(line for line in lines if line.startswith("mx9"))
+    name, condition = row.split()[:2]
+    assert name.startswith("mx9\\nmx8\\x20\\x20") and condition == "unreadable"
+    assert any("counts from a\\nb, mx1;" in line for line in lines)
+
+
 def test_check_config_shows_the_fleet_section(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

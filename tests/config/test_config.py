@@ -177,6 +177,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "fleet.redis": ["localhost:6379", "http://127.0.0.1"],
     "fleet.sentinels": [["127.0.0.1"], ["unix:/run/s.sock"], ["127.0.0.1:0"]],
     "fleet.key_prefix": ["", "a b"],
+    "fleet.node_name": ["mx 1", "-mx1", "mx/1", "a" * 254],
     "server.listen": [
         [],
         ["8463"],

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from mta_sts_policyd.cli.exit_codes import ExitCode
-from mta_sts_policyd.cli.output import fail, iso_time, plain, print_json, relative
+from mta_sts_policyd.cli.output import escaped, fail, iso_time, plain, print_json, relative
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import FleetUnavailable
 
@@ -64,9 +64,9 @@ def print_status(status: dict[str, Any], now: float) -> None:
         head = ("NODE", "CONDITION", "LAST SEEN", "BREAKER", "QUEUED WRITES", "VERSION")
         rows: list[tuple[str, ...]] = [(*head, "LAST SNAPSHOT")]
         for n in nodes:
-            rows.append((n["name"], n["condition"], relative(n.get("last_seen"), now),
+            rows.append((escaped(n["name"]), n["condition"], relative(n.get("last_seen"), now),
                          plain(n.get("breaker")), plain(n.get("queued_writes")),
-                         plain(n.get("version")), _last_snapshot(n, now)))  # fmt: skip
+                         escaped(plain(n.get("version"))), _last_snapshot(n, now)))  # fmt: skip
         _table(rows)
     counts: dict[str, int] = {}
     for n in nodes:
@@ -76,8 +76,8 @@ def print_status(status: dict[str, Any], now: float) -> None:
     for n in nodes:
         if n.get("name_conflict"):
             print(
-                f"name conflict: {n['name']} is more than one running daemon (give each its own"
-                " [fleet] node_name; their TLS-RPT counts are not uploaded until then)"
+                f"name conflict: {escaped(n['name'])} is more than one running daemon (give each"
+                " its own [fleet] node_name; their TLS-RPT counts are not uploaded until then)"
             )
     queue = status["refresh_queue"]
     print(f"refresh queue: {queue['depth']} domains, {queue['due_now']} due now")
@@ -85,7 +85,7 @@ def print_status(status: dict[str, Any], now: float) -> None:
     print(f"shared policies: {'' if shared['complete'] else 'at least '}{shared['count']}")
     print("TLS reports (UTC days):")
     for day in status["reports"]:
-        snap = ", ".join(day["snapshot_nodes"]) or "none"
+        snap = ", ".join(escaped(name) for name in day["snapshot_nodes"]) or "none"
         states = ", ".join(f"{k} {v}" for k, v in day.get("states", {}).items())
         print(f"  {day['day']}: counts from {snap}; {day['sent']} of {day['reports']} "
               f"reports sent{f' ({states})' if states else ''}")  # fmt: skip

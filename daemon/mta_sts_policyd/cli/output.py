@@ -74,3 +74,14 @@ def plain(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(plain(v) for v in value) if value else "-"
     return str(value)
+
+
+def escaped(text: str) -> str:
+    """Text from outside (Redis, the network) for one terminal line: whitespace, backslashes
+    and every character that does not print become backslash escapes (`\\n`, `\\x20`,
+    `\\\\`), so a name holding a line break or a space cannot split a table row or fake one."""
+    return "".join(c if c.isprintable() and c not in " \\" else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    return "\\x20" if char == " " else char.encode("unicode_escape").decode("ascii")

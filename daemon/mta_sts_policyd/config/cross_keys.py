@@ -8,7 +8,9 @@ Each takes the built `Config` and raises ConfigError listing every problem it fi
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -313,8 +315,27 @@ CROSS_KEY_CHECKS: tuple[Callable[[Config], None], ...] = (
 def config_warnings(config: Config) -> list[str]:
     """Values that load but are seldom what was meant, each "key: why": `check-config` prints
     them, `serve` logs them at start and at each reload; none stops anything."""
-    found = (
+    found = [
         nameserver_warning(ns, f"discovery.nameservers[{i}]")
         for i, ns in enumerate(config.discovery.nameservers)
-    )
+    ]
+    found.append(_password_file_warning(config))
     return [warning for warning in found if warning]
+
+
+def _password_file_warning(config: Config) -> str | None:
+    """The Redis password lets its holder rewrite the fleet's shared cache and reports; a file
+    others on the host can read is seldom meant (docs/fleet.md: mode 0600)."""
+    f = config.fleet
+    if not f.password_file or not (f.redis or f.sentinels):
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(f.password_file).st_mode)
+    except OSError:
+        return None  # missing or unreadable: check-config refuses it (service/fleet_parts.py)
+    if not mode & 0o077:
+        return None
+    return (
+        f"fleet.password_file: {f.password_file} is open to its group or others (mode"
+        f" {mode:04o}): chmod 0600 it, owned by the daemon's user"
+    )

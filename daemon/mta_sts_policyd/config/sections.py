@@ -280,7 +280,8 @@ class FleetConfig:
     """Trust anchor for rediss:// (empty: the system store)."""
     key_prefix: str = "mta-sts"
     node_name: str = ""
-    """This daemon's name in the fleet (`fleet status`, report snapshots); empty: the host name."""
+    """This daemon's name in the fleet (`fleet status`, report snapshots), one per daemon: one
+    word of letters, digits, dots, hyphens and underscores; empty: the host name."""
     heartbeat_interval: float = 15.0
     """Seconds between this node's heartbeats in Redis (`fleet status`; a node silent for four
     intervals is shown as gone)."""

@@ -152,6 +152,20 @@ def _ehlo_name(value: str) -> str | None:
     return "a host name such as mx.example.net or an address literal such as [192.0.2.1]"
 
 
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def node_name_problem(value: str) -> str | None:
+    """A fleet node's name is a Redis hash field, a `fleet status` column and a log field: a
+    host name's characters keep it one word (a space or a line break would split the table)."""
+    if not value or _NODE_NAME.fullmatch(value):
+        return None
+    return (
+        "a name of letters, digits, dots, hyphens and underscores, starting with a letter or"
+        " digit, at most 253 characters (empty: the host name)"
+    )
+
+
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "probe.ehlo_name": _ehlo_name,
     "server.unix_mode": _octal_mode,
@@ -160,5 +174,6 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "host.state_dir": state_dir_problem,
     "host.policy_dir": state_dir_problem,
     "tlsrpt.socket": _absolute_path,
+    "fleet.node_name": node_name_problem,
     **{key: bounds.problem for key, bounds in RANGES.items()},
 }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mta_sts_policyd.config.settings import Config, parse_listen_address
+from mta_sts_policyd.config.value_checks import node_name_problem
 from mta_sts_policyd.errors import ConfigError, FleetUnavailable
 
 if TYPE_CHECKING:
@@ -58,11 +59,32 @@ def _password(config: Config) -> str | None:
     if not path:
         return None
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
+        password = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"fleet.password_file: cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"fleet.password_file: {path} is not UTF-8 text") from None
+    if not password:  # redis-py would send no AUTH, and Redis answer with a riddle
+        raise ConfigError(
+            f"fleet.password_file: {path} is empty (write the Redis password into it, or leave"
+            " fleet.password_file empty when Redis needs none or the URL holds it)"
+        )
+    return password
+
+
+def node_name(config: Config) -> str:
+    """This node's name in the fleet: `[fleet] node_name`, else the host name."""
+    return config.fleet.node_name or socket.gethostname()
+
+
+def _node_name_usable(config: Config) -> None:
+    """The host name stands in for an empty node_name: it must be one word too."""
+    name = node_name(config)
+    if node_name_problem(name) is not None:
+        raise ConfigError(
+            f"fleet.node_name: empty, and the host name {name!r} is not usable as a node name"
+            " (set fleet.node_name to letters, digits, dots, hyphens and underscores)"
+        )
 
 
 def fleet_settings(config: Config) -> FleetSettings:
@@ -78,7 +100,7 @@ def fleet_settings(config: Config) -> FleetSettings:
         password=_password(config),
         ca_file=f.ca_file or None,
         key_prefix=f.key_prefix,
-        node_name=f.node_name or socket.gethostname(),
+        node_name=node_name(config),
         connect_timeout=f.connect_timeout,
         command_timeout=f.command_timeout,
         breaker_failures=f.breaker_failures,
@@ -166,7 +188,8 @@ def make_heartbeat(
 
 def check_fleet(config: Config) -> FleetSettings | None:
     """What `check-config` and `serve` check beyond the keys' values: the password file is
-    readable, the CA file exists, redis-py is installed. ConfigError names the key of each
+    readable and not empty, the CA file exists, the host name can stand in for an empty
+    node_name, redis-py is installed. ConfigError names the key of each
     problem, all of them at once (an unreadable password file does not hide a missing CA
     file)."""
     if not fleet_enabled(config):
@@ -175,6 +198,7 @@ def check_fleet(config: Config) -> FleetSettings | None:
     checks: list[Callable[[], object]] = [
         lambda: _password(config),
         lambda: _ca_file(config.fleet.ca_file),
+        lambda: _node_name_usable(config),
         _redis_py,
     ]
     for check in checks:
