@@ -183,6 +183,25 @@ def test_an_empty_password_file_is_refused_naming_it(
         assert f"fleet.password_file: {empty} is empty" in err and "HELLO" not in err
 
 
+def test_a_missing_or_wrong_password_is_named_as_such(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    import redis
+
+    r = redis.Redis.from_url(redis_server.url)
+    r.config_set("requirepass", "right")
+    r.close()
+    code, _, err = run(capsys, "fleet", "status", "-c", config(tmp_path, redis_server.url))
+    assert code == 75 and "(Redis wants a password: set fleet.password_file)" in err
+    wrong = tmp_path / "redis.password"
+    wrong.write_text("wrong\n")
+    wrong.chmod(0o600)
+    path = config(tmp_path, redis_server.url, password_file=str(wrong))
+    code, _, err = run(capsys, "fleet", "status", "-c", path)
+    assert code == 75 and "(Redis refused the password of fleet.password_file or the URL)" in err
+    assert "wrong" not in err.replace("password_file", "")
+
+
 def test_a_password_file_others_can_read_is_warned_about(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

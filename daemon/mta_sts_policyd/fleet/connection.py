@@ -104,7 +104,18 @@ def describe(exc: BaseException) -> str:
     without the client objects some messages embed (a Sentinel's "No master found" holds
     the whole connection pool's repr, 1.5 KB naming no more than the address already does)."""
     text = _without_object_reprs(str(exc))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    hint = next((h for marks, h in _AUTH_HINTS if any(m in text for m in marks)), "")
+    return f"{type(exc).__name__}: {text}{hint}" if text else type(exc).__name__
+
+
+_AUTH_HINTS = (
+    (("HELLO must be called", "NOAUTH"), " (Redis wants a password: set fleet.password_file)"),
+    (
+        ("WRONGPASS", "invalid username-password pair", "invalid password"),
+        " (Redis refused the password of fleet.password_file or the URL)",
+    ),
+)
+"""What Redis's own words about authentication mean for the configuration."""
 
 
 def _without_object_reprs(text: str) -> str:
