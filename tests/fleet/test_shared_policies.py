@@ -351,6 +351,29 @@ async def test_purge_and_show_work_fleet_wide(
     assert missing["ok"] is False
 
 
+async def test_purge_takes_the_domains_out_of_the_shared_refresh_queue(
+    sts_world: StsWorld, nodes: Callable[..., FleetNode]
+) -> None:
+    """Before, `cache purge` (all) left "refresh queue: 3 domains" and the purged domains were
+    refetched when due."""
+    sts_world.publish(D, ENFORCE)
+    a = nodes()
+    assert await a.resolver.answer("postfix", D) == ENFORCE_REPLY
+    k, queued = a.client.keys, {D: T0 + 100, "two.test": T0 + 200, "three.test": T0 + 300}
+    await a.client.run(lambda r: r.zadd(k.refresh_due, queued), "seed")
+    await a.client.run(lambda r: r.zadd(k.refresh_used, queued), "seed")
+
+    async def members(key: str) -> set[bytes]:
+        return set(await a.client.run(lambda r: r.zrange(key, 0, -1), "test read"))
+
+    assert (await ControlServer(a.resolver).handle("purge", D))["ok"] is True
+    for key in (k.refresh_due, k.refresh_used):
+        assert await members(key) == {b"two.test", b"three.test"}
+    assert (await ControlServer(a.resolver).handle("purge", None))["ok"] is True
+    for key in (k.refresh_due, k.refresh_used):
+        assert await members(key) == set()
+
+
 async def test_redis_killed_known_domains_answered_no_calls_writes_reconciled(
     sts_world: StsWorld,
     https_server: HttpsServer,

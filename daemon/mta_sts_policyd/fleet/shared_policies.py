@@ -318,6 +318,9 @@ class SharedPolicyCache:
     # --- purge ----------------------------------------------------------------------------------
 
     async def purge(self, domain: str | None) -> int | None:
+        """`cache purge`: the shared entries, versions and refresh-queue places of one domain
+        (or of all) go, and the other nodes are told; a domain comes back into the queue only
+        when a node answers it again. None: Redis unavailable (only this node purged)."""
         k = self.keys
         message = f"{domain or '*'} purge {self.node}"
         try:
@@ -328,6 +331,8 @@ class SharedPolicyCache:
                 pipe = r.pipeline(transaction=False)
                 pipe.delete(k.policy(domain), k.failure(domain), k.negative(domain))
                 pipe.hdel(k.versions, domain)
+                pipe.zrem(k.refresh_due, domain)  # no refetch of a purged domain when due
+                pipe.zrem(k.refresh_used, domain)
                 pipe.publish(k.invalidations, message)
                 return int((await pipe.execute())[0])
 
@@ -348,7 +353,10 @@ class SharedPolicyCache:
                     deleted += count if pattern == k.policy("*") else 0
                 if not cursor:
                     break
-        await self._run(lambda r: r.delete(k.versions), "purge shared versions")
+        await self._run(
+            lambda r: r.unlink(k.versions, k.refresh_due, k.refresh_used),
+            "purge shared versions and refresh queue",
+        )
         await self._run(lambda r: r.publish(k.invalidations, message), "publish purge")
         self.queue.clear()
         self.seen.clear()
