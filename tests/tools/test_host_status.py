@@ -63,6 +63,7 @@ class Hosted:
 [cache]
 state_dir = "{self.root / "state"}"
 [host]
+state_dir = "{self.root / "host"}"
 policy_dir = "{self.root / "policies"}"
 cert_dirs = ["{self.root / "certs"}"]
 {expect}
@@ -214,7 +215,7 @@ def test_a_domain_without_its_policy_file_is_reported_while_something_names_it(
     hosted.serve("unsure.test", body=None)
     hosted.dns.fail("_mta-sts.unsure.test", "servfail")
     hosted.dns.set_a("mta-sts.unsure.test", HOST_IP)
-    expect = 'acme_names = ["mta-sts.listed.test"]'
+    expect = 'acme_directory = "https://ca.test/dir"\nacme_names = ["mta-sts.listed.test"]'
     code, domains = hosted.run(capsys, expect=expect)
     assert code == 2 and set(domains) == {"a.test", "deleted.test", "listed.test", "unsure.test"}
     for domain in ("deleted.test", "listed.test"):

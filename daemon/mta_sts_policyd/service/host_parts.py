@@ -260,10 +260,11 @@ def make_host_intake(config: Config) -> BodyIntake | None:
 
 
 def host_cert_dirs(config: Config) -> tuple[Path, ...]:
-    """Where the host finds certificates: the configured folders and the ACME state's."""
+    """Where the host finds certificates: the configured folders and the ACME state's (for
+    `host status`, which only reads: nothing is created)."""
     dirs = tuple(Path(d) for d in config.host.cert_dirs)
     if config.host.acme_directory:
-        dirs += (host_state_dir(config) / "acme" / "certs",)
+        dirs += (Path(config.host.state_dir) / "acme" / "certs",)
     return dirs
 
 
