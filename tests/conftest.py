@@ -147,3 +147,16 @@ def make_fleet(tmp_path: Path, trust_ca: trustme.CA) -> Iterator[Callable[..., F
     yield factory
     for world in worlds:
         world.close()
+
+
+@pytest.fixture(autouse=True)
+def _log_handlers_reset() -> Iterator[None]:
+    """A command run in-process (`monitor`, `host`) installs the project's log handler on the
+    captured stderr of its test; left behind, the next test's log lines would be written to a
+    closed stream. Each test starts without it."""
+    yield
+    import logging
+
+    from mta_sts_policyd.service.logsetup import remove_handler
+
+    remove_handler(logging.getLogger())

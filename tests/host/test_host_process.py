@@ -216,6 +216,7 @@ def test_a_port_in_use_exits_75_and_leaves_nothing_unawaited(
         )
     assert run.returncode == 75, run.stderr
     assert "address already in use" in run.stderr.lower(), run.stderr
+    assert f"127.0.0.1', {port})" in run.stderr or f"127.0.0.1:{port}:" in run.stderr
     assert "never awaited" not in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
@@ -230,3 +231,13 @@ def test_sighup_says_which_changed_keys_wait_for_a_restart(host: HostProcess) ->
         time.sleep(0.05)
     assert "event=reload-needs-restart keys=host.expect_addresses " in host.log, host.log
     assert host.stop() == 0
+
+
+def test_the_host_says_when_it_is_ready_and_when_it_stopped(host: HostProcess) -> None:
+    for _ in range(100):
+        if "event=ready" in host.log:
+            break
+        time.sleep(0.05)
+    assert "event=ready domains=2 " in host.log
+    assert host.stop() == 0
+    assert "event=stopping signal=SIGTERM" in host.log and "event=stopped" in host.log

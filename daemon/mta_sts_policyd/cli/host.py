@@ -55,9 +55,9 @@ def host_command(args: argparse.Namespace, config: Config) -> int:
     )
     from mta_sts_policyd.service.logsetup import setup_logging
 
-    setup_logging(config.logging.level)
-    if args.action == "status":
+    if args.action == "status":  # its report says it all: no host log (INFO loads) beside it
         return asyncio.run(_status(args, config))
+    setup_logging(config.logging.level)
     settings, extras = host_settings(config), host_extras(config)
     reconfigure = host_reconfigure(config, args.config)
     return run_host(settings, make_host_intake(config), extras, reconfigure)

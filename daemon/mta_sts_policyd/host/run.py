@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
@@ -147,6 +148,7 @@ class PolicyHost:
                 coroutines.append(self.renewal.run(self.settings.renewal_tick))
             tasks = [asyncio.create_task(c) for c in coroutines]
             sdnotify.ready(f"serving {len(self.documents.domains)} domains")
+            log.info("event=ready domains=%d pid=%d", len(self.documents.domains), os.getpid())
             await self._stop.wait()
             sdnotify.stopping()
         finally:
@@ -184,6 +186,11 @@ class PolicyHost:
                 log.exception("event=host-reload-crashed")
 
 
+def _stop(host: PolicyHost, sig: signal.Signals) -> None:
+    log.info("event=stopping signal=%s", sig.name)
+    host.stop()
+
+
 Reconfigure = Callable[["PolicyHost"], None]
 """What a SIGHUP does with the configuration file (re-read it, apply what it can)."""
 
@@ -207,9 +214,10 @@ def run_host(
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, _reload, host, reconfigure)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, host.stop)
+            loop.add_signal_handler(sig, _stop, host, sig)
         with contextlib.suppress(asyncio.CancelledError):
             await host.serve((lambda: extras(host)) if extras is not None else None)
+        log.info("event=stopped")
         return 0
 
     return asyncio.run(main())

@@ -203,7 +203,11 @@ def host_extras(config: Config) -> Extras | None:
 
         gauges = HostedGauges(host.documents, host.certificates)
         remote = config.metrics.allow_remote
-        server = metrics.serve_registry(*address, gauges.registry(), allow_remote=remote)
+        try:
+            server = metrics.serve_registry(*address, gauges.registry(), allow_remote=remote)
+        except OSError as exc:  # named as a listener's bind failure is
+            where = "host.metrics_listen {}:{}".format(*address)
+            raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from None
         log.info("event=metrics-listening address=%s:%d", server.host, server.port)
         interval, names = config.host.status_interval, lambda: host.settings.acme_names
         watcher = watch(gauges, dns_client(config), expect, Options(), interval, names)

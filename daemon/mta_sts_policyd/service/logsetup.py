@@ -98,10 +98,7 @@ def setup_logging(level: str = "INFO", target: str = "auto", file: str = "") -> 
     except OSError as exc:
         where = f"logging.file {file!r}" if target == "file" else f"logging.target {target!r}"
         raise ConfigError(f"{where}: cannot open: {exc.strerror or exc}") from None
-    for old in list(root.handlers):
-        if getattr(old, _MARK, False):
-            root.removeHandler(old)
-            old.close()
+    remove_handler(root)
     setattr(handler, _MARK, True)
     root.addHandler(handler)
     root.setLevel(level)
@@ -110,3 +107,11 @@ def setup_logging(level: str = "INFO", target: str = "auto", file: str = "") -> 
     # sqlitedict's statement errors reach the store as exceptions and are logged once, as
     # event=store-write-failed; its own multi-line traces of them would only bury that line.
     logging.getLogger("sqlitedict").setLevel(logging.CRITICAL)
+
+
+def remove_handler(root: logging.Logger) -> None:
+    """Take out (and close) the handler `setup_logging` installed, if any."""
+    for old in list(root.handlers):
+        if getattr(old, _MARK, False):
+            root.removeHandler(old)
+            old.close()
