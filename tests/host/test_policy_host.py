@@ -167,6 +167,9 @@ async def test_a_folder_that_names_no_domain_is_not_served(
     assert host.documents.domains == ["a.test", "b.test"]
     assert "reason=\"folder 'not a domain' is not a domain name\"" in caplog.text
     assert "folder 'a..b' is not a domain name" in caplog.text
+    said = caplog.text.count("is not a domain name")
+    host.reload()  # the poll: not said again every poll_interval
+    assert caplog.text.count("is not a domain name") == said
 
 
 async def test_a_policy_folder_that_does_not_exist_is_said_once_and_served_once_made(
@@ -183,6 +186,20 @@ async def test_a_policy_folder_that_does_not_exist_is_said_once_and_served_once_
     world.policy("a.test", POLICY_A)
     server.reload()
     assert server.documents.domains == ["a.test"]
+
+
+async def test_a_certificate_folder_without_its_key_is_said_once(
+    world: World, host: PolicyHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    world.cert("mta-sts.c.test")
+    (world.certs_dir / "mta-sts.c.test" / KEY_FILE).unlink()
+    host.reload()
+    host.reload()  # the poll: not said again
+    refused = [r for r in caplog.records if "name=mta-sts.c.test" in r.getMessage()]
+    assert len(refused) == 1 and "privkey.pem" in refused[0].getMessage()
+    refusal = host.certificates.refusal("mta-sts.c.test")
+    assert refusal is not None and "privkey.pem" in refusal.reason  # host status shows it
 
 
 async def test_sighup_rereads_a_file_rewritten_within_one_mtime_tick(

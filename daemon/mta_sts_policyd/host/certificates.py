@@ -26,6 +26,8 @@ from mta_sts_policyd.probe.tls import inspect_certificate
 log = logging.getLogger(__name__)
 
 CHAIN_FILE, KEY_FILE = "fullchain.pem", "privkey.pem"
+UNREADABLE = (-1, -1)
+"""The stamp of a refusal for a file that could not even be stat()ed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +110,15 @@ class CertificateSet:
         return changed
 
     def _consider(self, name: str, chain: Path, key: Path, force: bool = False) -> bool:
+        refused = self._refused.get(name)
         try:
             stamp = (chain.stat().st_mtime_ns, key.stat().st_mtime_ns)
-        except OSError as exc:
-            log.warning("event=certificate-refused name=%s reason=%r", name, str(exc))
+        except OSError as exc:  # e.g. privkey.pem missing: said once, not at every poll
+            if force or refused is None or refused.stamp != UNREADABLE:
+                log.warning("event=certificate-refused name=%s reason=%r", name, str(exc))
+            self._refused[name] = Refusal(UNREADABLE, chain, str(exc))
             return False
         current = self._loaded.get(name)
-        refused = self._refused.get(name)
         if not force and (
             (current is not None and current.stamp == stamp)
             or (refused is not None and refused.stamp == stamp)

@@ -61,6 +61,8 @@ class PolicyDocuments:
         self._gone: set[str] = set()
         """Domains served earlier whose file has since gone."""
         self._folder_problem: str | None = None
+        self._skipped: set[str] = set()
+        """Folders that name no domain, said once (again on SIGHUP), not at every poll."""
 
     def get(self, host: str) -> bytes | None:
         """The policy for a request to `host` (`mta-sts.DOMAIN`), or None."""
@@ -93,8 +95,9 @@ class PolicyDocuments:
         self._check_folder()
         seen: dict[str, Served] = {}
         refused: dict[str, tuple[int | None, str]] = {}
+        skipped: set[str] = set()
         for path in sorted(self.root.glob(f"*/{POLICY_FILE}")):
-            domain = self._domain(path)
+            domain = self._domain(path, skipped, force)
             if domain is None:
                 continue
             current = self._served.get(domain)
@@ -119,7 +122,7 @@ class PolicyDocuments:
                     seen[domain] = current
         self._note_gone(seen)
         changed = _bodies(seen) != _bodies(self._served)
-        self._served, self._refused = seen, refused
+        self._served, self._refused, self._skipped = seen, refused, skipped
         if changed:
             log.info("event=policies-loaded domains=%d", len(seen))
         return changed
@@ -159,14 +162,17 @@ class PolicyDocuments:
             "last-good" if kept else "none",
         )
 
-    def _domain(self, path: Path) -> str | None:
+    def _domain(self, path: Path, skipped: set[str], force: bool) -> str | None:
         """The domain a folder names, by the rule of every own-domain command; a folder that
-        names none (`not a domain`, `a..b`) is skipped with a warning, not served."""
+        names none (`not a domain`, `a..b`) is skipped (into `skipped`) with a warning, not
+        served."""
         folder = path.parent.parent.name
         domain = domain_for_name(folder.rstrip("."))
         if domain is None:
-            reason = f"folder {folder!r} is not a domain name"
-            log.warning("event=policy-file-refused file=%r reason=%r", str(path), reason)
+            skipped.add(folder)
+            if force or folder not in self._skipped:
+                reason = f"folder {folder!r} is not a domain name"
+                log.warning("event=policy-file-refused file=%r reason=%r", str(path), reason)
         return domain
 
     @staticmethod
