@@ -162,7 +162,7 @@ def _policy(seen: HostedSeen) -> tuple[str, list[Finding]]:
         kept = "it keeps serving the last good version until it restarts"
         if seen.body is None:
             kept = f"no policy is served for {name} unless a host running since before still has it"
-        message = f"the host refuses {file}: {seen.refused} ({kept})"
+        message = f"the host refuses {file}: {seen.refused}; {kept}"
         state = "last-good" if seen.body is not None else "refused"
         return state, [finding("HOSTED_POLICY_REFUSED", message, name=name, file=file)]
     if seen.body is not None:
