@@ -14,12 +14,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from mta_sts_policyd.cli.arguments import domain_name, file_argument, mx_pattern, nameserver
+from mta_sts_policyd.cli.arguments import domain_name, file_argument, nameserver
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.cli.output import fail, print_json
 from mta_sts_policyd.cli.policy_review import (
     Unusable,
     add_change_options,
+    add_policy_options,
     build_change,
     enforce_gate,
     show_review,
@@ -28,7 +29,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.state_files import write_atomically
 from mta_sts_policyd.sts.model import Mode
-from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Output
+from mta_sts_policyd.tools.generate import POLICY_PATH, Output
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
 EXIT_USAGE, EXIT_TEMPFAIL = ExitCode.USAGE, ExitCode.TEMPFAIL
@@ -40,18 +41,7 @@ def add_generate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--domain", required=True, type=domain_name, help="the policy domain (your mail domain)"
     )
-    p.add_argument("--mode", choices=[m.value for m in Mode], help=f"{KEPT} testing")
-    p.add_argument(
-        "--mx",
-        action="append",
-        default=[],
-        type=mx_pattern,
-        metavar="HOST",
-        help="mx pattern (repeatable; default: the domain's current MX hosts)",
-    )
-    p.add_argument(
-        "--max-age", type=int, metavar="SECONDS", help=f"{KEPT} {DEFAULT_MAX_AGE} (a week)"
-    )
+    add_policy_options(p, kept=KEPT)
     p.add_argument(
         "--write",
         metavar="DIR",

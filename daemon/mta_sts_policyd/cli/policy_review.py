@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from mta_sts_policyd.cli.arguments import mx_pattern
 from mta_sts_policyd.cli.exit_codes import ExitCode
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
@@ -19,6 +20,7 @@ from mta_sts_policyd.service.composition import enforce_readiness
 from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.check.observations import MxSeen
 from mta_sts_policyd.tools.generate import (
+    DEFAULT_MAX_AGE,
     Output,
     Request,
     build,
@@ -43,6 +45,23 @@ class Unusable(Exception):
     def __init__(self, message: str, code: ExitCode) -> None:
         super().__init__(message)
         self.code = code
+
+
+def add_policy_options(p: Any, *, kept: str) -> None:
+    """--mode, --mx and --max-age, worded the same in both commands; `kept` says where a value
+    not given comes from."""
+    p.add_argument("--mode", choices=[m.value for m in Mode], help=f"{kept} testing")
+    p.add_argument(
+        "--mx",
+        action="append",
+        default=[],
+        type=mx_pattern,
+        metavar="HOST",
+        help="mx pattern (repeatable; default: the domain's current MX hosts)",
+    )
+    p.add_argument(
+        "--max-age", type=int, metavar="SECONDS", help=f"{kept} {DEFAULT_MAX_AGE} (a week)"
+    )
 
 
 def add_change_options(p: Any) -> None:

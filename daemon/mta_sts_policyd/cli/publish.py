@@ -24,7 +24,6 @@ from mta_sts_policyd.cli.arguments import (
     ca_file,
     domain_name,
     file_argument,
-    mx_pattern,
     nameserver,
     port_number,
     seconds,
@@ -34,6 +33,7 @@ from mta_sts_policyd.cli.generate import write_policy
 from mta_sts_policyd.cli.policy_review import (
     Unusable,
     add_change_options,
+    add_policy_options,
     build_change,
     enforce_gate,
     show_review,
@@ -42,7 +42,7 @@ from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.own_domains import ReachSettings, mx_lookup, open_reach
 from mta_sts_policyd.sts.model import Mode
-from mta_sts_policyd.tools.generate import DEFAULT_MAX_AGE, POLICY_PATH, Output, review
+from mta_sts_policyd.tools.generate import POLICY_PATH, Output, review
 from mta_sts_policyd.tools.publish import PublishReach, publish
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
@@ -54,18 +54,7 @@ def add_publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("publish", parents=[common], help="serve a policy, then publish its id")
     p.add_argument("domain", metavar="DOMAIN", type=domain_name)
     p.add_argument("--policy", type=Path, metavar="FILE", help="publish this (edited) file")
-    p.add_argument("--mode", choices=[m.value for m in Mode], help=f"{KEPT} testing")
-    p.add_argument(
-        "--mx",
-        action="append",
-        default=[],
-        type=mx_pattern,
-        metavar="HOST",
-        help="mx pattern (repeatable; default: the domain's current MX hosts)",
-    )
-    p.add_argument(
-        "--max-age", type=int, metavar="SECONDS", help=f"{KEPT} {DEFAULT_MAX_AGE} (a week)"
-    )
+    add_policy_options(p, kept=KEPT)
     p.add_argument(
         "--hook",
         metavar="COMMAND",
