@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 from conftest import StsWorld
+from mta_sts_policyd.discovery.policy_fetch import FetchResult
 from mta_sts_policyd.errors import PolicyFetchError, ResultType
 from support.https_server import HttpsServer
 from support.resetting_server import resetting_server, silent_server
@@ -55,11 +56,10 @@ async def test_a_bad_first_address_moves_on_to_the_next(
     assert v6.request_count(HOST) == (1 if bad == "not-found" else 0)
 
 
-async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
-    trust_ca: trustme.CA, sts_world: StsWorld
-) -> None:
-    """The cold path (TXT and A together, IPv4 first): IPv4 connects, then resets; the AAAA
-    address serves the policy."""
+@pytest.fixture
+def dual_stack_host(trust_ca: trustme.CA, sts_world: StsWorld) -> Iterator[HttpsServer]:
+    """A policy host at 127.0.0.2 (where the test puts a bad server) and ::1, which serves the
+    policy; yields the ::1 server."""
     try:
         v6 = HttpsServer(trust_ca, host="::1").__enter__()
     except OSError:
@@ -69,12 +69,28 @@ async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
         sts_world.publish(D, None)
         sts_world.dns.set_a(HOST, "127.0.0.2")
         sts_world.dns.set_aaaa(HOST, "::1")
-        with resetting_server("127.0.0.2", v6.port):  # asserts it was connected to, then reset
-            async with sts_world.discovery(https_port=v6.port, ca_file=v6.ca_pem_path) as c:
-                await c.lookup_txt(D, fetch_likely=True)
-                fetched = await c.fetch_policy(D)
+        yield v6
     finally:
         v6.__exit__(None, None, None)
+
+
+async def cold_fetch(
+    sts_world: StsWorld, v6: HttpsServer, **overrides: object
+) -> tuple[FetchResult, float]:
+    """The cold path (TXT and A together, IPv4 first): the policy and the fetch's seconds."""
+    async with sts_world.discovery(https_port=v6.port, ca_file=v6.ca_pem_path, **overrides) as c:
+        await c.lookup_txt(D, fetch_likely=True)
+        started = time.monotonic()
+        fetched = await c.fetch_policy(D)
+        return fetched, time.monotonic() - started
+
+
+async def test_after_the_early_a_a_resetting_ipv4_falls_back_to_ipv6(
+    sts_world: StsWorld, dual_stack_host: HttpsServer
+) -> None:
+    """IPv4 connects, then resets; the AAAA address serves the policy."""
+    with resetting_server("127.0.0.2", dual_stack_host.port):  # asserts it was connected to
+        fetched, _ = await cold_fetch(sts_world, dual_stack_host)
     assert fetched.policy.mx == ("mail.example.test",)
 
 
@@ -108,29 +124,12 @@ async def test_one_address_failing_is_its_own_error_unchanged(sts_world: StsWorl
 
 
 async def test_a_silent_first_address_does_not_take_the_whole_deadline(
-    trust_ca: trustme.CA, sts_world: StsWorld
+    sts_world: StsWorld, dual_stack_host: HttpsServer
 ) -> None:
-    """The cold path: IPv4 (early A) accepts and never answers; after a quarter of the
-    deadline the AAAA address is tried beside it and serves the policy, well within it."""
-    try:
-        v6 = HttpsServer(trust_ca, host="::1").__enter__()
-    except OSError:
-        pytest.skip("no IPv6 loopback here")
-    try:
-        v6.set_policy(D, POLICY)
-        sts_world.publish(D, None)
-        sts_world.dns.set_a(HOST, "127.0.0.2")
-        sts_world.dns.set_aaaa(HOST, "::1")
-        with silent_server("127.0.0.2", v6.port):  # asserts it was connected to
-            async with sts_world.discovery(
-                https_port=v6.port, ca_file=v6.ca_pem_path, fetch_timeout=4.0
-            ) as c:
-                await c.lookup_txt(D, fetch_likely=True)
-                started = time.monotonic()
-                fetched = await c.fetch_policy(D)
-                took = time.monotonic() - started
-    finally:
-        v6.__exit__(None, None, None)
+    """IPv4 (the early A) accepts and never answers; after a quarter of the deadline the AAAA
+    address is tried beside it and serves the policy, well within it."""
+    with silent_server("127.0.0.2", dual_stack_host.port):  # asserts it was connected to
+        fetched, took = await cold_fetch(sts_world, dual_stack_host, fetch_timeout=4.0)
     assert fetched.policy.mx == ("mail.example.test",)
     assert 1.0 <= took < 3.0  # one quarter of 4 s alone, then the next address
 
