@@ -120,7 +120,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "host.poll_interval": [0],
     "host.reports_max_bytes": [0, -1, 1 << 40],
     "host.status_interval": [0, -5.0, 1e9],
-    "host.acme_challenge": ["dns-01", "TLS-ALPN-01", ""],
+    "host.acme_challenge": ["dns-01", "tls-alpn", ""],
     "reports_in.quarantine_keep": [0],
     "reports_in.min_days": [0],
     "reports_in.min_organizations": [0],
@@ -189,7 +189,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     ],
     "metrics.listen": ["0.0.0.0:9463", "192.0.2.1:9463", "9463", "127.0.0.1:0"],
     "discovery.nameservers": [["dns.example"], ["127.0.0.1:0"], ["[::1]:x"]],
-    "logging.level": ["info", "TRACE"],
+    "logging.level": ["TRACE", "verbose"],
     "server.sts_attributes": ["true", 1, "yes"],
 }
 
@@ -680,4 +680,33 @@ def test_periods_too_short_to_mean_are_refused_naming_the_shortest(
     not stop on SIGTERM; `refresh_interval = 1` refetches every policy every second."""
     assert config_error(nested(path, value)).startswith(
         f"{path}: expected a number of seconds from {floor} to "
+    )
+
+
+LITERAL_WORDS = [
+    ("logging.level", "INFO"), ("logging.level", "DEBUG"), ("logging.target", "journal"),
+    ("server.dane", "dane-only"), ("server.sts_attributes", "auto"),
+    ("host.acme_challenge", "http-01"),
+]  # fmt: skip
+
+
+@given(
+    key_word=st.sampled_from(LITERAL_WORDS),
+    upper=st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_a_word_from_a_fixed_list_is_taken_in_any_case_and_kept_in_one(
+    key_word: tuple[str, str], upper: list[bool]
+) -> None:
+    """`level = "info"` is what operators write (Python's logging spells INFO): the value is
+    taken whatever its case and read in the list's own spelling."""
+    path, word = key_word
+    written = "".join(c.upper() if up else c.lower() for c, up in zip(word, upper, strict=False))
+    config = config_from_mapping(nested(path, written))
+    table, _, key = path.rpartition(".")
+    assert config_as_dict(config)[table][key] == word
+
+
+def test_a_word_not_in_the_list_in_any_case_is_still_refused() -> None:
+    assert config_error(nested("logging.level", "verbose")).startswith(
+        'logging.level: expected one of "DEBUG", "INFO", "WARNING", "ERROR", got \'verbose\''
     )

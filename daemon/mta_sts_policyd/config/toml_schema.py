@@ -43,9 +43,13 @@ def _convert(
             raise ConfigError(f"{path}: expected a table [{path}]")
         return build_dataclass(tp, value, path, checks=checks, problems=problems)
     if origin is Literal:
-        if not any(value == a and type(value) is type(a) for a in get_args(tp)):
-            raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
-        return value
+        for allowed in get_args(tp):
+            if value == allowed and type(value) is type(allowed):
+                return value
+            same_word = isinstance(value, str) and isinstance(allowed, str)
+            if same_word and value.casefold() == str(allowed).casefold():
+                return allowed  # `level = "info"` means INFO: one spelling kept inside
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected {_describe(tp)}, got {_shown(value)}")
