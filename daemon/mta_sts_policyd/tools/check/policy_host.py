@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mta_sts_policyd.discovery.http_rules import (
+    MAX_BODY,
     content_type_problem,
     redirect_problem,
     status_problem,
@@ -186,7 +187,7 @@ def _http(host: str, seen: PolicyAddressSeen) -> tuple[list[Finding], bool]:
             )
         )
     if seen.oversize:
-        out.append(finding("POLICY_TOO_LARGE", f"{url}: more than 65536 bytes", **where))
+        out.append(finding("POLICY_TOO_LARGE", f"{url}: more than {MAX_BODY} bytes", **where))
     return out, not out
 
 
