@@ -84,9 +84,14 @@ def test_only_naming_the_uncovered_mx_lets_it_pass() -> None:
     assert both.refused(force=False) and not both.refused(force=True)
 
 
-def test_enforce_refused_when_mx_unknown() -> None:
+def test_enforce_with_mx_unknown_waits_for_the_lookup_or_force() -> None:
+    """An unverified MX set is missing evidence, like the reports' verdict: `--force` goes ahead
+    (a set-up without DNS); a host known to be uncovered is not, and `--force` never passes it."""
     out = build(Request("example.com", Mode.ENFORCE, ("mx.example.com",)), current_mx=None)
-    assert "could not be looked up" in out.refusals[0]
+    assert out.refusals == [] and "could not be looked up" in out.readiness[0]
+    assert out.refused(force=False) and not out.refused(force=True)
+    testing = build(Request("example.com", Mode.TESTING, ("mx.example.com",)), current_mx=None)
+    assert testing.readiness == [] and not testing.refused(force=False)
 
 
 def test_short_max_age_in_enforce_warns() -> None:

@@ -30,8 +30,8 @@ from mta_sts_policyd.tools.generate import (
 )
 
 FORCE_HELP = (
-    "switch to enforce without a READY verdict of the TLS reports; overrides nothing else "
-    "(an MX host left uncovered needs --uncovered-mx)"
+    "go ahead without missing evidence: a READY verdict of the TLS reports, or an MX lookup "
+    "that failed; passes nothing else (an MX host left uncovered needs --uncovered-mx)"
 )
 UNCOVERED_HELP = (
     "let an enforce policy leave this current MX host uncovered: compliant senders will defer "
@@ -130,8 +130,8 @@ def show_review(command: str, out: Output, force: bool) -> None:
         print(f"{command}: {label}: {problem}", file=sys.stderr)
     if out.readiness and not force:
         print(
-            f"{command}: not ready for enforce; --force goes ahead without a READY verdict "
-            "(it overrides nothing else)",
+            f"{command}: not ready for enforce; --force goes ahead without this evidence "
+            "(it passes nothing else)",
             file=sys.stderr,
         )
     for warning in out.warnings:

@@ -6,10 +6,12 @@ reviews its file by the same rules (`review`), whether built from options or edi
 
 Two kinds of refusal, each with its own override, so one never passes the other:
 - MX coverage: an `enforce` policy that leaves a current MX host uncovered (compliant senders
-  would defer its mail), or whose MX hosts could not be looked up. Only naming the host,
-  `--uncovered-mx HOST`, lets it stay uncovered, and it is then still warned about.
-- readiness: the switch to `enforce` waits for the TLS reports (`enforce_refusals`); `--force`
-  goes ahead without them and overrides nothing else.
+  would defer its mail). Only naming the host, `--uncovered-mx HOST`, lets it stay uncovered,
+  and it is then still warned about.
+- missing evidence: the switch to `enforce` waits for the TLS reports (`enforce_refusals`),
+  and an `enforce` policy waits for the MX lookup that checks its coverage (DNS failed, or a
+  set-up without DNS); `--force` goes ahead without them. A host known to be left uncovered is
+  not missing evidence, so `--force` never passes it.
 Usage errors (PolicySyntaxError): a file larger than senders read, an invalid pattern or
 max_age. Warnings: `enforce` with max_age under a day; `none` (withdrawal) with the time
 senders may still apply the old policy.
@@ -58,14 +60,15 @@ class Output:
     refusals: list[str] = field(default_factory=list)
     """MX coverage: nothing but `--uncovered-mx HOST` passes these."""
     readiness: list[str] = field(default_factory=list)
-    """Why the switch to enforce must wait (the command adds them): `--force` passes these."""
+    """Evidence that is missing (the TLS reports' verdict, added by the command; the MX lookup):
+    `--force` passes these."""
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
     previous_id: str | None = None
 
     def refused(self, force: bool) -> bool:
-        """The one rule of `generate` and `publish`: `--force` passes only the readiness."""
+        """The one rule of `generate` and `publish`: `--force` passes only missing evidence."""
         return bool(self.refusals) or (bool(self.readiness) and not force)
 
 
@@ -148,7 +151,12 @@ def review(
     policy = parse_policy(body)
     new_id = policy_id(policy)
     out = Output(policy, body.decode("utf-8"), new_id, txt_record(domain, new_id))
-    refusals, allowed = _coverage(policy, current_mx, uncovered)
+    if policy.mode is Mode.ENFORCE and current_mx is None:
+        out.readiness.append(
+            "the domain's MX hosts could not be looked up, so coverage is unverified: "
+            "try again, or give --nameserver (--force if you checked the mx lines yourself)"
+        )
+    refusals, allowed = _coverage(policy, current_mx or (), uncovered)
     out.refusals.extend(refusals)
     out.warnings.extend(allowed + _warnings(policy, existing))
     if existing is not None:
@@ -157,16 +165,11 @@ def review(
 
 
 def _coverage(
-    policy: Policy, current_mx: Sequence[str] | None, uncovered: Sequence[str]
+    policy: Policy, current_mx: Sequence[str], uncovered: Sequence[str]
 ) -> tuple[list[str], list[str]]:
     """(refusals, warnings): an uncovered MX host is refused unless named in `uncovered`."""
     if policy.mode is not Mode.ENFORCE:
         return [], []
-    if current_mx is None:
-        return [
-            "the domain's MX hosts could not be looked up, so coverage is unverified: "
-            "try again, or give --nameserver"
-        ], []
     allowed = {h.lower().rstrip(".") for h in uncovered}
     missing = [h.lower() for h in current_mx if not patterns_matching(policy.mx, h)]
     problem = "is not covered by any mx line: compliant senders {} defer its mail"
