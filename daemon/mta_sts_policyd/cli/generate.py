@@ -28,7 +28,6 @@ from mta_sts_policyd.cli.policy_review import (
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.service.own_domains import mx_lookup
 from mta_sts_policyd.state_files import write_atomically
-from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import POLICY_PATH, Output
 
 EXIT_OK, EXIT_REFUSED = ExitCode.OK, ExitCode.NOT_FOUND
@@ -93,9 +92,7 @@ def _review(args: argparse.Namespace, config: Config, target: Path | None) -> Ou
             existing = existing_path.read_bytes()
     seen = asyncio.run(mx_lookup(config, args.nameserver)(domain))
     out = build_change(domain, args, seen, existing)
-    if out.policy.mode is Mode.ENFORCE:
-        known = existing_path is not None
-        out.readiness.extend(enforce_gate(config, domain, existing, known=known))
+    enforce_gate(out, config, domain, existing, known=existing_path is not None)
     return out
 
 

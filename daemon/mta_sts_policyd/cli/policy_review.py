@@ -103,14 +103,22 @@ def build_change(
     return out
 
 
-def enforce_gate(config: Config, domain: str, served: bytes | None, *, known: bool) -> list[str]:
-    """The refusals of a switch to `enforce` (tools/generate.py's rule).
+def enforce_gate(
+    out: Output, config: Config, domain: str, served: bytes | None, *, known: bool
+) -> None:
+    """Add to `out.readiness` the refusals of a switch to `enforce` (tools/generate.py's rule),
+    when `out` is an `enforce` policy replacing `served`.
 
     `known` is False when no file says what is served now (generate without --write or
     --existing).
     """
-    if not switches_to_enforce(served):
-        return []
+    if out.policy.mode is Mode.ENFORCE and switches_to_enforce(served):
+        out.readiness.extend(_switch_refusals(config, domain, served, known=known))
+
+
+def _switch_refusals(
+    config: Config, domain: str, served: bytes | None, *, known: bool
+) -> list[str]:
     if not known:
         return [
             f"the policy served for {domain} now is unknown (give --write DIR or --existing "

@@ -41,7 +41,6 @@ from mta_sts_policyd.cli.policy_review import (
 from mta_sts_policyd.config.settings import Config
 from mta_sts_policyd.errors import PolicySyntaxError
 from mta_sts_policyd.service.own_domains import ReachSettings, mx_lookup, open_reach
-from mta_sts_policyd.sts.model import Mode
 from mta_sts_policyd.tools.generate import POLICY_PATH, Output, review
 from mta_sts_policyd.tools.publish import PublishReach, publish
 
@@ -88,8 +87,7 @@ def publish_command(args: argparse.Namespace, config: Config) -> int:
     except Unusable as exc:
         print(f"publish: {exc}", file=sys.stderr)
         return exc.code
-    if out.policy.mode is Mode.ENFORCE:
-        out.readiness.extend(enforce_gate(config, domain, served, known=True))
+    enforce_gate(out, config, domain, served, known=True)
     show_review("publish", out, args.force)
     if out.refused(args.force):
         return EXIT_REFUSED
