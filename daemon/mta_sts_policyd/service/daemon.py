@@ -31,7 +31,11 @@ from mta_sts_policyd.service.control import ControlServer
 from mta_sts_policyd.service.listeners import open_listeners
 from mta_sts_policyd.service.logsetup import setup_logging
 from mta_sts_policyd.service.process_memory import release_free_memory
-from mta_sts_policyd.service.reload import restart_only_changes
+from mta_sts_policyd.service.reload import (
+    log_reload_failed,
+    log_restart_only,
+    restart_only_changes,
+)
 from mta_sts_policyd.state_files import StateLock
 
 if TYPE_CHECKING:
@@ -191,15 +195,11 @@ class Daemon:
                 load_config(self.config_path), listen=self.cli_listen, state_dir=self.cli_state_dir
             )
         except ConfigError as exc:
-            log.error("event=reload-failed reason=%r kept=running-configuration", str(exc))
+            log_reload_failed(log, exc)
             sdnotify.notify("READY=1")
             return
-        pending = restart_only_changes(self._started_with, fresh)  # what runs, not what was read
-        if pending:
-            log.warning(
-                "event=reload-needs-restart keys=%s reason='these take effect on restart'",
-                ",".join(pending),
-            )
+        # What runs, not what was read, is compared.
+        log_restart_only(log, restart_only_changes(self._started_with, fresh))
         try:
             setup_logging(fresh.logging.level, fresh.logging.target, fresh.logging.file)
         except ConfigError as exc:

@@ -156,25 +156,21 @@ def host_reconfigure(started: Config, path: Path | None) -> Reconfigure:
     """SIGHUP: re-read the configuration file, apply what the host can take in, and say which
     changed keys wait for a restart (compared with what the host started with)."""
     from mta_sts_policyd.config.settings import load_config
-    from mta_sts_policyd.service.reload import restart_only_changes
+    from mta_sts_policyd.service.reload import (
+        log_reload_failed,
+        log_restart_only,
+        restart_only_changes,
+    )
 
     def reconfigure(host: PolicyHost) -> None:
         try:
             fresh = load_config(path)
             settings = host_settings(fresh)
         except ConfigError as exc:
-            log.error("event=reload-failed reason=%r kept=running-configuration", str(exc))
+            log_reload_failed(log, exc)
             return
-        pending = [
-            key
-            for key in restart_only_changes(started, fresh, HOST_APPLIES)
-            if key.partition(".")[0] in HOST_SECTIONS
-        ]
-        if pending:
-            log.warning(
-                "event=reload-needs-restart keys=%s reason='these take effect on restart'",
-                ",".join(pending),
-            )
+        changed = restart_only_changes(started, fresh, HOST_APPLIES)
+        log_restart_only(log, [key for key in changed if key.partition(".")[0] in HOST_SECTIONS])
         host.apply(settings)
 
     return reconfigure

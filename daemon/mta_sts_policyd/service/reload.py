@@ -8,6 +8,7 @@ is logged as waiting for a restart, so an operator is never left guessing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 
 from mta_sts_policyd.config.settings import Config
@@ -39,3 +40,18 @@ def restart_only_changes(
             ):
                 changed.append(f"{section.name}.{key.name}")
     return changed
+
+
+def log_reload_failed(log: logging.Logger, exc: Exception) -> None:
+    """The file no longer loads: the running configuration stays (the daemon's and the
+    host's SIGHUP say it alike)."""
+    log.error("event=reload-failed reason=%r kept=running-configuration", str(exc))
+
+
+def log_restart_only(log: logging.Logger, keys: list[str]) -> None:
+    """The changed keys a SIGHUP did not take in, if any."""
+    if keys:
+        log.warning(
+            "event=reload-needs-restart keys=%s reason='these take effect on restart'",
+            ",".join(keys),
+        )
